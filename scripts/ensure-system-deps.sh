@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that Tessera's tests and benchmarks drive as real
+# clients and peers (qemu-img/qemu-io/qemu-nbd, nbdinfo/nbdcopy/nbdsh, fio, nbdkit),
+# if any is missing. Runs `apt-get update` first, as the machine image may have no lists.
+# Needs root (or sudo); prints what it installs. Safe to run repeatedly.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have qemu-img || need+=(qemu-utils)
+have nbdinfo || need+=(libnbd-bin)
+have nbdsh || need+=(libnbd-bin)
+have fio || need+=(fio)
+have nbdkit || need+=(nbdkit)
+nbdsh -c 'pass' >/dev/null 2>&1 || need+=(libnbd-bin python3-libnbd)
+
+if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+echo "ensure-system-deps: installing ${need[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if have sudo; then SUDO=sudo; else echo "ensure-system-deps: need root to apt-get install ${need[*]}" >&2; exit 1; fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

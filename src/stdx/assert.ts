@@ -1,0 +1,17 @@
+// Assertions for programmer errors. They stay on in production: a broken
+// invariant in a storage system must stop the process, not corrupt data.
+
+export class AssertionError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'AssertionError';
+  }
+}
+
+export function assert(condition: unknown, message = 'assertion failed'): asserts condition {
+  if (!condition) throw new AssertionError(message);
+}
+
+export function unreachable(value: never): never {
+  throw new AssertionError(`unreachable: ${String(value)}`);
+}
