@@ -1,0 +1,27 @@
+// DEV1: the block device interface every storage layer sees. A device is a byte
+// array addressed by offset, with async positional read/write, flush (make every
+// completed write durable) and close. Implementations: io/node/file-device.ts
+// (a regular file or a block device path) and device/sim-device.ts (tests).
+//
+// Invariants: offsets and lengths are multiples of `sectorBytes`; buffers passed
+// to a device with `directIo` must come from stdx/buffer-pool.ts (page-aligned).
+// A write that resolved is visible to later reads; it is durable only after a
+// flush() that started after it resolved. Errors are TesseraErrors:
+// ERR_DEVICE_IO for read/write, ERR_DEVICE_FLUSH for flush (fatal to the daemon).
+import type { IoStats } from '../stdx/stats.js';
+
+export interface BlockDevice {
+  readonly name: string;
+  readonly path: string;
+  readonly sizeBytes: number;
+  readonly sectorBytes: number;
+  /** True when IO bypasses the page cache (O_DIRECT): buffers must be aligned. */
+  readonly directIo: boolean;
+  readonly stats: IoStats;
+  read(buf: Uint8Array, offsetBytes: number): Promise<void>;
+  write(buf: Uint8Array, offsetBytes: number): Promise<void>;
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export const SECTOR_BYTES = 512;

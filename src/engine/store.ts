@@ -1,0 +1,41 @@
+// Opens (formatting if new) the local engine on a device file or block device:
+// the one entry point daemons use. A new regular file is created sparse, so its
+// data area reads as zeros and never-used chunks need no zeroing.
+import { FileDevice, type DirectIoMode } from '../io/node/file-device.js';
+import { TesseraError } from '../stdx/errors.js';
+import type { VolumeStore } from '../volume/types.js';
+import { LocalEngine, type LogFn } from './engine.js';
+
+export interface LocalStoreOptions {
+  devicePath: string;
+  /** Size of a new device file; the device is created and formatted only if it does not exist. */
+  createSizeBytes?: number;
+  directIo?: DirectIoMode;
+  objectSizeBytes?: number;
+  log?: LogFn;
+  onFatal?: (err: Error) => void;
+}
+
+export async function openLocalStore(opts: LocalStoreOptions): Promise<{ store: VolumeStore; engine: LocalEngine; created: boolean }> {
+  let created = false;
+  if (!(await FileDevice.exists(opts.devicePath))) {
+    if (opts.createSizeBytes === undefined) throw new TesseraError('ERR_NOT_FOUND', `device ${opts.devicePath} does not exist`);
+    await FileDevice.create(opts.devicePath, opts.createSizeBytes);
+    const dev = await FileDevice.open(opts.devicePath, opts.directIo ?? 'auto');
+    try {
+      await LocalEngine.format(dev, { objectSizeBytes: opts.objectSizeBytes, dataZeroed: true });
+    } finally {
+      await dev.close();
+    }
+    created = true;
+    opts.log?.('info', `formatted new device ${opts.devicePath} (${opts.createSizeBytes} bytes)`);
+  }
+  const device = await FileDevice.open(opts.devicePath, opts.directIo ?? 'auto');
+  try {
+    const engine = await LocalEngine.open(device, { log: opts.log, onFatal: opts.onFatal });
+    return { store: engine, engine, created };
+  } catch (err) {
+    await device.close();
+    throw err;
+  }
+}

@@ -1,0 +1,308 @@
+// The data path of one volume on the local engine: read, write, flush, trim,
+// write-zeroes and block status, cut into per-object pieces of at most
+// MAX_IO_BLOCKS blocks. Each piece is one device IO of whole stored blocks
+// (4096 data + 512 trailer); partial blocks at a piece's ends are read, merged
+// and rewritten under a per-block lock so concurrent sub-block writes never
+// undo each other.
+//
+// Invariants: a block is returned only after its trailer and data checksum
+// verify (else ERR_CHECKSUM); blocks of unallocated objects and blocks not written
+// in the chunk's current generation read as zeros; a chunk is held (refcount)
+// for the duration of every IO that uses it.
+import { TesseraError } from '../stdx/errors.js';
+import type { IoStatsSnapshot } from '../stdx/stats.js';
+import type { Extent, Volume } from '../volume/types.js';
+import type { LocalEngine, VolumeState } from './engine.js';
+import { MAX_IO_BLOCKS } from './engine.js';
+import { BLOCK_DATA_BYTES, BLOCK_STRIDE_BYTES, chunkOffset } from './layout.js';
+import { BlockCheck, checkBlock, sealBlock } from './trailer.js';
+
+export class LocalVolume implements Volume {
+  readonly id: number;
+  /** Per-block locks for read-modify-write: key = objectIndex * blocksPerObject + block. */
+  private readonly rmwLocks = new Map<number, Promise<void>>();
+
+  constructor(
+    private readonly engine: LocalEngine,
+    private readonly state: VolumeState,
+  ) {
+    this.id = state.id;
+  }
+
+  name(): string {
+    return this.live().name;
+  }
+
+  sizeBytes(): number {
+    return this.live().sizeBytes;
+  }
+
+  stats(): IoStatsSnapshot {
+    return this.state.stats.snapshot();
+  }
+
+  // ---------------------------------------------------------------- read
+
+  async read(offsetBytes: number, lengthBytes: number, out: Buffer, outOffset: number): Promise<void> {
+    const v = this.begin(offsetBytes, lengthBytes);
+    const t0 = performance.now();
+    v.stats.inFlight++;
+    try {
+      await this.forPieces(offsetBytes, lengthBytes, (obj, inObj, len, done) => this.readPiece(v, obj, inObj, len, out, outOffset + done));
+      v.stats.read.record(lengthBytes, (performance.now() - t0) * 1000);
+    } catch (err) {
+      v.stats.read.recordError();
+      throw err;
+    } finally {
+      v.stats.inFlight--;
+    }
+  }
+
+  private async readPiece(v: VolumeState, obj: number, inObj: number, len: number, out: Buffer, at: number): Promise<void> {
+    const chunk = v.objects.get(obj);
+    if (chunk === undefined) {
+      out.fill(0, at, at + len);
+      return;
+    }
+    const first = Math.floor(inObj / BLOCK_DATA_BYTES);
+    const last = Math.floor((inObj + len - 1) / BLOCK_DATA_BYTES);
+    const n = last - first + 1;
+    const e = this.engine;
+    e.holdChunk(chunk);
+    const buf = await e.pool.acquire(n * BLOCK_STRIDE_BYTES);
+    try {
+      await e.device.read(buf, chunkOffset(e.layout, chunk) + first * BLOCK_STRIDE_BYTES);
+      const gen = e.chunkGeneration(chunk);
+      let pos = inObj;
+      let dst = at;
+      for (let i = 0; i < n; i++) {
+        const block = first + i;
+        const blockStart = block * BLOCK_DATA_BYTES;
+        const from = pos - blockStart;
+        const take = Math.min(BLOCK_DATA_BYTES - from, inObj + len - pos);
+        const bo = i * BLOCK_STRIDE_BYTES;
+        const check = checkBlock(buf, bo, { volumeId: v.id, objectIndex: obj, blockIndex: block, generation: gen });
+        if (check === BlockCheck.Valid) buf.copy(out, dst, bo + from, bo + from + take);
+        else if (check === BlockCheck.Unwritten) out.fill(0, dst, dst + take);
+        else {
+          e.checksumErrors++;
+          throw new TesseraError('ERR_CHECKSUM', `checksum mismatch in volume "${v.name}" at byte ${obj * e.layout.objectSizeBytes + blockStart}`);
+        }
+        pos += take;
+        dst += take;
+      }
+    } finally {
+      e.pool.release(buf);
+      e.releaseChunk(chunk);
+    }
+  }
+
+  // ---------------------------------------------------------------- write
+
+  async write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void> {
+    const v = this.begin(offsetBytes, data.length);
+    const t0 = performance.now();
+    v.stats.inFlight++;
+    try {
+      await this.forPieces(offsetBytes, data.length, (obj, inObj, len, done) => this.writePiece(v, obj, inObj, len, data, done));
+      if (fua) await this.engine.flush();
+      v.stats.write.record(data.length, (performance.now() - t0) * 1000);
+    } catch (err) {
+      v.stats.write.recordError();
+      throw err;
+    } finally {
+      v.stats.inFlight--;
+    }
+  }
+
+  /** Write data[src, src+len) (or zeros when data is null) at byte inObj of object obj. */
+  private async writePiece(v: VolumeState, obj: number, inObj: number, len: number, data: Buffer | null, src: number): Promise<void> {
+    const e = this.engine;
+    const chunk = await e.ensureChunk(v, obj);
+    const first = Math.floor(inObj / BLOCK_DATA_BYTES);
+    const last = Math.floor((inObj + len - 1) / BLOCK_DATA_BYTES);
+    const n = last - first + 1;
+    const headPartial = inObj % BLOCK_DATA_BYTES !== 0;
+    const tailPartial = (inObj + len) % BLOCK_DATA_BYTES !== 0;
+    const bpo = e.layout.blocksPerObject;
+    const lockKeys: number[] = [];
+    if (headPartial || tailPartial || this.rmwLocks.size > 0) {
+      for (let b = first; b <= last; b++) lockKeys.push(obj * bpo + b);
+    }
+    const unlock = lockKeys.length > 0 ? await this.lockBlocks(lockKeys, headPartial || tailPartial) : null;
+    e.holdChunk(chunk);
+    const buf = await e.pool.acquire(n * BLOCK_STRIDE_BYTES);
+    try {
+      const gen = e.chunkGeneration(chunk);
+      const base = chunkOffset(e.layout, chunk) + first * BLOCK_STRIDE_BYTES;
+      if (headPartial) await this.loadBlock(v, obj, chunk, gen, first, buf, 0, base);
+      if (tailPartial && (last !== first || !headPartial)) {
+        await this.loadBlock(v, obj, chunk, gen, last, buf, (n - 1) * BLOCK_STRIDE_BYTES, base + (n - 1) * BLOCK_STRIDE_BYTES);
+      }
+      let pos = inObj;
+      let from = src;
+      for (let i = 0; i < n; i++) {
+        const block = first + i;
+        const blockStart = block * BLOCK_DATA_BYTES;
+        const at = pos - blockStart;
+        const take = Math.min(BLOCK_DATA_BYTES - at, inObj + len - pos);
+        const bo = i * BLOCK_STRIDE_BYTES;
+        if (data) data.copy(buf, bo + at, from, from + take);
+        else buf.fill(0, bo + at, bo + at + take);
+        sealBlock(buf, bo, { volumeId: v.id, objectIndex: obj, blockIndex: block, generation: gen });
+        pos += take;
+        from += take;
+      }
+      await e.device.write(buf, base);
+      e.dataWrites++;
+    } finally {
+      e.pool.release(buf);
+      e.releaseChunk(chunk);
+      unlock?.();
+    }
+  }
+
+  /** Read one stored block into buf at bo for a read-modify-write; unwritten blocks become zeros. */
+  private async loadBlock(v: VolumeState, obj: number, chunk: number, gen: number, block: number, buf: Buffer, bo: number, deviceOffset: number): Promise<void> {
+    const e = this.engine;
+    const view = buf.subarray(bo, bo + BLOCK_STRIDE_BYTES);
+    await e.device.read(view, deviceOffset);
+    const check = checkBlock(buf, bo, { volumeId: v.id, objectIndex: obj, blockIndex: block, generation: gen });
+    if (check === BlockCheck.Unwritten) buf.fill(0, bo, bo + BLOCK_DATA_BYTES);
+    else if (check === BlockCheck.Corrupt) {
+      e.checksumErrors++;
+      throw new TesseraError('ERR_CHECKSUM', `checksum mismatch in volume "${v.name}" at byte ${obj * e.layout.objectSizeBytes + block * BLOCK_DATA_BYTES} (partial write refused)`);
+    }
+  }
+
+  /**
+   * Wait for earlier locks on these blocks; if `exclusive`, hold them until unlock().
+   * Full-block writes only wait (they must not overtake a read-modify-write in progress).
+   */
+  private async lockBlocks(keys: number[], exclusive: boolean): Promise<(() => void) | null> {
+    for (;;) {
+      const busy = keys.map((k) => this.rmwLocks.get(k)).filter((p): p is Promise<void> => p !== undefined);
+      if (busy.length === 0) break;
+      await Promise.all(busy);
+    }
+    if (!exclusive) return null;
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    for (const k of keys) this.rmwLocks.set(k, held);
+    return () => {
+      for (const k of keys) if (this.rmwLocks.get(k) === held) this.rmwLocks.delete(k);
+      release();
+    };
+  }
+
+  // ---------------------------------------------------------------- flush, trim, zeroes
+
+  async flush(): Promise<void> {
+    const v = this.live();
+    this.engine.checkUsable();
+    const t0 = performance.now();
+    try {
+      await this.engine.flush();
+      v.stats.flush.record(0, (performance.now() - t0) * 1000);
+    } catch (err) {
+      v.stats.flush.recordError();
+      throw err;
+    }
+  }
+
+  trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void> {
+    return this.writeZeroes(offsetBytes, lengthBytes, fua, true);
+  }
+
+  async writeZeroes(offsetBytes: number, lengthBytes: number, fua: boolean, mayTrim: boolean): Promise<void> {
+    const v = this.begin(offsetBytes, lengthBytes);
+    const t0 = performance.now();
+    const objBytes = this.engine.layout.objectSizeBytes;
+    v.stats.inFlight++;
+    try {
+      await this.forPieces(
+        offsetBytes,
+        lengthBytes,
+        async (obj, inObj, len) => {
+          if (len === objBytes && mayTrim) return this.engine.freeObject(v, obj);
+          if (!v.objects.has(obj) && mayTrim) return; // already reads as zeros
+          await this.forPieces(obj * objBytes + inObj, len, (o, io, l) => this.writePiece(v, o, io, l, null, 0));
+        },
+        objBytes,
+      );
+      if (fua) await this.engine.flush();
+      v.stats.discard.record(lengthBytes, (performance.now() - t0) * 1000);
+    } catch (err) {
+      v.stats.discard.recordError();
+      throw err;
+    } finally {
+      v.stats.inFlight--;
+    }
+  }
+
+  async blockStatus(offsetBytes: number, lengthBytes: number): Promise<Extent[]> {
+    const v = this.begin(offsetBytes, lengthBytes);
+    const objBytes = this.engine.layout.objectSizeBytes;
+    const out: Extent[] = [];
+    let pos = offsetBytes;
+    const end = offsetBytes + lengthBytes;
+    while (pos < end) {
+      const obj = Math.floor(pos / objBytes);
+      const len = Math.min((obj + 1) * objBytes, end) - pos;
+      const hole = !v.objects.has(obj);
+      const last = out[out.length - 1];
+      if (last && last.hole === hole) last.lengthBytes += len;
+      else out.push({ lengthBytes: len, hole, zero: hole });
+      pos += len;
+    }
+    return out;
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private live(): VolumeState {
+    const v = this.engine.volumeById(this.id);
+    if (!v) throw new TesseraError('ERR_NOT_FOUND', `volume "${this.state.name}" was deleted`);
+    return v;
+  }
+
+  private begin(offsetBytes: number, lengthBytes: number): VolumeState {
+    this.engine.checkUsable();
+    const v = this.live();
+    if (!Number.isSafeInteger(offsetBytes) || !Number.isSafeInteger(lengthBytes) || offsetBytes < 0 || lengthBytes < 0 || offsetBytes + lengthBytes > v.sizeBytes) {
+      throw new TesseraError('ERR_RANGE', `range ${offsetBytes}+${lengthBytes} is outside volume "${v.name}" (${v.sizeBytes} bytes)`);
+    }
+    return v;
+  }
+
+  /**
+   * Run fn for each piece: within one object and at most MAX_IO_BLOCKS blocks.
+   * One piece (the common small IO) is awaited directly; several run concurrently.
+   */
+  private forPieces(
+    offsetBytes: number,
+    lengthBytes: number,
+    fn: (obj: number, inObj: number, len: number, done: number) => Promise<void>,
+    pieceBytes = MAX_IO_BLOCKS * BLOCK_DATA_BYTES,
+  ): Promise<void> {
+    const objBytes = this.engine.layout.objectSizeBytes;
+    const maxPieceBytes = Math.min(objBytes, pieceBytes);
+    let done = 0;
+    let first: Promise<void> | null = null;
+    let rest: Promise<void>[] | null = null;
+    while (done < lengthBytes) {
+      const pos = offsetBytes + done;
+      const obj = Math.floor(pos / objBytes);
+      const inObj = pos - obj * objBytes;
+      // Cut at object ends and at maxPieceBytes boundaries inside the object.
+      const limit = Math.min(objBytes, (Math.floor(inObj / maxPieceBytes) + 1) * maxPieceBytes);
+      const len = Math.min(limit - inObj, lengthBytes - done);
+      const p = fn(obj, inObj, len, done);
+      if (!first) first = p;
+      else (rest ??= [first]).push(p);
+      done += len;
+    }
+    if (!first) return Promise.resolve();
+    return rest ? Promise.all(rest).then(() => undefined) : first;
+  }
+}

@@ -1,0 +1,195 @@
+// TCP listener and connection wrapper for the gateways: the only place the NBD
+// server touches node:net. It gives protocol sessions a small, testable surface
+// (write / pauseReading / resumeReading / close) and callbacks for data, drain, close.
+//
+// Invariants:
+// - TCP_NODELAY is always on: NBD replies are small and latency-bound, and QEMU's
+//   NBD client stalls against a server that leaves Nagle on (proto.md also says
+//   both sides SHOULD disable Nagle).
+// - Writes made in the same tick are corked and leave in one writev on the next tick.
+// - write() reports "full" only once this socket holds writeBufferBytesMax unsent
+//   bytes; onDrain follows when the kernel has taken them.
+// - Every accepted socket is tracked until it closes, has an 'error' listener (a
+//   reset peer never crashes the process), and is destroyed by destroyAll()/close();
+//   a socket we end() is destroyed after closeLingerMs if the peer never closes.
+import * as net from 'node:net';
+
+export type TcpLogFn = (level: 'info' | 'warn' | 'error', msg: string) => void;
+
+export interface TcpHandlers {
+  onData(chunk: Buffer): void;
+  onDrain(): void;
+  /** Called once, when the socket is fully closed for any reason. */
+  onClose(): void;
+}
+
+export interface TcpListenOptions {
+  host: string;
+  /** 0 picks a free port. */
+  port: number;
+  onConnection(conn: TcpConnection): void;
+  log?: TcpLogFn;
+  keepAliveInitialDelayMs?: number;
+  writeBufferBytesMax?: number;
+  closeLingerMs?: number;
+}
+
+const KEEPALIVE_INITIAL_DELAY_MS = 30_000;
+const WRITE_BUFFER_BYTES_MAX = 8 * 1024 * 1024;
+const CLOSE_LINGER_MS = 5_000;
+
+export class TcpConnection {
+  readonly remoteLabel: string;
+  private handlers: TcpHandlers | null = null;
+  private corked = false;
+  private ending = false;
+  private reportedFull = false;
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.socket.uncork();
+  };
+
+  constructor(
+    private readonly socket: net.Socket,
+    private readonly writeBufferBytesMax: number,
+    private readonly closeLingerMs: number,
+  ) {
+    this.remoteLabel = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+  }
+
+  /** Starts delivering events; data flows only after this. */
+  attach(handlers: TcpHandlers): void {
+    this.handlers = handlers;
+    this.socket.on('data', (chunk: Buffer) => handlers.onData(chunk));
+    this.socket.on('drain', () => {
+      if (!this.reportedFull) return;
+      this.reportedFull = false;
+      handlers.onDrain();
+    });
+  }
+
+  write(buf: Buffer): boolean {
+    if (this.ending || this.socket.destroyed) return true; // dropped: the peer is gone or going
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(this.uncork);
+    }
+    this.socket.write(buf);
+    if (this.socket.writableLength >= this.writeBufferBytesMax) {
+      // Above the socket's own high-water mark, so socket.write returned false and 'drain' will fire.
+      this.reportedFull = true;
+      return false;
+    }
+    return true;
+  }
+
+  pauseReading(): void {
+    this.socket.pause();
+  }
+
+  resumeReading(): void {
+    if (!this.ending) this.socket.resume();
+  }
+
+  /** Flushes queued writes, sends FIN, and destroys the socket if the peer lingers. */
+  close(): void {
+    if (this.ending) return;
+    this.ending = true;
+    if (this.corked) this.uncork();
+    this.socket.end();
+    this.socket.setTimeout(this.closeLingerMs, () => this.socket.destroy());
+  }
+
+  destroy(): void {
+    this.ending = true;
+    this.socket.destroy();
+  }
+
+  /** For the listener: whether attach() ran (so onClose is owed). */
+  hasHandlers(): boolean {
+    return this.handlers !== null;
+  }
+
+  notifyClosed(): void {
+    this.handlers?.onClose();
+  }
+}
+
+export class TcpListener {
+  private readonly sockets = new Set<net.Socket>();
+  private closedPromise: Promise<void> | null = null;
+
+  private constructor(
+    private readonly server: net.Server,
+    readonly host: string,
+    readonly port: number,
+  ) {}
+
+  static listen(opts: TcpListenOptions): Promise<TcpListener> {
+    const log = opts.log ?? (() => {});
+    const keepAliveMs = opts.keepAliveInitialDelayMs ?? KEEPALIVE_INITIAL_DELAY_MS;
+    const writeBufferBytesMax = opts.writeBufferBytesMax ?? WRITE_BUFFER_BYTES_MAX;
+    const closeLingerMs = opts.closeLingerMs ?? CLOSE_LINGER_MS;
+    const server = net.createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: keepAliveMs });
+    let listener: TcpListener | null = null;
+    server.on('connection', (socket) => {
+      if (listener === null) {
+        socket.destroy();
+        return;
+      }
+      listener.accept(socket, opts, log, keepAliveMs, writeBufferBytesMax, closeLingerMs);
+    });
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: opts.host, port: opts.port }, () => {
+        server.off('error', reject);
+        server.on('error', (err) => log('error', `tcp listener ${opts.host}:${opts.port}: ${err.message}`));
+        const addr = server.address() as net.AddressInfo;
+        listener = new TcpListener(server, opts.host, addr.port);
+        resolve(listener);
+      });
+    });
+  }
+
+  private accept(socket: net.Socket, opts: TcpListenOptions, log: TcpLogFn, keepAliveMs: number, writeBufferBytesMax: number, closeLingerMs: number): void {
+    socket.setNoDelay(true); // never leave Nagle on, whatever the server defaults were
+    socket.setKeepAlive(true, keepAliveMs);
+    this.sockets.add(socket);
+    const conn = new TcpConnection(socket, writeBufferBytesMax, closeLingerMs);
+    socket.on('error', (err) => log('warn', `tcp ${conn.remoteLabel}: ${err.message}`));
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      conn.notifyClosed();
+    });
+    try {
+      opts.onConnection(conn);
+    } catch (err) {
+      log('error', `tcp ${conn.remoteLabel}: connection handler failed: ${String(err)}`);
+      socket.destroy();
+    }
+  }
+
+  connectionCount(): number {
+    return this.sockets.size;
+  }
+
+  /** Stops accepting; existing sockets stay until they close or destroyAll(). */
+  stopAccepting(): Promise<void> {
+    if (this.closedPromise === null) {
+      this.closedPromise = new Promise((resolve) => this.server.close(() => resolve()));
+    }
+    return this.closedPromise;
+  }
+
+  destroyAll(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+
+  /** Stops accepting, destroys every socket, and resolves once the listener is closed. */
+  async close(): Promise<void> {
+    const closed = this.stopAccepting();
+    this.destroyAll();
+    await closed;
+  }
+}
