@@ -1,0 +1,271 @@
+// The `tessera` CLI end to end against a management API on a temp unix socket
+// backed by MemoryVolumeStore: outputs and exit statuses (0 ok, 1 operational,
+// 2 usage, 3 daemon unreachable). Most runs are in-process through runCli();
+// a few run `node bin/tessera.js` as a child to check the real process status.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ApiServer } from '../api/server.js';
+import { MemoryVolumeStore } from '../volume/memory.js';
+import type { CliIo } from './io.js';
+import { runCli } from './main.js';
+
+const GiB = 2 ** 30;
+const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/tessera.js');
+
+let dir: string;
+let socketPath: string;
+let store: MemoryVolumeStore;
+let server: ApiServer;
+
+before(async () => {
+  dir = mkdtempSync(path.join(tmpdir(), 'tessera-cli-'));
+  socketPath = path.join(dir, 'tessera.sock'); // = the default socket of --data-dir DIR
+  store = new MemoryVolumeStore();
+  server = await ApiServer.start({
+    store,
+    socketPath,
+    status: () => ({ dataDir: dir, nbd: { host: '127.0.0.1', port: 10809, uris: store.list().map((v) => `nbd://127.0.0.1:10809/${v.name}`) }, api: { socket: socketPath, port: undefined }, device: { path: path.join(dir, 'dev0.img') } }),
+  });
+});
+
+after(async () => {
+  await server.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+interface Run {
+  status: number;
+  out: string;
+  err: string;
+}
+
+async function cli(args: string[], opts: { env?: Record<string, string>; interactive?: boolean; answer?: string; cwd?: string } = {}): Promise<Run> {
+  let out = '';
+  let err = '';
+  const io: CliIo = {
+    out: (t) => (out += t),
+    err: (t) => (err += t),
+    env: opts.env ?? {},
+    cwd: opts.cwd ?? '/nonexistent-cwd',
+    interactive: opts.interactive ?? false,
+    prompt: async (q) => {
+      err += q;
+      return opts.answer ?? '';
+    },
+    sleepMs: (ms) => new Promise((r) => setTimeout(r, ms)),
+    nowMs: () => Date.now(),
+  };
+  const status = await runCli(args, io);
+  return { status, out, err };
+}
+
+/** With the socket given as --socket. */
+const t = (...args: string[]) => cli([...args, '--socket', socketPath]);
+
+test('volume create / list / info, text and --json', async () => {
+  let r = await t('volume', 'create', 'data1', '--size', '1T');
+  assert.equal(r.status, 0, r.err);
+  assert.equal(r.out, 'created volume data1: 1.00 TiB, exported as nbd://127.0.0.1:10809/data1\n');
+
+  r = await t('volume', 'create', 'small', '-s', '512M', '--json');
+  assert.equal(r.status, 0, r.err);
+  assert.equal(JSON.parse(r.out).sizeBytes, 512 * 2 ** 20);
+  await store.open('small').write(0, Buffer.alloc(8192, 7), false);
+
+  r = await t('volume', 'list');
+  assert.equal(r.status, 0, r.err);
+  const lines = r.out.trimEnd().split('\n');
+  assert.match(lines[0], /^NAME\s+SIZE\s+USED\s+USED%\s+CREATED$/);
+  assert.match(lines[1], /^data1\s+1\.00 TiB\s+0 B\s+0%\s+\d{4}-/);
+  assert.match(lines[2], /^small\s+512 MiB\s+64\.0 KiB\s+0\.0%/);
+  assert.match(lines[3], /^total \(2 volumes\)\s+1\.00 TiB\s+64\.0 KiB/);
+
+  r = await t('volume', 'list', '--json');
+  const listed = JSON.parse(r.out);
+  assert.deepEqual(
+    listed.volumes.map((v: { name: string }) => v.name),
+    ['data1', 'small'],
+  );
+  assert.equal(listed.totals.sizeBytes, 2 ** 40 + 512 * 2 ** 20);
+
+  r = await t('volume', 'info', 'small');
+  assert.equal(r.status, 0, r.err);
+  assert.match(r.out, /^name:\s+small$/m);
+  assert.match(r.out, /^size:\s+512 MiB \(536870912 bytes\)$/m);
+  assert.match(r.out, /^nbd:\s+nbd:\/\/127\.0\.0\.1:10809\/small$/m);
+  r = await t('volume', 'info', 'small', '--json');
+  assert.equal(JSON.parse(r.out).usedBytes, 65536);
+});
+
+test('operational errors exit 1 with the message and a hint', async () => {
+  await store.create('taken', GiB);
+  let r = await t('volume', 'info', 'ghost');
+  assert.equal(r.status, 1);
+  assert.equal(r.out, '');
+  assert.match(r.err, /^tessera: error: no volume named "ghost" \[ERR_NOT_FOUND\]\nhint: see `tessera volume list`/);
+
+  r = await t('volume', 'create', 'x', '--size', '10X');
+  assert.equal(r.status, 1);
+  assert.match(r.err, /bad size "10X"/);
+
+  r = await t('volume', 'create', 'x', '--size', '1000');
+  assert.equal(r.status, 1);
+  assert.match(r.err, /multiple of 512 bytes \[ERR_INVALID\]/);
+
+  r = await t('volume', 'create', 'taken', '--size', '1G');
+  assert.equal(r.status, 1);
+  assert.match(r.err, /volume "taken" already exists \[ERR_EXISTS\]/);
+
+  r = await t('volume', 'create', 'bad/name', '--size', '1G');
+  assert.equal(r.status, 1);
+  assert.match(r.err, /bad volume name/);
+});
+
+test('resize: grow, shrink below data refused, --discard-data', async () => {
+  await store.create('rs', 4 * GiB);
+  await store.open('rs').write(3 * GiB, Buffer.alloc(4096, 1), false);
+  let r = await t('volume', 'resize', 'rs', '--size', '8G');
+  assert.equal(r.status, 0, r.err);
+  assert.equal(r.out, 'resized volume rs: 4.00 GiB -> 8.00 GiB\n');
+
+  r = await t('volume', 'resize', 'rs', '--size', '1G');
+  assert.equal(r.status, 1);
+  assert.match(r.err, /\[ERR_SHRINK\]\nhint: .*--discard-data/);
+  assert.equal(store.info('rs').sizeBytes, 8 * GiB);
+
+  r = await t('volume', 'resize', 'rs', '--size', '1G', '--discard-data', '--json');
+  assert.equal(r.status, 0, r.err);
+  assert.equal(JSON.parse(r.out).sizeBytes, GiB);
+
+  r = await t('volume', 'resize', 'ghost', '--size', '1G');
+  assert.equal(r.status, 1);
+  assert.match(r.err, /ERR_NOT_FOUND/);
+});
+
+test('rename', async () => {
+  await store.create('old', GiB);
+  await store.create('other', GiB);
+  let r = await t('volume', 'rename', 'old', 'new');
+  assert.equal(r.status, 0, r.err);
+  assert.equal(r.out, 'renamed volume old to new\n');
+  assert.equal(store.info('new').sizeBytes, GiB);
+  r = await t('volume', 'rename', 'new', 'other');
+  assert.equal(r.status, 1);
+  assert.match(r.err, /ERR_EXISTS/);
+  r = await t('volume', 'rename', 'nothere', 'x');
+  assert.equal(r.status, 1);
+});
+
+test('delete: --yes, refusal without a terminal, typed confirmation', async () => {
+  await store.create('d1', GiB);
+  let r = await t('volume', 'delete', 'd1');
+  assert.equal(r.status, 2);
+  assert.match(r.err, /refusing to delete volume "d1" without --yes/);
+  assert.ok(store.list().some((v) => v.name === 'd1'));
+
+  r = await cli(['volume', 'delete', 'd1', '--socket', socketPath], { interactive: true, answer: 'y' });
+  assert.equal(r.status, 2);
+  assert.match(r.err, /Type the volume name to confirm: [^]*not deleted/);
+  assert.ok(store.list().some((v) => v.name === 'd1'));
+
+  r = await cli(['volume', 'delete', 'd1', '--socket', socketPath], { interactive: true, answer: 'd1\n' });
+  assert.equal(r.status, 0, r.err);
+  assert.equal(r.out, 'deleted volume d1\n');
+
+  await store.create('d2', GiB);
+  r = await t('volume', 'rm', 'd2', '--yes', '--json');
+  assert.equal(r.status, 0, r.err);
+  assert.deepEqual(JSON.parse(r.out), { deleted: 'd2' });
+
+  r = await t('volume', 'delete', 'd2', '--yes');
+  assert.equal(r.status, 1);
+  assert.match(r.err, /ERR_NOT_FOUND/);
+});
+
+test('device list, status, iostat', async () => {
+  let r = await t('device', 'list');
+  assert.equal(r.status, 0, r.err);
+  assert.equal(r.out, 'no devices\n');
+  r = await t('device', 'list', '--json');
+  assert.deepEqual(JSON.parse(r.out), { devices: [] });
+
+  r = await t('status');
+  assert.equal(r.status, 0, r.err);
+  assert.match(r.out, /^daemon:\s+tessera 0\.1\.0, pid \d+, up \d+s/m);
+  assert.match(r.out, /^nbd:\s+127\.0\.0\.1:10809 \(\d+ exports?\)$/m);
+  assert.match(r.out, /^volumes:\s+\d+, .* provisioned, .* used$/m);
+  r = await t('status', '--json');
+  assert.equal(JSON.parse(r.out).daemon.api.socket, socketPath);
+
+  r = await t('iostat', '0.1', '2', '--json');
+  assert.equal(r.status, 0, r.err);
+  const ticks = r.out.trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(ticks.length, 2);
+  assert.ok(Array.isArray(ticks[0].volumes));
+});
+
+test('finding the daemon: --data-dir, TESSERA_SOCKET, --config; flags beat the environment', async () => {
+  let r = await cli(['volume', 'list', '--data-dir', dir]);
+  assert.equal(r.status, 0, r.err);
+  r = await cli(['volume', 'list'], { env: { TESSERA_SOCKET: socketPath } });
+  assert.equal(r.status, 0, r.err);
+  r = await cli(['volume', 'list', '--data-dir', '/nonexistent'], { env: { TESSERA_SOCKET: socketPath } });
+  assert.equal(r.status, 3);
+  r = await cli(['volume', 'list'], { cwd: dir }); // ./tessera-data/tessera.sock does not exist there
+  assert.equal(r.status, 3);
+  assert.match(r.err, /cannot reach the tessera daemon at .*tessera-data\/tessera\.sock: no socket there\nhint: is the daemon running\? Start it with `tessera up`/);
+});
+
+test('usage errors exit 2; --help exits 0 with examples', async () => {
+  let r = await t('volume', 'create', 'x');
+  assert.equal(r.status, 2);
+  assert.match(r.err, /required option '-s, --size <size>' not specified/);
+  r = await t('volume', 'list', '--bogus');
+  assert.equal(r.status, 2);
+  assert.match(r.err, /unknown option '--bogus'/);
+  r = await t('frobnicate');
+  assert.equal(r.status, 2);
+  r = await t('iostat', 'fast');
+  assert.equal(r.status, 2);
+  r = await t('volume', 'info');
+  assert.equal(r.status, 2);
+  r = await cli([]);
+  assert.equal(r.status, 2);
+  r = await cli(['volume', 'resize', '--help']);
+  assert.equal(r.status, 0);
+  assert.match(r.out, /Examples:\n {2}\$ tessera volume resize data1 --size 2T/);
+  r = await cli(['--version']);
+  assert.equal(r.status, 0);
+  assert.equal(r.out, '0.1.0\n');
+});
+
+/** Async (not spawnSync): the API server lives in this process's event loop. */
+function run(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, TESSERA_SOCKET: '' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
+}
+
+test('as a child process: real exit statuses 0, 1, 2, 3', async () => {
+  let r = await run('volume', 'list', '--socket', socketPath);
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^NAME/);
+  r = await run('volume', 'info', 'ghost', '--socket', socketPath);
+  assert.equal(r.status, 1);
+  r = await run('volume', 'list', '--nope');
+  assert.equal(r.status, 2);
+  r = await run('status', '--socket', path.join(dir, 'missing.sock'));
+  assert.equal(r.status, 3);
+  assert.match(r.stderr, /tessera up/);
+});

@@ -1,0 +1,75 @@
+// `tessera up`: parse the daemon's flags into a config (main/config.ts) and run
+// it in the foreground (main/up.ts). Config errors are usage errors (exit 2).
+import path from 'node:path';
+import type { Command } from 'commander';
+import { readConfigFileText } from '../io/node/api-files.js';
+import { resolveConfig, type Config, type ConfigInput, type DirectIoMode } from '../main/config.js';
+import { loadRealDeps, runUp, type UpDeps } from '../main/up.js';
+import { isTesseraError } from '../stdx/errors.js';
+import { Logger } from '../stdx/log.js';
+import { UsageError } from './exit.js';
+import type { CliIo } from './io.js';
+import type { GlobalOptions } from './target.js';
+
+interface UpFlags extends GlobalOptions {
+  nbdHost?: string;
+  nbdPort?: string;
+  device?: string;
+  deviceSize?: string;
+  directIo?: string;
+  volumeName?: string;
+  volumeSize?: string;
+  apiPort?: string;
+}
+
+/** Flags → config input; numbers stay NaN when malformed so the schema reports them by flag name. */
+export function configFromFlags(f: UpFlags, cwd: string): Config {
+  const flags: ConfigInput = {
+    dataDir: f.dataDir,
+    nbd: { host: f.nbdHost, port: f.nbdPort === undefined ? undefined : Number(f.nbdPort) },
+    api: { socket: f.socket, port: f.apiPort === undefined ? undefined : Number(f.apiPort) },
+    device: { path: f.device, sizeBytes: f.deviceSize, directIo: f.directIo as DirectIoMode | undefined },
+    defaultVolume: { name: f.volumeName, sizeBytes: f.volumeSize },
+  };
+  try {
+    const file = f.config === undefined ? undefined : { path: f.config, text: readConfigFileText(path.resolve(cwd, f.config)) };
+    return resolveConfig({ cwd, file, flags });
+  } catch (err) {
+    if (isTesseraError(err, 'ERR_INVALID')) throw new UsageError(err.message);
+    throw err;
+  }
+}
+
+export function addUpCommand(program: Command, ctx: { io: CliIo; setStatus: (s: number) => void; deps?: () => Promise<UpDeps> }): void {
+  program
+    .command('up')
+    .description('start the single-machine daemon in the foreground: local engine, NBD server, management API')
+    .option('--nbd-host <host>', 'address the NBD server binds (default 127.0.0.1)')
+    .option('--nbd-port <port>', 'NBD TCP port (default 10809; 0 = any free port)')
+    .option('--device <path>', 'device file or block device (default <data-dir>/dev0.img)')
+    .option('--device-size <size>', 'size of a new device file, e.g. 16G (only when formatting; sparse)')
+    .option('--direct-io <mode>', 'O_DIRECT: auto, on or off (default auto)')
+    .option('--volume-name <name>', 'name of the volume created on a new device (default vol0)')
+    .option('--volume-size <size>', 'size of that volume, e.g. 10G (default 10G)')
+    .option('--api-port <port>', 'also serve the API on 127.0.0.1:PORT (writes need <data-dir>/api.token)')
+    .addHelpText(
+      'after',
+      `
+On the first start the device is formatted and the default volume created;
+later starts reopen the same device and volumes. Stop with Ctrl-C or SIGTERM.
+The line "tessera: ready" is printed once everything listens.
+
+Examples:
+  $ tessera up
+  $ tessera up --data-dir /srv/tessera --nbd-port 10810 --device-size 100G
+  $ tessera up --config /etc/tessera.json --nbd-host 0.0.0.0
+  $ nbdinfo nbd://127.0.0.1:10809/vol0      # from another shell`,
+    )
+    .action(async (_opts: unknown, cmd: Command) => {
+      const flags = cmd.optsWithGlobals<UpFlags>();
+      const config = configFromFlags(flags, ctx.io.cwd);
+      const log = new Logger('tessera');
+      const deps = await (ctx.deps ?? loadRealDeps)();
+      ctx.setStatus(await runUp(config, deps, { log, out: (line) => ctx.io.out(line + '\n') }));
+    });
+}
