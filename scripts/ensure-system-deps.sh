@@ -12,7 +12,7 @@ have nbdinfo || need+=(libnbd-bin)
 have nbdsh || need+=(libnbd-bin)
 have fio || need+=(fio)
 have nbdkit || need+=(nbdkit)
-nbdsh -c 'pass' >/dev/null 2>&1 || need+=(libnbd-bin python3-libnbd)
+PATH=/usr/bin:$PATH nbdsh -c 'pass' >/dev/null 2>&1 || need+=(libnbd-bin python3-libnbd)
 
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
