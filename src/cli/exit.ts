@@ -49,6 +49,8 @@ export function classifyError(err: unknown): ExitReport {
 
 function hintFor(code: string): string | undefined {
   switch (code) {
+    case 'ERR_ADDRESS_IN_USE':
+      return 'another server holds that address: stop it or pick another port (tessera up --nbd-port N)';
     case 'ERR_SHRINK':
       return 'the volume has data beyond the new size; add --discard-data to shrink anyway (that data is lost)';
     case 'ERR_EXISTS':

@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'ERR_FORMAT' // on-disk structure is not a Tessera format or is corrupt
   | 'ERR_LIMIT' // a configured limit was reached
   | 'ERR_CLOSED' // object used after close
+  | 'ERR_ADDRESS_IN_USE' // a listen address/port is taken
   | 'ERR_TIMEOUT'
   | 'ERR_PROTOCOL'; // a peer broke the wire protocol
 

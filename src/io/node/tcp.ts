@@ -13,6 +13,7 @@
 //   reset peer never crashes the process), and is destroyed by destroyAll()/close();
 //   a socket we end() is destroyed after closeLingerMs if the peer never closes.
 import * as net from 'node:net';
+import { TesseraError } from '../../stdx/errors.js';
 
 export type TcpLogFn = (level: 'info' | 'warn' | 'error', msg: string) => void;
 
@@ -141,9 +142,14 @@ export class TcpListener {
       listener.accept(socket, opts, log, keepAliveMs, writeBufferBytesMax, closeLingerMs);
     });
     return new Promise((resolve, reject) => {
-      server.once('error', reject);
+      server.once('error', (err: NodeJS.ErrnoException) => {
+        const what = `cannot listen on ${opts.host}:${opts.port}`;
+        if (err.code === 'EADDRINUSE') reject(new TesseraError('ERR_ADDRESS_IN_USE', `${what}: the address is already in use by another program`));
+        else if (err.code === 'EADDRNOTAVAIL' || err.code === 'EACCES') reject(new TesseraError('ERR_INVALID', `${what}: ${err.code}`));
+        else reject(err);
+      });
       server.listen({ host: opts.host, port: opts.port }, () => {
-        server.off('error', reject);
+        server.removeAllListeners('error');
         server.on('error', (err) => log('error', `tcp listener ${opts.host}:${opts.port}: ${err.message}`));
         const addr = server.address() as net.AddressInfo;
         listener = new TcpListener(server, opts.host, addr.port);
