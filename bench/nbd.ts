@@ -109,7 +109,7 @@ function parseOptions(argv: string[]): Options {
     systems: new Set((process.env.BENCH_SYSTEMS ?? `${PEER},tessera`).split(',').map((s) => s.trim())),
     parentDir: process.env.BENCH_DIR ?? '/var/tmp',
     threadpool: process.env.BENCH_THREADPOOL || undefined,
-    uring: process.env.BENCH_URING ?? '1',
+    uring: process.env.BENCH_URING ?? '0',
     quietMaxSec: Number(process.env.BENCH_QUIET_MAX ?? 30),
     quietBusyPct: Number(process.env.BENCH_QUIET_BUSY ?? 40),
     keep: process.env.BENCH_KEEP === '1',
@@ -252,6 +252,7 @@ async function startTessera(o: Options, dataDir: string, logDir: string, profile
     '8G',
     '--volume-size',
     '4G',
+    ...(process.env.BENCH_TESSERA_ARGS ?? '').split(' ').filter((a) => a !== ''),
   ];
   const server = await startServer('tessera', process.execPath, args, path.join(logDir, 'tessera.log'), {
     env,

@@ -327,23 +327,32 @@ test('an fsync failure is fatal: the engine refuses all further IO', async () =>
   await rejectsCode(vol.flush(), 'ERR_DEVICE_FLUSH');
 });
 
-test('DEV1: the engine on a real file device (O_DIRECT when available) persists across reopen', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'tessera-engine-'));
-  try {
-    const path = join(dir, 'dev0.img');
-    const first = await openLocalStore({ devicePath: path, createSizeBytes: 256 * MiB });
-    assert.equal(first.created, true);
-    await first.store.create('v', 64 * MiB);
-    const data = pattern(3 * MiB + 512, 11);
-    await first.store.open('v').write(4096 - 512, data, true);
-    await first.store.close();
-    const second = await openLocalStore({ devicePath: path });
-    assert.equal(second.created, false);
-    assert.ok((await readAll(second.store.open('v'), 4096 - 512, data.length)).equals(data));
-    console.log(`file device direct IO: ${second.engine.device.directIo}`);
-    await second.store.close();
-    await rejectsCode(openLocalStore({ devicePath: join(dir, 'missing.img') }), 'ERR_NOT_FOUND');
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-});
+for (const directIo of ['off', 'auto'] as const) {
+  test(`DEV1: the engine on a real file device (direct IO ${directIo}) persists across reopen`, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tessera-engine-'));
+    try {
+      const path = join(dir, 'dev0.img');
+      const first = await openLocalStore({ devicePath: path, createSizeBytes: 256 * MiB, directIo });
+      assert.equal(first.created, true);
+      await first.store.create('v', 64 * MiB);
+      const vol = first.store.open('v');
+      const data = pattern(3 * MiB + 512, 11);
+      await vol.write(4096 - 512, data, true);
+      // Many small writes at once (the page-cache path sends them to the thread pool) and reads back.
+      const small = Array.from({ length: 64 }, (_, i) => pattern(4096, 100 + i));
+      await Promise.all(small.map((b, i) => vol.write(8 * MiB + i * 8192, b, false)));
+      await vol.flush();
+      const backs = await Promise.all(small.map((_, i) => readAll(vol, 8 * MiB + i * 8192, 4096)));
+      backs.forEach((b, i) => assert.ok(b.equals(small[i]), `small write ${i}`));
+      await first.store.close();
+      const second = await openLocalStore({ devicePath: path, directIo });
+      assert.equal(second.created, false);
+      if (directIo === 'off') assert.equal(second.engine.device.directIo, false);
+      assert.ok((await readAll(second.store.open('v'), 4096 - 512, data.length)).equals(data));
+      await second.store.close();
+      await rejectsCode(openLocalStore({ devicePath: join(dir, 'missing.img') }), 'ERR_NOT_FOUND');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+}

@@ -4,7 +4,7 @@
 // tell valid data from a stale block of an earlier allocation (different
 // generation: reads as zeros) or corruption (bad checksum: an error, never data).
 // A trailer is one sector, so it is never torn. Pure codec.
-import { crc32c } from '../stdx/crc32c.js';
+import { crc32cRange } from '../stdx/crc32c.js';
 import { BLOCK_DATA_BYTES } from './layout.js';
 import { readU64, writeU64 } from './superblock.js';
 
@@ -23,12 +23,12 @@ export function sealBlock(buf: Buffer, blockOffset: number, id: BlockIdentity): 
   const t = blockOffset + BLOCK_DATA_BYTES;
   buf.fill(0, t, t + 64);
   buf.writeUInt32LE(TRAILER_MAGIC, t);
-  buf.writeUInt32LE(crc32c(buf.subarray(blockOffset, t)), t + 8);
+  buf.writeUInt32LE(crc32cRange(buf, blockOffset, t), t + 8);
   buf.writeUInt32LE(id.volumeId, t + 12);
   writeU64(buf, t + 16, id.objectIndex);
   buf.writeUInt32LE(id.blockIndex, t + 24);
   writeU64(buf, t + 32, id.generation);
-  buf.writeUInt32LE(crc32c(buf.subarray(t, t + TRAILER_CRC_OFFSET)), t + TRAILER_CRC_OFFSET);
+  buf.writeUInt32LE(crc32cRange(buf, t, t + TRAILER_CRC_OFFSET), t + TRAILER_CRC_OFFSET);
 }
 
 export const enum BlockCheck {
@@ -48,12 +48,12 @@ export function checkBlock(buf: Buffer, blockOffset: number, id: BlockIdentity):
     for (let i = t; i < t + 64; i += 4) if (buf.readUInt32LE(i) !== 0) return BlockCheck.Corrupt;
     return BlockCheck.Unwritten;
   }
-  if (buf.readUInt32LE(t + TRAILER_CRC_OFFSET) !== crc32c(buf.subarray(t, t + TRAILER_CRC_OFFSET))) return BlockCheck.Corrupt;
+  if (buf.readUInt32LE(t + TRAILER_CRC_OFFSET) !== crc32cRange(buf, t, t + TRAILER_CRC_OFFSET)) return BlockCheck.Corrupt;
   const generation = readU64(buf, t + 32);
   if (generation !== id.generation) return BlockCheck.Unwritten;
   if (buf.readUInt32LE(t + 12) !== id.volumeId || readU64(buf, t + 16) !== id.objectIndex || buf.readUInt32LE(t + 24) !== id.blockIndex) {
     return BlockCheck.Corrupt;
   }
-  if (buf.readUInt32LE(t + 8) !== crc32c(buf.subarray(blockOffset, t))) return BlockCheck.Corrupt;
+  if (buf.readUInt32LE(t + 8) !== crc32cRange(buf, blockOffset, t)) return BlockCheck.Corrupt;
   return BlockCheck.Valid;
 }

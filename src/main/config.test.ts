@@ -22,7 +22,7 @@ test('defaults: everything under ./tessera-data', () => {
     dataDir: '/srv/work/tessera-data',
     nbd: { host: '127.0.0.1', port: 10809 },
     api: { socket: '/srv/work/tessera-data/tessera.sock', port: undefined },
-    device: { path: '/srv/work/tessera-data/dev0.img', sizeBytes: 16 * 2 ** 30, directIo: 'auto' },
+    device: { path: '/srv/work/tessera-data/dev0.img', sizeBytes: 16 * 2 ** 30, directIo: 'off' },
     defaultVolume: { name: 'vol0', sizeBytes: 10 * 2 ** 30 },
   });
   assert.equal(DEFAULTS.nbdPort, 10809);

@@ -43,7 +43,7 @@ export const DEFAULTS = {
   pidFile: 'tessera.pid',
   deviceFile: 'dev0.img',
   deviceSizeBytes: 16 * 2 ** 30,
-  directIo: 'auto' as DirectIoMode,
+  directIo: 'off' as DirectIoMode,
   volumeName: 'vol0',
   volumeSizeBytes: 10 * 2 ** 30,
 } as const;

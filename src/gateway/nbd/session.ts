@@ -485,14 +485,16 @@ export class NbdSession implements DecoderHandler {
     const lengthBytes = request.lengthBytes;
     if (this.structuredReplies) {
       if (lengthBytes === 0) return this.send(encodeNoneChunk(request.cookie)); // OFFSET_DATA needs ≥ 1 byte
-      const out = Buffer.alloc(C.OFFSET_DATA_HEADER_BYTES + lengthBytes);
+      // allocUnsafe: Volume.read fills every byte of the range or throws, and a reply
+      // whose read threw is never sent, so no uninitialised memory leaves the process.
+      const out = Buffer.allocUnsafe(C.OFFSET_DATA_HEADER_BYTES + lengthBytes);
       // DONE on the data chunk is safe: the whole read completes before the chunk is sent.
       writeOffsetDataHeader(out, 0, C.NBD_REPLY_FLAG_DONE, request.cookie, request.offsetBytes, lengthBytes);
       await volume.read(request.offsetBytes, lengthBytes, out, C.OFFSET_DATA_HEADER_BYTES);
       this.send(out);
       return;
     }
-    const out = Buffer.alloc(C.SIMPLE_REPLY_HEADER_BYTES + lengthBytes);
+    const out = Buffer.allocUnsafe(C.SIMPLE_REPLY_HEADER_BYTES + lengthBytes); // filled whole, as above
     writeSimpleReplyHeader(out, 0, 0, request.cookie);
     if (lengthBytes > 0) await volume.read(request.offsetBytes, lengthBytes, out, C.SIMPLE_REPLY_HEADER_BYTES);
     this.send(out);

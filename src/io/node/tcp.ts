@@ -6,7 +6,7 @@
 // - TCP_NODELAY is always on: NBD replies are small and latency-bound, and QEMU's
 //   NBD client stalls against a server that leaves Nagle on (proto.md also says
 //   both sides SHOULD disable Nagle).
-// - Writes made in the same tick are corked and leave in one writev on the next tick.
+// - Writes made in one event-loop pass are corked and leave in one writev in its check phase.
 // - write() reports "full" only once this socket holds writeBufferBytesMax unsent
 //   bytes; onDrain follows when the kernel has taken them.
 // - Every accepted socket is tracked until it closes, has an 'error' listener (a
@@ -74,7 +74,11 @@ export class TcpConnection {
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
-      process.nextTick(this.uncork);
+      // setImmediate, not nextTick: every reply completed in this event-loop pass (all
+      // the IO completions libuv delivers together) leaves in one writev, instead of one
+      // send per completion. The check phase runs right after the poll phase, so a lone
+      // reply waits for nothing.
+      setImmediate(this.uncork);
     }
     this.socket.write(buf);
     if (this.socket.writableLength >= this.writeBufferBytesMax) {
