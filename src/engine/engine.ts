@@ -529,27 +529,25 @@ export class LocalEngine implements VolumeStore {
           const end = Math.min((boundary + 1) * objBytes, v.sizeBytes);
           await new LocalVolume(this, v).writeZeroes(sizeBytes, end - sizeBytes, false, false);
         }
-        const old = v.sizeBytes;
-        v.sizeBytes = sizeBytes;
-        try {
-          await this.persistVolumeTable();
-        } catch (err) {
-          v.sizeBytes = old;
-          throw err;
-        }
+        await this.persistSize(v, sizeBytes);
         await Promise.all(affected.filter((o) => o * objBytes >= sizeBytes).map((o) => this.freeObject(v, o)));
       } else {
-        const old = v.sizeBytes;
-        v.sizeBytes = sizeBytes;
-        try {
-          await this.persistVolumeTable();
-        } catch (err) {
-          v.sizeBytes = old;
-          throw err;
-        }
+        await this.persistSize(v, sizeBytes);
       }
       return this.toInfo(v);
     });
+  }
+
+  /** Set a volume's size in memory and in the volume table; memory is restored if the write fails. */
+  private async persistSize(v: VolumeState, sizeBytes: number): Promise<void> {
+    const old = v.sizeBytes;
+    v.sizeBytes = sizeBytes;
+    try {
+      await this.persistVolumeTable();
+    } catch (err) {
+      v.sizeBytes = old;
+      throw err;
+    }
   }
 
   rename(name: string, newName: string): Promise<VolumeInfo> {
