@@ -4,7 +4,7 @@
 // copies, volume management errors, and the real file device (DEV1).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SimDevice } from '../device/sim-device.js';
@@ -356,3 +356,19 @@ for (const directIo of ['off', 'auto'] as const) {
     }
   });
 }
+
+test('a format cut short leaves no half-formatted device under the real name', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'tessera-engine-'));
+  try {
+    const path = join(dir, 'dev0.img');
+    // What a crash during an earlier format leaves behind: a temporary file, never the device.
+    await writeFile(`${path}.formatting`, Buffer.alloc(4096, 0xab));
+    const opened = await openLocalStore({ devicePath: path, createSizeBytes: 64 * MiB });
+    assert.equal(opened.created, true);
+    assert.deepEqual(opened.store.list(), []);
+    await opened.store.close();
+    await assert.rejects(readFile(`${path}.formatting`), /ENOENT/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

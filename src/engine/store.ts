@@ -20,13 +20,18 @@ export async function openLocalStore(opts: LocalStoreOptions): Promise<{ store: 
   let created = false;
   if (!(await FileDevice.exists(opts.devicePath))) {
     if (opts.createSizeBytes === undefined) throw new TesseraError('ERR_NOT_FOUND', `device ${opts.devicePath} does not exist`);
-    await FileDevice.create(opts.devicePath, opts.createSizeBytes);
-    const dev = await FileDevice.open(opts.devicePath, opts.directIo ?? 'auto');
+    // Format under a temporary name and rename it into place: a crash mid-format
+    // leaves no half-formatted device under the real name.
+    const tmpPath = `${opts.devicePath}.formatting`;
+    await FileDevice.remove(tmpPath);
+    await FileDevice.create(tmpPath, opts.createSizeBytes);
+    const dev = await FileDevice.open(tmpPath, opts.directIo ?? 'auto');
     try {
       await LocalEngine.format(dev, { objectSizeBytes: opts.objectSizeBytes, dataZeroed: true });
     } finally {
       await dev.close();
     }
+    await FileDevice.commitFile(tmpPath, opts.devicePath);
     created = true;
     opts.log?.('info', `formatted new device ${opts.devicePath} (${opts.createSizeBytes} bytes)`);
   }

@@ -7,7 +7,7 @@
 // Invariants: one fd per device for its lifetime; every error is mapped to a
 // TesseraError (ERR_DEVICE_IO / ERR_DEVICE_FLUSH) and counted in `stats`.
 import * as fs from 'node:fs';
-import { basename } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { TesseraError } from '../../stdx/errors.js';
 import { IoStats } from '../../stdx/stats.js';
 import { alignedBuffer } from '../../stdx/buffer-pool.js';
@@ -86,6 +86,21 @@ export class FileDevice implements BlockDevice {
     } finally {
       await fh.close();
     }
+  }
+
+  /** Atomically move a fully written file into place (rename, then fsync the directory). */
+  static async commitFile(tmpPath: string, path: string): Promise<void> {
+    await fs.promises.rename(tmpPath, path);
+    const dir = await fs.promises.open(dirname(path), 'r');
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+  }
+
+  static async remove(path: string): Promise<void> {
+    await fs.promises.rm(path, { force: true });
   }
 
   static async exists(path: string): Promise<boolean> {
