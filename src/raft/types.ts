@@ -1,0 +1,109 @@
+// Raft message, entry and persistent-state types shared by the pure raft core
+// (log.ts, progress.ts, node.ts) and its drivers.
+//
+// Invariants:
+// - Node ids are positive integers; NONE (0) means "no node" (no vote, no leader).
+// - Terms and indexes are JS numbers (safe integers). Index 0 / term 0 is the
+//   empty-log sentinel: term(0) = 0 and the first real entry has index 1.
+//   The wire codec (later, src/rpc/) must validate them as safe integers.
+// - Every message carries from, to and the sender's term; a receiver first
+//   compares terms (Raft paper §5.1) and only then looks at the payload.
+// - Entries are immutable once created: the core shares them between its log,
+//   messages and Ready without copying.
+
+export const NONE = 0;
+
+/** Bytes counted per entry on top of its data when bounding a message by size. */
+export const ENTRY_OVERHEAD_BYTES = 24;
+
+export interface Entry {
+  readonly term: number;
+  readonly index: number;
+  readonly data: Uint8Array;
+}
+
+/** What must survive a crash besides the log (§5.1, Figure 2 "persistent state"). */
+export interface HardState {
+  readonly term: number;
+  readonly vote: number;
+  readonly commit: number;
+}
+
+interface MsgBase {
+  readonly from: number;
+  readonly to: number;
+  readonly term: number;
+}
+
+/** Local only: start an election now (etcd's MsgHup). Never sent on the wire. */
+export interface MsgHup extends MsgBase {
+  readonly type: 'hup';
+}
+
+/** RequestVote RPC (§5.2): the candidate's last log position for the §5.4.1 check. */
+export interface MsgVote extends MsgBase {
+  readonly type: 'vote';
+  readonly lastLogIndex: number;
+  readonly lastLogTerm: number;
+}
+
+export interface MsgVoteResp extends MsgBase {
+  readonly type: 'voteResp';
+  readonly reject: boolean;
+}
+
+/** AppendEntries RPC (§5.3). */
+export interface MsgApp extends MsgBase {
+  readonly type: 'app';
+  readonly prevLogIndex: number;
+  readonly prevLogTerm: number;
+  readonly entries: readonly Entry[];
+  /** Leader's commit index; the follower commits up to min(commit, last new entry). */
+  readonly commit: number;
+}
+
+export interface MsgAppResp extends MsgBase {
+  readonly type: 'appResp';
+  readonly reject: boolean;
+  /** On success: the follower's last index known to match the leader. On reject: the rejected prevLogIndex. */
+  readonly index: number;
+  /** On reject: the follower's guess of the highest index that may match (fast backoff). */
+  readonly rejectHint: number;
+  /** On reject: the follower's term at rejectHint (0 if none). */
+  readonly hintTerm: number;
+}
+
+/** Leader liveness and commit propagation; carries no entries. */
+export interface MsgHeartbeat extends MsgBase {
+  readonly type: 'heartbeat';
+  /** min(follower's match, leader's commit): never beyond what the follower holds. */
+  readonly commit: number;
+}
+
+export interface MsgHeartbeatResp extends MsgBase {
+  readonly type: 'heartbeatResp';
+}
+
+export type Message = MsgHup | MsgVote | MsgVoteResp | MsgApp | MsgAppResp | MsgHeartbeat | MsgHeartbeatResp;
+export type MessageType = Message['type'];
+
+/**
+ * Work handed to the driver by RaftNode.ready(). The driver must, in order:
+ * 1. persist `entries` (drop stored entries with index >= entries[0].index, then
+ *    append them) and then `hardState` (its commit may point into those entries);
+ * 2. send `messages` (only after step 1 is durable: votes and acks promise it);
+ * 3. apply `committedEntries` in order;
+ * 4. call advance(ready) before calling step/tick/propose/campaign again.
+ */
+export interface Ready {
+  readonly hardState?: HardState;
+  readonly entries: readonly Entry[];
+  readonly messages: readonly Message[];
+  readonly committedEntries: readonly Entry[];
+}
+
+export type RaftRole = 'follower' | 'candidate' | 'leader';
+
+export function entryBytes(e: Entry): number {
+  return e.data.length + ENTRY_OVERHEAD_BYTES;
+}
