@@ -388,6 +388,8 @@ export class NbdDecoder {
   private scratchFill = 0;
   private body: Buffer | null = null;
   private bodyFill = 0;
+  /** Length of the option data or write payload being received (body is allocated lazily). */
+  private bodyBytes = 0;
   private skipRemainingBytes = 0;
   private pendingOption = 0;
   private pendingRequest: NbdRequest | null = null;
@@ -522,7 +524,8 @@ export class NbdDecoder {
       return;
     }
     this.pendingOption = option;
-    this.body = Buffer.alloc(lengthBytes);
+    this.body = null;
+    this.bodyBytes = lengthBytes;
     this.bodyFill = 0;
     this.state = S_OPTION_DATA;
   }
@@ -557,32 +560,47 @@ export class NbdDecoder {
       this.handler.onRequest(request);
     } else {
       this.pendingRequest = request;
-      this.body = Buffer.alloc(request.lengthBytes);
+      this.body = null;
+      this.bodyBytes = request.lengthBytes;
       this.bodyFill = 0;
       this.state = S_REQUEST_PAYLOAD;
     }
   }
 
   private stepBody(chunk: Buffer, pos: number): number {
-    const body = this.body!;
+    if (this.body === null) {
+      if (chunk.length - pos >= this.bodyBytes) {
+        // The whole body is inside this chunk: hand out a view, no allocation, no copy.
+        // Socket chunks are fresh memory that nothing writes to after delivery.
+        const view = chunk.subarray(pos, pos + this.bodyBytes);
+        this.deliverBody(view);
+        return pos + view.length;
+      }
+      // allocUnsafe: every byte is copied in below before the body is handed out.
+      this.body = Buffer.allocUnsafe(this.bodyBytes);
+    }
+    const body = this.body;
     const n = Math.min(chunk.length - pos, body.length - this.bodyFill);
     chunk.copy(body, this.bodyFill, pos, pos + n);
     this.bodyFill += n;
-    if (this.bodyFill === body.length) {
-      this.body = null;
-      this.bodyFill = 0;
-      if (this.state === S_OPTION_DATA) {
-        this.state = S_OPTION_HEADER;
-        this.handler.onOption(this.pendingOption, body);
-      } else {
-        const request = this.pendingRequest!;
-        this.pendingRequest = null;
-        request.data = body;
-        this.state = S_REQUEST_HEADER;
-        this.handler.onRequest(request);
-      }
-    }
+    if (this.bodyFill === body.length) this.deliverBody(body);
     return pos + n;
+  }
+
+  private deliverBody(body: Buffer): void {
+    this.body = null;
+    this.bodyFill = 0;
+    this.bodyBytes = 0;
+    if (this.state === S_OPTION_DATA) {
+      this.state = S_OPTION_HEADER;
+      this.handler.onOption(this.pendingOption, body);
+    } else {
+      const request = this.pendingRequest!;
+      this.pendingRequest = null;
+      request.data = body;
+      this.state = S_REQUEST_HEADER;
+      this.handler.onRequest(request);
+    }
   }
 
   private stepSkip(chunk: Buffer, pos: number): number {
