@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that Tessera's tests and benchmarks drive as real
-# clients and peers (qemu-img/qemu-io/qemu-nbd, nbdinfo/nbdcopy/nbdsh, fio, nbdkit),
+# clients and peers (qemu-img/qemu-io/qemu-nbd, nbdinfo/nbdcopy/nbdsh, fio, nbdkit,
+# etcd for the monitor's etcd store tests),
 # if any is missing. Runs `apt-get update` first, as the machine image may have no lists.
 # Needs root (or sudo); prints what it installs. Safe to run repeatedly.
 set -euo pipefail
@@ -12,6 +13,8 @@ have nbdinfo || need+=(libnbd-bin)
 have nbdsh || need+=(libnbd-bin)
 have fio || need+=(fio)
 have nbdkit || need+=(nbdkit)
+# Debian's etcd-server installs /usr/bin/etcd, which may not be on a restricted PATH.
+have etcd || [ -x /usr/bin/etcd ] || need+=(etcd-server)
 PATH=/usr/bin:$PATH nbdsh -c 'pass' >/dev/null 2>&1 || need+=(libnbd-bin python3-libnbd)
 
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
