@@ -19,6 +19,8 @@ import type { LogFn } from './session.js';
 export const NBD_DEFAULT_HOST = '127.0.0.1';
 const MAX_CONNECTIONS_DEFAULT = 256;
 const SHUTDOWN_DRAIN_MS = 5_000;
+/** A client must finish negotiation within this time, or it would hold a connection slot forever. */
+const HANDSHAKE_TIMEOUT_MS_DEFAULT = 30_000;
 
 export interface NbdServerOptions {
   host: string;
@@ -27,6 +29,7 @@ export interface NbdServerOptions {
   store: VolumeStore;
   log?: LogFn;
   maxConnections?: number;
+  handshakeTimeoutMs?: number;
 }
 
 export class NbdServer {
@@ -36,6 +39,7 @@ export class NbdServer {
   private constructor(
     private readonly listener: TcpListener,
     private readonly log: LogFn,
+    private readonly handshakeTimeoutMs: number,
   ) {}
 
   get host(): string {
@@ -63,7 +67,7 @@ export class NbdServer {
         server.accept(conn, opts.store);
       },
     });
-    server = new NbdServer(listener, log);
+    server = new NbdServer(listener, log, opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS_DEFAULT);
     log('info', `nbd: listening on ${listener.host}:${listener.port}`);
     return server;
   }
@@ -82,6 +86,13 @@ export class NbdServer {
     const label = `nbd ${conn.remoteLabel}`;
     const session = new NbdSession(conn, { store, log: this.log, label });
     this.sessions.add(session);
+    const handshakeTimer = setTimeout(() => {
+      const phase = session.state();
+      if (phase !== 'greeting' && phase !== 'options') return;
+      this.log('warn', `${label}: negotiation not finished within ${this.handshakeTimeoutMs} ms; closing`);
+      conn.destroy();
+    }, this.handshakeTimeoutMs);
+    handshakeTimer.unref();
     // A throw here would be our bug; contain it to this connection.
     const guarded = (what: string, fn: () => void): void => {
       try {
@@ -95,6 +106,7 @@ export class NbdServer {
       onData: (chunk) => guarded('input', () => session.onData(chunk)),
       onDrain: () => guarded('drain', () => session.onDrain()),
       onClose: () => {
+        clearTimeout(handshakeTimer);
         session.onClose();
         void session.whenIdle().then(() => this.sessions.delete(session));
       },
