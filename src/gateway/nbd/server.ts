@@ -14,6 +14,7 @@ import type { VolumeStore } from '../../volume/types.js';
 import { TcpListener } from '../../io/node/tcp.js';
 import type { TcpConnection } from '../../io/node/tcp.js';
 import { NbdSession } from './session.js';
+import { SharedBudget } from './budget.js';
 import type { LogFn } from './session.js';
 
 export const NBD_DEFAULT_HOST = '127.0.0.1';
@@ -21,6 +22,8 @@ const MAX_CONNECTIONS_DEFAULT = 256;
 const SHUTDOWN_DRAIN_MS = 5_000;
 /** A client must finish negotiation within this time, or it would hold a connection slot forever. */
 const HANDSHAKE_TIMEOUT_MS_DEFAULT = 30_000;
+/** Bytes of write payloads and read buffers all connections may hold together. */
+const SHARED_BUFFER_BYTES_DEFAULT = 512 * 1024 * 1024;
 
 export interface NbdServerOptions {
   host: string;
@@ -30,6 +33,7 @@ export interface NbdServerOptions {
   log?: LogFn;
   maxConnections?: number;
   handshakeTimeoutMs?: number;
+  sharedBufferBytesMax?: number;
 }
 
 export class NbdServer {
@@ -40,6 +44,7 @@ export class NbdServer {
     private readonly listener: TcpListener,
     private readonly log: LogFn,
     private readonly handshakeTimeoutMs: number,
+    private readonly budget: SharedBudget,
   ) {}
 
   get host(): string {
@@ -67,7 +72,7 @@ export class NbdServer {
         server.accept(conn, opts.store);
       },
     });
-    server = new NbdServer(listener, log, opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS_DEFAULT);
+    server = new NbdServer(listener, log, opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS_DEFAULT, new SharedBudget(opts.sharedBufferBytesMax ?? SHARED_BUFFER_BYTES_DEFAULT));
     log('info', `nbd: listening on ${listener.host}:${listener.port}`);
     return server;
   }
@@ -84,7 +89,7 @@ export class NbdServer {
 
   private accept(conn: TcpConnection, store: VolumeStore): void {
     const label = `nbd ${conn.remoteLabel}`;
-    const session = new NbdSession(conn, { store, log: this.log, label });
+    const session = new NbdSession(conn, { store, log: this.log, label, sharedBudget: this.budget });
     this.sessions.add(session);
     const handshakeTimer = setTimeout(() => {
       const phase = session.state();

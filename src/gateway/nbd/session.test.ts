@@ -9,6 +9,7 @@ import { Prng, seedFromEnv } from '../../stdx/prng.js';
 import { MemoryVolumeStore } from '../../volume/memory.js';
 import type { Extent, Volume, VolumeStore } from '../../volume/types.js';
 import * as C from './constants.js';
+import { SharedBudget } from './budget.js';
 import { NbdSession } from './session.js';
 import type { Connection, LogLevel, SessionOptions } from './session.js';
 
@@ -866,4 +867,33 @@ test('Garbage: random bytes at every phase never throw and leave the session con
     console.error(`garbage test failed with TESSERA_SEED=${seed}`);
     throw err;
   }
+});
+
+test('Limits: connections share one server-wide byte budget; a spent budget pauses every connection until bytes come back', async () => {
+  const budget = new SharedBudget(64 * 1024);
+  const a = await transmission({ session: { sharedBudget: budget } });
+  const b = await transmission({ session: { sharedBudget: budget } });
+  const va = a.store.last();
+  va.hold = true;
+  // Connection A holds 80 KiB of write payloads on a stalled volume: the shared budget is spent.
+  for (let i = 0; i < 5; i++) a.session.onData(request(C.NBD_CMD_WRITE, { cookie: BigInt(i + 1), offset: i * 16384, lengthBytes: 16384, data: Buffer.alloc(16384, i + 1) }));
+  await settle();
+  // The fourth write spends the 64 KiB budget; the fifth waits, undecoded, in A's paused input.
+  assert.equal(va.heldCount(), 4);
+  assert.ok(budget.exhausted(), `budget used ${budget.used}`);
+  assert.equal(a.conn.paused, true, 'A stops reading');
+  // B's next request also finds the budget spent and stops its socket (its own limits are far away).
+  b.session.onData(request(C.NBD_CMD_FLUSH, { cookie: 9n }));
+  await settle();
+  assert.equal(readSimple(b.conn).cookie, 9n);
+  assert.equal(b.conn.paused, true, 'B stops reading while the shared budget is spent');
+  // A's writes complete: bytes come back and both connections read again.
+  va.hold = false;
+  va.release();
+  await settle();
+  await settle();
+  assert.equal(budget.used, 0);
+  assert.equal(a.conn.paused, false);
+  assert.equal(b.conn.paused, false);
+  for (let i = 0; i < 5; i++) assert.equal(readSimple(a.conn).errno, 0);
 });

@@ -16,6 +16,7 @@
 //   replies are dropped, and no further input is parsed.
 import { isTesseraError } from '../../stdx/errors.js';
 import type { Volume, VolumeStore } from '../../volume/types.js';
+import type { SharedBudget } from './budget.js';
 import { VOLUME_NAME_RE } from '../../volume/types.js';
 import {
   NbdDecoder,
@@ -63,6 +64,8 @@ export interface SessionOptions {
   defaultExportName?: string;
   inFlightRequestsMax?: number;
   bufferedBytesMax?: number;
+  /** Server-wide bound on buffered bytes across connections (see budget.ts). */
+  sharedBudget?: SharedBudget;
 }
 
 export type SessionPhase = 'greeting' | 'options' | 'transmission' | 'draining' | 'closed';
@@ -176,6 +179,7 @@ export class NbdSession implements DecoderHandler {
   /** The transport is gone (peer hung up, reset, or our close completed). */
   onClose(): void {
     if (this.phase !== 'closed') this.phase = 'closed';
+    this.opts.sharedBudget?.forget(this.onBudgetRoom);
     this.decoder.stop();
     this.notifyIdle();
   }
@@ -383,6 +387,7 @@ export class NbdSession implements DecoderHandler {
     const costBytes = this.costOf(request);
     this.inFlightRequests++;
     this.bufferedBytes += costBytes;
+    this.opts.sharedBudget?.take(costBytes);
     this.updateBackpressure();
     void this.execute(request, costBytes);
   }
@@ -406,6 +411,7 @@ export class NbdSession implements DecoderHandler {
     } finally {
       this.inFlightRequests--;
       this.bufferedBytes -= costBytes;
+      this.opts.sharedBudget?.give(costBytes);
       this.updateBackpressure();
       if (this.phase === 'draining' && this.inFlightRequests === 0) this.closeNow();
       this.notifyIdle();
@@ -534,9 +540,14 @@ export class NbdSession implements DecoderHandler {
     }
   }
 
+  private readonly onBudgetRoom = (): void => this.updateBackpressure();
+
   private updateBackpressure(): void {
     if (this.phase === 'closed') return;
-    const mustPause = this.inFlightRequests >= this.inFlightRequestsMax || this.bufferedBytes >= this.bufferedBytesMax || this.writeBlocked;
+    const budget = this.opts.sharedBudget;
+    const budgetSpent = budget !== undefined && budget.exhausted();
+    if (budgetSpent) budget.waitForRoom(this.onBudgetRoom);
+    const mustPause = this.inFlightRequests >= this.inFlightRequestsMax || this.bufferedBytes >= this.bufferedBytesMax || this.writeBlocked || budgetSpent;
     if (mustPause && !this.readingPaused) {
       this.readingPaused = true;
       this.decoder.pause();
