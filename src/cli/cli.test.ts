@@ -4,7 +4,6 @@
 // a few run `node bin/tessera.js` as a child to check the real process status.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -13,6 +12,7 @@ import { ApiServer } from '../api/server.js';
 import { MemoryVolumeStore } from '../volume/memory.js';
 import type { CliIo } from './io.js';
 import { runCli } from './main.js';
+import { run as runProcess } from '../../test/helpers/run.js';
 
 const GiB = 2 ** 30;
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/tessera.js');
@@ -245,16 +245,10 @@ test('usage errors exit 2; --help exits 0 with examples', async () => {
 });
 
 /** Async (not spawnSync): the API server lives in this process's event loop. */
-function run(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, TESSERA_SOCKET: '' } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
+/** The CLI as a child process (shared runner: bounded output, timeout). */
+async function run(...args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const r = await runProcess(process.execPath, [BIN, ...args], { timeoutMs: 60_000, env: { ...process.env, TESSERA_SOCKET: '' } });
+  return { status: r.code, stdout: r.stdout, stderr: r.stderr };
 }
 
 test('as a child process: real exit statuses 0, 1, 2, 3', async () => {

@@ -17,6 +17,7 @@ import { Logger } from '../stdx/log.js';
 import { ApiClient } from '../api/client.js';
 import { resolveConfig, type Config } from './config.js';
 import { Daemon, READY_LINE, runUp, type SignalSource, type UpDeps } from './up.js';
+import { run as runProcess } from '../../test/helpers/run.js';
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/tessera.js');
 
@@ -187,21 +188,14 @@ async function startDaemon(args: string[]): Promise<Daemonproc> {
   return { child, out: () => out, err: () => err, exited };
 }
 
-function runCmd(cmd: string, args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env: { ...process.env, TESSERA_SOCKET: '' } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (status) => resolve({ status, stdout, stderr }));
-  });
+/** A command as a child process (shared runner: bounded output, timeout). */
+async function runCmd(cmd: string, args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  const r = await runProcess(cmd, args, { timeoutMs: 60_000, env: { ...process.env, TESSERA_SOCKET: '' } });
+  return { status: r.code, stdout: r.stdout, stderr: r.stderr };
 }
 
 const tessera = (...args: string[]) => runCmd(process.execPath, [BIN, ...args]);
 // nbdinfo is a required test client (npm test installs it): without it this test fails, never skips.
-const hasQemuIo = spawnSync('qemu-io', ['--version']).status === 0;
 
 test('e2e: tessera up as a process, nbdinfo, volume create/list, SIGTERM, restart keeps volumes and data', { timeout: 120_000 }, async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'tessera-e2e-'));
@@ -216,10 +210,8 @@ test('e2e: tessera up as a process, nbdinfo, volume create/list, SIGTERM, restar
     assert.equal(info.status, 0, info.stderr);
     assert.match(info.stdout, /export-size: 268435456/);
 
-    if (hasQemuIo) {
-      const w = await runCmd('qemu-io', ['-f', 'raw', '-c', 'write -P 0xab 1M 1M', uri]);
-      assert.equal(w.status, 0, w.stderr);
-    }
+    const w = await runCmd('qemu-io', ['-f', 'raw', '-c', 'write -P 0xab 1M 1M', uri]);
+    assert.equal(w.status, 0, w.stderr);
     let r = await tessera('volume', 'create', 'data1', '--size', '2G', '--data-dir', dir);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, new RegExp(`exported as nbd://127\\.0\\.0\\.1:${port}/data1`));
@@ -245,11 +237,10 @@ test('e2e: tessera up as a process, nbdinfo, volume create/list, SIGTERM, restar
     assert.equal(r.status, 0, r.stderr);
     const names = (JSON.parse(r.stdout) as { volumes: Array<{ name: string }> }).volumes.map((v) => v.name).sort();
     assert.deepEqual(names, ['data1', 'vol0']);
-    if (hasQemuIo) {
-      const rd = await runCmd('qemu-io', ['-f', 'raw', '-c', 'read -P 0xab 1M 1M', `nbd://127.0.0.1:${port}/vol0`]);
-      assert.equal(rd.status, 0, rd.stderr);
-      assert.doesNotMatch(rd.stdout, /Pattern verification failed/);
-    }
+    // The data written before the restart reads back (qemu-io is a required test client).
+    const rd = await runCmd('qemu-io', ['-f', 'raw', '-c', 'read -P 0xab 1M 1M', `nbd://127.0.0.1:${port}/vol0`]);
+    assert.equal(rd.status, 0, rd.stderr);
+    assert.doesNotMatch(rd.stdout, /Pattern verification failed/);
     r = await tessera('iostat', '0.2', '1', '--data-dir', dir);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /^DEVICE\s+r\/s/m);
