@@ -372,3 +372,15 @@ test('a format cut short leaves no half-formatted device under the real name', a
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('a device size too small to format is refused with ERR_INVALID and leaves no file behind', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'tessera-engine-'));
+  try {
+    const path = join(dir, 'dev0.img');
+    await rejectsCode(openLocalStore({ devicePath: path, createSizeBytes: 1024 }), 'ERR_INVALID');
+    await assert.rejects(readFile(path), /ENOENT/);
+    await assert.rejects(readFile(`${path}.formatting`), /ENOENT/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

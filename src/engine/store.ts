@@ -25,11 +25,16 @@ export async function openLocalStore(opts: LocalStoreOptions): Promise<{ store: 
     const tmpPath = `${opts.devicePath}.formatting`;
     await FileDevice.remove(tmpPath);
     await FileDevice.create(tmpPath, opts.createSizeBytes);
-    const dev = await FileDevice.open(tmpPath, opts.directIo ?? 'auto');
     try {
-      await LocalEngine.format(dev, { objectSizeBytes: opts.objectSizeBytes, dataZeroed: true });
-    } finally {
-      await dev.close();
+      const dev = await FileDevice.open(tmpPath, opts.directIo ?? 'auto');
+      try {
+        await LocalEngine.format(dev, { objectSizeBytes: opts.objectSizeBytes, dataZeroed: true });
+      } finally {
+        await dev.close();
+      }
+    } catch (err) {
+      await FileDevice.remove(tmpPath); // e.g. a size too small for one object: leave nothing behind
+      throw err;
     }
     await FileDevice.commitFile(tmpPath, opts.devicePath);
     created = true;
