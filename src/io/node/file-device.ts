@@ -113,7 +113,7 @@ export class FileDevice implements BlockDevice {
   read(buf: Uint8Array, offsetBytes: number): Promise<void> {
     if (this.syncAllowed(buf.length)) return this.readSync(buf, offsetBytes);
     this.asyncIos++;
-    const startNs = process.hrtime.bigint();
+    const t0 = performance.now(); // one clock for every path (no BigInt per IO)
     this.stats.inFlight++;
     return new Promise((resolve, reject) => {
       fs.read(this.fd, buf, 0, buf.length, offsetBytes, (err, bytesRead) => {
@@ -123,7 +123,7 @@ export class FileDevice implements BlockDevice {
           reject(new TesseraError('ERR_DEVICE_IO', `read ${this.path} at ${offsetBytes}+${buf.length}: ${err ? err.code : `short read ${bytesRead}`}`));
           return;
         }
-        this.stats.read.record(buf.length, Number(process.hrtime.bigint() - startNs) / 1000);
+        this.stats.read.record(buf.length, (performance.now() - t0) * 1000);
         resolve();
       });
     });
@@ -132,7 +132,7 @@ export class FileDevice implements BlockDevice {
   write(buf: Uint8Array, offsetBytes: number): Promise<void> {
     if (this.stats.inFlight === 0 && this.syncAllowed(buf.length)) return this.writeSync(buf, offsetBytes);
     this.asyncIos++;
-    const startNs = process.hrtime.bigint();
+    const t0 = performance.now(); // one clock for every path (no BigInt per IO)
     this.stats.inFlight++;
     return new Promise((resolve, reject) => {
       fs.write(this.fd, buf, 0, buf.length, offsetBytes, (err, written) => {
@@ -142,7 +142,7 @@ export class FileDevice implements BlockDevice {
           reject(new TesseraError('ERR_DEVICE_IO', `write ${this.path} at ${offsetBytes}+${buf.length}: ${err ? err.code : `short write ${written}`}`));
           return;
         }
-        this.stats.write.record(buf.length, Number(process.hrtime.bigint() - startNs) / 1000);
+        this.stats.write.record(buf.length, (performance.now() - t0) * 1000);
         resolve();
       });
     });
@@ -209,7 +209,7 @@ export class FileDevice implements BlockDevice {
   }
 
   flush(): Promise<void> {
-    const startNs = process.hrtime.bigint();
+    const t0 = performance.now(); // one clock for every path (no BigInt per IO)
     return new Promise((resolve, reject) => {
       fs.fdatasync(this.fd, (err) => {
         if (err) {
@@ -217,7 +217,7 @@ export class FileDevice implements BlockDevice {
           reject(new TesseraError('ERR_DEVICE_FLUSH', `fdatasync ${this.path}: ${err.code}`));
           return;
         }
-        this.stats.flush.record(0, Number(process.hrtime.bigint() - startNs) / 1000);
+        this.stats.flush.record(0, (performance.now() - t0) * 1000);
         resolve();
       });
     });
