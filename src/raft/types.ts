@@ -16,10 +16,43 @@ export const NONE = 0;
 /** Bytes counted per entry on top of its data when bounding a message by size. */
 export const ENTRY_OVERHEAD_BYTES = 24;
 
+/** 'normal' (the default when absent) carries state-machine data; 'conf' carries an encoded ConfChange (confchange.ts). */
+export type EntryType = 'normal' | 'conf';
+
 export interface Entry {
   readonly term: number;
   readonly index: number;
   readonly data: Uint8Array;
+  /** Absent means 'normal'. */
+  readonly type?: EntryType;
+}
+
+/**
+ * Single-step membership change (one node at a time, Raft thesis §4.1 / etcd
+ * "simple" changes). Takes effect when the entry is applied (advance()).
+ * addLearner: node receives the log but neither votes nor counts for commit.
+ * promote: a learner becomes a voter. remove: a voter or learner leaves.
+ */
+export interface ConfChange {
+  readonly type: 'addLearner' | 'promote' | 'remove';
+  readonly node: number;
+}
+
+/** Group membership. */
+export interface ConfState {
+  readonly voters: readonly number[];
+  readonly learners: readonly number[];
+}
+
+/**
+ * A point of the replicated state machine: everything up to `index` (of `term`)
+ * is in the state, and `conf` is the membership as of that index. The state data
+ * itself never passes through the raft core: the driver ships and installs it.
+ */
+export interface SnapshotMeta {
+  readonly index: number;
+  readonly term: number;
+  readonly conf: ConfState;
 }
 
 /** What must survive a crash besides the log (§5.1, Figure 2 "persistent state"). */
@@ -78,13 +111,27 @@ export interface MsgHeartbeat extends MsgBase {
   readonly type: 'heartbeat';
   /** min(follower's match, leader's commit): never beyond what the follower holds. */
   readonly commit: number;
+  /** ReadIndex round (Raft thesis §6.4) this heartbeat confirms leadership for; 0 = none. */
+  readonly ctx: number;
 }
 
 export interface MsgHeartbeatResp extends MsgBase {
   readonly type: 'heartbeatResp';
+  /** Echo of the heartbeat's ctx. */
+  readonly ctx: number;
 }
 
-export type Message = MsgHup | MsgVote | MsgVoteResp | MsgApp | MsgAppResp | MsgHeartbeat | MsgHeartbeatResp;
+/**
+ * InstallSnapshot (§7): the leader no longer holds the entries a follower needs.
+ * The driver ships the state data out of band, installs it on the follower, and
+ * only then steps this message into the follower's node.
+ */
+export interface MsgSnap extends MsgBase {
+  readonly type: 'snap';
+  readonly snapshot: SnapshotMeta;
+}
+
+export type Message = MsgHup | MsgVote | MsgVoteResp | MsgApp | MsgAppResp | MsgHeartbeat | MsgHeartbeatResp | MsgSnap;
 export type MessageType = Message['type'];
 
 /**
@@ -96,10 +143,19 @@ export type MessageType = Message['type'];
  * 4. call advance(ready) before calling step/tick/propose/campaign again.
  */
 export interface Ready {
+  /** Installed snapshot (follower): persist it, replacing the whole stored log, before entries and hardState. */
+  readonly snapshot?: SnapshotMeta;
   readonly hardState?: HardState;
   readonly entries: readonly Entry[];
   readonly messages: readonly Message[];
   readonly committedEntries: readonly Entry[];
+  /** ReadIndex results: a read registered with ctx may be served once the state machine has applied `index`. */
+  readonly readStates: readonly ReadState[];
+}
+
+export interface ReadState {
+  readonly ctx: number;
+  readonly index: number;
 }
 
 export type RaftRole = 'follower' | 'candidate' | 'leader';
