@@ -1,0 +1,60 @@
+// What daemons and the client library ask of the monitor. The HTTP client
+// (src/mon/client.ts) implements MonApi against the active monitor (it tries
+// every configured monitor address and follows the active one); tests and the
+// simulation implement it in memory.
+import type { ClusterMap, OsdReport, PoolRecord, VolumeRecord } from './map-types.js';
+
+export interface OsdBootRequest {
+  uuid: string;
+  host: string;
+  addr: string;
+  port: number;
+  weight: number;
+  capacityBytes: number;
+}
+
+export interface PoolCreateRequest {
+  name: string;
+  size: number;
+  minSize: number;
+  pgCount: number;
+  failureDomain?: 'host' | 'osd';
+}
+
+export interface ClusterStatus {
+  fsid: string;
+  epoch: number;
+  /** HEALTH_OK, HEALTH_WARN (degraded/recovering/down OSDs), HEALTH_ERR (inactive PGs). */
+  health: 'HEALTH_OK' | 'HEALTH_WARN' | 'HEALTH_ERR';
+  /** Human-readable reasons for a health other than OK. */
+  checks: string[];
+  monitors: { id: string; active: boolean }[];
+  osds: { id: number; host: string; addr: string; port: number; up: boolean; in: boolean; capacityBytes: number; usedBytes: number }[];
+  /** Count of PGs per state (PgReport.state), plus 'unknown' for PGs no OSD reported. */
+  pgStates: Record<string, number>;
+  capacity: { totalBytes: number; usedBytes: number };
+  recovery: { pgsRecovering: number; bytesLeft: number };
+  pools: { id: number; name: string; size: number; minSize: number; pgCount: number }[];
+  volumes: number;
+}
+
+export interface MonApi {
+  /** The current map of the active monitor. */
+  getMap(): Promise<ClusterMap>;
+  /** Long poll: a map with epoch > afterEpoch, or null when none came within waitMs. */
+  waitMap(afterEpoch: number, waitMs: number): Promise<ClusterMap | null>;
+  createVolume(req: { name: string; sizeBytes: number; pool?: string }): Promise<VolumeRecord>;
+  resizeVolume(name: string, sizeBytes: number): Promise<VolumeRecord>;
+  renameVolume(name: string, newName: string): Promise<VolumeRecord>;
+  deleteVolume(name: string): Promise<void>;
+  createPool(req: PoolCreateRequest): Promise<PoolRecord>;
+  /** Registers (or re-registers, same uuid → same id) an OSD and marks it up. */
+  osdBoot(req: OsdBootRequest): Promise<{ osdId: number; map: ClusterMap }>;
+  /** Heartbeat with PG states; keeps the OSD up. */
+  osdReport(report: OsdReport): Promise<void>;
+  osdOut(osdId: number): Promise<void>;
+  osdIn(osdId: number): Promise<void>;
+  /** Removes an OSD that is out (and holds no PG); ERR_BUSY otherwise. */
+  osdRm(osdId: number): Promise<void>;
+  status(): Promise<ClusterStatus>;
+}
