@@ -75,9 +75,15 @@ export function addInfoCommands(program: Command, { io }: { io: CliIo }): void {
     .command('status')
     .description('show the daemon: version, uptime, NBD endpoint, volumes and devices')
     .option('--json', 'print the status as JSON')
-    .addHelpText('after', '\nExamples:\n  $ tessera status\n  $ tessera status --data-dir /srv/tessera --json')
+    .option('--monitors <list>', 'show the cluster instead: health, OSDs up/in, PG states, capacity, recovery (monitor addresses host:port,...)')
+    .addHelpText('after', '\nExamples:\n  $ tessera status\n  $ tessera status --data-dir /srv/tessera --json\n  $ tessera status --monitors 127.0.0.1:6780')
     .action(async (_opts: unknown, cmd: Command) => {
-      const g = cmd.optsWithGlobals<GlobalOptions & { json?: boolean }>();
+      const g = cmd.optsWithGlobals<GlobalOptions & { json?: boolean; monitors?: string }>();
+      if (g.monitors !== undefined) {
+        const { clusterStatus } = await import('./cluster.js');
+        await clusterStatus(g, io, g.json === true);
+        return;
+      }
       const s = await clientFor(g, io).status();
       io.out(g.json ? json(s) : formatStatus(s));
     });

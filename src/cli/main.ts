@@ -10,6 +10,7 @@ import { Command, CommanderError } from 'commander';
 import type { UpDeps } from '../main/up.js';
 import { TESSERA_VERSION } from '../main/version.js';
 import { classifyError, EXIT_OK, EXIT_USAGE } from './exit.js';
+import { addClusterCommands } from './cluster.js';
 import { addInfoCommands } from './info.js';
 import { processIo, type CliIo } from './io.js';
 import { addUpCommand } from './up.js';
@@ -51,6 +52,7 @@ Examples:
   addUpCommand(program, { io, setStatus, deps: opts.upDeps });
   addVolumeCommands(program, { io });
   addInfoCommands(program, { io });
+  addClusterCommands(program, { io, setStatus });
   return program;
 }
 

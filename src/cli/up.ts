@@ -52,6 +52,8 @@ export function addUpCommand(program: Command, ctx: { io: CliIo; setStatus: (s: 
     .option('--volume-name <name>', 'name of the volume created on a new device (default vol0)')
     .option('--volume-size <size>', 'size of that volume, e.g. 10G (default 10G)')
     .option('--api-port <port>', 'also serve the API on 127.0.0.1:PORT (writes need <data-dir>/api.token)')
+    .option('--osds <n>', 'start a replicated single-machine cluster instead: a monitor, N OSD processes (pool size min(3,N), min_size 2) and the gateway')
+    .option('--mon-port <port>', 'with --osds: monitor port (default 6780; OSDs use 6801..)')
     .addHelpText(
       'after',
       `
@@ -61,14 +63,29 @@ The line "tessera: ready" is printed once everything listens.
 
 Examples:
   $ tessera up
+  $ tessera up --osds 3                       # monitor + 3 OSD processes + gateway, pool size 3
   $ tessera up --data-dir /srv/tessera --nbd-port 10810 --device-size 100G
   $ tessera up --config /etc/tessera.json --nbd-host 0.0.0.0
   $ nbdinfo nbd://127.0.0.1:10809/vol0      # from another shell`,
     )
     .action(async (_opts: unknown, cmd: Command) => {
-      const flags = cmd.optsWithGlobals<UpFlags>();
+      const flags = cmd.optsWithGlobals<UpFlags & { osds?: string; monPort?: string }>();
       const config = configFromFlags(flags, ctx.io.cwd);
       const log = new Logger('tessera');
+      if (flags.osds !== undefined) {
+        const osds = Number(flags.osds);
+        if (!Number.isInteger(osds) || osds < 1 || osds > 64) throw new UsageError(`--osds must be an integer in [1, 64], got ${flags.osds}`);
+        const monPort = flags.monPort === undefined ? 6780 : Number(flags.monPort);
+        if (!Number.isInteger(monPort) || monPort < 1 || monPort > 65535) throw new UsageError(`--mon-port must be a port number, got ${flags.monPort}`);
+        const { runClusterUp } = await import('../main/cluster-up.js');
+        ctx.setStatus(
+          await runClusterUp(
+            { dataDir: config.dataDir, osds, monPort, osdPortBase: monPort + 20, nbd: config.nbd, deviceSizeBytes: config.device.sizeBytes, volume: config.defaultVolume },
+            { log, out: (line) => ctx.io.out(line + '\n') },
+          ),
+        );
+        return;
+      }
       const deps = await (ctx.deps ?? loadRealDeps)();
       ctx.setStatus(await runUp(config, deps, { log, out: (line) => ctx.io.out(line + '\n') }));
     });

@@ -19,6 +19,8 @@ export interface PoolCreateRequest {
   minSize: number;
   pgCount: number;
   failureDomain?: 'host' | 'osd';
+  /** Power of two in [64 KiB, 64 MiB]; default 4 MiB (map.ts OBJECT_SIZE_BYTES_DEFAULT). */
+  objectSizeBytes?: number;
 }
 
 export interface ClusterStatus {

@@ -1,55 +1,82 @@
-// The in-memory view of one raft log: entries already in stable storage (given at
-// construction) followed by entries appended since and not yet persisted
-// ("unstable"). No snapshots yet, so the log always starts at index 1.
+// The in-memory view of one raft log: an optional snapshot point (everything up
+// to snapshotIndex is folded into the state machine and its entries are gone,
+// Raft §7), then entries already in stable storage (given at construction),
+// then entries appended since and not yet persisted ("unstable").
 //
 // Invariants (asserted):
-// - entries are contiguous: entries[k].index === k + 1; terms never decrease.
-// - applied <= committed <= lastIndex; committed entries are never truncated or
-//   replaced (Raft §5.4: State Machine Safety depends on it).
-// - stableIndex <= lastIndex: entries at or below it are in the driver's storage;
-//   everything above is returned by unstableEntries() until stableTo() confirms it.
+// - entries are contiguous after the snapshot point: entries[k].index ===
+//   snapshotIndex + 1 + k; terms never decrease and never go below snapshotTerm.
+//   term(snapshotIndex) = snapshotTerm; indexes below it have no known term.
+// - snapshotIndex <= applied <= committed <= lastIndex; committed entries are
+//   never truncated or replaced (Raft §5.4: State Machine Safety depends on it).
+// - snapshotIndex <= stableIndex <= lastIndex: entries at or below stableIndex are
+//   in the driver's storage; everything above is returned by unstableEntries()
+//   until stableTo() confirms it.
 // - committed entries are handed out for applying only once persisted locally.
 import { assert } from '../stdx/assert.js';
 import { type Entry, entryBytes } from './types.js';
 
 export class RaftLog {
-  /** entries[k] has index k + 1. */
-  private readonly entries: Entry[];
+  /** entries[k] has index snapIndex + 1 + k. */
+  private entries: Entry[];
+  /** Index and term of the last entry folded into the snapshot (0, 0 without one). */
+  private snapIndex: number;
+  private snapTerm: number;
   /** Highest index known to be in stable storage. */
   private stableIndex: number;
   /** Highest index known committed (§5.3). */
   committed: number;
-  /** Highest index handed to the state machine and acknowledged by advance(). */
-  applied = 0;
+  /** Highest index handed to the state machine and acknowledged by advance() (or installed by a snapshot). */
+  applied: number;
 
-  constructor(stable: readonly Entry[], commit: number) {
+  constructor(stable: readonly Entry[], commit: number, snapshot: { index: number; term: number } = { index: 0, term: 0 }) {
+    assert(Number.isSafeInteger(snapshot.index) && snapshot.index >= 0 && snapshot.term >= 0, 'bad snapshot point');
+    assert(snapshot.index > 0 || snapshot.term === 0, 'a snapshot at index 0 must have term 0');
     for (let k = 0; k < stable.length; k++) {
-      assert(stable[k].index === k + 1, `stored entry ${k} has index ${stable[k].index}, want ${k + 1}`);
-      assert(k === 0 || stable[k].term >= stable[k - 1].term, `stored entry ${k + 1} has a lower term than its predecessor`);
+      const want = snapshot.index + 1 + k;
+      assert(stable[k].index === want, `stored entry ${k} has index ${stable[k].index}, want ${want}`);
+      const prevTerm = k === 0 ? snapshot.term : stable[k - 1].term;
+      assert(stable[k].term >= prevTerm, `stored entry ${want} has a lower term than its predecessor`);
     }
     this.entries = stable.slice();
-    this.stableIndex = stable.length;
-    assert(commit >= 0 && commit <= this.entries.length, `stored commit ${commit} beyond stored log ${stable.length}`);
+    this.snapIndex = snapshot.index;
+    this.snapTerm = snapshot.term;
+    this.stableIndex = this.lastIndex();
+    assert(commit >= snapshot.index && commit <= this.lastIndex(), `stored commit ${commit} outside [${snapshot.index}, ${this.lastIndex()}]`);
     this.committed = commit;
+    this.applied = snapshot.index;
+  }
+
+  snapshotIndex(): number {
+    return this.snapIndex;
+  }
+
+  snapshotTerm(): number {
+    return this.snapTerm;
+  }
+
+  /** First index still held as an entry. */
+  firstIndex(): number {
+    return this.snapIndex + 1;
   }
 
   lastIndex(): number {
-    return this.entries.length;
+    return this.snapIndex + this.entries.length;
   }
 
   lastTerm(): number {
-    return this.entries.length === 0 ? 0 : this.entries[this.entries.length - 1].term;
+    return this.entries.length === 0 ? this.snapTerm : this.entries[this.entries.length - 1].term;
   }
 
-  /** Term of the entry at index, 0 for index 0, undefined beyond the log. */
+  /** Term of the entry at index: snapshotTerm at snapshotIndex (0 at 0), undefined if compacted away or beyond the log. */
   term(index: number): number | undefined {
-    if (index === 0) return 0;
-    if (index < 0 || index > this.entries.length) return undefined;
-    return this.entries[index - 1].term;
+    if (index === this.snapIndex) return this.snapTerm;
+    if (index < this.snapIndex || index > this.lastIndex()) return undefined;
+    return this.entries[index - this.snapIndex - 1].term;
   }
 
   entryAt(index: number): Entry | undefined {
-    return index >= 1 && index <= this.entries.length ? this.entries[index - 1] : undefined;
+    return index > this.snapIndex && index <= this.lastIndex() ? this.entries[index - this.snapIndex - 1] : undefined;
   }
 
   matchTerm(index: number, term: number): boolean {
@@ -65,7 +92,7 @@ export class RaftLog {
   /** Leader-side append of new entries at the end of the log. */
   append(ents: readonly Entry[]): void {
     for (const e of ents) {
-      assert(e.index === this.entries.length + 1, `append at ${e.index} leaves a gap after ${this.entries.length}`);
+      assert(e.index === this.lastIndex() + 1, `append at ${e.index} leaves a gap after ${this.lastIndex()}`);
       assert(e.term >= this.lastTerm(), 'append with a lower term');
       this.entries.push(e);
     }
@@ -77,6 +104,7 @@ export class RaftLog {
    * and commit up to min(commit, last new index). Returns the last new index, or
    * undefined when prevIndex/prevTerm do not match (the caller rejects).
    * A stale or reordered message never truncates matching entries beyond it.
+   * The caller guarantees prevIndex >= committed >= snapshotIndex.
    */
   maybeAppend(prevIndex: number, prevTerm: number, commit: number, ents: readonly Entry[]): number | undefined {
     if (!this.matchTerm(prevIndex, prevTerm)) return undefined;
@@ -97,20 +125,21 @@ export class RaftLog {
   }
 
   /**
-   * Largest index <= index whose term is <= term (0 at worst). Used for the fast
-   * backoff of a rejected AppendEntries: every entry above it is known to conflict.
+   * Largest index <= index whose term is <= term (the snapshot point at worst, or
+   * index itself when it is already below the snapshot). Used for the fast backoff
+   * of a rejected AppendEntries: every entry above it is known to conflict.
    */
   findConflictByTerm(index: number, term: number): number {
     let i = Math.min(index, this.lastIndex());
-    while (i > 0 && (this.term(i) as number) > term) i--;
+    while (i > this.snapIndex && (this.term(i) as number) > term) i--;
     return i;
   }
 
   private truncateAndAppend(ents: readonly Entry[]): void {
     const first = ents[0].index;
     assert(first > this.committed, `truncating committed entry ${first} (committed ${this.committed})`);
-    assert(first <= this.entries.length + 1, 'truncateAndAppend leaves a gap');
-    this.entries.length = first - 1;
+    assert(first <= this.lastIndex() + 1, 'truncateAndAppend leaves a gap');
+    this.entries.length = first - 1 - this.snapIndex;
     if (this.stableIndex >= first) this.stableIndex = first - 1;
     this.append(ents);
   }
@@ -136,7 +165,7 @@ export class RaftLog {
 
   /** Entries not yet persisted (to put in Ready). */
   unstableEntries(): Entry[] {
-    return this.entries.slice(this.stableIndex);
+    return this.entries.slice(this.stableIndex - this.snapIndex);
   }
 
   /** The driver persisted entries up to (index, term); ignored if the log changed since. */
@@ -147,7 +176,11 @@ export class RaftLog {
   /** Committed, persisted and not yet applied entries, in order. */
   nextCommittedEntries(): Entry[] {
     const hi = Math.min(this.committed, this.stableIndex);
-    return hi > this.applied ? this.entries.slice(this.applied, hi) : [];
+    return hi > this.applied ? this.entries.slice(this.applied - this.snapIndex, hi - this.snapIndex) : [];
+  }
+
+  hasNextCommittedEntries(): boolean {
+    return Math.min(this.committed, this.stableIndex) > this.applied;
   }
 
   appliedTo(index: number): void {
@@ -161,11 +194,11 @@ export class RaftLog {
    * entry when lo < hi (an entry larger than maxBytes still has to travel).
    */
   slice(lo: number, hi: number, maxBytes: number): Entry[] {
-    assert(lo >= 1 && hi <= this.lastIndex() + 1 && lo <= hi, `slice [${lo}, ${hi}) outside log 1..${this.lastIndex()}`);
+    assert(lo > this.snapIndex && hi <= this.lastIndex() + 1 && lo <= hi, `slice [${lo}, ${hi}) outside log ${this.firstIndex()}..${this.lastIndex()}`);
     const out: Entry[] = [];
     let bytes = 0;
     for (let i = lo; i < hi; i++) {
-      const e = this.entries[i - 1];
+      const e = this.entries[i - this.snapIndex - 1];
       bytes += entryBytes(e);
       if (out.length > 0 && bytes > maxBytes) break;
       out.push(e);
@@ -173,7 +206,34 @@ export class RaftLog {
     return out;
   }
 
-  /** Read-only view of the whole log, for tests and invariant checkers. */
+  /** Log compaction (§7): forget entries up to index, which the state machine has applied. */
+  compact(index: number): void {
+    assert(index <= this.applied, `compacting to ${index} beyond applied ${this.applied}`);
+    if (index <= this.snapIndex) return;
+    const term = this.term(index) as number;
+    this.entries = this.entries.slice(index - this.snapIndex);
+    this.snapTerm = term;
+    this.snapIndex = index;
+  }
+
+  /**
+   * Install a snapshot newer than our commit (§7). If our log holds (index, term),
+   * the entries after it follow the leader's log up to there (Log Matching) and
+   * are kept; otherwise the whole log is discarded. Kept entries are marked
+   * unstable again because the driver replaces its whole stored log with the
+   * snapshot and must then re-persist them.
+   */
+  restore(index: number, term: number): void {
+    assert(index > this.committed, `restoring snapshot ${index} at or below commit ${this.committed}`);
+    this.entries = this.matchTerm(index, term) ? this.entries.slice(index - this.snapIndex) : [];
+    this.snapIndex = index;
+    this.snapTerm = term;
+    this.stableIndex = index;
+    this.committed = index;
+    this.applied = index;
+  }
+
+  /** Read-only view of the entries held (those after the snapshot point), for tests and invariant checkers. */
   all(): readonly Entry[] {
     return this.entries;
   }

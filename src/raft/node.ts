@@ -3,39 +3,68 @@
 // is the injected Prng, and output is ready() — what to persist, send and apply —
 // acknowledged by advance(). A seed therefore replays a whole cluster run.
 //
-// Rules implemented (Raft paper, Ongaro & Ousterhout 2014):
+// Rules implemented (Raft paper, Ongaro & Ousterhout 2014; Ongaro's thesis 2014):
 // - §5.1 terms: a message with a higher term makes us a follower of that term;
-//   lower-term messages are dropped (AppendEntries/heartbeats get our term back so
-//   a stale leader steps down).
+//   lower-term messages are dropped (AppendEntries/heartbeats/snapshots get our
+//   term back so a stale leader steps down).
 // - §5.2 election: randomized timeout in [electionTicks, 2*electionTicks); one vote
 //   per term (persisted in HardState before the answer leaves).
 // - §5.4.1 election restriction: vote only for a log at least as up-to-date.
 // - §5.3 replication: prevLogIndex/prevLogTerm consistency check; conflicting
 //   uncommitted suffixes are truncated; fast backoff with a (hint index, hint term).
-// - §5.4.2 commit only current-term entries by counting matchIndex; a new leader
-//   appends an empty entry to commit its predecessors' entries.
+// - §5.4.2 commit only current-term entries by counting voters' matchIndex; a new
+//   leader appends an empty entry to commit its predecessors' entries.
+// - §7 snapshots: compact() forgets applied entries; a follower that needs them
+//   gets a MsgSnap of the leader's applied point instead (the driver moves the
+//   state data), see sendAppend / handleSnapshot.
+// - thesis §4.1 membership: single-step changes (confchange.ts rules), effective
+//   when applied (advance()); learners replicate but neither vote-count nor
+//   campaign; a leader may propose a change only after applying the previous one
+//   and after committing an entry of its own term (the fix to the single-server
+//   change bug described on raft-dev, 2015).
+// - thesis §6.4 ReadIndex (readindex.ts).
 // - check-quorum: a leader that heard from no quorum during an election timeout
 //   steps down; a node with a live leader ignores higher-term vote requests during
 //   that lease (so a rejoining node cannot depose a healthy leader by vote).
+// - repair: a node whose stored log was damaged (repairUntilIndex) neither
+//   campaigns nor votes until a leader replicated its log past the damage.
+//
+// "Reset" answers: an appResp with reject=true and index=0 (impossible as an
+// ordinary reject: every log matches at index 0) means "forget what you think
+// I hold, my log may match only up to rejectHint/hintTerm". A joining node with
+// no membership yet sends it with hint 0 (it needs a snapshot to learn the
+// membership its log starts from); a repairing node sends it when the leader's
+// view of its log is beyond what it still holds.
+//
 // Limits: maxInflightMsgs AppendEntries per follower, maxMsgBytes per message,
-// maxUncommittedEntries proposals awaiting commit, MSGS_PENDING_MAX outbox.
-// Driver contract: see Ready in types.ts; step/tick/propose/campaign must not be
-// called between ready() and advance() (asserted).
+// maxUncommittedEntries proposals awaiting commit, READS_PENDING_MAX reads,
+// one snapshot in flight per follower, MSGS_PENDING_MAX outbox.
+// Driver contract: see Ready in types.ts; no input (step/tick/propose/campaign/
+// readIndex/compact/reportSnapshot/proposeConfChange) between ready() and advance()
+// (asserted).
 import { assert, unreachable } from '../stdx/assert.js';
 import type { Prng } from '../stdx/prng.js';
+import { applyConfChange, decodeConfChange, encodeConfChange, isEmptyConf, isValidNodeId, normalizeConf } from './confchange.js';
 import { RaftError } from './errors.js';
 import { RaftLog } from './log.js';
 import { Progress, quorumMatchIndex, quorumSize } from './progress.js';
+import { READS_PENDING_MAX, ReadIndexQueue } from './readindex.js';
+import type { RaftStatus } from './status.js';
 import {
+  type ConfChange,
+  type ConfState,
   type Entry,
   type HardState,
   type Message,
   type MsgApp,
   type MsgAppResp,
   type MsgHeartbeat,
+  type MsgSnap,
   type MsgVote,
   type RaftRole,
   type Ready,
+  type ReadState,
+  type SnapshotMeta,
   NONE,
   entryBytes,
 } from './types.js';
@@ -46,14 +75,20 @@ export const MAX_UNCOMMITTED_ENTRIES_DEFAULT = 1024;
 
 export interface RaftStorage {
   readonly hardState: HardState;
-  /** Persisted log, contiguous from index 1. */
+  /** The point the stored log starts after, with the membership as of that point. */
+  readonly snapshot?: SnapshotMeta;
+  /** Persisted log, contiguous from snapshot.index + 1 (from 1 without a snapshot). */
   readonly entries: readonly Entry[];
 }
 
 export interface RaftConfig {
   readonly id: number;
-  /** Every voter of the group, including id. */
-  readonly peers: readonly number[];
+  /**
+   * Bootstrap voters (including id) when storage has no snapshot; ignored when it
+   * has one (storage.snapshot.conf is the membership then). Empty or absent with
+   * no snapshot: the node joins an existing group and waits for a snapshot.
+   */
+  readonly peers?: readonly number[];
   readonly electionTicks: number;
   readonly heartbeatTicks: number;
   readonly prng: Prng;
@@ -66,11 +101,23 @@ export interface RaftConfig {
   readonly maxUncommittedEntries?: number;
   /** Default true. */
   readonly checkQuorum?: boolean;
+  /** Index the state machine durably holds already (default storage.snapshot.index): committed entries after it are handed out again. */
+  readonly applied?: number;
+  /**
+   * Set by the driver when the stored log was damaged in the middle: the highest
+   * index the log held before. This node may have acknowledged entries up to it
+   * that it no longer holds, so its vote or candidacy could elect a leader that
+   * lacks committed entries (§5.4.1 assumes acknowledged entries are durable).
+   * Until a leader's append matched its log up to this index (or a snapshot
+   * covered it) it neither campaigns nor grants votes. The driver keeps its marker
+   * until status().repairing is false. Stored commit beyond the held log is
+   * lowered to it. A single-voter group cannot be repaired this way.
+   */
+  readonly repairUntilIndex?: number;
 }
 
 export class RaftNode {
   readonly id: number;
-  private readonly peers: readonly number[];
   private readonly electionTicks: number;
   private readonly heartbeatTicks: number;
   private readonly prng: Prng;
@@ -85,24 +132,34 @@ export class RaftNode {
   private roleValue: RaftRole = 'follower';
   private leadValue = NONE;
 
+  /** Membership as of the applied index. */
+  private confValue: ConfState;
+  /** Membership as of the log's snapshot point. */
+  private snapConf: ConfState;
+  /** Leader: index of the last conf entry it appended (or of its first entry); no new change until applied past it. */
+  private pendingConfIndex = 0;
+  /** 0 once repaired (or never damaged); see RaftConfig.repairUntilIndex. */
+  private repairUntil: number;
+
   private electionElapsedTicks = 0;
   private heartbeatElapsedTicks = 0;
   private randomizedElectionTicks = 0;
 
   private votes = new Map<number, boolean>();
   private prs = new Map<number, Progress>();
+  private readonly reads = new ReadIndexQueue();
+  private lastReadCtx = 0;
   private msgs: Message[] = [];
+  private readStatesOut: ReadState[] = [];
+  private snapshotToPersist: SnapshotMeta | undefined;
   private persistedHardState: HardState;
   private readyOutstanding = false;
 
   constructor(cfg: RaftConfig) {
-    assert(Number.isInteger(cfg.id) && cfg.id > 0, 'raft id must be a positive integer');
-    assert(cfg.peers.includes(cfg.id), 'peers must include the node itself');
-    assert(new Set(cfg.peers).size === cfg.peers.length, 'duplicate peer ids');
+    assert(isValidNodeId(cfg.id), 'raft id must be a positive 32-bit integer');
     assert(cfg.electionTicks > cfg.heartbeatTicks && cfg.heartbeatTicks >= 1, 'need electionTicks > heartbeatTicks >= 1');
     assert(cfg.maxMsgBytes >= 1, 'maxMsgBytes must be >= 1');
     this.id = cfg.id;
-    this.peers = cfg.peers.slice();
     this.electionTicks = cfg.electionTicks;
     this.heartbeatTicks = cfg.heartbeatTicks;
     this.prng = cfg.prng;
@@ -110,14 +167,35 @@ export class RaftNode {
     this.maxMsgBytes = cfg.maxMsgBytes;
     this.maxUncommittedEntries = cfg.maxUncommittedEntries ?? MAX_UNCOMMITTED_ENTRIES_DEFAULT;
     this.checkQuorum = cfg.checkQuorum ?? true;
-    const hs = cfg.storage.hardState;
-    this.log = new RaftLog(cfg.storage.entries, hs.commit);
+
+    const st = cfg.storage;
+    const snap = st.snapshot;
+    const peers = cfg.peers ?? [];
+    if (snap === undefined && peers.length > 0) {
+      // Bootstrap: every founding member starts from the same membership at index 0.
+      assert(peers.includes(cfg.id), 'bootstrap peers must include the node itself');
+    }
+    this.snapConf = normalizeConf(snap !== undefined ? snap.conf : { voters: peers, learners: [] });
+    const snapIndex = snap?.index ?? 0;
+    const hs = st.hardState;
+    this.repairUntil = cfg.repairUntilIndex !== undefined && cfg.repairUntilIndex > snapIndex ? cfg.repairUntilIndex : 0;
+    // The snapshot point is committed by definition. A damaged log may have lost
+    // committed entries: they come back from the leader, commit follows them.
+    let commit = Math.max(hs.commit, snapIndex);
+    if (this.repairUntil > 0) commit = Math.min(commit, snapIndex + st.entries.length);
+    this.log = new RaftLog(st.entries, commit, { index: snapIndex, term: snap?.term ?? 0 });
+    const applied = cfg.applied ?? snapIndex;
+    assert(applied >= snapIndex && applied <= commit, `applied ${applied} outside [${snapIndex}, ${commit}]`);
+    this.confValue = this.confAt(applied);
+    this.log.appliedTo(applied);
     this.termValue = hs.term;
     this.voteValue = hs.vote;
     this.persistedHardState = { ...hs };
     assert(this.log.lastTerm() <= hs.term, 'stored log has a term above the stored term');
     this.becomeFollower(hs.term, NONE);
   }
+
+  // ---- state ----------------------------------------------------------------
 
   get term(): number {
     return this.termValue;
@@ -135,9 +213,81 @@ export class RaftNode {
   get electionTimeoutTicks(): number {
     return this.randomizedElectionTicks;
   }
+  get conf(): ConfState {
+    return this.confValue;
+  }
+  get voters(): readonly number[] {
+    return this.confValue.voters;
+  }
+  get learners(): readonly number[] {
+    return this.confValue.learners;
+  }
+  /** A voter or learner of the applied membership. */
+  get isMember(): boolean {
+    return this.confValue.voters.includes(this.id) || this.confValue.learners.includes(this.id);
+  }
+  get applied(): number {
+    return this.log.applied;
+  }
+  get commit(): number {
+    return this.log.committed;
+  }
+  get lastIndex(): number {
+    return this.log.lastIndex();
+  }
+  /** The point the in-memory log starts after (index 0 and the bootstrap conf without a snapshot). */
+  get snapshotMeta(): SnapshotMeta {
+    return { index: this.log.snapshotIndex(), term: this.log.snapshotTerm(), conf: this.snapConf };
+  }
+  /** Leader: a conf change was appended and is not yet applied (proposeConfChange would refuse). */
+  get pendingConfChange(): boolean {
+    return this.roleValue === 'leader' && this.pendingConfIndex > this.log.applied;
+  }
+  get pendingReadCount(): number {
+    return this.reads.count();
+  }
+  get repairing(): boolean {
+    return this.repairUntil > 0;
+  }
   /** Leader only: the progress of a peer (tests and metrics). */
   progress(peer: number): Readonly<Progress> | undefined {
     return this.prs.get(peer);
+  }
+
+  /**
+   * Would stepping m now install its snapshot? The driver must check this after
+   * receiving the state data and before replacing its own with it: a snapshot of
+   * an older term is dropped and one at or below the commit index is only
+   * acknowledged, and in both cases the node keeps its applied state.
+   */
+  acceptsSnapshot(m: MsgSnap): boolean {
+    return m.to === this.id && m.term >= this.termValue && isUsableSnapshot(m.snapshot) && m.snapshot.index > this.log.committed;
+  }
+
+  status(): RaftStatus {
+    const peers = [];
+    if (this.roleValue === 'leader') {
+      for (const [id, pr] of this.prs) {
+        peers.push({ id, match: pr.match, next: pr.next, state: pr.state, learner: this.confValue.learners.includes(id), recentActive: pr.recentActive });
+      }
+      peers.sort((a, b) => a.id - b.id);
+    }
+    return {
+      id: this.id,
+      role: this.roleValue,
+      term: this.termValue,
+      vote: this.voteValue,
+      leader: this.leadValue,
+      commit: this.log.committed,
+      applied: this.log.applied,
+      lastIndex: this.log.lastIndex(),
+      snapshotIndex: this.log.snapshotIndex(),
+      conf: this.confValue,
+      isMember: this.isMember,
+      repairing: this.repairing,
+      pendingReads: this.reads.count(),
+      peers,
+    };
   }
 
   // ---- inputs -------------------------------------------------------------
@@ -148,7 +298,7 @@ export class RaftNode {
     else this.tickElection();
   }
 
-  /** Start an election now (etcd's MsgHup). A leader ignores it. */
+  /** Start an election now (etcd's MsgHup). A leader, a learner, a non-member or a repairing node ignores it. */
   campaign(): void {
     this.assertNoReadyOutstanding();
     this.hup();
@@ -157,19 +307,90 @@ export class RaftNode {
   /** Append data as a new entry; returns its index or a RaftError (not leader, limits). */
   propose(data: Uint8Array): number | RaftError {
     this.assertNoReadyOutstanding();
+    const refused = this.checkProposal(data);
+    if (refused !== undefined) return refused;
+    return this.appendProposal(data, 'normal');
+  }
+
+  /**
+   * Propose a single-step membership change (thesis §4.1). Returns the index of
+   * its 'conf' entry, or a RaftError: ERR_RAFT_NOT_LEADER, ERR_RAFT_CONF_CHANGE
+   * (a change is still unapplied, or this leader has not yet applied an entry of
+   * its term, or cc is invalid for the current membership), ERR_LIMIT.
+   * The change takes effect on each node when it applies the entry (advance()).
+   */
+  proposeConfChange(cc: ConfChange): number | RaftError {
+    this.assertNoReadyOutstanding();
     if (this.roleValue !== 'leader') {
       return new RaftError('ERR_RAFT_NOT_LEADER', `node ${this.id} is not the leader`, this.leadValue);
     }
-    if (entryBytes({ term: 0, index: 0, data }) > this.maxMsgBytes) {
-      return new RaftError('ERR_LIMIT', `entry of ${data.length} bytes exceeds maxMsgBytes ${this.maxMsgBytes}`);
+    if (this.pendingConfIndex > this.log.applied) {
+      return new RaftError('ERR_RAFT_CONF_CHANGE', `${cc.type} ${cc.node}: a membership change (or this leader's first entry) at ${this.pendingConfIndex} is not applied yet`);
     }
-    if (this.log.lastIndex() - this.log.committed >= this.maxUncommittedEntries) {
-      return new RaftError('ERR_LIMIT', `${this.maxUncommittedEntries} proposals already await commit`);
-    }
-    const index = this.log.lastIndex() + 1;
-    this.log.append([{ term: this.termValue, index, data }]);
-    this.bcastAppend(false);
+    const next = applyConfChange(this.confValue, cc);
+    if (next instanceof RaftError) return next;
+    const data = encodeConfChange(cc);
+    const refused = this.checkProposal(data);
+    if (refused !== undefined) return refused;
+    const index = this.appendProposal(data, 'conf');
+    this.pendingConfIndex = index;
     return index;
+  }
+
+  /**
+   * ReadIndex (thesis §6.4): register a linearizable read. ctx is a positive
+   * caller-chosen number, strictly increasing per node (asserted). Once this
+   * leader has committed an entry of its term and a quorum of voters confirmed its
+   * leadership by answering a heartbeat sent after this call, a later Ready has
+   * {ctx, index} in readStates: serve the read once the state machine applied
+   * index. Throws RaftError ERR_RAFT_NOT_LEADER (with the leader hint) on a
+   * non-leader, ERR_LIMIT beyond READS_PENDING_MAX pending reads.
+   * A pending read is dropped, never answered, if this node loses leadership: the
+   * driver must fail its waiting reads on a role change (or time them out).
+   */
+  readIndex(ctx: number): void {
+    this.assertNoReadyOutstanding();
+    assert(Number.isSafeInteger(ctx) && ctx > this.lastReadCtx, `read ctx ${ctx} must be > ${this.lastReadCtx}`);
+    this.lastReadCtx = ctx;
+    if (this.roleValue !== 'leader') {
+      throw new RaftError('ERR_RAFT_NOT_LEADER', `node ${this.id} is not the leader`, this.leadValue);
+    }
+    if (this.reads.count() >= READS_PENDING_MAX) {
+      throw new RaftError('ERR_LIMIT', `${READS_PENDING_MAX} reads already pending`);
+    }
+    this.reads.add(ctx, -1);
+    this.flushWaitingReads();
+  }
+
+  /**
+   * Log compaction (§7): forget entries up to index (<= applied, asserted). Returns
+   * the new snapshot point with the membership as of index; the driver records it
+   * and may then drop its stored entries up to index. A no-op below the current point.
+   */
+  compact(index: number): SnapshotMeta {
+    this.assertNoReadyOutstanding();
+    assert(index <= this.log.applied, `compact(${index}) beyond applied ${this.log.applied}`);
+    if (index > this.log.snapshotIndex()) {
+      const conf = this.confValue; // MUTATION
+      this.log.compact(index);
+      this.snapConf = conf;
+    }
+    return this.snapshotMeta;
+  }
+
+  /**
+   * Leader: the outcome of shipping the snapshot of a MsgSnap to peer. Either way
+   * the peer is probed again after the next heartbeat answer (or at once on its
+   * appResp); after a failure the probe leads to a fresh snapshot.
+   */
+  reportSnapshot(peer: number, ok: boolean): void {
+    this.assertNoReadyOutstanding();
+    if (this.roleValue !== 'leader') return;
+    const pr = this.prs.get(peer);
+    if (pr === undefined || pr.state !== 'snapshot') return;
+    if (!ok) pr.pendingSnapshot = 0;
+    pr.becomeProbe();
+    pr.probeSent = true;
   }
 
   step(m: Message): void {
@@ -179,12 +400,12 @@ export class RaftNode {
       return;
     }
     assert(m.to === this.id, `message for ${m.to} delivered to ${this.id}`);
+    const fromLeader = m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap';
     if (m.term > this.termValue) {
       if (m.type === 'vote' && this.inLease()) return; // §6 / check-quorum: a live leader is not disrupted
-      const lead = m.type === 'app' || m.type === 'heartbeat' ? m.from : NONE;
-      this.becomeFollower(m.term, lead);
+      this.becomeFollower(m.term, fromLeader ? m.from : NONE);
     } else if (m.term < this.termValue) {
-      if (m.type === 'app' || m.type === 'heartbeat') {
+      if (fromLeader) {
         // §5.1: tell a stale leader about the newer term so it steps down.
         this.send({ type: 'appResp', from: this.id, to: m.from, term: this.termValue, reject: false, index: 0, rejectHint: 0, hintTerm: 0 });
       } else if (m.type === 'vote') {
@@ -216,8 +437,10 @@ export class RaftNode {
   hasReady(): boolean {
     return (
       this.msgs.length > 0 ||
+      this.snapshotToPersist !== undefined ||
+      this.readStatesOut.length > 0 ||
       this.log.unstableEntries().length > 0 ||
-      this.log.nextCommittedEntries().length > 0 ||
+      this.log.hasNextCommittedEntries() ||
       !sameHardState(this.hardState(), this.persistedHardState)
     );
   }
@@ -227,16 +450,21 @@ export class RaftNode {
     if (!this.hasReady()) return null;
     const hs = this.hardState();
     const rd: Ready = {
+      snapshot: this.snapshotToPersist,
       hardState: sameHardState(hs, this.persistedHardState) ? undefined : hs,
       entries: this.log.unstableEntries(),
       messages: this.msgs,
       committedEntries: this.log.nextCommittedEntries(),
+      readStates: this.readStatesOut,
     };
     this.msgs = [];
+    this.readStatesOut = [];
+    this.snapshotToPersist = undefined;
     this.readyOutstanding = true;
     return rd;
   }
 
+  /** The driver did what rd asked. Applies the membership changes among rd.committedEntries. */
   advance(rd: Ready): void {
     assert(this.readyOutstanding, 'advance() without ready()');
     this.readyOutstanding = false;
@@ -245,7 +473,16 @@ export class RaftNode {
       const last = rd.entries[rd.entries.length - 1];
       this.log.stableTo(last.index, last.term);
     }
-    if (rd.committedEntries.length > 0) this.log.appliedTo(rd.committedEntries[rd.committedEntries.length - 1].index);
+    if (rd.committedEntries.length > 0) {
+      let confChanged = false;
+      for (const e of rd.committedEntries) {
+        if (e.type !== 'conf') continue;
+        this.confValue = mustApplyConfEntry(this.confValue, e);
+        confChanged = true;
+      }
+      this.log.appliedTo(rd.committedEntries[rd.committedEntries.length - 1].index);
+      if (confChanged) this.onConfChanged();
+    }
     if (this.roleValue === 'leader') {
       // The leader counts itself only for entries it has persisted: a commit must
       // survive the crash of any minority, the leader included.
@@ -278,19 +515,18 @@ export class RaftNode {
     this.reset(this.termValue);
     this.roleValue = 'leader';
     this.leadValue = this.id;
-    for (const p of this.peers) {
-      const pr = new Progress(this.log.lastIndex() + 1, this.maxInflightMsgs);
-      if (p === this.id) {
-        pr.match = this.log.stable();
-        pr.becomeReplicate();
-      }
-      this.prs.set(p, pr);
-    }
+    this.syncProgress();
     // §5.4.2 / §8: an entry of our own term lets us commit our predecessors' entries.
-    this.log.append([{ term: this.termValue, index: this.log.lastIndex() + 1, data: new Uint8Array(0) }]);
+    const index = this.log.lastIndex() + 1;
+    this.log.append([{ term: this.termValue, index, data: new Uint8Array(0) }]);
+    // No membership change before that entry is applied: it may be preceded by an
+    // unapplied conf entry of an earlier leader, and a leader that has not committed
+    // in its term must not change membership (single-server change bug, thesis §4.1 errata).
+    this.pendingConfIndex = index;
     this.bcastAppend(true);
   }
 
+  /** Everything that belongs to one role in one term is dropped here, pending reads included. */
   private reset(term: number): void {
     if (term !== this.termValue) {
       this.termValue = term;
@@ -302,17 +538,35 @@ export class RaftNode {
     this.randomizedElectionTicks = this.electionTicks + this.prng.int(this.electionTicks);
     this.votes = new Map();
     this.prs = new Map();
+    this.reads.reset();
+    this.pendingConfIndex = 0;
+  }
+
+  /** May stand for election: a voter whose log is intact. */
+  private promotable(): boolean {
+    return this.confValue.voters.includes(this.id) && this.repairUntil === 0;
+  }
+
+  /**
+   * May grant votes: learners and non-members do too (as in etcd): a learner whose
+   * promotion is applied elsewhere but not here yet is a voter to the candidate,
+   * and refusing would block elections that need it. Its vote only counts where
+   * it is a voter. A node with no membership yet (joining, before its first
+   * snapshot) holds nothing to vote on; a repairing one may have lost acked entries.
+   */
+  private mayVote(): boolean {
+    return this.repairUntil === 0 && !isEmptyConf(this.confValue);
   }
 
   private hup(): void {
-    if (this.roleValue === 'leader') return;
+    if (this.roleValue === 'leader' || !this.promotable()) return;
     this.becomeCandidate();
     this.votes.set(this.id, true);
-    if (this.countVotes(true) >= quorumSize(this.peers.length)) {
+    if (this.countVotes(true) >= quorumSize(this.confValue.voters.length)) {
       this.becomeLeader();
       return;
     }
-    for (const p of this.peers) {
+    for (const p of this.confValue.voters) {
       if (p === this.id) continue;
       this.send({ type: 'vote', from: this.id, to: p, term: this.termValue, lastLogIndex: this.log.lastIndex(), lastLogTerm: this.log.lastTerm() });
     }
@@ -325,8 +579,9 @@ export class RaftNode {
   // ---- ticks --------------------------------------------------------------
 
   private tickElection(): void {
-    this.electionElapsedTicks++;
-    if (this.electionElapsedTicks >= this.randomizedElectionTicks) {
+    // A node that may not campaign keeps counting, so its leader lease expires.
+    if (this.electionElapsedTicks < Number.MAX_SAFE_INTEGER) this.electionElapsedTicks++;
+    if (this.electionElapsedTicks >= this.randomizedElectionTicks && this.promotable()) {
       this.electionElapsedTicks = 0;
       this.hup();
     }
@@ -339,11 +594,9 @@ export class RaftNode {
       this.electionElapsedTicks = 0;
       if (this.checkQuorum) {
         let active = 0;
-        for (const [p, pr] of this.prs) {
-          if (p === this.id || pr.recentActive) active++;
-          pr.recentActive = false;
-        }
-        if (active < quorumSize(this.peers.length)) {
+        for (const v of this.confValue.voters) if (v === this.id || this.prs.get(v)?.recentActive) active++;
+        for (const pr of this.prs.values()) pr.recentActive = false;
+        if (active < quorumSize(this.confValue.voters.length)) {
           this.becomeFollower(this.termValue, NONE);
           return;
         }
@@ -351,10 +604,8 @@ export class RaftNode {
     }
     if (this.heartbeatElapsedTicks >= this.heartbeatTicks) {
       this.heartbeatElapsedTicks = 0;
-      for (const [p, pr] of this.prs) {
-        if (p === this.id) continue;
-        this.send({ type: 'heartbeat', from: this.id, to: p, term: this.termValue, commit: Math.min(pr.match, this.log.committed) });
-      }
+      // Carry the newest pending read: a lost ReadIndex heartbeat is made up for here.
+      this.bcastHeartbeat(this.reads.highestPendingCtx());
     }
   }
 
@@ -362,7 +613,7 @@ export class RaftNode {
 
   private handleVote(m: MsgVote): void {
     const canVote = this.voteValue === m.from || (this.voteValue === NONE && this.leadValue === NONE);
-    const grant = canVote && this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm);
+    const grant = canVote && this.mayVote() && this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm);
     if (grant) {
       this.voteValue = m.from;
       this.electionElapsedTicks = 0;
@@ -370,9 +621,10 @@ export class RaftNode {
     this.send({ type: 'voteResp', from: this.id, to: m.from, term: this.termValue, reject: !grant });
   }
 
+  /** Votes from voters of our membership only: a learner's or stranger's answer does not count. */
   private countVotes(granted: boolean): number {
     let n = 0;
-    for (const v of this.votes.values()) if (v === granted) n++;
+    for (const v of this.confValue.voters) if (this.votes.get(v) === granted) n++;
     return n;
   }
 
@@ -390,6 +642,11 @@ export class RaftNode {
         this.leadValue = m.from;
         this.handleHeartbeat(m);
         break;
+      case 'snap':
+        this.electionElapsedTicks = 0;
+        this.leadValue = m.from;
+        this.handleSnapshot(m);
+        break;
       default:
         break; // answers to an old candidacy or leadership of this term: nothing to do
     }
@@ -399,13 +656,14 @@ export class RaftNode {
     switch (m.type) {
       case 'app':
       case 'heartbeat':
+      case 'snap':
         // §5.2: a leader of our term exists; return to follower.
         this.becomeFollower(m.term, m.from);
         this.stepFollower(m);
         break;
       case 'voteResp': {
         if (!this.votes.has(m.from)) this.votes.set(m.from, !m.reject);
-        const q = quorumSize(this.peers.length);
+        const q = quorumSize(this.confValue.voters.length);
         if (this.countVotes(true) >= q) this.becomeLeader();
         else if (this.countVotes(false) >= q) this.becomeFollower(this.termValue, NONE);
         break;
@@ -416,13 +674,12 @@ export class RaftNode {
   }
 
   private stepLeader(m: Message): void {
+    if (m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap') {
+      assert(false, `two leaders in term ${this.termValue}: ${this.id} and ${m.from}`);
+    }
     const pr = this.prs.get(m.from);
-    if (pr === undefined) return; // not a voter of this group
+    if (pr === undefined) return; // not a member of this group (any more)
     switch (m.type) {
-      case 'app':
-      case 'heartbeat':
-        assert(false, `two leaders in term ${this.termValue}: ${this.id} and ${m.from}`);
-        break;
       case 'appResp':
         pr.recentActive = true;
         this.handleAppResp(m, pr);
@@ -430,7 +687,11 @@ export class RaftNode {
       case 'heartbeatResp':
         pr.recentActive = true;
         if (pr.state === 'probe') pr.probeSent = false;
-        else if (pr.inflights.full()) pr.inflights.freeFirstOne();
+        else if (pr.state === 'replicate' && pr.inflights.full()) pr.inflights.freeFirstOne();
+        if (m.ctx > 0) {
+          this.reads.ack(m.from, m.ctx);
+          this.releaseReads();
+        }
         // An empty AppendEntries finds out whether entries in flight were lost.
         if (pr.match < this.log.lastIndex()) this.sendAppend(m.from, true);
         break;
@@ -441,6 +702,10 @@ export class RaftNode {
 
   private handleAppResp(m: MsgAppResp, pr: Progress): void {
     if (m.reject) {
+      if (m.index === 0) {
+        this.handleResetRequest(m, pr);
+        return;
+      }
       // Fast backoff: skip every index whose term cannot match the follower's hint.
       let matchHint = m.rejectHint;
       if (m.hintTerm > 0) matchHint = this.log.findConflictByTerm(m.rejectHint, m.hintTerm);
@@ -451,9 +716,15 @@ export class RaftNode {
       return;
     }
     const wasPaused = pr.isPaused();
-    if (pr.maybeUpdate(m.index)) {
+    const updated = pr.maybeUpdate(m.index);
+    if (pr.state === 'snapshot') {
+      // The follower installed the snapshot (or already held what it covers).
+      if (pr.match >= this.log.snapshotIndex()) pr.becomeReplicate();
+    } else if (updated) {
       if (pr.state === 'probe') pr.becomeReplicate();
       else pr.inflights.freeLE(m.index);
+    }
+    if (updated) {
       if (this.maybeCommit()) this.bcastAppend(true);
       // A peer that was paused missed the commit broadcast: tell it now.
       else if (wasPaused) this.sendAppend(m.from, true);
@@ -463,35 +734,94 @@ export class RaftNode {
     }
   }
 
+  /** A follower's "reset" answer (see header): its log holds less than our progress says. */
+  private handleResetRequest(m: MsgAppResp, pr: Progress): void {
+    if (pr.state === 'snapshot') return; // the snapshot on its way resets the follower anyway
+    if (m.rejectHint === 0 && m.hintTerm === 0 && this.log.applied > 0) {
+      // Nothing usable (a joining node needs the membership its log starts from).
+      pr.resetTo(1);
+      this.sendSnapshot(m.from, pr);
+      return;
+    }
+    pr.resetTo(this.log.findConflictByTerm(m.rejectHint, m.hintTerm) + 1);
+    this.sendAppend(m.from, true);
+  }
+
   private handleApp(m: MsgApp): void {
     const base = { type: 'appResp' as const, from: this.id, to: m.from, term: this.termValue };
+    if (isEmptyConf(this.confValue)) {
+      // Joining: entries are meaningless without the membership they start from.
+      this.send({ ...base, reject: true, index: 0, rejectHint: 0, hintTerm: 0 });
+      return;
+    }
     if (m.prevLogIndex < this.log.committed) {
       this.send({ ...base, reject: false, index: this.log.committed, rejectHint: 0, hintTerm: 0 });
       return;
     }
     const lastNew = this.log.maybeAppend(m.prevLogIndex, m.prevLogTerm, m.commit, m.entries);
     if (lastNew !== undefined) {
+      // Our log now matches the leader's up to lastNew: whatever we acknowledged
+      // before the damage and was committed is held again.
+      if (this.repairUntil > 0 && lastNew >= this.repairUntil) this.repairUntil = 0;
       this.send({ ...base, reject: false, index: lastNew, rejectHint: 0, hintTerm: 0 });
       return;
     }
     // §5.3 consistency check failed: hint where our log may match.
     const hint = this.log.findConflictByTerm(Math.min(m.prevLogIndex, this.log.lastIndex()), m.prevLogTerm);
-    this.send({ ...base, reject: true, index: m.prevLogIndex, rejectHint: hint, hintTerm: this.log.term(hint) as number });
+    const hintTerm = this.log.term(hint) as number;
+    // A repairing node may be asked for entries the leader saw it acknowledge:
+    // an ordinary reject would look stale to the leader, so ask for a reset.
+    this.send({ ...base, reject: true, index: this.repairUntil > 0 ? 0 : m.prevLogIndex, rejectHint: hint, hintTerm });
   }
 
   private handleHeartbeat(m: MsgHeartbeat): void {
-    this.log.commitTo(m.commit);
-    this.send({ type: 'heartbeatResp', from: this.id, to: m.from, term: this.termValue });
+    if (this.repairUntil > 0) {
+      // Commit only through appends that proved our log matches (handleApp).
+      if (m.commit > this.log.lastIndex()) {
+        this.send({ type: 'appResp', from: this.id, to: m.from, term: this.termValue, reject: true, index: 0, rejectHint: this.log.lastIndex(), hintTerm: this.log.lastTerm() });
+      }
+    } else {
+      this.log.commitTo(m.commit);
+    }
+    this.send({ type: 'heartbeatResp', from: this.id, to: m.from, term: this.termValue, ctx: m.ctx });
   }
 
-  // ---- replication (§5.3) ---------------------------------------------------
+  /**
+   * InstallSnapshot (§7). The driver installed the state data before stepping
+   * this. A snapshot at or below our commit is stale: answer with our commit. Else
+   * the log restarts at the snapshot point, commit and applied jump to it, its
+   * membership is adopted, and Ready.snapshot asks the driver to persist it.
+   */
+  private handleSnapshot(m: MsgSnap): void {
+    const s = m.snapshot;
+    const base = { type: 'appResp' as const, from: this.id, to: m.from, term: this.termValue, reject: false, rejectHint: 0, hintTerm: 0 };
+    if (!isUsableSnapshot(s)) return; // malformed: ignoring it makes the leader retry
+    if (s.index <= this.log.committed) {
+      this.send({ ...base, index: this.log.committed });
+      return;
+    }
+    this.log.restore(s.index, s.term);
+    const conf = normalizeConf(s.conf);
+    this.snapConf = conf;
+    this.confValue = conf;
+    this.snapshotToPersist = { index: s.index, term: s.term, conf };
+    if (this.repairUntil > 0 && s.index >= this.repairUntil) this.repairUntil = 0;
+    this.send({ ...base, index: s.index });
+  }
 
-  /** Send the next AppendEntries to peer if not paused; returns whether one was sent. */
+  // ---- replication (§5.3, §7) -----------------------------------------------
+
+  /** Send the next AppendEntries (or a snapshot) to peer if not paused; returns whether one was sent. */
   private sendAppend(to: number, allowEmpty: boolean): boolean {
     const pr = this.prs.get(to) as Progress;
     if (pr.isPaused()) return false;
     const last = this.log.lastIndex();
     assert(pr.next >= 1 && pr.next <= last + 1, `progress next ${pr.next} outside log 1..${last + 1}`);
+    if (pr.next <= this.log.snapshotIndex()) {
+      // §7: the entries it needs are compacted away.
+      this.sendSnapshot(to, pr);
+      return true;
+    }
     const prevLogIndex = pr.next - 1;
     const prevLogTerm = this.log.term(prevLogIndex) as number;
     const entries = this.log.slice(pr.next, last + 1, this.maxMsgBytes);
@@ -501,16 +831,123 @@ export class RaftNode {
     return true;
   }
 
-  private bcastAppend(allowEmpty: boolean): void {
-    for (const p of this.peers) if (p !== this.id) this.sendAppend(p, allowEmpty);
+  /**
+   * The snapshot is this leader's applied point with the membership as of it: the
+   * driver ships its applied state, which is at least that new; entries are
+   * idempotent, so a state a little newer than the index is fine.
+   */
+  private sendSnapshot(to: number, pr: Progress): void {
+    const index = this.log.applied;
+    const term = this.log.term(index) as number;
+    this.send({ type: 'snap', from: this.id, to, term: this.termValue, snapshot: { index, term, conf: this.confValue } });
+    pr.becomeSnapshot(index);
   }
 
-  /** §5.4.2: commit the quorum match index only if it is an entry of this term. */
-  private maybeCommit(): boolean {
-    const matches: number[] = [];
-    for (const pr of this.prs.values()) matches.push(pr.match);
-    return this.log.maybeCommit(quorumMatchIndex(matches), this.termValue);
+  private bcastAppend(allowEmpty: boolean): void {
+    for (const p of this.prs.keys()) if (p !== this.id) this.sendAppend(p, allowEmpty);
   }
+
+  private bcastHeartbeat(ctx: number): void {
+    for (const [p, pr] of this.prs) {
+      if (p === this.id) continue;
+      this.send({ type: 'heartbeat', from: this.id, to: p, term: this.termValue, commit: Math.min(pr.match, this.log.committed), ctx });
+    }
+  }
+
+  /** §5.4.2: commit the voters' quorum match index only if it is an entry of this term. */
+  private maybeCommit(): boolean {
+    const matches = this.confValue.voters.map((v) => this.prs.get(v)?.match ?? 0);
+    if (!this.log.maybeCommit(quorumMatchIndex(matches), this.termValue)) return false;
+    this.flushWaitingReads();
+    return true;
+  }
+
+  private appendProposal(data: Uint8Array, type: 'normal' | 'conf'): number {
+    const index = this.log.lastIndex() + 1;
+    this.log.append([type === 'conf' ? { term: this.termValue, index, data, type } : { term: this.termValue, index, data }]);
+    this.bcastAppend(false);
+    return index;
+  }
+
+  private checkProposal(data: Uint8Array): RaftError | undefined {
+    if (this.roleValue !== 'leader') {
+      return new RaftError('ERR_RAFT_NOT_LEADER', `node ${this.id} is not the leader`, this.leadValue);
+    }
+    if (entryBytes({ term: 0, index: 0, data }) > this.maxMsgBytes) {
+      return new RaftError('ERR_LIMIT', `entry of ${data.length} bytes exceeds maxMsgBytes ${this.maxMsgBytes}`);
+    }
+    if (this.log.lastIndex() - this.log.committed >= this.maxUncommittedEntries) {
+      return new RaftError('ERR_LIMIT', `${this.maxUncommittedEntries} proposals already await commit`);
+    }
+    return undefined;
+  }
+
+  // ---- membership (thesis §4.1) ----------------------------------------------
+
+  /** Membership as of index (snapshotIndex <= index <= lastIndex): the snapshot's, then every conf entry up to index. */
+  private confAt(index: number): ConfState {
+    assert(index >= this.log.snapshotIndex() && index <= this.log.lastIndex(), `conf at ${index} outside the log`);
+    let conf = this.snapConf;
+    for (let i = this.log.snapshotIndex() + 1; i <= index; i++) {
+      const e = this.log.entryAt(i) as Entry;
+      if (e.type === 'conf') conf = mustApplyConfEntry(conf, e);
+    }
+    return conf;
+  }
+
+  private onConfChanged(): void {
+    if (this.roleValue === 'candidate' && !this.promotable()) {
+      this.becomeFollower(this.termValue, NONE);
+      return;
+    }
+    if (this.roleValue !== 'leader') return;
+    if (!this.confValue.voters.includes(this.id)) {
+      // Removed: it led until its removal committed (etcd-style); the others elect
+      // a new leader after an election timeout.
+      this.becomeFollower(this.termValue, NONE);
+      return;
+    }
+    const added = this.syncProgress();
+    if (this.maybeCommit()) this.bcastAppend(true); // a smaller quorum may commit more
+    else for (const p of added) this.sendAppend(p, true);
+    this.releaseReads();
+  }
+
+  /** Leader: one Progress per member; returns the members that got a new one. */
+  private syncProgress(): number[] {
+    const members = [...this.confValue.voters, ...this.confValue.learners];
+    for (const p of [...this.prs.keys()]) if (!members.includes(p)) this.prs.delete(p);
+    const added: number[] = [];
+    for (const p of members) {
+      if (this.prs.has(p)) continue;
+      const pr = new Progress(this.log.lastIndex() + 1, this.maxInflightMsgs);
+      if (p === this.id) {
+        pr.match = this.log.stable();
+        pr.becomeReplicate();
+      } else {
+        added.push(p);
+      }
+      this.prs.set(p, pr);
+    }
+    return added;
+  }
+
+  // ---- ReadIndex (thesis §6.4) -------------------------------------------------
+
+  /** Once an entry of this term is committed, waiting reads get the commit index and a heartbeat round. */
+  private flushWaitingReads(): void {
+    if (this.roleValue !== 'leader' || this.log.term(this.log.committed) !== this.termValue) return;
+    const ctx = this.reads.assignWaiting(this.log.committed);
+    if (ctx === 0) return;
+    if (quorumSize(this.confValue.voters.length) > 1) this.bcastHeartbeat(ctx);
+    this.releaseReads();
+  }
+
+  private releaseReads(): void {
+    for (const rs of this.reads.release(this.id, this.confValue.voters)) this.readStatesOut.push(rs);
+  }
+
+  // ---- misc -------------------------------------------------------------------
 
   private send(m: Message): void {
     assert(this.msgs.length < MSGS_PENDING_MAX, 'raft outbox full: the driver must drain ready()');
@@ -518,7 +955,7 @@ export class RaftNode {
   }
 
   private assertNoReadyOutstanding(): void {
-    assert(!this.readyOutstanding, 'step/tick/propose between ready() and advance()');
+    assert(!this.readyOutstanding, 'input between ready() and advance()');
   }
 }
 
@@ -526,3 +963,22 @@ function sameHardState(a: HardState, b: HardState): boolean {
   return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
 }
 
+/**
+ * A committed conf entry was validated by the leader that proposed it against the
+ * membership it will be applied to (one change at a time, see proposeConfChange),
+ * so failing here is a bug or corruption: stop.
+ */
+function mustApplyConfEntry(conf: ConfState, e: Entry): ConfState {
+  const cc = decodeConfChange(e.data);
+  assert(!(cc instanceof RaftError), `conf entry ${e.index}: ${cc instanceof RaftError ? cc.message : ''}`);
+  const next = applyConfChange(conf, cc);
+  assert(!(next instanceof RaftError), `conf entry ${e.index}: ${next instanceof RaftError ? next.message : ''}`);
+  return next;
+}
+
+/** A MsgSnap's meta as the wire may deliver it: sane numbers and a valid, non-empty membership. */
+function isUsableSnapshot(s: SnapshotMeta): boolean {
+  if (!Number.isSafeInteger(s.index) || s.index < 1 || !Number.isSafeInteger(s.term) || s.term < 1) return false;
+  const ids = [...s.conf.voters, ...s.conf.learners];
+  return s.conf.voters.length > 0 && ids.every(isValidNodeId) && new Set(ids).size === ids.length;
+}

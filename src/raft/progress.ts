@@ -7,7 +7,11 @@
 // - replicate: the follower matched at `match`; stream entries optimistically,
 //   advancing `next` as we send, bounded by `inflights` (a bounded queue of the
 //   last index of each unacknowledged AppendEntries).
-// Invariants: 0 <= match < next; inflights never holds more than its capacity.
+// - snapshot: the follower needs entries we compacted away (§7); a MsgSnap for
+//   `pendingSnapshot` is out and nothing else is sent until the follower
+//   acknowledges it (an appResp) or the driver reports the transfer's outcome.
+// Invariants: 0 <= match < next; inflights never holds more than its capacity;
+// pendingSnapshot > 0 exactly in snapshot state.
 import { assert } from '../stdx/assert.js';
 
 /** A bounded FIFO of the last entry index carried by each in-flight AppendEntries. */
@@ -42,7 +46,7 @@ export class Inflights {
   }
 }
 
-export type ProgressState = 'probe' | 'replicate';
+export type ProgressState = 'probe' | 'replicate' | 'snapshot';
 
 export class Progress {
   match = 0;
@@ -50,6 +54,8 @@ export class Progress {
   state: ProgressState = 'probe';
   /** probe state: an AppendEntries is out and unanswered. */
   probeSent = false;
+  /** snapshot state: the index of the snapshot in flight; 0 otherwise. */
+  pendingSnapshot = 0;
   /** Heard from this peer since the last check-quorum round. */
   recentActive = false;
   readonly inflights: Inflights;
@@ -60,13 +66,22 @@ export class Progress {
   }
 
   isPaused(): boolean {
-    return this.state === 'probe' ? this.probeSent : this.inflights.full();
+    switch (this.state) {
+      case 'probe':
+        return this.probeSent;
+      case 'replicate':
+        return this.inflights.full();
+      default:
+        return true;
+    }
   }
 
+  /** Leaving snapshot state probes right after the snapshot (if one was installed, the follower holds it). */
   becomeProbe(): void {
+    this.next = this.state === 'snapshot' ? Math.max(this.match + 1, this.pendingSnapshot + 1) : this.match + 1;
     this.state = 'probe';
-    this.next = this.match + 1;
     this.probeSent = false;
+    this.pendingSnapshot = 0;
     this.inflights.reset();
   }
 
@@ -74,6 +89,29 @@ export class Progress {
     this.state = 'replicate';
     this.next = this.match + 1;
     this.probeSent = false;
+    this.pendingSnapshot = 0;
+    this.inflights.reset();
+  }
+
+  becomeSnapshot(snapshotIndex: number): void {
+    assert(snapshotIndex > 0, 'snapshot at index 0');
+    this.state = 'snapshot';
+    this.pendingSnapshot = snapshotIndex;
+    this.probeSent = false;
+    this.inflights.reset();
+  }
+
+  /**
+   * The follower says it lost (or never had) the entries we think it holds
+   * (log damage, or a node joining without a base): forget match and probe from
+   * where its log may still match.
+   */
+  resetTo(next: number): void {
+    this.match = 0;
+    this.state = 'probe';
+    this.next = Math.max(1, next);
+    this.probeSent = false;
+    this.pendingSnapshot = 0;
     this.inflights.reset();
   }
 
@@ -95,6 +133,7 @@ export class Progress {
    * (duplicated or reordered answers), which must be ignored.
    */
   maybeDecrTo(rejected: number, matchHint: number): boolean {
+    if (this.state === 'snapshot') return false; // the snapshot decides where the follower resumes
     if (this.state === 'replicate') {
       if (rejected <= this.match) return false;
       this.next = this.match + 1;
@@ -108,6 +147,7 @@ export class Progress {
 
   /** Record an AppendEntries sent with `count` entries ending at lastIndex. */
   sentEntries(lastIndex: number, count: number): void {
+    assert(this.state !== 'snapshot', 'AppendEntries sent to a peer awaiting a snapshot');
     if (this.state === 'replicate') {
       if (count > 0) {
         this.next = lastIndex + 1;

@@ -1,0 +1,48 @@
+// The OSD protocol (osd/proto.ts) over the binary RPC (rpc.ts): the client
+// library's OsdTransport for gateways, and the OsdNet an OSD uses to reach its
+// peers. One pipelined connection per remote OSD (RpcPool), so requests to one
+// OSD stay in order (transport contract in client/transport.ts).
+import type { OsdAddress, OsdTransport } from '../../client/transport.js';
+import type { OsdNet } from '../../osd/osd.js';
+import { Method, type ClientRequest, type ClientResponse, type RaftBatch, type SnapshotChunk } from '../../osd/proto.js';
+import { decodeClientResponse, encodeClientRequest, encodeRaftBatch, encodeSnapshotChunk } from '../../rpc/messages.js';
+import { TesseraError } from '../../stdx/errors.js';
+import { RpcPool } from './rpc.js';
+
+export const SNAPSHOT_CHUNK_TIMEOUT_MS = 30_000;
+
+export class RpcOsdTransport implements OsdTransport {
+  constructor(readonly pool: RpcPool = new RpcPool()) {}
+
+  async request(osd: OsdAddress, req: ClientRequest, timeoutMs: number): Promise<ClientResponse> {
+    const client = this.pool.get(`${osd.addr}:${osd.port}`);
+    const resp = await client.request(req.method, encodeClientRequest(req), timeoutMs);
+    return decodeClientResponse(req.method, resp.status, resp.payload);
+  }
+
+  close(): Promise<void> {
+    return this.pool.close();
+  }
+}
+
+/** Peer messages of an OSD; `addressOf` resolves an OSD id from the current map. */
+export class RpcOsdNet implements OsdNet {
+  dropped = 0;
+
+  constructor(
+    private readonly addressOf: (osdId: number) => string | null,
+    readonly pool: RpcPool = new RpcPool(),
+  ) {}
+
+  sendRaft(toOsd: number, batch: RaftBatch): void {
+    const addr = this.addressOf(toOsd);
+    if (!addr || !this.pool.get(addr).sendOneWay(Method.RaftBatch, encodeRaftBatch(batch))) this.dropped++;
+  }
+
+  async sendSnapshotChunk(toOsd: number, chunk: SnapshotChunk): Promise<ClientResponse> {
+    const addr = this.addressOf(toOsd);
+    if (!addr) throw new TesseraError('ERR_CLOSED', `osd.${toOsd} has no address in the map`);
+    const resp = await this.pool.get(addr).request(Method.SnapshotChunk, encodeSnapshotChunk(chunk), SNAPSHOT_CHUNK_TIMEOUT_MS);
+    return decodeClientResponse(Method.SnapshotChunk, resp.status, resp.payload);
+  }
+}

@@ -1,0 +1,74 @@
+// Tests of the node:fs segment store on a temporary directory: create/append
+// (writev of many buffers, past IOV_MAX)/read/sync/list/remove, reopen sizes,
+// error codes, and name validation.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile, mkdir, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isTesseraError } from '../../stdx/errors.js';
+import { NodeSegmentStore } from './segment-store.js';
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'tessera-seg-'));
+  try {
+    await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+test('NodeSegmentStore: create, append with writev, read, sync, reopen, list in order, remove', async () => {
+  await withDir(async (dir) => {
+    const store = await NodeSegmentStore.openDir(join(dir, 'wal'));
+    const b = await store.create('wal-0000000000000002.seg');
+    const a = await store.create('wal-0000000000000001.seg');
+    await a.append([Buffer.from('abc'), new Uint8Array([100, 101]), Buffer.alloc(0), Buffer.from('f')]);
+    await a.append([Buffer.from('ghi')]);
+    assert.equal(a.sizeBytes, 9);
+    assert.equal((await a.read(0, 9)).toString(), 'abcdefghi');
+    assert.equal((await a.read(3, 3)).toString(), 'def');
+    await a.sync();
+    await store.syncDir();
+    // More buffers than IOV_MAX (1024) in one append: libuv splits, the file gets all of them in order.
+    const many = Array.from({ length: 3000 }, (_, i) => Buffer.from([i & 0xff]));
+    await b.append(many);
+    assert.equal(b.sizeBytes, 3000);
+    const back = await b.read(0, 3000);
+    assert.ok(back.every((v, i) => v === (i & 0xff)));
+    await b.sync();
+    await a.close();
+    await b.close();
+    await writeFile(join(dir, 'wal', 'not a segment'), 'x');
+    await mkdir(join(dir, 'wal', 'subdir'));
+    assert.deepEqual(await store.list(), ['wal-0000000000000001.seg', 'wal-0000000000000002.seg']);
+    const reopened = await store.open('wal-0000000000000001.seg');
+    assert.equal(reopened.sizeBytes, 9);
+    await reopened.append([Buffer.from('j')]);
+    assert.equal((await reopened.read(0, 10)).toString(), 'abcdefghij');
+    assert.equal((await stat(join(dir, 'wal', 'wal-0000000000000001.seg'))).size, 10);
+    await reopened.close();
+    await store.remove('wal-0000000000000002.seg');
+    await store.remove('wal-0000000000000002.seg'); // absent: no-op
+    await store.syncDir();
+    assert.deepEqual(await store.list(), ['wal-0000000000000001.seg']);
+  });
+});
+
+test('NodeSegmentStore: errors carry stable codes; names cannot escape the directory', async () => {
+  await withDir(async (dir) => {
+    const store = await NodeSegmentStore.openDir(dir);
+    const s = await store.create('x1');
+    await assert.rejects(store.create('x1'), (err) => isTesseraError(err, 'ERR_EXISTS'));
+    await assert.rejects(store.open('missing'), (err) => isTesseraError(err, 'ERR_NOT_FOUND'));
+    await assert.rejects(s.read(0, 1), (err) => isTesseraError(err, 'ERR_RANGE'));
+    await assert.rejects(store.create('../x'), /bad segment name/);
+    await assert.rejects(store.open('a/b'), /bad segment name/);
+    await s.close();
+    await assert.rejects(s.append([Buffer.from('x')]), (err) => isTesseraError(err, 'ERR_CLOSED'));
+    await assert.rejects(s.sync(), (err) => isTesseraError(err, 'ERR_CLOSED'));
+    const gone = new NodeSegmentStore(join(dir, 'does-not-exist'));
+    await assert.rejects(gone.syncDir(), (err) => isTesseraError(err, 'ERR_DEVICE_FLUSH'));
+    await assert.rejects(gone.list(), (err) => isTesseraError(err, 'ERR_DEVICE_IO'));
+  });
+});

@@ -1,0 +1,179 @@
+// SegmentStore on a local directory (node:fs): one regular file per segment,
+// appended with positional writev at the file's end and made durable with
+// fdatasync; the directory is fsync'ed to make creates and removes durable.
+// The contract is src/io/segments.ts.
+//
+// Invariants:
+// - One fd per open segment; `sizeBytes` is the file size at open plus every
+//   byte appended through this handle (the caller is the only writer).
+// - Every OS error becomes a TesseraError: fdatasync/fsync failures are
+//   ERR_DEVICE_FLUSH (fatal: after a failed fsync Linux may already have dropped
+//   the dirty pages, so retrying could report success for lost data), append
+//   failures ERR_DEVICE_IO (ERR_NO_SPACE for ENOSPC), and a failed append
+//   poisons its handle: the file's end is then unknown, so later appends and
+//   syncs on it fail with the same error.
+// - Names are validated against SEGMENT_NAME_PATTERN (no path traversal).
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { TesseraError } from '../../stdx/errors.js';
+import { assert } from '../../stdx/assert.js';
+import { SEGMENT_NAME_PATTERN, type Segment, type SegmentStore } from '../segments.js';
+
+export class NodeSegmentStore implements SegmentStore {
+  constructor(readonly dirPath: string) {}
+
+  /** Creates the directory (and parents) if needed. */
+  static async openDir(dirPath: string): Promise<NodeSegmentStore> {
+    await fs.promises.mkdir(dirPath, { recursive: true, mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
+      throw new TesseraError('ERR_DEVICE_IO', `mkdir ${dirPath}: ${err.code ?? err.message}`);
+    });
+    return new NodeSegmentStore(dirPath);
+  }
+
+  async list(): Promise<string[]> {
+    let dirents: fs.Dirent[];
+    try {
+      dirents = await fs.promises.readdir(this.dirPath, { withFileTypes: true });
+    } catch (err) {
+      throw new TesseraError('ERR_DEVICE_IO', `readdir ${this.dirPath}: ${(err as NodeJS.ErrnoException).code}`);
+    }
+    return dirents
+      .filter((d) => d.isFile() && SEGMENT_NAME_PATTERN.test(d.name))
+      .map((d) => d.name)
+      .sort(compareNames);
+  }
+
+  async create(name: string): Promise<Segment> {
+    const path = this.pathOf(name);
+    const fd = await openFd(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, (code) =>
+      code === 'EEXIST' ? 'ERR_EXISTS' : 'ERR_DEVICE_IO',
+    );
+    return new NodeSegment(name, path, fd, 0);
+  }
+
+  async open(name: string): Promise<Segment> {
+    const path = this.pathOf(name);
+    const fd = await openFd(path, fs.constants.O_RDWR, (code) => (code === 'ENOENT' ? 'ERR_NOT_FOUND' : 'ERR_DEVICE_IO'));
+    let sizeBytes: number;
+    try {
+      sizeBytes = fs.fstatSync(fd).size;
+    } catch (err) {
+      fs.closeSync(fd);
+      throw new TesseraError('ERR_DEVICE_IO', `fstat ${path}: ${(err as NodeJS.ErrnoException).code}`);
+    }
+    return new NodeSegment(name, path, fd, sizeBytes);
+  }
+
+  async remove(name: string): Promise<void> {
+    const path = this.pathOf(name);
+    await fs.promises.rm(path, { force: true }).catch((err: NodeJS.ErrnoException) => {
+      throw new TesseraError('ERR_DEVICE_IO', `remove ${path}: ${err.code ?? err.message}`);
+    });
+  }
+
+  async syncDir(): Promise<void> {
+    const fd = await openFd(this.dirPath, fs.constants.O_RDONLY, () => 'ERR_DEVICE_FLUSH');
+    try {
+      await new Promise<void>((resolve, reject) => {
+        fs.fsync(fd, (err) => (err ? reject(new TesseraError('ERR_DEVICE_FLUSH', `fsync directory ${this.dirPath}: ${err.code}`)) : resolve()));
+      });
+    } finally {
+      fs.close(fd, () => undefined);
+    }
+  }
+
+  private pathOf(name: string): string {
+    assert(SEGMENT_NAME_PATTERN.test(name), `bad segment name ${JSON.stringify(name)}`);
+    return join(this.dirPath, name);
+  }
+}
+
+class NodeSegment implements Segment {
+  private closed = false;
+  /** Set by a failed append: the file's end is unknown from then on. */
+  private failure: TesseraError | null = null;
+  private appending = false;
+
+  constructor(
+    readonly name: string,
+    private readonly path: string,
+    private readonly fd: number,
+    public sizeBytes: number,
+  ) {}
+
+  append(buffers: readonly Uint8Array[]): Promise<void> {
+    const err = this.unusable();
+    if (err) return Promise.reject(err);
+    assert(!this.appending, `concurrent appends to segment ${this.name}`);
+    let totalBytes = 0;
+    for (const b of buffers) totalBytes += b.length;
+    if (totalBytes === 0) return Promise.resolve();
+    this.appending = true;
+    const offsetBytes = this.sizeBytes;
+    return new Promise((resolve, reject) => {
+      // libuv loops over partial writes and IOV_MAX chunks; a short total means an error.
+      fs.writev(this.fd, buffers as Uint8Array[], offsetBytes, (werr, written) => {
+        this.appending = false;
+        if (werr || written !== totalBytes) {
+          const code = werr?.code === 'ENOSPC' ? 'ERR_NO_SPACE' : 'ERR_DEVICE_IO';
+          this.failure = new TesseraError(code, `append to ${this.path} at ${offsetBytes}+${totalBytes}: ${werr ? werr.code : `short write ${written}`}`);
+          reject(this.failure);
+          return;
+        }
+        this.sizeBytes = offsetBytes + totalBytes;
+        resolve();
+      });
+    });
+  }
+
+  sync(): Promise<void> {
+    const err = this.unusable();
+    if (err) return Promise.reject(err);
+    return new Promise((resolve, reject) => {
+      fs.fdatasync(this.fd, (serr) => {
+        if (serr) reject(new TesseraError('ERR_DEVICE_FLUSH', `fdatasync ${this.path}: ${serr.code}`));
+        else resolve();
+      });
+    });
+  }
+
+  read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+    if (this.closed) return Promise.reject(new TesseraError('ERR_CLOSED', `segment ${this.name} is closed`));
+    if (offsetBytes < 0 || lengthBytes < 0 || offsetBytes + lengthBytes > this.sizeBytes) {
+      return Promise.reject(new TesseraError('ERR_RANGE', `read ${this.path} at ${offsetBytes}+${lengthBytes} beyond its end ${this.sizeBytes}`));
+    }
+    const buf = Buffer.alloc(lengthBytes);
+    if (lengthBytes === 0) return Promise.resolve(buf);
+    return new Promise((resolve, reject) => {
+      fs.read(this.fd, buf, 0, lengthBytes, offsetBytes, (rerr, bytesRead) => {
+        if (rerr || bytesRead !== lengthBytes) {
+          reject(new TesseraError('ERR_DEVICE_IO', `read ${this.path} at ${offsetBytes}+${lengthBytes}: ${rerr ? rerr.code : `short read ${bytesRead}`}`));
+        } else resolve(buf);
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await new Promise<void>((resolve) => fs.close(this.fd, () => resolve()));
+  }
+
+  private unusable(): TesseraError | null {
+    if (this.closed) return new TesseraError('ERR_CLOSED', `segment ${this.name} is closed`);
+    return this.failure;
+  }
+}
+
+function openFd(path: string, flags: number, codeOf: (errno: string | undefined) => 'ERR_EXISTS' | 'ERR_NOT_FOUND' | 'ERR_DEVICE_IO' | 'ERR_DEVICE_FLUSH'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fs.open(path, flags, 0o600, (err, fd) => {
+      if (err) reject(new TesseraError(codeOf(err.code), `open ${path}: ${err.code}`));
+      else resolve(fd);
+    });
+  });
+}
+
+function compareNames(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

@@ -1,0 +1,141 @@
+// The cluster daemons' entry points, wiring only: monitor, gateway, and the
+// `tessera up --osds N` supervisor that runs a whole single-machine cluster —
+// a monitor and N OSD processes (children, each with its own data dir and
+// device file) and the gateway (NBD + management API) in this process.
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ClusterVolumeStore } from '../client/volume-store.js';
+import { ensureDir, pathExists, writePrivateFile } from '../io/node/api-files.js';
+import { nodeClock } from '../io/node/clock.js';
+import { RpcOsdTransport } from '../io/node/osd-rpc.js';
+import { MonClient } from '../mon/client.js';
+import { startMonitor, type RunningMonitor } from '../mon/run.js';
+import type { Logger } from '../stdx/log.js';
+import type { ClusterConfig } from './cluster-config.js';
+import { resolveConfig } from './config.js';
+import { loadRealDeps, runUp, type UpIo } from './up.js';
+
+export const MON_READY_PREFIX = 'tessera-mon: ready';
+
+export async function runMonitor(cfg: ClusterConfig, id: string, log: Logger): Promise<RunningMonitor> {
+  await ensureDir(cfg.mon.dataDir);
+  return startMonitor({
+    id,
+    host: cfg.mon.host,
+    port: cfg.mon.port,
+    dataDir: cfg.etcd.length === 0 ? cfg.mon.dataDir : undefined,
+    etcdEndpoints: cfg.etcd.length > 0 ? cfg.etcd : undefined,
+    osdDownAfterMs: cfg.osdDownAfterMs,
+    osdOutAfterMs: cfg.osdOutAfterMs,
+    initialPool: { ...cfg.defaultPool },
+    log,
+  });
+}
+
+/**
+ * The gateway: the single-machine daemon's NBD server and management API on a
+ * ClusterVolumeStore. `createDefault` creates the default volume when the
+ * cluster has none and this gateway never did (marker file in its data dir).
+ */
+export async function runGateway(cfg: ClusterConfig, io: UpIo, opts: { createDefault: boolean; volume?: { name: string; sizeBytes: number } }): Promise<number> {
+  const config = resolveConfig({ cwd: process.cwd(), flags: { dataDir: cfg.gateway.dataDir, nbd: cfg.gateway.nbd } });
+  if (opts.volume) config.defaultVolume = opts.volume;
+  const real = await loadRealDeps();
+  const marker = path.join(cfg.gateway.dataDir, 'default-volume.created');
+  return runUp(
+    config,
+    {
+      startNbd: real.startNbd,
+      openStore: async () => {
+        const mon = new MonClient({ addrs: cfg.monitors });
+        const store = await ClusterVolumeStore.open({ mon, transport: new RpcOsdTransport(), clock: nodeClock });
+        let created = false;
+        if (opts.createDefault && store.list().length === 0 && !(await pathExists(marker))) {
+          await ensureDir(cfg.gateway.dataDir);
+          await writePrivateFile(marker, new Date().toISOString() + '\n');
+          created = true;
+        }
+        return { store, created };
+      },
+    },
+    io,
+  );
+}
+
+function tesseraBin(): string {
+  return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/tessera.js');
+}
+
+/** Starts a child daemon and resolves once it printed its ready line. */
+function startChild(args: string[], readyPrefix: string, log: Logger, name: string): Promise<ChildProcess> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [tesseraBin(), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let buf = '';
+    let ready = false;
+    child.stdout?.on('data', (d: Buffer) => {
+      buf += d.toString();
+      if (!ready && buf.includes(readyPrefix)) {
+        ready = true;
+        resolve(child);
+      }
+    });
+    child.stderr?.on('data', (d: Buffer) => {
+      for (const line of d.toString().split('\n')) if (line.trim()) log.info(`${name}: ${line}`);
+    });
+    child.on('exit', (code, signal) => {
+      if (!ready) reject(new Error(`${name} exited (${signal ?? code}) before it was ready`));
+      else log.warn(`${name} exited (${signal ?? code})`);
+    });
+  });
+}
+
+export interface ClusterUpOptions {
+  dataDir: string;
+  osds: number;
+  monPort: number;
+  osdPortBase: number;
+  nbd: { host: string; port: number };
+  deviceSizeBytes: number;
+  volume: { name: string; sizeBytes: number };
+}
+
+/** `tessera up --osds N`: monitor + N OSD children + the gateway here; stops them all on SIGINT/SIGTERM. */
+export async function runClusterUp(o: ClusterUpOptions, io: UpIo): Promise<number> {
+  const log = io.log;
+  await ensureDir(o.dataDir);
+  const configPath = path.join(o.dataDir, 'cluster.json');
+  const size = Math.min(3, o.osds);
+  const shared = {
+    cluster: {
+      monitors: [`127.0.0.1:${o.monPort}`],
+      defaultPool: { size, minSize: Math.min(size, 2), pgCount: 64, failureDomain: 'osd' as const },
+    },
+    mon: { port: o.monPort, dataDir: 'mon' },
+    osd: { deviceSizeBytes: o.deviceSizeBytes },
+    gateway: { dataDir: 'gateway', nbd: o.nbd },
+  };
+  await writePrivateFile(configPath, JSON.stringify(shared, null, 2) + '\n');
+  const children: ChildProcess[] = [];
+  const stopChildren = () => {
+    for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+  };
+  try {
+    children.push(await startChild(['mon', '--config', configPath], MON_READY_PREFIX, log, 'mon'));
+    const osdStarts: Promise<ChildProcess>[] = [];
+    for (let i = 1; i <= o.osds; i++) {
+      osdStarts.push(
+        startChild(['osd', '--config', configPath, '--osd-data-dir', path.join(o.dataDir, `osd.${i}`), '--osd-port', String(o.osdPortBase + i)], 'tessera-osd: ready', log, `osd.${i}`),
+      );
+    }
+    for (const p of osdStarts) children.push(await p);
+    io.out(`cluster: monitor 127.0.0.1:${o.monPort}, ${o.osds} OSDs, config ${configPath}`);
+    const { resolveClusterConfig } = await import('./cluster-config.js');
+    const { readFileSync } = await import('node:fs');
+    const cfg = resolveClusterConfig({ cwd: o.dataDir, file: { path: configPath, text: readFileSync(configPath, 'utf8') } });
+    const status = await runGateway(cfg, io, { createDefault: true, volume: o.volume });
+    return status;
+  } finally {
+    stopChildren();
+  }
+}

@@ -1,0 +1,156 @@
+// `tessera osd`: one OSD process, wiring only. In order: data dir and identity
+// (a uuid kept in <dataDir>/osd.json, so a restart gets the same OSD id), the
+// local engine on <dataDir>/dev.img (formatted sparse on first start), the RPC
+// listener, registration with the monitor (osdBoot → id and map), the WAL in
+// <dataDir>/wal (recovery), then the OsdCore; afterwards it follows the map
+// (long poll) and reports PG states every REPORT_INTERVAL_MS. A WAL or engine
+// failure is fatal: the process exits 1 and recovers on restart (GUIDE habit 9).
+import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { openLocalStore } from '../engine/store.js';
+import { ensureDir, writePrivateFile } from '../io/node/api-files.js';
+import { nodeClock } from '../io/node/clock.js';
+import { RpcOsdNet } from '../io/node/osd-rpc.js';
+import { RpcServer } from '../io/node/rpc.js';
+import { NodeSegmentStore } from '../io/node/segment-store.js';
+import { MonClient } from '../mon/client.js';
+import type { ClusterMap } from '../mon/map-types.js';
+import { ObjectStore } from '../osd/objects.js';
+import { OsdCore } from '../osd/osd.js';
+import { Method, Status, type ClientResponse } from '../osd/proto.js';
+import { Wal } from '../osd/wal.js';
+import { decodeClientRequest, decodeRaftBatch, decodeSnapshotChunk, encodeClientResponse } from '../rpc/messages.js';
+import { TesseraError } from '../stdx/errors.js';
+import type { Logger } from '../stdx/log.js';
+import type { ClusterConfig } from './cluster-config.js';
+
+export const REPORT_INTERVAL_MS = 1000;
+export const OSD_READY_PREFIX = 'tessera-osd: ready';
+
+export interface RunningOsd {
+  id: number;
+  port: number;
+  core: OsdCore;
+  stop(): Promise<void>;
+}
+
+async function loadIdentity(dataDir: string): Promise<{ uuid: string }> {
+  const file = path.join(dataDir, 'osd.json');
+  try {
+    const parsed = JSON.parse(await readFile(file, 'utf8')) as { uuid?: unknown };
+    if (typeof parsed.uuid !== 'string' || parsed.uuid.length === 0) throw new TesseraError('ERR_FORMAT', `${file}: no uuid`);
+    return { uuid: parsed.uuid };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    const identity = { uuid: randomUUID() };
+    await writePrivateFile(file, JSON.stringify(identity) + '\n');
+    return identity;
+  }
+}
+
+export async function runOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Error) => void): Promise<RunningOsd> {
+  const logFn = (level: 'info' | 'warn' | 'error', msg: string) => log[level](msg);
+  await ensureDir(cfg.osd.dataDir);
+  const { uuid } = await loadIdentity(cfg.osd.dataDir);
+  const { engine } = await openLocalStore({
+    devicePath: path.join(cfg.osd.dataDir, 'dev.img'),
+    createSizeBytes: cfg.osd.deviceSizeBytes,
+    directIo: 'off',
+    log: logFn,
+    onFatal,
+  });
+  let core: OsdCore | null = null;
+  let map: ClusterMap | null = null;
+  const server = new RpcServer((conn, frame) => {
+    const c = core;
+    if (frame.method === Method.RaftBatch) {
+      if (c) c.handleRaftBatch(decodeRaftBatch(frame.payload));
+      return;
+    }
+    const reply = (resp: ClientResponse) => {
+      const enc = encodeClientResponse(frame.method, resp);
+      conn.reply(frame.requestId, enc.status, enc.parts);
+    };
+    if (!c) return reply({ status: Status.NotReady, message: 'OSD starting' });
+    try {
+      if (frame.method === Method.SnapshotChunk) {
+        // The chunk's data views a socket read: the receiver writes it before replying.
+        c.handleSnapshotChunk(decodeSnapshotChunk(frame.payload)).then(reply, (err: Error) => reply({ status: Status.Io, message: err.message }));
+        return;
+      }
+      const req = decodeClientRequest(frame.method, frame.payload);
+      if (req.method === Method.Write) req.data = Buffer.from(req.data); // kept past this turn: copy off the socket buffer
+      c.handleClient(req, reply);
+    } catch (err) {
+      reply({ status: Status.Invalid, message: (err as Error).message });
+    }
+  }, { log: logFn });
+  const port = await server.listen(cfg.osd.host, cfg.osd.port);
+  const mon = new MonClient({ addrs: cfg.monitors });
+  const boot = await mon.osdBoot({ uuid, host: cfg.osd.hostName, addr: cfg.osd.host, port, weight: cfg.osd.weight, capacityBytes: cfg.osd.deviceSizeBytes });
+  const osdId = boot.osdId;
+  map = boot.map;
+  const segments = await NodeSegmentStore.openDir(path.join(cfg.osd.dataDir, 'wal'));
+  const { wal, groups, damage, tornTail } = await Wal.open(segments, { selfId: osdId });
+  if (damage.length > 0) log.warn(`osd.${osdId}: WAL damaged in the middle at ${damage.length} place(s); affected PGs stay out of elections until repaired from peers`);
+  if (tornTail) log.info(`osd.${osdId}: dropped an unacknowledged torn WAL tail`);
+  const net = new RpcOsdNet((id) => {
+    const o = map?.osds.find((x) => x.id === id);
+    return o ? `${o.addr}:${o.port}` : null;
+  });
+  const fatal = (err: Error) => {
+    log.error(`osd.${osdId}: fatal: ${err.message}`);
+    onFatal(err);
+  };
+  core = new OsdCore({
+    id: osdId,
+    store: new ObjectStore(engine),
+    wal,
+    recovered: groups,
+    clock: nodeClock,
+    net,
+    seed: (Date.now() ^ (process.pid << 8)) >>> 0,
+    log: logFn,
+    defer: (cb) => setImmediate(cb),
+    onFatal: fatal,
+    config: { tickMs: cfg.tickMs, raft: { electionTicks: cfg.electionTicks, heartbeatTicks: Math.max(1, Math.floor(cfg.electionTicks / 5)), maxInflightMsgs: 256, maxMsgBytes: 8 * 1024 * 1024 }, recoveryBytesPerSec: cfg.recoveryBytesPerSec },
+  });
+  core.setMap(map);
+  core.start();
+  let stopped = false;
+  const running = core;
+  // Follow the map.
+  void (async () => {
+    while (!stopped) {
+      try {
+        const next = await mon.waitMap(map?.epoch ?? 0, 10_000);
+        if (next && !stopped) {
+          map = next;
+          running.setMap(next);
+        }
+      } catch (err) {
+        if (!stopped) log.warn(`osd.${osdId}: map watch: ${(err as Error).message}`);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  })();
+  const reportTimer = setInterval(() => {
+    mon.osdReport({ ...running.report(), uuid }).catch((err: Error) => log.warn(`osd.${osdId}: report: ${err.message}`));
+  }, REPORT_INTERVAL_MS);
+  log.info(`osd.${osdId} listening on ${cfg.osd.host}:${port}`);
+  return {
+    id: osdId,
+    port,
+    core: running,
+    async stop() {
+      stopped = true;
+      clearInterval(reportTimer);
+      running.stop();
+      await server.close();
+      await net.pool.close();
+      await wal.close().catch(() => {});
+      await engine.close().catch(() => {});
+    },
+  };
+}

@@ -1,0 +1,628 @@
+// OsdCore: every PG replica of one OSD, driven by one loop (multi-raft, SPEC
+// CLU4). A pass feeds queued input into every dirty PG, collects each PG's
+// Ready, writes all their log records and hard states to the shared WAL with ONE
+// commit (one write + one fdatasync for all PGs: group commit), then sends the
+// messages, applies committed entries and calls advance(). Messages of one pass
+// to the same OSD travel in one RaftBatch frame, so the heartbeats of every PG
+// shared by a leader and a follower are merged into one message.
+//
+// IO is injected (OsdNet, Clock, defer, the WAL over a SegmentStore, the engine
+// over a BlockDevice), so the same code runs in the daemon and in the seeded
+// cluster simulation (test/sim).
+//
+// Durability: a write is acknowledged once its raft entry is committed (in the
+// WAL of a majority, fdatasynced) and applied to this OSD's engine. The engine's
+// own writes go to the page cache and are made durable only at a checkpoint
+// (engine flush, then a WAL checkpoint record with every PG's applied point),
+// after which older WAL segments are deleted. Replaying entries after a
+// checkpoint is idempotent (block writes), which also makes "fuzzy" snapshots
+// safe. See docs/ARCHITECTURE.md "Replication".
+//
+// Fencing: client requests carry the PG epoch of the client's map and are
+// refused on mismatch; raft terms fence stale leaders (a stale leader cannot
+// commit, and reads need a ReadIndex quorum round).
+import type { Clock, TimerHandle } from '../io/clock.js';
+import type { ClusterMap, OsdReport, PgRecord, PgReport, PoolRecord } from '../mon/map-types.js';
+import type { Entry, HardState, Message, MsgSnap, Ready, SnapshotMeta } from '../raft/types.js';
+import { assert } from '../stdx/assert.js';
+import type { LogFn } from '../stdx/log.js';
+import { Prng } from '../stdx/prng.js';
+import type { ObjectStore } from './objects.js';
+import { encodeOp, OpKind } from './op.js';
+import { PgReplica, pgKey, type PendingRead, type RaftTuning, type Reply } from './pg.js';
+import { IO_BYTES_MAX, Method, Status, type ClientRequest, type ClientResponse, type RaftBatch, type RaftEnvelope, type SnapshotChunk } from './proto.js';
+import { SnapshotReceiver, SnapshotSender } from './snapshot.js';
+
+/** What the OSD needs of its write-ahead log (src/osd/wal.ts). */
+export interface OsdWal {
+  entries(group: number, entries: readonly Entry[]): void;
+  hardState(group: number, hs: HardState): void;
+  snapshot(group: number, meta: SnapshotMeta): void;
+  dropGroup(group: number): void;
+  commit(): Promise<void>;
+  checkpoint(state: Map<number, { hardState: HardState; snapshot: SnapshotMeta; entries: Entry[]; damaged?: { maxIndexSeen: number; maxTermSeen: number } }>): Promise<void>;
+  bytesSinceCheckpoint(): number;
+}
+
+export interface RecoveredGroup {
+  hardState: HardState;
+  snapshot?: SnapshotMeta;
+  entries: Entry[];
+  damaged?: boolean;
+  maxIndexSeen?: number;
+  maxTermSeen?: number;
+}
+
+export interface OsdNet {
+  /** One-way, lossy. */
+  sendRaft(toOsd: number, batch: RaftBatch): void;
+  /** Resolves with the receiver's status; rejects on transport errors/timeouts. */
+  sendSnapshotChunk(toOsd: number, chunk: SnapshotChunk): Promise<ClientResponse>;
+}
+
+export interface OsdConfig {
+  tickMs: number;
+  raft: RaftTuning;
+  /** Checkpoint once the WAL grew by this much since the last one. */
+  checkpointBytes: number;
+  /** Entries kept in memory below the applied point for followers that lag a little. */
+  keepEntries: number;
+  /** Recovery (snapshot transfer) bandwidth cap. */
+  recoveryBytesPerSec: number;
+  /** Recovery pauses while more client requests than this are in flight on this OSD. */
+  recoveryYieldInFlight: number;
+  /** A replica whose OSD left the PG's acting set is dropped after this long (ms). */
+  orphanGraceMs: number;
+}
+
+export const OSD_CONFIG_DEFAULTS: OsdConfig = {
+  tickMs: 100,
+  raft: { electionTicks: 10, heartbeatTicks: 2, maxInflightMsgs: 256, maxMsgBytes: 8 * 1024 * 1024 },
+  checkpointBytes: 256 * 1024 * 1024,
+  keepEntries: 1024,
+  recoveryBytesPerSec: 128 * 1024 * 1024,
+  recoveryYieldInFlight: 64,
+  orphanGraceMs: 30_000,
+};
+
+export interface OsdDeps {
+  id: number;
+  store: ObjectStore;
+  wal: OsdWal;
+  recovered: Map<number, RecoveredGroup>;
+  clock: Clock;
+  net: OsdNet;
+  seed: number;
+  log: LogFn;
+  /** Schedules cb on a later turn (setImmediate in the daemon). */
+  defer: (cb: () => void) => void;
+  /** The OSD cannot go on (WAL or engine failure): the process must exit. */
+  onFatal: (err: Error) => void;
+  config?: Partial<OsdConfig>;
+}
+
+export class OsdCore {
+  readonly id: number;
+  readonly config: OsdConfig;
+  private readonly pgs = new Map<number, PgReplica>();
+  private map: ClusterMap | null = null;
+  private readonly dirty = new Set<PgReplica>();
+  private passScheduled = false;
+  private passRunning = false;
+  private tickTimer: TimerHandle | null = null;
+  private stopped = false;
+  private fatal: Error | null = null;
+  private checkpointing = false;
+  private readonly sender: SnapshotSender;
+  private readonly receiver: SnapshotReceiver;
+  /** Client requests in flight on this OSD (recovery yields to them). */
+  clientInFlight = 0;
+  /** Recovered WAL groups waiting for the map to tell their pool's pgCount. */
+  private pendingRecovered: Map<number, RecoveredGroup>;
+
+  constructor(private readonly deps: OsdDeps) {
+    this.id = deps.id;
+    this.config = { ...OSD_CONFIG_DEFAULTS, ...deps.config, raft: { ...OSD_CONFIG_DEFAULTS.raft, ...deps.config?.raft } };
+    this.pendingRecovered = new Map(deps.recovered);
+    this.sender = new SnapshotSender(this, deps.store, deps.net, deps.clock, this.config);
+    this.receiver = new SnapshotReceiver(this, deps.store);
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  start(): void {
+    const tick = () => {
+      if (this.stopped) return;
+      for (const pg of this.pgs.values()) {
+        pg.ticksPending++;
+        this.dirty.add(pg);
+      }
+      this.housekeeping();
+      this.schedulePass();
+      this.tickTimer = this.deps.clock.setTimer(this.config.tickMs, tick);
+    };
+    this.tickTimer = this.deps.clock.setTimer(this.config.tickMs, tick);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.tickTimer?.cancel();
+    for (const pg of this.pgs.values()) pg.failWaiting('OSD stopping');
+    this.sender.stopAll();
+  }
+
+  get clusterMap(): ClusterMap | null {
+    return this.map;
+  }
+
+  replica(poolId: number, pg: number): PgReplica | undefined {
+    return this.pgs.get(pgKey(poolId, pg));
+  }
+
+  replicas(): IterableIterator<PgReplica> {
+    return this.pgs.values();
+  }
+
+  failFatal(err: Error): void {
+    if (this.fatal) return;
+    this.fatal = err;
+    this.deps.log('error', `osd.${this.id}: fatal: ${err.message}`);
+    this.stop();
+    this.deps.onFatal(err);
+  }
+
+  // ---------------------------------------------------------------- map
+
+  /** A newer cluster map: create replicas for PGs placed here, drop data of deleted volumes. */
+  setMap(map: ClusterMap): void {
+    if (this.map && map.epoch <= this.map.epoch) return;
+    this.map = map;
+    for (const pool of map.pools) {
+      const records = map.pgs[String(pool.id)] ?? [];
+      for (const rec of records) {
+        const key = pgKey(pool.id, rec.pg);
+        const mine = rec.osds.includes(this.id);
+        const existing = this.pgs.get(key);
+        if (existing) {
+          if (mine) existing.orphanSinceMs = -1;
+          else if (existing.orphanSinceMs < 0) existing.orphanSinceMs = this.deps.clock.nowMs();
+          this.dirty.add(existing);
+          continue;
+        }
+        const recovered = this.pendingRecovered.get(key);
+        if (recovered) {
+          this.pendingRecovered.delete(key);
+          this.createReplica(pool, rec, recovered);
+        } else if (mine) {
+          this.createReplica(pool, rec, null);
+        }
+      }
+    }
+    const live = new Set(map.volumes.map((v) => v.id));
+    for (const id of this.deps.store.volumeIds()) {
+      if (!live.has(id) && id < map.nextVolumeId) {
+        this.deps.store.deleteVolume(id).catch((err: Error) => this.deps.log('warn', `osd.${this.id}: dropping data of deleted volume ${id}: ${err.message}`));
+      }
+    }
+    this.schedulePass();
+  }
+
+  private createReplica(pool: PoolRecord, rec: PgRecord, recovered: RecoveredGroup | null): PgReplica {
+    const key = pgKey(pool.id, rec.pg);
+    let storage: { hardState: HardState; snapshot: SnapshotMeta; entries: Entry[] };
+    if (recovered) {
+      storage = {
+        hardState: recovered.hardState,
+        snapshot: recovered.snapshot ?? { index: 0, term: 0, conf: { voters: [], learners: [] } },
+        entries: recovered.entries,
+      };
+    } else {
+      // A PG whose acting set never changed since its pool was created starts with
+      // that set as voters (bootstrap); otherwise this OSD joins empty and waits for
+      // the leader to add it. The initial membership is logged before anything else.
+      const bootstrap = rec.epoch === pool.createdEpoch && rec.osds.includes(this.id);
+      const conf = { voters: bootstrap ? rec.osds.slice() : [], learners: [] };
+      storage = { hardState: { term: 0, vote: 0, commit: 0 }, snapshot: { index: 0, term: 0, conf }, entries: [] };
+      this.deps.wal.snapshot(key, storage.snapshot);
+    }
+    const pg = new PgReplica(
+      { poolId: pool.id, pg: rec.pg, pgCount: pool.pgCount, key },
+      this.id,
+      storage,
+      this.config.raft,
+      new Prng((this.deps.seed ^ Math.imul(key + 1, 0x9e3779b1)) >>> 0),
+      this.deps.store,
+      (err) => this.failFatal(err),
+      recovered?.damaged ? recovered.maxIndexSeen : undefined,
+    );
+    if (recovered?.damaged) pg.damage = { maxIndexSeen: recovered.maxIndexSeen ?? 0, maxTermSeen: recovered.maxTermSeen ?? 0 };
+    if (!rec.osds.includes(this.id)) pg.orphanSinceMs = this.deps.clock.nowMs();
+    this.pgs.set(key, pg);
+    this.dirty.add(pg);
+    return pg;
+  }
+
+  /** A raft message or snapshot for a PG of a known pool that has no replica here yet: join it. */
+  private replicaForIncoming(poolId: number, pg: number): PgReplica | undefined {
+    const existing = this.pgs.get(pgKey(poolId, pg));
+    if (existing || !this.map) return existing;
+    const pool = this.map.pools.find((p) => p.id === poolId);
+    const rec = pool ? this.map.pgs[String(poolId)]?.[pg] : undefined;
+    if (!pool || !rec) return undefined;
+    return this.createReplica(pool, { ...rec, osds: rec.osds.filter((o) => o !== this.id) }, null);
+  }
+
+  // ---------------------------------------------------------------- inputs
+
+  handleRaftBatch(batch: RaftBatch): void {
+    if (this.stopped) return;
+    for (const env of batch.envelopes) {
+      if (env.msg.to !== this.id) continue;
+      const pg = this.replicaForIncoming(env.poolId, env.pg);
+      if (!pg || pg.removed) continue;
+      if (pg.installingTransfer !== 0 && env.msg.type === 'app') continue; // state is being replaced
+      if (pg.enqueue(env.msg)) this.dirty.add(pg);
+    }
+    this.schedulePass();
+  }
+
+  handleSnapshotChunk(chunk: SnapshotChunk): Promise<ClientResponse> {
+    if (this.stopped) return Promise.resolve({ status: Status.NotReady, message: 'OSD stopping' });
+    const pg = this.replicaForIncoming(chunk.poolId, chunk.pg);
+    if (!pg) return Promise.resolve({ status: Status.NotReady, message: `no PG ${chunk.poolId}.${chunk.pg} here` });
+    return this.receiver.receive(pg, chunk);
+  }
+
+  /** Queues the final snapshot message of a completed transfer into the PG's node. */
+  stepLater(pg: PgReplica, m: Message): void {
+    pg.enqueue(m);
+    this.dirty.add(pg);
+    this.schedulePass();
+  }
+
+  runLater(pg: PgReplica, action: () => void): void {
+    pg.actions.push(action);
+    this.dirty.add(pg);
+    this.schedulePass();
+  }
+
+  handleClient(req: ClientRequest, reply: Reply): void {
+    const check = this.checkRequest(req);
+    if (!('pg' in check)) {
+      reply(check);
+      return;
+    }
+    const pg = check.pg;
+    this.clientInFlight++;
+    const done: Reply = (resp) => {
+      this.clientInFlight--;
+      reply(resp);
+    };
+    switch (req.method) {
+      case Method.Write:
+        if (pg.proposals.length >= 1024) return done({ status: Status.Busy, message: 'PG proposal queue full' });
+        pg.proposals.push({ data: encodeOp(OpKind.Write, req.volumeId, req.offsetBytes, req.data.length, req.data), reply: done });
+        break;
+      case Method.Zero:
+        if (pg.proposals.length >= 1024) return done({ status: Status.Busy, message: 'PG proposal queue full' });
+        pg.proposals.push({
+          data: encodeOp(req.mayTrim ? OpKind.ZeroTrim : OpKind.ZeroKeep, req.volumeId, req.offsetBytes, req.lengthBytes, null),
+          reply: done,
+        });
+        break;
+      case Method.Read:
+        if (pg.reads.length >= 1024) return done({ status: Status.Busy, message: 'PG read queue full' });
+        pg.reads.push({ volumeId: req.volumeId, offsetBytes: req.offsetBytes, lengthBytes: req.lengthBytes, reply: done });
+        break;
+      case Method.BlockStatus:
+        this.deps.store.blockStatus(req.volumeId, req.offsetBytes, req.lengthBytes).then(
+          (extents) => done({ status: Status.Ok, extents }),
+          (err: Error) => done(errorResponse(err)),
+        );
+        return;
+    }
+    this.dirty.add(pg);
+    this.schedulePass();
+  }
+
+  private checkRequest(req: ClientRequest): { pg: PgReplica } | ClientResponse {
+    if (this.stopped) return { status: Status.NotReady, message: 'OSD stopping' };
+    const map = this.map;
+    if (!map) return { status: Status.NotReady, message: 'OSD has no cluster map yet' };
+    const pool = map.pools.find((p) => p.id === req.poolId);
+    const rec = pool ? map.pgs[String(req.poolId)]?.[req.pg] : undefined;
+    if (!pool || !rec) return { status: Status.Invalid, message: `unknown PG ${req.poolId}.${req.pg}` };
+    if (req.pgEpoch < rec.epoch) return { status: Status.StaleEpoch, pgEpoch: rec.epoch, message: `PG epoch ${req.pgEpoch} is older than ${rec.epoch}` };
+    if (req.pgEpoch > rec.epoch) return { status: Status.NotReady, pgEpoch: rec.epoch, message: `OSD map is behind (PG epoch ${rec.epoch} < ${req.pgEpoch})` };
+    const pg = this.pgs.get(pgKey(req.poolId, req.pg));
+    if (!pg || pg.removed) return { status: Status.NotLeader, leaderHint: rec.osds.find((o) => o !== this.id) ?? 0, message: 'no replica of this PG here' };
+    if (!pg.isLeader) return { status: Status.NotLeader, leaderHint: pg.node.leaderId === this.id ? 0 : pg.node.leaderId, message: 'not the PG leader' };
+    const length = req.method === Method.Write ? req.data.length : req.lengthBytes;
+    const obj = pool.objectSizeBytes;
+    if (
+      req.offsetBytes % 512 !== 0 ||
+      length % 512 !== 0 ||
+      length <= 0 ||
+      length > IO_BYTES_MAX ||
+      Math.floor(req.offsetBytes / obj) !== Math.floor((req.offsetBytes + length - 1) / obj)
+    ) {
+      return { status: Status.Range, message: `range ${req.offsetBytes}+${length} misaligned or crossing an object` };
+    }
+    const vol = map.volumes.find((v) => v.id === req.volumeId);
+    if (!vol || vol.poolId !== req.poolId) return { status: Status.Invalid, message: `unknown volume ${req.volumeId} in pool ${req.poolId}` };
+    return { pg };
+  }
+
+  private serveRead(r: PendingRead): void {
+    const out = Buffer.allocUnsafe(r.lengthBytes);
+    this.deps.store.read(r.volumeId, r.offsetBytes, r.lengthBytes, out, 0).then(
+      () => r.reply({ status: Status.Ok, data: out }),
+      (err: Error) => r.reply(errorResponse(err)),
+    );
+  }
+
+  // ---------------------------------------------------------------- the loop
+
+  schedulePass(): void {
+    if (this.passScheduled || this.stopped) return;
+    this.passScheduled = true;
+    this.deps.defer(() => {
+      this.passScheduled = false;
+      this.runPass().catch((err: Error) => this.failFatal(err));
+    });
+  }
+
+  private async runPass(): Promise<void> {
+    if (this.passRunning || this.stopped) {
+      if (this.passRunning) this.passAgain = true;
+      return;
+    }
+    this.passRunning = true;
+    try {
+      do {
+        this.passAgain = false;
+        await this.onePass();
+      } while ((this.passAgain || this.dirty.size > 0) && !this.stopped);
+    } finally {
+      this.passRunning = false;
+    }
+  }
+  private passAgain = false;
+
+  private async onePass(): Promise<void> {
+    const work: { pg: PgReplica; rd: Ready }[] = [];
+    const early = new Map<number, RaftEnvelope[]>();
+    const late = new Map<number, RaftEnvelope[]>();
+    let walWork = false;
+    const pgs = [...this.dirty];
+    this.dirty.clear();
+    for (const pg of pgs) {
+      if (pg.removed) continue;
+      pg.drive();
+      const rd = pg.node.ready();
+      if (!rd) {
+        this.afterRole(pg);
+        continue;
+      }
+      const key = pg.id.key;
+      if (rd.snapshot) {
+        this.deps.wal.snapshot(key, rd.snapshot);
+        walWork = true;
+      }
+      if (rd.entries.length > 0) {
+        this.deps.wal.entries(key, rd.entries);
+        walWork = true;
+      }
+      if (rd.hardState) {
+        this.deps.wal.hardState(key, rd.hardState);
+        walWork = true;
+      }
+      // A leader's appends and heartbeats may leave before its own log write is
+      // durable (Raft thesis §10.2.1): the leader counts itself for commit only after
+      // advance(). Votes and acknowledgements promise durability and wait.
+      for (const m of rd.messages) {
+        if (m.type === 'snap') {
+          this.sender.start(pg, m as MsgSnap);
+          continue;
+        }
+        const dst = m.type === 'app' || m.type === 'heartbeat' ? early : late;
+        pushEnvelope(dst, m.to, { poolId: pg.id.poolId, pg: pg.id.pg, pgEpoch: this.pgEpoch(pg), msg: m });
+      }
+      work.push({ pg, rd });
+    }
+    this.flushBatches(early);
+    if (walWork) await this.deps.wal.commit();
+    for (const { pg, rd } of work) {
+      if (rd.snapshot) pg.onSnapshotInstalled(rd.snapshot);
+      pg.node.advance(rd);
+      pg.afterReady(rd.committedEntries, rd.readStates, (r) => this.serveRead(r));
+      this.afterRole(pg);
+      if (pg.node.hasReady()) this.dirty.add(pg);
+    }
+    this.flushBatches(late);
+  }
+
+  private afterRole(pg: PgReplica): void {
+    if (pg.isLeader) this.reconcileMembership(pg);
+  }
+
+  private pgEpoch(pg: PgReplica): number {
+    return this.map?.pgs[String(pg.id.poolId)]?.[pg.id.pg]?.epoch ?? 0;
+  }
+
+  private flushBatches(batches: Map<number, RaftEnvelope[]>): void {
+    for (const [to, envelopes] of batches) this.deps.net.sendRaft(to, { fromOsd: this.id, envelopes });
+  }
+
+  /**
+   * Leader: move the raft membership toward the map's acting set, one step at a
+   * time (single-server changes): add missing OSDs as learners, promote a learner
+   * once it has caught up, then remove voters the map no longer lists.
+   */
+  private reconcileMembership(pg: PgReplica): void {
+    const rec = this.map?.pgs[String(pg.id.poolId)]?.[pg.id.pg];
+    if (!rec) return;
+    const node = pg.node;
+    if (node.pendingConfChange) return;
+    const { voters, learners } = node.conf;
+    const target = rec.osds;
+    let cc: { type: 'addLearner' | 'promote' | 'remove'; node: number } | null = null;
+    const missing = target.find((o) => !voters.includes(o) && !learners.includes(o));
+    if (missing !== undefined) cc = { type: 'addLearner', node: missing };
+    if (!cc) {
+      for (const l of learners) {
+        if (!target.includes(l)) {
+          cc = { type: 'remove', node: l };
+          break;
+        }
+        const pr = node.progress(l);
+        if (pr && pr.match >= node.commit - 16 && pg.sendingSnapshotTo.size === 0) {
+          cc = { type: 'promote', node: l };
+          break;
+        }
+      }
+    }
+    if (!cc && target.every((o) => voters.includes(o))) {
+      const extra = voters.filter((v) => !target.includes(v));
+      // Remove others before ourselves; the leader leaves last and steps down.
+      const victim = extra.find((v) => v !== this.id) ?? extra[0];
+      if (victim !== undefined) cc = { type: 'remove', node: victim };
+    }
+    if (!cc) return;
+    const change = cc;
+    this.runLater(pg, () => {
+      if (!pg.isLeader) return;
+      const r = pg.node.proposeConfChange(change);
+      if (r instanceof Error) this.deps.log('warn', `osd.${this.id}: PG ${pg.id.poolId}.${pg.id.pg}: conf change ${change.type} ${change.node}: ${r.message}`);
+      else this.deps.log('info', `osd.${this.id}: PG ${pg.id.poolId}.${pg.id.pg}: proposed ${change.type} osd.${change.node}`);
+    });
+  }
+
+  // ---------------------------------------------------------------- housekeeping
+
+  private housekeeping(): void {
+    const now = this.deps.clock.nowMs();
+    for (const pg of this.pgs.values()) {
+      // Keep a bounded tail of applied entries in memory for followers that lag a little.
+      const compactTo = Math.min(pg.apply.doneIndex, pg.node.applied) - this.config.keepEntries;
+      if (compactTo > pg.node.snapshotMeta.index + this.config.keepEntries) this.runLater(pg, () => pg.node.compact(compactTo));
+      if (pg.orphanSinceMs >= 0 && now - pg.orphanSinceMs > this.config.orphanGraceMs && !pg.isLeader && !pg.node.isMember) {
+        this.removeReplica(pg);
+      }
+    }
+    if (!this.checkpointing && this.deps.wal.bytesSinceCheckpoint() > this.config.checkpointBytes) {
+      this.checkpoint().catch((err: Error) => this.failFatal(err));
+    }
+  }
+
+  private removeReplica(pg: PgReplica): void {
+    pg.removed = true;
+    pg.failWaiting('PG left this OSD');
+    this.pgs.delete(pg.id.key);
+    this.deps.wal.dropGroup(pg.id.key);
+    this.deps.log('info', `osd.${this.id}: PG ${pg.id.poolId}.${pg.id.pg} left this OSD; dropping its data`);
+    this.deps.store
+      .dropPg(pg.id.poolId, pg.id.pgCount, pg.id.pg)
+      .then(() => this.deps.wal.commit())
+      .catch((err: Error) => this.failFatal(err));
+  }
+
+  /**
+   * Makes the engine durable, then records every PG's applied point so older WAL
+   * segments can go. The checkpoint carries every entry after the applied point
+   * that the node holds — including entries queued in the WAL but not yet synced
+   * (a pass may be awaiting commit()): the checkpoint supersedes those records,
+   * so leaving them out would lose entries whose commit() is about to resolve.
+   */
+  async checkpoint(): Promise<void> {
+    if (this.checkpointing) return;
+    this.checkpointing = true;
+    try {
+      const points = new Map<number, SnapshotMeta>();
+      for (const pg of this.pgs.values()) points.set(pg.id.key, pg.checkpointPoint());
+      await this.deps.store.engine.flush();
+      const state = new Map<number, { hardState: HardState; snapshot: SnapshotMeta; entries: Entry[]; damaged?: { maxIndexSeen: number; maxTermSeen: number } }>();
+      for (const pg of this.pgs.values()) {
+        const point = points.get(pg.id.key);
+        if (!point) continue;
+        const entries: Entry[] = [];
+        for (let i = point.index + 1; i <= pg.node.lastIndex; i++) {
+          const e = pg.node.log.entryAt(i);
+          assert(e !== undefined, `checkpoint: entry ${i} of PG ${pg.id.poolId}.${pg.id.pg} is not in memory`);
+          entries.push(e);
+        }
+        state.set(pg.id.key, { hardState: pg.node.hardState(), snapshot: point, entries, damaged: pg.damageMark });
+      }
+      await this.deps.wal.checkpoint(state);
+    } finally {
+      this.checkpointing = false;
+    }
+  }
+
+  // ---------------------------------------------------------------- reporting
+
+  report(): OsdReport {
+    const pgs: PgReport[] = [];
+    for (const pg of this.pgs.values()) {
+      const node = pg.node;
+      if (!(node.role === 'leader' || node.leaderId === 0)) continue;
+      const rec = this.map?.pgs[String(pg.id.poolId)]?.[pg.id.pg];
+      const pool = this.map?.pools.find((p) => p.id === pg.id.poolId);
+      const { voters, learners } = node.conf;
+      let state: PgReport['state'];
+      let recoveryBytesLeft = 0;
+      if (node.role !== 'leader') state = voters.length === 0 ? 'peering' : 'peering';
+      else {
+        const caughtUp = voters.filter((v) => v === this.id || (node.progress(v)?.match ?? 0) >= node.commit - 64);
+        if (learners.length > 0 || pg.sendingSnapshotTo.size > 0) state = 'recovering';
+        else if (caughtUp.length < (pool?.size ?? voters.length) || (rec && !rec.osds.every((o) => voters.includes(o)))) state = 'degraded';
+        else state = 'active';
+        recoveryBytesLeft = this.sender.bytesLeft(pg);
+      }
+      pgs.push({
+        poolId: pg.id.poolId,
+        pg: pg.id.pg,
+        role: node.role === 'leader' ? 'leader' : node.isMember ? (node.role as 'follower' | 'candidate') : 'joining',
+        term: node.term,
+        leader: node.leaderId,
+        commitIndex: node.commit,
+        appliedIndex: pg.apply.doneIndex,
+        voters: [...voters],
+        learners: [...learners],
+        state,
+        recoveryBytesLeft,
+      });
+    }
+    const engine = this.deps.store.engine;
+    const dev = engine.devices()[0];
+    return {
+      osdId: this.id,
+      uuid: '',
+      capacityBytes: dev ? dev.chunksTotal * dev.chunkSizeBytes : 0,
+      usedBytes: dev ? dev.chunksUsed * dev.chunkSizeBytes : 0,
+      pgs,
+    };
+  }
+}
+
+function pushEnvelope(m: Map<number, RaftEnvelope[]>, to: number, env: RaftEnvelope): void {
+  const list = m.get(to);
+  if (list) list.push(env);
+  else m.set(to, [env]);
+}
+
+export function errorResponse(err: Error): ClientResponse {
+  const code = (err as { code?: string }).code;
+  switch (code) {
+    case 'ERR_RANGE':
+      return { status: Status.Range, message: err.message };
+    case 'ERR_CHECKSUM':
+      return { status: Status.Checksum, message: err.message };
+    case 'ERR_NO_SPACE':
+      return { status: Status.NoSpace, message: err.message };
+    case 'ERR_LIMIT':
+      return { status: Status.Busy, message: err.message };
+    default:
+      return { status: Status.Io, message: err.message };
+  }
+}

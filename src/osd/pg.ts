@@ -1,0 +1,211 @@
+// One PG replica on an OSD: its raft node, the requests waiting on it, and the
+// application of its committed entries to the object store. The OSD's driver
+// (osd.ts) owns the event loop: it is the only caller of the node's step/tick/
+// propose/ready/advance, always at the start of a pass (never between ready()
+// and advance()), so requests arriving meanwhile wait in this replica's bounded
+// queues.
+//
+// Invariants:
+// - A client write is answered OK only after its entry committed (persisted by a
+//   majority) and was applied here; if the entry at its index turns out to have
+//   another term (leadership changed and the log was overwritten), or this node
+//   stops being leader before that, it is answered NotLeader and the client
+//   retries (block writes are idempotent; the client never lets a later
+//   overlapping write pass a retried one).
+// - A read is served only after a ReadIndex round confirmed leadership and the
+//   state machine applied everything up to the read index (linearizable).
+// - Queues are bounded: INBOX_MAX raft messages (beyond: dropped, raft retries),
+//   PROPOSALS_MAX waiting writes and READS_MAX waiting reads (beyond: Busy).
+import { RaftNode } from '../raft/node.js';
+import type { ConfState, Entry, HardState, Message, ReadState, SnapshotMeta } from '../raft/types.js';
+import type { Prng } from '../stdx/prng.js';
+import { ApplyQueue } from './apply.js';
+import type { ObjectStore } from './objects.js';
+import { Status, type ClientResponse } from './proto.js';
+
+export const INBOX_MAX = 4096;
+export const PROPOSALS_MAX = 1024;
+export const READS_MAX = 1024;
+
+export type Reply = (resp: ClientResponse) => void;
+
+export interface PendingRead {
+  volumeId: number;
+  offsetBytes: number;
+  lengthBytes: number;
+  reply: Reply;
+}
+
+export interface PgIdentity {
+  poolId: number;
+  pg: number;
+  pgCount: number;
+  /** WAL group key. */
+  key: number;
+}
+
+export interface RaftTuning {
+  electionTicks: number;
+  heartbeatTicks: number;
+  maxInflightMsgs: number;
+  maxMsgBytes: number;
+}
+
+export function pgKey(poolId: number, pg: number): number {
+  return poolId * 65536 + pg;
+}
+
+export class PgReplica {
+  readonly node: RaftNode;
+  readonly apply: ApplyQueue;
+  readonly inbox: Message[] = [];
+  readonly proposals: { data: Buffer; reply: Reply }[] = [];
+  readonly reads: PendingRead[] = [];
+  /** Node mutations other than messages, run at the start of a pass (reportSnapshot, conf changes). */
+  readonly actions: (() => void)[] = [];
+  ticksPending = 0;
+  /** Proposed entries awaiting apply: index -> (term, reply). */
+  private readonly inflight = new Map<number, { term: number; reply: Reply }>();
+  /** ReadIndex rounds awaiting their ReadState: ctx -> reads. */
+  private readonly readRounds = new Map<number, PendingRead[]>();
+  private nextReadCtx = 1;
+  /** Membership as of each applied conf change, for snapshot points below the raft applied index. */
+  private confHistory: { index: number; conf: ConfState }[];
+  /** Snapshot transfer being received (transferId), or 0. */
+  installingTransfer = 0;
+  /** Peers with a snapshot transfer in progress from this (leader) replica. */
+  readonly sendingSnapshotTo = new Set<number>();
+  /** When this replica noticed it is no longer in the map's acting set (ms), or -1. */
+  orphanSinceMs = -1;
+  lastRole: string;
+  removed = false;
+  /** Set when the WAL found this group's log damaged; kept across checkpoints until raft has repaired it. */
+  damage: { maxIndexSeen: number; maxTermSeen: number } | null = null;
+
+  get damageMark(): { maxIndexSeen: number; maxTermSeen: number } | undefined {
+    if (this.damage && !this.node.repairing) this.damage = null;
+    return this.damage ?? undefined;
+  }
+
+  constructor(
+    readonly id: PgIdentity,
+    selfId: number,
+    storage: { hardState: HardState; snapshot: SnapshotMeta; entries: readonly Entry[] },
+    tuning: RaftTuning,
+    prng: Prng,
+    store: ObjectStore,
+    onFatal: (err: Error) => void,
+    repairUntilIndex?: number,
+  ) {
+    this.node = new RaftNode({
+      id: selfId,
+      peers: storage.snapshot.conf.voters,
+      electionTicks: tuning.electionTicks,
+      heartbeatTicks: tuning.heartbeatTicks,
+      prng,
+      storage: { hardState: storage.hardState, snapshot: storage.snapshot, entries: storage.entries },
+      maxInflightMsgs: tuning.maxInflightMsgs,
+      maxMsgBytes: tuning.maxMsgBytes,
+      repairUntilIndex,
+    });
+    this.confHistory = [{ index: storage.snapshot.index, conf: storage.snapshot.conf }];
+    this.apply = new ApplyQueue(store, storage.snapshot.index, (e) => this.onApplied(e), onFatal);
+    this.lastRole = this.node.role;
+  }
+
+  get isLeader(): boolean {
+    return this.node.role === 'leader';
+  }
+
+  /** Bounded enqueue of an incoming raft message; false when dropped. */
+  enqueue(m: Message): boolean {
+    if (this.inbox.length >= INBOX_MAX) return false;
+    this.inbox.push(m);
+    return true;
+  }
+
+  /** At the start of a pass: feed queued input into the node. */
+  drive(): void {
+    for (const a of this.actions.splice(0)) a();
+    while (this.ticksPending > 0) {
+      this.ticksPending--;
+      this.node.tick();
+    }
+    for (const m of this.inbox.splice(0)) this.node.step(m);
+    if (this.proposals.length > 0) {
+      for (const p of this.proposals.splice(0)) {
+        const r = this.node.propose(p.data);
+        if (typeof r === 'number') this.inflight.set(r, { term: this.node.term, reply: p.reply });
+        else if (r.code === 'ERR_RAFT_NOT_LEADER') p.reply({ status: Status.NotLeader, leaderHint: r.leaderId, message: r.message });
+        else p.reply({ status: Status.Busy, message: r.message });
+      }
+    }
+    if (this.reads.length > 0) {
+      if (!this.isLeader) {
+        for (const r of this.reads.splice(0)) r.reply({ status: Status.NotLeader, leaderHint: this.node.leaderId, message: 'not the leader' });
+      } else {
+        const ctx = this.nextReadCtx++;
+        this.readRounds.set(ctx, this.reads.splice(0));
+        this.node.readIndex(ctx);
+      }
+    }
+  }
+
+  /** After advance(): committed entries go to the apply queue; read states release reads. */
+  afterReady(committed: readonly Entry[], readStates: readonly ReadState[], serveRead: (r: PendingRead) => void): void {
+    for (const e of committed) {
+      if (e.type === 'conf') this.confHistory.push({ index: e.index, conf: this.node.conf });
+    }
+    if (this.confHistory.length > 64) this.confHistory = this.confHistory.slice(-64);
+    if (committed.length > 0) this.apply.push(committed);
+    for (const rs of readStates) {
+      const rounds = this.readRounds.get(rs.ctx);
+      if (!rounds) continue;
+      this.readRounds.delete(rs.ctx);
+      this.apply.whenDone(rs.index, () => {
+        for (const r of rounds) serveRead(r);
+      });
+    }
+    const role = this.node.role;
+    if (role !== this.lastRole) {
+      if (this.lastRole === 'leader') this.failWaiting('leadership lost');
+      this.lastRole = role;
+    }
+  }
+
+  /** The node took a snapshot from the leader: the state now stands at meta.index. */
+  onSnapshotInstalled(meta: SnapshotMeta): void {
+    this.apply.reset(meta.index);
+    this.confHistory = [{ index: meta.index, conf: meta.conf }];
+    this.installingTransfer = 0;
+  }
+
+  /** Fails every waiting request (not leader any more, PG removed, OSD stopping). */
+  failWaiting(why: string): void {
+    const hint = this.node.leaderId === this.node.id ? 0 : this.node.leaderId;
+    const resp: ClientResponse = { status: Status.NotLeader, leaderHint: hint, message: why };
+    for (const w of this.inflight.values()) w.reply(resp);
+    this.inflight.clear();
+    for (const rounds of this.readRounds.values()) for (const r of rounds) r.reply(resp);
+    this.readRounds.clear();
+    for (const p of this.proposals.splice(0)) p.reply(resp);
+    for (const r of this.reads.splice(0)) r.reply(resp);
+  }
+
+  /** Snapshot point usable for a checkpoint: the applied-and-done index with its term and membership. */
+  checkpointPoint(): SnapshotMeta {
+    const index = Math.max(this.apply.doneIndex, this.node.snapshotMeta.index);
+    const term = this.node.log.term(index) ?? this.node.snapshotMeta.term;
+    let conf = this.confHistory[0].conf;
+    for (const c of this.confHistory) if (c.index <= index) conf = c.conf;
+    return { index, term, conf };
+  }
+
+  private onApplied(e: Entry): void {
+    const w = this.inflight.get(e.index);
+    if (!w) return;
+    this.inflight.delete(e.index);
+    if (w.term === e.term) w.reply({ status: Status.Ok });
+    else w.reply({ status: Status.NotLeader, leaderHint: this.node.leaderId, message: 'entry replaced by a newer leader' });
+  }
+}

@@ -1,0 +1,805 @@
+// Tests of the OSD write-ahead log: record format (golden bytes, codec, scanner),
+// round trips through close/reopen, truncation and snapshot semantics, group
+// commit (one append + one sync for many groups, coalescing), rollover,
+// checkpoints, recovery on real files, mid-log corruption (damage reported, never
+// silently truncated), torn tails, fsync/append failures, limits. The seeded
+// crash test is wal-crash.test.ts.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { crc32c as nativeCrc32c } from '@node-rs/crc32';
+import { SimSegmentStore } from '../device/sim-segments.js';
+import { NodeSegmentStore } from '../io/node/segment-store.js';
+import type { Segment, SegmentStore } from '../io/segments.js';
+import { Prng, seedFromEnv } from '../stdx/prng.js';
+import { isTesseraError } from '../stdx/errors.js';
+import type { Entry, HardState, SnapshotMeta } from '../raft/types.js';
+import {
+  ENTRY_DATA_BYTES_MAX,
+  FLAG_MORE,
+  RECORD_HEADER_BYTES,
+  RecordType,
+  countsBody,
+  decodeBody,
+  entriesBody,
+  groupStateBody,
+  hardStateBody,
+  makeRecord,
+  parseHeader,
+  scanSegment,
+  sealRecord,
+  snapshotBody,
+  type ScanItem,
+} from './wal-format.js';
+import { Wal, type RecoveredGroup, type WalOptions } from './wal.js';
+
+const SELF = 9;
+const CONF = { voters: [1, 2, 3], learners: [] };
+
+function ent(index: number, term: number, text = `i${index}t${term}`): Entry {
+  return { index, term, data: Buffer.from(text) };
+}
+
+function sealed(rec: ReturnType<typeof makeRecord>, syncedSeq: number): Buffer {
+  const out: Uint8Array[] = [];
+  sealRecord(rec, syncedSeq, out);
+  return Buffer.concat(out);
+}
+
+function newStore(seed = 1, jitterTurns = 0): SimSegmentStore {
+  const s = new SimSegmentStore(new Prng(seed));
+  s.faults.jitterTurns = jitterTurns;
+  return s;
+}
+
+async function open(store: SegmentStore, opts: Partial<WalOptions> = {}) {
+  return Wal.open(store, { selfId: SELF, ...opts });
+}
+
+/** A comparable view of a recovered group. */
+function view(g: RecoveredGroup | undefined) {
+  if (!g) return undefined;
+  return {
+    hardState: g.hardState,
+    snapshot: g.snapshot,
+    entries: g.entries.map((e) => `${e.index}/${e.term}${e.type === 'conf' ? 'c' : ''}:${Buffer.from(e.data).toString('hex')}`),
+    damaged: g.damaged,
+  };
+}
+
+function entriesView(es: Entry[]): string[] {
+  return es.map((e) => `${e.index}/${e.term}${e.type === 'conf' ? 'c' : ''}:${Buffer.from(e.data).toString('hex')}`);
+}
+
+async function items(store: SegmentStore, name: string, windowBytes?: number): Promise<ScanItem[]> {
+  const seg = await store.open(name);
+  const out: ScanItem[] = [];
+  await scanSegment(seg, (it) => void out.push(it), windowBytes);
+  await seg.close();
+  return out;
+}
+
+/** Segment name and offset of the record with `seq`. */
+async function locate(store: SimSegmentStore, seq: number): Promise<{ name: string; offsetBytes: number; bodyBytes: number }> {
+  for (const name of store.names()) {
+    for (const it of await items(store, name)) {
+      if (it.kind === 'record' && it.header.seq === seq) return { name, offsetBytes: it.offsetBytes, bodyBytes: it.header.bodyBytes };
+    }
+  }
+  throw new Error(`no record ${seq}`);
+}
+
+// ---------------------------------------------------------------- format
+
+test('record format: golden bytes of one HARD_STATE record', () => {
+  const rec = makeRecord(RecordType.HardState, 0, 7, 5, [hardStateBody({ term: 2, vote: 1, commit: 4 })]);
+  const bytes = sealed(rec, 3);
+  const golden =
+    '5457414c' + // magic "TWAL"
+    '01' + // version
+    '02' + // type HARD_STATE
+    '0000' + // flags
+    '18000000' + // bodyBytes 24
+    '07000000' + // group 7
+    '0500000000000000' + // seq 5
+    '0300000000000000' + // syncedSeq 3
+    '90909926' + // bodyCrc
+    'b5e629e7' + // headerCrc
+    '020000000000000001000000000000000400000000000000'; // term 2, vote 1, commit 4
+  assert.equal(bytes.toString('hex'), golden);
+  // The CRCs, recomputed with the native library directly.
+  assert.equal(bytes.readUInt32LE(32), nativeCrc32c(bytes.subarray(40)) >>> 0);
+  assert.equal(bytes.readUInt32LE(36), nativeCrc32c(bytes.subarray(0, 36)) >>> 0);
+  const h = parseHeader(bytes, 0);
+  assert.deepEqual(h, { type: RecordType.HardState, flags: 0, bodyBytes: 24, group: 7, seq: 5, syncedSeq: 3, bodyCrc: 0x26999090 });
+  assert.deepEqual(decodeBody(h!, bytes.subarray(40)), { type: 'hardState', hardState: { term: 2, vote: 1, commit: 4 } });
+});
+
+test('record codec: every record type round-trips, padded to 8 bytes; chained CRCs equal one CRC', () => {
+  const snap: SnapshotMeta = { index: 40, term: 3, conf: { voters: [1, 2, 3], learners: [7] } };
+  const big = Buffer.alloc(10_000, 0xab); // referenced, not copied
+  const entries: Entry[] = [ent(41, 3), { index: 42, term: 4, data: big }, { index: 43, term: 4, data: Buffer.from('cc'), type: 'conf' }];
+  const cases: Array<[ReturnType<typeof makeRecord>, unknown]> = [
+    [makeRecord(RecordType.Entries, FLAG_MORE, 3, 10, entriesBody(entries, 0, 3)), { type: 'entries', entries }],
+    [makeRecord(RecordType.Snapshot, 0, 3, 11, [snapshotBody(snap)]), { type: 'snapshot', snapshot: snap }],
+    [makeRecord(RecordType.DropGroup, 0, 3, 12, []), { type: 'dropGroup' }],
+    [makeRecord(RecordType.SyncMark, 0, 0, 13, []), { type: 'syncMark' }],
+    [makeRecord(RecordType.CkptBegin, 0, 0, 14, [countsBody(2, 5)]), { type: 'checkpointBegin', groupCount: 2, recordCount: 5 }],
+    [makeRecord(RecordType.CkptEnd, 0, 0, 15, [countsBody(2, 5)]), { type: 'checkpointEnd', groupCount: 2, recordCount: 5 }],
+    [
+      makeRecord(RecordType.GroupState, 0, 3, 16, groupStateBody({ hardState: { term: 4, vote: 2, commit: 40 }, snapshot: snap, damaged: { maxIndexSeen: 50, maxTermSeen: 5 } })),
+      { type: 'groupState', state: { hardState: { term: 4, vote: 2, commit: 40 }, snapshot: snap, damaged: { maxIndexSeen: 50, maxTermSeen: 5 } } },
+    ],
+    [makeRecord(RecordType.GroupState, 0, 3, 17, groupStateBody({ hardState: { term: 1, vote: 0, commit: 0 } })), { type: 'groupState', state: { hardState: { term: 1, vote: 0, commit: 0 } } }],
+  ];
+  for (const [rec, want] of cases) {
+    const bytes = sealed(rec, rec.seq - 1);
+    assert.equal(bytes.length % 8, 0);
+    assert.equal(bytes.length, rec.totalBytes);
+    const h = parseHeader(bytes, 0)!;
+    assert.ok(h, `type ${rec.header[5]}`);
+    const body = bytes.subarray(RECORD_HEADER_BYTES, RECORD_HEADER_BYTES + h.bodyBytes);
+    assert.equal(nativeCrc32c(body) >>> 0, h.bodyCrc, 'chained CRC over parts equals the CRC of the whole body');
+    const got = decodeBody(h, Buffer.from(body));
+    assert.deepEqual(JSON.parse(JSON.stringify(got)), JSON.parse(JSON.stringify(want)));
+  }
+});
+
+test('record codec: headers are rejected for bad magic, version, CRC, type, oversized length or unsafe seq; bodies never read past their length', () => {
+  const good = sealed(makeRecord(RecordType.HardState, 0, 1, 9, [hardStateBody({ term: 1, vote: 1, commit: 0 })]), 8);
+  assert.ok(parseHeader(good, 0));
+  const mutate = (at: number, fn: (b: Buffer) => void, fixCrc: boolean): Buffer => {
+    const b = Buffer.from(good);
+    fn(b);
+    if (fixCrc) b.writeUInt32LE(nativeCrc32c(b.subarray(0, 36)) >>> 0, 36);
+    void at;
+    return b;
+  };
+  assert.equal(parseHeader(mutate(0, (b) => (b[0] ^= 1), true), 0), null, 'magic');
+  assert.equal(parseHeader(mutate(4, (b) => (b[4] = 2), true), 0), null, 'version');
+  assert.equal(parseHeader(mutate(12, (b) => (b[12] ^= 1), false), 0), null, 'header CRC');
+  assert.equal(parseHeader(mutate(5, (b) => (b[5] = 99), true), 0), null, 'unknown type');
+  assert.equal(parseHeader(mutate(8, (b) => b.writeUInt32LE(0xffffffff, 8), true), 0), null, 'length over the limit, rejected before any allocation');
+  assert.equal(parseHeader(mutate(16, (b) => b.writeUInt32LE(0x00200000, 20), true), 0), null, 'seq beyond 2^53');
+  assert.equal(parseHeader(mutate(24, (b) => b.writeUInt32LE(9, 24), true), 0), null, 'syncedSeq not below seq');
+  assert.equal(parseHeader(good.subarray(0, 39), 0), null, 'short buffer');
+  // Entries body claiming more entries or data than it holds.
+  const body = Buffer.concat(entriesBody([ent(1, 1, 'abcdef')], 0, 1));
+  const h = { type: RecordType.Entries, flags: 0, bodyBytes: body.length, group: 1, seq: 2, syncedSeq: 1, bodyCrc: 0 } as const;
+  assert.ok(decodeBody(h, body));
+  const lying = Buffer.from(body);
+  lying.writeUInt32LE(1000, 0);
+  assert.equal(decodeBody(h, lying), null, 'count beyond the body');
+  const longData = Buffer.from(body);
+  longData.writeUInt32LE(7, 8 + 20);
+  assert.equal(decodeBody(h, longData), null, 'data length beyond the body');
+  assert.equal(decodeBody(h, body.subarray(0, body.length - 1)), null, 'truncated body');
+  assert.equal(decodeBody({ ...h, type: RecordType.HardState }, Buffer.alloc(23)), null, 'short hard state');
+  const snap = snapshotBody({ index: 1, term: 1, conf: CONF });
+  snap.writeUInt32LE(100, 16);
+  assert.equal(decodeBody({ ...h, type: RecordType.Snapshot }, snap), null, 'conf count beyond the body');
+});
+
+test('scanner: valid records, a bad body under an intact header, junk, and a record cut by the end, through windows of any size', async () => {
+  const store = newStore();
+  const seg = await store.create('x');
+  const r1 = sealed(makeRecord(RecordType.HardState, 0, 1, 1, [hardStateBody({ term: 1, vote: 1, commit: 0 })]), 0);
+  const r2 = sealed(makeRecord(RecordType.Entries, 0, 2, 2, entriesBody([ent(1, 1, 'x'.repeat(300))], 0, 1)), 1);
+  const r3 = sealed(makeRecord(RecordType.DropGroup, 0, 3, 3, []), 2);
+  const r4 = sealed(makeRecord(RecordType.HardState, 0, 4, 4, [hardStateBody({ term: 2, vote: 1, commit: 0 })]), 3);
+  r2[RECORD_HEADER_BYTES + 50] ^= 0x10; // body flip: header still intact
+  const junk = Buffer.alloc(24, 0x5a);
+  await seg.append([r1, r2, junk, r3, r4.subarray(0, 50)]);
+  for (const windowBytes of [40, 64, 100, 1000, 1 << 20]) {
+    const got = (await items(store, 'x', windowBytes)).map((i) => (i.kind === 'record' ? `rec@${i.offsetBytes}:${i.header.seq}` : `bad@${i.offsetBytes}+${i.lengthBytes}:${i.header?.seq ?? '-'}`));
+    const o2 = r1.length;
+    const o3 = o2 + r2.length;
+    const o4 = o3 + junk.length;
+    const o5 = o4 + r3.length;
+    assert.deepEqual(got, [`rec@0:1`, `bad@${o2}+${r2.length}:2`, `bad@${o3}+${junk.length}:-`, `rec@${o4}:3`, `bad@${o5}+50:4`], `window ${windowBytes}`);
+  }
+});
+
+// ---------------------------------------------------------------- behaviour
+
+test('round trip: entries, hard states, snapshots and drops of many groups survive close and reopen', async () => {
+  const store = newStore(2, 3);
+  const first = await open(store);
+  assert.equal(first.groups.size, 0);
+  const wal = first.wal;
+  const conf: Entry = { index: 3, term: 2, data: Buffer.from('conf'), type: 'conf' };
+  for (let g = 0; g < 20; g++) {
+    wal.entries(g, [ent(1, 1), ent(2, 1)]);
+    wal.hardState(g, { term: 1, vote: 1, commit: 2 });
+  }
+  await wal.commit();
+  wal.entries(5, [conf, ent(4, 2)]);
+  wal.hardState(5, { term: 2, vote: 3, commit: 4 });
+  wal.snapshot(6, { index: 2, term: 1, conf: CONF });
+  wal.dropGroup(7);
+  wal.entries(0xffffffff, [ent(1, 1)]);
+  await wal.commit();
+  await wal.close();
+  await assert.rejects(wal.commit(), (err) => isTesseraError(err, 'ERR_CLOSED'));
+
+  const { wal: wal2, groups, damage, tornTail } = await open(store);
+  assert.deepEqual(damage, []);
+  assert.equal(tornTail, null);
+  assert.equal(groups.size, 20);
+  assert.deepEqual([...groups.keys()], [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 0xffffffff]);
+  assert.deepEqual(view(groups.get(0)), { hardState: { term: 1, vote: 1, commit: 2 }, snapshot: undefined, entries: entriesView([ent(1, 1), ent(2, 1)]), damaged: false });
+  assert.deepEqual(view(groups.get(5)), { hardState: { term: 2, vote: 3, commit: 4 }, snapshot: undefined, entries: entriesView([ent(1, 1), ent(2, 1), conf, ent(4, 2)]), damaged: false });
+  assert.deepEqual(view(groups.get(6)), { hardState: { term: 1, vote: 1, commit: 2 }, snapshot: { index: 2, term: 1, conf: CONF }, entries: [], damaged: false });
+  assert.equal(groups.get(5)!.maxIndexSeen, 4);
+  assert.equal(groups.get(5)!.maxTermSeen, 2);
+  // The reopened log accepts more and keeps everything.
+  wal2.entries(5, [ent(5, 2)]);
+  await wal2.commit();
+  await wal2.close();
+  const third = await open(store);
+  assert.deepEqual(third.groups.get(5)!.entries.map((e) => e.index), [1, 2, 3, 4, 5]);
+  await third.wal.close();
+});
+
+test('entries drop a conflicting suffix; a snapshot keeps the log after it only if the log matches there', async () => {
+  const store = newStore(3);
+  const { wal } = await open(store);
+  wal.entries(1, [ent(1, 1), ent(2, 1), ent(3, 1), ent(4, 1)]);
+  wal.entries(1, [ent(3, 2, 'new3')]); // drops 3 and 4
+  wal.entries(2, [ent(1, 1), ent(2, 1), ent(3, 1)]);
+  wal.snapshot(2, { index: 2, term: 1, conf: CONF }); // matches: keeps 3
+  wal.entries(3, [ent(1, 1), ent(2, 1), ent(3, 1)]);
+  wal.snapshot(3, { index: 2, term: 5, conf: CONF }); // does not match: drops everything
+  wal.entries(3, [ent(3, 5)]);
+  wal.entries(4, [ent(1, 1)]);
+  wal.snapshot(4, { index: 10, term: 3, conf: CONF }); // beyond the log
+  await wal.commit();
+  await wal.close();
+  const { groups, wal: w2 } = await open(store);
+  assert.deepEqual(groups.get(1)!.entries.map((e) => `${e.index}/${e.term}`), ['1/1', '2/1', '3/2']);
+  assert.equal(Buffer.from(groups.get(1)!.entries[2].data).toString(), 'new3');
+  assert.equal(groups.get(1)!.maxIndexSeen, 4, 'maxIndexSeen counts the overwritten entries too');
+  assert.deepEqual(groups.get(2)!.entries.map((e) => e.index), [3]);
+  assert.deepEqual(groups.get(3)!.entries.map((e) => `${e.index}/${e.term}`), ['3/5']);
+  assert.equal(groups.get(3)!.snapshot!.term, 5);
+  assert.deepEqual(groups.get(4)!.entries, []);
+  assert.equal(groups.get(4)!.snapshot!.index, 10);
+  // The writer refuses a gap or an overwrite of the snapshot (programmer errors).
+  assert.throws(() => w2.entries(4, [ent(12, 3)]), /do not follow/);
+  assert.throws(() => w2.entries(4, [ent(10, 3)]), /do not follow/);
+  await w2.close();
+});
+
+/** Counts what the Wal asks of its store. */
+class CountingStore implements SegmentStore {
+  appends: number[] = [];
+  syncs = 0;
+  constructor(private readonly inner: SegmentStore) {}
+  list(): Promise<string[]> {
+    return this.inner.list();
+  }
+  async create(name: string): Promise<Segment> {
+    return this.wrap(await this.inner.create(name));
+  }
+  async open(name: string): Promise<Segment> {
+    return this.wrap(await this.inner.open(name));
+  }
+  remove(name: string): Promise<void> {
+    return this.inner.remove(name);
+  }
+  syncDir(): Promise<void> {
+    return this.inner.syncDir();
+  }
+  private wrap(seg: Segment): Segment {
+    return {
+      name: seg.name,
+      get sizeBytes() {
+        return seg.sizeBytes;
+      },
+      append: (bufs) => {
+        this.appends.push(bufs.reduce((n, b) => n + b.length, 0));
+        return seg.append(bufs);
+      },
+      sync: () => {
+        this.syncs++;
+        return seg.sync();
+      },
+      read: (o, l) => seg.read(o, l),
+      close: () => seg.close(),
+    };
+  }
+}
+
+test('group commit: 200 concurrent commits from 100 groups cost one append and one sync', async () => {
+  const counting = new CountingStore(newStore(4, 5));
+  const { wal } = await open(counting);
+  wal.entries(0, [ent(1, 1)]); // give the log a current segment first
+  await wal.commit();
+  counting.appends = [];
+  counting.syncs = 0;
+  const commits: Array<Promise<void>> = [];
+  for (let g = 1; g <= 100; g++) {
+    wal.entries(g, [ent(1, 1), ent(2, 1)]);
+    commits.push(wal.commit());
+    wal.hardState(g, { term: 1, vote: 1, commit: 2 });
+    commits.push(wal.commit());
+  }
+  await Promise.all(commits);
+  // When they resolve: exactly one append (all 200 records) and one sync.
+  assert.equal(counting.syncs, 1);
+  assert.equal(counting.appends.filter((b) => b > 40).length, 1, `appends ${JSON.stringify(counting.appends)}`);
+  await wal.close();
+  // The only other append is the unsynced 40-byte SYNC_MARK written once the log went idle.
+  assert.ok(counting.appends.length <= 2 && counting.appends.slice(1).every((b) => b === 40), `appends ${JSON.stringify(counting.appends)}`);
+  assert.equal(counting.syncs, 1);
+  const { groups } = await open(counting);
+  assert.equal(groups.size, 101);
+});
+
+test('commits made while a batch is in flight coalesce into exactly one more batch', async () => {
+  const counting = new CountingStore(newStore(5, 20));
+  const { wal } = await open(counting, { syncMarks: false });
+  counting.appends = [];
+  counting.syncs = 0;
+  wal.entries(1, [ent(1, 1)]);
+  const firstCommit = wal.commit();
+  await Promise.resolve();
+  await Promise.resolve(); // the first batch is now in flight
+  const late: Array<Promise<void>> = [];
+  for (let g = 2; g < 50; g++) {
+    wal.entries(g, [ent(1, 1)]);
+    late.push(wal.commit());
+  }
+  await Promise.all([firstCommit, ...late]);
+  assert.equal(counting.appends.length, 2, 'one append for the first commit, one for every commit that arrived during it');
+  assert.equal(counting.syncs, 2);
+  assert.equal(await wal.commit(), undefined, 'nothing queued: resolves at once');
+  assert.equal(counting.syncs, 2);
+  await wal.close();
+});
+
+test('rollover: segments roll at segmentBytesMax and every record is recovered across them', async () => {
+  const store = newStore(6, 2);
+  const { wal } = await open(store, { segmentBytesMax: 2048 });
+  for (let i = 1; i <= 60; i++) {
+    wal.entries(i % 3, [ent(Math.floor((i - 1) / 3) + 1, 1, 'x'.repeat(100))]);
+    await wal.commit();
+  }
+  await wal.close();
+  assert.ok(store.names().length > 3, `segments: ${store.names().join(' ')}`);
+  const { groups, damage, wal: w2 } = await open(store, { segmentBytesMax: 2048 });
+  assert.deepEqual(damage, []);
+  for (let g = 0; g < 3; g++) assert.deepEqual(groups.get(g)!.entries.map((e) => e.index), Array.from({ length: 20 }, (_, k) => k + 1));
+  await w2.close();
+});
+
+test('checkpoint: older segments are removed, bytesSinceCheckpoint resets, and recovery starts from it', async () => {
+  const store = newStore(7, 2);
+  const { wal } = await open(store, { segmentBytesMax: 1500 });
+  for (let i = 1; i <= 30; i++) {
+    wal.entries(1, [ent(i, 1, 'y'.repeat(80))]);
+    wal.hardState(1, { term: 1, vote: 1, commit: i });
+    await wal.commit();
+  }
+  assert.ok(store.names().length > 3);
+  assert.ok(wal.bytesSinceCheckpoint() > 3000);
+  // The object store applied up to 25: the checkpoint keeps 26..30. Group 2 is carried as damaged.
+  const snap = { index: 25, term: 1, conf: CONF };
+  const log1 = Array.from({ length: 5 }, (_, k) => ent(26 + k, 1, 'y'.repeat(80)));
+  wal.entries(1, [ent(31, 1, 'queued before the checkpoint')]); // queued before: committed first, superseded by the state below
+  const ckpt = wal.checkpoint(
+    new Map([
+      [1, { hardState: { term: 1, vote: 1, commit: 30 }, snapshot: snap, entries: [...log1, ent(31, 1, 'queued before the checkpoint')] }],
+      [2, { hardState: { term: 4, vote: SELF, commit: 3 }, snapshot: { index: 3, term: 2, conf: CONF }, entries: [], damaged: { maxIndexSeen: 9, maxTermSeen: 4 } }],
+    ]),
+  );
+  wal.entries(1, [ent(32, 2, 'after')]); // queued after: lands after the checkpoint
+  const after = wal.commit();
+  await ckpt;
+  await after;
+  assert.equal(store.names().length, 1, `segments left: ${store.names().join(' ')}`);
+  assert.ok(wal.bytesSinceCheckpoint() < 200);
+  await wal.close();
+  const { groups, wal: w2 } = await open(store);
+  const g1 = groups.get(1)!;
+  assert.deepEqual(g1.snapshot, snap);
+  assert.deepEqual(g1.entries.map((e) => e.index), [26, 27, 28, 29, 30, 31, 32]);
+  assert.equal(g1.damaged, false);
+  const g2 = groups.get(2)!;
+  assert.deepEqual({ damaged: g2.damaged, maxIndexSeen: g2.maxIndexSeen, maxTermSeen: g2.maxTermSeen, hs: g2.hardState }, { damaged: true, maxIndexSeen: 9, maxTermSeen: 4, hs: { term: 4, vote: SELF, commit: 3 } });
+  // A checkpoint without the mark clears it.
+  await w2.checkpoint(new Map([[2, { hardState: g2.hardState, snapshot: g2.snapshot, entries: [] }]]));
+  await w2.close();
+  const third = await open(store);
+  assert.deepEqual([...third.groups.keys()], [2]);
+  assert.equal(third.groups.get(2)!.damaged, false);
+  await third.wal.close();
+});
+
+test('recovery after restart on real files (NodeSegmentStore): rollover, checkpoint, reopen', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'tessera-wal-'));
+  try {
+    const store = await NodeSegmentStore.openDir(dir);
+    const { wal } = await open(store, { segmentBytesMax: 4096 });
+    const big = Buffer.alloc(ENTRY_DATA_BYTES_MAX, 7);
+    wal.entries(1, [{ index: 1, term: 1, data: big }]);
+    for (let i = 2; i <= 50; i++) {
+      wal.entries(1, [ent(i, 1)]);
+      wal.entries(2, [ent(i - 1, 1)]);
+      await wal.commit();
+    }
+    await wal.checkpoint(new Map([[1, { hardState: { term: 1, vote: 1, commit: 40 }, snapshot: { index: 40, term: 1, conf: CONF }, entries: Array.from({ length: 10 }, (_, k) => ent(41 + k, 1)) }]]));
+    wal.entries(1, [ent(51, 2)]);
+    wal.hardState(1, { term: 2, vote: 2, commit: 45 });
+    await wal.commit();
+    // The process exits (its IO done) without a checkpoint; a new one opens the directory.
+    await wal.close();
+    const reopened = await open(await NodeSegmentStore.openDir(dir));
+    assert.deepEqual([...reopened.groups.keys()], [1]);
+    const g1 = reopened.groups.get(1)!;
+    assert.deepEqual(g1.hardState, { term: 2, vote: 2, commit: 45 });
+    assert.deepEqual(g1.entries.map((e) => e.index), Array.from({ length: 11 }, (_, k) => 41 + k));
+    reopened.wal.entries(1, [ent(52, 2)]);
+    await reopened.wal.commit();
+    await reopened.wal.close();
+    const again = await open(store);
+    assert.equal(again.groups.get(1)!.entries.at(-1)!.index, 52);
+    assert.deepEqual(again.damage, []);
+    await again.wal.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a large append is split into pieces that recover atomically; a maximal entry round-trips', async () => {
+  const store = newStore(8);
+  const { wal } = await open(store);
+  const es = Array.from({ length: 40 }, (_, k) => ({ index: k + 1, term: 1, data: Buffer.alloc(100_000, k) }));
+  wal.entries(1, es);
+  wal.entries(2, [{ index: 1, term: 1, data: Buffer.alloc(ENTRY_DATA_BYTES_MAX, 9) }]);
+  await wal.commit();
+  await wal.close();
+  const pieces = (await items(store, store.names()[0])).filter((i) => i.kind === 'record' && i.header.type === RecordType.Entries && i.header.group === 1);
+  assert.ok(pieces.length >= 4, `pieces ${pieces.length}`);
+  const { groups, wal: w2 } = await open(store);
+  assert.equal(groups.get(1)!.entries.length, 40);
+  assert.ok(groups.get(1)!.entries.every((e, k) => e.data.length === 100_000 && e.data[0] === k));
+  assert.equal(groups.get(2)!.entries[0].data.length, ENTRY_DATA_BYTES_MAX);
+  await w2.close();
+});
+
+// ---------------------------------------------------------------- damage and tears
+
+/** A log of three batches over groups 1..3, idle afterwards. Returns the seqs of batch 2's records. */
+async function threeBatches(store: SimSegmentStore, syncMarks = true) {
+  const { wal } = await open(store, { syncMarks });
+  const seqs: Record<string, number> = {};
+  wal.entries(1, [ent(1, 1), ent(2, 1)]);
+  wal.entries(2, [ent(1, 1)]);
+  wal.hardState(1, { term: 1, vote: 1, commit: 0 });
+  wal.hardState(3, { term: 1, vote: 0, commit: 0 });
+  await wal.commit();
+  seqs.g1e = wal.entries(1, [ent(3, 2), ent(4, 2)]);
+  seqs.g2e = wal.entries(2, [ent(2, 1)]);
+  seqs.g1hs = wal.hardState(1, { term: 2, vote: 1, commit: 2 });
+  await wal.commit();
+  seqs.g1late = wal.entries(1, [ent(5, 3)]);
+  seqs.g2late = wal.hardState(2, { term: 3, vote: 0, commit: 1 });
+  seqs.g3late = wal.entries(3, [ent(1, 1)]);
+  await wal.commit();
+  await wal.close();
+  return seqs;
+}
+
+test('mid-log bit flip in a body: damage reported for that group only, its log kept up to the damage, maxima from later records', async () => {
+  const store = newStore(10);
+  const seqs = await threeBatches(store);
+  const at = await locate(store, seqs.g1e);
+  store.flipBit(at.name, at.offsetBytes + RECORD_HEADER_BYTES + 10, 3);
+  const { groups, damage, tornTail, wal } = await open(store);
+  assert.equal(tornTail, null);
+  assert.equal(damage.length, 1);
+  assert.deepEqual({ ...damage[0], reason: undefined }, { segment: at.name, offsetBytes: at.offsetBytes, lastGoodSeq: seqs.g1e - 1, firstSeqAfter: seqs.g1e + 1, groups: [1], reason: undefined });
+  const g1 = groups.get(1)!;
+  assert.equal(g1.damaged, true);
+  assert.deepEqual(g1.entries.map((e) => e.index), [1, 2], 'only the entries before the damage, contiguous; 5 (after it) is not presented');
+  assert.equal(g1.maxIndexSeen, 5);
+  assert.equal(g1.maxTermSeen, 3);
+  // Highest term seen is 3 (entry 5) but the last hard state is term 2: the vote in term 3 is unknown.
+  assert.deepEqual(g1.hardState, { term: 3, vote: SELF, commit: 2 });
+  // Other groups are intact, including their records after the damage.
+  assert.equal(groups.get(2)!.damaged, false);
+  assert.deepEqual(groups.get(2)!.entries.map((e) => e.index), [1, 2]);
+  assert.deepEqual(groups.get(2)!.hardState, { term: 3, vote: 0, commit: 1 });
+  assert.equal(groups.get(3)!.damaged, false);
+  // Writing on and reopening: the damage is still reported, never turned into a silent truncation.
+  wal.entries(2, [ent(3, 3)]);
+  await wal.commit();
+  await wal.close();
+  const again = await open(store);
+  assert.deepEqual(again.damage.map((d) => [d.lastGoodSeq, d.firstSeqAfter, d.groups]), [[seqs.g1e - 1, seqs.g1e + 1, [1]]]);
+  assert.equal(again.groups.get(1)!.damaged, true);
+  assert.deepEqual(again.groups.get(2)!.entries.map((e) => e.index), [1, 2, 3]);
+  await again.wal.close();
+});
+
+test('mid-log header flip: the bytes cannot be attributed, so every group is damaged; the vote is kept only when certain', async () => {
+  const store = newStore(11);
+  const seqs = await threeBatches(store);
+  const at = await locate(store, seqs.g2e);
+  store.flipBit(at.name, at.offsetBytes + 13, 0); // the group field: the header CRC fails
+  const { groups, damage, wal } = await open(store);
+  assert.equal(damage.length, 1);
+  assert.equal(damage[0].groups, 'all');
+  assert.equal(damage[0].lastGoodSeq, seqs.g2e - 1);
+  assert.equal(damage[0].firstSeqAfter, seqs.g2e + 1);
+  for (const g of [1, 2, 3]) assert.equal(groups.get(g)!.damaged, true, `group ${g}`);
+  assert.deepEqual(groups.get(1)!.entries.map((e) => e.index), [1, 2, 3, 4]);
+  assert.deepEqual(groups.get(2)!.entries.map((e) => e.index), [1], 'entry 2 was in the damaged record');
+  assert.equal(groups.get(2)!.maxIndexSeen, 1, 'nothing after the damage names a higher index of group 2');
+  // Group 2's last hard state (after the damage) is term 3 with no vote: certain, kept.
+  assert.deepEqual(groups.get(2)!.hardState, { term: 3, vote: 0, commit: 1 });
+  // Group 3: hard state term 1 with no vote before the damage; the damaged record might have set one.
+  assert.deepEqual(groups.get(3)!.hardState, { term: 1, vote: SELF, commit: 0 });
+  assert.deepEqual(groups.get(3)!.entries, [], 'group 3 entry 1 came after the damage');
+  assert.equal(groups.get(3)!.maxIndexSeen, 1);
+  await wal.close();
+});
+
+test('a flip in the last synced batch is caught by the sync mark; without the mark it reads as a torn tail (documented limit)', async () => {
+  for (const syncMarks of [true, false]) {
+    const store = newStore(12);
+    const seqs = await threeBatches(store, syncMarks);
+    const at = await locate(store, seqs.g1late);
+    store.flipBit(at.name, at.offsetBytes + RECORD_HEADER_BYTES + 4, 1);
+    const { groups, damage, tornTail, wal } = await open(store);
+    if (syncMarks) {
+      assert.deepEqual(damage.map((d) => d.groups), [[1]]);
+      assert.equal(tornTail, null);
+      assert.equal(groups.get(1)!.maxIndexSeen, 4, 'the damaged record itself is unreadable');
+    } else {
+      assert.deepEqual(damage, []);
+      assert.equal(tornTail!.lastGoodSeq, seqs.g1late - 1);
+      assert.equal(tornTail!.droppedRecords, 2);
+    }
+    await wal.close();
+  }
+});
+
+test('torn tail: a power cut before the sync drops the unsynced batch silently; acknowledged batches stay', async () => {
+  let torn = 0;
+  for (let seed = 100; seed < 160; seed++) {
+    const store = newStore(seed);
+    const { wal } = await open(store);
+    for (let i = 1; i <= 3; i++) {
+      wal.entries(1, [ent(i, 1, 'z'.repeat(700))]);
+      await wal.commit();
+    }
+    store.faults.failNextSync = true; // keep the next batch unsynced without failing the test's premise
+    wal.entries(1, [ent(4, 1, 'q'.repeat(3000))]);
+    wal.entries(2, [ent(1, 1, 'q'.repeat(3000))]);
+    await wal.commit().catch(() => undefined);
+    const cut = store.powerCut();
+    torn += cut.torn;
+    const { groups, damage, tornTail, wal: w2 } = await open(cut.store);
+    assert.deepEqual(damage, [], `seed ${seed}`);
+    const idx = groups.get(1)!.entries.map((e) => e.index);
+    assert.ok(idx.length === 3 || idx.length === 4, `seed ${seed}: ${idx}`);
+    if (idx.length === 3) assert.ok(tornTail !== null || cut.dropped > 0 || cut.torn > 0, `seed ${seed}`);
+    await w2.close();
+  }
+  assert.ok(torn > 0);
+});
+
+test('fsync failure: the Wal fails permanently; pending and later calls reject with ERR_DEVICE_FLUSH', async () => {
+  const store = newStore(13, 2);
+  const { wal } = await open(store);
+  wal.entries(1, [ent(1, 1)]);
+  await wal.commit();
+  store.faults.failNextSync = true;
+  wal.entries(1, [ent(2, 1)]);
+  const a = wal.commit();
+  const b = wal.commit();
+  await assert.rejects(a, (err) => isTesseraError(err, 'ERR_DEVICE_FLUSH'));
+  await assert.rejects(b, (err) => isTesseraError(err, 'ERR_DEVICE_FLUSH'));
+  assert.ok(isTesseraError(wal.failed, 'ERR_DEVICE_FLUSH'));
+  // The device works again, but the Wal stays failed: what reached the disk is unknown.
+  assert.throws(() => wal.entries(1, [ent(3, 1)]), (err) => isTesseraError(err, 'ERR_DEVICE_FLUSH'));
+  assert.throws(() => wal.hardState(1, { term: 1, vote: 1, commit: 1 }), (err) => isTesseraError(err, 'ERR_DEVICE_FLUSH'));
+  await assert.rejects(wal.commit(), (err) => isTesseraError(err, 'ERR_DEVICE_FLUSH'));
+  await assert.rejects(wal.checkpoint(new Map()), (err) => isTesseraError(err, 'ERR_DEVICE_FLUSH'));
+  await wal.close();
+  // A new process recovers what was acknowledged.
+  const { groups, wal: w2 } = await open(store);
+  assert.ok(groups.get(1)!.entries.length >= 1);
+  await w2.close();
+});
+
+test('append and directory-sync failures also fail the Wal permanently', async () => {
+  const s1 = newStore(14);
+  const o1 = await open(s1);
+  o1.wal.entries(1, [ent(1, 1)]);
+  s1.faults.failNextAppend = true;
+  await assert.rejects(o1.wal.commit(), (err) => isTesseraError(err, 'ERR_DEVICE_IO'));
+  assert.throws(() => o1.wal.entries(1, [ent(2, 1)]), (err) => isTesseraError(err, 'ERR_DEVICE_IO'));
+  const s2 = newStore(15);
+  const o2 = await open(s2, { segmentBytesMax: 200 });
+  o2.wal.entries(1, [ent(1, 1, 'x'.repeat(300))]);
+  await o2.wal.commit();
+  o2.wal.entries(1, [ent(2, 1)]); // rolls over: the new segment's name must be synced
+  s2.faults.failNextSyncDir = true;
+  await assert.rejects(o2.wal.commit(), (err) => isTesseraError(err, 'ERR_DEVICE_FLUSH'));
+  await assert.rejects(o2.wal.commit(), (err) => isTesseraError(err, 'ERR_DEVICE_FLUSH'));
+});
+
+test('limits: oversized entries and a full queue are refused with ERR_LIMIT; needsCommit signals backpressure', async () => {
+  const { wal } = await open(newStore(16), { commitThresholdBytes: 10_000, bufferedBytesMax: 50_000 });
+  assert.throws(() => wal.entries(1, [{ index: 1, term: 1, data: Buffer.alloc(ENTRY_DATA_BYTES_MAX + 1) }]), (err) => isTesseraError(err, 'ERR_LIMIT'));
+  assert.equal(wal.needsCommit, false);
+  wal.entries(1, [ent(1, 1, 'a'.repeat(12_000))]);
+  assert.equal(wal.needsCommit, true);
+  wal.entries(1, [ent(2, 1, 'a'.repeat(30_000))]);
+  assert.throws(() => wal.entries(1, [ent(3, 1, 'a'.repeat(20_000))]), (err) => isTesseraError(err, 'ERR_LIMIT'));
+  // The refused call consumed nothing: the log continues without a gap.
+  await wal.commit();
+  assert.equal(wal.needsCommit, false);
+  assert.equal(wal.bufferedBytes, 0);
+  wal.entries(1, [ent(3, 1)]);
+  await wal.commit();
+  await wal.close();
+});
+
+test('a fresh log whose creation was cut opens empty; a log with records but no checkpoint is refused', async () => {
+  let reopened = 0;
+  for (let seed = 200; seed < 230; seed++) {
+    const store = newStore(seed, 4);
+    const opening = open(store).catch(() => null);
+    for (let t = 0; t < seed % 20; t++) await Promise.resolve();
+    const cut = store.powerCut();
+    await opening;
+    const { groups, wal } = await open(cut.store);
+    assert.equal(groups.size, 0);
+    wal.entries(1, [ent(1, 1)]);
+    await wal.commit();
+    await wal.close();
+    const again = await open(cut.store);
+    assert.equal(again.groups.get(1)!.entries.length, 1);
+    await again.wal.close();
+    reopened++;
+  }
+  assert.equal(reopened, 30);
+  // Lose the only checkpoint of a used log: refused, not silently empty.
+  const store = newStore(17);
+  const { wal } = await open(store);
+  wal.entries(1, [ent(1, 1)]);
+  await wal.commit();
+  await wal.close();
+  const name = store.names()[0];
+  store.flipBit(name, 20, 0); // the checkpoint's first header
+  await assert.rejects(open(store), (err) => isTesseraError(err, 'ERR_FORMAT'));
+});
+
+test('scanner and replay survive random garbage appended to a healthy log (fuzz, seeded)', async () => {
+  const seed = seedFromEnv();
+  const prng = new Prng(seed);
+  for (let round = 0; round < 40; round++) {
+    const store = newStore(prng.u32());
+    const { wal } = await open(store);
+    const hs: HardState = { term: 1, vote: 1, commit: 0 };
+    for (let i = 1; i <= 5; i++) {
+      wal.entries(1, [ent(i, 1)]);
+      wal.hardState(1, hs);
+      await wal.commit();
+    }
+    await wal.close();
+    const name = store.names().at(-1)!;
+    const seg = await store.open(name);
+    const junk = Buffer.alloc(1 + prng.int(3000));
+    prng.fill(junk);
+    if (prng.chance(0.5)) junk.write('TWAL', prng.int(Math.max(1, junk.length - 4)) & ~7, 'latin1');
+    await seg.append([junk]);
+    const { groups, damage, wal: w2 } = await open(store);
+    assert.deepEqual(damage, [], `seed ${seed} round ${round}`);
+    assert.equal(groups.get(1)!.entries.length, 5, `seed ${seed} round ${round}`);
+    await w2.close();
+  }
+});
+
+test('seeded bit flips anywhere in a synced record: always reported, attributed, and nothing after the damage presented as contiguous', async () => {
+  const seed = seedFromEnv();
+  const prng = new Prng(seed);
+  const groupsKeys = [1, 2, 3, 4];
+  let attributed = 0;
+  for (let round = 0; round < 150; round++) {
+    const ctx = `seed ${seed} round ${round}`;
+    const store = newStore(prng.u32());
+    const { wal } = await open(store, { segmentBytesMax: 1 << (10 + prng.int(4)) });
+    type Op = { seq: number; group: number; entries?: Entry[]; hs?: HardState };
+    const ops: Op[] = [];
+    const last = new Map<number, number>();
+    const term = new Map<number, number>();
+    const batches = 4 + prng.int(8);
+    for (let b = 0; b < batches; b++) {
+      for (let n = 1 + prng.int(4); n > 0; n--) {
+        const g = groupsKeys[prng.int(groupsKeys.length)];
+        const t = (term.get(g) ?? 1) + (prng.chance(0.2) ? 1 : 0);
+        term.set(g, t);
+        const l = last.get(g) ?? 0;
+        if (prng.chance(0.7)) {
+          const first = l === 0 || prng.chance(0.7) ? l + 1 : 1 + prng.int(l);
+          const es = Array.from({ length: 1 + prng.int(3) }, (_, k) => ent(first + k, t, 'd'.repeat(prng.int(600))));
+          ops.push({ seq: wal.entries(g, es), group: g, entries: es });
+          last.set(g, es[es.length - 1].index);
+        } else {
+          const hs = { term: t, vote: prng.int(3), commit: prng.int(l + 1) };
+          ops.push({ seq: wal.hardState(g, hs), group: g, hs });
+        }
+      }
+      await wal.commit();
+    }
+    await wal.close();
+    // Any record (the last batch too: the sync mark after it proves it was synced), and a byte
+    // inside its header or body (padding carries nothing).
+    const victim = ops[prng.int(ops.length)];
+    const at = await locate(store, victim.seq);
+    const inHeader = prng.chance(0.3);
+    const byte = inHeader ? prng.int(RECORD_HEADER_BYTES) : RECORD_HEADER_BYTES + prng.int(at.bodyBytes);
+    store.flipBit(at.name, at.offsetBytes + byte, prng.int(8));
+    const res = await open(store);
+    assert.equal(res.tornTail, null, ctx);
+    assert.equal(res.damage.length, 1, `${ctx}: ${JSON.stringify(res.damage)}`);
+    const d = res.damage[0];
+    assert.equal(d.lastGoodSeq, victim.seq - 1, ctx);
+    assert.equal(d.firstSeqAfter, victim.seq + 1, ctx);
+    if (d.groups !== 'all') {
+      assert.deepEqual(d.groups, [victim.group], ctx);
+      attributed++;
+    }
+    assert.ok(inHeader || d.groups !== 'all', `${ctx}: a body flip must be attributed to its record's group`);
+    for (const g of groupsKeys) {
+      const mine = ops.filter((o) => o.group === g);
+      if (mine.length === 0 && d.groups !== 'all') {
+        assert.equal(res.groups.get(g), undefined, ctx);
+        continue;
+      }
+      const damaged: boolean = d.groups === 'all' || d.groups.includes(g);
+      const applied = damaged ? mine.filter((o) => o.seq < victim.seq) : mine;
+      const want: Entry[] = [];
+      let hs: HardState = { term: 0, vote: 0, commit: 0 };
+      for (const o of applied) {
+        if (o.entries) {
+          const cut = want.findIndex((e) => e.index >= o.entries![0].index);
+          if (cut >= 0) want.length = cut;
+          want.push(...o.entries);
+        } else hs = o.hs!;
+      }
+      const got = res.groups.get(g);
+      if (!got) {
+        assert.ok(damaged && applied.length === 0 && mine.every((o) => o.seq === victim.seq), `${ctx}: group ${g} missing`);
+        continue;
+      }
+      assert.deepEqual(entriesView(got.entries), entriesView(want), `${ctx}: group ${g} entries`);
+      assert.equal(got.damaged, damaged, `${ctx}: group ${g} damaged`);
+      const seen = mine.filter((o) => o.seq !== victim.seq);
+      const maxIndex = Math.max(0, ...seen.flatMap((o) => (o.entries ?? []).map((e) => e.index)));
+      const maxTerm = Math.max(0, ...seen.flatMap((o) => (o.entries ?? []).map((e) => e.term)));
+      assert.equal(got.maxIndexSeen, Math.max(maxIndex, want.at(-1)?.index ?? 0), `${ctx}: group ${g} maxIndexSeen`);
+      assert.equal(got.maxTermSeen, maxTerm, `${ctx}: group ${g} maxTermSeen`);
+      if (!damaged) {
+        assert.deepEqual(got.hardState, hs, `${ctx}: group ${g} hard state`);
+        continue;
+      }
+      const hsTerms = seen.filter((o) => o.hs).map((o) => o.hs!.term);
+      const wantTerm = Math.max(maxTerm, ...hsTerms, 0);
+      assert.equal(got.hardState.term, wantTerm, `${ctx}: group ${g} term`);
+      const lastHs = seen.filter((o) => o.hs).at(-1)?.hs;
+      // The vote: the latest one seen if it is certain for that term, else this node's own id.
+      if (got.hardState.vote !== SELF) assert.ok(lastHs && lastHs.term === wantTerm && lastHs.vote === got.hardState.vote, `${ctx}: group ${g} vote`);
+      assert.ok(got.hardState.commit <= (got.entries.at(-1)?.index ?? 0), `${ctx}: group ${g} commit beyond its contiguous log`);
+    }
+    await res.wal.close();
+  }
+  assert.ok(attributed > 50, `attributed ${attributed}`);
+});

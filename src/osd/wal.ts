@@ -1,0 +1,640 @@
+// The write-ahead log every OSD shares among all its raft groups (one per PG,
+// SPEC CLU4): raft entries, hard states, snapshot points and group removals of
+// every group go into one log, so one fdatasync makes a whole batch durable for
+// all PGs of the OSD (group commit).
+//
+// Design (record format: wal-format.ts; recovery rules: wal-replay.ts):
+// - Storage is a SegmentStore (io/segments.ts): append-only segment files named
+//   wal-<16 hex digits>.seg, numbered upwards. A segment's bytes are records back
+//   to back, each with a global sequence number (+1 per record) and crc32c.
+// - entries()/hardState()/snapshot()/dropGroup() only encode a record into an
+//   in-memory queue (sequence numbers are assigned at the call, so log order is
+//   call order) and return its sequence number. commit() makes everything queued
+//   so far durable: the queue goes out in ONE append (writev) and ONE sync, for
+//   every group at once. commit() calls made while a batch is in flight are all
+//   served by the next batch (one more append + sync), and calls made in the same
+//   event-loop turn share a batch (the writer starts on a microtask).
+// - Backpressure: `needsCommit` turns true once commitThresholdBytes are queued;
+//   a call that would queue more than bufferedBytesMax throws ERR_LIMIT.
+// - Each record carries syncedSeq, the highest sequence number already fsync'ed
+//   when its batch was appended; after a sync, if nothing else is queued, an
+//   unsynced 40-byte SYNC_MARK is appended so that even the last batch is followed
+//   by proof that it was synced. This is what lets recovery tell a torn tail
+//   (dropped) from corruption in the middle of the log (reported): wal-replay.ts.
+// - A segment rolls over once it holds segmentBytesMax; the new segment's name is
+//   fsync'ed (syncDir) before any commit in it resolves. Before a roll, an
+//   unsynced SYNC_MARK in the old segment is synced (otherwise its tear would look
+//   like a hole between two synced segments).
+// - checkpoint(state): the caller, having made its object store durable, passes
+//   every live group's hardState, applied point (snapshot) and entries after it.
+//   Whatever was queued before the call is committed to the current segment; then
+//   a new segment starts with the checkpoint span (CKPT_BEGIN, GROUP_STATE and
+//   ENTRIES records per group, CKPT_END), which is synced with its directory
+//   entry; then every older segment is removed. bytesSinceCheckpoint() tells the
+//   caller when to checkpoint again.
+// - open(store): replays from the newest segment that begins with a complete
+//   checkpoint (older ones are removed), fdatasyncs the replayed segments (a
+//   process crash can leave unsynced data in the page cache, and the caller will
+//   act on what open returns), then appends to a new segment: the writer never
+//   appends after bytes it did not write in this life.
+//
+// Damaged groups and `selfId`: when recovery finds corruption in the middle of
+// the log, the affected groups come back with `damaged: true`, their entries up
+// to the damage (contiguous), maxIndexSeen/maxTermSeen from every record of theirs
+// (including those after the damage), and a hardState whose term is the highest
+// seen for the group and whose vote is `options.selfId` unless the vote in that
+// term is certain. Recording a vote for itself in a term in which this replica
+// will not campaign can never make it vote for two candidates in one term. The
+// OSD must keep damaged groups out of elections (no campaign, no vote) until a
+// leader has repaired their log. Records of a damaged group written after open
+// are appended normally, but a replay still stops applying them at the old
+// damage until a checkpoint supersedes it: the caller should checkpoint soon
+// after opening a damaged log (passing `damaged` for groups not yet repaired, so
+// the mark survives the checkpoint).
+//
+// Invariants:
+// - commit() resolves only after an fdatasync that covers every record queued
+//   before the call (and the directory entry of any new segment they are in).
+// - Any append, sync, create, remove or directory-sync error makes the Wal
+//   permanently failed: every pending and later call rejects (or throws) with
+//   that error. What reached the disk is unknown; the OSD exits and recovers
+//   from open() and its peers (GUIDE habit 9).
+// - Sequence numbers increase by exactly 1 per record; a number that was ever
+//   part of a synced batch is never reused.
+// - One writer per store: the OSD holds its data directory exclusively, and a
+//   new open() happens only once the previous process (and its IO) is gone.
+// - Entry data is referenced, not copied, until written (raft entries are
+//   immutable): callers must not modify an entry's data after handing it over.
+import { TesseraError } from '../stdx/errors.js';
+import { assert } from '../stdx/assert.js';
+import type { Entry, HardState, SnapshotMeta } from '../raft/types.js';
+import type { Segment, SegmentStore } from '../io/segments.js';
+import {
+  CONF_NODES_MAX,
+  ENTRY_DATA_BYTES_MAX,
+  FLAG_MORE,
+  RECORD_BODY_TARGET_BYTES,
+  RecordType,
+  countsBody,
+  entriesBody,
+  entryEncodedBytes,
+  groupStateBody,
+  hardStateBody,
+  makeRecord,
+  scanSegment,
+  sealRecord,
+  snapshotBody,
+  type GroupDamageMark,
+  type PendingRecord,
+} from './wal-format.js';
+import { Replayer, type RecoveredGroup, type WalDamage, type WalTornTail } from './wal-replay.js';
+
+export type { RecoveredGroup, WalDamage, WalTornTail } from './wal-replay.js';
+export type { GroupDamageMark } from './wal-format.js';
+
+export const WAL_SEGMENT_BYTES_DEFAULT = 64 * 1024 * 1024;
+export const WAL_COMMIT_THRESHOLD_BYTES_DEFAULT = 8 * 1024 * 1024;
+export const WAL_BUFFERED_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
+/** The first checkpoint of a fresh log is CKPT_BEGIN (seq 1) and CKPT_END (seq 2). */
+const FRESH_LOG_LAST_SEQ = 2;
+const SEGMENT_NAME = /^wal-([0-9a-f]{16})\.seg$/;
+/** Looking for a checkpoint at the start of a segment reads this much at a time (most segments have none). */
+const CHECKPOINT_PROBE_WINDOW_BYTES = 64 * 1024;
+
+export interface WalOptions {
+  /** This OSD's raft node id: the vote recorded for damaged groups (see the header). */
+  readonly selfId: number;
+  /** Roll over to a new segment once the current one holds this many bytes. */
+  readonly segmentBytesMax?: number;
+  /** `needsCommit` turns true once this many bytes are queued. */
+  readonly commitThresholdBytes?: number;
+  /** Queuing beyond this throws ERR_LIMIT (checkpoints are not counted). */
+  readonly bufferedBytesMax?: number;
+  /** Append an unsynced SYNC_MARK when idle after a sync (default true; see the header). */
+  readonly syncMarks?: boolean;
+}
+
+/** One live group's state handed to checkpoint(). */
+export interface CheckpointGroup {
+  readonly hardState: HardState;
+  /** The applied point: the object store holds everything up to snapshot.index. */
+  readonly snapshot?: SnapshotMeta;
+  /** Every entry after the snapshot, contiguous from snapshot.index + 1 (or 1). */
+  readonly entries: readonly Entry[];
+  /** Keep a damaged group's mark across the checkpoint until it has been repaired. */
+  readonly damaged?: GroupDamageMark;
+}
+
+export interface WalOpenResult {
+  readonly wal: Wal;
+  /** Every group in the log, by key, in ascending key order. */
+  readonly groups: Map<number, RecoveredGroup>;
+  /** Corruption found in the middle of the log (empty when healthy). */
+  readonly damage: WalDamage[];
+  /** The unacknowledged tail dropped on open, if any (informational). */
+  readonly tornTail: WalTornTail | null;
+  /** Sequence number of the last record recovered. */
+  readonly lastSeq: number;
+  /** Torn tails of earlier lives skipped because a later open had already cut the log before them (informational). */
+  readonly abandonedRegions: number;
+}
+
+export interface WalStats {
+  appends: number;
+  syncs: number;
+  syncMarks: number;
+  bytesAppended: number;
+  segmentsCreated: number;
+  segmentsRemoved: number;
+  checkpoints: number;
+}
+
+type QueueItem = { readonly kind: 'record'; readonly rec: PendingRecord } | { readonly kind: 'checkpoint'; readonly records: PendingRecord[] };
+
+interface Waiter {
+  readonly targetSeq: number;
+  readonly resolve: () => void;
+  readonly reject: (err: Error) => void;
+}
+
+interface GroupIndex {
+  lastIndex: number;
+  snapIndex: number;
+}
+
+interface WriterStart {
+  nextSeq: number;
+  nextSegmentNumber: number;
+  liveSegments: string[];
+}
+
+export class Wal {
+  readonly stats: WalStats = { appends: 0, syncs: 0, syncMarks: 0, bytesAppended: 0, segmentsCreated: 0, segmentsRemoved: 0, checkpoints: 0 };
+  private readonly segmentBytesMax: number;
+  private readonly commitThresholdBytes: number;
+  private readonly bufferedBytesMax: number;
+  private readonly syncMarks: boolean;
+  private nextSeq: number;
+  /** Highest seq covered by a completed sync. */
+  private durableSeq: number;
+  /** Highest seq of a record queued by a caller (sync marks excluded). */
+  private queuedSeq: number;
+  private queue: QueueItem[] = [];
+  private queuedBytes = 0;
+  private waiters: Waiter[] = [];
+  private current: Segment | null = null;
+  /** The current segment ends with an unsynced SYNC_MARK... */
+  private markPending = false;
+  /** ...whose seq is this. */
+  private markSeq = 0;
+  private nextSegmentNumber: number;
+  /** Segments since the last checkpoint, oldest first (the last one is `current` once opened). */
+  private liveSegments: string[];
+  private readonly index = new Map<number, GroupIndex>();
+  private running = false;
+  private scheduled = false;
+  private failure: Error | null = null;
+  private closed = false;
+  private idleWaiters: Array<() => void> = [];
+  private bytesSinceCheckpointCount = 0;
+
+  private constructor(
+    private readonly store: SegmentStore,
+    options: WalOptions,
+    start: WriterStart,
+  ) {
+    assert(Number.isSafeInteger(options.selfId) && options.selfId > 0, 'WAL selfId must be a positive node id');
+    this.segmentBytesMax = options.segmentBytesMax ?? WAL_SEGMENT_BYTES_DEFAULT;
+    this.commitThresholdBytes = options.commitThresholdBytes ?? WAL_COMMIT_THRESHOLD_BYTES_DEFAULT;
+    this.bufferedBytesMax = options.bufferedBytesMax ?? WAL_BUFFERED_BYTES_MAX_DEFAULT;
+    this.syncMarks = options.syncMarks ?? true;
+    assert(this.segmentBytesMax > 0 && this.commitThresholdBytes > 0 && this.bufferedBytesMax >= this.commitThresholdBytes, 'bad WAL size limits');
+    this.nextSeq = start.nextSeq;
+    this.durableSeq = start.nextSeq - 1;
+    this.queuedSeq = start.nextSeq - 1;
+    this.nextSegmentNumber = start.nextSegmentNumber;
+    this.liveSegments = start.liveSegments;
+  }
+
+  /** Recovers the log in `store` (creating a fresh one if it is empty); see the header. */
+  static async open(store: SegmentStore, options: WalOptions): Promise<WalOpenResult> {
+    const names = (await store.list()).filter((n) => SEGMENT_NAME.test(n)).sort();
+    const nextSegmentNumber = names.length === 0 ? 1 : segmentNumber(names[names.length - 1]) + 1;
+    let startAt = -1;
+    for (let i = names.length - 1; i >= 0 && startAt < 0; i--) {
+      if (await beginsWithCheckpoint(store, names[i])) startAt = i;
+    }
+    if (startAt < 0) {
+      // No complete checkpoint: a log whose creation never completed (only pieces of the
+      // first checkpoint can exist), or one that lost its only checkpoint (fatal).
+      if (await holdsRecordAfter(store, names, FRESH_LOG_LAST_SEQ)) {
+        throw new TesseraError('ERR_FORMAT', `WAL: no segment of ${names.length} begins with a valid checkpoint; the log cannot be recovered locally`);
+      }
+      const wal = new Wal(store, options, { nextSeq: 1, nextSegmentNumber, liveSegments: names });
+      await wal.checkpoint(new Map());
+      return { wal, groups: new Map(), damage: [], tornTail: null, lastSeq: FRESH_LOG_LAST_SEQ, abandonedRegions: 0 };
+    }
+    const replayer = new Replayer(options.selfId);
+    const replayed = names.slice(startAt);
+    for (let i = 0; i < replayed.length; i++) {
+      const seg = await store.open(replayed[i]);
+      try {
+        await scanSegment(seg, (item) => replayer.feed(item, i, replayed[i]));
+        await seg.sync(); // what open returns must be durable, not just in the page cache
+      } finally {
+        await seg.close();
+      }
+    }
+    const result = replayer.finish();
+    await store.syncDir();
+    const wal = new Wal(store, options, { nextSeq: result.lastSeq + 1, nextSegmentNumber, liveSegments: replayed });
+    for (const name of names.slice(0, startAt)) {
+      await store.remove(name); // left over from before the checkpoint (a remove that was not yet durable)
+      wal.stats.segmentsRemoved++;
+    }
+    for (const [key, g] of result.groups) {
+      const lastIndex = g.entries.length > 0 ? g.entries[g.entries.length - 1].index : (g.snapshot?.index ?? 0);
+      wal.index.set(key, { lastIndex, snapIndex: g.snapshot?.index ?? 0 });
+    }
+    return { wal, groups: result.groups, damage: result.damage, tornTail: result.tornTail, lastSeq: result.lastSeq, abandonedRegions: result.abandonedRegions };
+  }
+
+  // ------------------------------------------------------------ records
+
+  /** Queues "drop the group's entries with index >= entries[0].index, then append these". Returns the last record's seq. */
+  entries(group: number, entries: readonly Entry[]): number {
+    this.checkUsable();
+    if (entries.length === 0) return this.queuedSeq;
+    const t = this.index.get(group) ?? { lastIndex: 0, snapIndex: 0 };
+    checkEntries(entries);
+    const first = entries[0].index;
+    assert(first > t.snapIndex && first <= t.lastIndex + 1, `group ${group}: entries from ${first} do not follow its log (last ${t.lastIndex}, snapshot ${t.snapIndex})`);
+    const pieces = splitEntries(entries, false);
+    const records = pieces.map((r, k) => makeRecord(RecordType.Entries, k < pieces.length - 1 ? FLAG_MORE : 0, group, this.nextSeq + k, entriesBody(entries, r.from, r.to)));
+    this.enqueue(records);
+    t.lastIndex = entries[entries.length - 1].index;
+    this.index.set(group, t);
+    return this.queuedSeq;
+  }
+
+  hardState(group: number, hs: HardState): number {
+    this.checkUsable();
+    for (const v of [hs.term, hs.vote, hs.commit]) assert(Number.isSafeInteger(v) && v >= 0, `group ${group}: bad hard state ${JSON.stringify(hs)}`);
+    this.enqueue([makeRecord(RecordType.HardState, 0, group, this.nextSeq, [hardStateBody(hs)])]);
+    return this.queuedSeq;
+  }
+
+  /** Queues "the group's state now includes everything up to meta.index": see wal-replay.ts applySnapshot. */
+  snapshot(group: number, meta: SnapshotMeta): number {
+    this.checkUsable();
+    checkSnapshot(meta);
+    const t = this.index.get(group) ?? { lastIndex: 0, snapIndex: 0 };
+    assert(meta.index >= t.snapIndex, `group ${group}: snapshot ${meta.index} is older than ${t.snapIndex}`);
+    this.enqueue([makeRecord(RecordType.Snapshot, 0, group, this.nextSeq, [snapshotBody(meta)])]);
+    // Whether entries after meta.index survive depends on their terms; either way none lie at or below it.
+    t.lastIndex = Math.max(t.lastIndex, meta.index);
+    t.snapIndex = meta.index;
+    this.index.set(group, t);
+    return this.queuedSeq;
+  }
+
+  dropGroup(group: number): number {
+    this.checkUsable();
+    this.enqueue([makeRecord(RecordType.DropGroup, 0, group, this.nextSeq, [])]);
+    this.index.delete(group);
+    return this.queuedSeq;
+  }
+
+  /** Resolves once every record queued before this call is durable (see the header). */
+  commit(): Promise<void> {
+    const err = this.unusable();
+    if (err) return Promise.reject(err);
+    return this.waitFor(this.queuedSeq);
+  }
+
+  /** Replaces the log by `groups` (every live group) and removes older segments; see the header. */
+  checkpoint(groups: ReadonlyMap<number, CheckpointGroup>): Promise<void> {
+    const err = this.unusable();
+    if (err) return Promise.reject(err);
+    const keys = [...groups.keys()].sort((a, b) => a - b);
+    const inner: PendingRecord[] = [];
+    let seq = this.nextSeq + 1;
+    for (const key of keys) {
+      const g = groups.get(key)!;
+      if (g.snapshot) checkSnapshot(g.snapshot);
+      const base = g.snapshot?.index ?? 0;
+      checkEntries(g.entries);
+      assert(g.entries.length === 0 || g.entries[0].index === base + 1, `checkpoint of group ${key}: entries start at ${g.entries[0]?.index}, not right after the snapshot ${base}`);
+      inner.push(makeRecord(RecordType.GroupState, 0, key, seq++, groupStateBody(g)));
+      for (const r of splitEntries(g.entries, true)) inner.push(makeRecord(RecordType.Entries, 0, key, seq++, entriesBody(g.entries, r.from, r.to)));
+    }
+    const begin = makeRecord(RecordType.CkptBegin, 0, 0, this.nextSeq, [countsBody(keys.length, inner.length)]);
+    const end = makeRecord(RecordType.CkptEnd, 0, 0, seq, [countsBody(keys.length, inner.length)]);
+    this.nextSeq = seq + 1;
+    this.queuedSeq = seq;
+    this.queue.push({ kind: 'checkpoint', records: [begin, ...inner, end] });
+    this.index.clear();
+    for (const key of keys) {
+      const g = groups.get(key)!;
+      const base = g.snapshot?.index ?? 0;
+      this.index.set(key, { lastIndex: g.entries.length > 0 ? g.entries[g.entries.length - 1].index : base, snapIndex: base });
+    }
+    return this.waitFor(seq);
+  }
+
+  /** True once enough is queued that the caller should await commit() before queuing more. */
+  get needsCommit(): boolean {
+    return this.queuedBytes >= this.commitThresholdBytes;
+  }
+
+  /** Sequence number of the last record queued (what a commit() called now would cover). */
+  get lastQueuedSeq(): number {
+    return this.queuedSeq;
+  }
+
+  get bufferedBytes(): number {
+    return this.queuedBytes;
+  }
+
+  /** Bytes appended since the last checkpoint (the caller checkpoints when this grows large). */
+  bytesSinceCheckpoint(): number {
+    return this.bytesSinceCheckpointCount;
+  }
+
+  /** The error that failed this Wal, or null. */
+  get failed(): Error | null {
+    return this.failure;
+  }
+
+  /** Commits what is queued, then closes. Later calls fail with ERR_CLOSED. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    const flushed = this.failure ? Promise.resolve() : this.waitFor(this.queuedSeq);
+    this.closed = true;
+    await flushed.catch(() => undefined);
+    if (this.running || this.scheduled) await new Promise<void>((r) => this.idleWaiters.push(r));
+    await this.current?.close().catch(() => undefined);
+    this.current = null;
+  }
+
+  // ------------------------------------------------------------ the writer
+
+  private enqueue(records: PendingRecord[]): void {
+    let bytes = 0;
+    for (const r of records) bytes += r.totalBytes;
+    if (this.queuedBytes + bytes > this.bufferedBytesMax) {
+      throw new TesseraError('ERR_LIMIT', `WAL: ${this.queuedBytes} bytes queued, ${bytes} more would exceed ${this.bufferedBytesMax}; await commit() first`);
+    }
+    for (const rec of records) this.queue.push({ kind: 'record', rec });
+    this.queuedBytes += bytes;
+    this.nextSeq += records.length;
+    this.queuedSeq = this.nextSeq - 1;
+  }
+
+  private waitFor(targetSeq: number): Promise<void> {
+    if (targetSeq <= this.durableSeq) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ targetSeq, resolve, reject });
+      this.schedule();
+    });
+  }
+
+  /** Starts the writer on a microtask, so that every call of the current turn joins its batch. */
+  private schedule(): void {
+    if (this.running || this.scheduled) return;
+    this.scheduled = true;
+    queueMicrotask(() => {
+      this.scheduled = false;
+      void this.run();
+    });
+  }
+
+  private async run(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    try {
+      while (this.failure === null && this.waiters.length > 0 && this.queue.length > 0) {
+        const items = this.queue;
+        this.queue = [];
+        this.queuedBytes = 0;
+        let batch: PendingRecord[] = [];
+        for (const item of items) {
+          if (item.kind === 'record') {
+            batch.push(item.rec);
+            continue;
+          }
+          if (batch.length > 0) await this.writeBatch(batch);
+          batch = [];
+          await this.writeCheckpoint(item.records);
+        }
+        if (batch.length > 0) await this.writeBatch(batch);
+        this.settle();
+        if (this.syncMarks && this.queue.length === 0) await this.writeSyncMark();
+      }
+    } catch (err) {
+      this.fail(err);
+    } finally {
+      this.running = false;
+      for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  private async writeBatch(records: PendingRecord[]): Promise<void> {
+    let created = false;
+    if (this.current === null || this.current.sizeBytes >= this.segmentBytesMax) {
+      await this.roll();
+      created = true;
+    }
+    const seg = this.current!;
+    const bytes = await this.appendSealed(seg, records);
+    await seg.sync();
+    this.stats.syncs++;
+    if (created) await this.store.syncDir();
+    this.markPending = false;
+    this.durableSeq = records[records.length - 1].seq;
+    this.bytesSinceCheckpointCount += bytes;
+  }
+
+  private async roll(): Promise<void> {
+    const old = this.current;
+    if (old && this.markPending) {
+      await old.sync(); // see the header: an unsynced mark must not end a segment that is followed by others
+      this.stats.syncs++;
+      this.durableSeq = this.markSeq;
+      this.markPending = false;
+    }
+    const name = this.newSegmentName();
+    this.current = await this.store.create(name);
+    this.stats.segmentsCreated++;
+    this.liveSegments.push(name);
+    await old?.close();
+  }
+
+  private async writeSyncMark(): Promise<void> {
+    const seg = this.current;
+    if (seg === null) return;
+    const seq = this.nextSeq++;
+    this.markSeq = seq;
+    const bytes = await this.appendSealed(seg, [makeRecord(RecordType.SyncMark, 0, 0, seq, [])]);
+    this.stats.syncMarks++;
+    this.markPending = true;
+    this.bytesSinceCheckpointCount += bytes;
+  }
+
+  private async writeCheckpoint(records: PendingRecord[]): Promise<void> {
+    const name = this.newSegmentName();
+    const seg = await this.store.create(name);
+    this.stats.segmentsCreated++;
+    try {
+      await this.appendSealed(seg, records);
+      await seg.sync();
+      this.stats.syncs++;
+      await this.store.syncDir();
+    } catch (err) {
+      await seg.close().catch(() => undefined);
+      throw err;
+    }
+    const older = this.liveSegments;
+    const oldCurrent = this.current;
+    this.current = seg;
+    this.liveSegments = [name];
+    this.markPending = false;
+    this.durableSeq = records[records.length - 1].seq;
+    this.bytesSinceCheckpointCount = 0;
+    this.stats.checkpoints++;
+    await oldCurrent?.close();
+    for (const old of older) {
+      await this.store.remove(old);
+      this.stats.segmentsRemoved++;
+    }
+  }
+
+  private async appendSealed(seg: Segment, records: PendingRecord[]): Promise<number> {
+    const buffers: Uint8Array[] = [];
+    let bytes = 0;
+    for (const r of records) {
+      sealRecord(r, this.durableSeq, buffers);
+      bytes += r.totalBytes;
+    }
+    await seg.append(buffers);
+    this.stats.appends++;
+    this.stats.bytesAppended += bytes;
+    return bytes;
+  }
+
+  private settle(): void {
+    while (this.waiters.length > 0 && this.waiters[0].targetSeq <= this.durableSeq) this.waiters.shift()!.resolve();
+  }
+
+  private fail(err: unknown): void {
+    if (this.failure) return;
+    this.failure = err instanceof Error ? err : new TesseraError('ERR_DEVICE_IO', `WAL: ${String(err)}`);
+    for (const w of this.waiters.splice(0)) w.reject(this.failure);
+    this.queue = [];
+    this.queuedBytes = 0;
+  }
+
+  private newSegmentName(): string {
+    return `wal-${(this.nextSegmentNumber++).toString(16).padStart(16, '0')}.seg`;
+  }
+
+  private unusable(): Error | null {
+    if (this.failure) return this.failure;
+    if (this.closed) return new TesseraError('ERR_CLOSED', 'WAL is closed');
+    return null;
+  }
+
+  private checkUsable(): void {
+    const err = this.unusable();
+    if (err) throw err;
+  }
+}
+
+function segmentNumber(name: string): number {
+  return parseInt(SEGMENT_NAME.exec(name)![1], 16);
+}
+
+/** Does the segment start (offset 0) with a complete, valid checkpoint span? */
+async function beginsWithCheckpoint(store: SegmentStore, name: string): Promise<boolean> {
+  const seg = await store.open(name);
+  let begin: { seq: number; groupCount: number; recordCount: number } | null = null;
+  let records = 0;
+  let complete = false;
+  try {
+    await scanSegment(seg, (item) => {
+      if (item.kind !== 'record') return false;
+      const { header: h, body: b } = item;
+      if (begin === null) {
+        if (item.offsetBytes !== 0 || b.type !== 'checkpointBegin') return false;
+        begin = { seq: h.seq, groupCount: b.groupCount, recordCount: b.recordCount };
+        return true;
+      }
+      if (h.seq !== begin.seq + records + 1) return false;
+      if (b.type === 'checkpointEnd') {
+        complete = b.groupCount === begin.groupCount && b.recordCount === begin.recordCount && records === begin.recordCount;
+        return false;
+      }
+      if (b.type !== 'groupState' && b.type !== 'entries') return false;
+      records++;
+      return true;
+    }, CHECKPOINT_PROBE_WINDOW_BYTES);
+  } finally {
+    await seg.close();
+  }
+  return complete;
+}
+
+async function holdsRecordAfter(store: SegmentStore, names: string[], seq: number): Promise<boolean> {
+  let found = false;
+  for (const name of names) {
+    const seg = await store.open(name);
+    try {
+      await scanSegment(seg, (item) => {
+        if (item.kind === 'record' && item.header.seq > seq) found = true;
+        return !found;
+      });
+    } finally {
+      await seg.close();
+    }
+    if (found) return true;
+  }
+  return false;
+}
+
+function checkEntries(entries: readonly Entry[]): void {
+  for (let i = 0; i < entries.length; i++) {
+    const e = entries[i];
+    assert(Number.isSafeInteger(e.index) && e.index >= 1 && Number.isSafeInteger(e.term) && e.term >= 0, `bad entry term ${e.term} index ${e.index}`);
+    assert(i === 0 || (e.index === entries[i - 1].index + 1 && e.term >= entries[i - 1].term), `entries must be consecutive with non-decreasing terms (at index ${e.index})`);
+    if (e.data.length > ENTRY_DATA_BYTES_MAX) {
+      throw new TesseraError('ERR_LIMIT', `entry ${e.index} holds ${e.data.length} bytes, more than ${ENTRY_DATA_BYTES_MAX}`);
+    }
+  }
+}
+
+function checkSnapshot(meta: SnapshotMeta): void {
+  assert(Number.isSafeInteger(meta.index) && meta.index >= 0 && Number.isSafeInteger(meta.term) && meta.term >= 0, `bad snapshot ${meta.index}/${meta.term}`);
+  if (meta.conf.voters.length + meta.conf.learners.length > CONF_NODES_MAX) {
+    throw new TesseraError('ERR_LIMIT', `snapshot conf holds more than ${CONF_NODES_MAX} nodes`);
+  }
+  for (const n of [...meta.conf.voters, ...meta.conf.learners]) assert(Number.isSafeInteger(n) && n >= 0, `bad node id ${n}`);
+}
+
+/** Ranges of entries, each encoding to about RECORD_BODY_TARGET_BYTES (one entry at least). */
+function splitEntries(entries: readonly Entry[], allowEmpty: boolean): Array<{ from: number; to: number }> {
+  const out: Array<{ from: number; to: number }> = [];
+  let from = 0;
+  let bodyBytes = 8;
+  for (let i = 0; i < entries.length; i++) {
+    const n = entryEncodedBytes(entries[i]);
+    if (i > from && bodyBytes + n > RECORD_BODY_TARGET_BYTES) {
+      out.push({ from, to: i });
+      from = i;
+      bodyBytes = 8;
+    }
+    bodyBytes += n;
+  }
+  if (entries.length > from) out.push({ from, to: entries.length });
+  assert(allowEmpty || out.length > 0, 'no entries to split');
+  return out;
+}

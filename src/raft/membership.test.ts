@@ -1,0 +1,215 @@
+// Membership changes (Raft thesis §4.1, single-server changes; etcd-style
+// learners), joining nodes, and status(). A change takes effect on each node when
+// it applies the 'conf' entry (advance()).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { decodeConfChange } from './confchange.js';
+import { RaftError } from './errors.js';
+import { ELECTION_TICKS, MemStorage, Net, drain, newNode } from './testkit.js';
+import type { ConfChange, MsgAppResp, MsgVoteResp } from './types.js';
+
+function change(net: Net, leader: number, cc: ConfChange): number {
+  const r = net.get(leader).proposeConfChange(cc);
+  assert.equal(typeof r, 'number', `conf change refused: ${r instanceof RaftError ? r.message : ''}`);
+  net.stabilize();
+  net.heartbeat(leader);
+  return r as number;
+}
+
+function refused(r: number | RaftError, code: RaftError['code']): void {
+  assert.ok(r instanceof RaftError, 'accepted');
+  assert.equal(r.code, code, r.message);
+}
+
+test('thesis §4.1: replace a voter: addLearner (joins by snapshot) → promote → remove the old leader', () => {
+  const net = new Net([1, 2, 3]);
+  net.elect(1);
+  net.propose(1, 'a');
+  net.add(4, { storage: new MemStorage() }); // joining: no snapshot, no peers
+  assert.equal(net.get(4).isMember, false);
+  const idx = change(net, 1, { type: 'addLearner', node: 4 });
+  const entry = net.get(1).log.entryAt(idx)!;
+  assert.equal(entry.type, 'conf');
+  assert.deepEqual(decodeConfChange(entry.data), { type: 'addLearner', node: 4 });
+  for (const id of [1, 2, 3, 4]) assert.deepEqual(net.get(id).conf, { voters: [1, 2, 3], learners: [4] }, `conf on ${id}`);
+  // The joiner got the membership and state as a snapshot (it cannot use entries from index 1).
+  assert.equal(net.collected(4).snapshots.length, 1);
+  assert.equal(net.get(4).commit, net.get(1).commit);
+  assert.equal(net.get(4).isMember, true);
+  assert.deepEqual(net.get(1).learners, [4]);
+
+  // A learner's acknowledgment does not count for commit.
+  net.cut = new Set([2, 3]);
+  const r = net.get(1).propose(new Uint8Array([1]));
+  assert.equal(typeof r, 'number');
+  net.stabilize();
+  assert.equal(net.get(4).lastIndex, r, 'the learner holds the entry');
+  assert.ok(net.get(1).commit < (r as number), 'committed with one voter of three plus a learner');
+  net.cut.clear();
+  net.heartbeat(1);
+  assert.equal(net.get(1).commit, r);
+
+  change(net, 1, { type: 'promote', node: 4 });
+  assert.deepEqual(net.get(1).conf, { voters: [1, 2, 3, 4], learners: [] });
+  // Four voters: 1 and 4 are not a quorum, 1, 2 and 4 are.
+  net.cut = new Set([2, 3]);
+  const r2 = net.get(1).propose(new Uint8Array([2])) as number;
+  net.stabilize();
+  assert.ok(net.get(1).commit < r2);
+  net.cut = new Set([3]);
+  net.heartbeat(1);
+  assert.equal(net.get(1).commit, r2, 'node 4 counts now');
+  net.cut.clear();
+  net.heartbeat(1);
+
+  // The leader removes itself: it steps down once the removal is applied.
+  change(net, 1, { type: 'remove', node: 1 });
+  assert.equal(net.get(1).role, 'follower');
+  assert.equal(net.get(1).isMember, false);
+  for (const id of [2, 3, 4]) assert.deepEqual(net.get(id).voters, [2, 3, 4]);
+  const l = net.electByTimeout();
+  assert.ok([2, 3, 4].includes(l));
+  for (let t = 0; t < 5 * ELECTION_TICKS; t++) net.tick();
+  assert.equal(net.get(1).role, 'follower', 'a removed node never campaigns');
+  assert.equal(net.get(l).role, 'leader');
+  net.propose(l, 'after');
+  assert.equal(net.get(4).commit, net.get(l).commit);
+});
+
+test('learners never count for commit: a leader and two learners are not a quorum of three voters', () => {
+  const net = new Net([1, 2, 3]);
+  net.elect(1);
+  for (const id of [4, 5]) {
+    net.add(id, { storage: new MemStorage() });
+    change(net, 1, { type: 'addLearner', node: id });
+  }
+  net.cut = new Set([2, 3]);
+  const r = net.get(1).propose(new Uint8Array([1])) as number;
+  net.stabilize();
+  net.heartbeat(1);
+  assert.equal(net.get(4).lastIndex, r);
+  assert.equal(net.get(5).lastIndex, r);
+  assert.ok(net.get(1).commit < r);
+});
+
+test('thesis §4.1: one change at a time; invalid changes and non-leaders are refused', () => {
+  const net = new Net([1, 2, 3]);
+  net.elect(1);
+  const leader = net.get(1);
+  refused(net.get(2).proposeConfChange({ type: 'addLearner', node: 4 }), 'ERR_RAFT_NOT_LEADER');
+  const first = leader.proposeConfChange({ type: 'addLearner', node: 4 });
+  assert.equal(typeof first, 'number');
+  assert.equal(leader.pendingConfChange, true);
+  refused(leader.proposeConfChange({ type: 'addLearner', node: 5 }), 'ERR_RAFT_CONF_CHANGE');
+  net.stabilize(); // committed and applied on the leader
+  assert.equal(leader.pendingConfChange, false);
+  refused(leader.proposeConfChange({ type: 'addLearner', node: 4 }), 'ERR_RAFT_CONF_CHANGE'); // already a learner
+  refused(leader.proposeConfChange({ type: 'addLearner', node: 2 }), 'ERR_RAFT_CONF_CHANGE'); // a voter
+  refused(leader.proposeConfChange({ type: 'promote', node: 2 }), 'ERR_RAFT_CONF_CHANGE'); // not a learner
+  refused(leader.proposeConfChange({ type: 'remove', node: 9 }), 'ERR_RAFT_CONF_CHANGE');
+  const solo = newNode(1, { peers: [1] });
+  solo.node.campaign();
+  drain(solo);
+  refused(solo.node.proposeConfChange({ type: 'remove', node: 1 }), 'ERR_RAFT_CONF_CHANGE'); // no voter left
+});
+
+test('thesis §4.1: a new leader changes membership only after applying an entry of its own term', () => {
+  const net = new Net([1, 2, 3]);
+  net.elect(1);
+  net.cut.add(1);
+  net.filter = (m) => m.type !== 'app' && m.type !== 'heartbeat'; // the new leader's empty entry does not replicate
+  const l = net.electByTimeout();
+  const leader = net.get(l);
+  assert.ok(leader.commit < leader.lastIndex);
+  refused(leader.proposeConfChange({ type: 'addLearner', node: 4 }), 'ERR_RAFT_CONF_CHANGE');
+  net.filter = () => true;
+  net.heartbeat(l);
+  assert.equal(leader.commit, leader.lastIndex);
+  assert.equal(typeof leader.proposeConfChange({ type: 'addLearner', node: 4 }), 'number');
+});
+
+test('learners and joining nodes never campaign; a learner votes, a joining node does not', () => {
+  const net = new Net([1, 2, 3]);
+  net.elect(1);
+  net.add(4, { storage: new MemStorage() });
+  change(net, 1, { type: 'addLearner', node: 4 });
+  net.add(5, { storage: new MemStorage() }); // never added
+  net.cut = new Set([1, 2, 3]);
+  for (let t = 0; t < 5 * ELECTION_TICKS; t++) {
+    net.get(4).tick();
+    net.get(5).tick();
+    net.get(4).campaign();
+    net.get(5).campaign();
+  }
+  assert.equal(net.get(4).role, 'follower');
+  assert.equal(net.get(5).role, 'follower');
+  assert.equal(net.nodes.get(4)!.node.hasReady(), false, 'no vote requests');
+  // A learner grants a vote (it may have been promoted without having applied it
+  // yet, and refusing could block an election that needs it); a joining node with
+  // no membership holds nothing to vote on.
+  const lastIndex = net.get(1).lastIndex;
+  for (const id of [4, 5]) {
+    net.get(id).step({ type: 'vote', from: 2, to: id, term: 9, lastLogIndex: lastIndex, lastLogTerm: 1 });
+    const resp = drain(net.nodes.get(id)!)[0] as MsgVoteResp;
+    assert.equal(resp.reject, id === 5, `node ${id}`);
+  }
+});
+
+test('a joining node accepts a leader of a term >= its own, answers appends with a reset until it has a snapshot', () => {
+  const j = newNode(4, { storage: new MemStorage() });
+  j.node.step({ type: 'app', from: 1, to: 4, term: 3, prevLogIndex: 5, prevLogTerm: 3, entries: [], commit: 5 });
+  const resp = drain(j)[0] as MsgAppResp;
+  assert.deepEqual([resp.reject, resp.index, resp.rejectHint, resp.hintTerm], [true, 0, 0, 0]);
+  assert.equal(j.node.leaderId, 1);
+  assert.equal(j.node.term, 3);
+  j.node.step({ type: 'snap', from: 1, to: 4, term: 3, snapshot: { index: 5, term: 3, conf: { voters: [1, 2, 3], learners: [4] } } });
+  drain(j);
+  assert.deepEqual(j.node.learners, [4]);
+  j.node.step({ type: 'app', from: 1, to: 4, term: 3, prevLogIndex: 5, prevLogTerm: 3, entries: [{ index: 6, term: 3, data: new Uint8Array() }], commit: 6 });
+  const ok = drain(j)[0] as MsgAppResp;
+  assert.deepEqual([ok.reject, ok.index], [false, 6]);
+});
+
+test('membership survives a restart: conf entries after the snapshot point are replayed', () => {
+  const net = new Net([1, 2, 3]);
+  net.elect(1);
+  change(net, 1, { type: 'addLearner', node: 4 });
+  change(net, 1, { type: 'remove', node: 3 });
+  net.propose(1, 'x');
+  const st = net.nodes.get(2)!.storage;
+  const re = newNode(2, { peers: [1, 2, 3], storage: st });
+  // Before re-applying, the node knows the bootstrap conf; the committed conf
+  // entries are handed out again and applied in advance().
+  drain(re);
+  assert.deepEqual(re.node.conf, { voters: [1, 2], learners: [4] });
+  // Compact past the changes: the snapshot point carries the conf at that index.
+  const meta = net.get(2).compact(net.get(2).applied);
+  assert.deepEqual(meta.conf, { voters: [1, 2], learners: [4] });
+  st.compact(meta);
+  const re2 = newNode(2, { storage: st });
+  assert.deepEqual(re2.node.conf, { voters: [1, 2], learners: [4] });
+});
+
+test('status(): role, term, indexes, membership and, on a leader, every member progress', () => {
+  const net = new Net([1, 2, 3]);
+  net.elect(1);
+  net.propose(1, 'a');
+  const s = net.get(1).status();
+  assert.deepEqual(
+    { role: s.role, term: s.term, leader: s.leader, commit: s.commit, applied: s.applied, lastIndex: s.lastIndex, isMember: s.isMember, repairing: s.repairing },
+    { role: 'leader', term: 1, leader: 1, commit: 2, applied: 2, lastIndex: 2, isMember: true, repairing: false },
+  );
+  assert.deepEqual(s.conf, { voters: [1, 2, 3], learners: [] });
+  assert.deepEqual(
+    s.peers.map((p) => [p.id, p.match, p.next, p.state, p.learner]),
+    [
+      [1, 2, 3, 'replicate', false],
+      [2, 2, 3, 'replicate', false],
+      [3, 2, 3, 'replicate', false],
+    ],
+  );
+  const f = net.get(2).status();
+  assert.equal(f.role, 'follower');
+  assert.equal(f.leader, 1);
+  assert.deepEqual(f.peers, []);
+});

@@ -1,0 +1,103 @@
+// Repair of a node whose stored log was damaged in the middle (RaftConfig
+// repairUntilIndex). Raft's election restriction (§5.4.1) assumes that what a
+// node acknowledged stays in its log; a damaged node may have acknowledged
+// committed entries it lost, so until a leader has replicated its log past the
+// damage it must neither campaign nor grant votes.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { MemStorage, Net, drain, ent, newNode } from './testkit.js';
+import type { MsgVoteResp } from './types.js';
+
+/** Node `id` restarts keeping only its first `keep` entries (the driver cut the log at the damage). */
+function damage(net: Net, id: number, keep: number): number {
+  const st = net.nodes.get(id)!.storage;
+  const lastIndex = st.entries.length;
+  const cut = new MemStorage();
+  cut.hardState = st.hardState;
+  cut.entries = st.entries.slice(0, keep);
+  net.nodes.get(id)!.storage = cut;
+  net.restart(id, { peers: [1, 2, 3], repairUntilIndex: lastIndex });
+  return lastIndex;
+}
+
+test('repair: a damaged node neither campaigns nor grants votes; its stored commit is lowered to its log', () => {
+  const st = new MemStorage();
+  st.entries = [ent(1, 1), ent(2, 1), ent(3, 1)];
+  st.hardState = { term: 1, vote: 0, commit: 5 };
+  const n = newNode(2, { peers: [1, 2, 3], storage: st, repairUntilIndex: 6 });
+  assert.equal(n.node.status().repairing, true);
+  assert.equal(n.node.commit, 3);
+  for (let t = 0; t < 100; t++) n.node.tick();
+  n.node.campaign();
+  assert.equal(n.node.role, 'follower');
+  assert.equal(n.node.term, 1);
+  n.node.step({ type: 'vote', from: 3, to: 2, term: 2, lastLogIndex: 9, lastLogTerm: 1 });
+  const resp = drain(n).find((m) => m.type === 'voteResp') as MsgVoteResp;
+  assert.equal(resp.reject, true);
+});
+
+test('repair (§5.4.1): a damaged node refuses the vote that would elect a leader missing a committed entry', () => {
+  const net = new Net([1, 2, 3]);
+  net.elect(1);
+  net.cut.add(2);
+  const x = net.propose(1, 'x'); // committed on 1 and 3
+  net.heartbeat(1);
+  assert.equal(net.get(3).commit, x);
+  damage(net, 3, x - 1); // node 3 loses x
+  net.cut = new Set([1]); // the only other holder of x is gone
+  for (let t = 0; t < 10 * 10; t++) net.tick([2, 3]);
+  assert.notEqual(net.get(2).role, 'leader', 'node 2 lacks committed entry x');
+  assert.notEqual(net.get(3).role, 'leader');
+  // Once node 1 is back, the leader repairs node 3.
+  net.cut.clear();
+  let l = 0;
+  for (let t = 0; t < 100 && l === 0; t++) {
+    net.tick();
+    l = [1, 2, 3].find((id) => net.get(id).role === 'leader' && net.get(id).term > 1) ?? 0;
+  }
+  assert.equal(l, 1, 'only node 1 holds x and can win');
+  net.propose(l, 'y');
+  net.heartbeat(l);
+  assert.equal(net.get(3).repairing, false);
+  assert.equal(net.get(3).log.entryAt(x)!.term, net.get(1).log.entryAt(x)!.term);
+});
+
+test('repair: a leader that believes the damaged node holds more is told to reset, then replicates past the damage', () => {
+  const net = new Net([1, 2, 3]);
+  net.elect(1);
+  for (let i = 0; i < 5; i++) net.propose(1, `v${i}`);
+  net.heartbeat(1);
+  assert.equal(net.get(1).progress(3)!.match, 6);
+  damage(net, 3, 2);
+  assert.equal(net.get(3).repairing, true);
+  net.heartbeat(1); // heartbeat commit 6 > its last index 2: it answers with a reset
+  assert.equal(net.get(3).repairing, false);
+  assert.deepEqual(net.get(3).log.all(), net.get(1).log.all());
+  assert.equal(net.get(3).commit, 6);
+});
+
+test('repair: a damaged tail beyond the leader log stays under repair until the leader log passes it; a snapshot also repairs', () => {
+  const net = new Net([1, 2, 3]);
+  net.elect(1);
+  net.propose(1, 'a');
+  net.heartbeat(1);
+  // Node 3 claims it held up to index 6 (uncommitted entries of some old leader, say).
+  const st = net.nodes.get(3)!.storage;
+  net.restart(3, { storage: st, peers: [1, 2, 3], repairUntilIndex: 6 });
+  net.heartbeat(1);
+  assert.equal(net.get(3).repairing, true, 'the leader log ends at 2');
+  for (let i = 0; i < 4; i++) net.propose(1, `b${i}`);
+  net.heartbeat(1);
+  assert.equal(net.get(3).repairing, false);
+  // Snapshot path: node 2 restarts damaged while the leader compacted everything.
+  const meta = net.get(1).compact(net.get(1).applied);
+  net.nodes.get(1)!.storage.compact(meta);
+  const st2 = new MemStorage();
+  st2.hardState = net.nodes.get(2)!.storage.hardState;
+  st2.entries = net.nodes.get(2)!.storage.entries.slice(0, 1);
+  net.nodes.get(2)!.storage = st2;
+  net.restart(2, { peers: [1, 2, 3], repairUntilIndex: meta.index });
+  net.heartbeat(1);
+  assert.equal(net.collected(2).snapshots.length, 1);
+  assert.equal(net.get(2).repairing, false);
+});
