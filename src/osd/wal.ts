@@ -236,8 +236,10 @@ export class Wal {
     }
     const replayer = new Replayer(options.selfId);
     const replayed = names.slice(startAt);
+    let replayedBytes = 0;
     for (let i = 0; i < replayed.length; i++) {
       const seg = await store.open(replayed[i]);
+      replayedBytes += seg.sizeBytes;
       try {
         await scanSegment(seg, (item) => replayer.feed(item, i, replayed[i]));
         await seg.sync(); // what open returns must be durable, not just in the page cache
@@ -248,6 +250,7 @@ export class Wal {
     const result = replayer.finish();
     await store.syncDir();
     const wal = new Wal(store, options, { nextSeq: result.lastSeq + 1, nextSegmentNumber, liveSegments: replayed });
+    wal.bytesSinceCheckpointCount = replayedBytes; // the log since the checkpoint is still there to replay
     for (const name of names.slice(0, startAt)) {
       await store.remove(name); // left over from before the checkpoint (a remove that was not yet durable)
       wal.stats.segmentsRemoved++;
