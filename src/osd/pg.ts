@@ -145,8 +145,15 @@ export class PgReplica {
         for (const r of this.reads.splice(0)) r.reply({ status: Status.NotLeader, leaderHint: this.node.leaderId, message: 'not the leader' });
       } else {
         const ctx = this.nextReadCtx++;
-        this.readRounds.set(ctx, this.reads.splice(0));
-        this.node.readIndex(ctx);
+        const batch = this.reads.splice(0);
+        try {
+          this.node.readIndex(ctx);
+          this.readRounds.set(ctx, batch);
+        } catch (err) {
+          // ERR_LIMIT (too many pending rounds) or not leader: answer, never throw out of the pass.
+          const e = err as { code?: string; leaderId?: number; message: string };
+          for (const r of batch) r.reply(e.code === 'ERR_RAFT_NOT_LEADER' ? { status: Status.NotLeader, leaderHint: e.leaderId ?? 0, message: e.message } : { status: Status.Busy, message: e.message });
+        }
       }
     }
   }

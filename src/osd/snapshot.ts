@@ -151,13 +151,23 @@ export class SnapshotSender {
   }
 }
 
+/** Completed transfer ids remembered per OSD, so a retried (duplicate) chunk of one is never applied again. */
+const COMPLETED_TRANSFERS_MAX = 1024;
+
 export class SnapshotReceiver {
+  private readonly completed = new Set<number>();
+
   constructor(
     private readonly osd: OsdCore,
     private readonly store: ObjectStore,
   ) {}
 
   async receive(pg: PgReplica, chunk: SnapshotChunk): Promise<ClientResponse> {
+    // A sender retries a chunk whose answer timed out: a copy of a chunk of a
+    // finished transfer must not overwrite data applied since (reproducer: sim seed 1078).
+    if (this.completed.has(chunk.transferId)) return { status: Status.Ok };
+    // A snapshot the node would refuse (not newer than its commit) must not touch its data.
+    if (chunk.snap && !pg.node.acceptsSnapshot(chunk.snap)) return { status: Status.NotReady, message: 'snapshot is not newer than this replica' };
     if (chunk.seq === 0) {
       if (pg.isLeader) return { status: Status.NotReady, message: 'a leader does not take snapshots' };
       pg.installingTransfer = chunk.transferId;
@@ -167,6 +177,8 @@ export class SnapshotReceiver {
     }
     for (const it of chunk.items) await this.store.write(it.volumeId, it.offsetBytes, it.data);
     if (chunk.done) {
+      this.completed.add(chunk.transferId);
+      if (this.completed.size > COMPLETED_TRANSFERS_MAX) this.completed.delete(this.completed.values().next().value as number);
       await this.store.engine.flush();
       if (chunk.snap) this.osd.stepLater(pg, chunk.snap);
     }

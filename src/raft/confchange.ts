@@ -12,7 +12,7 @@
 // came out of applyConfChange always has at least one voter.
 import { assert } from '../stdx/assert.js';
 import { RaftError } from './errors.js';
-import type { ConfChange, ConfState } from './types.js';
+import type { ConfChange, ConfState, Entry, SnapshotMeta } from './types.js';
 
 export const CONF_CHANGE_BYTES = 6;
 const CONF_CHANGE_VERSION = 1;
@@ -95,4 +95,24 @@ export function applyConfChange(conf: ConfState, cc: ConfChange): ConfState | Ra
     default:
       return refuse('unknown type');
   }
+}
+
+/**
+ * Apply a committed conf entry. It was validated by the leader that proposed it
+ * against the membership it is applied to (one change at a time, see
+ * RaftNode.proposeConfChange), so failing here is a bug or corruption: stop.
+ */
+export function mustApplyConfEntry(conf: ConfState, e: Entry): ConfState {
+  const cc = decodeConfChange(e.data);
+  assert(!(cc instanceof RaftError), `conf entry ${e.index}: ${cc instanceof RaftError ? cc.message : ''}`);
+  const next = applyConfChange(conf, cc);
+  assert(!(next instanceof RaftError), `conf entry ${e.index}: ${next instanceof RaftError ? next.message : ''}`);
+  return next;
+}
+
+/** A snapshot meta as the wire may deliver it: sane numbers and a valid membership with a voter. */
+export function isUsableSnapshotMeta(s: SnapshotMeta): boolean {
+  if (!Number.isSafeInteger(s.index) || s.index < 1 || !Number.isSafeInteger(s.term) || s.term < 1) return false;
+  const ids = [...s.conf.voters, ...s.conf.learners];
+  return s.conf.voters.length > 0 && ids.every(isValidNodeId) && new Set(ids).size === ids.length;
 }

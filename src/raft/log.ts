@@ -125,13 +125,16 @@ export class RaftLog {
   }
 
   /**
-   * Largest index <= index whose term is <= term (the snapshot point at worst, or
-   * index itself when it is already below the snapshot). Used for the fast backoff
-   * of a rejected AppendEntries: every entry above it is known to conflict.
+   * Largest index <= index whose term is <= term. Used for the fast backoff of a
+   * rejected AppendEntries: every entry above it is known to conflict. Below the
+   * snapshot point terms are unknown: an index there comes back as is, and if even
+   * the snapshot point's term is above `term` the answer is snapshotIndex - 1 —
+   * either way the leader then has to send a snapshot.
    */
   findConflictByTerm(index: number, term: number): number {
     let i = Math.min(index, this.lastIndex());
     while (i > this.snapIndex && (this.term(i) as number) > term) i--;
+    if (i === this.snapIndex && i > 0 && this.snapTerm > term) return i - 1;
     return i;
   }
 

@@ -76,6 +76,34 @@ test('thesis §4.1: replace a voter: addLearner (joins by snapshot) → promote 
   assert.equal(net.get(4).commit, net.get(l).commit);
 });
 
+test('a removed node still votes: peers that have not applied its removal may need its vote', () => {
+  // Voters {1,2,3,4}; leader 3 removes itself and steps down once the removal is
+  // applied; 2 and 4 hold the entry but never heard it committed; 1 is down. For
+  // 2 and 4 the voters are still {1,2,3,4}: only 3's vote completes a quorum.
+  const net = new Net([1, 2, 3, 4]);
+  net.elect(3);
+  const r = net.get(3).proposeConfChange({ type: 'remove', node: 3 }) as number;
+  assert.equal(typeof r, 'number');
+  net.filter = (m) => !(m.from === 3 && ((m.type === 'app' && m.commit >= r) || m.type === 'heartbeat'));
+  net.stabilize();
+  assert.equal(net.get(3).role, 'follower');
+  assert.equal(net.get(3).isMember, false);
+  for (const id of [2, 4]) {
+    assert.equal(net.get(id).lastIndex, r);
+    assert.ok(net.get(id).commit < r);
+  }
+  net.filter = () => true;
+  net.cut.add(1);
+  let l = 0;
+  for (let t = 0; t < 10 * ELECTION_TICKS && l === 0; t++) {
+    net.tick([2, 3, 4]);
+    l = [2, 4].find((id) => net.get(id).role === 'leader') ?? 0;
+  }
+  assert.ok(l !== 0, 'no leader elected without the removed node');
+  net.heartbeat(l);
+  assert.deepEqual(net.get(l).voters, [1, 2, 4]);
+});
+
 test('learners never count for commit: a leader and two learners are not a quorum of three voters', () => {
   const net = new Net([1, 2, 3]);
   net.elect(1);

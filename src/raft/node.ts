@@ -44,12 +44,13 @@
 // (asserted).
 import { assert, unreachable } from '../stdx/assert.js';
 import type { Prng } from '../stdx/prng.js';
-import { applyConfChange, decodeConfChange, encodeConfChange, isEmptyConf, isValidNodeId, normalizeConf } from './confchange.js';
+import { applyConfChange, encodeConfChange, isEmptyConf, isUsableSnapshotMeta, isValidNodeId, mustApplyConfEntry, normalizeConf } from './confchange.js';
+import { MAX_UNCOMMITTED_ENTRIES_DEFAULT, MSGS_PENDING_MAX, type RaftConfig } from './config.js';
 import { RaftError } from './errors.js';
 import { RaftLog } from './log.js';
 import { Progress, quorumMatchIndex, quorumSize } from './progress.js';
 import { READS_PENDING_MAX, ReadIndexQueue } from './readindex.js';
-import type { RaftStatus } from './status.js';
+import type { RaftPeerStatus, RaftStatus } from './status.js';
 import {
   type ConfChange,
   type ConfState,
@@ -69,52 +70,7 @@ import {
   entryBytes,
 } from './types.js';
 
-/** Messages queued between two ready() calls; beyond this the driver is not draining. */
-export const MSGS_PENDING_MAX = 1 << 16;
-export const MAX_UNCOMMITTED_ENTRIES_DEFAULT = 1024;
-
-export interface RaftStorage {
-  readonly hardState: HardState;
-  /** The point the stored log starts after, with the membership as of that point. */
-  readonly snapshot?: SnapshotMeta;
-  /** Persisted log, contiguous from snapshot.index + 1 (from 1 without a snapshot). */
-  readonly entries: readonly Entry[];
-}
-
-export interface RaftConfig {
-  readonly id: number;
-  /**
-   * Bootstrap voters (including id) when storage has no snapshot; ignored when it
-   * has one (storage.snapshot.conf is the membership then). Empty or absent with
-   * no snapshot: the node joins an existing group and waits for a snapshot.
-   */
-  readonly peers?: readonly number[];
-  readonly electionTicks: number;
-  readonly heartbeatTicks: number;
-  readonly prng: Prng;
-  readonly storage: RaftStorage;
-  /** AppendEntries messages in flight per follower in replicate state. */
-  readonly maxInflightMsgs: number;
-  /** Bound on the entry bytes of one AppendEntries (at least one entry is always sent). */
-  readonly maxMsgBytes: number;
-  /** Proposals appended but not yet committed; propose() fails with ERR_LIMIT beyond. */
-  readonly maxUncommittedEntries?: number;
-  /** Default true. */
-  readonly checkQuorum?: boolean;
-  /** Index the state machine durably holds already (default storage.snapshot.index): committed entries after it are handed out again. */
-  readonly applied?: number;
-  /**
-   * Set by the driver when the stored log was damaged in the middle: the highest
-   * index the log held before. This node may have acknowledged entries up to it
-   * that it no longer holds, so its vote or candidacy could elect a leader that
-   * lacks committed entries (§5.4.1 assumes acknowledged entries are durable).
-   * Until a leader's append matched its log up to this index (or a snapshot
-   * covered it) it neither campaigns nor grants votes. The driver keeps its marker
-   * until status().repairing is false. Stored commit beyond the held log is
-   * lowered to it. A single-voter group cannot be repaired this way.
-   */
-  readonly repairUntilIndex?: number;
-}
+export { MAX_UNCOMMITTED_ENTRIES_DEFAULT, MSGS_PENDING_MAX, type RaftConfig, type RaftStorage } from './config.js';
 
 export class RaftNode {
   readonly id: number;
@@ -261,11 +217,11 @@ export class RaftNode {
    * acknowledged, and in both cases the node keeps its applied state.
    */
   acceptsSnapshot(m: MsgSnap): boolean {
-    return m.to === this.id && m.term >= this.termValue && isUsableSnapshot(m.snapshot) && m.snapshot.index > this.log.committed;
+    return m.to === this.id && m.term >= this.termValue && isUsableSnapshotMeta(m.snapshot) && m.snapshot.index > this.log.committed;
   }
 
   status(): RaftStatus {
-    const peers = [];
+    const peers: RaftPeerStatus[] = [];
     if (this.roleValue === 'leader') {
       for (const [id, pr] of this.prs) {
         peers.push({ id, match: pr.match, next: pr.next, state: pr.state, learner: this.confValue.learners.includes(id), recentActive: pr.recentActive });
@@ -371,7 +327,7 @@ export class RaftNode {
     this.assertNoReadyOutstanding();
     assert(index <= this.log.applied, `compact(${index}) beyond applied ${this.log.applied}`);
     if (index > this.log.snapshotIndex()) {
-      const conf = this.confValue; // MUTATION
+      const conf = this.confAt(index);
       this.log.compact(index);
       this.snapConf = conf;
     }
@@ -548,11 +504,16 @@ export class RaftNode {
   }
 
   /**
-   * May grant votes: learners and non-members do too (as in etcd): a learner whose
-   * promotion is applied elsewhere but not here yet is a voter to the candidate,
-   * and refusing would block elections that need it. Its vote only counts where
-   * it is a voter. A node with no membership yet (joining, before its first
-   * snapshot) holds nothing to vote on; a repairing one may have lost acked entries.
+   * May grant votes: voters, and also learners and removed nodes (as in etcd).
+   * Membership takes effect when applied, so a candidate may count as a voter a
+   * node whose promotion it applied before that node did, or one whose removal that
+   * node applied before the candidate did; refusing can then block every election
+   * for good (e.g. voters {1,2,3,4}, 3 removed and stepped down, the others have the
+   * removal but not its commit, 1 is down: 2 and 4 need 3's vote to elect the
+   * leader that will commit it). A vote only counts where the candidate's
+   * membership lists the voter, and it still obeys §5.4.1. A node that joins with
+   * no membership yet holds nothing to vote on; a repairing node may have lost
+   * entries it acknowledged (see RaftConfig.repairUntilIndex).
    */
   private mayVote(): boolean {
     return this.repairUntil === 0 && !isEmptyConf(this.confValue);
@@ -768,7 +729,7 @@ export class RaftNode {
     }
     // §5.3 consistency check failed: hint where our log may match.
     const hint = this.log.findConflictByTerm(Math.min(m.prevLogIndex, this.log.lastIndex()), m.prevLogTerm);
-    const hintTerm = this.log.term(hint) as number;
+    const hintTerm = this.log.term(hint) ?? 0; // unknown only below our snapshot: cannot happen for a leader's message
     // A repairing node may be asked for entries the leader saw it acknowledge:
     // an ordinary reject would look stale to the leader, so ask for a reset.
     this.send({ ...base, reject: true, index: this.repairUntil > 0 ? 0 : m.prevLogIndex, rejectHint: hint, hintTerm });
@@ -795,7 +756,7 @@ export class RaftNode {
   private handleSnapshot(m: MsgSnap): void {
     const s = m.snapshot;
     const base = { type: 'appResp' as const, from: this.id, to: m.from, term: this.termValue, reject: false, rejectHint: 0, hintTerm: 0 };
-    if (!isUsableSnapshot(s)) return; // malformed: ignoring it makes the leader retry
+    if (!isUsableSnapshotMeta(s)) return; // malformed: ignoring it makes the leader retry
     if (s.index <= this.log.committed) {
       this.send({ ...base, index: this.log.committed });
       return;
@@ -961,24 +922,4 @@ export class RaftNode {
 
 function sameHardState(a: HardState, b: HardState): boolean {
   return a.term === b.term && a.vote === b.vote && a.commit === b.commit;
-}
-
-/**
- * A committed conf entry was validated by the leader that proposed it against the
- * membership it will be applied to (one change at a time, see proposeConfChange),
- * so failing here is a bug or corruption: stop.
- */
-function mustApplyConfEntry(conf: ConfState, e: Entry): ConfState {
-  const cc = decodeConfChange(e.data);
-  assert(!(cc instanceof RaftError), `conf entry ${e.index}: ${cc instanceof RaftError ? cc.message : ''}`);
-  const next = applyConfChange(conf, cc);
-  assert(!(next instanceof RaftError), `conf entry ${e.index}: ${next instanceof RaftError ? next.message : ''}`);
-  return next;
-}
-
-/** A MsgSnap's meta as the wire may deliver it: sane numbers and a valid, non-empty membership. */
-function isUsableSnapshot(s: SnapshotMeta): boolean {
-  if (!Number.isSafeInteger(s.index) || s.index < 1 || !Number.isSafeInteger(s.term) || s.term < 1) return false;
-  const ids = [...s.conf.voters, ...s.conf.learners];
-  return s.conf.voters.length > 0 && ids.every(isValidNodeId) && new Set(ids).size === ids.length;
 }

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AssertionError } from '../stdx/assert.js';
 import { RaftError } from './errors.js';
+import { READS_PENDING_MAX } from './readindex.js';
 import { ELECTION_TICKS, MemStorage, Net, drain, newNode } from './testkit.js';
 import type { Message, MsgHeartbeat } from './types.js';
 
@@ -103,6 +104,19 @@ test('§6.4: a non-leader throws ERR_RAFT_NOT_LEADER with the leader hint; ctx m
   net.get(1).readIndex(5);
   assert.throws(() => net.get(1).readIndex(5), AssertionError);
   assert.throws(() => net.get(1).readIndex(0), AssertionError);
+});
+
+test('§6.4: at most READS_PENDING_MAX reads wait; beyond, readIndex throws ERR_LIMIT', () => {
+  const net = new Net([1, 2, 3]);
+  net.elect(1);
+  net.cut = new Set([2, 3]);
+  const l = net.get(1);
+  for (let ctx = 1; ctx <= READS_PENDING_MAX; ctx++) l.readIndex(ctx);
+  assert.throws(
+    () => l.readIndex(READS_PENDING_MAX + 1),
+    (e: unknown) => e instanceof RaftError && e.code === 'ERR_LIMIT',
+  );
+  assert.equal(l.pendingReadCount, READS_PENDING_MAX);
 });
 
 test('§6.4: pending reads are dropped, never answered, when leadership is lost', () => {

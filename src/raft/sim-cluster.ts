@@ -2,8 +2,11 @@
 // hostile network (drops, duplicates, delays in ticks hence reordering,
 // partitions), crashes and restarts from what each node persisted, random log
 // compaction with snapshot transfers (Raft §7), membership changes replacing a
-// voter (thesis §4.1: addLearner → promote → remove), and ReadIndex reads
-// (thesis §6.4) served from a key-value state machine.
+// voter (thesis §4.1: addLearner → promote → remove), ReadIndex reads (thesis
+// §6.4) served from a key-value state machine, and restarts with a log damaged in
+// the middle (the driver keeps the good prefix and sets repairUntilIndex).
+// A repairing node counts as a fault, like a crashed one, and only one at a time
+// is damaged: losing the same committed entry on two replicas is data loss.
 //
 // Checked after every tick (a failure throws; the caller names the seed):
 //   - election safety (§5.2): at most one leader per term, ever;
@@ -38,6 +41,8 @@ const KEYS = 4;
 
 export interface SimStats {
   compactions: number;
+  damagedRestarts: number;
+  repairs: number;
   snapshotsInstalled: number;
   replacementsDone: number;
   readsIssued: number;
@@ -50,6 +55,9 @@ interface Stored {
   entries: Entry[];
   /** Bootstrap voters for a founding node, [] for a joiner. */
   readonly peers: number[];
+  /** The driver's damage marker: repairUntilIndex until the node reports it repaired, else 0. */
+  repairUntil: number;
+  started: boolean;
 }
 
 interface Sm {
@@ -116,7 +124,7 @@ export class SimCluster {
   readonly nodes = new Map<number, RaftNode | null>();
   readonly retired = new Set<number>();
   readonly sms = new Map<number, Sm>();
-  readonly stats: SimStats = { compactions: 0, snapshotsInstalled: 0, replacementsDone: 0, readsIssued: 0, readsServed: 0 };
+  readonly stats: SimStats = { compactions: 0, damagedRestarts: 0, repairs: 0, snapshotsInstalled: 0, replacementsDone: 0, readsIssued: 0, readsServed: 0 };
   events: Event[] = [];
   nowTick = 0;
   /** node → side of the partition; null when connected. */
@@ -160,7 +168,7 @@ export class SimCluster {
     this.nextId = size + 1;
     this.faultsMax = Math.floor((size - 1) / 2);
     for (const id of this.ids) {
-      this.stored.set(id, { hardState: { term: 0, vote: 0, commit: 0 }, entries: [], peers: this.ids.slice() });
+      this.stored.set(id, { hardState: { term: 0, vote: 0, commit: 0 }, entries: [], peers: this.ids.slice(), repairUntil: 0, started: false });
       this.start(id);
     }
   }
@@ -169,6 +177,13 @@ export class SimCluster {
 
   start(id: number): void {
     const st = this.stored.get(id)!;
+    if (st.started && st.entries.length > 1 && this.damageAllowed(id) && this.prng.chance(0.3)) {
+      // The middle of the stored log is unreadable: keep the prefix before it.
+      st.repairUntil = (st.snapshot?.index ?? 0) + st.entries.length;
+      st.entries = st.entries.slice(0, this.prng.int(st.entries.length));
+      this.stats.damagedRestarts++;
+    }
+    st.started = true;
     const node = new RaftNode({
       id,
       peers: st.peers,
@@ -180,6 +195,7 @@ export class SimCluster {
       maxMsgBytes: 256,
       maxUncommittedEntries: 64,
       checkQuorum: this.checkQuorum,
+      repairUntilIndex: st.repairUntil > 0 ? st.repairUntil : undefined,
     });
     this.nodes.set(id, node);
     // The state machine restarts from the snapshot point (the driver keeps that state durable).
@@ -244,7 +260,28 @@ export class SimCluster {
       }
       node.advance(rd);
     }
+    const st = this.stored.get(id)!;
+    if (st.repairUntil > 0 && !node.repairing) {
+      st.repairUntil = 0;
+      this.stats.repairs++;
+    }
     this.serveReads(id);
+  }
+
+  /** Faults so far: crashed members and damaged (repairing) nodes, not counting `except`. */
+  private faults(except = 0): number {
+    const members = this.members();
+    let n = 0;
+    for (const id of this.ids) {
+      if (this.retired.has(id) || id === except) continue;
+      if ((members.includes(id) && !this.nodes.get(id)) || this.stored.get(id)!.repairUntil > 0) n++;
+    }
+    return n;
+  }
+
+  /** May `id`, restarting after a crash, come back damaged? Its crash turns into the damage. */
+  private damageAllowed(id: number): boolean {
+    return this.ids.every((i) => this.stored.get(i)!.repairUntil === 0) && this.faults(id) < this.faultsMax;
   }
 
   private apply(id: number, e: Entry): void {
@@ -418,7 +455,7 @@ export class SimCluster {
     // Joiners start with no membership, either as an OSD does (a snapshot at 0 with an
     // empty conf) or with nothing at all.
     const snapshot = this.prng.chance(0.5) ? { index: 0, term: 0, conf: EMPTY_CONF } : undefined;
-    this.stored.set(neu, { hardState: { term: 0, vote: 0, commit: 0 }, snapshot, entries: [], peers: [] });
+    this.stored.set(neu, { hardState: { term: 0, vote: 0, commit: 0 }, snapshot, entries: [], peers: [], repairUntil: 0, started: false });
     this.start(neu);
     this.replacement = { old, neu };
   }
@@ -474,10 +511,8 @@ export class SimCluster {
       const pool = leaders.length > 0 && p.chance(0.7) ? leaders : live;
       if (pool.length > 0) this.propose(pool[p.int(pool.length)]);
     }
-    const members = this.members();
-    const crashed = members.filter((id) => !this.nodes.get(id) && !this.retired.has(id));
-    if (crashed.length < this.faultsMax && p.chance(0.02)) {
-      const up = members.filter((id) => this.nodes.get(id));
+    if (this.faults() < this.faultsMax && p.chance(0.02)) {
+      const up = this.members().filter((id) => this.nodes.get(id));
       if (up.length > 0) this.crash(up[p.int(up.length)]);
     }
     const down = this.ids.filter((id) => !this.nodes.get(id) && !this.retired.has(id));

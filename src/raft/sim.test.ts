@@ -1,7 +1,8 @@
 // Seeded simulation of raft groups of 3 and 5 voters (sim-cluster.ts): random
 // drops, duplicates, delays, partitions, crash/restart, log compaction with
 // snapshot catch-up (§7), voter replacement by addLearner → promote → remove
-// (thesis §4.1) and ReadIndex reads (thesis §6.4), with the safety checks of
+// (thesis §4.1), ReadIndex reads (thesis §6.4) and restarts with a damaged log
+// repaired from the leader (RaftConfig.repairUntilIndex), with the safety checks of
 // sim-cluster.ts after every tick. At the end the network heals and every
 // crashed member restarts; a stable leader must emerge, commit new proposals on
 // every member and serve a read, within bounded ticks (liveness).
@@ -79,7 +80,7 @@ function seeds(size: number): number[] {
 
 for (const size of [3, 5]) {
   test(`raft simulation: ${size} voters, ${SEEDS_PER_SIZE} seeds: chaos, compaction/snapshots, voter replacement, ReadIndex`, () => {
-    const total: SimStats = { compactions: 0, snapshotsInstalled: 0, replacementsDone: 0, readsIssued: 0, readsServed: 0 };
+    const total: SimStats = { compactions: 0, damagedRestarts: 0, repairs: 0, snapshotsInstalled: 0, replacementsDone: 0, readsIssued: 0, readsServed: 0 };
     const list = seeds(size);
     for (const seed of list) {
       let stats: SimStats;
@@ -96,6 +97,7 @@ for (const size of [3, 5]) {
       assert.ok(total.snapshotsInstalled >= list.length / 2, `only ${total.snapshotsInstalled} snapshots installed`);
       assert.ok(total.replacementsDone >= list.length / 2, `only ${total.replacementsDone} voter replacements completed`);
       assert.ok(total.readsServed >= list.length * 10, `only ${total.readsServed} reads served`);
+      assert.ok(total.repairs >= list.length / 4, `only ${total.repairs} damaged logs repaired`);
     }
   });
 }

@@ -136,11 +136,16 @@ export type MessageType = Message['type'];
 
 /**
  * Work handed to the driver by RaftNode.ready(). The driver must, in order:
- * 1. persist `entries` (drop stored entries with index >= entries[0].index, then
- *    append them) and then `hardState` (its commit may point into those entries);
- * 2. send `messages` (only after step 1 is durable: votes and acks promise it);
- * 3. apply `committedEntries` in order;
- * 4. call advance(ready) before calling step/tick/propose/campaign again.
+ * 1. persist `snapshot` if present (replacing the whole stored log), then
+ *    `entries` (drop stored entries with index >= entries[0].index, then append
+ *    them) and then `hardState` (its commit may point into those entries) — in one
+ *    atomic batch if it can: entries re-sent after a snapshot were acknowledged;
+ * 2. send `messages` (only after step 1 is durable: votes and acks promise it;
+ *    a leader's app/heartbeat may leave earlier, thesis §10.2.1);
+ * 3. apply `committedEntries` in order (conf entries need nothing from the driver:
+ *    advance() applies them to the membership);
+ * 4. call advance(ready) before any other input to the node;
+ * 5. serve each read of `readStates` once its state machine applied `index`.
  */
 export interface Ready {
   /** Installed snapshot (follower): persist it, replacing the whole stored log, before entries and hardState. */

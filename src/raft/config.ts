@@ -1,0 +1,51 @@
+// Construction-time inputs of a RaftNode: what the driver loaded from storage and
+// the tuning of the group. Re-exported by node.ts.
+import type { Prng } from '../stdx/prng.js';
+import type { Entry, HardState, SnapshotMeta } from './types.js';
+
+/** Messages queued between two ready() calls; beyond this the driver is not draining. */
+export const MSGS_PENDING_MAX = 1 << 16;
+export const MAX_UNCOMMITTED_ENTRIES_DEFAULT = 1024;
+
+export interface RaftStorage {
+  readonly hardState: HardState;
+  /** The point the stored log starts after, with the membership as of that point. */
+  readonly snapshot?: SnapshotMeta;
+  /** Persisted log, contiguous from snapshot.index + 1 (from 1 without a snapshot). */
+  readonly entries: readonly Entry[];
+}
+
+export interface RaftConfig {
+  readonly id: number;
+  /**
+   * Bootstrap voters (including id) when storage has no snapshot; ignored when it
+   * has one (storage.snapshot.conf is the membership then). Empty or absent with
+   * no snapshot: the node joins an existing group and waits for a snapshot.
+   */
+  readonly peers?: readonly number[];
+  readonly electionTicks: number;
+  readonly heartbeatTicks: number;
+  readonly prng: Prng;
+  readonly storage: RaftStorage;
+  /** AppendEntries messages in flight per follower in replicate state. */
+  readonly maxInflightMsgs: number;
+  /** Bound on the entry bytes of one AppendEntries (at least one entry is always sent). */
+  readonly maxMsgBytes: number;
+  /** Proposals appended but not yet committed; propose() fails with ERR_LIMIT beyond. */
+  readonly maxUncommittedEntries?: number;
+  /** Default true. */
+  readonly checkQuorum?: boolean;
+  /** Index the state machine durably holds already (default storage.snapshot.index): committed entries after it are handed out again. */
+  readonly applied?: number;
+  /**
+   * Set by the driver when the stored log was damaged in the middle: the highest
+   * index the log held before. This node may have acknowledged entries up to it
+   * that it no longer holds, so its vote or candidacy could elect a leader that
+   * lacks committed entries (§5.4.1 assumes acknowledged entries are durable).
+   * Until a leader's append matched its log up to this index (or a snapshot
+   * covered it) it neither campaigns nor grants votes. The driver keeps its marker
+   * until status().repairing is false. Stored commit beyond the held log is
+   * lowered to it. A single-voter group cannot be repaired this way.
+   */
+  readonly repairUntilIndex?: number;
+}
