@@ -30,7 +30,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { CLK_TCK, LOCK_FILE, capture, machineBusyTicks, sleep, log as defaultLog, type FioJson } from './harness.js';
-import type { Workload } from './report.js';
+import { WORKLOADS, type Workload } from './report.js';
+export { WORKLOADS };
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const GiB = 2 ** 30;
@@ -38,18 +39,6 @@ const MiB = 2 ** 20;
 
 // ---------------------------------------------------------------- shared workload definitions
 
-/**
- * The fio workloads of `npm run bench` (bench/nbd.ts: same names, rw, bs, iodepth
- * and targets). numjobs=1 always. Import these on the Tessera side.
- */
-export const WORKLOADS: readonly Workload[] = [
-  { name: 'rr4k-qd1', rw: 'randread', bs: '4k', qd: 1, target: { kind: 'lat', max: 1.2 } },
-  { name: 'rr4k-qd32', rw: 'randread', bs: '4k', qd: 32, target: { kind: 'iops', min: 1.0 } },
-  { name: 'rw4k-qd1', rw: 'randwrite', bs: '4k', qd: 1, target: { kind: 'lat', max: 1.2 } },
-  { name: 'rw4k-qd32', rw: 'randwrite', bs: '4k', qd: 32, target: { kind: 'iops', min: 1.0 } },
-  { name: 'sr1m-qd8', rw: 'read', bs: '1M', qd: 8, target: { kind: 'bw', min: 0.9 } },
-  { name: 'sw1m-qd8', rw: 'write', bs: '1M', qd: 8, target: { kind: 'bw', min: 0.9 } },
-];
 
 /** Defaults of bench/nbd.ts (BENCH_RUNTIME, BENCH_RAMP, BENCH_SIZE). */
 export const DEFAULT_RUNTIME_SEC = 15;

@@ -45,7 +45,7 @@ import {
   type FioRun,
   type Server,
 } from './harness.js';
-import { ratioTable, recordSection, resultsTable, verdict, type Result, type Row, type Workload } from './report.js';
+import { WORKLOADS, ratioTable, recordSection, resultsTable, verdict, type Result, type Row, type Workload } from './report.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const TESSERA_BIN = path.join(REPO, 'bin', 'tessera.js');
@@ -53,14 +53,6 @@ const DOC = path.join(REPO, 'docs', 'benchmarks.md');
 const PEER = 'qemu-nbd';
 const GiB = 2 ** 30;
 
-const WORKLOADS: Workload[] = [
-  { name: 'rr4k-qd1', rw: 'randread', bs: '4k', qd: 1, target: { kind: 'lat', max: 1.2 } },
-  { name: 'rr4k-qd32', rw: 'randread', bs: '4k', qd: 32, target: { kind: 'iops', min: 1.0 } },
-  { name: 'rw4k-qd1', rw: 'randwrite', bs: '4k', qd: 1, target: { kind: 'lat', max: 1.2 } },
-  { name: 'rw4k-qd32', rw: 'randwrite', bs: '4k', qd: 32, target: { kind: 'iops', min: 1.0 } },
-  { name: 'sr1m-qd8', rw: 'read', bs: '1M', qd: 8, target: { kind: 'bw', min: 0.9 } },
-  { name: 'sw1m-qd8', rw: 'write', bs: '1M', qd: 8, target: { kind: 'bw', min: 0.9 } },
-];
 
 interface Options {
   md: boolean;
@@ -105,7 +97,7 @@ function parseOptions(argv: string[]): Options {
     runtime: Number(process.env.BENCH_RUNTIME ?? 15),
     ramp: Number(process.env.BENCH_RAMP ?? 2),
     sizeBytes: parseSize(process.env.BENCH_SIZE ?? '2G'),
-    workloads: WORKLOADS,
+    workloads: [...WORKLOADS],
     systems: new Set((process.env.BENCH_SYSTEMS ?? `${PEER},tessera`).split(',').map((s) => s.trim())),
     parentDir: process.env.BENCH_DIR ?? '/var/tmp',
     threadpool: process.env.BENCH_THREADPOOL || undefined,

@@ -141,3 +141,13 @@ export function recordSection(docPath: string, date: string, body: string): void
   }
   fs.writeFileSync(docPath, doc.endsWith('\n') ? doc : doc + '\n');
 }
+
+/** The fio workloads every NBD/RBD comparison runs (numjobs=1): names, rw, bs, iodepth, pass targets as ratios to the peer. */
+export const WORKLOADS: readonly Workload[] = [
+  { name: 'rr4k-qd1', rw: 'randread', bs: '4k', qd: 1, target: { kind: 'lat', max: 1.2 } },
+  { name: 'rr4k-qd32', rw: 'randread', bs: '4k', qd: 32, target: { kind: 'iops', min: 1.0 } },
+  { name: 'rw4k-qd1', rw: 'randwrite', bs: '4k', qd: 1, target: { kind: 'lat', max: 1.2 } },
+  { name: 'rw4k-qd32', rw: 'randwrite', bs: '4k', qd: 32, target: { kind: 'iops', min: 1.0 } },
+  { name: 'sr1m-qd8', rw: 'read', bs: '1M', qd: 8, target: { kind: 'bw', min: 0.9 } },
+  { name: 'sw1m-qd8', rw: 'write', bs: '1M', qd: 8, target: { kind: 'bw', min: 0.9 } },
+];
