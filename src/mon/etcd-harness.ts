@@ -33,6 +33,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 export interface TestEtcd {
   endpoint: string;
   pid: number;
+  /** False once the etcd process exited (tests assert it did not die under them). */
+  alive(): boolean;
   stop(): Promise<void>;
 }
 
@@ -65,7 +67,7 @@ export async function startTestEtcd(): Promise<TestEtcd> {
     try {
       const s = await EtcdStore.connect({ endpoints: [endpoint], requestTimeoutMs: 1000 });
       await s.close();
-      return { endpoint, pid: proc.pid ?? 0, stop };
+      return { endpoint, pid: proc.pid ?? 0, alive: () => proc.exitCode === null && proc.signalCode === null, stop };
     } catch (err) {
       lastErr = err;
       await sleep(100);

@@ -5,10 +5,10 @@
 // that stops renewing its lease (measured, asserted ≤ 10 s).
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, readFileSync, appendFileSync, writeFileSync, existsSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
+import { startTestEtcd, type TestEtcd } from './etcd-harness.js';
 import { join } from 'node:path';
 import { EmbeddedStore } from './embedded-store.js';
 import { EtcdStore } from './etcd-store.js';
@@ -258,78 +258,24 @@ describe('EmbeddedStore durability', () => {
 
 // ---------- etcd ----------
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => resolve(typeof addr === 'object' && addr ? addr.port : 0));
-    });
-  });
-}
-
-function findEtcd(): string | null {
-  for (const p of ['/usr/bin/etcd', '/usr/local/bin/etcd']) if (existsSync(p)) return p;
-  const r = spawnSync('sh', ['-c', 'command -v etcd'], { encoding: 'utf8' });
-  return r.status === 0 ? r.stdout.trim() : null;
-}
-
-const etcdBin = findEtcd();
-// etcd is a required test server (npm test installs it): without it the run fails, never skips.
-if (etcdBin === null) throw new Error('etcd is not installed: run scripts/ensure-system-deps.sh (Debian etcd-server)');
-let etcdProc: ChildProcess | null = null;
+let etcd: TestEtcd | null = null;
 let etcdEndpoint = '';
-let etcdDir = '';
 let prefixSeq = 0;
 const runId = process.pid;
 
 describe('etcd backend', () => {
   before(async () => {
-    etcdDir = mkdtempSync(join(tmpdir(), 'tessera-etcd-'));
-    const clientPort = await freePort();
-    const peerPort = await freePort();
-    etcdEndpoint = `http://127.0.0.1:${clientPort}`;
-    const peer = `http://127.0.0.1:${peerPort}`;
     const t0 = performance.now();
-    etcdProc = spawn(
-      etcdBin,
-      [
-        '--name', 't', '--data-dir', join(etcdDir, 'data'),
-        '--listen-client-urls', etcdEndpoint, '--advertise-client-urls', etcdEndpoint,
-        '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', `t=${peer}`,
-        '--logger', 'zap', '--log-outputs', join(etcdDir, 'etcd.log'),
-      ],
-      { stdio: 'ignore' },
-    );
-    let lastErr: unknown;
-    for (let i = 0; i < 100; i++) {
-      try {
-        const s = await EtcdStore.connect({ endpoints: [etcdEndpoint], requestTimeoutMs: 1000 });
-        await s.close();
-        console.log(`# etcd ${etcdEndpoint} pid ${etcdProc.pid} ready in ${(performance.now() - t0).toFixed(0)} ms`);
-        return;
-      } catch (err) {
-        lastErr = err;
-        await sleep(100);
-      }
-    }
-    throw new Error(`etcd did not come up: ${String(lastErr)}`);
+    etcd = await startTestEtcd();
+    etcdEndpoint = etcd.endpoint;
+    console.log(`# etcd ${etcdEndpoint} pid ${etcd.pid} ready in ${(performance.now() - t0).toFixed(0)} ms`);
   });
 
   after(async () => {
-    const proc = etcdProc;
-    try {
-      if (proc?.pid !== undefined) {
-        assert.equal(proc.exitCode, null, `etcd exited early (code ${proc.exitCode})`);
-        const exited = new Promise((r) => proc.once('exit', r));
-        process.kill(proc.pid, 'SIGTERM');
-        await Promise.race([exited, sleep(5000)]);
-        if (proc.exitCode === null && proc.signalCode === null) process.kill(proc.pid, 'SIGKILL');
-      }
-    } finally {
-      if (etcdDir) rmSync(etcdDir, { recursive: true, force: true });
-    }
+    if (!etcd) return;
+    const alive = etcd.alive();
+    await etcd.stop();
+    assert.ok(alive, 'etcd exited early');
   });
 
   const openEtcd = (prefix = `t${runId}-${++prefixSeq}/`): Promise<EtcdStore> => EtcdStore.connect({ endpoints: [etcdEndpoint], prefix });
