@@ -106,6 +106,9 @@ export class OsdCore {
   readonly config: OsdConfig;
   private readonly pgs = new Map<number, PgReplica>();
   private map: ClusterMap | null = null;
+  /** Lookups of the current map on the request path (a map may list many volumes). */
+  private poolsById = new Map<number, PoolRecord>();
+  private volumesById = new Map<number, ClusterMap['volumes'][number]>();
   private readonly dirty = new Set<PgReplica>();
   private passScheduled = false;
   private passRunning = false;
@@ -177,6 +180,8 @@ export class OsdCore {
   setMap(map: ClusterMap): void {
     if (this.map && map.epoch <= this.map.epoch) return;
     this.map = map;
+    this.poolsById = new Map(map.pools.map((p) => [p.id, p]));
+    this.volumesById = new Map(map.volumes.map((v) => [v.id, v]));
     for (const pool of map.pools) {
       const records = map.pgs[String(pool.id)] ?? [];
       for (const rec of records) {
@@ -329,7 +334,7 @@ export class OsdCore {
     if (this.stopped) return { status: Status.NotReady, message: 'OSD stopping' };
     const map = this.map;
     if (!map) return { status: Status.NotReady, message: 'OSD has no cluster map yet' };
-    const pool = map.pools.find((p) => p.id === req.poolId);
+    const pool = this.poolsById.get(req.poolId);
     const rec = pool ? map.pgs[String(req.poolId)]?.[req.pg] : undefined;
     if (!pool || !rec) return { status: Status.Invalid, message: `unknown PG ${req.poolId}.${req.pg}` };
     if (req.pgEpoch < rec.epoch) return { status: Status.StaleEpoch, pgEpoch: rec.epoch, message: `PG epoch ${req.pgEpoch} is older than ${rec.epoch}` };
@@ -348,7 +353,7 @@ export class OsdCore {
     ) {
       return { status: Status.Range, message: `range ${req.offsetBytes}+${length} misaligned or crossing an object` };
     }
-    const vol = map.volumes.find((v) => v.id === req.volumeId);
+    const vol = this.volumesById.get(req.volumeId);
     if (!vol || vol.poolId !== req.poolId) return { status: Status.Invalid, message: `unknown volume ${req.volumeId} in pool ${req.poolId}` };
     return { pg };
   }
