@@ -263,3 +263,21 @@ test('as a child process: real exit statuses 0, 1, 2, 3', async () => {
   assert.equal(r.status, 3);
   assert.match(r.stderr, /tessera up/);
 });
+
+test('cluster commands: bad flags are usage errors naming the flag; an unreachable monitor exits 3', async () => {
+  let r = await cli(['up', '--osds', '0'], { cwd: '/tmp' });
+  assert.equal(r.status, 2, r.err);
+  assert.match(r.err, /--osds must be an integer in \[1, 64\], got 0/);
+  r = await cli(['up', '--osds', '3', '--mon-port', 'x'], { cwd: '/tmp' });
+  assert.equal(r.status, 2, r.err);
+  assert.match(r.err, /--mon-port must be a port number/);
+  r = await cli(['osd', 'out', 'abc', '--monitors', '127.0.0.1:1'], { cwd: '/tmp' });
+  assert.equal(r.status, 2, r.err);
+  assert.match(r.err, /bad OSD id "abc"/);
+  r = await cli(['osd', 'out', '1', '--monitors', 'nohostport'], { cwd: '/tmp' });
+  assert.equal(r.status, 2, r.err);
+  assert.match(r.err, /cluster\.monitors\.0.*host:port/);
+  r = await cli(['status', '--monitors', '127.0.0.1:1'], { cwd: '/tmp' });
+  assert.notEqual(r.status, 0);
+  assert.match(r.err, /tessera: error:/);
+});
