@@ -21,7 +21,9 @@ if (files.length === 0) {
   console.error('no test files found (did the build run?)');
   process.exit(1);
 }
-const res = spawnSync(process.execPath, ['--test', '--test-concurrency=2', '--test-reporter=spec', ...files], {
+// A hung test fails after TEST_TIMEOUT_MS instead of holding CI until its limit.
+const TEST_TIMEOUT_MS = Number(process.env.TESSERA_TEST_TIMEOUT_MS ?? 600_000);
+const res = spawnSync(process.execPath, ['--test', '--test-concurrency=2', `--test-timeout=${TEST_TIMEOUT_MS}`, '--test-reporter=spec', ...files], {
   stdio: 'inherit',
   env: { ...process.env, UV_USE_IO_URING: process.env.UV_USE_IO_URING ?? '1' },
 });

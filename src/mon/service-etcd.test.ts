@@ -35,6 +35,8 @@ describe('monitors on etcd', () => {
 
   const startMon = (id: string, prefix: string): Promise<RunningMonitor> =>
     startMonitor({ id, port: 0, etcdEndpoints: [etcd.endpoint], etcdPrefix: prefix, electionTtlMs: TTL_MS });
+  /** A monitor creates its initial pool only once OSDs boot; these tests have none, so they create one (epoch 1 → 2). */
+  const createPool = (addr: string): Promise<unknown> => new MonClient({ addrs: [addr] }).createPool({ name: 'rbd', size: 1, minSize: 1, pgCount: 8 });
 
   test('the standby answers 503 with the active address; MonClient follows it; creates through both monitors get unique ids', async () => {
     const prefix = newPrefix();
@@ -42,6 +44,7 @@ describe('monitors on etcd', () => {
     let b: RunningMonitor | undefined;
     try {
       await a.service.whenActive(10_000);
+      await createPool(a.addr);
       b = await startMon('b', prefix);
       await sleep(300);
       assert.equal(b.service.isActive(), false, 'one active monitor');
@@ -74,6 +77,7 @@ describe('monitors on etcd', () => {
     let b: RunningMonitor | undefined;
     try {
       await a.service.whenActive(10_000);
+      await createPool(a.addr);
       b = await startMon('b', prefix);
       const client = new MonClient({ addrs: [a.addr, b.addr] });
       for (let i = 0; i < 5; i++) await client.createVolume({ name: `v${i}`, sizeBytes: 512 });
@@ -117,6 +121,7 @@ describe('monitors on etcd', () => {
         });
         child.once('exit', (c) => reject(new Error(`child monitor exited early with ${c}`)));
       });
+      await createPool(childAddr);
       b = await startMon('b', prefix);
       const client = new MonClient({ addrs: [childAddr, b.addr], requestTimeoutMs: 2000 });
       const acked = new Map<string, number>();
@@ -137,13 +142,20 @@ describe('monitors on etcd', () => {
           }
         }
       })();
-      while (acked.size < 20) await sleep(10);
+      const waitFor = async (what: string, ok: () => boolean): Promise<void> => {
+        const deadline = performance.now() + 30_000;
+        while (!ok()) {
+          if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+          await Promise.race([sleep(10), writer]); // a writer that failed ends the wait with its error
+        }
+      };
+      await waitFor('20 acknowledged creates', () => acked.size >= 20);
       const epochBefore = (await client.getMap()).epoch;
       killedAtMs = performance.now();
       process.kill(child.pid!, 'SIGKILL');
       await b.service.whenActive(15_000);
       const takeoverMs = performance.now() - killedAtMs;
-      while (servedByB < 20) await sleep(10);
+      await waitFor('20 creates served by the new active monitor', () => servedByB >= 20);
       stop = true;
       await writer;
       console.log(`# monitor takeover after SIGKILL (ttl ${TTL_MS} ms): ${takeoverMs.toFixed(0)} ms; ${acked.size} creates acknowledged, ${unknown} with unknown outcome`);
@@ -173,6 +185,7 @@ describe('monitors on etcd', () => {
     const admin = await EtcdStore.connect({ endpoints: [etcd.endpoint], prefix });
     try {
       await a.service.whenActive(10_000);
+      await createPool(a.addr);
       b = await startMon('b', prefix);
       const client = new MonClient({ addrs: [a.addr, b.addr] });
       await client.createVolume({ name: 'before', sizeBytes: 512 });

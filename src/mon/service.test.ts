@@ -41,40 +41,56 @@ async function until<T>(fn: () => Promise<T | undefined | null | false>, timeout
   }
 }
 
-async function mon(opts: Partial<StartMonitorOptions> = {}): Promise<{ m: RunningMonitor; client: MonClient }> {
-  const m = await startMonitor({ id: 'a', port: 0, dataDir: opts.dataDir ?? newDir(), ...opts });
+/**
+ * A started, active monitor. Unless `createPool` is false, a new cluster gets
+ * its pool at once through the API (a real monitor waits for `size` OSDs to
+ * boot before creating its initial pool; these tests have no OSDs).
+ */
+async function mon(opts: Partial<StartMonitorOptions> & { createPool?: boolean } = {}): Promise<{ m: RunningMonitor; client: MonClient }> {
+  const { createPool = true, ...startOpts } = opts;
+  const m = await startMonitor({ id: 'a', port: 0, dataDir: opts.dataDir ?? newDir(), ...startOpts });
   await m.service.whenActive(5000);
+  const client = new MonClient({ addrs: [m.addr], requestTimeoutMs: 3000, authToken: opts.authToken });
+  if (createPool && opts.initialPool !== null && (await client.getMap()).pools.length === 0) {
+    await client.createPool(opts.initialPool ?? { name: 'rbd', size: 3, minSize: 2, pgCount: 64 });
+  }
   return { m, client: new MonClient({ addrs: [m.addr], requestTimeoutMs: 3000 }) };
 }
 
 const boot = (i: number) => ({ uuid: `uuid-${i}`, host: `h${i}`, addr: '127.0.0.1', port: 7000 + i, weight: 1, capacityBytes: 1 << 30 });
 const report = (osdId: number, pgs: OsdReport['pgs'] = []): OsdReport => ({ osdId, uuid: `uuid-${osdId}`, capacityBytes: 1 << 30, usedBytes: 1 << 20, pgs });
 
-test('embedded store: the first start creates the map and the initial pool; a restart keeps it and continues the epoch', async () => {
+test('embedded store: the first start creates the map; the initial pool comes once `size` failure domains have booted; a restart keeps both and continues the epoch', async () => {
   const dataDir = newDir();
-  let { m, client } = await mon({ dataDir });
+  let { m, client } = await mon({ dataDir, createPool: false });
+  assert.equal((await client.getMap()).epoch, 1, 'initial map');
+  assert.deepEqual((await client.getMap()).pools, [], 'no pool before its failure domains are in');
+  await client.osdBoot(boot(1));
+  await client.osdBoot(boot(2));
+  assert.deepEqual((await client.getMap()).pools, [], 'two hosts are not enough for size 3');
+  await client.osdBoot(boot(3));
   const first = await client.getMap();
-  assert.equal(first.epoch, 2, 'initial map (1) + pool (2)');
   assert.deepEqual(
     first.pools.map((p) => [p.name, p.size, p.minSize, p.pgCount, p.createdEpoch]),
-    [['rbd', 3, 2, 64, 2]],
+    [['rbd', 3, 2, 64, first.epoch]],
   );
   assert.equal(first.pgs['1'].length, 64);
+  assert.ok(first.pgs['1'].every((pg) => [...pg.osds].sort().join() === '1,2,3'), 'every PG starts on its full acting set');
   const v1 = await client.createVolume({ name: 'v1', sizeBytes: 1 << 20 });
   assert.equal(v1.id, 1);
-  assert.equal((await client.getMap()).epoch, 3);
+  assert.equal((await client.getMap()).epoch, first.epoch + 1);
   await m.close();
   await m.close(); // idempotent
 
   ({ m, client } = await mon({ dataDir, initialPool: { name: 'other', size: 1, minSize: 1, pgCount: 8 } }));
   const again = await client.getMap();
   assert.equal(again.fsid, first.fsid);
-  assert.equal(again.epoch, 3);
+  assert.equal(again.epoch, first.epoch + 1);
   assert.deepEqual(again.volumes.map((v) => v.name), ['v1']);
-  assert.deepEqual(again.pools.map((p) => p.name), ['rbd'], 'the initial pool is only for a new cluster');
+  await client.osdBoot(boot(4));
+  assert.deepEqual((await client.getMap()).pools.map((p) => p.name), ['rbd'], 'the initial pool is only for a new cluster');
   const v2 = await client.createVolume({ name: 'v2', sizeBytes: 512 });
   assert.equal(v2.id, 2);
-  assert.equal((await client.getMap()).epoch, 4);
   await m.close();
 });
 
@@ -380,6 +396,7 @@ test('split brain on one store: two monitors that both act as active never hand 
   try {
     a.start(`127.0.0.1:${ha.port}`);
     await a.whenActive(5000);
+    await a.createPool({ name: 'rbd', size: 1, minSize: 1, pgCount: 8 }); // no OSDs boot here
     b.start(`127.0.0.1:${hb.port}`);
     await b.whenActive(5000);
     const ca = new MonClient({ addrs: [`127.0.0.1:${ha.port}`] });

@@ -286,14 +286,10 @@ export class MonService implements MonApi {
     let map = await this.repo.load();
     if (map === null) {
       const fsid = this.newFsid();
-      const pool = this.initialPool;
-      const res = await this.repo.update((cur) => {
-        if (cur !== null) return cur; // another monitor created it meanwhile
-        const first = M.initialMap(fsid);
-        return pool === null || pool.size > 0 ? first : M.createPool(first, pool).map;
-      });
+      // The initial pool waits for its failure domains (withInitialPool, at OSD boot).
+      const res = await this.repo.update((cur) => cur ?? M.initialMap(fsid)); // cur: another monitor created it meanwhile
       map = res.map;
-      if (res.changed) this.log?.info(`created cluster ${map.fsid}${pool ? ` with pool ${pool.name}` : ''} at epoch ${map.epoch}`);
+      if (res.changed) this.log?.info(`created cluster ${map.fsid} at epoch ${map.epoch}`);
     }
     if (this.closed || !c.isLeader()) throw new MonNotActiveError('lost the election while loading the map', null);
     this.detector = new FailureDetector({ osdDownAfterMs: this.osdDownAfterMs, osdOutAfterMs: this.osdOutAfterMs }, this.clock.nowMs());
