@@ -138,6 +138,17 @@ export async function runOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Err
   const reportTimer = setInterval(() => {
     mon.osdReport({ ...running.report(), uuid }).catch((err: Error) => log.warn(`osd.${osdId}: report: ${err.message}`));
   }, REPORT_INTERVAL_MS);
+  // TESSERA_OSD_STATS_MS: log the loop's counters and CPU at this interval (benchmarks, debugging).
+  const statsMs = Number(process.env.TESSERA_OSD_STATS_MS ?? 0);
+  let statsTimer: NodeJS.Timeout | undefined;
+  if (Number.isInteger(statsMs) && statsMs > 0) {
+    let cpu0 = process.cpuUsage();
+    statsTimer = setInterval(() => {
+      const cpu = process.cpuUsage(cpu0);
+      cpu0 = process.cpuUsage();
+      log.info(`osd.${osdId}: stats ${JSON.stringify({ ...running.counters, wal: wal.stats, cpuMs: Math.round((cpu.user + cpu.system) / 1000) })}`);
+    }, statsMs);
+  }
   log.info(`osd.${osdId} listening on ${cfg.osd.host}:${port}`);
   return {
     id: osdId,
@@ -146,6 +157,7 @@ export async function runOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Err
     async stop() {
       stopped = true;
       clearInterval(reportTimer);
+      clearInterval(statsTimer);
       running.stop();
       await server.close();
       await net.pool.close();

@@ -53,6 +53,18 @@ export interface RecoveredGroup {
   maxTermSeen?: number;
 }
 
+export interface OsdCounters {
+  /** Loop passes (each: drive dirty PGs, one WAL commit, send, apply). */
+  passes: number;
+  /** Passes that wrote to the WAL (one append + fdatasync each). */
+  walCommits: number;
+  raftBatchesIn: number;
+  raftMsgsIn: number;
+  raftBatchesOut: number;
+  raftMsgsOut: number;
+  clientRequests: number;
+}
+
 export interface OsdNet {
   /** One-way, lossy. */
   sendRaft(toOsd: number, batch: RaftBatch): void;
@@ -120,6 +132,8 @@ export class OsdCore {
   private readonly receiver: SnapshotReceiver;
   /** Client requests in flight on this OSD (recovery yields to them). */
   clientInFlight = 0;
+  /** Monotonic counters (metrics, benchmarks). */
+  readonly counters: OsdCounters = { passes: 0, walCommits: 0, raftBatchesIn: 0, raftMsgsIn: 0, raftBatchesOut: 0, raftMsgsOut: 0, clientRequests: 0 };
   /** Recovered WAL groups waiting for the map to tell their pool's pgCount. */
   private pendingRecovered: Map<number, RecoveredGroup>;
 
@@ -261,6 +275,8 @@ export class OsdCore {
 
   handleRaftBatch(batch: RaftBatch): void {
     if (this.stopped) return;
+    this.counters.raftBatchesIn++;
+    this.counters.raftMsgsIn += batch.envelopes.length;
     for (const env of batch.envelopes) {
       if (env.msg.to !== this.id) continue;
       const pg = this.replicaForIncoming(env.poolId, env.pg);
@@ -292,6 +308,7 @@ export class OsdCore {
   }
 
   handleClient(req: ClientRequest, reply: Reply): void {
+    this.counters.clientRequests++;
     const check = this.checkRequest(req);
     if (!('pg' in check)) {
       reply(check);
@@ -419,8 +436,16 @@ export class OsdCore {
         walWork = true;
       }
       if (rd.hardState) {
-        this.deps.wal.hardState(key, rd.hardState);
-        walWork = true;
+        const tv = pg.walTermVote;
+        if (rd.hardState.term !== tv.term || rd.hardState.vote !== tv.vote) {
+          this.deps.wal.hardState(key, rd.hardState);
+          pg.walTermVote = { term: rd.hardState.term, vote: rd.hardState.vote };
+          walWork = true;
+        }
+        // A change of the commit index alone is not written: the commit index is
+        // volatile state in Raft (§5.2, Figure 2) — after a restart the replica
+        // learns it again from the leader (and a checkpoint records it anyway).
+        // This saves a WAL record and an fsync on every pass that only commits.
       }
       // A leader's appends and heartbeats may leave before its own log write is
       // durable (Raft thesis §10.2.1): the leader counts itself for commit only after
@@ -433,14 +458,22 @@ export class OsdCore {
         const dst = m.type === 'app' || m.type === 'heartbeat' ? early : late;
         pushEnvelope(dst, m.to, { poolId: pg.id.poolId, pg: pg.id.pg, pgEpoch: this.pgEpoch(pg), msg: m });
       }
+      if (!rd.snapshot) pg.applyCommitted(rd.committedEntries);
       work.push({ pg, rd });
     }
+    this.counters.passes++;
     this.flushBatches(early);
-    if (walWork) await this.deps.wal.commit();
+    if (walWork) {
+      this.counters.walCommits++;
+      await this.deps.wal.commit();
+    }
     for (const { pg, rd } of work) {
-      if (rd.snapshot) pg.onSnapshotInstalled(rd.snapshot);
+      if (rd.snapshot) {
+        pg.onSnapshotInstalled(rd.snapshot);
+        pg.applyCommitted(rd.committedEntries);
+      }
       pg.node.advance(rd);
-      pg.afterReady(rd.committedEntries, rd.readStates, (r) => this.serveRead(r));
+      pg.afterAdvance(rd.committedEntries, rd.readStates, (r) => this.serveRead(r));
       this.afterRole(pg);
       if (pg.node.hasReady()) this.dirty.add(pg);
     }
@@ -456,7 +489,11 @@ export class OsdCore {
   }
 
   private flushBatches(batches: Map<number, RaftEnvelope[]>): void {
-    for (const [to, envelopes] of batches) this.deps.net.sendRaft(to, { fromOsd: this.id, envelopes });
+    for (const [to, envelopes] of batches) {
+      this.counters.raftBatchesOut++;
+      this.counters.raftMsgsOut += envelopes.length;
+      this.deps.net.sendRaft(to, { fromOsd: this.id, envelopes });
+    }
   }
 
   /**

@@ -79,6 +79,8 @@ export class PgReplica {
   orphanSinceMs = -1;
   lastRole: string;
   removed = false;
+  /** Term and vote last written to the WAL (a change must be synced before messages go out). */
+  walTermVote: { term: number; vote: number };
   /** Set when the WAL found this group's log damaged; kept across checkpoints until raft has repaired it. */
   damage: { maxIndexSeen: number; maxTermSeen: number } | null = null;
 
@@ -109,6 +111,7 @@ export class PgReplica {
       repairUntilIndex,
     });
     this.confHistory = [{ index: storage.snapshot.index, conf: storage.snapshot.conf }];
+    this.walTermVote = { term: storage.hardState.term, vote: storage.hardState.vote };
     this.apply = new ApplyQueue(store, storage.snapshot.index, (e) => this.onApplied(e), onFatal);
     this.lastRole = this.node.role;
   }
@@ -158,13 +161,23 @@ export class PgReplica {
     }
   }
 
-  /** After advance(): committed entries go to the apply queue; read states release reads. */
-  afterReady(committed: readonly Entry[], readStates: readonly ReadState[], serveRead: (r: PendingRead) => void): void {
+  /**
+   * Committed entries go to the apply queue. Ready.committedEntries only holds
+   * entries already durable in this replica's WAL (raft/log.ts
+   * nextCommittedEntries), so the driver calls this before it awaits the pass's
+   * own WAL commit: a client's write is answered without waiting for a second
+   * fsync that only records the new commit index.
+   */
+  applyCommitted(committed: readonly Entry[]): void {
+    if (committed.length > 0) this.apply.push(committed);
+  }
+
+  /** After advance(): membership history of applied conf entries; read states release reads. */
+  afterAdvance(committed: readonly Entry[], readStates: readonly ReadState[], serveRead: (r: PendingRead) => void): void {
     for (const e of committed) {
       if (e.type === 'conf') this.confHistory.push({ index: e.index, conf: this.node.conf });
     }
     if (this.confHistory.length > 64) this.confHistory = this.confHistory.slice(-64);
-    if (committed.length > 0) this.apply.push(committed);
     for (const rs of readStates) {
       const rounds = this.readRounds.get(rs.ctx);
       if (!rounds) continue;
