@@ -169,10 +169,10 @@ export function formatClusterStatus(s: ClusterStatus): string {
     `pools:    ${s.pools.map((p) => `${p.name} (size ${p.size}, min_size ${p.minSize}, ${p.pgCount} PGs)`).join('; ')}`,
     `volumes:  ${s.volumes}`,
     '',
-    'OSD  HOST             ADDRESS               UP    IN    USED / CAPACITY',
+    'OSD  HOST             ADDRESS               UP    IN    LEADS  USED / CAPACITY',
     ...s.osds.map(
       (o) =>
-        `${String(o.id).padEnd(4)} ${o.host.padEnd(16)} ${`${o.addr}:${o.port}`.padEnd(21)} ${(o.up ? 'up' : 'down').padEnd(5)} ${(o.in ? 'in' : 'out').padEnd(5)} ${formatSize(o.usedBytes)} / ${formatSize(o.capacityBytes)}`,
+        `${String(o.id).padEnd(4)} ${o.host.padEnd(16)} ${`${o.addr}:${o.port}`.padEnd(21)} ${(o.up ? 'up' : 'down').padEnd(5)} ${(o.in ? 'in' : 'out').padEnd(5)} ${String(o.leaderPgs).padStart(5)}  ${formatSize(o.usedBytes)} / ${formatSize(o.capacityBytes)}`,
     ),
   ];
   return lines.join('\n') + '\n';

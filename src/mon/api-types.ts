@@ -31,7 +31,8 @@ export interface ClusterStatus {
   /** Human-readable reasons for a health other than OK. */
   checks: string[];
   monitors: { id: string; active: boolean }[];
-  osds: { id: number; host: string; addr: string; port: number; up: boolean; in: boolean; capacityBytes: number; usedBytes: number }[];
+  /** leaderPgs: PGs whose raft leader this OSD is (by the freshest reports). */
+  osds: { id: number; host: string; addr: string; port: number; up: boolean; in: boolean; capacityBytes: number; usedBytes: number; leaderPgs: number }[];
   /** Count of PGs per state (PgReport.state), plus 'unknown' for PGs no OSD reported. */
   pgStates: Record<string, number>;
   capacity: { totalBytes: number; usedBytes: number };

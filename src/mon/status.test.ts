@@ -26,8 +26,13 @@ const base = { nowMs: 1500, reportMaxAgeMs: 6000, monitors: [{ id: 'a', active: 
 
 test('all PGs reported active: HEALTH_OK, capacity summed over in OSDs', () => {
   const map = cluster();
-  const reports = [rep(1, [0, 1, 2].map((pg) => pgRep(pg, 'active'))), rep(2, [3, 4, 5].map((pg) => pgRep(pg, 'active'))), rep(3, [6, 7].map((pg) => pgRep(pg, 'active')))];
+  const reports = [
+    rep(1, [0, 1, 2].map((pg) => pgRep(pg, 'active'))),
+    rep(2, [3, 4, 5].map((pg) => pgRep(pg, 'active', { leader: 2 }))),
+    rep(3, [6, 7].map((pg) => pgRep(pg, 'active', { leader: 3 }))),
+  ];
   const s = aggregateStatus({ map, reports, ...base });
+  assert.deepEqual(s.osds.map((o) => [o.id, o.leaderPgs]), [[1, 3], [2, 3], [3, 2]], 'PGs led per OSD');
   assert.equal(s.health, 'HEALTH_OK', s.checks.join('; '));
   assert.deepEqual(s.checks, []);
   assert.deepEqual(s.pgStates, { active: 8 });

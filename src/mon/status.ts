@@ -85,6 +85,9 @@ export function aggregateStatus(input: StatusInput): ClusterStatus {
     }
   }
 
+  const led = new Map<number, number>();
+  for (const r of best.values()) if (r.role === 'leader') led.set(r.leader, (led.get(r.leader) ?? 0) + 1);
+
   let totalBytes = 0;
   let usedBytes = 0;
   const osds = map.osds.map((o) => {
@@ -95,7 +98,7 @@ export function aggregateStatus(input: StatusInput): ClusterStatus {
       totalBytes += capacityBytes;
       usedBytes += used;
     }
-    return { id: o.id, host: o.host, addr: o.addr, port: o.port, up: o.up, in: o.in, capacityBytes, usedBytes: used };
+    return { id: o.id, host: o.host, addr: o.addr, port: o.port, up: o.up, in: o.in, capacityBytes, usedBytes: used, leaderPgs: led.get(o.id) ?? 0 };
   });
 
   const errs: string[] = [];

@@ -68,6 +68,8 @@ export interface OsdCounters {
 export interface OsdNet {
   /** One-way, lossy. */
   sendRaft(toOsd: number, batch: RaftBatch): void;
+  /** Optional: push what sendRaft queued in this turn onto the wire now (the WAL commit may block the loop). */
+  flush?(): void;
   /** Resolves with the receiver's status; rejects on transport errors/timeouts. */
   sendSnapshotChunk(toOsd: number, chunk: SnapshotChunk): Promise<ClientResponse>;
 }
@@ -463,6 +465,7 @@ export class OsdCore {
     }
     this.counters.passes++;
     this.flushBatches(early);
+    this.deps.net.flush?.();
     if (walWork) {
       this.counters.walCommits++;
       await this.deps.wal.commit();

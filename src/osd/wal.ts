@@ -112,6 +112,14 @@ export interface WalOptions {
   readonly bufferedBytesMax?: number;
   /** Append an unsynced SYNC_MARK when idle after a sync (default true; see the header). */
   readonly syncMarks?: boolean;
+  /**
+   * How the writer is started after commit() (default queueMicrotask: every call
+   * of the current turn joins the batch). With a blocking SegmentStore the OSD
+   * passes setImmediate, so replies and messages already written in this turn
+   * leave (their sockets uncork in the same check phase, queued earlier) before
+   * the writer blocks in fdatasync.
+   */
+  readonly schedule?: (run: () => void) => void;
 }
 
 /** One live group's state handed to checkpoint(). */
@@ -193,6 +201,7 @@ export class Wal {
   private readonly index = new Map<number, GroupIndex>();
   private running = false;
   private scheduled = false;
+  private readonly scheduleRun: (run: () => void) => void;
   private failure: Error | null = null;
   private closed = false;
   private idleWaiters: Array<() => void> = [];
@@ -208,6 +217,7 @@ export class Wal {
     this.commitThresholdBytes = options.commitThresholdBytes ?? WAL_COMMIT_THRESHOLD_BYTES_DEFAULT;
     this.bufferedBytesMax = options.bufferedBytesMax ?? WAL_BUFFERED_BYTES_MAX_DEFAULT;
     this.syncMarks = options.syncMarks ?? true;
+    this.scheduleRun = options.schedule ?? queueMicrotask;
     assert(this.segmentBytesMax > 0 && this.commitThresholdBytes > 0 && this.bufferedBytesMax >= this.commitThresholdBytes, 'bad WAL size limits');
     this.nextSeq = start.nextSeq;
     this.durableSeq = start.nextSeq - 1;
@@ -406,7 +416,7 @@ export class Wal {
   private schedule(): void {
     if (this.running || this.scheduled) return;
     this.scheduled = true;
-    queueMicrotask(() => {
+    this.scheduleRun(() => {
       this.scheduled = false;
       void this.run();
     });

@@ -39,6 +39,10 @@ export class RpcOsdNet implements OsdNet {
     if (!addr || !this.pool.get(addr).sendOneWay(Method.RaftBatch, encodeRaftBatch(batch))) this.dropped++;
   }
 
+  flush(): void {
+    this.pool.flush();
+  }
+
   async sendSnapshotChunk(toOsd: number, chunk: SnapshotChunk): Promise<ClientResponse> {
     const addr = this.addressOf(toOsd);
     if (!addr) throw new TesseraError('ERR_CLOSED', `osd.${toOsd} has no address in the map`);

@@ -483,6 +483,11 @@ export class RpcClient {
     });
   }
 
+  /** Puts what this turn queued on this connection onto the wire now. */
+  flush(): void {
+    this.tcp?.flush();
+  }
+
   /** Sends a one-way frame if connected and under the output bound; otherwise drops it (counted) and returns false. */
   sendOneWay(method: number, payload: readonly Buffer[] | Buffer, options: RpcSendOptions = {}): boolean {
     const parts = partsOf(payload);
@@ -709,6 +714,11 @@ export class RpcPool {
 
   size(): number {
     return this.clients.size;
+  }
+
+  /** Sends what every client wrote in this turn now (see TcpConnection.flush). */
+  flush(): void {
+    for (const c of this.clients.values()) c.flush();
   }
 
   async remove(address: string): Promise<void> {

@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile, mkdir, stat } from 'node:fs/promises';
+import { closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isTesseraError } from '../../stdx/errors.js';
@@ -18,9 +19,9 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-test('NodeSegmentStore: create, append with writev, read, sync, reopen, list in order, remove', async () => {
+for (const blockingIo of [false, true]) test(`NodeSegmentStore${blockingIo ? ' (blockingIo)' : ''}: create, append with writev, read, sync, reopen, list in order, remove`, async () => {
   await withDir(async (dir) => {
-    const store = await NodeSegmentStore.openDir(join(dir, 'wal'));
+    const store = await NodeSegmentStore.openDir(join(dir, 'wal'), { blockingIo });
     const b = await store.create('wal-0000000000000002.seg');
     const a = await store.create('wal-0000000000000001.seg');
     await a.append([Buffer.from('abc'), new Uint8Array([100, 101]), Buffer.alloc(0), Buffer.from('f')]);
@@ -31,11 +32,13 @@ test('NodeSegmentStore: create, append with writev, read, sync, reopen, list in 
     await a.sync();
     await store.syncDir();
     // More buffers than IOV_MAX (1024) in one append: libuv splits, the file gets all of them in order.
-    const many = Array.from({ length: 3000 }, (_, i) => Buffer.from([i & 0xff]));
+    // Buffers of mixed sizes (empty ones too) so that the blocking path's partial-write bookkeeping is exercised.
+    const many = Array.from({ length: 3000 }, (_, i) => (i % 7 === 3 ? Buffer.alloc(0) : Buffer.alloc(1 + (i % 5), i & 0xff)));
+    const manyBytes = many.reduce((n, x) => n + x.length, 0);
     await b.append(many);
-    assert.equal(b.sizeBytes, 3000);
-    const back = await b.read(0, 3000);
-    assert.ok(back.every((v, i) => v === (i & 0xff)));
+    assert.equal(b.sizeBytes, manyBytes);
+    const back = await b.read(0, manyBytes);
+    assert.ok(back.equals(Buffer.concat(many)));
     await b.sync();
     await a.close();
     await b.close();
@@ -52,6 +55,21 @@ test('NodeSegmentStore: create, append with writev, read, sync, reopen, list in 
     await store.remove('wal-0000000000000002.seg'); // absent: no-op
     await store.syncDir();
     assert.deepEqual(await store.list(), ['wal-0000000000000001.seg']);
+  });
+});
+
+test('NodeSegmentStore (blockingIo): a failed append poisons the segment; a closed fd fails sync with ERR_DEVICE_FLUSH', async () => {
+  await withDir(async (dir) => {
+    const store = await NodeSegmentStore.openDir(dir, { blockingIo: true });
+    const seg = await store.create('wal-0000000000000001.seg');
+    await seg.append([Buffer.from('ok')]);
+    // Close the fd behind the segment's back: the next append fails with EBADF.
+    closeSync((seg as unknown as { fd: number }).fd);
+    await assert.rejects(seg.append([Buffer.from('x')]), (e) => isTesseraError(e, 'ERR_DEVICE_IO'));
+    await assert.rejects(seg.append([Buffer.from('y')]), (e) => isTesseraError(e, 'ERR_DEVICE_IO'), 'poisoned');
+    const seg2 = await store.create('wal-0000000000000002.seg');
+    closeSync((seg2 as unknown as { fd: number }).fd);
+    await assert.rejects(seg2.sync(), (e) => isTesseraError(e, 'ERR_DEVICE_FLUSH'));
   });
 });
 

@@ -89,6 +89,11 @@ export class TcpConnection {
     return true;
   }
 
+  /** Sends what this turn wrote now instead of in the check phase (before the caller blocks the loop). */
+  flush(): void {
+    if (this.corked) this.uncork();
+  }
+
   pauseReading(): void {
     this.socket.pause();
   }
