@@ -87,6 +87,12 @@ export interface OsdConfig {
   recoveryYieldInFlight: number;
   /** A replica whose OSD left the PG's acting set is dropped after this long (ms). */
   orphanGraceMs: number;
+  /**
+   * Leader lease for reads without a ReadIndex round, as a fraction of the
+   * guaranteed follower silence (electionTicks - 1) x tickMs; 0 disables
+   * lease reads (every read does a round). See pg.ts.
+   */
+  leaseFraction: number;
 }
 
 export const OSD_CONFIG_DEFAULTS: OsdConfig = {
@@ -97,6 +103,7 @@ export const OSD_CONFIG_DEFAULTS: OsdConfig = {
   recoveryBytesPerSec: 128 * 1024 * 1024,
   recoveryYieldInFlight: 64,
   orphanGraceMs: 30_000,
+  leaseFraction: 0.8,
 };
 
 export interface OsdDeps {
@@ -132,6 +139,8 @@ export class OsdCore {
   private checkpointing = false;
   private readonly sender: SnapshotSender;
   private readonly receiver: SnapshotReceiver;
+  /** Lease length for reads (ms), see OsdConfig.leaseFraction. */
+  private readonly leaseMs: number;
   /** Client requests in flight on this OSD (recovery yields to them). */
   clientInFlight = 0;
   /** Monotonic counters (metrics, benchmarks). */
@@ -143,6 +152,9 @@ export class OsdCore {
     this.id = deps.id;
     this.config = { ...OSD_CONFIG_DEFAULTS, ...deps.config, raft: { ...OSD_CONFIG_DEFAULTS.raft, ...deps.config?.raft } };
     this.pendingRecovered = new Map(deps.recovered);
+    const c = this.config;
+    assert(c.leaseFraction >= 0 && c.leaseFraction < 1, `leaseFraction ${c.leaseFraction} must be in [0, 1)`);
+    this.leaseMs = Math.max(0, c.raft.electionTicks - 1) * c.tickMs * c.leaseFraction;
     this.sender = new SnapshotSender(this, deps.store, deps.net, deps.clock, this.config);
     this.receiver = new SnapshotReceiver(this, deps.store);
   }
@@ -420,9 +432,11 @@ export class OsdCore {
     let walWork = false;
     const pgs = [...this.dirty];
     this.dirty.clear();
+    const now = this.deps.clock.nowMs();
+    const serve = (r: PendingRead): void => this.serveRead(r);
     for (const pg of pgs) {
       if (pg.removed) continue;
-      pg.drive();
+      pg.drive(now, this.leaseMs, serve);
       const rd = pg.node.ready();
       if (!rd) {
         this.afterRole(pg);
@@ -476,7 +490,7 @@ export class OsdCore {
         pg.applyCommitted(rd.committedEntries);
       }
       pg.node.advance(rd);
-      pg.afterAdvance(rd.committedEntries, rd.readStates, (r) => this.serveRead(r));
+      pg.afterAdvance(rd.committedEntries, rd.readStates, serve);
       this.afterRole(pg);
       if (pg.node.hasReady()) this.dirty.add(pg);
     }

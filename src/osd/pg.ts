@@ -13,7 +13,16 @@
 //   retries (block writes are idempotent; the client never lets a later
 //   overlapping write pass a retried one).
 // - A read is served only after a ReadIndex round confirmed leadership and the
-//   state machine applied everything up to the read index (linearizable).
+//   state machine applied everything up to the read index (linearizable), or,
+//   within the leader's lease, at the current commit index without a round.
+//   The lease: a quorum acknowledged a heartbeat the leader sent after time T
+//   (a completed ReadIndex round requested at T), and a follower that heard from
+//   its leader ignores votes for electionTicks of its own ticks (raft/node.ts
+//   check-quorum), which take at least (electionTicks - 1) x tickMs of real
+//   time; so no other leader can exist before T + that, less a margin
+//   (leaseMs). The lease is measured on the monotonic clock, so a leader that
+//   was paused (SIGSTOP) finds it expired on waking, and it is bound to the
+//   term it was earned in (Raft thesis §6.4.1).
 // - Queues are bounded: INBOX_MAX raft messages (beyond: dropped, raft retries),
 //   PROPOSALS_MAX waiting writes and READS_MAX waiting reads (beyond: Busy).
 import { RaftNode } from '../raft/node.js';
@@ -66,8 +75,14 @@ export class PgReplica {
   ticksPending = 0;
   /** Proposed entries awaiting apply: index -> (term, reply). */
   private readonly inflight = new Map<number, { term: number; reply: Reply }>();
-  /** ReadIndex rounds awaiting their ReadState: ctx -> reads. */
-  private readonly readRounds = new Map<number, PendingRead[]>();
+  /** ReadIndex rounds awaiting their ReadState: ctx -> reads, when and in which term the round was asked. */
+  private readonly readRounds = new Map<number, { reads: PendingRead[]; askedAtMs: number; term: number }>();
+  /** Reads may be served locally until this time (ms, monotonic) while leader in leaseTerm; see the header. */
+  private leaseUntilMs = -Infinity;
+  private leaseTerm = -1;
+  /** ctx of the lease renewal round (a round without reads), 0 if none. */
+  private renewCtx = 0;
+  private leaseMs = 0;
   private nextReadCtx = 1;
   /** Membership as of each applied conf change, for snapshot points below the raft applied index. */
   private confHistory: { index: number; conf: ConfState }[];
@@ -109,6 +124,8 @@ export class PgReplica {
       maxInflightMsgs: tuning.maxInflightMsgs,
       maxMsgBytes: tuning.maxMsgBytes,
       repairUntilIndex,
+      // Lease reads (see the header) need a restarted replica to stay out of elections for a while.
+      voteQuietTicksAfterStart: tuning.electionTicks,
     });
     this.confHistory = [{ index: storage.snapshot.index, conf: storage.snapshot.conf }];
     this.walTermVote = { term: storage.hardState.term, vote: storage.hardState.vote };
@@ -127,8 +144,9 @@ export class PgReplica {
     return true;
   }
 
-  /** At the start of a pass: feed queued input into the node. */
-  drive(): void {
+  /** At the start of a pass: feed queued input into the node. leaseMs 0 disables lease reads. */
+  drive(nowMs: number, leaseMs: number, serveRead: (r: PendingRead) => void): void {
+    this.leaseMs = leaseMs;
     for (const a of this.actions.splice(0)) a();
     while (this.ticksPending > 0) {
       this.ticksPending--;
@@ -146,18 +164,31 @@ export class PgReplica {
     if (this.reads.length > 0) {
       if (!this.isLeader) {
         for (const r of this.reads.splice(0)) r.reply({ status: Status.NotLeader, leaderHint: this.node.leaderId, message: 'not the leader' });
-      } else {
-        const ctx = this.nextReadCtx++;
+      } else if (leaseMs > 0 && nowMs < this.leaseUntilMs && this.leaseTerm === this.node.term) {
         const batch = this.reads.splice(0);
-        try {
-          this.node.readIndex(ctx);
-          this.readRounds.set(ctx, batch);
-        } catch (err) {
-          // ERR_LIMIT (too many pending rounds) or not leader: answer, never throw out of the pass.
-          const e = err as { code?: string; leaderId?: number; message: string };
-          for (const r of batch) r.reply(e.code === 'ERR_RAFT_NOT_LEADER' ? { status: Status.NotLeader, leaderHint: e.leaderId ?? 0, message: e.message } : { status: Status.Busy, message: e.message });
-        }
+        this.apply.whenDone(this.node.commit, () => {
+          for (const r of batch) serveRead(r);
+        });
+        // Renew ahead of expiry so a steady read load never waits for a round.
+        if (this.leaseUntilMs - nowMs < leaseMs / 2 && !this.readRounds.has(this.renewCtx)) this.renewCtx = this.startReadRound([], nowMs);
+      } else {
+        this.startReadRound(this.reads.splice(0), nowMs);
       }
+    }
+  }
+
+  /** Starts a ReadIndex round for batch (empty: a lease renewal); returns its ctx, 0 if refused. */
+  private startReadRound(batch: PendingRead[], nowMs: number): number {
+    const ctx = this.nextReadCtx++;
+    try {
+      this.node.readIndex(ctx);
+      this.readRounds.set(ctx, { reads: batch, askedAtMs: nowMs, term: this.node.term });
+      return ctx;
+    } catch (err) {
+      // ERR_LIMIT (too many pending rounds) or not leader: answer, never throw out of the pass.
+      const e = err as { code?: string; leaderId?: number; message: string };
+      for (const r of batch) r.reply(e.code === 'ERR_RAFT_NOT_LEADER' ? { status: Status.NotLeader, leaderHint: e.leaderId ?? 0, message: e.message } : { status: Status.Busy, message: e.message });
+      return 0;
     }
   }
 
@@ -179,11 +210,17 @@ export class PgReplica {
     }
     if (this.confHistory.length > 64) this.confHistory = this.confHistory.slice(-64);
     for (const rs of readStates) {
-      const rounds = this.readRounds.get(rs.ctx);
-      if (!rounds) continue;
+      const round = this.readRounds.get(rs.ctx);
+      if (!round) continue;
       this.readRounds.delete(rs.ctx);
+      // A quorum acknowledged leadership after round.askedAtMs: the lease runs from then.
+      if (this.leaseMs > 0 && this.isLeader && round.term === this.node.term) {
+        this.leaseTerm = round.term;
+        this.leaseUntilMs = Math.max(this.leaseUntilMs, round.askedAtMs + this.leaseMs);
+      }
+      if (round.reads.length === 0) continue;
       this.apply.whenDone(rs.index, () => {
-        for (const r of rounds) serveRead(r);
+        for (const r of round.reads) serveRead(r);
       });
     }
     const role = this.node.role;
@@ -206,8 +243,9 @@ export class PgReplica {
     const resp: ClientResponse = { status: Status.NotLeader, leaderHint: hint, message: why };
     for (const w of this.inflight.values()) w.reply(resp);
     this.inflight.clear();
-    for (const rounds of this.readRounds.values()) for (const r of rounds) r.reply(resp);
+    for (const round of this.readRounds.values()) for (const r of round.reads) r.reply(resp);
     this.readRounds.clear();
+    this.leaseUntilMs = -Infinity;
     for (const p of this.proposals.splice(0)) p.reply(resp);
     for (const r of this.reads.splice(0)) r.reply(resp);
   }

@@ -35,6 +35,14 @@ export interface RaftConfig {
   readonly maxUncommittedEntries?: number;
   /** Default true. */
   readonly checkQuorum?: boolean;
+  /**
+   * After construction (a start or restart), refuse higher-term votes for this
+   * many ticks (default 0). A restarted node forgot which leader it heard from
+   * last; without this quiet period it could help elect a new leader while the
+   * old one still relies on this node's earlier acknowledgement for its read
+   * lease (osd/pg.ts lease reads). Set it to electionTicks when leases are used.
+   */
+  readonly voteQuietTicksAfterStart?: number;
   /** Index the state machine durably holds already (default storage.snapshot.index): committed entries after it are handed out again. */
   readonly applied?: number;
   /**

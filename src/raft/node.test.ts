@@ -376,6 +376,18 @@ test('check-quorum lease: a follower with a live leader ignores a higher-term vo
   assert.equal(net.nodes.get(2)!.node.hasReady(), false);
 });
 
+test('voteQuietTicksAfterStart: a (re)started node refuses higher-term votes for that many ticks, then grants them', () => {
+  const node = new RaftNode({ id: 2, peers: [1, 2, 3], electionTicks: ELECTION_TICKS, heartbeatTicks: HEARTBEAT_TICKS, prng: new Prng(2), storage: new MemStorage(), maxInflightMsgs: 4, maxMsgBytes: 1 << 20, voteQuietTicksAfterStart: 3 });
+  const vote = (term: number): Message => ({ type: 'vote', from: 3, to: 2, term, lastLogIndex: 0, lastLogTerm: 0 });
+  node.step(vote(1));
+  assert.equal(node.term, 0, 'ignored during the quiet period');
+  for (let t = 0; t < 3; t++) node.tick();
+  node.step(vote(1));
+  assert.equal(node.term, 1);
+  const rd = node.ready();
+  assert.ok(rd?.messages.some((m) => m.type === 'voteResp' && !(m as { reject?: boolean }).reject), 'the vote is granted after the quiet period');
+});
+
 test('restart: a node recovers term, vote, log and commit from storage and reapplies committed entries', () => {
   const net = new Net([1, 2, 3]);
   net.elect(1);

@@ -81,6 +81,8 @@ export class RaftNode {
   private readonly maxMsgBytes: number;
   private readonly maxUncommittedEntries: number;
   private readonly checkQuorum: boolean;
+  /** Ticks left of the post-start period in which higher-term votes are refused (voteQuietTicksAfterStart). */
+  private voteQuietTicksLeft: number;
 
   readonly log: RaftLog;
   private termValue: number;
@@ -123,6 +125,7 @@ export class RaftNode {
     this.maxMsgBytes = cfg.maxMsgBytes;
     this.maxUncommittedEntries = cfg.maxUncommittedEntries ?? MAX_UNCOMMITTED_ENTRIES_DEFAULT;
     this.checkQuorum = cfg.checkQuorum ?? true;
+    this.voteQuietTicksLeft = cfg.voteQuietTicksAfterStart ?? 0;
 
     const st = cfg.storage;
     const snap = st.snapshot;
@@ -250,6 +253,7 @@ export class RaftNode {
 
   tick(): void {
     this.assertNoReadyOutstanding();
+    if (this.voteQuietTicksLeft > 0) this.voteQuietTicksLeft--;
     if (this.roleValue === 'leader') this.tickLeader();
     else this.tickElection();
   }
@@ -358,7 +362,7 @@ export class RaftNode {
     assert(m.to === this.id, `message for ${m.to} delivered to ${this.id}`);
     const fromLeader = m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap';
     if (m.term > this.termValue) {
-      if (m.type === 'vote' && this.inLease()) return; // §6 / check-quorum: a live leader is not disrupted
+      if (m.type === 'vote' && (this.inLease() || this.voteQuietTicksLeft > 0)) return; // §6 / check-quorum: a live leader is not disrupted
       this.becomeFollower(m.term, fromLeader ? m.from : NONE);
     } else if (m.term < this.termValue) {
       if (fromLeader) {

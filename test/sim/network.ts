@@ -17,6 +17,7 @@ export interface NetFaults {
 export class SimNetwork {
   readonly faults: NetFaults = { dropRate: 0, delayMsMin: 0.05, delayMsMax: 1 };
   private readonly isolated = new Set<number>();
+  private readonly peerIsolated = new Set<number>();
   /** Nodes that are down (crashed): nothing reaches them, nothing leaves them. */
   private readonly down = new Set<number>();
   delivered = 0;
@@ -32,8 +33,13 @@ export class SimNetwork {
   isolate(node: number): void {
     this.isolated.add(node);
   }
+  /** Cuts node off from the other OSDs only: the client still reaches it (a deposed leader clients can talk to). */
+  isolateFromPeers(node: number): void {
+    this.peerIsolated.add(node);
+  }
   heal(): void {
     this.isolated.clear();
+    this.peerIsolated.clear();
   }
   setDown(node: number, down: boolean): void {
     if (down) this.down.add(node);
@@ -45,6 +51,7 @@ export class SimNetwork {
 
   private blocked(from: number, to: number): boolean {
     if (this.down.has(from) || this.down.has(to)) return true;
+    if (from !== CLIENT_NODE && to !== CLIENT_NODE && this.peerIsolated.has(from) !== this.peerIsolated.has(to)) return true;
     return this.isolated.has(from) !== this.isolated.has(to);
   }
 
