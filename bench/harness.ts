@@ -222,6 +222,13 @@ export function cpuTicks(pid: number): number {
   return Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
 }
 
+/** utime+stime of one process in clock ticks (all threads; not its reaped children). Throws if it is gone. */
+export function procCpuTicks(pid: number): number {
+  const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+  return Number(f[11]) + Number(f[12]);
+}
+
 /** read-/write-family syscalls made by a process so far (/proc/PID/io syscr, syscw); socket writes count, io_uring IO does not. */
 export function syscalls(pid: number): { r: number; w: number } {
   try {
@@ -304,6 +311,8 @@ export interface FioRun {
   threads?: Array<[string, number]>;
   /** read-/write-family syscalls of the server in the window (perThread runs only). */
   syscalls?: { r: number; w: number };
+  /** CPU seconds per PID of FioOptions.groups in the same window (procCpuTicks: utime+stime, no children). */
+  groupCpuSec?: Record<string, Map<number, number>>;
   error?: string;
 }
 
@@ -337,6 +346,8 @@ export interface FioOptions {
   rampSec?: number;
   /** Also sample per-thread CPU of the server. */
   perThread?: boolean;
+  /** Further processes whose CPU is sampled in the same window, by group name (e.g. osd: [pid, pid, pid]). A process that is gone at either end of the window makes the run an error. */
+  groups?: Record<string, number[]>;
   /** Limit once the lock is held. */
   timeoutMs: number;
 }
@@ -363,6 +374,8 @@ export function runFio(o: FioOptions): Promise<FioRun> {
     let m0 = 0;
     let th0: Map<string, number> | undefined;
     let sc0: { r: number; w: number } | undefined;
+    let g0: Map<number, number> | undefined;
+    let groupErr: string | undefined;
     let t0 = 0;
     let rampTimer: NodeJS.Timeout | undefined;
     let killTimer: NodeJS.Timeout | undefined;
@@ -374,6 +387,18 @@ export function runFio(o: FioOptions): Promise<FioRun> {
         if (o.perThread) {
           th0 = threadTicks(o.serverPid);
           sc0 = syscalls(o.serverPid);
+        }
+      }
+      if (o.groups) {
+        g0 = new Map();
+        for (const pids of Object.values(o.groups)) {
+          for (const pid of pids) {
+            try {
+              g0.set(pid, procCpuTicks(pid));
+            } catch {
+              groupErr ??= `process ${pid} was gone when the CPU window opened`;
+            }
+          }
         }
       }
     };
@@ -412,7 +437,22 @@ export function runFio(o: FioOptions): Promise<FioRun> {
           /* server gone: reported as an error below */
         }
       }
-      const windowSec = c0 === undefined ? 0 : (t1 - t0) / 1000;
+      let groupCpuSec: Record<string, Map<number, number>> | undefined;
+      if (o.groups && g0) {
+        groupCpuSec = {};
+        for (const [name, pids] of Object.entries(o.groups)) {
+          const m = new Map<number, number>();
+          for (const pid of pids) {
+            try {
+              m.set(pid, (procCpuTicks(pid) - (g0.get(pid) ?? NaN)) / CLK_TCK);
+            } catch {
+              groupErr ??= `${name} process ${pid} exited during the run`;
+            }
+          }
+          groupCpuSec[name] = m;
+        }
+      }
+      const windowSec = c0 === undefined && !g0 ? 0 : (t1 - t0) / 1000;
       let json: FioJson | undefined;
       let error: string | undefined;
       try {
@@ -423,8 +463,10 @@ export function runFio(o: FioOptions): Promise<FioRun> {
         error = `no fio JSON (${(err as Error).message})`;
       }
       if (code !== 0) error = `fio exited ${code ?? signal}: ${stderr.trim().split('\n').slice(-3).join(' | ')}`;
+      if (!error && groupErr) error = groupErr;
+      if (!error && o.groups && !g0) error = 'fio ended before the ramp did: no CPU window';
       if (stderr.trim()) fs.writeFileSync(`${o.outPath}.stderr`, stderr);
-      resolve({ json: error ? undefined : json, serverCpuSec, windowSec, machineCpuSec, threads, syscalls: sc, error });
+      resolve({ json: error ? undefined : json, serverCpuSec, windowSec, machineCpuSec, threads, syscalls: sc, groupCpuSec, error });
     });
   });
 }
