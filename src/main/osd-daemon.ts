@@ -116,7 +116,7 @@ export async function runOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Err
     log: logFn,
     defer: (cb) => setImmediate(cb),
     onFatal: fatal,
-    config: { tickMs: cfg.tickMs, raft: { electionTicks: cfg.electionTicks, heartbeatTicks: Math.max(1, Math.floor(cfg.electionTicks / 5)), maxInflightMsgs: 256, maxMsgBytes: 8 * 1024 * 1024 }, recoveryBytesPerSec: cfg.recoveryBytesPerSec },
+    config: { tickMs: cfg.tickMs, raft: { electionTicks: cfg.electionTicks, heartbeatTicks: Math.max(1, Math.floor(cfg.electionTicks / 5)), maxInflightMsgs: 64, maxMsgBytes: 4 * 1024 * 1024 }, recoveryBytesPerSec: cfg.recoveryBytesPerSec },
   });
   core.setMap(map);
   core.start();
@@ -148,7 +148,7 @@ export async function runOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Err
     statsTimer = setInterval(() => {
       const cpu = process.cpuUsage(cpu0);
       cpu0 = process.cpuUsage();
-      log.info(`osd.${osdId}: stats ${JSON.stringify({ ...running.counters, wal: wal.stats, cpuMs: Math.round((cpu.user + cpu.system) / 1000) })}`);
+      log.info(`osd.${osdId}: stats ${JSON.stringify({ ...running.counters, raftFramesDropped: net.dropped, wal: wal.stats, cpuMs: Math.round((cpu.user + cpu.system) / 1000) })}`);
     }, statsMs);
   }
   log.info(`osd.${osdId} listening on ${cfg.osd.host}:${port}`);

@@ -30,7 +30,7 @@ import { Prng } from '../stdx/prng.js';
 import type { ObjectStore } from './objects.js';
 import { encodeOp, OpKind } from './op.js';
 import { PgReplica, pgKey, type PendingRead, type RaftTuning, type Reply } from './pg.js';
-import { IO_BYTES_MAX, Method, Status, type ClientRequest, type ClientResponse, type RaftBatch, type RaftEnvelope, type SnapshotChunk } from './proto.js';
+import { IO_BYTES_MAX, Method, RAFT_BATCH_ENVELOPES_MAX, Status, type ClientRequest, type ClientResponse, type RaftBatch, type RaftEnvelope, type SnapshotChunk } from './proto.js';
 import { SnapshotReceiver, SnapshotSender } from './snapshot.js';
 
 /** What the OSD needs of its write-ahead log (src/osd/wal.ts). */
@@ -95,9 +95,12 @@ export interface OsdConfig {
   leaseFraction: number;
 }
 
+/** Entry bytes per RaftBatch frame (the RPC frame limit is 16 MiB; raft messages are at most maxMsgBytes). */
+export const RAFT_BATCH_BYTES_MAX = 4 * 1024 * 1024;
+
 export const OSD_CONFIG_DEFAULTS: OsdConfig = {
   tickMs: 100,
-  raft: { electionTicks: 10, heartbeatTicks: 2, maxInflightMsgs: 256, maxMsgBytes: 8 * 1024 * 1024 },
+  raft: { electionTicks: 10, heartbeatTicks: 2, maxInflightMsgs: 64, maxMsgBytes: 4 * 1024 * 1024 },
   checkpointBytes: 256 * 1024 * 1024,
   keepEntries: 1024,
   recoveryBytesPerSec: 128 * 1024 * 1024,
@@ -505,12 +508,34 @@ export class OsdCore {
     return this.map?.pgs[String(pg.id.poolId)]?.[pg.id.pg]?.epoch ?? 0;
   }
 
+  /**
+   * One RaftBatch per peer, split so that no frame carries more than
+   * RAFT_BATCH_BYTES_MAX of entry data (a follower catching up gets many large
+   * appends in one pass; one merged frame once exceeded the RPC frame limit and
+   * the sender failed). A single message is at most raft maxMsgBytes plus one
+   * entry, which the frame limit covers.
+   */
   private flushBatches(batches: Map<number, RaftEnvelope[]>): void {
     for (const [to, envelopes] of batches) {
-      this.counters.raftBatchesOut++;
-      this.counters.raftMsgsOut += envelopes.length;
-      this.deps.net.sendRaft(to, { fromOsd: this.id, envelopes });
+      let start = 0;
+      let bytes = 0;
+      for (let i = 0; i < envelopes.length; i++) {
+        const b = envelopeDataBytes(envelopes[i]);
+        if (i > start && (bytes + b > RAFT_BATCH_BYTES_MAX || i - start >= RAFT_BATCH_ENVELOPES_MAX)) {
+          this.sendBatch(to, envelopes.slice(start, i));
+          start = i;
+          bytes = 0;
+        }
+        bytes += b;
+      }
+      this.sendBatch(to, start === 0 ? envelopes : envelopes.slice(start));
     }
+  }
+
+  private sendBatch(to: number, envelopes: RaftEnvelope[]): void {
+    this.counters.raftBatchesOut++;
+    this.counters.raftMsgsOut += envelopes.length;
+    this.deps.net.sendRaft(to, { fromOsd: this.id, envelopes });
   }
 
   /**
@@ -662,6 +687,15 @@ export class OsdCore {
       pgs,
     };
   }
+}
+
+/** Entry data plus a per-entry allowance for headers (an estimate for splitting frames). */
+function envelopeDataBytes(env: RaftEnvelope): number {
+  const m = env.msg;
+  if (m.type !== 'app') return 128;
+  let n = 128;
+  for (const e of m.entries) n += e.data.length + 64;
+  return n;
 }
 
 function pushEnvelope(m: Map<number, RaftEnvelope[]>, to: number, env: RaftEnvelope): void {
