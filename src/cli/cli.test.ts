@@ -2,6 +2,7 @@
 // backed by MemoryVolumeStore: outputs and exit statuses (0 ok, 1 operational,
 // 2 usage, 3 daemon unreachable). Most runs are in-process through runCli();
 // a few run `node bin/tessera.js` as a child to check the real process status.
+import { spawnSync } from 'node:child_process';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -280,4 +281,15 @@ test('cluster commands: bad flags are usage errors naming the flag; an unreachab
   r = await cli(['status', '--monitors', '127.0.0.1:1'], { cwd: '/tmp' });
   assert.notEqual(r.status, 0);
   assert.match(r.err, /tessera: error:/);
+});
+
+test('cluster commands as a process: an unreachable monitor is an error with exit status 3, never a silent 0', () => {
+  // Reproducer: the monitor client's retry backoff used unref'd timers, so the
+  // process ended mid-retry with status 0 and no output.
+  const bin = new URL('../../../bin/tessera.js', import.meta.url).pathname;
+  for (const args of [['status', '--monitors', '127.0.0.1:1'], ['osd', 'out', '1', '--monitors', '127.0.0.1:1']]) {
+    const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(r.status, 3, `${args.join(' ')}: status ${r.status}, stderr ${r.stderr}`);
+    assert.match(r.stderr, /tessera: error:/);
+  }
 });

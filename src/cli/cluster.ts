@@ -10,7 +10,7 @@ import { resolveClusterConfig, type ClusterConfig, type ClusterConfigInput } fro
 import { isTesseraError } from '../stdx/errors.js';
 import { Logger } from '../stdx/log.js';
 import { formatSize } from '../stdx/size.js';
-import { UsageError } from './exit.js';
+import { UnreachableError, UsageError } from './exit.js';
 import type { CliIo } from './io.js';
 
 interface DaemonFlags {
@@ -119,9 +119,7 @@ export function addClusterCommands(program: Command, { io, setStatus }: { io: Cl
         const osdId = Number(id);
         if (!Number.isSafeInteger(osdId) || osdId < 1) throw new UsageError(`bad OSD id "${id}"`);
         const mon = await monClient(f, io);
-        if (verb === 'out') await mon.osdOut(osdId);
-        else if (verb === 'in') await mon.osdIn(osdId);
-        else await mon.osdRm(osdId);
+        await mon.call((c) => (verb === 'out' ? c.osdOut(osdId) : verb === 'in' ? c.osdIn(osdId) : c.osdRm(osdId)));
         io.out(`osd.${osdId}: ${verb}\n`);
       });
   }
@@ -145,13 +143,28 @@ export function addClusterCommands(program: Command, { io, setStatus }: { io: Cl
 async function monClient(f: DaemonFlags, io: CliIo) {
   const cfg = clusterConfigFromFlags(f, io.cwd);
   const { MonClient } = await import('../mon/client.js');
-  return new MonClient({ addrs: cfg.monitors, attemptsMax: 4 });
+  const { refClock } = await import('../io/node/clock.js');
+  // refClock: a retry backoff must keep this process alive until the command ends.
+  const client = new MonClient({ addrs: cfg.monitors, attemptsMax: 4, clock: refClock });
+  return { call: <T>(fn: (c: InstanceType<typeof MonClient>) => Promise<T>): Promise<T> => monCall(client, cfg.monitors, fn) };
+}
+
+/** Runs fn; "no monitor answered" becomes an UnreachableError (exit status 3) naming the addresses. */
+async function monCall<C, T>(client: C, addrs: readonly string[], fn: (c: C) => Promise<T>): Promise<T> {
+  try {
+    return await fn(client);
+  } catch (err) {
+    if (isTesseraError(err, 'ERR_TIMEOUT') && /no active monitor answered/.test(err.message)) {
+      throw new UnreachableError(err.message, `is a monitor running at ${addrs.join(', ')}? Point to it with --monitors HOST:PORT or cluster.monitors in --config`);
+    }
+    throw err;
+  }
 }
 
 /** `tessera status --monitors ...`: the cluster view. */
 export async function clusterStatus(f: DaemonFlags, io: CliIo, asJson: boolean): Promise<void> {
   const mon = await monClient(f, io);
-  const s = await mon.status();
+  const s = await mon.call((c) => c.status());
   io.out(asJson ? JSON.stringify(s, null, 2) + '\n' : formatClusterStatus(s));
 }
 

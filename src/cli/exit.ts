@@ -22,6 +22,17 @@ export class UsageError extends Error {
   }
 }
 
+/** No server answered (exit status 3), with advice on where to point the command. */
+export class UnreachableError extends Error {
+  constructor(
+    message: string,
+    readonly hint: string,
+  ) {
+    super(message);
+    this.name = 'UnreachableError';
+  }
+}
+
 export interface ExitReport {
   status: number;
   message: string;
@@ -31,6 +42,7 @@ export interface ExitReport {
 /** Turn an error thrown by a command into an exit status, message and hint. */
 export function classifyError(err: unknown): ExitReport {
   if (err instanceof UsageError) return { status: EXIT_USAGE, message: err.message };
+  if (err instanceof UnreachableError) return { status: EXIT_UNREACHABLE, message: err.message, hint: err.hint };
   if (err instanceof ApiError) {
     if (err.code === 'ERR_UNREACHABLE') {
       return {
