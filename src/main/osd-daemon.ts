@@ -128,8 +128,13 @@ export async function runOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Err
       try {
         const next = await mon.waitMap(map?.epoch ?? 0, 10_000);
         if (next && !stopped) {
+          const before = map;
           map = next;
           running.setMap(next);
+          for (const o of next.osds) {
+            const was = before?.osds.find((x) => x.id === o.id);
+            if (o.up && o.id !== osdId && (!was || !was.up || was.port !== o.port || was.addr !== o.addr)) net.peerUp(o.id);
+          }
         }
       } catch (err) {
         if (!stopped) log.warn(`osd.${osdId}: map watch: ${(err as Error).message}`);

@@ -374,6 +374,24 @@ test('close: fails requests in flight and waiting with ERR_CLOSED; a client to a
   await dead.close();
 });
 
+test('retryNow: a client backing off from a peer that came back connects at once (OSD peers reconnect on a map change)', async () => {
+  const first = await startServer(echo);
+  const port = first.port;
+  await first.close();
+  const pool = new RpcPool({ reconnectDelayMsMin: 60_000, reconnectDelayMsMax: 60_000 });
+  const client = pool.get(`${HOST}:${port}`);
+  await assert.rejects(client.request(1, Buffer.from('x'), 1000), isCode('ERR_CLOSED'));
+  await waitFor(() => client.state === 'backoff', 'backoff after the refused connect');
+  const again = new RpcServer(echo);
+  await again.listen(HOST, port);
+  pool.retryNow(`${HOST}:${port}`);
+  pool.retryNow(`${HOST}:1`); // unknown address: no-op
+  await waitFor(() => client.state === 'connected', 'connected without waiting out the 60 s backoff', 3000);
+  assert.deepEqual((await client.request(1, Buffer.from('y'), 1000)).payload, Buffer.from('y'));
+  await pool.close();
+  await again.close();
+});
+
 test('pool: one client per address, bad addresses refused, close closes them all', async () => {
   const server = await startServer(echo);
   const pool = new RpcPool({}, 2);

@@ -483,6 +483,14 @@ export class RpcClient {
     });
   }
 
+  /** The peer is known to be back (e.g. the cluster map says so): end a backoff and connect now. */
+  retryNow(): void {
+    if (this.stateValue !== 'backoff') return;
+    if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
+    this.failures = 0;
+    this.connect();
+  }
+
   /** Puts what this turn queued on this connection onto the wire now. */
   flush(): void {
     this.tcp?.flush();
@@ -714,6 +722,11 @@ export class RpcPool {
 
   size(): number {
     return this.clients.size;
+  }
+
+  /** Ends the backoff of the client for `address`, if there is one (RpcClient.retryNow). */
+  retryNow(address: string): void {
+    this.clients.get(address)?.retryNow();
   }
 
   /** Sends what every client wrote in this turn now (see TcpConnection.flush). */
