@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { openLocalStore } from '../engine/store.js';
-import { ensureDir, writePrivateFile } from '../io/node/api-files.js';
+import { acquirePidFile, ensureDir, releasePidFile, writePrivateFile } from '../io/node/api-files.js';
 import { nodeClock } from '../io/node/clock.js';
 import { RpcOsdNet } from '../io/node/osd-rpc.js';
 import { RpcServer } from '../io/node/rpc.js';
@@ -52,6 +52,9 @@ async function loadIdentity(dataDir: string): Promise<{ uuid: string }> {
 export async function runOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Error) => void): Promise<RunningOsd> {
   const logFn = (level: 'info' | 'warn' | 'error', msg: string) => log[level](msg);
   await ensureDir(cfg.osd.dataDir);
+  // One OSD per data dir: two processes sharing a device file and WAL would corrupt both.
+  const pidPath = path.join(cfg.osd.dataDir, 'osd.pid');
+  await acquirePidFile(pidPath, cfg.osd.dataDir);
   const { uuid } = await loadIdentity(cfg.osd.dataDir);
   const { engine } = await openLocalStore({
     devicePath: path.join(cfg.osd.dataDir, 'dev.img'),
@@ -170,6 +173,7 @@ export async function runOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Err
       await net.pool.close();
       await wal.close().catch(() => {});
       await engine.close().catch(() => {});
+      await releasePidFile(pidPath).catch(() => {});
     },
   };
 }

@@ -418,6 +418,17 @@ describe('issue 3: a real cluster of separate processes (tessera mon + 3×osd + 
     });
   });
 
+  test('a second `tessera osd` on a data dir in use is refused (reproducer: three OSDs once shared one device file and WAL)', async () => {
+    const c = fx();
+    const slot = c.osds[0];
+    const r = await c.cli(['osd', 'run', '--config', c.configPath, '--osd-data-dir', slot.dataDir, '--osd-port', '0'], 30_000);
+    assert.equal(r.code, 1, `second OSD on ${slot.dataDir}: exit ${r.code}, stdout ${r.stdout}, stderr ${r.stderr}`);
+    assert.match(r.stderr, /already running on data dir/);
+    assert.ok(await pidAlive(slot.proc.pid), 'the running OSD is untouched');
+    const s = await c.status();
+    assert.equal(s.osds.length, 3, 'no OSD registered twice');
+  });
+
   test('part 5: `tessera osd out` shows degraded PGs, a 4th OSD takes over their replicas with recovery progress in `tessera status`, data intact; `tessera osd in` puts it back', async () => {
     const c = fx();
     assert.ok(busyPg >= 0 && killed, 'parts 1 and 7 did not run');
