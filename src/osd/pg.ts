@@ -126,6 +126,8 @@ export class PgReplica {
       repairUntilIndex,
       // Lease reads (see the header) need a restarted replica to stay out of elections for a while.
       voteQuietTicksAfterStart: tuning.electionTicks,
+      // Followers learn the commit index from the next append or heartbeat (raft/config.ts).
+      broadcastCommit: false,
     });
     this.confHistory = [{ index: storage.snapshot.index, conf: storage.snapshot.conf }];
     this.walTermVote = { term: storage.hardState.term, vote: storage.hardState.vote };

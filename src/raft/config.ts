@@ -43,6 +43,14 @@ export interface RaftConfig {
    * lease (osd/pg.ts lease reads). Set it to electionTicks when leases are used.
    */
   readonly voteQuietTicksAfterStart?: number;
+  /**
+   * When the commit index advances, tell every follower at once with an
+   * (empty) append (default true, as etcd/raft). false: followers learn it
+   * from the next append or heartbeat. Client acknowledgements only need the
+   * leader's commit, so an OSD saves two messages and a pass per follower per
+   * write; followers then apply up to one heartbeat interval later.
+   */
+  readonly broadcastCommit?: boolean;
   /** Index the state machine durably holds already (default storage.snapshot.index): committed entries after it are handed out again. */
   readonly applied?: number;
   /**

@@ -376,6 +376,33 @@ test('check-quorum lease: a follower with a live leader ignores a higher-term vo
   assert.equal(net.nodes.get(2)!.node.hasReady(), false);
 });
 
+test('broadcastCommit false: a commit costs no extra messages; followers learn it from the next heartbeat', () => {
+  const mk = (id: number) => {
+    const storage = new MemStorage();
+    return { node: new RaftNode({ id, peers: [1, 2, 3], electionTicks: ELECTION_TICKS, heartbeatTicks: HEARTBEAT_TICKS, prng: new Prng(id), storage, maxInflightMsgs: 4, maxMsgBytes: 1 << 20, broadcastCommit: false }), storage };
+  };
+  const net = new Net([1, 2, 3]);
+  for (const id of [1, 2, 3]) net.nodes.set(id, mk(id));
+  net.elect(1);
+  for (let t = 0; t < HEARTBEAT_TICKS; t++) net.get(1).tick();
+  net.stabilize();
+  const idx = net.get(1).propose(new TextEncoder().encode('x')) as number;
+  // Leader → appends; followers → appResps; leader commits and sends nothing more.
+  const leaderOut = drain(net.nodes.get(1)!);
+  assert.deepEqual(leaderOut.map((m) => m.type), ['app', 'app']);
+  for (const m of leaderOut) net.get(m.to).step(m);
+  const acks = [...drain(net.nodes.get(2)!), ...drain(net.nodes.get(3)!)];
+  assert.deepEqual(acks.map((m) => m.type), ['appResp', 'appResp']);
+  for (const m of acks) net.get(1).step(m);
+  assert.equal(net.get(1).commit, idx, 'the leader committed');
+  assert.deepEqual(drain(net.nodes.get(1)!).map((m) => m.type), [], 'no commit broadcast');
+  assert.ok(net.get(2).commit < idx, 'the follower does not know yet');
+  for (let t = 0; t < HEARTBEAT_TICKS; t++) net.get(1).tick();
+  net.stabilize();
+  assert.equal(net.get(2).commit, idx, 'learned from the heartbeat');
+  assert.equal(net.get(3).commit, idx);
+});
+
 test('voteQuietTicksAfterStart: a (re)started node refuses higher-term votes for that many ticks, then grants them', () => {
   const node = new RaftNode({ id: 2, peers: [1, 2, 3], electionTicks: ELECTION_TICKS, heartbeatTicks: HEARTBEAT_TICKS, prng: new Prng(2), storage: new MemStorage(), maxInflightMsgs: 4, maxMsgBytes: 1 << 20, voteQuietTicksAfterStart: 3 });
   const vote = (term: number): Message => ({ type: 'vote', from: 3, to: 2, term, lastLogIndex: 0, lastLogTerm: 0 });

@@ -83,6 +83,9 @@ export class RaftNode {
   private readonly checkQuorum: boolean;
   /** Ticks left of the post-start period in which higher-term votes are refused (voteQuietTicksAfterStart). */
   private voteQuietTicksLeft: number;
+  private readonly broadcastCommit: boolean;
+  /** Set by maybeCommit(): whether the commit just made should be sent to followers at once. */
+  private announceCommit = true;
 
   readonly log: RaftLog;
   private termValue: number;
@@ -126,6 +129,7 @@ export class RaftNode {
     this.maxUncommittedEntries = cfg.maxUncommittedEntries ?? MAX_UNCOMMITTED_ENTRIES_DEFAULT;
     this.checkQuorum = cfg.checkQuorum ?? true;
     this.voteQuietTicksLeft = cfg.voteQuietTicksAfterStart ?? 0;
+    this.broadcastCommit = cfg.broadcastCommit ?? true;
 
     const st = cfg.storage;
     const snap = st.snapshot;
@@ -447,7 +451,7 @@ export class RaftNode {
       // The leader counts itself only for entries it has persisted: a commit must
       // survive the crash of any minority, the leader included.
       const self = this.prs.get(this.id) as Progress;
-      if (self.maybeUpdate(this.log.stable()) && this.maybeCommit()) this.bcastAppend(true);
+      if (self.maybeUpdate(this.log.stable()) && this.maybeCommit()) this.bcastAppend(this.announceCommit);
     }
   }
 
@@ -690,7 +694,7 @@ export class RaftNode {
       else pr.inflights.freeLE(m.index);
     }
     if (updated) {
-      if (this.maybeCommit()) this.bcastAppend(true);
+      if (this.maybeCommit()) this.bcastAppend(this.announceCommit);
       // A peer that was paused missed the commit broadcast: tell it now.
       else if (wasPaused) this.sendAppend(m.from, true);
     }
@@ -822,7 +826,13 @@ export class RaftNode {
   /** §5.4.2: commit the voters' quorum match index only if it is an entry of this term. */
   private maybeCommit(): boolean {
     const matches = this.confValue.voters.map((v) => this.prs.get(v)?.match ?? 0);
+    const before = this.log.committed;
     if (!this.log.maybeCommit(quorumMatchIndex(matches), this.termValue)) return false;
+    // Membership changes (and a new leader's first entry) are always announced at
+    // once, even without broadcastCommit: followers must apply a new
+    // configuration promptly (a leader that removed itself steps down, and the
+    // rest must be able to elect under the new configuration).
+    this.announceCommit = this.broadcastCommit || (this.pendingConfIndex > before && this.pendingConfIndex <= this.log.committed);
     this.flushWaitingReads();
     return true;
   }
@@ -873,7 +883,7 @@ export class RaftNode {
       return;
     }
     const added = this.syncProgress();
-    if (this.maybeCommit()) this.bcastAppend(true); // a smaller quorum may commit more
+    if (this.maybeCommit()) this.bcastAppend(this.announceCommit); // a smaller quorum may commit more
     else for (const p of added) this.sendAppend(p, true);
     this.releaseReads();
   }
