@@ -283,6 +283,13 @@ test('cluster commands: bad flags are usage errors naming the flag; an unreachab
   assert.match(r.err, /tessera: error:/);
 });
 
+test('a reader that closes stdout early (tessera up --help | true) ends the CLI quietly, no EPIPE stack trace', () => {
+  const bin = new URL('../../../bin/tessera.js', import.meta.url).pathname;
+  const r = spawnSync('bash', ['-c', `set -o pipefail; "${process.execPath}" "${bin}" up --help | true; echo "status \${PIPESTATUS[0]}" >&2`], { encoding: 'utf8', timeout: 30_000 });
+  assert.doesNotMatch(r.stderr, /EPIPE|Unhandled 'error' event/, r.stderr);
+  assert.match(r.stderr, /status 0/);
+});
+
 test('cluster commands as a process: an unreachable monitor is an error with exit status 3, never a silent 0', () => {
   // Reproducer: the monitor client's retry backoff used unref'd timers, so the
   // process ended mid-retry with status 0 and no output.

@@ -75,6 +75,11 @@ export async function runCli(args: string[], io: CliIo, opts: CliOptions = {}): 
 
 /** Entry point used by bin/tessera.js. */
 export async function main(argv: string[]): Promise<void> {
+  // `tessera ... | head`: a reader that went away is not an error worth a stack trace.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
   process.exitCode = await runCli(argv.slice(2), processIo());
   // Normally the event loop is empty now and the process ends by itself. If a
   // leaked handle kept a stopped daemon alive, end it anyway; unref'd, so this
