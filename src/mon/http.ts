@@ -76,6 +76,7 @@ const PgReportBody = z.strictObject({
   learners: idList,
   state: z.enum(['active', 'degraded', 'recovering', 'peering', 'inactive']),
   recoveryBytesLeft: safeInt,
+  pgEpoch: safeInt.optional(),
 });
 const OsdReportBody = z.strictObject({
   osdId,

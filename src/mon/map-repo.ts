@@ -30,6 +30,14 @@ export const MAP_KEY = 'mon/map';
 export const MON_ELECTION = 'mon';
 /** Re-reads after CAS conflicts before an update gives up with ERR_BUSY. */
 export const CAS_RETRIES_MAX = 16;
+/** Upper bound of the wait after a lost compare-and-set race (ms). */
+export const CAS_BACKOFF_MS_MAX = 20;
+
+function defaultCasBackoff(attempt: number): Promise<void> {
+  if (attempt === 0) return Promise.resolve(); // the first retry is immediate: most races are single
+  const capMs = Math.min(CAS_BACKOFF_MS_MAX, 2 ** attempt);
+  return new Promise((resolve) => setTimeout(resolve, Math.random() * capMs));
+}
 
 export function encodeMap(map: ClusterMap): Buffer {
   const value = Buffer.from(JSON.stringify(map), 'utf8');
@@ -60,7 +68,15 @@ export class MapRepo {
   /** Revision of MAP_KEY that `current` was read or written at; null: key absent (as far as we know). */
   private revision: bigint | null = null;
 
-  constructor(private readonly store: MetaStore) {}
+  constructor(
+    private readonly store: MetaStore,
+    /**
+     * Waits after the attempt-th lost race (jittered, growing): two writers that
+     * retry at once can keep beating each other (a split brain of two monitors
+     * lost 17 races in a row in a test). Injectable for deterministic tests.
+     */
+    private readonly backoff: (attempt: number) => Promise<void> = defaultCasBackoff,
+  ) {}
 
   /** The map as last read or written here (null before load or when none is stored). */
   get map(): ClusterMap | null {
@@ -100,6 +116,7 @@ export class MapRepo {
         this.revision = res.revision;
         return { map: next, changed: true };
       }
+      await this.backoff(attempt);
       await this.load(); // someone else wrote: apply fn again to what is there now
     }
     throw new TesseraError('ERR_BUSY', `cluster map update lost ${CAS_RETRIES_MAX + 1} compare-and-set races in a row`);

@@ -98,6 +98,12 @@ export interface PgReport {
   state: 'active' | 'degraded' | 'recovering' | 'peering' | 'inactive';
   /** Leader only: bytes still to send to catching-up replicas (estimate). */
   recoveryBytesLeft: number;
+  /**
+   * The PG epoch of the map the OSD held when it reported. A report about an
+   * older epoch than the monitor's map describes the PG before its last change
+   * (new or removed OSDs), so its state is not taken at face value.
+   */
+  pgEpoch?: number;
 }
 
 export interface OsdReport {

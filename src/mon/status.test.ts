@@ -100,3 +100,14 @@ test('HEALTH_ERR: inactive PGs, acting sets below minSize, a full cluster', () =
   assert.deepEqual(e.pgStates, { unknown: 4 });
   assert.deepEqual(e.capacity, { totalBytes: 0, usedBytes: 0 });
 });
+
+test('a report about an older PG epoch than the map counts as peering, not as its stale state (reproducer: HEALTH_OK right after an OSD joined)', () => {
+  const map = cluster();
+  const epoch = map.pgs['1'][0].epoch;
+  const fresh = (pg: number) => pgRep(pg, 'active', { pgEpoch: epoch });
+  const reports = [rep(1, [fresh(0), fresh(1), fresh(2), fresh(3), fresh(4), fresh(5), pgRep(6, 'active', { pgEpoch: epoch - 1 }), pgRep(7, 'active')])];
+  const s = aggregateStatus({ map, reports, ...base });
+  assert.deepEqual(s.pgStates, { active: 7, peering: 1 }, 'old-epoch report → peering; a report without an epoch (older OSD) is taken as is');
+  assert.equal(s.health, 'HEALTH_WARN');
+  assert.ok(s.checks.some((c) => /1 PG\(s\) peering/.test(c)), s.checks.join('; '));
+});

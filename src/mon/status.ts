@@ -79,6 +79,12 @@ export function aggregateStatus(input: StatusInput): ClusterStatus {
         bump('unknown');
         continue;
       }
+      // A report about the PG before its last change (a new acting set) says nothing
+      // about the new replicas: the PG is still peering toward that set.
+      if (r.pgEpoch !== undefined && r.pgEpoch < rec.epoch) {
+        bump('peering');
+        continue;
+      }
       bump(r.state);
       if (r.state === 'recovering') pgsRecovering++;
       bytesLeft += r.recoveryBytesLeft;

@@ -675,6 +675,7 @@ export class OsdCore {
         learners: [...learners],
         state,
         recoveryBytesLeft,
+        pgEpoch: rec?.epoch ?? 0,
       });
     }
     const engine = this.deps.store.engine;
