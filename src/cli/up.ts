@@ -52,7 +52,7 @@ export function addUpCommand(program: Command, ctx: { io: CliIo; setStatus: (s: 
     .option('--volume-name <name>', 'name of the volume created on a new device (default vol0)')
     .option('--volume-size <size>', 'size of that volume, e.g. 10G (default 10G)')
     .option('--api-port <port>', 'also serve the API on 127.0.0.1:PORT (writes need <data-dir>/api.token)')
-    .option('--osds <n>', 'start a replicated single-machine cluster instead: a monitor, N OSD processes (pool size min(3,N), min_size 2) and the gateway')
+    .option('--osds <n>', 'start a replicated single-machine cluster instead: a monitor, N OSD processes (pool size min(3,N), min_size min(2,N); OSDs on ports mon-port+21..) and the gateway')
     .option('--mon-port <port>', 'with --osds: monitor port (default 6780; OSDs use 6801..)')
     .addHelpText(
       'after',
@@ -77,6 +77,7 @@ Examples:
         if (!Number.isInteger(osds) || osds < 1 || osds > 64) throw new UsageError(`--osds must be an integer in [1, 64], got ${flags.osds}`);
         const monPort = flags.monPort === undefined ? 6780 : Number(flags.monPort);
         if (!Number.isInteger(monPort) || monPort < 1 || monPort > 65535) throw new UsageError(`--mon-port must be a port number, got ${flags.monPort}`);
+        if (monPort + 20 + osds > 65535) throw new UsageError(`--mon-port ${monPort} leaves no room for ${osds} OSD ports (mon-port+21..mon-port+${20 + osds} must be <= 65535)`);
         const { runClusterUp } = await import('../main/cluster-up.js');
         ctx.setStatus(
           await runClusterUp(
