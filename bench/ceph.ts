@@ -30,6 +30,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { CLK_TCK, LOCK_FILE, capture, machineBusyTicks, sleep, log as defaultLog, type FioJson } from './harness.js';
+import { parseSize } from '../src/stdx/size.js';
 import { WORKLOADS, type Workload } from './report.js';
 export { WORKLOADS };
 
@@ -618,12 +619,6 @@ export function cephTable(results: CephResult[], md: boolean): string {
 }
 
 // ---------------------------------------------------------------- CLI
-
-function parseSize(s: string): number {
-  const m = /^(\d+)([KMGT]?)i?B?$/i.exec(s.trim());
-  if (!m) throw new Error(`bad size ${s}`);
-  return Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase());
-}
 
 async function main(argv: string[]): Promise<number> {
   let md = false;

@@ -44,6 +44,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { killCephClients, runCephBaseline, type CephResult, fioWorkloadArgs } from './ceph.js';
 import {
+  printHeaderAndExit,
   CLK_TCK,
   capture,
   freePort,
@@ -60,6 +61,7 @@ import {
   waitNbd,
   type Server,
 } from './harness.js';
+import { parseSize } from '../src/stdx/size.js';
 import { WORKLOADS, type Workload } from './report.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -277,21 +279,8 @@ interface Options {
   extraArgs: string[];
 }
 
-function parseSize(s: string): number {
-  const m = /^(\d+)([KMGT]?)i?B?$/i.exec(s.trim());
-  if (!m) throw new Error(`bad size ${s}`);
-  return Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase());
-}
-
 function usage(): never {
-  const src = fs.readFileSync(fileURLToPath(import.meta.url), 'utf8');
-  const lines: string[] = [];
-  for (const l of src.split('\n')) {
-    if (!l.startsWith('//')) break;
-    lines.push(l.replace(/^\/\/ ?/, ''));
-  }
-  process.stdout.write(lines.join('\n') + '\n');
-  process.exit(0);
+  return printHeaderAndExit(import.meta.url);
 }
 
 function parseOptions(argv: string[]): Options {

@@ -10,8 +10,20 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import { fileURLToPath } from 'node:url';
 
 export const LOCK_FILE = process.env.BENCH_LOCK ?? '/tmp/bench.lock';
+
+/** --help of a bench script: its leading `//` comment block (the file header), then exit 0. */
+export function printHeaderAndExit(moduleUrl: string, maxLines = Infinity): never {
+  const lines: string[] = [];
+  for (const l of fs.readFileSync(fileURLToPath(moduleUrl), 'utf8').split('\n')) {
+    if (!l.startsWith('//') || lines.length >= maxLines) break;
+    lines.push(l.replace(/^\/\/ ?/, ''));
+  }
+  process.stdout.write(lines.join('\n') + '\n');
+  process.exit(0);
+}
 
 export function log(msg: string): void {
   const t = new Date().toISOString().slice(11, 19);

@@ -31,6 +31,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { formatSummary, loadProfile, summarize } from './cpuprofile.js';
 import {
+  printHeaderAndExit,
   capture,
   freePort,
   killAllSync,
@@ -45,6 +46,7 @@ import {
   type FioRun,
   type Server,
 } from './harness.js';
+import { parseSize } from '../src/stdx/size.js';
 import { WORKLOADS, ratioTable, recordSection, resultsTable, verdict, type Result, type Row, type Workload } from './report.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -71,23 +73,8 @@ interface Options {
   keep: boolean;
 }
 
-function parseSize(s: string): number {
-  const m = /^(\d+)([KMGT]?)i?B?$/i.exec(s.trim());
-  if (!m) throw new Error(`bad size ${s}`);
-  return Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase());
-}
-
 function usage(): never {
-  const src = fs.readFileSync(fileURLToPath(import.meta.url), 'utf8');
-  process.stdout.write(
-    src
-      .split('\n')
-      .filter((l) => l.startsWith('//'))
-      .slice(0, 21)
-      .map((l) => l.replace(/^\/\/ ?/, ''))
-      .join('\n') + '\n',
-  );
-  process.exit(0);
+  return printHeaderAndExit(import.meta.url, 21);
 }
 
 function parseOptions(argv: string[]): Options {
