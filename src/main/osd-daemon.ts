@@ -17,7 +17,7 @@ import { NodeSegmentStore } from '../io/node/segment-store.js';
 import { MonClient } from '../mon/client.js';
 import type { ClusterMap } from '../mon/map-types.js';
 import { ObjectStore } from '../osd/objects.js';
-import { OsdCore } from '../osd/osd.js';
+import { OSD_CONFIG_DEFAULTS, OsdCore } from '../osd/osd.js';
 import { Method, Status, type ClientResponse } from '../osd/proto.js';
 import { Wal } from '../osd/wal.js';
 import { decodeClientRequest, decodeRaftBatch, decodeSnapshotChunk, encodeClientResponse } from '../rpc/messages.js';
@@ -119,7 +119,7 @@ export async function runOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Err
     log: logFn,
     defer: (cb) => setImmediate(cb),
     onFatal: fatal,
-    config: { tickMs: cfg.tickMs, raft: { electionTicks: cfg.electionTicks, heartbeatTicks: Math.max(1, Math.floor(cfg.electionTicks / 5)), maxInflightMsgs: 64, maxMsgBytes: 4 * 1024 * 1024 }, recoveryBytesPerSec: cfg.recoveryBytesPerSec },
+    config: { tickMs: cfg.tickMs, raft: { ...OSD_CONFIG_DEFAULTS.raft, electionTicks: cfg.electionTicks, heartbeatTicks: Math.max(1, Math.floor(cfg.electionTicks / 5)) }, recoveryBytesPerSec: cfg.recoveryBytesPerSec },
   });
   core.setMap(map);
   core.start();

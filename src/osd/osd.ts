@@ -29,7 +29,7 @@ import type { LogFn } from '../stdx/log.js';
 import { Prng } from '../stdx/prng.js';
 import type { ObjectStore } from './objects.js';
 import { encodeOp, OpKind } from './op.js';
-import { PgReplica, pgKey, type PendingRead, type RaftTuning, type Reply } from './pg.js';
+import { PgReplica, PROPOSALS_MAX, READS_MAX, pgKey, type PendingRead, type RaftTuning, type Reply } from './pg.js';
 import { IO_BYTES_MAX, Method, RAFT_BATCH_ENVELOPES_MAX, Status, type ClientRequest, type ClientResponse, type RaftBatch, type RaftEnvelope, type SnapshotChunk } from './proto.js';
 import { SnapshotReceiver, SnapshotSender } from './snapshot.js';
 
@@ -97,10 +97,16 @@ export interface OsdConfig {
 
 /** Entry bytes per RaftBatch frame (the RPC frame limit is 16 MiB; raft messages are at most maxMsgBytes). */
 export const RAFT_BATCH_BYTES_MAX = 4 * 1024 * 1024;
+/**
+ * Raft maxMsgBytes: it is also the largest entry raft accepts, so it must hold a
+ * whole-object write (IO_BYTES_MAX of data plus the op and entry headers). One
+ * message is at most this plus one entry: ~8 MiB, under the 16 MiB frame limit.
+ */
+export const RAFT_MSG_BYTES_MAX = IO_BYTES_MAX + 64 * 1024;
 
 export const OSD_CONFIG_DEFAULTS: OsdConfig = {
   tickMs: 100,
-  raft: { electionTicks: 10, heartbeatTicks: 2, maxInflightMsgs: 64, maxMsgBytes: 4 * 1024 * 1024 },
+  raft: { electionTicks: 10, heartbeatTicks: 2, maxInflightMsgs: 64, maxMsgBytes: RAFT_MSG_BYTES_MAX },
   checkpointBytes: 256 * 1024 * 1024,
   keepEntries: 1024,
   recoveryBytesPerSec: 128 * 1024 * 1024,
@@ -339,18 +345,18 @@ export class OsdCore {
     };
     switch (req.method) {
       case Method.Write:
-        if (pg.proposals.length >= 1024) return done({ status: Status.Busy, message: 'PG proposal queue full' });
+        if (pg.proposals.length >= PROPOSALS_MAX) return done({ status: Status.Busy, message: 'PG proposal queue full' });
         pg.proposals.push({ data: encodeOp(OpKind.Write, req.volumeId, req.offsetBytes, req.data.length, req.data), reply: done });
         break;
       case Method.Zero:
-        if (pg.proposals.length >= 1024) return done({ status: Status.Busy, message: 'PG proposal queue full' });
+        if (pg.proposals.length >= PROPOSALS_MAX) return done({ status: Status.Busy, message: 'PG proposal queue full' });
         pg.proposals.push({
           data: encodeOp(req.mayTrim ? OpKind.ZeroTrim : OpKind.ZeroKeep, req.volumeId, req.offsetBytes, req.lengthBytes, null),
           reply: done,
         });
         break;
       case Method.Read:
-        if (pg.reads.length >= 1024) return done({ status: Status.Busy, message: 'PG read queue full' });
+        if (pg.reads.length >= READS_MAX) return done({ status: Status.Busy, message: 'PG read queue full' });
         pg.reads.push({ volumeId: req.volumeId, offsetBytes: req.offsetBytes, lengthBytes: req.lengthBytes, reply: done });
         break;
       case Method.BlockStatus:
@@ -655,7 +661,7 @@ export class OsdCore {
       const { voters, learners } = node.conf;
       let state: PgReport['state'];
       let recoveryBytesLeft = 0;
-      if (node.role !== 'leader') state = voters.length === 0 ? 'peering' : 'peering';
+      if (node.role !== 'leader') state = 'peering';
       else {
         const caughtUp = voters.filter((v) => v === this.id || (node.progress(v)?.match ?? 0) >= node.commit - 64);
         if (learners.length > 0 || pg.sendingSnapshotTo.size > 0) state = 'recovering';
