@@ -29,7 +29,7 @@ import type { LogFn } from '../stdx/log.js';
 import { Prng } from '../stdx/prng.js';
 import type { ObjectStore } from './objects.js';
 import { encodeOp, OpKind } from './op.js';
-import { PgReplica, PROPOSALS_MAX, READS_MAX, pgKey, type PendingRead, type RaftTuning, type Reply } from './pg.js';
+import { PgReplica, READS_MAX, pgKey, type PendingRead, type RaftTuning, type Reply } from './pg.js';
 import { IO_BYTES_MAX, Method, RAFT_BATCH_ENVELOPES_MAX, Status, type ClientRequest, type ClientResponse, type RaftBatch, type RaftEnvelope, type SnapshotChunk } from './proto.js';
 import { SnapshotReceiver, SnapshotSender } from './snapshot.js';
 
@@ -42,6 +42,8 @@ export interface OsdWal {
   commit(): Promise<void>;
   checkpoint(state: Map<number, { hardState: HardState; snapshot: SnapshotMeta; entries: Entry[]; damaged?: { maxIndexSeen: number; maxTermSeen: number } }>): Promise<void>;
   bytesSinceCheckpoint(): number;
+  /** Enough is queued that the caller should commit before queuing more. */
+  readonly needsCommit: boolean;
 }
 
 export interface RecoveredGroup {
@@ -345,15 +347,12 @@ export class OsdCore {
     };
     switch (req.method) {
       case Method.Write:
-        if (pg.proposals.length >= PROPOSALS_MAX) return done({ status: Status.Busy, message: 'PG proposal queue full' });
-        pg.proposals.push({ data: encodeOp(OpKind.Write, req.volumeId, req.offsetBytes, req.data.length, req.data), reply: done });
+        if (!pg.propose(encodeOp(OpKind.Write, req.volumeId, req.offsetBytes, req.data.length, req.data), done)) return done({ status: Status.Busy, message: 'PG proposal queue full' });
         break;
       case Method.Zero:
-        if (pg.proposals.length >= PROPOSALS_MAX) return done({ status: Status.Busy, message: 'PG proposal queue full' });
-        pg.proposals.push({
-          data: encodeOp(req.mayTrim ? OpKind.ZeroTrim : OpKind.ZeroKeep, req.volumeId, req.offsetBytes, req.lengthBytes, null),
-          reply: done,
-        });
+        if (!pg.propose(encodeOp(req.mayTrim ? OpKind.ZeroTrim : OpKind.ZeroKeep, req.volumeId, req.offsetBytes, req.lengthBytes, null), done)) {
+          return done({ status: Status.Busy, message: 'PG proposal queue full' });
+        }
         break;
       case Method.Read:
         if (pg.reads.length >= READS_MAX) return done({ status: Status.Busy, message: 'PG read queue full' });
@@ -445,6 +444,12 @@ export class OsdCore {
     const serve = (r: PendingRead): void => this.serveRead(r);
     for (const pg of pgs) {
       if (pg.removed) continue;
+      if (this.deps.wal.needsCommit) {
+        // Enough queued for one WAL batch: the rest waits for the next pass (the WAL
+        // throws ERR_LIMIT beyond its buffer, and a throw here would stop the OSD).
+        this.dirty.add(pg);
+        continue;
+      }
       pg.drive(now, this.leaseMs, serve);
       const rd = pg.node.ready();
       if (!rd) {

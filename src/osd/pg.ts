@@ -33,6 +33,13 @@ import type { ObjectStore } from './objects.js';
 import { Status, type ClientResponse } from './proto.js';
 
 export const INBOX_MAX = 4096;
+/**
+ * Entry bytes queued in the inbox and in proposals (each): what one PG can add
+ * to one pass's WAL batch stays well under the WAL's bufferedBytesMax (64 MiB;
+ * the driver also stops driving PGs once the WAL wants a commit).
+ */
+export const INBOX_ENTRY_BYTES_MAX = 16 * 1024 * 1024;
+export const PROPOSAL_BYTES_MAX = 16 * 1024 * 1024;
 export const PROPOSALS_MAX = 1024;
 export const READS_MAX = 1024;
 
@@ -141,10 +148,22 @@ export class PgReplica {
 
   /** Bounded enqueue of an incoming raft message; false when dropped. */
   enqueue(m: Message): boolean {
-    if (this.inbox.length >= INBOX_MAX) return false;
+    const bytes = m.type === 'app' ? appEntryBytes(m.entries) : 0;
+    if (this.inbox.length >= INBOX_MAX || (bytes > 0 && this.inboxEntryBytes + bytes > INBOX_ENTRY_BYTES_MAX && this.inbox.length > 0)) return false;
     this.inbox.push(m);
+    this.inboxEntryBytes += bytes;
     return true;
   }
+
+  /** Queues a client write or zero for the next pass; false when the queue is full (answer Busy). */
+  propose(data: Buffer, reply: Reply): boolean {
+    if (this.proposals.length >= PROPOSALS_MAX || (this.proposalBytes + data.length > PROPOSAL_BYTES_MAX && this.proposals.length > 0)) return false;
+    this.proposals.push({ data, reply });
+    this.proposalBytes += data.length;
+    return true;
+  }
+  private inboxEntryBytes = 0;
+  private proposalBytes = 0;
 
   /** At the start of a pass: feed queued input into the node. leaseMs 0 disables lease reads. */
   drive(nowMs: number, leaseMs: number, serveRead: (r: PendingRead) => void): void {
@@ -154,8 +173,12 @@ export class PgReplica {
       this.ticksPending--;
       this.node.tick();
     }
-    for (const m of this.inbox.splice(0)) this.node.step(m);
+    if (this.inbox.length > 0) {
+      for (const m of this.inbox.splice(0)) this.node.step(m);
+      this.inboxEntryBytes = 0;
+    }
     if (this.proposals.length > 0) {
+      this.proposalBytes = 0;
       for (const p of this.proposals.splice(0)) {
         const r = this.node.propose(p.data);
         if (typeof r === 'number') this.inflight.set(r, { term: this.node.term, reply: p.reply });
@@ -249,6 +272,7 @@ export class PgReplica {
     this.readRounds.clear();
     this.leaseUntilMs = -Infinity;
     for (const p of this.proposals.splice(0)) p.reply(resp);
+    this.proposalBytes = 0;
     for (const r of this.reads.splice(0)) r.reply(resp);
   }
 
@@ -268,4 +292,10 @@ export class PgReplica {
     if (w.term === e.term) w.reply({ status: Status.Ok });
     else w.reply({ status: Status.NotLeader, leaderHint: this.node.leaderId, message: 'entry replaced by a newer leader' });
   }
+}
+
+function appEntryBytes(entries: readonly Entry[]): number {
+  let n = 0;
+  for (const e of entries) n += e.data.length;
+  return n;
 }

@@ -1,0 +1,39 @@
+// PgReplica's input bounds (reproducer for a review finding: the inbox was
+// bounded only by message count, so a burst of large appends could push one
+// pass's WAL batch past the WAL's buffer, whose ERR_LIMIT stopped the OSD).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { Message } from '../raft/types.js';
+import { Prng } from '../stdx/prng.js';
+import type { ObjectStore } from './objects.js';
+import { OSD_CONFIG_DEFAULTS } from './osd.js';
+import { INBOX_ENTRY_BYTES_MAX, PgReplica, PROPOSAL_BYTES_MAX } from './pg.js';
+
+function replica(): PgReplica {
+  const storage = { hardState: { term: 0, vote: 0, commit: 0 }, snapshot: { index: 0, term: 0, conf: { voters: [1, 2, 3], learners: [] } }, entries: [] };
+  return new PgReplica({ poolId: 1, pg: 0, pgCount: 1, key: 65536 }, 1, storage, OSD_CONFIG_DEFAULTS.raft, new Prng(1), {} as ObjectStore, () => assert.fail('fatal'));
+}
+
+const app = (bytes: number): Message => ({ type: 'app', from: 2, to: 1, term: 1, prevLogIndex: 0, prevLogTerm: 0, commit: 0, entries: [{ term: 1, index: 1, data: new Uint8Array(bytes) }] });
+
+test('inbox: bounded by entry bytes as well as count; one oversized message alone still passes; drive() resets the budget', () => {
+  const pg = replica();
+  const chunk = 4 * 1024 * 1024;
+  let accepted = 0;
+  while (pg.enqueue(app(chunk))) accepted++;
+  assert.equal(accepted, INBOX_ENTRY_BYTES_MAX / chunk, 'stops at the byte budget');
+  assert.equal(pg.enqueue({ type: 'heartbeat', from: 2, to: 1, term: 1, commit: 0, ctx: 0 } as Message), true, 'messages without entries still get in');
+  const fresh = replica();
+  assert.equal(fresh.enqueue(app(INBOX_ENTRY_BYTES_MAX + 1)), true, 'a single message over the budget is not starved');
+  pg.drive(0, 0, () => undefined);
+  assert.equal(pg.enqueue(app(chunk)), true, 'budget freed by drive()');
+});
+
+test('proposals: bounded by bytes; the refused one is left for the caller to answer Busy', () => {
+  const pg = replica();
+  const chunk = 4 * 1024 * 1024;
+  let accepted = 0;
+  while (pg.propose(Buffer.alloc(chunk), () => undefined)) accepted++;
+  assert.equal(accepted, PROPOSAL_BYTES_MAX / chunk);
+  assert.equal(pg.proposals.length, accepted);
+});
