@@ -25,7 +25,9 @@
 //   term it was earned in (Raft thesis §6.4.1).
 // - Queues are bounded: INBOX_MAX raft messages (beyond: dropped, raft retries),
 //   PROPOSALS_MAX waiting writes and READS_MAX waiting reads (beyond: Busy).
+import { mustApplyConfEntry } from '../raft/confchange.js';
 import { RaftNode } from '../raft/node.js';
+import { assert } from '../stdx/assert.js';
 import type { ConfState, Entry, HardState, Message, ReadState, SnapshotMeta } from '../raft/types.js';
 import type { Prng } from '../stdx/prng.js';
 import { ApplyQueue } from './apply.js';
@@ -230,9 +232,15 @@ export class PgReplica {
 
   /** After advance(): membership history of applied conf entries; read states release reads. */
   afterAdvance(committed: readonly Entry[], readStates: readonly ReadState[], serveRead: (r: PendingRead) => void): void {
+    // Each conf entry's own membership (several may commit in one Ready; node.conf
+    // is only the last one, and a checkpoint below it must not claim it).
+    let conf: ConfState | null = null;
     for (const e of committed) {
-      if (e.type === 'conf') this.confHistory.push({ index: e.index, conf: this.node.conf });
+      if (e.type !== 'conf') continue;
+      conf = mustApplyConfEntry(conf ?? this.confHistory[this.confHistory.length - 1].conf, e);
+      this.confHistory.push({ index: e.index, conf });
     }
+    assert(conf === null || sameConf(conf, this.node.conf), `membership history diverged from the raft node: ${JSON.stringify(conf)} vs ${JSON.stringify(this.node.conf)}`);
     if (this.confHistory.length > 64) this.confHistory = this.confHistory.slice(-64);
     for (const rs of readStates) {
       const round = this.readRounds.get(rs.ctx);
@@ -298,4 +306,10 @@ function appEntryBytes(entries: readonly Entry[]): number {
   let n = 0;
   for (const e of entries) n += e.data.length;
   return n;
+}
+
+/** Same members (order aside: the bootstrap peer list keeps the map's order). */
+function sameConf(a: ConfState, b: ConfState): boolean {
+  const key = (ids: readonly number[]) => [...ids].sort((x, y) => x - y).join();
+  return key(a.voters) === key(b.voters) && key(a.learners) === key(b.learners);
 }
