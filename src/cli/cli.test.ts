@@ -293,6 +293,32 @@ test('a reader that closes stdout early (tessera up --help | true) ends the CLI 
   assert.match(r.stderr, /status 0/);
 });
 
+test('up --osds: an OSD that cannot start fails the command, and every child it started is stopped (none orphaned)', async () => {
+  const { freePort } = await import('../mon/etcd-harness.js');
+  const net = await import('node:net');
+  let monPort = 0;
+  for (let i = 0; i < 20 && monPort === 0; i++) {
+    const p = await freePort();
+    if (p + 23 <= 65535) monPort = p;
+  }
+  // osd.2's port is taken: that OSD exits before it is ready.
+  const blocker = net.createServer();
+  await new Promise<void>((r) => blocker.listen(monPort + 22, '127.0.0.1', () => r()));
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'tessera-up-fail-'));
+  try {
+    const bin = new URL('../../../bin/tessera.js', import.meta.url).pathname;
+    const r = spawnSync(process.execPath, [bin, 'up', '--osds', '3', '--mon-port', String(monPort), '--nbd-port', '0', '--data-dir', dataDir], { encoding: 'utf8', timeout: 90_000 });
+    assert.notEqual(r.status, 0, r.stderr);
+    assert.match(r.stderr, /osd\.2 exited .* before it was ready/);
+    await new Promise((res) => setTimeout(res, 500));
+    const left = spawnSync('pgrep', ['-f', dataDir], { encoding: 'utf8' }).stdout.trim();
+    assert.equal(left, '', `children left running: ${left}`);
+  } finally {
+    blocker.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
 test('cluster commands as a process: an unreachable monitor is an error with exit status 3, never a silent 0', () => {
   // Reproducer: the monitor client's retry backoff used unref'd timers, so the
   // process ended mid-retry with status 0 and no output.

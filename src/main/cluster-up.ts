@@ -67,16 +67,30 @@ function tesseraBin(): string {
   return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/tessera.js');
 }
 
-/** Starts a child daemon and resolves once it printed its ready line. */
-function startChild(args: string[], readyPrefix: string, log: Logger, name: string): Promise<ChildProcess> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [tesseraBin(), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** A child's start-up deadline: a daemon that never prints its ready line is a failed start. */
+export const CHILD_READY_TIMEOUT_MS = 60_000;
+
+/**
+ * Spawns a child daemon. `child` is returned at once, so the caller can always
+ * stop it; `ready` resolves once it printed its ready line, and rejects if it
+ * exits or stays silent for CHILD_READY_TIMEOUT_MS.
+ */
+function startChild(args: string[], readyPrefix: string, log: Logger, name: string): { child: ChildProcess; ready: Promise<ChildProcess> } {
+  const child = spawn(process.execPath, [tesseraBin(), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const ready = new Promise<ChildProcess>((resolve, reject) => {
     let buf = '';
-    let ready = false;
+    let done = false;
+    const timer = setTimeout(() => {
+      if (done) return;
+      done = true;
+      reject(new Error(`${name} printed no ready line within ${CHILD_READY_TIMEOUT_MS / 1000} s`));
+    }, CHILD_READY_TIMEOUT_MS);
     child.stdout?.on('data', (d: Buffer) => {
+      if (done) return; // only the ready line matters; nothing is kept after it
       buf += d.toString();
-      if (!ready && buf.includes(readyPrefix)) {
-        ready = true;
+      if (buf.includes(readyPrefix)) {
+        done = true;
+        clearTimeout(timer);
         resolve(child);
       }
     });
@@ -84,10 +98,15 @@ function startChild(args: string[], readyPrefix: string, log: Logger, name: stri
       for (const line of d.toString().split('\n')) if (line.trim()) log.info(`${name}: ${line}`);
     });
     child.on('exit', (code, signal) => {
-      if (!ready) reject(new Error(`${name} exited (${signal ?? code}) before it was ready`));
-      else log.warn(`${name} exited (${signal ?? code})`);
+      clearTimeout(timer);
+      if (!done) {
+        done = true;
+        reject(new Error(`${name} exited (${signal ?? code}) before it was ready`));
+      } else log.warn(`${name} exited (${signal ?? code})`);
     });
   });
+  ready.catch(() => undefined); // awaited by the caller; never an unhandled rejection
+  return { child, ready };
 }
 
 export interface ClusterUpOptions {
@@ -121,14 +140,18 @@ export async function runClusterUp(o: ClusterUpOptions, io: UpIo): Promise<numbe
     for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
   };
   try {
-    children.push(await startChild(['mon', '--config', configPath], MON_READY_PREFIX, log, 'mon'));
+    const mon = startChild(['mon', '--config', configPath], MON_READY_PREFIX, log, 'mon');
+    children.push(mon.child);
+    await mon.ready;
     const osdStarts: Promise<ChildProcess>[] = [];
     for (let i = 1; i <= o.osds; i++) {
-      osdStarts.push(
-        startChild(['osd', '--config', configPath, '--osd-data-dir', path.join(o.dataDir, `osd.${i}`), '--osd-port', String(o.osdPortBase + i)], 'tessera-osd: ready', log, `osd.${i}`),
-      );
+      const osd = startChild(['osd', '--config', configPath, '--osd-data-dir', path.join(o.dataDir, `osd.${i}`), '--osd-port', String(o.osdPortBase + i)], 'tessera-osd: ready', log, `osd.${i}`);
+      children.push(osd.child); // stopped in finally whatever happens to the others
+      osdStarts.push(osd.ready);
     }
-    for (const p of osdStarts) children.push(await p);
+    const started = await Promise.allSettled(osdStarts);
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
     io.out(`cluster: monitor 127.0.0.1:${o.monPort}, ${o.osds} OSDs, config ${configPath}`);
     const { resolveClusterConfig } = await import('./cluster-config.js');
     const { readFileSync } = await import('node:fs');
