@@ -142,19 +142,19 @@ export function addClusterCommands(program: Command, { io, setStatus }: { io: Cl
 
 async function monClient(f: DaemonFlags, io: CliIo) {
   const cfg = clusterConfigFromFlags(f, io.cwd);
-  const { MonClient } = await import('../mon/client.js');
+  const { MonClient, MonUnavailableError } = await import('../mon/client.js');
   const { refClock } = await import('../io/node/clock.js');
   // refClock: a retry backoff must keep this process alive until the command ends.
   const client = new MonClient({ addrs: cfg.monitors, attemptsMax: 4, clock: refClock });
-  return { call: <T>(fn: (c: InstanceType<typeof MonClient>) => Promise<T>): Promise<T> => monCall(client, cfg.monitors, fn) };
+  return { call: <T>(fn: (c: InstanceType<typeof MonClient>) => Promise<T>): Promise<T> => monCall(client, cfg.monitors, fn, MonUnavailableError) };
 }
 
 /** Runs fn; "no monitor answered" becomes an UnreachableError (exit status 3) naming the addresses. */
-async function monCall<C, T>(client: C, addrs: readonly string[], fn: (c: C) => Promise<T>): Promise<T> {
+async function monCall<C, T>(client: C, addrs: readonly string[], fn: (c: C) => Promise<T>, unavailable: new (m: string) => Error): Promise<T> {
   try {
     return await fn(client);
   } catch (err) {
-    if (isTesseraError(err, 'ERR_TIMEOUT') && /no active monitor answered/.test(err.message)) {
+    if (err instanceof unavailable) {
       throw new UnreachableError(err.message, `is a monitor running at ${addrs.join(', ')}? Point to it with --monitors HOST:PORT or cluster.monitors in --config`);
     }
     throw err;

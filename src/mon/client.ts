@@ -167,7 +167,7 @@ export class MonClient implements MonApi {
       if (res.status >= 400) throw remoteError(method, path, addr, res);
       return { ...res, addr };
     }
-    throw new TesseraError('ERR_TIMEOUT', `${method} ${path}: no active monitor answered in ${this.attemptsMax} attempts (${failures.slice(-4).join('; ')})`);
+    throw new MonUnavailableError(`${method} ${path}: no active monitor answered in ${this.attemptsMax} attempts (${failures.slice(-4).join('; ')})`);
   }
 
   // ---------- MonApi ----------
@@ -256,5 +256,13 @@ function answerMap(body: unknown, addr: string): ClusterMap {
     return parseClusterMap(body, `map from monitor ${addr}`);
   } catch (err) {
     throw new TesseraError('ERR_PROTOCOL', (err as Error).message, { cause: err });
+  }
+}
+
+/** No monitor answered as active within the client's attempts (code ERR_TIMEOUT; a CLI reports it as unreachable). */
+export class MonUnavailableError extends TesseraError {
+  constructor(message: string) {
+    super('ERR_TIMEOUT', message);
+    this.name = 'MonUnavailableError';
   }
 }
