@@ -20,6 +20,7 @@ import { ObjectStore } from '../osd/objects.js';
 import { OSD_CONFIG_DEFAULTS, OsdCore } from '../osd/osd.js';
 import { Method, Status, type ClientResponse } from '../osd/proto.js';
 import { Wal } from '../osd/wal.js';
+import { FRAME_HEADROOM_BYTES } from '../rpc/headroom.js';
 import { decodeClientRequest, decodeRaftBatch, decodeSnapshotChunk, encodeClientResponse } from '../rpc/messages.js';
 import { TesseraError } from '../stdx/errors.js';
 import type { Logger } from '../stdx/log.js';
@@ -72,8 +73,9 @@ export async function runOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Err
       return;
     }
     const reply = (resp: ClientResponse) => {
-      const enc = encodeClientResponse(frame.method, resp);
-      conn.reply(frame.requestId, enc.status, enc.parts);
+      // Headroom: the frame header goes into the response's own head buffer (one allocation, one iovec less).
+      const enc = encodeClientResponse(frame.method, resp, FRAME_HEADROOM_BYTES);
+      conn.reply(frame.requestId, enc.status, enc.parts, { headroom: true });
     };
     if (!c) return reply({ status: Status.NotReady, message: 'OSD starting' });
     try {

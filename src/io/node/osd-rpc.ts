@@ -8,6 +8,7 @@ import { Method, type ClientRequest, type ClientResponse, type RaftBatch, type S
 import { decodeClientResponse, encodeClientRequest, encodeRaftBatch, encodeSnapshotChunk } from '../../rpc/messages.js';
 import { TesseraError } from '../../stdx/errors.js';
 import { RpcPool } from './rpc.js';
+import { FRAME_HEADROOM_BYTES } from '../../rpc/headroom.js';
 
 export const SNAPSHOT_CHUNK_TIMEOUT_MS = 30_000;
 
@@ -16,7 +17,7 @@ export class RpcOsdTransport implements OsdTransport {
 
   async request(osd: OsdAddress, req: ClientRequest, timeoutMs: number): Promise<ClientResponse> {
     const client = this.pool.get(`${osd.addr}:${osd.port}`);
-    const resp = await client.request(req.method, encodeClientRequest(req), timeoutMs);
+    const resp = await client.request(req.method, encodeClientRequest(req, FRAME_HEADROOM_BYTES), timeoutMs, { headroom: true });
     return decodeClientResponse(req.method, resp.status, resp.payload);
   }
 
@@ -44,7 +45,11 @@ export class RpcOsdNet implements OsdNet {
 
   sendRaft(toOsd: number, batch: RaftBatch): void {
     const addr = this.addressOf(toOsd);
-    if (!addr || !this.pool.get(addr).sendOneWay(Method.RaftBatch, encodeRaftBatch(batch))) this.dropped++;
+    const client = addr ? this.pool.get(addr) : null;
+    // Not connected: dropped (raft resends) without encoding it first.
+    if (client === null || client.state !== 'connected' || !client.sendOneWay(Method.RaftBatch, encodeRaftBatch(batch, FRAME_HEADROOM_BYTES), { headroom: true })) {
+      this.dropped++;
+    }
   }
 
   flush(): void {
