@@ -11,6 +11,8 @@ import { nodeClock } from '../io/node/clock.js';
 import { RpcOsdTransport } from '../io/node/osd-rpc.js';
 import { MonClient } from '../mon/client.js';
 import { startMonitor, type RunningMonitor } from '../mon/run.js';
+import { isTesseraError } from '../stdx/errors.js';
+import { formatSize } from '../stdx/size.js';
 import type { Logger } from '../stdx/log.js';
 import type { ClusterConfig } from './cluster-config.js';
 import { resolveConfig } from './config.js';
@@ -50,13 +52,23 @@ export async function runGateway(cfg: ClusterConfig, io: UpIo, opts: { createDef
       openStore: async () => {
         const mon = new MonClient({ addrs: cfg.monitors });
         const store = await ClusterVolumeStore.open({ mon, transport: new RpcOsdTransport(), clock: nodeClock });
-        let created = false;
         if (opts.createDefault && store.list().length === 0 && !(await pathExists(marker))) {
+          // Create first, then mark: a failed create (no pool yet, a timeout) is retried
+          // by the next start instead of being remembered as done.
+          const vol = config.defaultVolume;
+          try {
+            await store.create(vol.name, vol.sizeBytes);
+            io.log.info(`created default volume ${vol.name} (${formatSize(vol.sizeBytes)})`);
+          } catch (err) {
+            if (!isTesseraError(err, 'ERR_EXISTS')) {
+              await store.close().catch(() => undefined);
+              throw err;
+            }
+          }
           await ensureDir(cfg.gateway.dataDir);
           await writePrivateFile(marker, new Date().toISOString() + '\n');
-          created = true;
         }
-        return { store, created };
+        return { store, created: false };
       },
     },
     io,

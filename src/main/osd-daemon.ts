@@ -147,8 +147,16 @@ export async function runOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Err
       }
     }
   })();
+  // One report in flight at a time: during a monitor failover a report retries for
+  // seconds, and a new one every interval would pile up.
+  let reporting = false;
   const reportTimer = setInterval(() => {
-    mon.osdReport({ ...running.report(), uuid }).catch((err: Error) => log.warn(`osd.${osdId}: report: ${err.message}`));
+    if (reporting) return;
+    reporting = true;
+    mon
+      .osdReport({ ...running.report(), uuid })
+      .catch((err: Error) => log.warn(`osd.${osdId}: report: ${err.message}`))
+      .finally(() => (reporting = false));
   }, REPORT_INTERVAL_MS);
   // TESSERA_OSD_STATS_MS: log the loop's counters and CPU at this interval (benchmarks, debugging).
   const statsMs = Number(process.env.TESSERA_OSD_STATS_MS ?? 0);
