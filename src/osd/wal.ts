@@ -281,7 +281,8 @@ export class Wal {
     const t = this.index.get(group) ?? { lastIndex: 0, snapIndex: 0 };
     checkEntries(entries);
     const first = entries[0].index;
-    assert(first > t.snapIndex && first <= t.lastIndex + 1, `group ${group}: entries from ${first} do not follow its log (last ${t.lastIndex}, snapshot ${t.snapIndex})`);
+    // Messages are built only on failure: this runs for every entry batch (hot path).
+    if (!(first > t.snapIndex && first <= t.lastIndex + 1)) assert(false, `group ${group}: entries from ${first} do not follow its log (last ${t.lastIndex}, snapshot ${t.snapIndex})`);
     const pieces = splitEntries(entries, false);
     const records = pieces.map((r, k) => makeRecord(RecordType.Entries, k < pieces.length - 1 ? FLAG_MORE : 0, group, this.nextSeq + k, entriesBody(entries, r.from, r.to)));
     this.enqueue(records);
@@ -292,7 +293,7 @@ export class Wal {
 
   hardState(group: number, hs: HardState): number {
     this.checkUsable();
-    for (const v of [hs.term, hs.vote, hs.commit]) assert(Number.isSafeInteger(v) && v >= 0, `group ${group}: bad hard state ${JSON.stringify(hs)}`);
+    if (!(isCount(hs.term) && isCount(hs.vote) && isCount(hs.commit))) assert(false, `group ${group}: bad hard state ${JSON.stringify(hs)}`);
     this.enqueue([makeRecord(RecordType.HardState, 0, group, this.nextSeq, [hardStateBody(hs)])]);
     return this.queuedSeq;
   }
@@ -617,8 +618,8 @@ async function holdsRecordAfter(store: SegmentStore, names: string[], seq: numbe
 function checkEntries(entries: readonly Entry[]): void {
   for (let i = 0; i < entries.length; i++) {
     const e = entries[i];
-    assert(Number.isSafeInteger(e.index) && e.index >= 1 && Number.isSafeInteger(e.term) && e.term >= 0, `bad entry term ${e.term} index ${e.index}`);
-    assert(i === 0 || (e.index === entries[i - 1].index + 1 && e.term >= entries[i - 1].term), `entries must be consecutive with non-decreasing terms (at index ${e.index})`);
+    if (!(isCount(e.index) && e.index >= 1 && isCount(e.term))) assert(false, `bad entry term ${e.term} index ${e.index}`);
+    if (!(i === 0 || (e.index === entries[i - 1].index + 1 && e.term >= entries[i - 1].term))) assert(false, `entries must be consecutive with non-decreasing terms (at index ${e.index})`);
     if (e.data.length > ENTRY_DATA_BYTES_MAX) {
       throw new TesseraError('ERR_LIMIT', `entry ${e.index} holds ${e.data.length} bytes, more than ${ENTRY_DATA_BYTES_MAX}`);
     }
@@ -650,4 +651,9 @@ function splitEntries(entries: readonly Entry[], allowEmpty: boolean): Array<{ f
   if (entries.length > from) out.push({ from, to: entries.length });
   assert(allowEmpty || out.length > 0, 'no entries to split');
   return out;
+}
+
+/** A non-negative safe integer. */
+function isCount(v: number): boolean {
+  return Number.isSafeInteger(v) && v >= 0;
 }

@@ -167,6 +167,11 @@ export class RaftLog {
   }
 
   /** Entries not yet persisted (to put in Ready). */
+  /** unstableEntries().length > 0, without copying them. */
+  hasUnstableEntries(): boolean {
+    return this.lastIndex() > this.stableIndex;
+  }
+
   unstableEntries(): Entry[] {
     return this.entries.slice(this.stableIndex - this.snapIndex);
   }

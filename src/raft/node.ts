@@ -403,9 +403,11 @@ export class RaftNode {
       this.msgs.length > 0 ||
       this.snapshotToPersist !== undefined ||
       this.readStatesOut.length > 0 ||
-      this.log.unstableEntries().length > 0 ||
+      this.log.hasUnstableEntries() ||
       this.log.hasNextCommittedEntries() ||
-      !sameHardState(this.hardState(), this.persistedHardState)
+      this.termValue !== this.persistedHardState.term ||
+      this.voteValue !== this.persistedHardState.vote ||
+      this.log.committed !== this.persistedHardState.commit
     );
   }
 
