@@ -10,14 +10,30 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EtcdStore } from './etcd-store.js';
 
+/**
+ * A free loopback TCP port for a test server. Picked below the kernel's
+ * ephemeral range (32768-60999 here): a port the OS hands out for port 0 can be
+ * taken, between a daemon's kill and its restart on the same port, by the
+ * source port of any outgoing connection on the machine (seen: a restarted
+ * `tessera up` failed with EADDRINUSE while a cluster test ran alongside).
+ */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = FREE_PORT_MIN + Math.floor(Math.random() * (FREE_PORT_MAX - FREE_PORT_MIN + 1));
+    if (await canBind(port)) return port;
+  }
+  throw new Error(`no free port in [${FREE_PORT_MIN}, ${FREE_PORT_MAX}] after 200 tries`);
+}
+
+const FREE_PORT_MIN = 20_000;
+const FREE_PORT_MAX = 32_000;
+
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => resolve(typeof addr === 'object' && addr ? addr.port : 0));
-    });
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen({ host: '127.0.0.1', port, exclusive: true }, () => srv.close(() => resolve(true)));
   });
 }
 

@@ -13,11 +13,11 @@
 //   period) and removes the temp dir, even after a failure.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run, tail, type RunResult } from './run.js';
+import { freePort } from '../../src/mon/etcd-harness.js';
 
 /** The repository root: this file runs as dist/test/helpers/daemon.js. */
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -45,18 +45,8 @@ process.on('exit', () => {
 });
 
 /** A TCP port that was free a moment ago (bind port 0 on 127.0.0.1, read it, close). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-      srv.close(() => (port > 0 ? resolve(port) : reject(new Error('could not read the bound port'))));
-    });
-  });
-}
+/** One implementation for every test: src/mon/etcd-harness.ts (ports below the ephemeral range). */
+export { freePort };
 
 export async function makeTempDir(prefix = 'tessera-conf-'): Promise<string> {
   return mkdtemp(path.join(tmpdir(), prefix));
