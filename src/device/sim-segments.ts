@@ -64,6 +64,12 @@ export interface SimSegmentFaults {
   failNextAppend: boolean;
   /** Random extra microtask turns per IO (0..n). */
   jitterTurns: number;
+  /**
+   * Awaited by every sync() before it takes effect (null: none). A simulation
+   * passes a wait in virtual time, so that fdatasync takes time as on a disk and
+   * the caller's work overlaps it.
+   */
+  syncWait: (() => Promise<void>) | null;
 }
 
 export interface SimSegmentCounters {
@@ -85,7 +91,7 @@ export interface PowerCutResult {
 }
 
 export class SimSegmentStore implements SegmentStore {
-  readonly faults: SimSegmentFaults = { failNextSync: false, failNextSyncDir: false, failNextAppend: false, jitterTurns: 0 };
+  readonly faults: SimSegmentFaults = { failNextSync: false, failNextSyncDir: false, failNextAppend: false, jitterTurns: 0, syncWait: null };
   readonly counters: SimSegmentCounters = { appends: 0, syncs: 0, syncDirs: 0, creates: 0, removes: 0 };
   private current = new Map<string, SimFile>();
   private durable = new Map<string, SimFile>();
@@ -310,6 +316,7 @@ class SimSegment implements Segment {
     this.check();
     const upToBytes = this.file.lengthBytes; // appends completed before the sync started
     if (this.store.faults.jitterTurns > 0) await this.store.delay();
+    if (this.store.faults.syncWait) await this.store.faults.syncWait();
     this.check();
     this.store.counters.syncs++;
     if (this.store.faults.failNextSync) {

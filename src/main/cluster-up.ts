@@ -79,6 +79,15 @@ function tesseraBin(): string {
   return path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/tessera.js');
 }
 
+/**
+ * Extra Node flags for the children, from TESSERA_CHILD_NODE_ARGS (space
+ * separated), e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile the OSDs:
+ * Node refuses such flags in NODE_OPTIONS.
+ */
+function childNodeArgs(): string[] {
+  return (process.env.TESSERA_CHILD_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+}
+
 /** A child's start-up deadline: a daemon that never prints its ready line is a failed start. */
 export const CHILD_READY_TIMEOUT_MS = 60_000;
 
@@ -88,7 +97,7 @@ export const CHILD_READY_TIMEOUT_MS = 60_000;
  * exits or stays silent for CHILD_READY_TIMEOUT_MS.
  */
 function startChild(args: string[], readyPrefix: string, log: Logger, name: string): { child: ChildProcess; ready: Promise<ChildProcess> } {
-  const child = spawn(process.execPath, [tesseraBin(), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...childNodeArgs(), tesseraBin(), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   const ready = new Promise<ChildProcess>((resolve, reject) => {
     let buf = '';
     let done = false;

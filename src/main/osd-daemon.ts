@@ -98,7 +98,7 @@ export async function runOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Err
   map = boot.map;
   // The WAL writes and syncs on the loop thread (cheaper in CPU than libuv's pool, see
   // segment-store.ts); its writer starts in the check phase, after this turn's sends.
-  const segments = await NodeSegmentStore.openDir(path.join(cfg.osd.dataDir, 'wal'), { blockingIo: true });
+  const segments = await NodeSegmentStore.openDir(path.join(cfg.osd.dataDir, 'wal'), { blockingIo: true, syncInline: true });
   const { wal, groups, damage, tornTail } = await Wal.open(segments, { selfId: osdId, schedule: (run) => setImmediate(run) });
   if (damage.length > 0) log.warn(`osd.${osdId}: WAL damaged in the middle at ${damage.length} place(s); affected PGs stay out of elections until repaired from peers`);
   if (tornTail) log.info(`osd.${osdId}: dropped an unacknowledged torn WAL tail`);

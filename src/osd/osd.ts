@@ -60,6 +60,8 @@ export interface OsdCounters {
   passes: number;
   /** Passes that wrote to the WAL (one append + fdatasync each). */
   walCommits: number;
+  /** Of those, passes that started while an earlier pass still waited for its commit (pipelining). */
+  walCommitsOverlapped: number;
   raftBatchesIn: number;
   raftMsgsIn: number;
   raftBatchesOut: number;
@@ -143,7 +145,6 @@ export class OsdCore {
   private volumesById = new Map<number, ClusterMap['volumes'][number]>();
   private readonly dirty = new Set<PgReplica>();
   private passScheduled = false;
-  private passRunning = false;
   private tickTimer: TimerHandle | null = null;
   private stopped = false;
   private fatal: Error | null = null;
@@ -155,7 +156,7 @@ export class OsdCore {
   /** Client requests in flight on this OSD (recovery yields to them). */
   clientInFlight = 0;
   /** Monotonic counters (metrics, benchmarks). */
-  readonly counters: OsdCounters = { passes: 0, walCommits: 0, raftBatchesIn: 0, raftMsgsIn: 0, raftBatchesOut: 0, raftMsgsOut: 0, clientRequests: 0 };
+  readonly counters: OsdCounters = { passes: 0, walCommits: 0, walCommitsOverlapped: 0, raftBatchesIn: 0, raftMsgsIn: 0, raftBatchesOut: 0, raftMsgsOut: 0, clientRequests: 0 };
   /** Recovered WAL groups waiting for the map to tell their pool's pgCount. */
   private pendingRecovered: Map<number, RecoveredGroup>;
 
@@ -412,44 +413,71 @@ export class OsdCore {
     this.passScheduled = true;
     this.deps.defer(() => {
       this.passScheduled = false;
-      this.runPass().catch((err: Error) => this.failFatal(err));
+      try {
+        this.runPass();
+      } catch (err) {
+        this.failFatal(err as Error);
+      }
     });
   }
 
-  private async runPass(): Promise<void> {
-    if (this.passRunning || this.stopped) {
-      if (this.passRunning) this.passAgain = true;
+  /**
+   * One pass: drive every dirty PG that is not waiting for the WAL, queue their
+   * log records, send what may leave before durability, and finish once the WAL
+   * commit covering the records resolves.
+   *
+   * Passes are pipelined: while one pass's fdatasync is in flight, the next pass
+   * drives the other dirty PGs (a PG in flight stays dirty and waits for its
+   * advance(): raft allows one Ready at a time). Their records join the WAL's next
+   * batch, so one flush covers everything that arrived during the previous one,
+   * and the loop goes on receiving, replicating and applying meanwhile. Commits
+   * resolve in WAL order, so passes finish in the order they started.
+   */
+  private runPass(): void {
+    if (this.stopped) return;
+    const pass = this.onePass();
+    if (pass === null) return;
+    this.counters.passes++;
+    this.flushBatches(pass.early);
+    this.deps.net.flush?.();
+    if (!pass.walWork) {
+      this.finishPass(pass);
       return;
     }
-    this.passRunning = true;
-    try {
-      do {
-        this.passAgain = false;
-        await this.onePass();
-      } while ((this.passAgain || this.dirty.size > 0) && !this.stopped);
-    } finally {
-      this.passRunning = false;
-    }
+    this.counters.walCommits++;
+    if (this.walPassesInFlight > 0) this.counters.walCommitsOverlapped++;
+    this.walPassesInFlight++;
+    for (const { pg } of pass.work) pg.awaitingWal = true;
+    this.deps.wal.commit().then(
+      () => {
+        this.walPassesInFlight--;
+        this.finishPass(pass);
+      },
+      (err: Error) => this.failFatal(err),
+    );
   }
-  private passAgain = false;
 
-  private async onePass(): Promise<void> {
+  /** Collects the Ready of every dirty PG that may be driven now; null when there is nothing to do. */
+  private onePass(): Pass | null {
     const work: { pg: PgReplica; rd: Ready }[] = [];
     const early = new Map<number, RaftEnvelope[]>();
     const late = new Map<number, RaftEnvelope[]>();
     let walWork = false;
+    let driven = 0;
     const pgs = [...this.dirty];
     this.dirty.clear();
     const now = this.deps.clock.nowMs();
-    const serve = (r: PendingRead): void => this.serveRead(r);
+    const serve = this.serveReadFn;
     for (const pg of pgs) {
       if (pg.removed) continue;
-      if (this.deps.wal.needsCommit) {
-        // Enough queued for one WAL batch: the rest waits for the next pass (the WAL
-        // throws ERR_LIMIT beyond its buffer, and a throw here would stop the OSD).
+      if (pg.awaitingWal || this.deps.wal.needsCommit) {
+        // In flight (one Ready at a time), or enough is queued for one WAL batch (the
+        // WAL throws ERR_LIMIT beyond its buffer, and a throw here would stop the OSD):
+        // the PG is driven again once the pass in flight finishes.
         this.dirty.add(pg);
         continue;
       }
+      driven++;
       pg.drive(now, this.leaseMs, serve);
       const rd = pg.node.ready();
       if (!rd) {
@@ -491,14 +519,14 @@ export class OsdCore {
       if (!rd.snapshot) pg.applyCommitted(rd.committedEntries);
       work.push({ pg, rd });
     }
-    this.counters.passes++;
-    this.flushBatches(early);
-    this.deps.net.flush?.();
-    if (walWork) {
-      this.counters.walCommits++;
-      await this.deps.wal.commit();
-    }
-    for (const { pg, rd } of work) {
+    if (driven === 0) return null;
+    return { work, early, late, walWork };
+  }
+
+  private finishPass(pass: Pass): void {
+    const serve = this.serveReadFn;
+    for (const { pg, rd } of pass.work) {
+      pg.awaitingWal = false;
       if (rd.snapshot) {
         pg.onSnapshotInstalled(rd.snapshot);
         pg.applyCommitted(rd.committedEntries);
@@ -508,8 +536,12 @@ export class OsdCore {
       this.afterRole(pg);
       if (pg.node.hasReady()) this.dirty.add(pg);
     }
-    this.flushBatches(late);
+    this.flushBatches(pass.late);
+    if (this.dirty.size > 0) this.schedulePass();
   }
+
+  private walPassesInFlight = 0;
+  private readonly serveReadFn = (r: PendingRead): void => this.serveRead(r);
 
   private afterRole(pg: PgReplica): void {
     if (pg.isLeader) this.reconcileMembership(pg);
@@ -708,6 +740,16 @@ function envelopeDataBytes(env: RaftEnvelope): number {
   let n = 128;
   for (const e of m.entries) n += e.data.length + 64;
   return n;
+}
+
+/** One pass's Readies and the messages they produced (see runPass). */
+interface Pass {
+  readonly work: { pg: PgReplica; rd: Ready }[];
+  /** Appends and heartbeats: sent before the WAL commit. */
+  readonly early: Map<number, RaftEnvelope[]>;
+  /** Votes and acknowledgements: sent once the commit resolved. */
+  readonly late: Map<number, RaftEnvelope[]>;
+  readonly walWork: boolean;
 }
 
 function pushEnvelope(m: Map<number, RaftEnvelope[]>, to: number, env: RaftEnvelope): void {

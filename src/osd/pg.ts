@@ -103,6 +103,8 @@ export class PgReplica {
   orphanSinceMs = -1;
   lastRole: string;
   removed = false;
+  /** Between ready() and advance(): the pass holding this PG's Ready waits for its WAL commit. */
+  awaitingWal = false;
   /** Term and vote last written to the WAL (a change must be synced before messages go out). */
   walTermVote: { term: number; vote: number };
   /** Set when the WAL found this group's log damaged; kept across checkpoints until raft has repaired it. */

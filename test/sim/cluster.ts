@@ -73,6 +73,12 @@ export class SimCluster {
       this.osds.set(o.id, osd);
       await this.boot(osd);
     }
+    // From now on (the scheduler runs), fdatasync takes 0–2 ms of virtual time, so
+    // an OSD's passes overlap their WAL commits as they do on a disk.
+    for (const osd of this.osds.values()) {
+      const syncPrng = new Prng(this.prng.u32());
+      osd.segments.faults.syncWait = () => this.sched.sleep(syncPrng.int(3));
+    }
     const mon = this.monApi();
     this.maps = new MapCache({ mon, clock: this.sched.clock, waitMapMs: 1000 }, this.map);
     this.maps.startFollowing();

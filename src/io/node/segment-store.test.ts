@@ -19,9 +19,9 @@ async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   }
 }
 
-for (const blockingIo of [false, true]) test(`NodeSegmentStore${blockingIo ? ' (blockingIo)' : ''}: create, append with writev, read, sync, reopen, list in order, remove`, async () => {
+for (const [blockingIo, syncInline] of [[false, false], [true, false], [true, true]]) test(`NodeSegmentStore${blockingIo ? ` (blockingIo${syncInline ? ', syncInline' : ''})` : ''}: create, append with writev, read, sync, reopen, list in order, remove`, async () => {
   await withDir(async (dir) => {
-    const store = await NodeSegmentStore.openDir(join(dir, 'wal'), { blockingIo });
+    const store = await NodeSegmentStore.openDir(join(dir, 'wal'), { blockingIo, syncInline });
     const b = await store.create('wal-0000000000000002.seg');
     const a = await store.create('wal-0000000000000001.seg');
     await a.append([Buffer.from('abc'), new Uint8Array([100, 101]), Buffer.alloc(0), Buffer.from('f')]);
@@ -60,7 +60,7 @@ for (const blockingIo of [false, true]) test(`NodeSegmentStore${blockingIo ? ' (
 
 test('NodeSegmentStore (blockingIo): a failed append poisons the segment; a closed fd fails sync with ERR_DEVICE_FLUSH', async () => {
   await withDir(async (dir) => {
-    const store = await NodeSegmentStore.openDir(dir, { blockingIo: true });
+    const store = await NodeSegmentStore.openDir(dir, { blockingIo: true, syncInline: true });
     const seg = await store.create('wal-0000000000000001.seg');
     await seg.append([Buffer.from('ok')]);
     // Close the fd behind the segment's back: the next append fails with EBADF.

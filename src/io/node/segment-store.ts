@@ -13,12 +13,14 @@
 //   poisons its handle: the file's end is then unknown, so later appends and
 //   syncs on it fail with the same error.
 // - Names are validated against SEGMENT_NAME_PATTERN (no path traversal).
-// - `blockingIo`: append (writev) and sync (fdatasync) run on the calling thread
-//   instead of libuv's thread pool. On this machine class a thread-pool
-//   writev + fdatasync pair costs ~200 µs of CPU against ~105 µs done inline
-//   (the hand-off wakes a thread twice; docs/ARCHITECTURE.md "Replication").
-//   An OSD, whose loop waits for its WAL commit anyway, uses it; the sync
-//   still blocks the event loop for the fdatasync's duration.
+// - `blockingIo`: append (writev) runs on the calling thread instead of libuv's
+//   thread pool: into the page cache it takes microseconds, and the hand-off
+//   to a pool thread costs more CPU than the write (docs/ARCHITECTURE.md
+//   "Replication"). `syncInline` also runs fdatasync on the calling thread:
+//   cheapest in CPU, but the event loop then stands still for the whole
+//   flush (0.1 ms alone, several ms when other processes flush the same disk).
+//   The OSD appends inline and syncs on the pool, so that it keeps receiving,
+//   replicating and applying while its WAL flushes.
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { TesseraError } from '../../stdx/errors.js';
@@ -26,18 +28,22 @@ import { assert } from '../../stdx/assert.js';
 import { SEGMENT_NAME_PATTERN, type Segment, type SegmentStore } from '../segments.js';
 
 export interface NodeSegmentStoreOptions {
-  /** Append and sync on the calling thread (see the header). Default false. */
+  /** Append on the calling thread (see the header). Default false. */
   blockingIo?: boolean;
+  /** With blockingIo, fdatasync on the calling thread too (see the header). Default false. */
+  syncInline?: boolean;
 }
 
 export class NodeSegmentStore implements SegmentStore {
   private readonly blockingIo: boolean;
+  private readonly syncInline: boolean;
 
   constructor(
     readonly dirPath: string,
     options: NodeSegmentStoreOptions = {},
   ) {
     this.blockingIo = options.blockingIo ?? false;
+    this.syncInline = this.blockingIo && (options.syncInline ?? false);
   }
 
   /** Creates the directory (and parents) if needed. */
@@ -66,7 +72,7 @@ export class NodeSegmentStore implements SegmentStore {
     const fd = await openFd(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, (code) =>
       code === 'EEXIST' ? 'ERR_EXISTS' : 'ERR_DEVICE_IO',
     );
-    return new NodeSegment(name, path, fd, 0, this.blockingIo);
+    return new NodeSegment(name, path, fd, 0, this.blockingIo, this.syncInline);
   }
 
   async open(name: string): Promise<Segment> {
@@ -79,7 +85,7 @@ export class NodeSegmentStore implements SegmentStore {
       fs.closeSync(fd);
       throw new TesseraError('ERR_DEVICE_IO', `fstat ${path}: ${(err as NodeJS.ErrnoException).code}`);
     }
-    return new NodeSegment(name, path, fd, sizeBytes, this.blockingIo);
+    return new NodeSegment(name, path, fd, sizeBytes, this.blockingIo, this.syncInline);
   }
 
   async remove(name: string): Promise<void> {
@@ -118,6 +124,7 @@ class NodeSegment implements Segment {
     private readonly fd: number,
     public sizeBytes: number,
     private readonly blockingIo = false,
+    private readonly syncInline = false,
   ) {}
 
   append(buffers: readonly Uint8Array[]): Promise<void> {
@@ -161,7 +168,7 @@ class NodeSegment implements Segment {
   sync(): Promise<void> {
     const err = this.unusable();
     if (err) return Promise.reject(err);
-    if (this.blockingIo) {
+    if (this.syncInline) {
       try {
         fs.fdatasyncSync(this.fd);
         return Promise.resolve();
