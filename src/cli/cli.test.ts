@@ -272,6 +272,12 @@ test('cluster commands: bad flags are usage errors naming the flag; an unreachab
   r = await cli(['up', '--osds', '3', '--mon-port', 'x'], { cwd: '/tmp' });
   assert.equal(r.status, 2, r.err);
   assert.match(r.err, /--mon-port must be a port number/);
+  r = await cli(['osd', '--osd-port', 'abc', '--monitors', '127.0.0.1:1'], { cwd: '/tmp' });
+  assert.equal(r.status, 2, r.err);
+  assert.match(r.err, /--osd-port must be a port number 0-65535, got "abc"/);
+  r = await cli(['gateway', '--nbd-port', '70000', '--monitors', '127.0.0.1:1'], { cwd: '/tmp' });
+  assert.equal(r.status, 2, r.err);
+  assert.match(r.err, /--nbd-port must be a port number/);
   r = await cli(['up', '--osds', '3', '--mon-port', '65530'], { cwd: '/tmp' });
   assert.equal(r.status, 2, r.err);
   assert.match(r.err, /leaves no room for 3 OSD ports/);

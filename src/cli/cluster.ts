@@ -19,6 +19,8 @@ interface DaemonFlags {
   etcd?: string;
   monPort?: string;
   monDataDir?: string;
+  monHost?: string;
+  osdHost?: string;
   id?: string;
   osdPort?: string;
   osdDataDir?: string;
@@ -29,15 +31,20 @@ interface DaemonFlags {
   gatewayDataDir?: string;
 }
 
-const num = (s: string | undefined) => (s === undefined ? undefined : Number(s));
+/** A port flag: digits only, so that "--osd-port abc" names the flag, not the config field. */
+function portFlag(flag: string, s: string | undefined): number | undefined {
+  if (s === undefined) return undefined;
+  if (!/^\d{1,5}$/.test(s.trim()) || Number(s) > 65535) throw new UsageError(`${flag} must be a port number 0-65535, got ${JSON.stringify(s)}`);
+  return Number(s);
+}
 const list = (s: string | undefined) => (s === undefined ? undefined : s.split(',').map((x) => x.trim()).filter(Boolean));
 
 export function clusterConfigFromFlags(f: DaemonFlags, cwd: string): ClusterConfig {
   const flags: ClusterConfigInput = {
     cluster: { monitors: list(f.monitors), etcd: list(f.etcd) },
-    mon: { port: num(f.monPort), dataDir: f.monDataDir },
-    osd: { port: num(f.osdPort), dataDir: f.osdDataDir, deviceSizeBytes: f.deviceSize, hostName: f.hostName },
-    gateway: { dataDir: f.gatewayDataDir, nbd: { port: num(f.nbdPort), host: f.nbdHost } },
+    mon: { host: f.monHost, port: portFlag('--mon-port', f.monPort), dataDir: f.monDataDir },
+    osd: { host: f.osdHost, port: portFlag('--osd-port', f.osdPort), dataDir: f.osdDataDir, deviceSizeBytes: f.deviceSize, hostName: f.hostName },
+    gateway: { dataDir: f.gatewayDataDir, nbd: { port: portFlag('--nbd-port', f.nbdPort), host: f.nbdHost } },
   };
   try {
     const file = f.config === undefined ? undefined : { path: f.config, text: readConfigFileText(path.resolve(cwd, f.config)) };
@@ -67,6 +74,7 @@ export function addClusterCommands(program: Command, { io, setStatus }: { io: Cl
     .description('run a monitor: the cluster map on the embedded store (default) or etcd (--etcd)')
     .option('--monitors <list>', 'monitor addresses host:port,... (overrides cluster.monitors)')
     .option('--etcd <urls>', 'etcd endpoints http://host:port,...: several monitors share it, one is active')
+    .option('--mon-host <addr>', 'address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)')
     .option('--mon-port <port>', 'port to listen on (default 6780)')
     .option('--mon-data-dir <dir>', 'embedded store directory (default ./tessera-mon)')
     .option('--id <id>', 'monitor id (default mon-<port>)')
@@ -88,6 +96,7 @@ export function addClusterCommands(program: Command, { io, setStatus }: { io: Cl
     .command('run', { isDefault: true })
     .description('run an OSD daemon: its device file, WAL and PG replicas in --osd-data-dir')
     .option('--monitors <list>', 'monitor addresses host:port,...')
+    .option('--osd-host <addr>', 'address to listen on and register with the monitor: one the other machines reach (default 127.0.0.1)')
     .option('--osd-port <port>', 'RPC port (default 6800; 0 = any free port)')
     .option('--osd-data-dir <dir>', 'data directory (default ./tessera-osd)')
     .option('--device-size <size>', 'size of a new device file, e.g. 100G (sparse; only when formatting)')

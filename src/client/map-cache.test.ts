@@ -153,3 +153,25 @@ test('close stops the follow loop and fails waiters with ERR_CLOSED', async () =
     s.close();
   }
 });
+
+test('a monitor that never answers getMap holds awaitMap neither past its deadline nor past close()', async () => {
+  const clock = new SimClock();
+  const cluster = new FakeCluster({ clock });
+  let hang = false;
+  const mon = { ...cluster.mon, getMap: () => (hang ? new Promise<never>(() => {}) : cluster.mon.getMap()) };
+  const maps = await MapCache.open({ mon, clock, waitMapMs: 30_000, retryBackoffMsMin: 50, retryBackoffMsMax: 400 });
+  try {
+    hang = true;
+    const t0 = clock.nowMs();
+    await assert.rejects(maps.awaitMap(() => false, 2_000), (e: unknown) => isTesseraError(e, 'ERR_TIMEOUT'));
+    assert.ok(clock.nowMs() - t0 >= 2_000 && clock.nowMs() - t0 < 2_100, `timed out after ${clock.nowMs() - t0} ms`);
+    const waiting = maps.awaitMap(() => false, 60_000);
+    clock.setTimer(500, () => maps.close());
+    await assert.rejects(waiting, (e: unknown) => isTesseraError(e, 'ERR_CLOSED'));
+    assert.ok(clock.nowMs() - t0 < 3_000, 'close() woke the waiter at once');
+  } finally {
+    maps.close();
+    cluster.close();
+    clock.close();
+  }
+});

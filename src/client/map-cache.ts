@@ -227,14 +227,20 @@ export class MapCache {
           cause: lastError ?? undefined,
         });
       }
+      // The fetch is raced against the deadline and close(): a monitor that accepts
+      // the request and never answers must not hold the caller past either.
+      const bound = this.cancellableSleep(Math.max(0, deadlineMs - clock.nowMs()));
       try {
-        await this.fetch();
+        await Promise.race([this.fetch(), bound.done]);
         lastError = null;
       } catch (err) {
         lastError = err;
+      } finally {
+        bound.cancel();
       }
       this.checkOpen();
       if (pred(this.current)) return this.current;
+      if (clock.nowMs() >= deadlineMs) continue; // times out above
       await this.sleep(Math.min(backoffMs, Math.max(0, deadlineMs - clock.nowMs())));
       backoffMs = Math.min(backoffMs * 2, this.backoffMsMax);
     }
@@ -300,17 +306,31 @@ export class MapCache {
   }
 
   private sleep(ms: number): Promise<void> {
-    if (this.closed) return Promise.resolve();
-    return new Promise((resolve) => {
-      const entry = {
+    return this.cancellableSleep(ms).done;
+  }
+
+  /** A sleep that close() wakes; cancel() drops its timer early (it then never resolves). */
+  private cancellableSleep(ms: number): { done: Promise<void>; cancel: () => void } {
+    if (this.closed) return { done: Promise.resolve(), cancel: () => {} };
+    let entry: { timer: TimerHandle; wake: () => void } | null = null;
+    const done = new Promise<void>((resolve) => {
+      const e = {
         timer: this.opts.clock.setTimer(ms, () => {
-          this.sleeps.delete(entry);
+          this.sleeps.delete(e);
           resolve();
         }),
         wake: resolve,
       };
-      this.sleeps.add(entry);
+      entry = e;
+      this.sleeps.add(e);
     });
+    const cancel = (): void => {
+      if (entry === null) return;
+      entry.timer.cancel();
+      this.sleeps.delete(entry);
+      entry = null;
+    };
+    return { done, cancel };
   }
 
   private checkOpen(): void {

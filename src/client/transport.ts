@@ -31,4 +31,6 @@ export interface OsdAddress {
 
 export interface OsdTransport {
   request(osd: OsdAddress, req: ClientRequest, timeoutMs: number): Promise<ClientResponse>;
+  /** Closes the connections (a store that owns the transport calls it on close). */
+  close?(): Promise<void>;
 }

@@ -272,3 +272,23 @@ test('after close: management and IO fail ERR_CLOSED', async () => {
   assert.throws(() => b.store.open('v'), (e: unknown) => isTesseraError(e, 'ERR_CLOSED'));
   await b.close();
 });
+
+test('close() of a store from open() closes the transport it was given (its sockets would keep a gateway alive)', async () => {
+  const b = await openTestBed();
+  let closes = 0;
+  const transport = {
+    request: (osd: Parameters<typeof b.cluster.transport.request>[0], req: Parameters<typeof b.cluster.transport.request>[1], timeoutMs: number) =>
+      b.cluster.transport.request(osd, req, timeoutMs),
+    close: async () => {
+      closes++;
+    },
+  };
+  const store = await ClusterVolumeStore.open({ mon: b.cluster.mon, transport, clock: b.clock });
+  await store.create('t', 1 << 20);
+  await store.open('t').write(0, pattern(4096, 1), false);
+  assert.equal(closes, 0);
+  await store.close();
+  await store.close();
+  assert.equal(closes, 1);
+  await b.close();
+});

@@ -62,6 +62,8 @@ export interface ClusterVolumeStoreParts {
   wallClockMs?: () => number;
   /** close() closes maps and client too. */
   ownsParts?: boolean;
+  /** With ownsParts: the client's transport, closed once the client drained. */
+  transport?: OsdTransport;
 }
 
 export class ClusterVolumeStore implements VolumeStore {
@@ -87,6 +89,7 @@ export class ClusterVolumeStore implements VolumeStore {
       mapWaitMs: opts.mapWaitMs,
       wallClockMs: opts.wallClockMs,
       ownsParts: true,
+      transport: opts.transport,
     });
   }
 
@@ -136,6 +139,12 @@ export class ClusterVolumeStore implements VolumeStore {
         throw new TesseraError('ERR_SHRINK', `volume "${name}" holds data beyond ${sizeBytes} bytes; pass discardData to drop it`);
       }
     }
+    // Data beyond the new end must not reappear if the volume grows again: it is
+    // trimmed before the monitor shrinks the volume, so a crash in between leaves
+    // a volume of the old size without that data, never a shrunk one still holding
+    // it. (A write into that range racing the shrink from another gateway is lost
+    // with the rest, as discardData says.)
+    for (const [start, end] of runs) await this.zeroRange(v, start, end);
     const rec = await this.mon.resizeVolume(name, sizeBytes);
     await this.maps.awaitMap(
       (m) => {
@@ -145,8 +154,6 @@ export class ClusterVolumeStore implements VolumeStore {
       this.mapWaitMs,
       `the resize of volume "${name}"`,
     );
-    // Data beyond the new end must not reappear if the volume grows again.
-    for (const [start, end] of runs) await this.zeroRange(v, start, end);
     return this.toInfo(this.maps.volume(rec.id) ?? rec);
   }
 
@@ -201,6 +208,8 @@ export class ClusterVolumeStore implements VolumeStore {
       const drained = this.client.close();
       this.maps.close();
       await drained;
+      // Its sockets would otherwise keep the process alive (gateway shutdown).
+      await this.parts.transport?.close?.();
     }
   }
 

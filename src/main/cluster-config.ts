@@ -30,7 +30,8 @@ export interface ClusterConfig {
   tickMs: number;
   electionTicks: number;
   recoveryBytesPerSec: number;
-  mon: { host: string; port: number; dataDir: string };
+  /** advertiseHost: where clients on other machines reach this monitor (null: derived from host, see mon/run.ts). */
+  mon: { host: string; port: number; dataDir: string; advertiseHost: string | null };
   osd: { host: string; port: number; dataDir: string; deviceSizeBytes: number; hostName: string; weight: number };
   gateway: { dataDir: string; nbd: { host: string; port: number } };
 }
@@ -82,7 +83,7 @@ const Schema = z.strictObject({
       recoveryBytesPerSec: sizeField.optional(),
     })
     .optional(),
-  mon: z.strictObject({ host: hostField.optional(), port: portField.optional(), dataDir: z.string().min(1).optional() }).optional(),
+  mon: z.strictObject({ host: hostField.optional(), port: portField.optional(), dataDir: z.string().min(1).optional(), advertiseHost: hostField.optional() }).optional(),
   osd: z
     .strictObject({
       host: hostField.optional(),
@@ -146,7 +147,7 @@ export function resolveClusterConfig(opts: { cwd: string; file?: { path: string;
     tickMs: pick(gc.tickMs, fc.tickMs, CLUSTER_DEFAULTS.tickMs),
     electionTicks: pick(gc.electionTicks, fc.electionTicks, CLUSTER_DEFAULTS.electionTicks),
     recoveryBytesPerSec: pick(gc.recoveryBytesPerSec, fc.recoveryBytesPerSec, CLUSTER_DEFAULTS.recoveryBytesPerSec),
-    mon: { host: monHost, port: monPort, dataDir: dirOf(flagIn.mon?.dataDir, fileIn.mon?.dataDir, './tessera-mon') },
+    mon: { host: monHost, port: monPort, dataDir: dirOf(flagIn.mon?.dataDir, fileIn.mon?.dataDir, './tessera-mon'), advertiseHost: pick(flagIn.mon?.advertiseHost, fileIn.mon?.advertiseHost, null) },
     osd: {
       host: pick(flagIn.osd?.host, fileIn.osd?.host, '127.0.0.1'),
       port: pick(flagIn.osd?.port, fileIn.osd?.port, CLUSTER_DEFAULTS.osdPort),

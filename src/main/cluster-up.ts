@@ -26,6 +26,7 @@ export async function runMonitor(cfg: ClusterConfig, id: string, log: Logger): P
     id,
     host: cfg.mon.host,
     port: cfg.mon.port,
+    advertiseHost: cfg.mon.advertiseHost ?? undefined,
     dataDir: cfg.etcd.length === 0 ? cfg.mon.dataDir : undefined,
     etcdEndpoints: cfg.etcd.length > 0 ? cfg.etcd : undefined,
     osdDownAfterMs: cfg.osdDownAfterMs,

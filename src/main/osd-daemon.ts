@@ -51,11 +51,23 @@ async function loadIdentity(dataDir: string): Promise<{ uuid: string }> {
 }
 
 export async function runOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Error) => void): Promise<RunningOsd> {
-  const logFn = (level: 'info' | 'warn' | 'error', msg: string) => log[level](msg);
   await ensureDir(cfg.osd.dataDir);
   // One OSD per data dir: two processes sharing a device file and WAL would corrupt both.
   const pidPath = path.join(cfg.osd.dataDir, 'osd.pid');
   await acquirePidFile(pidPath, cfg.osd.dataDir);
+  // A start that fails half way (port taken, no monitor, WAL unreadable) releases
+  // what it opened, last first, and the PID file.
+  const undo: (() => Promise<unknown>)[] = [() => releasePidFile(pidPath)];
+  try {
+    return await startOsd(cfg, log, onFatal, pidPath, undo);
+  } catch (err) {
+    for (const u of undo.reverse()) await u().catch(() => undefined);
+    throw err;
+  }
+}
+
+async function startOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Error) => void, pidPath: string, undo: (() => Promise<unknown>)[]): Promise<RunningOsd> {
+  const logFn = (level: 'info' | 'warn' | 'error', msg: string) => log[level](msg);
   const { uuid } = await loadIdentity(cfg.osd.dataDir);
   const { engine } = await openLocalStore({
     devicePath: path.join(cfg.osd.dataDir, 'dev.img'),
@@ -64,6 +76,7 @@ export async function runOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Err
     log: logFn,
     onFatal,
   });
+  undo.push(() => engine.close());
   let core: OsdCore | null = null;
   let map: ClusterMap | null = null;
   const server = new RpcServer((conn, frame) => {
@@ -84,14 +97,15 @@ export async function runOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Err
         c.handleSnapshotChunk(decodeSnapshotChunk(frame.payload)).then(reply, (err: Error) => reply({ status: Status.Io, message: err.message }));
         return;
       }
-      const req = decodeClientRequest(frame.method, frame.payload);
-      if (req.method === Method.Write) req.data = Buffer.from(req.data); // kept past this turn: copy off the socket buffer
-      c.handleClient(req, reply);
+      // A write's data views the socket's read buffer; handleClient copies it into
+      // the raft entry (encodeOp) within this turn, so no copy is needed here.
+      c.handleClient(decodeClientRequest(frame.method, frame.payload), reply);
     } catch (err) {
       reply({ status: Status.Invalid, message: (err as Error).message });
     }
   }, { log: logFn });
   const port = await server.listen(cfg.osd.host, cfg.osd.port);
+  undo.push(() => server.close());
   const mon = new MonClient({ addrs: cfg.monitors });
   const boot = await mon.osdBoot({ uuid, host: cfg.osd.hostName, addr: cfg.osd.host, port, weight: cfg.osd.weight, capacityBytes: cfg.osd.deviceSizeBytes });
   const osdId = boot.osdId;
@@ -100,6 +114,7 @@ export async function runOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Err
   // segment-store.ts); its writer starts in the check phase, after this turn's sends.
   const segments = await NodeSegmentStore.openDir(path.join(cfg.osd.dataDir, 'wal'), { blockingIo: true, syncInline: true });
   const { wal, groups, damage, tornTail } = await Wal.open(segments, { selfId: osdId, schedule: (run) => setImmediate(run) });
+  undo.push(() => wal.close());
   if (damage.length > 0) log.warn(`osd.${osdId}: WAL damaged in the middle at ${damage.length} place(s); affected PGs stay out of elections until repaired from peers`);
   if (tornTail) log.info(`osd.${osdId}: dropped an unacknowledged torn WAL tail`);
   const net = new RpcOsdNet((id) => {
@@ -166,7 +181,10 @@ export async function runOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Err
     statsTimer = setInterval(() => {
       const cpu = process.cpuUsage(cpu0);
       cpu0 = process.cpuUsage();
-      log.info(`osd.${osdId}: stats ${JSON.stringify({ ...running.counters, raftFramesDropped: net.dropped, wal: wal.stats, cpuMs: Math.round((cpu.user + cpu.system) / 1000) })}`);
+      const mem = process.memoryUsage();
+      const mib = (n: number) => Math.round(n / 2 ** 20);
+      const memMiB = { rss: mib(mem.rss), heapUsed: mib(mem.heapUsed), heapTotal: mib(mem.heapTotal), arrayBuffers: mib(mem.arrayBuffers) };
+      log.info(`osd.${osdId}: stats ${JSON.stringify({ ...running.counters, raftFramesDropped: net.dropped, wal: wal.stats, cpuMs: Math.round((cpu.user + cpu.system) / 1000), memMiB })}`);
     }, statsMs);
   }
   log.info(`osd.${osdId} listening on ${cfg.osd.host}:${port}`);

@@ -16,6 +16,7 @@
 //   ERR_INVALID, ...) as TesseraErrors (MonRemoteError); answers are validated
 //   (maps by the map schema) and a malformed one is ERR_PROTOCOL.
 // - Learned addresses (from 503 hints) are bounded (ADDRS_MAX).
+import { parseHostPort } from '../stdx/host-port.js';
 import { z } from 'zod';
 import { TesseraError, type ErrorCode } from '../stdx/errors.js';
 import type { Clock } from '../io/clock.js';
@@ -62,10 +63,7 @@ export class MonRemoteError extends TesseraError {
 }
 
 export function parseMonAddr(addr: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(addr);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || !(port >= 1 && port <= 65535)) throw new TesseraError('ERR_INVALID', `bad monitor address ${JSON.stringify(addr)}: want host:port`);
-  return { host: m[1] ?? m[2], port };
+  return parseHostPort(addr, 'monitor address');
 }
 
 interface CallOptions {

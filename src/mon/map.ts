@@ -402,14 +402,15 @@ export function createVolume(map: ClusterMap, req: { name: string; sizeBytes: nu
 }
 
 /**
- * Grows a volume. Shrinking is refused (ERR_SHRINK): the monitor cannot discard
- * the objects past the new end, and growing again would expose their old data.
+ * Grows or shrinks a volume. The monitor holds no data: before it asks for a
+ * shrink, the client library (client/volume-store.ts) refuses it over written
+ * data unless told to discard it, and zeroes (trims) the data past the new end,
+ * so that growing again never exposes it.
  */
 export function resizeVolume(map: ClusterMap, name: string, sizeBytes: number): { map: ClusterMap; volume: VolumeRecord } {
   const v = findVolume(map, name);
   checkVolumeSize(sizeBytes);
   if (sizeBytes === v.sizeBytes) return { map, volume: v };
-  if (sizeBytes < v.sizeBytes) throw new TesseraError('ERR_SHRINK', `volume "${name}" is ${v.sizeBytes} bytes; shrinking to ${sizeBytes} is not supported`);
   const volume = { ...v, sizeBytes };
   return { map: { ...map, epoch: map.epoch + 1, volumes: map.volumes.map((x) => (x.id === v.id ? volume : x)) }, volume };
 }

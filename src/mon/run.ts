@@ -12,6 +12,7 @@
 // - close() stops the HTTP server, leaves the election (a standby takes over
 //   at once), then closes the store; it is idempotent.
 // - A failure while starting releases whatever was already opened.
+import * as os from 'node:os';
 import { join } from 'node:path';
 import { TesseraError } from '../stdx/errors.js';
 import type { Logger } from '../stdx/log.js';
@@ -93,7 +94,7 @@ export async function startMonitor(opts: StartMonitorOptions): Promise<RunningMo
     });
     http = await listenMonHttp({ service, host: opts.host, port: opts.port, authToken: opts.authToken, log });
     const wildcard = http.host === '0.0.0.0' || http.host === '::';
-    const advertiseHost = opts.advertiseHost ?? (wildcard ? '127.0.0.1' : http.host);
+    const advertiseHost = opts.advertiseHost ?? (wildcard ? firstExternalAddress() ?? '127.0.0.1' : http.host);
     const addr = advertiseHost.includes(':') ? `[${advertiseHost}]:${http.port}` : `${advertiseHost}:${http.port}`;
     service.start(addr);
     log?.info(`monitor ${opts.id} listening on ${http.host}:${http.port} (${storeDesc})`);
@@ -121,4 +122,17 @@ export async function startMonitor(opts: StartMonitorOptions): Promise<RunningMo
     await store.close().catch(() => undefined);
     throw err;
   }
+}
+
+/**
+ * A monitor listening on every address advertises (to standbys' clients, as the
+ * active monitor's address) this machine's first non-loopback IPv4 address, so
+ * that a client on another machine is not sent to 127.0.0.1; `mon.advertiseHost`
+ * in the cluster config overrides it.
+ */
+function firstExternalAddress(): string | null {
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return null;
 }

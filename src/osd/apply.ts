@@ -7,7 +7,12 @@
 // completed; reads served at a ReadIndex wait for doneIndex >= that index.
 // In flight entries are bounded (APPLY_IN_FLIGHT_MAX). An apply failure is
 // reported once through onFatal (the replica's state can no longer be trusted).
+// While a snapshot is being installed the queue is paused: queued entries are
+// dropped (the snapshot supersedes them), nothing new starts, and the install
+// replaces the PG's data only once no entry is running (a write still in flight
+// would land on top of the snapshot's newer data).
 import type { Entry } from '../raft/types.js';
+import { assert } from '../stdx/assert.js';
 import { decodeOp, OpKind, type Op } from './op.js';
 import type { ObjectStore } from './objects.js';
 
@@ -27,6 +32,8 @@ export class ApplyQueue {
   private readonly completed = new Set<number>();
   private readonly waiters: { index: number; cb: () => void }[] = [];
   private failed = false;
+  private paused = false;
+  private idleWaiters: (() => void)[] = [];
 
   constructor(
     private readonly store: ObjectStore,
@@ -42,14 +49,28 @@ export class ApplyQueue {
     return this.queue.length === 0 && this.running.size === 0;
   }
 
-  /** Entries must arrive in index order, contiguous after what was pushed before. */
+  /** Entries must arrive in index order, contiguous after what was pushed before. Dropped while paused. */
   push(entries: readonly Entry[]): void {
+    if (this.paused) return;
     for (const e of entries) this.queue.push(e);
     this.pump();
   }
 
-  /** A snapshot replaced the state: nothing may be queued or running. */
+  /**
+   * A snapshot install begins: drops the queued entries, starts nothing new until
+   * reset(), and resolves once no entry is running any more.
+   */
+  pause(): Promise<void> {
+    this.paused = true;
+    this.queue.length = 0;
+    if (this.running.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** A snapshot replaced the state (after pause() resolved): the queue resumes at index. */
   reset(index: number): void {
+    assert(this.running.size === 0, `apply reset to ${index} with ${this.running.size} entries still running`);
+    this.paused = false;
     this.queue.length = 0;
     this.completed.clear();
     this.doneIndex = index;
@@ -63,7 +84,7 @@ export class ApplyQueue {
   }
 
   private pump(): void {
-    while (this.queue.length > 0 && this.running.size < APPLY_IN_FLIGHT_MAX && !this.failed) {
+    while (this.queue.length > 0 && this.running.size < APPLY_IN_FLIGHT_MAX && !this.failed && !this.paused) {
       const e = this.queue[0];
       let op: Op | null = null;
       if (e.type !== 'conf') {
@@ -90,6 +111,7 @@ export class ApplyQueue {
         () => {
           this.running.delete(e.index);
           this.finish(e);
+          if (this.running.size === 0 && this.idleWaiters.length > 0) for (const w of this.idleWaiters.splice(0)) w();
           this.pump();
         },
         (err: Error) => this.fail(err),

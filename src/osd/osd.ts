@@ -83,8 +83,10 @@ export interface OsdConfig {
   raft: RaftTuning;
   /** Checkpoint once the WAL grew by this much since the last one. */
   checkpointBytes: number;
-  /** Entries kept in memory below the applied point for followers that lag a little. */
+  /** Entries kept in memory below the applied point for followers that lag a little... */
   keepEntries: number;
+  /** ...and at most this many bytes of their data (per PG). */
+  keepBytes: number;
   /** Recovery (snapshot transfer) bandwidth cap. */
   recoveryBytesPerSec: number;
   /** Recovery pauses while more client requests than this are in flight on this OSD. */
@@ -98,6 +100,9 @@ export interface OsdConfig {
    */
   leaseFraction: number;
 }
+
+/** Log compaction moves by at least this many entries at a time (unless keepBytes forces it). */
+const COMPACT_STEP_ENTRIES = 64;
 
 /** Entry bytes per RaftBatch frame (the RPC frame limit is 16 MiB; raft messages are at most maxMsgBytes). */
 export const RAFT_BATCH_BYTES_MAX = 4 * 1024 * 1024;
@@ -113,6 +118,7 @@ export const OSD_CONFIG_DEFAULTS: OsdConfig = {
   raft: { electionTicks: 10, heartbeatTicks: 2, maxInflightMsgs: 64, maxMsgBytes: RAFT_MSG_BYTES_MAX },
   checkpointBytes: 256 * 1024 * 1024,
   keepEntries: 1024,
+  keepBytes: 4 * 1024 * 1024,
   recoveryBytesPerSec: 128 * 1024 * 1024,
   recoveryYieldInFlight: 64,
   orphanGraceMs: 30_000,
@@ -333,6 +339,7 @@ export class OsdCore {
     this.schedulePass();
   }
 
+  /** A write's data may view a transport buffer: it is copied (encodeOp) before this returns. */
   handleClient(req: ClientRequest, reply: Reply): void {
     this.counters.clientRequests++;
     const check = this.checkRequest(req);
@@ -631,8 +638,8 @@ export class OsdCore {
     const now = this.deps.clock.nowMs();
     for (const pg of this.pgs.values()) {
       // Keep a bounded tail of applied entries in memory for followers that lag a little.
-      const compactTo = Math.min(pg.apply.doneIndex, pg.node.applied) - this.config.keepEntries;
-      if (compactTo > pg.node.snapshotMeta.index + this.config.keepEntries) this.runLater(pg, () => pg.node.compact(compactTo));
+      const compactTo = this.compactPoint(pg);
+      if (compactTo !== null) this.runLater(pg, () => pg.node.compact(compactTo));
       if (pg.orphanSinceMs >= 0 && now - pg.orphanSinceMs > this.config.orphanGraceMs && !pg.isLeader && !pg.node.isMember) {
         this.removeReplica(pg);
       }
@@ -640,6 +647,48 @@ export class OsdCore {
     if (!this.checkpointing && this.deps.wal.bytesSinceCheckpoint() > this.config.checkpointBytes) {
       this.checkpoint().catch((err: Error) => this.failFatal(err));
     }
+  }
+
+  /**
+   * Where to compact pg's in-memory log, or null for "not now": below the applied
+   * point at most keepEntries entries AND keepBytes of entry data stay. The byte
+   * bound matters for large writes: 1024 entries of 1 MiB in each of 64 PGs
+   * would be 64 GiB (a 2 GiB sequential fill once left 2.3 GB in each OSD).
+   * Compacts in steps of at least COMPACT_STEP_ENTRIES unless bytes force it,
+   * and walks the log only when the applied point moved.
+   */
+  private compactPoint(pg: PgReplica): number | null {
+    const top = Math.min(pg.apply.doneIndex, pg.node.applied);
+    if (top === pg.compactCheckedAt) return null;
+    pg.compactCheckedAt = top;
+    const floor = pg.node.snapshotMeta.index;
+    const { keepEntries, keepBytes } = this.config;
+    let i = top;
+    let bytes = 0;
+    let byBytes = false;
+    while (i > floor && top - i < keepEntries) {
+      const e = pg.node.log.entryAt(i);
+      if (e === undefined) break;
+      bytes += e.data.length;
+      if (bytes > keepBytes) {
+        byBytes = true;
+        break;
+      }
+      i--;
+    }
+    if (i <= floor) return null;
+    return byBytes || i - floor >= COMPACT_STEP_ENTRIES ? i : null;
+  }
+
+  /** The snapshot receiver begins replacing a PG's data (see checkpoint()). */
+  noteInstallStart(): void {
+    this.installsStarted++;
+  }
+  private installsStarted = 0;
+
+  private anyInstalling(): boolean {
+    for (const pg of this.pgs.values()) if (pg.installingTransfer !== 0) return true;
+    return false;
   }
 
   private removeReplica(pg: PgReplica): void {
@@ -662,12 +711,19 @@ export class OsdCore {
    * so leaving them out would lose entries whose commit() is about to resolve.
    */
   async checkpoint(): Promise<void> {
-    if (this.checkpointing) return;
+    // A PG installing a snapshot has dropped its old data but still stands at its
+    // old applied point, which a checkpoint would record as held by the store; and
+    // an install that began during the engine flush replaced the log the points
+    // were taken from. Either way this checkpoint is skipped (the next one comes
+    // at the next housekeeping tick).
+    if (this.checkpointing || this.anyInstalling()) return;
     this.checkpointing = true;
     try {
+      const installs = this.installsStarted;
       const points = new Map<number, SnapshotMeta>();
       for (const pg of this.pgs.values()) points.set(pg.id.key, pg.checkpointPoint());
       await this.deps.store.engine.flush();
+      if (this.installsStarted !== installs || this.anyInstalling()) return;
       const state = new Map<number, { hardState: HardState; snapshot: SnapshotMeta; entries: Entry[]; damaged?: { maxIndexSeen: number; maxTermSeen: number } }>();
       for (const pg of this.pgs.values()) {
         const point = points.get(pg.id.key);

@@ -103,6 +103,8 @@ export class PgReplica {
   orphanSinceMs = -1;
   lastRole: string;
   removed = false;
+  /** Applied point at the last compaction check (osd.ts compactPoint). */
+  compactCheckedAt = -1;
   /** Between ready() and advance(): the pass holding this PG's Ready waits for its WAL commit. */
   awaitingWal = false;
   /** Term and vote last written to the WAL (a change must be synced before messages go out). */

@@ -171,6 +171,11 @@ export class SnapshotReceiver {
     if (chunk.seq === 0) {
       if (pg.isLeader) return { status: Status.NotReady, message: 'a leader does not take snapshots' };
       pg.installingTransfer = chunk.transferId;
+      this.osd.noteInstallStart();
+      // No entry may still be applying (or start) once the old data is dropped: its
+      // write would land on top of the snapshot's newer data (apply.ts header).
+      await pg.apply.pause();
+      if (pg.installingTransfer !== chunk.transferId) return { status: Status.NotReady, message: `transfer ${chunk.transferId} was superseded` };
       await this.store.dropPg(pg.id.poolId, pg.id.pgCount, pg.id.pg);
     } else if (pg.installingTransfer !== chunk.transferId) {
       return { status: Status.NotReady, message: `transfer ${chunk.transferId} is not the one being installed` };

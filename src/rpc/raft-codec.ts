@@ -212,7 +212,7 @@ function readEntries(r: PayloadReader, count: number): Entry[] {
     if (type !== ENTRY_TYPE_NORMAL && type !== ENTRY_TYPE_CONF) r.fail(`entry ${k}: unknown type ${type}`);
     r.zeros(3, 'entry reserved');
     const dataBytes = r.u32('entry dataBytes');
-    const data = r.bytes(dataBytes, 'entry data');
+    const data = ownedEntryData(r.bytes(dataBytes, 'entry data'));
     entries.push(type === ENTRY_TYPE_CONF ? { term, index, data, type: 'conf' } : { term, index, data });
   }
   return entries;
@@ -276,3 +276,15 @@ export function readMessage(r: PayloadReader): WireMessage {
   return m;
 }
 
+/**
+ * A decoded entry's data, copied out of the frame when the frame's memory is much
+ * larger than the entry: a follower keeps entries in its log for a while, and a
+ * 4 KiB view must not pin a 64 KiB socket read or a 4 MiB batch (the OSD bounds
+ * its log by entry bytes, which is only true of the memory if entries own it).
+ */
+function ownedEntryData(view: Buffer): Buffer {
+  return view.buffer.byteLength > 2 * view.length + ENTRY_COPY_SLACK_BYTES ? Buffer.from(view) : view;
+}
+
+/** Frames up to this much larger than an entry are kept as they are (a copy would save little). */
+const ENTRY_COPY_SLACK_BYTES = 4096;

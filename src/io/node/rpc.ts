@@ -38,6 +38,7 @@
 // - Payload buffers are handed to the socket as they are (no copy); a caller must
 //   not modify them until the request settles. With `headroom`, parts[0] begins with
 //   FRAME_HEADROOM_BYTES reserved for the frame header (no allocation per frame).
+import { parseHostPort as parseHostPortOf } from '../../stdx/host-port.js';
 import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { assert } from '../../stdx/assert.js';
@@ -690,12 +691,9 @@ export class RpcClient {
 // ---------------------------------------------------------------------------
 // Pool
 
-/** "host:port" or "[ipv6]:port" → parts; ERR_INVALID otherwise. */
+/** "host:port" or "[ipv6]:port" → parts; ERR_INVALID otherwise (stdx/host-port.ts). */
 export function parseHostPort(address: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(address);
-  const port = m ? Number(m[3]) : NaN;
-  if (!m || port < 1 || port > 0xffff) throw new TesseraError('ERR_INVALID', `bad RPC address "${address}": expected host:port`);
-  return { host: m[1] ?? m[2], port };
+  return parseHostPortOf(address, 'RPC address');
 }
 
 /** One client per remote address, created on first use and kept (reconnecting) until removed or closed. */
