@@ -102,7 +102,32 @@ export interface OsdConfig {
 }
 
 /** Log compaction moves by at least this many entries at a time (unless keepBytes forces it). */
-const COMPACT_STEP_ENTRIES = 64;
+export const COMPACT_STEP_ENTRIES = 64;
+
+/**
+ * The index to compact a log to so that at most keepEntries entries and keepBytes
+ * of their data stay in (floor, top] (floor: the log's snapshot index, top: the
+ * applied point), or null when that would move less than COMPACT_STEP_ENTRIES and
+ * the bytes do not force it. `bytesAt(i)` is entry i's data size (undefined: not
+ * in memory). Pure.
+ */
+export function compactIndex(top: number, floor: number, bytesAt: (index: number) => number | undefined, keepEntries: number, keepBytes: number): number | null {
+  let i = top;
+  let bytes = 0;
+  let byBytes = false;
+  while (i > floor && top - i < keepEntries) {
+    const b = bytesAt(i);
+    if (b === undefined) break;
+    bytes += b;
+    if (bytes > keepBytes) {
+      byBytes = true;
+      break;
+    }
+    i--;
+  }
+  if (i <= floor) return null;
+  return byBytes || i - floor >= COMPACT_STEP_ENTRIES ? i : null;
+}
 
 /** Entry bytes per RaftBatch frame (the RPC frame limit is 16 MiB; raft messages are at most maxMsgBytes). */
 export const RAFT_BATCH_BYTES_MAX = 4 * 1024 * 1024;
@@ -661,23 +686,8 @@ export class OsdCore {
     const top = Math.min(pg.apply.doneIndex, pg.node.applied);
     if (top === pg.compactCheckedAt) return null;
     pg.compactCheckedAt = top;
-    const floor = pg.node.snapshotMeta.index;
-    const { keepEntries, keepBytes } = this.config;
-    let i = top;
-    let bytes = 0;
-    let byBytes = false;
-    while (i > floor && top - i < keepEntries) {
-      const e = pg.node.log.entryAt(i);
-      if (e === undefined) break;
-      bytes += e.data.length;
-      if (bytes > keepBytes) {
-        byBytes = true;
-        break;
-      }
-      i--;
-    }
-    if (i <= floor) return null;
-    return byBytes || i - floor >= COMPACT_STEP_ENTRIES ? i : null;
+    const log = pg.node.log;
+    return compactIndex(top, pg.node.snapshotMeta.index, (i) => log.entryAt(i)?.data.length, this.config.keepEntries, this.config.keepBytes);
   }
 
   /** The snapshot receiver begins replacing a PG's data (see checkpoint()). */

@@ -37,3 +37,17 @@ test('proposals: bounded by bytes; the refused one is left for the caller to ans
   assert.equal(accepted, PROPOSAL_BYTES_MAX / chunk);
   assert.equal(pg.proposals.length, accepted);
 });
+
+test('log compaction keeps at most keepEntries entries and keepBytes of data below the applied point (reproducer: 2.3 GB per OSD after a 2 GiB fill of 1 MiB writes)', async () => {
+  const { compactIndex, COMPACT_STEP_ENTRIES } = await import('./osd.js');
+  const MiB = 2 ** 20;
+  // 1 MiB entries 1..200, all applied: 4 MiB of them stay, entries 197..200.
+  assert.equal(compactIndex(200, 0, () => MiB, 1024, 4 * MiB), 196);
+  // 4 KiB entries: the count bounds first (1024 stay), in steps of at least COMPACT_STEP_ENTRIES.
+  assert.equal(compactIndex(5000, 0, () => 4096, 1024, 4 * MiB + 1), 5000 - 1024);
+  assert.equal(compactIndex(5000, 5000 - 1024 - COMPACT_STEP_ENTRIES + 1, () => 4096, 1024, 4 * MiB + 1), null, 'a step under COMPACT_STEP_ENTRIES waits');
+  // An entry over keepBytes forces compaction even for a small step: none stays.
+  assert.equal(compactIndex(10, 8, () => 8 * MiB, 1024, 4 * MiB), 10);
+  // Everything fits: nothing to drop.
+  assert.equal(compactIndex(100, 0, () => 4096, 1024, 4 * MiB), null);
+});
