@@ -29,13 +29,15 @@ export interface SimFaults {
   latencyMs: number;
   /** Random extra microtask turns per IO (0..n): reorders completions of concurrent IOs deterministically. */
   jitterTurns: number;
+  /** Awaited by every flush() before it takes effect (null: none): a simulation passes a wait in virtual time. */
+  flushWait: (() => Promise<void>) | null;
 }
 
 export class SimDevice implements BlockDevice {
   readonly sectorBytes = SECTOR_BYTES;
   readonly directIo = false;
   readonly stats = new IoStats();
-  readonly faults: SimFaults = { readErrors: [], writeErrors: [], readErrorRate: 0, writeErrorRate: 0, flushError: false, latencyMs: 0, jitterTurns: 0 };
+  readonly faults: SimFaults = { readErrors: [], writeErrors: [], readErrorRate: 0, writeErrorRate: 0, flushError: false, latencyMs: 0, jitterTurns: 0, flushWait: null };
   private current: Buffer;
   private durable: Buffer;
   private unsynced: Array<{ offsetBytes: number; data: Buffer; seq: number }> = [];
@@ -84,6 +86,7 @@ export class SimDevice implements BlockDevice {
     if (this.closed) throw new TesseraError('ERR_CLOSED', 'device closed');
     const upTo = this.writeSeq; // writes completed before the flush started
     await this.delay();
+    if (this.faults.flushWait) await this.faults.flushWait();
     if (this.closed) throw new TesseraError('ERR_CLOSED', 'device closed (power cut)');
     if (this.faults.flushError) {
       this.stats.flush.recordError();

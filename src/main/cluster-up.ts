@@ -108,7 +108,12 @@ function startChild(args: string[], readyPrefix: string, log: Logger, name: stri
       reject(new Error(`${name} printed no ready line within ${CHILD_READY_TIMEOUT_MS / 1000} s`));
     }, CHILD_READY_TIMEOUT_MS);
     child.stdout?.on('data', (d: Buffer) => {
-      if (done) return; // only the ready line matters; nothing is kept after it
+      if (done) {
+        // Nothing but the ready line is expected; anything else (e.g. Node's
+        // --trace-gc through TESSERA_CHILD_NODE_ARGS) goes to the log.
+        for (const line of d.toString().split('\n')) if (line.trim()) log.info(`${name}: ${line}`);
+        return;
+      }
       buf += d.toString();
       if (buf.includes(readyPrefix)) {
         done = true;

@@ -683,7 +683,8 @@ export class OsdCore {
    * and walks the log only when the applied point moved.
    */
   private compactPoint(pg: PgReplica): number | null {
-    const top = Math.min(pg.apply.doneIndex, pg.node.applied);
+    // A checkpoint in progress needs every entry after the point it captured.
+    const top = Math.min(pg.apply.doneIndex, pg.node.applied, pg.compactCap);
     if (top === pg.compactCheckedAt) return null;
     pg.compactCheckedAt = top;
     const log = pg.node.log;
@@ -731,7 +732,14 @@ export class OsdCore {
     try {
       const installs = this.installsStarted;
       const points = new Map<number, SnapshotMeta>();
-      for (const pg of this.pgs.values()) points.set(pg.id.key, pg.checkpointPoint());
+      for (const pg of this.pgs.values()) {
+        const point = pg.checkpointPoint();
+        points.set(pg.id.key, point);
+        // Entries after the point must still be in memory when the flush is done
+        // (reproducer: with 1 MiB writes, keepBytes compaction ran during the flush
+        // and the checkpoint found "entry N is not in memory").
+        pg.compactCap = point.index;
+      }
       await this.deps.store.engine.flush();
       if (this.installsStarted !== installs || this.anyInstalling()) return;
       const state = new Map<number, { hardState: HardState; snapshot: SnapshotMeta; entries: Entry[]; damaged?: { maxIndexSeen: number; maxTermSeen: number } }>();
@@ -749,6 +757,7 @@ export class OsdCore {
       await this.deps.wal.checkpoint(state);
     } finally {
       this.checkpointing = false;
+      for (const pg of this.pgs.values()) pg.compactCap = Infinity;
     }
   }
 

@@ -105,6 +105,8 @@ export class PgReplica {
   removed = false;
   /** Applied point at the last compaction check (osd.ts compactPoint). */
   compactCheckedAt = -1;
+  /** The log is not compacted past this while a checkpoint is being taken (osd.ts checkpoint). */
+  compactCap = Infinity;
   /** Between ready() and advance(): the pass holding this PG's Ready waits for its WAL commit. */
   awaitingWal = false;
   /** Term and vote last written to the WAL (a change must be synced before messages go out). */

@@ -29,7 +29,7 @@ interface RunResult {
 
 async function runSeed(seed: number, opts: { faults: boolean; durationMs: number }): Promise<RunResult> {
   const prng = new Prng(seed);
-  const c = new SimCluster(seed, { osds: 4, volumeBytes: VOLUME_BYTES, pgCount: 8, osdConfig: { orphanGraceMs: 2000, checkpointBytes: 256 * 1024 } });
+  const c = new SimCluster(seed, { osds: 4, volumeBytes: VOLUME_BYTES, pgCount: 8, osdConfig: { orphanGraceMs: 2000, checkpointBytes: 256 * 1024, keepEntries: 64, keepBytes: 32 * 1024 } });
   await c.start();
   const vol = c.map.volumes[0];
   const ref = { id: vol.id, poolId: vol.poolId };

@@ -78,6 +78,10 @@ export class SimCluster {
     for (const osd of this.osds.values()) {
       const syncPrng = new Prng(this.prng.u32());
       osd.segments.faults.syncWait = () => this.sched.sleep(syncPrng.int(3));
+      // An engine flush (checkpoints) takes 1–30 ms, so ticks, compaction and
+      // snapshot installs happen while a checkpoint waits for it.
+      const flushPrng = new Prng(this.prng.u32());
+      osd.device.faults.flushWait = () => this.sched.sleep(1 + flushPrng.int(150));
     }
     const mon = this.monApi();
     this.maps = new MapCache({ mon, clock: this.sched.clock, waitMapMs: 1000 }, this.map);
