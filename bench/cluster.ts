@@ -359,6 +359,22 @@ function checkDisk(dir: string, needBytes: number): string {
   return `${source} (${fstype})`;
 }
 
+/** Hypervisor steal and total ticks of the machine (/proc/stat). */
+function stealSample(): { steal: number; total: number } {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  return { steal: f[7], total: f.reduce((a, b) => a + b, 0) };
+}
+
+/**
+ * Share of the machine's CPU time the hypervisor took from this VM between two
+ * samples: on a shared host it is what the system under test never got (seen:
+ * 33 % for minutes), and it differs between the Tessera and the Ceph phase.
+ */
+function stealPct(a: { steal: number; total: number }, b: { steal: number; total: number }): string {
+  const total = b.total - a.total;
+  return total > 0 ? `${((100 * (b.steal - a.steal)) / total).toFixed(1)} % of the CPU time` : 'n/a';
+}
+
 function machineFacts(o: Options, disk: string): Record<string, string> {
   const cpuinfo = fs.readFileSync('/proc/cpuinfo', 'utf8');
   const model = /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1] ?? 'unknown';
@@ -841,11 +857,17 @@ async function main(): Promise<number> {
   const rows: Row[] = o.workloads.map((workload) => ({ workload }));
   let cephError: string | undefined;
   try {
-    if (o.systems.has('tessera')) await runTessera(o, rows, work, resDir, state);
+    if (o.systems.has('tessera')) {
+      const s0 = stealSample();
+      await runTessera(o, rows, work, resDir, state);
+      facts['steal during tessera'] = stealPct(s0, stealSample());
+    }
     if (o.systems.has('ceph') && !state.interrupted) {
       state.phase = 'ceph';
+      const s0 = stealSample();
       try {
         const res = await runCephBaseline(cephOptions(o, path.join(resDir, 'ceph')));
+        facts['steal during ceph'] = stealPct(s0, stealSample());
         for (const c of res) {
           const row = rows.find((r) => r.workload.name === c.workload);
           if (row) row.ceph = fromCeph(c);

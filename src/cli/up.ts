@@ -48,7 +48,7 @@ export function addUpCommand(program: Command, ctx: { io: CliIo; setStatus: (s: 
     .option('--nbd-port <port>', 'NBD TCP port (default 10809; 0 = any free port)')
     .option('--device <path>', 'device file or block device (default <data-dir>/dev0.img)')
     .option('--device-size <size>', 'size of a new device file, e.g. 16G (only when formatting; sparse)')
-    .option('--direct-io <mode>', 'bypass the page cache with O_DIRECT: off (default: page cache, flushed with fdatasync), on, or auto (on where the file system supports it)')
+    .option('--direct-io <mode>', 'bypass the page cache with O_DIRECT: off (default: page cache, flushed with fdatasync), on, or auto (on where the file system supports it); with --osds for every OSD device')
     .option('--volume-name <name>', 'name of the volume created on a new device (default vol0)')
     .option('--volume-size <size>', 'size of that volume, e.g. 10G (default 10G)')
     .option('--api-port <port>', 'also serve the API on 127.0.0.1:PORT (writes need <data-dir>/api.token)')
@@ -81,7 +81,7 @@ Examples:
         const { runClusterUp } = await import('../main/cluster-up.js');
         ctx.setStatus(
           await runClusterUp(
-            { dataDir: config.dataDir, osds, monPort, osdPortBase: monPort + 20, nbd: config.nbd, deviceSizeBytes: config.device.sizeBytes, volume: config.defaultVolume },
+            { dataDir: config.dataDir, osds, monPort, osdPortBase: monPort + 20, nbd: config.nbd, deviceSizeBytes: config.device.sizeBytes, directIo: config.device.directIo, volume: config.defaultVolume },
             { log, out: (line) => ctx.io.out(line + '\n') },
           ),
         );

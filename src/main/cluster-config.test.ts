@@ -33,3 +33,14 @@ test('bad values name the field', () => {
   bad('[1]', /must be a JSON object/);
   bad('{', /not valid JSON/);
 });
+
+test('osd.directIo: off by default, from the file or the flags; other values name the field', () => {
+  assert.equal(resolveClusterConfig({ cwd: '/' }).osd.directIo, 'off');
+  const text = JSON.stringify({ osd: { directIo: 'auto' } });
+  assert.equal(resolveClusterConfig({ cwd: '/', file: { path: 'c.json', text } }).osd.directIo, 'auto');
+  assert.equal(resolveClusterConfig({ cwd: '/', file: { path: 'c.json', text }, flags: { osd: { directIo: 'on' } } }).osd.directIo, 'on');
+  assert.throws(
+    () => resolveClusterConfig({ cwd: '/', file: { path: 'c.json', text: '{"osd":{"directIo":"maybe"}}' } }),
+    (err: Error & { code?: string }) => err.code === 'ERR_INVALID' && /osd\.directIo/.test(err.message),
+  );
+});

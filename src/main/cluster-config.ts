@@ -32,13 +32,15 @@ export interface ClusterConfig {
   recoveryBytesPerSec: number;
   /** advertiseHost: where clients on other machines reach this monitor (null: derived from host, see mon/run.ts). */
   mon: { host: string; port: number; dataDir: string; advertiseHost: string | null };
-  osd: { host: string; port: number; dataDir: string; deviceSizeBytes: number; hostName: string; weight: number };
+  /** directIo: the OSD's device file with O_DIRECT (see osdDirectIo in osd-daemon.ts). */
+  osd: { host: string; port: number; dataDir: string; deviceSizeBytes: number; hostName: string; weight: number; directIo: 'auto' | 'on' | 'off' };
   gateway: { dataDir: string; nbd: { host: string; port: number } };
 }
 
 export const CLUSTER_DEFAULTS = {
   monPort: 6780,
   osdPort: 6800,
+  osdDirectIo: 'off' as 'auto' | 'on' | 'off',
   osdDownAfterMs: 6_000,
   osdOutAfterMs: 600_000,
   tickMs: 100,
@@ -92,6 +94,7 @@ const Schema = z.strictObject({
       deviceSizeBytes: sizeField.optional(),
       hostName: z.string().min(1).max(253).optional(),
       weight: z.number().min(0).max(1e6).optional(),
+      directIo: z.enum(['auto', 'on', 'off'], { error: 'must be "auto", "on" or "off"' }).optional(),
     })
     .optional(),
   gateway: z
@@ -155,6 +158,7 @@ export function resolveClusterConfig(opts: { cwd: string; file?: { path: string;
       deviceSizeBytes: pick(flagIn.osd?.deviceSizeBytes, fileIn.osd?.deviceSizeBytes, CLUSTER_DEFAULTS.deviceSizeBytes),
       hostName: pick(flagIn.osd?.hostName, fileIn.osd?.hostName, os.hostname()),
       weight: pick(flagIn.osd?.weight, fileIn.osd?.weight, 1),
+      directIo: pick(flagIn.osd?.directIo, fileIn.osd?.directIo, CLUSTER_DEFAULTS.osdDirectIo),
     },
     gateway: {
       dataDir: dirOf(flagIn.gateway?.dataDir, fileIn.gateway?.dataDir, './tessera-gateway'),

@@ -143,6 +143,8 @@ export interface ClusterUpOptions {
   osdPortBase: number;
   nbd: { host: string; port: number };
   deviceSizeBytes: number;
+  /** The OSDs' device files with O_DIRECT (`up --direct-io`). */
+  directIo: 'auto' | 'on' | 'off';
   volume: { name: string; sizeBytes: number };
 }
 
@@ -158,7 +160,7 @@ export async function runClusterUp(o: ClusterUpOptions, io: UpIo): Promise<numbe
       defaultPool: { size, minSize: Math.min(size, 2), pgCount: 64, failureDomain: 'osd' as const },
     },
     mon: { port: o.monPort, dataDir: 'mon' },
-    osd: { deviceSizeBytes: o.deviceSizeBytes },
+    osd: { deviceSizeBytes: o.deviceSizeBytes, directIo: o.directIo },
     gateway: { dataDir: 'gateway', nbd: o.nbd },
   };
   await writePrivateFile(configPath, JSON.stringify(shared, null, 2) + '\n');

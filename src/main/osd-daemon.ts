@@ -72,7 +72,7 @@ async function startOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Error) =
   const { engine } = await openLocalStore({
     devicePath: path.join(cfg.osd.dataDir, 'dev.img'),
     createSizeBytes: cfg.osd.deviceSizeBytes,
-    directIo: 'off',
+    directIo: cfg.osd.directIo,
     log: logFn,
     onFatal,
   });
