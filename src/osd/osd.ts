@@ -685,9 +685,12 @@ export class OsdCore {
   private compactPoint(pg: PgReplica): number | null {
     // A checkpoint in progress needs every entry after the point it captured.
     const top = Math.min(pg.apply.doneIndex, pg.node.applied, pg.compactCap);
-    if (top === pg.compactCheckedAt) return null;
-    pg.compactCheckedAt = top;
     const log = pg.node.log;
+    // The walk visits up to keepEntries entries: do it once COMPACT_STEP_ENTRIES / 4
+    // entries were applied since the last one, or when the newest entry is large.
+    const moved = top - pg.compactCheckedAt;
+    if (moved <= 0 || (moved < COMPACT_STEP_ENTRIES / 4 && (log.entryAt(top)?.data.length ?? 0) < this.config.keepBytes / 16)) return null;
+    pg.compactCheckedAt = top;
     return compactIndex(top, pg.node.snapshotMeta.index, (i) => log.entryAt(i)?.data.length, this.config.keepEntries, this.config.keepBytes);
   }
 
