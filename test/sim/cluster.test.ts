@@ -178,6 +178,20 @@ async function runSeed(seed: number, opts: { faults: boolean; durationMs: number
     }
   }
   violations.push(...c.fatalErrors().map((f) => `fatal: ${f}`));
+  if (violations.length > 0) {
+    // Diagnosis: every replica of every PG (role, term, log, apply, install state).
+    for (const o of c.osds.values()) {
+      for (let pg = 0; pg < pool.pgCount; pg++) {
+        const r = o.core?.replica(pool.id, pg);
+        if (!r) continue;
+        const n = r.node;
+        c.log.push(
+          `end: osd.${o.id} PG ${pg}: ${n.role} term ${n.term} leader ${n.leaderId} commit ${n.commit} last ${n.lastIndex} snap ${n.snapshotMeta.index} ` +
+            `done ${r.apply.doneIndex} conf ${JSON.stringify(n.conf)} installing ${r.installingTransfer} damaged ${r.damage ? 'yes' : 'no'} awaitingWal ${r.awaitingWal}`,
+        );
+      }
+    }
+  }
   let walCommitsOverlapped = 0;
   for (const o of c.osds.values()) walCommitsOverlapped += o.core?.counters.walCommitsOverlapped ?? 0;
   c.stop();
@@ -200,7 +214,7 @@ test('sim: seeded faults (drops, reordering, crashes with torn writes, partition
     const r = await runSeed(seed, { faults: true, durationMs: 2500 });
     totalOps += r.ops;
     if (r.violations.length > 0) {
-      assert.fail(`seed ${seed} (replay: TESSERA_SEED=${seed}): ${r.violations.slice(0, 5).join('; ')}\n--- log ---\n${r.log.slice(-40).join('\n')}`);
+      assert.fail(`seed ${seed} (replay: TESSERA_SEED=${seed}): ${r.violations.slice(0, 5).join('; ')}\n--- log ---\n${r.log.slice(-80).join('\n')}`);
     }
   }
   console.log(`sim: ${seeds.length} seeds, ${totalOps} ops checked`);

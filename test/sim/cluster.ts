@@ -3,7 +3,9 @@
 // (network.ts), simulated devices and WAL segment stores with power cuts, and a
 // virtual clock (scheduler.ts). An OSD "crash" stops its core, cuts the power of
 // its device and WAL (unsynced writes dropped or torn) and later reopens both
-// and recovers, exactly as the daemon does on restart.
+// and recovers, exactly as the daemon does on restart. SIM_DEBUG=1 adds each
+// boot's recovered groups and each crash's counters and segments to the log a
+// failing seed prints.
 import { MapCache } from '../../src/client/map-cache.js';
 import { ClusterClient } from '../../src/client/client.js';
 import type { OsdAddress, OsdTransport } from '../../src/client/transport.js';
@@ -106,6 +108,7 @@ export class SimCluster {
     const engine = await LocalEngine.open(osd.device, { onFatal: (err) => this.onFatal(osd, inc, err) });
     const { wal, groups, damage } = await Wal.open(osd.segments, { selfId: osd.id });
     if (damage.length > 0) this.log.push(`osd.${osd.id}: WAL damage ${JSON.stringify(damage)}`);
+    if (process.env.SIM_DEBUG) this.log.push(`${this.sched.nowMs.toFixed(1)} boot osd.${osd.id}: groups ${[...groups.entries()].map(([k, g]) => `${k & 0xffff}:last${g.entries.at(-1)?.index ?? g.snapshot?.index ?? 0}`).join(' ')}`);
     const store = new ObjectStore(engine);
     const core = new OsdCore({
       id: osd.id,
@@ -134,13 +137,16 @@ export class SimCluster {
               const peer = this.osds.get(to);
               const peerInc = peer?.incarnation;
               if (!peer?.core) return;
-              peer.core.handleSnapshotChunk(chunk).then((resp) => {
+              // As the daemon does: a failed chunk is answered with an IO error; a
+              // peer that crashed meanwhile (power cut during its flush) answers nothing.
+              const answer = (resp: ClientResponse) => {
                 if (peer.incarnation !== peerInc) return;
                 this.net.send(to, osd.id, () => {
                   timer.cancel();
                   resolve(resp);
                 });
-              });
+              };
+              peer.core.handleSnapshotChunk(chunk).then(answer, (err: Error) => answer({ status: Status.Io, message: err.message }));
             });
           }),
       },
@@ -237,13 +243,15 @@ export class SimCluster {
 
   crash(id: number): void {
     const osd = this.osds.get(id) as SimOsd;
-    this.log.push(`${this.sched.nowMs.toFixed(1)} crash osd.${id}`);
+    this.log.push(`${this.sched.nowMs.toFixed(1)} crash osd.${id}${process.env.SIM_DEBUG ? ` counters ${JSON.stringify(osd.core?.counters)} segs ${JSON.stringify(osd.segments.counters)}` : ''}`);
     osd.incarnation++;
     osd.core?.stop();
     osd.core = null;
     this.net.setDown(id, true);
     osd.device = osd.device.powerCut().device;
+    const before = process.env.SIM_DEBUG ? osd.segments : null;
     osd.segments = osd.segments.powerCut().store;
+    if (before) void Promise.all([before.list().catch(() => ['(dead)']), osd.segments.list()]).then(([a, b]) => this.log.push(`crash osd.${id}: segments ${a.join(',')} -> ${b.join(',')}`));
   }
 
   async restart(id: number): Promise<void> {
