@@ -300,6 +300,12 @@ export class OsdCore {
       const conf = { voters: bootstrap ? rec.osds.slice() : [], learners: [] };
       storage = { hardState: { term: 0, vote: 0, commit: 0 }, snapshot: { index: 0, term: 0, conf }, entries: [] };
       this.deps.wal.snapshot(key, storage.snapshot);
+      // Made durable now, not with the next pass that happens to write: an OSD that
+      // hears from no peer writes nothing else, and a crash then lost its bootstrap
+      // membership. It came back as an empty joiner (the PG's epoch had moved on),
+      // which may not vote, and the PG never elected a leader again (reproducer:
+      // sim TESSERA_SEED=1958).
+      this.deps.wal.commit().catch((err: Error) => this.failFatal(err));
     }
     const pg = new PgReplica(
       { poolId: pool.id, pg: rec.pg, pgCount: pool.pgCount, key },
