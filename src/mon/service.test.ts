@@ -213,9 +213,10 @@ test('OSDs: boot places PGs; reports keep OSDs up; silence marks down (sets kept
   const keepAlive = new Set([1, 2, 3, 4]);
   const lastSentMs = new Map<number, number>();
   let stop = false;
+  let holdReports = false;
   const reporter = (async () => {
     while (!stop) {
-      for (const id of keepAlive) {
+      for (const id of holdReports ? [] : keepAlive) {
         lastSentMs.set(id, performance.now());
         await client.osdReport(report(id)).catch(() => undefined);
       }
@@ -263,7 +264,15 @@ test('OSDs: boot places PGs; reports keep OSDs up; silence marks down (sets kept
     await client.osdIn(3);
     assert.equal((await client.getMap()).osds.find((o) => o.id === 3)?.in, true);
     await assert.rejects(client.osdOut(99), code('ERR_NOT_FOUND'));
+    // Out and in no acting set, but a leader still lists it in its raft membership: not yet.
+    holdReports = true; // the background reports would replace the one below
+    await sleep(150);
+    const leading = { poolId: 1, pg: 0, role: 'leader' as const, term: 2, leader: 1, commitIndex: 9, appliedIndex: 9, voters: [1, 2, 4], learners: [3], state: 'recovering' as const, recoveryBytesLeft: 4096, pgEpoch: out.pgs['1'][0].epoch };
+    await client.osdReport(report(1, [leading]));
+    await assert.rejects(client.osdRm(4), (e: unknown) => code('ERR_BUSY')(e) && /still a raft member of PG 1\.0/.test((e as Error).message));
+    await client.osdReport(report(1, [{ ...leading, voters: [1, 2, 3], learners: [] }]));
     await client.osdRm(4);
+    holdReports = false;
     assert.deepEqual((await client.getMap()).osds.map((o) => o.id), [1, 2, 3]);
     await assert.rejects(client.osdReport(report(4)), code('ERR_NOT_FOUND'));
     const reborn = await client.osdBoot(boot(4));

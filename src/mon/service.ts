@@ -586,6 +586,17 @@ export class MonService implements MonApi {
   }
 
   async osdRm(osdId: number): Promise<void> {
+    // Out and in no acting set is not enough: until the PGs' leaders have removed
+    // it from their raft memberships (recovery done), its copy may still count
+    // toward their quorums. Fresh leader reports tell.
+    const nowMs = this.clock.nowMs();
+    for (const [from, r] of this.reports) {
+      if (from === osdId || nowMs - r.receivedAtMs > this.osdDownAfterMs) continue;
+      const pg = r.report.pgs.find((p) => p.role === 'leader' && (p.voters.includes(osdId) || p.learners.includes(osdId)));
+      if (pg) {
+        throw new TesseraError('ERR_BUSY', `OSD ${osdId} is still a raft member of PG ${pg.poolId}.${pg.pg} (led by OSD ${from}): recovery has not finished; see tessera status`);
+      }
+    }
     await this.submit((m) => ({ map: M.osdRm(m, osdId), result: undefined }));
     this.reports.delete(osdId);
     this.log?.info(`OSD ${osdId} removed`);
