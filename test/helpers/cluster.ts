@@ -24,113 +24,39 @@ import type { ClusterMap } from '../../src/mon/map-types.js';
 import { Method, Status } from '../../src/osd/proto.js';
 import { freePort, makeTempDir, READY_LINE, REPO_ROOT, TESSERA_BIN } from './daemon.js';
 import { run, tail, type RunResult } from './run.js';
+import { TrackedChild, type ExitStatus } from './child.js';
 
-/** Bytes of each stream kept per daemon for failure messages. */
-const OUTPUT_BYTES_MAX = 256 * 1024;
 const READY_TIMEOUT_MS = 30_000;
 const STOP_GRACE_MS = 15_000;
 const CLI_TIMEOUT_MS = 20_000;
 const HTTP_TIMEOUT_MS = 3_000;
 
-const live = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const c of live) {
-    try {
-      c.kill('SIGCONT');
-      c.kill('SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-});
-
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** One daemon process (any tessera command that runs in the foreground). */
-export class Proc {
-  private out = '';
-  private err = '';
-  private exitStatus: { code: number | null; signal: NodeJS.Signals | null } | null = null;
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+export class Proc extends TrackedChild {
   readonly startedAtMs = Date.now();
-  stopped = false;
 
   constructor(
     /** For messages; an OSD's is renamed to its id once known. */
     public name: string,
     readonly args: string[],
-    readonly child: ChildProcess,
+    child: ChildProcess,
   ) {
-    live.add(child);
-    this.exited = new Promise((resolve) => {
-      child.on('exit', (code, signal) => {
-        this.exitStatus = { code, signal };
-        live.delete(child);
-        resolve(this.exitStatus);
-      });
-    });
-    child.stdout!.setEncoding('utf8');
-    child.stderr!.setEncoding('utf8');
-    child.stdout!.on('data', (s: string) => {
-      this.out += s;
-      if (this.out.length > OUTPUT_BYTES_MAX) this.out = this.out.slice(-OUTPUT_BYTES_MAX / 2);
-    });
-    child.stderr!.on('data', (s: string) => {
-      this.err += s;
-      if (this.err.length > OUTPUT_BYTES_MAX) this.err = this.err.slice(-OUTPUT_BYTES_MAX / 2);
-    });
+    super(child);
   }
 
-  get pid(): number {
-    return this.child.pid!;
-  }
-  get alive(): boolean {
-    return this.exitStatus === null;
-  }
-  get stdout(): string {
-    return this.out;
-  }
-  get stderr(): string {
-    return this.err;
-  }
-
-  signal(sig: NodeJS.Signals): void {
-    if (!this.alive) throw new Error(`${this.name} (pid ${this.pid}) is not running; cannot send ${sig}`);
-    process.kill(this.pid, sig);
-    if (sig === 'SIGSTOP') this.stopped = true;
-    if (sig === 'SIGCONT') this.stopped = false;
-  }
-
-  /** kill -9: no shutdown code runs. */
-  async kill9(): Promise<void> {
-    if (this.alive) process.kill(this.pid, 'SIGKILL');
-    await this.exited;
+  protected override label(): string {
+    return `${this.name} (pid ${this.pid})`;
   }
 
   /** SIGCONT (if stopped), SIGTERM, SIGKILL after graceMs. */
-  async stop(graceMs = STOP_GRACE_MS): Promise<{ code: number | null; signal: NodeJS.Signals | null; killed: boolean }> {
-    if (!this.alive) return { ...(await this.exited), killed: false };
-    try {
-      if (this.stopped) this.signal('SIGCONT');
-      this.child.kill('SIGTERM');
-    } catch {
-      // exited meanwhile
-    }
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = await Promise.race([
-      this.exited.then(() => false),
-      new Promise<boolean>((r) => {
-        timer = setTimeout(() => r(true), graceMs);
-      }),
-    ]);
-    clearTimeout(timer);
-    if (timedOut && this.alive) this.child.kill('SIGKILL');
-    return { ...(await this.exited), killed: timedOut };
+  override stop(graceMs = STOP_GRACE_MS): Promise<ExitStatus & { killed: boolean }> {
+    return super.stop(graceMs);
   }
 
   describe(lines = 25): string {
-    const state = this.exitStatus === null ? (this.stopped ? 'SIGSTOPped' : 'running') : `exited (code ${this.exitStatus.code}, signal ${this.exitStatus.signal})`;
-    return `=== ${this.name} pid ${this.pid}: ${state}\n$ node ${this.args.join(' ')}\n--- stdout (tail) ---\n${tail(this.out, lines)}\n--- stderr (tail) ---\n${tail(this.err, lines)}`;
+    return `=== ${this.name} pid ${this.pid}: ${this.stateText()}\n$ node ${this.args.join(' ')}\n--- stdout (tail) ---\n${tail(this.stdout, lines)}\n--- stderr (tail) ---\n${tail(this.stderr, lines)}`;
   }
 }
 

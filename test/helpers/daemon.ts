@@ -11,6 +11,7 @@
 //   the survivors are SIGKILLed, so a failing test never leaks a daemon.
 // - dispose() always stops the daemon (SIGTERM, then SIGKILL after a grace
 //   period) and removes the temp dir, even after a failure.
+import { TrackedChild, type ExitStatus } from './child.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -29,20 +30,7 @@ export const READY_LINE = 'tessera: ready';
 const READY_TIMEOUT_MS_DEFAULT = 30_000;
 const STOP_GRACE_MS_DEFAULT = 40_000;
 const CLI_TIMEOUT_MS_DEFAULT = 20_000;
-/** Bytes of daemon stderr kept for failure messages. */
-const STDERR_BYTES_MAX = 256 * 1024;
 const START_ATTEMPTS_MAX = 3;
-
-const liveChildren = new Set<ChildProcess>();
-process.on('exit', () => {
-  for (const child of liveChildren) {
-    try {
-      child.kill('SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-});
 
 /** A TCP port that was free a moment ago (bind port 0 on 127.0.0.1, read it, close). */
 /** One implementation for every test: src/mon/etcd-harness.ts (ports below the ephemeral range). */
@@ -63,43 +51,15 @@ export interface DaemonOptions {
   extraArgs?: string[];
 }
 
-export interface ExitStatus {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
+export type { ExitStatus };
 
 /** One running `tessera up` process. */
-export class DaemonProcess {
-  private stderrText = '';
-  private stdoutText = '';
-  private exitStatus: ExitStatus | null = null;
-  readonly exited: Promise<ExitStatus>;
-
+export class DaemonProcess extends TrackedChild {
   private constructor(
-    private readonly child: ChildProcess,
+    child: ChildProcess,
     readonly opts: DaemonOptions,
   ) {
-    liveChildren.add(child);
-    this.exited = new Promise((resolve) => {
-      child.on('exit', (code, signal) => {
-        this.exitStatus = { code, signal };
-        liveChildren.delete(child);
-        resolve(this.exitStatus);
-      });
-    });
-    child.stderr!.setEncoding('utf8');
-    child.stdout!.setEncoding('utf8');
-    child.stderr!.on('data', (s: string) => {
-      this.stderrText += s;
-      if (this.stderrText.length > STDERR_BYTES_MAX) this.stderrText = this.stderrText.slice(-STDERR_BYTES_MAX / 2);
-    });
-    child.stdout!.on('data', (s: string) => {
-      if (this.stdoutText.length < STDERR_BYTES_MAX) this.stdoutText += s;
-    });
-  }
-
-  get pid(): number {
-    return this.child.pid!;
+    super(child);
   }
 
   get port(): number {
@@ -110,26 +70,13 @@ export class DaemonProcess {
     return this.opts.dataDir;
   }
 
-  get alive(): boolean {
-    return this.exitStatus === null;
-  }
-
-  get stdout(): string {
-    return this.stdoutText;
-  }
-
-  get stderr(): string {
-    return this.stderrText;
-  }
-
   uri(volume = 'vol0'): string {
     return `nbd://127.0.0.1:${this.port}/${volume}`;
   }
 
   /** A block of text for failure messages: pid, state and the stderr tail. */
   describe(lines = 30): string {
-    const state = this.exitStatus === null ? 'running' : `exited (code ${this.exitStatus.code}, signal ${this.exitStatus.signal})`;
-    return `tessera daemon pid ${this.child.pid} on port ${this.port}, data dir ${this.dataDir}: ${state}\n--- daemon stderr (tail) ---\n${tail(this.stderrText, lines)}`;
+    return `tessera daemon pid ${this.pid} on port ${this.port}, data dir ${this.dataDir}: ${this.stateText()}\n--- daemon stderr (tail) ---\n${tail(this.stderr, lines)}`;
   }
 
   /** Spawns `tessera up` and waits for READY_LINE. */
@@ -177,40 +124,25 @@ export class DaemonProcess {
         await d.exited;
       }
       throw new DaemonStartError(
-        `tessera up did not become ready (${ready === 'timeout' ? `no "${READY_LINE}" within ${timeoutMs} ms` : ready}):\n$ node ${args.join(' ')}\n--- stdout ---\n${tail(d.stdoutText)}\n${d.describe()}`,
-        /EADDRINUSE|address already in use/i.test(d.stderrText),
+        `tessera up did not become ready (${ready === 'timeout' ? `no "${READY_LINE}" within ${timeoutMs} ms` : ready}):\n$ node ${args.join(' ')}\n--- stdout ---\n${tail(d.stdout)}\n${d.describe()}`,
+        /EADDRINUSE|address already in use/i.test(d.stderr),
       );
     }
-    if (!d.stdoutText.includes(`127.0.0.1:${opts.port}/`)) {
+    if (!d.stdout.includes(`127.0.0.1:${opts.port}/`)) {
       await d.kill();
-      throw new Error(`tessera up became ready but does not print an NBD URI on port ${opts.port}:\n${d.stdoutText}`);
+      throw new Error(`tessera up became ready but does not print an NBD URI on port ${opts.port}:\n${d.stdout}`);
     }
     return d;
   }
 
   /** SIGTERM and wait for exit; SIGKILL after graceMs. Resolves with how it exited. */
-  async stop(graceMs = STOP_GRACE_MS_DEFAULT): Promise<ExitStatus & { killed: boolean }> {
-    if (!this.alive) return { ...(await this.exited), killed: false };
-    this.child.kill('SIGTERM');
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = await Promise.race([
-      this.exited.then(() => false),
-      new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(true), graceMs);
-      }),
-    ]);
-    clearTimeout(timer);
-    if (timedOut) {
-      this.child.kill('SIGKILL');
-      return { ...(await this.exited), killed: true };
-    }
-    return { ...(await this.exited), killed: false };
+  override stop(graceMs = STOP_GRACE_MS_DEFAULT): Promise<ExitStatus & { killed: boolean }> {
+    return super.stop(graceMs);
   }
 
   /** kill -9 by PID (a crash: no shutdown code runs). */
-  async kill(): Promise<ExitStatus> {
-    if (this.alive) process.kill(this.pid, 'SIGKILL');
-    return this.exited;
+  kill(): Promise<ExitStatus> {
+    return this.kill9();
   }
 }
 
