@@ -29,7 +29,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { CLK_TCK, LOCK_FILE, capture, machineBusyTicks, sleep, log as defaultLog, type FioJson } from './harness.js';
+import { CLK_TCK, LOCK_FILE, capture, machineBusyTicks, procCpuTicks, processTree, sumProcCpuTicks, waitQuiet, log as defaultLog, type FioJson } from './harness.js';
 import { parseSize } from '../src/stdx/size.js';
 import { WORKLOADS, type Workload } from './report.js';
 export { WORKLOADS };
@@ -223,65 +223,10 @@ function allCephOsdPids(): number[] {
   return out;
 }
 
-/** utime+stime of one process (all its threads; not its reaped children), clock ticks. */
-function procTicks(pid: number): number {
-  const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-  return Number(f[11]) + Number(f[12]);
-}
-
+/** utime+stime of processes that must exist (a vanished OSD is an error here), clock ticks. */
 function sumTicks(pids: Iterable<number>): number {
   let t = 0;
-  for (const p of pids) t += procTicks(p);
-  return t;
-}
-
-/** pid and all its descendants (from /proc/PID/task/TID/children). */
-function processTree(pid: number): number[] {
-  const out: number[] = [];
-  const todo = [pid];
-  while (todo.length) {
-    const p = todo.pop()!;
-    out.push(p);
-    let tids: string[] = [];
-    try {
-      tids = fs.readdirSync(`/proc/${p}/task`);
-    } catch {
-      continue;
-    }
-    for (const t of tids) {
-      try {
-        for (const c of fs.readFileSync(`/proc/${p}/task/${t}/children`, 'utf8').trim().split(/\s+/)) if (c) todo.push(Number(c));
-      } catch {
-        /* gone */
-      }
-    }
-  }
-  return out;
-}
-
-/** Seconds waited for a 1-second window in which the machine, less our Ceph daemons, used < busyPct of one CPU. */
-async function waitQuietExcept(pids: () => number[], busyPct: number, maxSec: number): Promise<number> {
-  const start = performance.now();
-  while ((performance.now() - start) / 1000 < maxSec) {
-    const p = pids();
-    const a = machineBusyTicks() - safeTicks(p);
-    await sleep(1000);
-    const pct = ((machineBusyTicks() - safeTicks(p) - a) / CLK_TCK) * 100;
-    if (pct < busyPct) break;
-  }
-  return (performance.now() - start) / 1000;
-}
-
-function safeTicks(pids: number[]): number {
-  let t = 0;
-  for (const p of pids) {
-    try {
-      t += procTicks(p);
-    } catch {
-      /* gone */
-    }
-  }
+  for (const p of pids) t += procCpuTicks(p);
   return t;
 }
 
@@ -352,7 +297,7 @@ function runMeasuredFio(r: Resolved, args: string[], outPath: string, rampSec: n
       const now = performance.now();
       for (const p of processTree(child.pid!)) {
         try {
-          const t = procTicks(p);
+          const t = procCpuTicks(p);
           if (!first.has(p)) first.set(p, tFirst === 0 ? t : 0);
           last.set(p, t);
         } catch {
@@ -370,7 +315,7 @@ function runMeasuredFio(r: Resolved, args: string[], outPath: string, rampSec: n
       t0 = performance.now();
       m0 = machineBusyTicks();
       o0 = sumTicks(osds.values());
-      g0 = safeTicks(others);
+      g0 = sumProcCpuTicks(others);
     };
     let locked = false;
     child.stdout!.on('data', (c: Buffer) => {
@@ -415,7 +360,7 @@ function runMeasuredFio(r: Resolved, args: string[], outPath: string, rampSec: n
           if (!same) sampleErr = `OSD set changed during the run (${[...osds.keys()].join(',')} -> ${[...now.keys()].join(',')})`;
           else {
             w.osdCpuSec = (sumTicks(osds.values()) - o0) / CLK_TCK;
-            w.monMgrCpuSec = (safeTicks(others) - g0) / CLK_TCK;
+            w.monMgrCpuSec = (sumProcCpuTicks(others) - g0) / CLK_TCK;
             w.machineCpuSec = (machineBusyTicks() - m0) / CLK_TCK;
             w.windowSec = (t1 - t0) / 1000;
           }
@@ -569,7 +514,7 @@ export async function runCephBaseline(opts: CephOptions): Promise<CephResult[]> 
       [...cephDaemonPids(r.cephDir, 'osd').values(), ...cephDaemonPids(r.cephDir, 'mon').values(), ...cephDaemonPids(r.cephDir, 'mgr').values()];
     for (const w of workloads) {
       if (quietMax > 0) {
-        const waited = await waitQuietExcept(daemonPids, quietBusy, quietMax);
+        const waited = await waitQuiet(quietBusy, quietMax, daemonPids);
         if (waited > 1.5) log(`ceph: waited ${waited.toFixed(0)} s for other load to drop below ${quietBusy}% of a CPU`);
       }
       log(`ceph: ${w.name} on rbd ${r.pool}/${r.image} (${p.runtimeSec} s + ${rampSec} s ramp)`);

@@ -45,14 +45,14 @@ import { fileURLToPath } from 'node:url';
 import { killCephClients, runCephBaseline, type CephResult, fioWorkloadArgs } from './ceph.js';
 import {
   printHeaderAndExit,
-  CLK_TCK,
+  runBenchMain,
+  childPids,
+  waitQuiet,
   capture,
   freePort,
   killAllSync,
   killClients,
   log,
-  machineBusyTicks,
-  procCpuTicks,
   runFio,
   sleep,
   startServer,
@@ -62,7 +62,7 @@ import {
   type Server,
 } from './harness.js';
 import { parseSize } from '../src/stdx/size.js';
-import { WORKLOADS, type Workload } from './report.js';
+import { WORKLOADS, type FioFigures, type Workload } from './report.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const TESSERA_BIN = path.join(REPO, 'bin', 'tessera.js');
@@ -99,16 +99,8 @@ function targetText(t: Target): string {
 
 // ---------------------------------------------------------------- results
 
-export interface SideResult {
+export interface SideResult extends FioFigures {
   system: System;
-  workload: string;
-  error?: string;
-  iops: number;
-  /** decimal MB/s */
-  mbps: number;
-  /** completion latency (fio clat) */
-  latMeanUs: number;
-  latP99Us: number;
   ios: number;
   windowSec: number;
   /** all OSD processes together, % of one CPU */
@@ -438,23 +430,6 @@ function cmdline(pid: number): string {
   }
 }
 
-function childPids(pid: number): number[] {
-  const out: number[] = [];
-  let tids: string[] = [];
-  try {
-    tids = fs.readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return out;
-  }
-  for (const t of tids) {
-    try {
-      for (const c of fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/)) if (c) out.push(Number(c));
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
 
 function portFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -606,28 +581,6 @@ async function fillCluster(o: Options, c: Cluster, resDir: string): Promise<void
   log(`flushed the page cache's dirty data after the fill (${((performance.now() - t1) / 1000).toFixed(0)} s)`);
 }
 
-/** Wait for a 1-second window in which the machine, less the given processes, used < busyPct of one CPU. */
-async function waitQuietExcept(pids: number[], busyPct: number, maxSec: number): Promise<number> {
-  const ticks = (): number => {
-    let t = 0;
-    for (const p of pids) {
-      try {
-        t += procCpuTicks(p);
-      } catch {
-        /* gone */
-      }
-    }
-    return t;
-  };
-  const start = performance.now();
-  while ((performance.now() - start) / 1000 < maxSec) {
-    const a = machineBusyTicks() - ticks();
-    await sleep(1000);
-    const pct = ((machineBusyTicks() - ticks() - a) / CLK_TCK) * 100;
-    if (pct < busyPct) break;
-  }
-  return (performance.now() - start) / 1000;
-}
 
 function parseBs(bs: string): number {
   const m = /^(\d+)([kKmM]?)$/.exec(bs);
@@ -656,7 +609,7 @@ async function runTesseraWorkload(o: Options, w: Workload, c: Cluster, resDir: s
   };
   const clusterPids = [c.up.pid, c.mon.pid, ...c.osds.map((x) => x.pid)];
   if (o.quietMaxSec > 0) {
-    const waited = await waitQuietExcept(clusterPids, o.quietBusyPct, o.quietMaxSec);
+    const waited = await waitQuiet(o.quietBusyPct, o.quietMaxSec, () => clusterPids);
     if (waited > 1.5) log(`waited ${waited.toFixed(0)} s for other load to drop below ${o.quietBusyPct}% of a CPU`);
   }
   log(`${w.name} on tessera (${o.runtime} s + ${o.ramp} s ramp)`);
@@ -933,10 +886,4 @@ async function main(): Promise<number> {
   return failed ? 1 : 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: Error) => {
-    log(`bench failed: ${err.stack ?? err.message}`);
-    void stopAll().finally(() => process.exit(1));
-  },
-);
+runBenchMain(main);

@@ -172,6 +172,17 @@ async function doStop(srv: Server, graceMs: number): Promise<void> {
   log(`stopped ${srv.name} pid=${srv.pid} (exit ${await srv.exited})`);
 }
 
+/** Runs a benchmark's main(): exits with its status; on a throw, logs it, stops every server and exits 1. */
+export function runBenchMain(main: () => Promise<number>): void {
+  main().then(
+    (code) => process.exit(code),
+    (err: Error) => {
+      log(`bench failed: ${err.stack ?? err.message}`);
+      void stopAll().finally(() => process.exit(1));
+    },
+  );
+}
+
 export async function stopAll(): Promise<void> {
   await Promise.all([...running].map((s) => stopServer(s)));
 }
@@ -261,18 +272,64 @@ export function machineBusyTicks(): number {
 
 /**
  * Other agents share this machine and their compiles are not under the bench
- * lock: wait (at most maxSec) for a 1-second window in which the whole machine
- * used less than `busyPct` % of one CPU. Returns the seconds waited.
+ * lock: wait (at most maxSec) for a 1-second window in which the whole machine,
+ * less the processes `except()` names (the system under test), used less than
+ * `busyPct` % of one CPU. Returns the seconds waited.
  */
-export async function waitQuiet(busyPct: number, maxSec: number): Promise<number> {
+export async function waitQuiet(busyPct: number, maxSec: number, except: () => number[] = () => []): Promise<number> {
   const start = performance.now();
   while ((performance.now() - start) / 1000 < maxSec) {
-    const a = machineBusyTicks();
+    const pids = except();
+    const a = machineBusyTicks() - sumProcCpuTicks(pids);
     await sleep(1000);
-    const pct = ((machineBusyTicks() - a) / CLK_TCK) * 100;
+    const pct = ((machineBusyTicks() - sumProcCpuTicks(pids) - a) / CLK_TCK) * 100;
     if (pct < busyPct) break;
   }
   return (performance.now() - start) / 1000;
+}
+
+/** utime+stime of the given processes together (clock ticks); one that is gone counts 0. */
+export function sumProcCpuTicks(pids: Iterable<number>): number {
+  let t = 0;
+  for (const p of pids) {
+    try {
+      t += procCpuTicks(p);
+    } catch {
+      /* gone */
+    }
+  }
+  return t;
+}
+
+/** Direct children of pid (from /proc/PID/task/TID/children); [] once it is gone. */
+export function childPids(pid: number): number[] {
+  const out: number[] = [];
+  let tids: string[] = [];
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const t of tids) {
+    try {
+      for (const c of fs.readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/)) if (c) out.push(Number(c));
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+/** pid and all its descendants. */
+export function processTree(pid: number): number[] {
+  const out: number[] = [];
+  const todo = [pid];
+  while (todo.length) {
+    const p = todo.pop()!;
+    out.push(p);
+    todo.push(...childPids(p));
+  }
+  return out;
 }
 
 /** Per-thread CPU ticks keyed by "tid comm". */

@@ -32,6 +32,7 @@ import { fileURLToPath } from 'node:url';
 import { formatSummary, loadProfile, summarize } from './cpuprofile.js';
 import {
   printHeaderAndExit,
+  runBenchMain,
   capture,
   freePort,
   killAllSync,
@@ -422,10 +423,4 @@ async function main(): Promise<number> {
   return failed ? 1 : 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: Error) => {
-    log(`bench failed: ${err.stack ?? err.message}`);
-    void stopAll().finally(() => process.exit(1));
-  },
-);
+runBenchMain(main);

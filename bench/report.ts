@@ -13,15 +13,20 @@ export interface Workload {
   target: Target;
 }
 
-export interface Result {
-  system: string;
+/** What fio measured for one system and workload (both benchmarks). */
+export interface FioFigures {
   workload: string;
   error?: string;
   iops: number;
   /** decimal MB/s */
   mbps: number;
+  /** completion latency (fio clat) */
   latMeanUs: number;
   latP99Us: number;
+}
+
+export interface Result extends FioFigures {
+  system: string;
   serverCpuPct: number;
   cpuSecPerGiB: number;
   fioCpuPct: number;
