@@ -44,3 +44,13 @@ test('osd.directIo: off by default, from the file or the flags; other values nam
     (err: Error & { code?: string }) => err.code === 'ERR_INVALID' && /osd\.directIo/.test(err.message),
   );
 });
+
+test('mon.advertiseHost: unset by default (derived from mon.host at start), a host name from the file, bad values name the field', () => {
+  assert.equal(resolveClusterConfig({ cwd: '/' }).mon.advertiseHost, null);
+  const text = JSON.stringify({ mon: { host: '0.0.0.0', advertiseHost: 'mon1.example.org' } });
+  assert.equal(resolveClusterConfig({ cwd: '/', file: { path: 'c.json', text } }).mon.advertiseHost, 'mon1.example.org');
+  assert.throws(
+    () => resolveClusterConfig({ cwd: '/', file: { path: 'c.json', text: '{"mon":{"advertiseHost":"a b/c"}}' } }),
+    (err: Error & { code?: string }) => err.code === 'ERR_INVALID' && /mon\.advertiseHost/.test(err.message),
+  );
+});

@@ -523,3 +523,22 @@ test('losing the election stops serving at once (calls, queued writes, long poll
     await store.close();
   }
 });
+
+test('a monitor on every interface advertises a reachable address: the first non-loopback IPv4 (or 127.0.0.1), or mon.advertiseHost', async () => {
+  const { networkInterfaces } = await import('node:os');
+  const external = Object.values(networkInterfaces())
+    .flat()
+    .find((a) => a?.family === 'IPv4' && !a.internal)?.address;
+  const wild = await startMonitor({ id: 'w', host: '0.0.0.0', port: 0, dataDir: newDir() });
+  try {
+    assert.equal(wild.addr, `${external ?? '127.0.0.1'}:${wild.port}`);
+  } finally {
+    await wild.close();
+  }
+  const named = await startMonitor({ id: 'n', host: '0.0.0.0', port: 0, dataDir: newDir(), advertiseHost: 'mon1.example.org' });
+  try {
+    assert.equal(named.addr, `mon1.example.org:${named.port}`);
+  } finally {
+    await named.close();
+  }
+});
