@@ -620,6 +620,23 @@ describe('issue 3 part 1: `tessera up --osds 3` as one process', () => {
         assert.equal(st.osds.filter((o) => o.up && o.in).length, 3, JSON.stringify(st.osds));
         assert.deepEqual(st.pools.map((x) => [x.size, x.minSize]), [[3, 2]], JSON.stringify(st.pools));
 
+        // A replicated volume shrinks (refused over data without --discard-data) and
+        // grows again without the cut-off data reappearing (the monitor once
+        // refused every shrink while the CLI offered --discard-data).
+        const gw = ['--data-dir', path.join(dir, 'gateway')];
+        const cliRun = (args: string[]) => run(process.execPath, [p.args[0], ...args, ...gw], { timeoutMs: 30_000 });
+        mustSucceed(await cliRun(['volume', 'create', 'shr', '--size', '8M']), 'volume create shr');
+        const shr = `nbd://127.0.0.1:${nbdPort}/shr`;
+        mustSucceed(await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x33 6M 1M', '-c', 'flush', shr], { timeoutMs: 60_000 }), 'qemu-io write shr');
+        const refused = await cliRun(['volume', 'resize', 'shr', '--size', '4M']);
+        assert.equal(refused.code, 1, describeRun(refused));
+        assert.match(refused.stderr, /--discard-data/, describeRun(refused));
+        mustSucceed(await cliRun(['volume', 'resize', 'shr', '--size', '4M', '--discard-data']), 'volume resize shr 4M --discard-data');
+        assert.match(mustSucceed(await run('nbdinfo', [shr], { timeoutMs: 20_000 }), 'nbdinfo shr').stdout, new RegExp(`export-size: ${4 * MiB}\\b`));
+        mustSucceed(await cliRun(['volume', 'resize', 'shr', '--size', '8M']), 'volume resize shr 8M');
+        const back = mustSucceed(await run('qemu-io', ['-f', 'raw', '-c', 'read -P 0 4M 4M', shr], { timeoutMs: 60_000 }), 'qemu-io read shr');
+        assert.doesNotMatch(back.stdout + back.stderr, /Pattern verification failed|error|failed/i, `cut-off data reappeared after shrink+grow: ${describeRun(back)}`);
+
         // SIGTERM stops it and all its children.
         kids = await childPids(p.pid);
         assert.ok(kids.length >= 4, `expected mon + 3 OSD children of pid ${p.pid}, found ${JSON.stringify(kids)}`);
