@@ -59,6 +59,8 @@ import {
   stopAll,
   stopServer,
   waitNbd,
+  stealSample,
+  stealPct,
   type Server,
 } from './harness.js';
 import { parseSize } from '../src/stdx/size.js';
@@ -349,22 +351,6 @@ function checkDisk(dir: string, needBytes: number): string {
   if (fstype === 'tmpfs' || fstype === 'ramfs') throw new Error(`${dir} is on ${fstype}; set BENCH_DIR to a directory on a real disk`);
   if (Number(avail) < needBytes) throw new Error(`${dir}: only ${avail} bytes free, need ${needBytes}`);
   return `${source} (${fstype})`;
-}
-
-/** Hypervisor steal and total ticks of the machine (/proc/stat). */
-function stealSample(): { steal: number; total: number } {
-  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
-  return { steal: f[7], total: f.reduce((a, b) => a + b, 0) };
-}
-
-/**
- * Share of the machine's CPU time the hypervisor took from this VM between two
- * samples: on a shared host it is what the system under test never got (seen:
- * 33 % for minutes), and it differs between the Tessera and the Ceph phase.
- */
-function stealPct(a: { steal: number; total: number }, b: { steal: number; total: number }): string {
-  const total = b.total - a.total;
-  return total > 0 ? `${((100 * (b.steal - a.steal)) / total).toFixed(1)} % of the CPU time` : 'n/a';
 }
 
 function machineFacts(o: Options, disk: string): Record<string, string> {

@@ -539,3 +539,19 @@ export function runFio(o: FioOptions): Promise<FioRun> {
     });
   });
 }
+
+/** Hypervisor steal and total ticks of the machine (/proc/stat). */
+export function stealSample(): { steal: number; total: number } {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  return { steal: f[7], total: f.reduce((a, b) => a + b, 0) };
+}
+
+/**
+ * Share of the machine's CPU time the hypervisor took from this VM between two
+ * samples: on a shared host it is what the system under test never got (seen:
+ * 33 % for minutes), and it differs between the Tessera and the Ceph phase.
+ */
+export function stealPct(a: { steal: number; total: number }, b: { steal: number; total: number }): string {
+  const total = b.total - a.total;
+  return total > 0 ? `${((100 * (b.steal - a.steal)) / total).toFixed(1)} % of the CPU time` : 'n/a';
+}
