@@ -56,6 +56,11 @@ test('variable stripe width: 4+1 falls back to 3+1 with four members, never belo
   assert.throws(() => allocateContainer([member(0), member(1), member(2, { usable: false })], { dataCount: 4, parityCount: 2 }, rng), /at least 3 members/);
   // mirror2 on one member with room: no.
   assert.throws(() => allocateContainer([member(0), member(1, { freeChunks: 0 })], { dataCount: 1, parityCount: 1 }, rng), (e: unknown) => e instanceof TesseraError && e.code === 'ERR_NO_SPACE');
+  // allowDegraded (a pool with members missing keeps taking writes): the rest is left for rebuild.
+  const d = allocateContainer([member(0), member(1), member(2, { usable: false })], { dataCount: 1, parityCount: 2 }, rng, { allowDegraded: true });
+  assert.deepEqual([d.members.length, d.members.filter((x) => x === -1).length, d.unplaced, d.dataCount], [3, 1, 1, 1]);
+  assert.deepEqual(new Set(d.members.slice(0, 2)), new Set([0, 1]));
+  assert.throws(() => allocateContainer([member(0, { usable: false })], { dataCount: 1, parityCount: 1 }, rng, { allowDegraded: true }), /0 have room/);
   // exclude (replacing a lost chunk): the container's survivors are not chosen.
   const r = allocateContainer(four, { dataCount: 1, parityCount: 0 }, rng, { exclude: new Set([0, 1, 3]) });
   assert.deepEqual(r.members, [2]);

@@ -9,7 +9,8 @@
 // Invariants: a container never gets two chunks on one member; only usable
 // members with free chunks are chosen; the data count never drops below 1
 // and the parity count never changes (protection is not weakened, only the
-// stripe narrowed); the sacrificial member, once chosen, stays chosen until it
+// stripe narrowed; with allowDegraded, positions may stay unplaced when
+// fewer than 1 + m members are usable); the sacrificial member, once chosen, stays chosen until it
 // is no longer usable (hysteresis: otherwise levelling would pull it back).
 import { assert } from '../stdx/assert.js';
 import { TesseraError } from '../stdx/errors.js';
@@ -47,6 +48,11 @@ export interface Allocation {
   readonly parityCount: number;
   /** True when fewer data chunks than wanted (variable stripe width): to be widened later. */
   readonly narrowed: boolean;
+  /**
+   * With allowDegraded, positions at the end of `members` that got no member
+   * (-1): the container starts degraded and rebuild places them later.
+   */
+  readonly unplaced: number;
 }
 
 /**
@@ -105,7 +111,7 @@ export function allocateContainer(
   members: readonly MemberState[],
   want: { dataCount: number; parityCount: number },
   rng: Prng,
-  options: { sacrificial?: number | null; policy?: WearPolicy; exclude?: ReadonlySet<number> } = {},
+  options: { sacrificial?: number | null; policy?: WearPolicy; exclude?: ReadonlySet<number>; allowDegraded?: boolean } = {},
 ): Allocation {
   const { dataCount, parityCount } = want;
   assert(dataCount >= 1 && parityCount >= 0 && dataCount + parityCount <= 255, `bad container shape ${dataCount}+${parityCount}`);
@@ -113,6 +119,13 @@ export function allocateContainer(
   const candidates: number[] = [];
   for (let i = 0; i < members.length; i++) if (weights[i] > 0 && !options.exclude?.has(members[i].index)) candidates.push(i);
   const width = Math.min(dataCount + parityCount, candidates.length);
+  if (width < 1 + parityCount && options.allowDegraded && candidates.length >= 1) {
+    // Writes go on in a pool with members missing: the narrowest container,
+    // with the positions no member can take left for rebuild.
+    const chosen = pickWeighted(candidates, weights, candidates.length, rng);
+    const unplaced = 1 + parityCount - chosen.length;
+    return { members: [...chosen.map((i) => members[i].index), ...new Array<number>(unplaced).fill(-1)], dataCount: 1, parityCount, narrowed: dataCount > 1, unplaced };
+  }
   if (width < 1 + parityCount) {
     throw new TesseraError('ERR_NO_SPACE', `a ${dataCount}+${parityCount} container needs at least ${1 + parityCount} members with free chunks; ${candidates.length} have room`);
   }
@@ -122,6 +135,7 @@ export function allocateContainer(
     dataCount: width - parityCount,
     parityCount,
     narrowed: width < dataCount + parityCount,
+    unplaced: 0,
   };
 }
 

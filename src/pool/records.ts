@@ -27,8 +27,20 @@ export function parityCountOf(p: Protection): number {
   return p === 'mirror2' || p === 'raid5' ? 1 : 2;
 }
 
+/** What every member's label repeats about the pool it belongs to. */
+export interface PoolParams {
+  protection: Protection;
+  /** Data chunks of a full-width container (1 for mirrors). */
+  dataCount: number;
+  stripBytes: number;
+  /** Size of the pool's address space (thin: containers are allocated when first written). */
+  logicalSizeBytes: number;
+  memberCount: number;
+}
+
 export interface MemberLabel {
   sequence: number;
+  pool: PoolParams;
   poolUuid: string; // 32 hex chars
   memberUuid: string;
   memberIndex: number;
@@ -43,9 +55,12 @@ export interface MemberLabel {
 }
 
 export interface ContainerMember {
+  /** UNPLACED_UUID for a position that has no chunk yet (a container allocated degraded). */
   memberUuid: string;
   chunkIndex: number;
 }
+
+export const UNPLACED_UUID = '0'.repeat(32);
 
 export interface ContainerRecord {
   containerId: number;
@@ -93,6 +108,11 @@ export function encodeLabel(l: MemberLabel, out: Buffer): void {
   writeU64(out, 88, l.firstChunkOffset);
   writeU64(out, 96, l.enduranceBytes);
   writeU64(out, 104, l.bytesWritten);
+  out.writeUInt8(PROTECTIONS.indexOf(l.pool.protection), 112);
+  out.writeUInt8(l.pool.dataCount, 113);
+  out.writeUInt16LE(l.pool.memberCount, 114);
+  out.writeUInt32LE(l.pool.stripBytes, 116);
+  writeU64(out, 120, l.pool.logicalSizeBytes);
   seal(out);
 }
 
@@ -100,8 +120,20 @@ export function decodeLabel(buf: Buffer): MemberLabel | string {
   const bad = opened(buf, LABEL_MAGIC);
   if (bad) return bad;
   try {
+    const protection = PROTECTIONS[buf.readUInt8(112)];
+    if (!protection) return 'unknown protection';
+    const pool: PoolParams = {
+      protection,
+      dataCount: buf.readUInt8(113),
+      memberCount: buf.readUInt16LE(114),
+      stripBytes: buf.readUInt32LE(116),
+      logicalSizeBytes: readU64(buf, 120),
+    };
+    if (pool.dataCount < 1 || pool.dataCount + parityCountOf(protection) > MAX_CONTAINER_WIDTH) return `bad pool shape ${pool.dataCount}+${parityCountOf(protection)}`;
+    if (pool.stripBytes === 0 || pool.stripBytes % 512 !== 0) return `bad strip size ${pool.stripBytes}`;
     const l: MemberLabel = {
       sequence: readU64(buf, 16),
+      pool,
       poolUuid: buf.toString('hex', 24, 40),
       memberUuid: buf.toString('hex', 40, 56),
       memberIndex: buf.readUInt32LE(56),
@@ -114,6 +146,8 @@ export function decodeLabel(buf: Buffer): MemberLabel | string {
     };
     const end = l.firstChunkOffset + l.chunkCount * (RECORD_BYTES + l.chunkDataBytes);
     if (l.chunkDataBytes === 0 || l.chunkDataBytes % RECORD_BYTES !== 0 || end > l.sizeBytes) return 'chunk geometry does not fit the device';
+    if (l.chunkDataBytes % pool.stripBytes !== 0) return 'strips do not divide the chunk';
+    if (l.memberIndex >= pool.memberCount) return `member index ${l.memberIndex} outside a pool of ${pool.memberCount}`;
     return l;
   } catch (err) {
     return (err as Error).message;

@@ -1,0 +1,571 @@
+// A pool of member devices presented as one BlockDevice (docs/raid.md): the
+// address space is cut into extents of chunkDataBytes; a container of
+// k data + m parity chunks on distinct members holds k consecutive extents,
+// striped with rotating parity (geometry.ts). Containers are allocated when
+// one of their extents is first written (thin; allocator.ts picks members);
+// reads of unallocated space return zeros. Mirrors are containers with k = 1.
+//
+// IO: a read goes to the data strip's member, and is reconstructed from the
+// rest of the row when that member is missing or the read fails (the range is
+// then written back: a media error is repaired). A write covering a whole row
+// computes parity from the new data; a partial write updates parity by delta
+// (read old data and parity, P' = P + d, Q' = Q + g^i d); a row with a missing
+// member is updated by reconstruct-write (read every surviving strip range,
+// rebuild the missing one, recompute parity, write the survivors). Rows are
+// locked while they are updated or reconstructed.
+//
+// Invariants: a container never has two chunks on one member; a container
+// header is on every available chunk of it before any data write to the
+// container starts; more than m unavailable positions in a row is ERR_DEVICE_IO
+// for IO that needs them (data loss), never garbage. Not yet here (docs/raid.md):
+// the stripe journal (a crash during a partial-row update can leave parity
+// stale: the write hole), rebuild, discard, metadata copies, wear persistence.
+// Pure apart from the member BlockDevices it is given.
+import type { BlockDevice } from '../device/device.js';
+import { SECTOR_BYTES } from '../device/device.js';
+import { assert } from '../stdx/assert.js';
+import { TesseraError } from '../stdx/errors.js';
+import type { Prng } from '../stdx/prng.js';
+import { IoStats } from '../stdx/stats.js';
+import { encodeParity, reconstruct } from '../raid/parity.js';
+import { allocateContainer, chooseSacrificial, type MemberState } from './allocator.js';
+import { capacityBytes, pieces, positionOf, rowBytes, type ContainerShape, type Piece } from './geometry.js';
+import {
+  RECORD_BYTES,
+  chooseLabel,
+  decodeContainer,
+  encodeContainer,
+  encodeLabel,
+  parityCountOf,
+  type ContainerRecord,
+  type MemberLabel,
+  type PoolParams,
+  type Protection,
+  UNPLACED_UUID,
+} from './records.js';
+import { applyParityDelta } from './stripe.js';
+
+/** Labels at 0 and 4 KiB; the system metadata area up to 1 MiB; chunks after. */
+export const FIRST_CHUNK_OFFSET = 1024 * 1024;
+const LABEL_COPY_OFFSETS = [0, RECORD_BYTES];
+
+export interface PoolFormatOptions {
+  protection: Protection;
+  /** Data chunks per container for raid5/raid6 (ignored for mirrors). */
+  dataCount?: number;
+  stripBytes?: number;
+  chunkDataBytes?: number;
+  /** Rated bytes written over each member's life; default 1 PB. */
+  enduranceBytes?: number;
+  newUuid: () => string;
+}
+
+export interface PoolOpenOptions {
+  rng: Prng;
+  newUuid: () => string;
+  name?: string;
+}
+
+interface Member {
+  index: number;
+  uuid: string;
+  device: BlockDevice | null;
+  label: MemberLabel | null;
+  failed: boolean;
+  usedChunks: Set<number>;
+  bytesWritten: number;
+}
+
+interface Position {
+  member: Member | null;
+  chunkIndex: number;
+  /** The chunk does not hold this container's current header (never written, or replaced): its data is unknown. */
+  stale: boolean;
+}
+
+interface Container {
+  rec: ContainerRecord;
+  shape: ContainerShape;
+  positions: Position[];
+}
+
+function memberStateOf(m: Member): MemberState {
+  const total = m.label?.chunkCount ?? 0;
+  return {
+    index: m.index,
+    freeChunks: total - m.usedChunks.size,
+    totalChunks: total,
+    wear: m.label ? (m.label.bytesWritten + m.bytesWritten) / Math.max(1, m.label.enduranceBytes) : 1,
+    usable: m.device !== null && !m.failed,
+  };
+}
+
+export class PoolDevice implements BlockDevice {
+  readonly sectorBytes = SECTOR_BYTES;
+  readonly directIo = false;
+  readonly stats = new IoStats();
+  readonly path: string;
+  private readonly extents = new Map<number, { c: Container; index: number }>();
+  private readonly containers = new Map<number, Container>();
+  private nextContainerId = 1;
+  private sacrificial: number | null = null;
+  private readonly rowLocks = new Map<string, Promise<void>>();
+  private allocating: Promise<unknown> = Promise.resolve();
+  private closed = false;
+
+  private constructor(
+    readonly name: string,
+    private readonly params: PoolParams,
+    private readonly chunkDataBytes: number,
+    private readonly members: Member[],
+    private readonly opts: PoolOpenOptions,
+  ) {
+    this.path = `pool:${name}`;
+  }
+
+  get sizeBytes(): number {
+    return this.params.logicalSizeBytes;
+  }
+
+  get protection(): Protection {
+    return this.params.protection;
+  }
+
+  /** Writes labels on fresh members (their old contents are ignored). */
+  static async format(devices: readonly BlockDevice[], o: PoolFormatOptions): Promise<void> {
+    const m = parityCountOf(o.protection);
+    const k = o.protection === 'mirror2' || o.protection === 'mirror3' ? 1 : (o.dataCount ?? 4);
+    const stripBytes = o.stripBytes ?? 64 * 1024;
+    const chunkDataBytes = o.chunkDataBytes ?? 16 * 1024 * 1024;
+    if (devices.length < 1 + m) throw new TesseraError('ERR_INVALID', `${o.protection} needs at least ${1 + m} devices, got ${devices.length}`);
+    if (k < 1 || k + m > 32) throw new TesseraError('ERR_INVALID', `stripe width ${k}+${m} must be between 1+${m} and 32 chunks`);
+    if (stripBytes % SECTOR_BYTES !== 0 || chunkDataBytes % stripBytes !== 0 || chunkDataBytes % RECORD_BYTES !== 0) {
+      throw new TesseraError('ERR_INVALID', `strip size ${stripBytes} must be sector aligned and divide the chunk size ${chunkDataBytes}`);
+    }
+    const counts = devices.map((d) => Math.floor((d.sizeBytes - FIRST_CHUNK_OFFSET) / (RECORD_BYTES + chunkDataBytes)));
+    for (const [i, c] of counts.entries()) if (c < 1) throw new TesseraError('ERR_INVALID', `device ${devices[i].path} is too small for one ${chunkDataBytes}-byte chunk`);
+    // The address space a pool of full-width containers could fill.
+    const total = counts.reduce((a, b) => a + b, 0);
+    const width = Math.min(k + m, devices.length);
+    const logicalSizeBytes = Math.floor(total / width) * (width - m) * chunkDataBytes;
+    const pool: PoolParams = { protection: o.protection, dataCount: k, stripBytes, logicalSizeBytes, memberCount: devices.length };
+    const poolUuid = o.newUuid();
+    await Promise.all(
+      devices.map(async (d, i) => {
+        const b = Buffer.alloc(RECORD_BYTES);
+        encodeLabel(
+          { sequence: 1, pool, poolUuid, memberUuid: o.newUuid(), memberIndex: i, sizeBytes: d.sizeBytes, chunkDataBytes, chunkCount: counts[i], firstChunkOffset: FIRST_CHUNK_OFFSET, enduranceBytes: o.enduranceBytes ?? 1e15, bytesWritten: 0 },
+          b,
+        );
+        for (const at of LABEL_COPY_OFFSETS) await d.write(b, at);
+        // A fresh member must not show an old pool's container headers.
+        const zero = Buffer.alloc(RECORD_BYTES);
+        for (let c = 0; c < counts[i]; c++) await d.write(zero, FIRST_CHUNK_OFFSET + c * (RECORD_BYTES + chunkDataBytes));
+        await d.flush();
+      }),
+    );
+  }
+
+  /**
+   * Opens a pool from the member devices present (any order; missing members
+   * are fine as long as every container keeps enough chunks to be read).
+   * Rebuilds the container map from the chunk headers.
+   */
+  static async open(devices: readonly BlockDevice[], opts: PoolOpenOptions): Promise<PoolDevice> {
+    const labels: MemberLabel[] = [];
+    for (const d of devices) {
+      const copies = await Promise.all(LABEL_COPY_OFFSETS.map(async (at) => {
+        const b = Buffer.alloc(RECORD_BYTES);
+        await d.read(b, at);
+        return b;
+      }));
+      const l = chooseLabel(copies);
+      if (typeof l === 'string') throw new TesseraError('ERR_FORMAT', `${d.path}: ${l}`);
+      labels.push(l);
+    }
+    if (labels.length === 0) throw new TesseraError('ERR_INVALID', 'a pool needs at least one member device');
+    const first = labels[0];
+    for (const [i, l] of labels.entries()) {
+      if (l.poolUuid !== first.poolUuid) throw new TesseraError('ERR_FORMAT', `${devices[i].path} belongs to another pool`);
+      if (JSON.stringify(l.pool) !== JSON.stringify(first.pool) || l.chunkDataBytes !== first.chunkDataBytes) {
+        throw new TesseraError('ERR_FORMAT', `${devices[i].path}: pool parameters differ from ${devices[0].path}`);
+      }
+    }
+    const members: Member[] = Array.from({ length: first.pool.memberCount }, (_, index) => ({
+      index, uuid: '', device: null, label: null, failed: false, usedChunks: new Set<number>(), bytesWritten: 0,
+    }));
+    for (const [i, l] of labels.entries()) {
+      const m = members[l.memberIndex];
+      if (m.device) throw new TesseraError('ERR_FORMAT', `two devices claim member ${l.memberIndex}`);
+      Object.assign(m, { uuid: l.memberUuid, device: devices[i], label: l });
+    }
+    const pool = new PoolDevice(opts.name ?? first.poolUuid.slice(0, 8), first.pool, first.chunkDataBytes, members, opts);
+    await pool.scanHeaders();
+    return pool;
+  }
+
+  private chunkOffset(m: Member, chunkIndex: number): number {
+    return m.label!.firstChunkOffset + chunkIndex * (RECORD_BYTES + this.chunkDataBytes);
+  }
+
+  /** Reads every chunk header of every present member and rebuilds containers and the extent map. */
+  private async scanHeaders(): Promise<void> {
+    const seen = new Map<number, { rec: ContainerRecord; holders: Map<string, number> }>();
+    const buf = Buffer.alloc(RECORD_BYTES);
+    for (const m of this.members) {
+      if (!m.device || !m.label) continue;
+      for (let c = 0; c < m.label.chunkCount; c++) {
+        await m.device.read(buf, this.chunkOffset(m, c));
+        const rec = decodeContainer(buf);
+        if (typeof rec === 'string') continue;
+        const pos = rec.members.findIndex((x) => x.memberUuid === m.uuid && x.chunkIndex === c);
+        if (pos < 0) continue; // a header copied elsewhere: not this chunk's
+        m.usedChunks.add(c);
+        const s = seen.get(rec.containerId);
+        if (!s || rec.generation > s.rec.generation) {
+          const holders = new Map<string, number>();
+          // Keep chunks holding the same generation only.
+          if (s && s.rec.generation === rec.generation) for (const [k, v] of s.holders) holders.set(k, v);
+          holders.set(`${m.uuid}:${c}`, pos);
+          seen.set(rec.containerId, { rec, holders });
+        } else if (rec.generation === s.rec.generation) {
+          s.holders.set(`${m.uuid}:${c}`, pos);
+        }
+      }
+    }
+    const byUuid = new Map(this.members.filter((m) => m.uuid).map((m) => [m.uuid, m]));
+    for (const { rec, holders } of seen.values()) {
+      const positions: Position[] = rec.members.map((x) => {
+        const member = byUuid.get(x.memberUuid) ?? null;
+        if (member) member.usedChunks.add(x.chunkIndex);
+        return { member, chunkIndex: x.chunkIndex, stale: !holders.has(`${x.memberUuid}:${x.chunkIndex}`) };
+      });
+      this.addContainer(rec, positions);
+      this.nextContainerId = Math.max(this.nextContainerId, rec.containerId + 1);
+    }
+  }
+
+  private addContainer(rec: ContainerRecord, positions: Position[]): Container {
+    const c: Container = { rec, positions, shape: { dataCount: rec.dataCount, parityCount: rec.parityCount, stripBytes: rec.stripBytes, chunkDataBytes: this.chunkDataBytes } };
+    this.containers.set(rec.containerId, c);
+    for (let i = 0; i < rec.dataCount; i++) this.extents.set(rec.firstExtent + i, { c, index: i });
+    return c;
+  }
+
+  // ---------------------------------------------------------------- status
+
+  /** Members, and containers by how many positions they lack (for `pool info` and rebuild). */
+  info(): { members: (MemberState & { present: boolean })[]; containers: number; degraded: number[]; usedExtents: number } {
+    const degraded = [0, 0, 0];
+    for (const c of this.containers.values()) {
+      const lost = c.positions.filter((p) => !this.available(p)).length;
+      if (lost > 0) degraded[Math.min(lost, 2)]++;
+    }
+    return { members: this.members.map((m) => ({ ...memberStateOf(m), present: m.device !== null })), containers: this.containers.size, degraded, usedExtents: this.extents.size };
+  }
+
+  /** Takes a member out of service (a failed or pulled device): IO continues degraded. */
+  failMember(index: number): void {
+    assert(index >= 0 && index < this.members.length, `no member ${index}`);
+    this.members[index].failed = true;
+  }
+
+  private available(p: Position): boolean {
+    return p.member !== null && p.member.device !== null && !p.member.failed && !p.stale;
+  }
+
+  // ---------------------------------------------------------------- IO
+
+  async read(buf: Uint8Array, offsetBytes: number): Promise<void> {
+    this.checkIo(offsetBytes, buf.length);
+    const t0 = performance.now();
+    try {
+      await this.forExtents(offsetBytes, buf.length, async (ext, inExt, len, at) => {
+        const e = this.extents.get(ext);
+        const out = buf.subarray(at, at + len);
+        if (!e) {
+          out.fill(0);
+          return;
+        }
+        for (const p of pieces(e.c.shape, e.index * this.chunkDataBytes + inExt, len)) await this.readPiece(e.c, p, out.subarray(p.bufOffset, p.bufOffset + p.lengthBytes));
+      });
+      this.stats.read.record(buf.length, (performance.now() - t0) * 1000);
+    } catch (err) {
+      this.stats.read.recordError();
+      throw err;
+    }
+  }
+
+  async write(buf: Uint8Array, offsetBytes: number): Promise<void> {
+    this.checkIo(offsetBytes, buf.length);
+    const t0 = performance.now();
+    try {
+      await this.forExtents(offsetBytes, buf.length, async (ext, inExt, len, at) => {
+        const e = this.extents.get(ext) ?? (await this.allocateFor(ext));
+        const data = buf.subarray(at, at + len);
+        await this.writeRange(e.c, e.index * this.chunkDataBytes + inExt, data);
+      });
+      this.stats.write.record(buf.length, (performance.now() - t0) * 1000);
+    } catch (err) {
+      this.stats.write.recordError();
+      throw err;
+    }
+  }
+
+  async flush(): Promise<void> {
+    if (this.closed) throw new TesseraError('ERR_CLOSED', `pool ${this.name} is closed`);
+    await Promise.all(this.members.filter((m) => m.device && !m.failed).map((m) => m.device!.flush()));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all(this.members.filter((m) => m.device).map((m) => m.device!.close()));
+  }
+
+  private checkIo(offsetBytes: number, lengthBytes: number): void {
+    if (this.closed) throw new TesseraError('ERR_CLOSED', `pool ${this.name} is closed`);
+    if (offsetBytes % SECTOR_BYTES !== 0 || lengthBytes % SECTOR_BYTES !== 0 || offsetBytes < 0 || offsetBytes + lengthBytes > this.sizeBytes) {
+      throw new TesseraError('ERR_RANGE', `pool IO ${offsetBytes}+${lengthBytes} misaligned or beyond ${this.sizeBytes}`);
+    }
+  }
+
+  private async forExtents(offsetBytes: number, lengthBytes: number, fn: (extent: number, inExtent: number, len: number, bufOffset: number) => Promise<void>): Promise<void> {
+    let pos = offsetBytes;
+    const end = offsetBytes + lengthBytes;
+    while (pos < end) {
+      const ext = Math.floor(pos / this.chunkDataBytes);
+      const inExt = pos - ext * this.chunkDataBytes;
+      const len = Math.min(this.chunkDataBytes - inExt, end - pos);
+      await fn(ext, inExt, len, pos - offsetBytes);
+      pos += len;
+    }
+  }
+
+  /** Allocates the container for an unmapped extent (serialized: one allocation at a time). */
+  private allocateFor(ext: number): Promise<{ c: Container; index: number }> {
+    const run = this.allocating.then(async () => {
+      const existing = this.extents.get(ext);
+      if (existing) return existing;
+      const k = this.params.dataCount;
+      const m = parityCountOf(this.params.protection);
+      const states = this.members.map(memberStateOf);
+      this.sacrificial = chooseSacrificial(states, this.sacrificial);
+      const a = allocateContainer(states, { dataCount: k, parityCount: m }, this.opts.rng, { sacrificial: this.sacrificial, allowDegraded: true });
+      // The run of extents: aligned to the container's width, clipped by mapped
+      // extents and the end of the address space, always including ext.
+      const extentCount = this.params.logicalSizeBytes / this.chunkDataBytes;
+      let first = ext - (ext % a.dataCount);
+      for (let e = ext - 1; e >= first; e--) if (this.extents.has(e)) first = e + 1;
+      const positions: Position[] = a.members.map((mi) => {
+        if (mi < 0) return { member: null, chunkIndex: 0, stale: true }; // unplaced: rebuild places it
+        const member = this.members[mi];
+        let chunk = 0;
+        while (member.usedChunks.has(chunk)) chunk++;
+        member.usedChunks.add(chunk);
+        return { member, chunkIndex: chunk, stale: false };
+      });
+      const rec: ContainerRecord = {
+        containerId: this.nextContainerId++,
+        generation: 1,
+        firstExtent: first,
+        protection: this.params.protection,
+        dataCount: a.dataCount,
+        parityCount: a.parityCount,
+        stripBytes: this.params.stripBytes,
+        members: positions.map((p) => (p.member ? { memberUuid: p.member.uuid, chunkIndex: p.chunkIndex } : { memberUuid: UNPLACED_UUID, chunkIndex: 0 })),
+      };
+      // Extents of the run that are mapped already (after ext) or past the end stay with their owners.
+      const c: Container = { rec, positions, shape: { dataCount: rec.dataCount, parityCount: rec.parityCount, stripBytes: rec.stripBytes, chunkDataBytes: this.chunkDataBytes } };
+      const header = Buffer.alloc(RECORD_BYTES);
+      encodeContainer(rec, header);
+      await Promise.all(positions.map((p) => (p.member ? this.writeMember(p, this.chunkOffset(p.member, p.chunkIndex), header) : undefined)));
+      this.containers.set(rec.containerId, c);
+      for (let i = 0; i < rec.dataCount; i++) {
+        const e = first + i;
+        if (e < extentCount && !this.extents.has(e)) this.extents.set(e, { c, index: i });
+      }
+      return this.extents.get(ext)!;
+    });
+    this.allocating = run.catch(() => undefined);
+    return run;
+  }
+
+  private dataOffset(p: Position, chunkOffsetBytes: number): number {
+    return this.chunkOffset(p.member!, p.chunkIndex) + RECORD_BYTES + chunkOffsetBytes;
+  }
+
+  /** A write to a member; a failing member is taken out of service (the IO goes on degraded if the row allows). */
+  private async writeMember(p: Position, offsetBytes: number, data: Uint8Array): Promise<void> {
+    if (!this.available(p)) return;
+    try {
+      await p.member!.device!.write(data, offsetBytes);
+      p.member!.bytesWritten += data.length;
+    } catch (err) {
+      if (!(err instanceof TesseraError) || err.code !== 'ERR_DEVICE_IO') throw err;
+      p.member!.failed = true;
+    }
+  }
+
+  private async withRow<T>(c: Container, row: number, fn: () => Promise<T>): Promise<T> {
+    const key = `${c.rec.containerId}:${row}`;
+    const prev = this.rowLocks.get(key) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    const chained = prev.then(() => mine);
+    this.rowLocks.set(key, chained);
+    await prev;
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (this.rowLocks.get(key) === chained) this.rowLocks.delete(key);
+    }
+  }
+
+  private async readPiece(c: Container, p: Piece, out: Uint8Array): Promise<void> {
+    const pos = c.positions[p.position];
+    if (this.available(pos)) {
+      try {
+        await pos.member!.device!.read(out, this.dataOffset(pos, p.chunkOffset));
+        return;
+      } catch (err) {
+        if (!(err instanceof TesseraError) || err.code !== 'ERR_DEVICE_IO') throw err;
+        // Media error: reconstruct, then write the repaired range back below.
+      }
+    }
+    await this.withRow(c, p.row, async () => {
+      const strips = await this.readRowRange(c, p.row, p.stripOffset, p.lengthBytes, [p.position]);
+      out.set(strips[p.dataIndex]);
+    });
+    if (this.available(pos)) await this.writeMember(pos, this.dataOffset(pos, p.chunkOffset), out);
+  }
+
+  /**
+   * The range [stripOffset, +len) of every strip of a row, by role (data 0..k-1,
+   * then parity), reconstructing the roles whose position is unavailable, fails
+   * to read, or is in `distrust`. Caller holds the row lock.
+   */
+  private async readRowRange(c: Container, row: number, stripOffset: number, len: number, distrust: number[] = []): Promise<Uint8Array[]> {
+    const { dataCount: k, parityCount: m } = c.shape;
+    const width = k + m;
+    const blocks = Array.from({ length: width }, () => new Uint8Array(len));
+    const lost: number[] = [];
+    await Promise.all(
+      blocks.map(async (b, role) => {
+        const position = positionOf(c.shape, role, row);
+        const pos = c.positions[position];
+        if (!this.available(pos) || distrust.includes(position)) {
+          lost.push(role);
+          return;
+        }
+        try {
+          await pos.member!.device!.read(b, this.dataOffset(pos, row * c.shape.stripBytes + stripOffset));
+        } catch (err) {
+          if (!(err instanceof TesseraError) || err.code !== 'ERR_DEVICE_IO') throw err;
+          lost.push(role);
+        }
+      }),
+    );
+    if (lost.length > 0) {
+      if (m === 0) throw new TesseraError('ERR_DEVICE_IO', `container ${c.rec.containerId} has no redundancy left for row ${row}`);
+      if (k === 1) {
+        // Mirror: any surviving copy is the data.
+        const good = blocks.findIndex((_, role) => !lost.includes(role));
+        if (good < 0) throw new TesseraError('ERR_DEVICE_IO', `all ${width} copies of container ${c.rec.containerId} row ${row} are unavailable`);
+        for (const r of lost) blocks[r].set(blocks[good]);
+      } else {
+        reconstruct(blocks, k, m, lost); // ERR_DEVICE_IO when more than m are lost
+      }
+    }
+    return blocks;
+  }
+
+  private async writeRange(c: Container, offsetBytes: number, data: Uint8Array): Promise<void> {
+    const ps = pieces(c.shape, offsetBytes, data.length);
+    const rb = rowBytes(c.shape);
+    let i = 0;
+    while (i < ps.length) {
+      // Group the pieces of one row.
+      let j = i;
+      while (j < ps.length && ps[j].row === ps[i].row) j++;
+      const row = ps[i].row;
+      const rowPieces = ps.slice(i, j);
+      const covered = rowPieces.reduce((a, p) => a + p.lengthBytes, 0);
+      await this.withRow(c, row, () => (covered === rb ? this.writeFullRow(c, row, data, rowPieces) : this.writePartialRow(c, row, data, rowPieces)));
+      i = j;
+    }
+  }
+
+  private async writeFullRow(c: Container, row: number, data: Uint8Array, rowPieces: Piece[]): Promise<void> {
+    const { dataCount: k, parityCount: m, stripBytes } = c.shape;
+    const strips = rowPieces.map((p) => data.subarray(p.bufOffset, p.bufOffset + p.lengthBytes));
+    const parity = Array.from({ length: m }, () => new Uint8Array(stripBytes));
+    if (k === 1) for (const p of parity) p.set(strips[0]);
+    else encodeParity(strips, parity[0], m === 2 ? parity[1] : null);
+    await this.writeRoles(c, row, 0, [...strips, ...parity]);
+  }
+
+  /** Writes each role's buffer at stripOffset of its strip in the row. */
+  private async writeRoles(c: Container, row: number, stripOffset: number, byRole: (Uint8Array | null)[]): Promise<void> {
+    await Promise.all(
+      byRole.map((b, role) => {
+        const pos = c.positions[positionOf(c.shape, role, row)];
+        if (!b || !this.available(pos)) return undefined;
+        return this.writeMember(pos, this.dataOffset(pos, row * c.shape.stripBytes + stripOffset), b);
+      }),
+    );
+    const lost = c.positions.filter((p) => !this.available(p)).length;
+    if (lost > c.shape.parityCount) throw new TesseraError('ERR_DEVICE_IO', `container ${c.rec.containerId} lost ${lost} of ${c.positions.length} chunks`);
+  }
+
+  private async writePartialRow(c: Container, row: number, data: Uint8Array, rowPieces: Piece[]): Promise<void> {
+    const { dataCount: k, parityCount: m } = c.shape;
+    for (const p of rowPieces) {
+      const newData = data.subarray(p.bufOffset, p.bufOffset + p.lengthBytes);
+      if (k === 1) {
+        // Mirror: every copy gets the data.
+        await this.writeRoles(c, row, p.stripOffset, Array.from({ length: 1 + m }, () => newData));
+        continue;
+      }
+      const rolePositions = Array.from({ length: k + m }, (_, role) => positionOf(c.shape, role, row));
+      const healthy = rolePositions.every((position) => this.available(c.positions[position]));
+      if (healthy) {
+        // Delta: read old data and parity of the range, fold the change into the parity.
+        const old = new Uint8Array(p.lengthBytes);
+        const parity = Array.from({ length: m }, () => new Uint8Array(p.lengthBytes));
+        const offsetOf = (role: number) => {
+          const pos = c.positions[rolePositions[role]];
+          return { pos, at: this.dataOffset(pos, row * c.shape.stripBytes + p.stripOffset) };
+        };
+        try {
+          await Promise.all([old, ...parity].map((b, i) => {
+            const { pos, at } = offsetOf(i === 0 ? p.dataIndex : k + i - 1);
+            return pos.member!.device!.read(b, at);
+          }));
+          applyParityDelta(old, newData, p.dataIndex, parity[0], m === 2 ? parity[1] : null);
+          const byRole: (Uint8Array | null)[] = new Array<Uint8Array | null>(k + m).fill(null);
+          byRole[p.dataIndex] = newData;
+          parity.forEach((b, i) => (byRole[k + i] = b));
+          await this.writeRoles(c, row, p.stripOffset, byRole);
+          continue;
+        } catch (err) {
+          if (!(err instanceof TesseraError) || err.code !== 'ERR_DEVICE_IO') throw err;
+          // A read failed: fall through to reconstruct-write, which tolerates it.
+        }
+      }
+      // Reconstruct-write: the row's range from every strip (rebuilding what is
+      // missing), the new data in, parity recomputed, the survivors written.
+      const blocks = await this.readRowRange(c, row, p.stripOffset, p.lengthBytes);
+      blocks[p.dataIndex].set(newData);
+      encodeParity(blocks.slice(0, k), blocks[k], m === 2 ? blocks[k + 1] : null);
+      const byRole = blocks.map((b, role) => (role === p.dataIndex || role >= k ? b : null));
+      await this.writeRoles(c, row, p.stripOffset, byRole);
+    }
+  }
+
+  /** Total capacity of full-width containers, for tests and `pool info`. */
+  containerCapacityBytes(): number {
+    return capacityBytes({ dataCount: this.params.dataCount, parityCount: parityCountOf(this.params.protection), stripBytes: this.params.stripBytes, chunkDataBytes: this.chunkDataBytes });
+  }
+}
