@@ -6,7 +6,7 @@
 // engine running unchanged on a RAID6 pool. Seeds print and replay (TESSERA_SEED).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PoolDevice, FIRST_CHUNK_OFFSET } from './pool-device.js';
+import { PoolDevice, firstChunkOffset } from './pool-device.js';
 import { RECORD_BYTES, chooseLabel, decodeContainer, type Protection } from './records.js';
 import { positionOf } from './geometry.js';
 import { encodeParity } from '../raid/parity.js';
@@ -22,13 +22,15 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const CHUNK = 64 * KiB;
 const STRIP = 4 * KiB;
+const JOURNAL = 512 * KiB;
+const FIRST_CHUNK_OFFSET = firstChunkOffset(JOURNAL);
 
 let uuidCounter = 0;
 const newUuid = () => (++uuidCounter).toString(16).padStart(32, '0');
 
 async function makePool(protection: Protection, memberCount: number, seed: number, dataCount = 4): Promise<{ devs: SimDevice[]; pool: PoolDevice }> {
   const devs = Array.from({ length: memberCount }, (_, i) => new SimDevice(4 * MiB, new Prng(seed + i), `m${i}`, `sim://m${i}`));
-  await PoolDevice.format(devs, { protection, dataCount, stripBytes: STRIP, chunkDataBytes: CHUNK, newUuid });
+  await PoolDevice.format(devs, { protection, dataCount, stripBytes: STRIP, chunkDataBytes: CHUNK, journalBytes: JOURNAL, dataZeroed: true, newUuid });
   const pool = await PoolDevice.open(devs, { rng: new Prng(seed), newUuid });
   return { devs, pool };
 }
@@ -139,7 +141,7 @@ for (const shape of SHAPES) {
     const model = Buffer.alloc(span);
     await randomIo(pool, rng, 200, model, span);
     const failed = [0, 2].slice(0, shape.m);
-    for (const f of failed) pool.failMember(f);
+    for (const f of failed) await pool.failMember(f);
     await checkAll(pool, model, span);
     await randomIo(pool, rng, 200, model, span); // degraded writes, including new containers
     await checkAll(pool, model, span);
@@ -149,7 +151,13 @@ for (const shape of SHAPES) {
     await checkAll(again, model, span);
     await randomIo(again, rng, 100, model, span);
     await checkAll(again, model, span);
-    await again.close();
+    // With the failed devices plugged back in, their labels' record keeps them out:
+    // their chunks missed writes and must not be read.
+    const withAll = await reopen(devs, again, seed);
+    assert.deepEqual(withAll.info().members.filter((x) => !x.usable).map((x) => x.index), failed);
+    await checkAll(withAll, model, span);
+    assert.equal((await withAll.scrub()).mismatches.length, 0);
+    await withAll.close();
   });
 }
 
@@ -157,8 +165,8 @@ test('more failed members than the parity covers: reads of lost data fail with E
   const { pool } = await makePool('raid5', 5, SEED ^ 11);
   const data = Buffer.alloc(256 * KiB, 7);
   await pool.write(data, 0);
-  pool.failMember(0);
-  pool.failMember(1);
+  await pool.failMember(0);
+  await pool.failMember(1);
   let failures = 0;
   for (let off = 0; off < data.length; off += STRIP) {
     const out = Buffer.alloc(STRIP);
@@ -206,7 +214,7 @@ test('concurrent partial writes to one row keep parity consistent', async () => 
   assert.ok((await checkParity(devs)) > 0);
   const out = Buffer.alloc(model.length);
   await pool.read(out, 0);
-  pool.failMember(3);
+  await pool.failMember(3);
   const degraded = Buffer.alloc(model.length);
   await pool.read(degraded, 0);
   assert.ok(degraded.equals(out), 'reconstruction agrees with the healthy read');
@@ -222,8 +230,8 @@ test('the engine runs unchanged on a RAID6 pool, with two members failed', async
   const data = Buffer.alloc(300 * KiB);
   new Prng(SEED ^ 16).fill(data);
   await vol.write(12288, data, true);
-  pool.failMember(1);
-  pool.failMember(4);
+  await pool.failMember(1);
+  await pool.failMember(4);
   const out = Buffer.alloc(data.length);
   await vol.read(12288, data.length, out, 0);
   assert.ok(out.equals(data));

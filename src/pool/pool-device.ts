@@ -42,12 +42,20 @@ import {
   type PoolParams,
   type Protection,
   UNPLACED_UUID,
+  MAX_POOL_MEMBERS,
 } from './records.js';
 import { applyParityDelta } from './stripe.js';
+import { JOURNAL_RING_OFFSET, StripeJournal, recoverJournal, writeJournalSuperblocks } from './journal.js';
 
-/** Labels at 0 and 4 KiB; the system metadata area up to 1 MiB; chunks after. */
-export const FIRST_CHUNK_OFFSET = 1024 * 1024;
+/** Labels at 0 and 4 KiB; the stripe journal area from 64 KiB; chunks from the next MiB after it. */
 const LABEL_COPY_OFFSETS = [0, RECORD_BYTES];
+export const JOURNAL_AREA_OFFSET = 64 * 1024;
+export const DEFAULT_JOURNAL_BYTES = 64 * 1024 * 1024;
+
+export function firstChunkOffset(journalBytes: number): number {
+  const MiB = 1024 * 1024;
+  return Math.ceil((JOURNAL_AREA_OFFSET + journalBytes) / MiB) * MiB;
+}
 
 export interface PoolFormatOptions {
   protection: Protection;
@@ -57,6 +65,10 @@ export interface PoolFormatOptions {
   chunkDataBytes?: number;
   /** Rated bytes written over each member's life; default 1 PB. */
   enduranceBytes?: number;
+  /** Stripe journal area per member (default 64 MiB). */
+  journalBytes?: number;
+  /** The members read as zeros (fresh sparse files): new chunks are not zero-filled. Default false. */
+  dataZeroed?: boolean;
   newUuid: () => string;
 }
 
@@ -113,8 +125,12 @@ export class PoolDevice implements BlockDevice {
   private allocating: Promise<unknown> = Promise.resolve();
   private closed = false;
 
+  private journal!: StripeJournal;
+  private labelSequence = 1;
+
   private constructor(
     readonly name: string,
+    private readonly poolUuid: string,
     private readonly params: PoolParams,
     private readonly chunkDataBytes: number,
     private readonly members: Member[],
@@ -133,6 +149,7 @@ export class PoolDevice implements BlockDevice {
 
   /** Writes labels on fresh members (their old contents are ignored). */
   static async format(devices: readonly BlockDevice[], o: PoolFormatOptions): Promise<void> {
+    if (devices.length > MAX_POOL_MEMBERS) throw new TesseraError('ERR_INVALID', `a pool has at most ${MAX_POOL_MEMBERS} devices`);
     const m = parityCountOf(o.protection);
     const k = o.protection === 'mirror2' || o.protection === 'mirror3' ? 1 : (o.dataCount ?? 4);
     const stripBytes = o.stripBytes ?? 64 * 1024;
@@ -142,28 +159,35 @@ export class PoolDevice implements BlockDevice {
     if (stripBytes % SECTOR_BYTES !== 0 || chunkDataBytes % stripBytes !== 0 || chunkDataBytes % RECORD_BYTES !== 0) {
       throw new TesseraError('ERR_INVALID', `strip size ${stripBytes} must be sector aligned and divide the chunk size ${chunkDataBytes}`);
     }
-    const counts = devices.map((d) => Math.floor((d.sizeBytes - FIRST_CHUNK_OFFSET) / (RECORD_BYTES + chunkDataBytes)));
+    const journalBytes = o.journalBytes ?? DEFAULT_JOURNAL_BYTES;
+    const maxRecord = 512 + (k + m) * stripBytes;
+    if (journalBytes < 8 * maxRecord + JOURNAL_RING_OFFSET || journalBytes % SECTOR_BYTES !== 0) {
+      throw new TesseraError('ERR_INVALID', `a journal of ${journalBytes} bytes is too small for ${k}+${m} rows of ${stripBytes}-byte strips (need ${8 * maxRecord + JOURNAL_RING_OFFSET})`);
+    }
+    const first = firstChunkOffset(journalBytes);
+    const counts = devices.map((d) => Math.floor((d.sizeBytes - first) / (RECORD_BYTES + chunkDataBytes)));
     for (const [i, c] of counts.entries()) if (c < 1) throw new TesseraError('ERR_INVALID', `device ${devices[i].path} is too small for one ${chunkDataBytes}-byte chunk`);
     // The address space a pool of full-width containers could fill.
     const total = counts.reduce((a, b) => a + b, 0);
     const width = Math.min(k + m, devices.length);
     const logicalSizeBytes = Math.floor(total / width) * (width - m) * chunkDataBytes;
-    const pool: PoolParams = { protection: o.protection, dataCount: k, stripBytes, logicalSizeBytes, memberCount: devices.length };
+    const pool: PoolParams = { protection: o.protection, dataCount: k, stripBytes, logicalSizeBytes, memberCount: devices.length, journalBytes, dataZeroed: o.dataZeroed ?? false };
     const poolUuid = o.newUuid();
+    const zero = Buffer.alloc(RECORD_BYTES);
     await Promise.all(
       devices.map(async (d, i) => {
         const b = Buffer.alloc(RECORD_BYTES);
         encodeLabel(
-          { sequence: 1, pool, poolUuid, memberUuid: o.newUuid(), memberIndex: i, sizeBytes: d.sizeBytes, chunkDataBytes, chunkCount: counts[i], firstChunkOffset: FIRST_CHUNK_OFFSET, enduranceBytes: o.enduranceBytes ?? 1e15, bytesWritten: 0 },
+          { sequence: 1, pool, poolUuid, memberUuid: o.newUuid(), memberIndex: i, sizeBytes: d.sizeBytes, chunkDataBytes, chunkCount: counts[i], firstChunkOffset: first, enduranceBytes: o.enduranceBytes ?? 1e15, bytesWritten: 0, failedMembers: [] },
           b,
         );
-        for (const at of LABEL_COPY_OFFSETS) await d.write(b, at);
         // A fresh member must not show an old pool's container headers.
-        const zero = Buffer.alloc(RECORD_BYTES);
-        for (let c = 0; c < counts[i]; c++) await d.write(zero, FIRST_CHUNK_OFFSET + c * (RECORD_BYTES + chunkDataBytes));
+        for (let c = 0; c < counts[i]; c++) await d.write(zero, first + c * (RECORD_BYTES + chunkDataBytes));
+        for (const at of LABEL_COPY_OFFSETS) await d.write(b, at);
         await d.flush();
       }),
     );
+    await writeJournalSuperblocks([...devices], { areaOffset: JOURNAL_AREA_OFFSET }, { sequence: 1, poolUuid, checkpointSeq: 0, checkpointPos: 0 });
   }
 
   /**
@@ -199,8 +223,13 @@ export class PoolDevice implements BlockDevice {
       if (m.device) throw new TesseraError('ERR_FORMAT', `two devices claim member ${l.memberIndex}`);
       Object.assign(m, { uuid: l.memberUuid, device: devices[i], label: l });
     }
-    const pool = new PoolDevice(opts.name ?? first.poolUuid.slice(0, 8), first.pool, first.chunkDataBytes, members, opts);
+    // The newest label knows which members were taken out of service.
+    const newest = labels.reduce((a, b) => (b.sequence > a.sequence ? b : a));
+    for (const f of newest.failedMembers) if (f < members.length) members[f].failed = true;
+    const pool = new PoolDevice(opts.name ?? first.poolUuid.slice(0, 8), first.poolUuid, first.pool, first.chunkDataBytes, members, opts);
+    pool.labelSequence = newest.sequence;
     await pool.scanHeaders();
+    await pool.replayJournal();
     return pool;
   }
 
@@ -234,15 +263,71 @@ export class PoolDevice implements BlockDevice {
       }
     }
     const byUuid = new Map(this.members.filter((m) => m.uuid).map((m) => [m.uuid, m]));
+    const incomplete: Position[][] = [];
     for (const { rec, holders } of seen.values()) {
+      this.nextContainerId = Math.max(this.nextContainerId, rec.containerId + 1);
       const positions: Position[] = rec.members.map((x) => {
         const member = byUuid.get(x.memberUuid) ?? null;
         if (member) member.usedChunks.add(x.chunkIndex);
         return { member, chunkIndex: x.chunkIndex, stale: !holders.has(`${x.memberUuid}:${x.chunkIndex}`) };
       });
+      // Data is written to a container only after its header is durable on every
+      // placed chunk. A chunk of an in-service member without the header means
+      // the creation was cut short: the container never held data.
+      if (positions.some((p) => p.member && p.member.device && !p.member.failed && p.stale)) {
+        incomplete.push(positions);
+        continue;
+      }
       this.addContainer(rec, positions);
-      this.nextContainerId = Math.max(this.nextContainerId, rec.containerId + 1);
     }
+    const zero = Buffer.alloc(RECORD_BYTES);
+    for (const positions of incomplete) {
+      for (const p of positions) {
+        if (!p.member?.device || p.member.failed) continue;
+        if (!p.stale) await p.member.device.write(zero, this.chunkOffset(p.member, p.chunkIndex));
+        p.member.usedChunks.delete(p.chunkIndex);
+      }
+    }
+    if (incomplete.length > 0) await Promise.all(this.usableDevices().map((d) => d.flush()));
+  }
+
+  private usableDevices(): BlockDevice[] {
+    return this.members.filter((m) => m.device && !m.failed).map((m) => m.device!);
+  }
+
+  /** m + 1 usable members (lowest indexes) hold the stripe journal's records. */
+  private journalDevices(): BlockDevice[] {
+    return this.usableDevices().slice(0, parityCountOf(this.params.protection) + 1);
+  }
+
+  /** Replays what the journal holds past its checkpoint, makes it durable, and starts the journal after it. */
+  private async replayJournal(): Promise<void> {
+    const deps = { poolUuid: this.poolUuid, areaOffset: JOURNAL_AREA_OFFSET, areaBytes: this.params.journalBytes };
+    const present = this.members.filter((m) => m.device).map((m) => m.device!);
+    const r = await recoverJournal(present, deps, (id) => {
+      const c = this.containers.get(id);
+      return c ? c.positions.length : null;
+    });
+    for (const u of r.updates) {
+      const c = this.containers.get(u.containerId);
+      if (!c || c.rec.generation !== u.generation) continue;
+      await this.writeInPlace(c, u.row, u.stripOffset, u.byRole);
+    }
+    this.replayed = r.updates.length;
+    const devices = this.usableDevices();
+    await Promise.all(devices.map((d) => d.flush()));
+    await writeJournalSuperblocks(devices, deps, { sequence: r.position.sbSequence + 1, poolUuid: this.poolUuid, checkpointSeq: r.lastSeq, checkpointPos: r.position.head });
+    this.journal = new StripeJournal(
+      { ...deps, journalDevices: () => this.journalDevices(), allDevices: () => this.usableDevices() },
+      { nextSeq: r.lastSeq + 1, head: r.position.head, sbSequence: r.position.sbSequence + 1 },
+    );
+  }
+
+  /** Row updates replayed from the journal at open (tests, logs). */
+  replayed = 0;
+
+  get journalStats(): { records: number; batches: number; checkpoints: number } {
+    return this.journal.stats;
   }
 
   private addContainer(rec: ContainerRecord, positions: Position[]): Container {
@@ -264,10 +349,35 @@ export class PoolDevice implements BlockDevice {
     return { members: this.members.map((m) => ({ ...memberStateOf(m), present: m.device !== null })), containers: this.containers.size, degraded, usedExtents: this.extents.size };
   }
 
-  /** Takes a member out of service (a failed or pulled device): IO continues degraded. */
-  failMember(index: number): void {
-    assert(index >= 0 && index < this.members.length, `no member ${index}`);
+  /**
+   * Takes a member out of service (a failed or pulled device): IO continues
+   * degraded, and the other members' labels record it, so that a reopen with
+   * the device present does not read its stale chunks.
+   */
+  async failMember(index: number): Promise<void> {
+    if (!(Number.isInteger(index) && index >= 0 && index < this.members.length)) throw new TesseraError('ERR_NOT_FOUND', `pool ${this.name} has no member ${index}`);
     this.members[index].failed = true;
+    await this.writeLabels();
+  }
+
+  /** Rewrites every usable member's label (next sequence) with the current failed set. */
+  private async writeLabels(): Promise<void> {
+    const failedMembers = this.members.filter((m) => m.failed).map((m) => m.index);
+    const sequence = ++this.labelSequence;
+    await Promise.all(
+      this.members.map(async (m) => {
+        if (!m.device || m.failed || !m.label) return;
+        const label: MemberLabel = { ...m.label, sequence, failedMembers, bytesWritten: m.label.bytesWritten + m.bytesWritten };
+        const b = Buffer.alloc(RECORD_BYTES);
+        encodeLabel(label, b);
+        for (const at of LABEL_COPY_OFFSETS) {
+          await m.device.write(b, at);
+          await m.device.flush();
+        }
+        m.label = label;
+        m.bytesWritten = 0;
+      }),
+    );
   }
 
   private available(p: Position): boolean {
@@ -379,7 +489,10 @@ export class PoolDevice implements BlockDevice {
       const c: Container = { rec, positions, shape: { dataCount: rec.dataCount, parityCount: rec.parityCount, stripBytes: rec.stripBytes, chunkDataBytes: this.chunkDataBytes } };
       const header = Buffer.alloc(RECORD_BYTES);
       encodeContainer(rec, header);
+      if (!this.params.dataZeroed) await Promise.all(positions.map((p) => this.zeroChunk(p)));
       await Promise.all(positions.map((p) => (p.member ? this.writeMember(p, this.chunkOffset(p.member, p.chunkIndex), header) : undefined)));
+      // The headers are durable before any data goes in (open relies on it).
+      await Promise.all(positions.map((p) => (p.member && this.available(p) ? p.member.device!.flush() : undefined)));
       this.containers.set(rec.containerId, c);
       for (let i = 0; i < rec.dataCount; i++) {
         const e = first + i;
@@ -389,6 +502,13 @@ export class PoolDevice implements BlockDevice {
     });
     this.allocating = run.catch(() => undefined);
     return run;
+  }
+
+  private async zeroChunk(p: Position): Promise<void> {
+    if (!p.member || !this.available(p)) return;
+    const step = Math.min(this.chunkDataBytes, 1024 * 1024);
+    const zero = Buffer.alloc(step);
+    for (let off = 0; off < this.chunkDataBytes; off += step) await this.writeMember(p, this.dataOffset(p, off), zero);
   }
 
   private dataOffset(p: Position, chunkOffsetBytes: number): number {
@@ -506,8 +626,21 @@ export class PoolDevice implements BlockDevice {
     await this.writeRoles(c, row, 0, [...strips, ...parity]);
   }
 
-  /** Writes each role's buffer at stripOffset of its strip in the row. */
+  /**
+   * Writes each role's buffer at stripOffset of its strip in the row: first to
+   * the stripe journal (durable), then in place.
+   */
   private async writeRoles(c: Container, row: number, stripOffset: number, byRole: (Uint8Array | null)[]): Promise<void> {
+    const len = byRole.find((b) => b !== null)?.length ?? 0;
+    const seq = await this.journal.log({ containerId: c.rec.containerId, generation: c.rec.generation, row, stripOffset, lengthBytes: len, byRole });
+    try {
+      await this.writeInPlace(c, row, stripOffset, byRole);
+    } finally {
+      this.journal.applied(seq);
+    }
+  }
+
+  private async writeInPlace(c: Container, row: number, stripOffset: number, byRole: (Uint8Array | null)[]): Promise<void> {
     await Promise.all(
       byRole.map((b, role) => {
         const pos = c.positions[positionOf(c.shape, role, row)];
@@ -562,6 +695,36 @@ export class PoolDevice implements BlockDevice {
       const byRole = blocks.map((b, role) => (role === p.dataIndex || role >= k ? b : null));
       await this.writeRoles(c, row, p.stripOffset, byRole);
     }
+  }
+
+  /**
+   * Reads every row of every container and checks its parity (mirror copies
+   * equal, P and Q match the data). Rows with a chunk unavailable cannot be
+   * checked and are counted apart. Read-only.
+   */
+  async scrub(): Promise<{ rows: number; unverifiable: number; mismatches: { containerId: number; row: number }[] }> {
+    const out = { rows: 0, unverifiable: 0, mismatches: [] as { containerId: number; row: number }[] };
+    for (const c of this.containers.values()) {
+      const { dataCount: k, parityCount: m, stripBytes } = c.shape;
+      for (let row = 0; row < this.chunkDataBytes / stripBytes; row++) {
+        out.rows++;
+        if (c.positions.some((p) => !this.available(p))) {
+          out.unverifiable++;
+          continue;
+        }
+        const strips = await this.withRow(c, row, () => this.readRowRange(c, row, 0, stripBytes));
+        let ok: boolean;
+        if (k === 1) ok = strips.slice(1).every((s) => Buffer.from(s).equals(Buffer.from(strips[0])));
+        else {
+          const p = new Uint8Array(stripBytes);
+          const q = new Uint8Array(stripBytes);
+          encodeParity(strips.slice(0, k), p, m === 2 ? q : null);
+          ok = Buffer.from(p).equals(Buffer.from(strips[k])) && (m < 2 || Buffer.from(q).equals(Buffer.from(strips[k + 1])));
+        }
+        if (!ok) out.mismatches.push({ containerId: c.rec.containerId, row });
+      }
+    }
+    return out;
   }
 
   /** Total capacity of full-width containers, for tests and `pool info`. */

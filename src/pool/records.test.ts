@@ -13,9 +13,9 @@ console.log(`records.test seed: TESSERA_SEED=${SEED}`);
 const uuid = (n: number) => n.toString(16).padStart(32, '0');
 
 const label: MemberLabel = {
-  pool: { protection: 'raid6', dataCount: 4, stripBytes: 65536, logicalSizeBytes: 2 ** 33, memberCount: 6 },
+  pool: { protection: 'raid6', dataCount: 4, stripBytes: 65536, logicalSizeBytes: 2 ** 33, memberCount: 6, journalBytes: 1 << 20, dataZeroed: false },
   sequence: 7, poolUuid: uuid(1), memberUuid: uuid(2), memberIndex: 3, sizeBytes: 1 << 30, chunkDataBytes: 1 << 20,
-  chunkCount: 1000, firstChunkOffset: 1 << 20, enduranceBytes: 2 ** 40, bytesWritten: 12345 * 4096,
+  chunkCount: 1000, firstChunkOffset: 1 << 20, enduranceBytes: 2 ** 40, bytesWritten: 12345 * 4096, failedMembers: [0, 5],
 };
 
 const container: ContainerRecord = {

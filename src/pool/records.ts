@@ -36,6 +36,10 @@ export interface PoolParams {
   /** Size of the pool's address space (thin: containers are allocated when first written). */
   logicalSizeBytes: number;
   memberCount: number;
+  /** Bytes of each member's stripe journal area (superblocks + ring), at JOURNAL_AREA_OFFSET. */
+  journalBytes: number;
+  /** Members were all zeros at format time (fresh sparse files): new chunks need no zeroing. */
+  dataZeroed: boolean;
 }
 
 export interface MemberLabel {
@@ -52,7 +56,13 @@ export interface MemberLabel {
   /** Rated bytes written over the device's life (wear = bytesWritten / enduranceBytes). */
   enduranceBytes: number;
   bytesWritten: number;
+  /** Members taken out of service (failed or pulled), as the pool knew at this label's sequence. */
+  failedMembers: number[];
 }
+
+/** The failed-member bitmap holds this many members. */
+export const MAX_POOL_MEMBERS = 256;
+const FAILED_BITMAP_OFFSET = 144;
 
 export interface ContainerMember {
   /** UNPLACED_UUID for a position that has no chunk yet (a container allocated degraded). */
@@ -113,6 +123,12 @@ export function encodeLabel(l: MemberLabel, out: Buffer): void {
   out.writeUInt16LE(l.pool.memberCount, 114);
   out.writeUInt32LE(l.pool.stripBytes, 116);
   writeU64(out, 120, l.pool.logicalSizeBytes);
+  writeU64(out, 128, l.pool.journalBytes);
+  out.writeUInt8(l.pool.dataZeroed ? 1 : 0, 136);
+  for (const f of l.failedMembers) {
+    if (!(f >= 0 && f < MAX_POOL_MEMBERS)) throw new RangeError(`failed member ${f} outside the bitmap`);
+    out[FAILED_BITMAP_OFFSET + (f >> 3)] |= 1 << (f & 7);
+  }
   seal(out);
 }
 
@@ -128,6 +144,8 @@ export function decodeLabel(buf: Buffer): MemberLabel | string {
       memberCount: buf.readUInt16LE(114),
       stripBytes: buf.readUInt32LE(116),
       logicalSizeBytes: readU64(buf, 120),
+      journalBytes: readU64(buf, 128),
+      dataZeroed: buf.readUInt8(136) === 1,
     };
     if (pool.dataCount < 1 || pool.dataCount + parityCountOf(protection) > MAX_CONTAINER_WIDTH) return `bad pool shape ${pool.dataCount}+${parityCountOf(protection)}`;
     if (pool.stripBytes === 0 || pool.stripBytes % 512 !== 0) return `bad strip size ${pool.stripBytes}`;
@@ -143,11 +161,13 @@ export function decodeLabel(buf: Buffer): MemberLabel | string {
       firstChunkOffset: readU64(buf, 88),
       enduranceBytes: readU64(buf, 96),
       bytesWritten: readU64(buf, 104),
+      failedMembers: [],
     };
+    for (let i = 0; i < MAX_POOL_MEMBERS; i++) if (buf[FAILED_BITMAP_OFFSET + (i >> 3)] & (1 << (i & 7))) l.failedMembers.push(i);
     const end = l.firstChunkOffset + l.chunkCount * (RECORD_BYTES + l.chunkDataBytes);
     if (l.chunkDataBytes === 0 || l.chunkDataBytes % RECORD_BYTES !== 0 || end > l.sizeBytes) return 'chunk geometry does not fit the device';
     if (l.chunkDataBytes % pool.stripBytes !== 0) return 'strips do not divide the chunk';
-    if (l.memberIndex >= pool.memberCount) return `member index ${l.memberIndex} outside a pool of ${pool.memberCount}`;
+    if (l.memberIndex >= pool.memberCount || pool.memberCount > MAX_POOL_MEMBERS) return `member index ${l.memberIndex} outside a pool of ${pool.memberCount}`;
     return l;
   } catch (err) {
     return (err as Error).message;
