@@ -46,6 +46,7 @@ import {
 } from './records.js';
 import { applyParityDelta } from './stripe.js';
 import { JOURNAL_RING_OFFSET, StripeJournal, recoverJournal, writeJournalSuperblocks } from './journal.js';
+import { planRebuild, type ContainerHealth } from './rebuild-plan.js';
 
 /** Labels at 0 and 4 KiB; the stripe journal area from 64 KiB; chunks from the next MiB after it. */
 const LABEL_COPY_OFFSETS = [0, RECORD_BYTES];
@@ -76,6 +77,9 @@ export interface PoolOpenOptions {
   rng: Prng;
   newUuid: () => string;
   name?: string;
+  /** Clock and sleep for rebuild pacing and progress (default: performance.now and setTimeout). */
+  nowMs?: () => number;
+  sleep?: (ms: number) => Promise<void>;
 }
 
 interface Member {
@@ -99,6 +103,33 @@ interface Container {
   rec: ContainerRecord;
   shape: ContainerShape;
   positions: Position[];
+  /** While a rebuild copies this container: the new chunk of each lost position, and the rows copied so far. */
+  rebuild?: { targets: Map<number, Position>; copiedRows: number };
+}
+
+export interface RebuildProgress {
+  running: boolean;
+  containersTotal: number;
+  containersDone: number;
+  /** Containers whose lost chunks exceed their parity: data lost, not rebuilt. */
+  unrecoverable: number;
+  bytesTotal: number;
+  bytesDone: number;
+  startedAtMs: number;
+  /** Estimated time to completion at the rate so far; null before the first container. */
+  etaMs: number | null;
+  /** Containers left degraded because no member had room for a new chunk. */
+  noRoom: number;
+  /** The container finished last and how many chunks it had lost (logs, risk-order tests). */
+  last: { containerId: number; lost: number } | null;
+}
+
+export interface RebuildOptions {
+  /** Containers rebuilt at once (spreads reads and writes over the members). Default 4. */
+  parallel?: number;
+  /** Share of the time the rebuild may take while user IO is active (0..1]. Default 0.3. */
+  busyShare?: number;
+  onProgress?: (p: RebuildProgress) => void;
 }
 
 function memberStateOf(m: Member): MemberState {
@@ -211,22 +242,24 @@ export class PoolDevice implements BlockDevice {
     const first = labels[0];
     for (const [i, l] of labels.entries()) {
       if (l.poolUuid !== first.poolUuid) throw new TesseraError('ERR_FORMAT', `${devices[i].path} belongs to another pool`);
-      if (JSON.stringify(l.pool) !== JSON.stringify(first.pool) || l.chunkDataBytes !== first.chunkDataBytes) {
+      const same = (a: PoolParams, b: PoolParams) => a.protection === b.protection && a.dataCount === b.dataCount && a.stripBytes === b.stripBytes && a.journalBytes === b.journalBytes && a.logicalSizeBytes === b.logicalSizeBytes;
+      if (!same(l.pool, first.pool) || l.chunkDataBytes !== first.chunkDataBytes) {
         throw new TesseraError('ERR_FORMAT', `${devices[i].path}: pool parameters differ from ${devices[0].path}`);
       }
     }
-    const members: Member[] = Array.from({ length: first.pool.memberCount }, (_, index) => ({
+    // The newest label knows the member count and which members were taken out of service.
+    const newest = labels.reduce((a, b) => (b.sequence > a.sequence ? b : a));
+    const members: Member[] = Array.from({ length: newest.pool.memberCount }, (_, index) => ({
       index, uuid: '', device: null, label: null, failed: false, usedChunks: new Set<number>(), bytesWritten: 0,
     }));
     for (const [i, l] of labels.entries()) {
       const m = members[l.memberIndex];
+      if (!m) throw new TesseraError('ERR_FORMAT', `${devices[i].path}: member ${l.memberIndex} outside a pool of ${members.length}`);
       if (m.device) throw new TesseraError('ERR_FORMAT', `two devices claim member ${l.memberIndex}`);
       Object.assign(m, { uuid: l.memberUuid, device: devices[i], label: l });
     }
-    // The newest label knows which members were taken out of service.
-    const newest = labels.reduce((a, b) => (b.sequence > a.sequence ? b : a));
     for (const f of newest.failedMembers) if (f < members.length) members[f].failed = true;
-    const pool = new PoolDevice(opts.name ?? first.poolUuid.slice(0, 8), first.poolUuid, first.pool, first.chunkDataBytes, members, opts);
+    const pool = new PoolDevice(opts.name ?? first.poolUuid.slice(0, 8), first.poolUuid, { ...newest.pool }, first.chunkDataBytes, members, opts);
     pool.labelSequence = newest.sequence;
     await pool.scanHeaders();
     await pool.replayJournal();
@@ -310,7 +343,9 @@ export class PoolDevice implements BlockDevice {
     });
     for (const u of r.updates) {
       const c = this.containers.get(u.containerId);
-      if (!c || c.rec.generation !== u.generation) continue;
+      // Applied to the current layout even across a rebuild's generation change:
+      // the record holds the row's contents by role, whatever chunk holds a role now.
+      if (!c) continue;
       await this.writeInPlace(c, u.row, u.stripOffset, u.byRole);
     }
     this.replayed = r.updates.length;
@@ -388,6 +423,7 @@ export class PoolDevice implements BlockDevice {
 
   async read(buf: Uint8Array, offsetBytes: number): Promise<void> {
     this.checkIo(offsetBytes, buf.length);
+    this.lastUserIoMs = this.now();
     const t0 = performance.now();
     try {
       await this.forExtents(offsetBytes, buf.length, async (ext, inExt, len, at) => {
@@ -408,6 +444,7 @@ export class PoolDevice implements BlockDevice {
 
   async write(buf: Uint8Array, offsetBytes: number): Promise<void> {
     this.checkIo(offsetBytes, buf.length);
+    this.lastUserIoMs = this.now();
     const t0 = performance.now();
     try {
       await this.forExtents(offsetBytes, buf.length, async (ext, inExt, len, at) => {
@@ -643,7 +680,10 @@ export class PoolDevice implements BlockDevice {
   private async writeInPlace(c: Container, row: number, stripOffset: number, byRole: (Uint8Array | null)[]): Promise<void> {
     await Promise.all(
       byRole.map((b, role) => {
-        const pos = c.positions[positionOf(c.shape, role, row)];
+        const position = positionOf(c.shape, role, row);
+        // A row a rebuild has copied already also goes to the new chunk.
+        const target = c.rebuild && row < c.rebuild.copiedRows ? c.rebuild.targets.get(position) : undefined;
+        const pos = target ?? c.positions[position];
         if (!b || !this.available(pos)) return undefined;
         return this.writeMember(pos, this.dataOffset(pos, row * c.shape.stripBytes + stripOffset), b);
       }),
@@ -694,6 +734,167 @@ export class PoolDevice implements BlockDevice {
       encodeParity(blocks.slice(0, k), blocks[k], m === 2 ? blocks[k + 1] : null);
       const byRole = blocks.map((b, role) => (role === p.dataIndex || role >= k ? b : null));
       await this.writeRoles(c, row, p.stripOffset, byRole);
+    }
+  }
+
+  private lastUserIoMs = -Infinity;
+  private progress: RebuildProgress | null = null;
+
+  private now(): number {
+    return (this.opts.nowMs ?? (() => performance.now()))();
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return (this.opts.sleep ?? ((t: number) => new Promise<void>((r) => setTimeout(r, t))))(ms);
+  }
+
+  /** The running or last rebuild's progress (for `pool info` and `pool rebuild --wait`). */
+  rebuildProgress(): RebuildProgress | null {
+    return this.progress ? { ...this.progress } : null;
+  }
+
+  /** Health of every container, for planning. */
+  private health(): ContainerHealth[] {
+    return [...this.containers.values()].map((c) => {
+      const lost = c.positions.filter((p) => !this.available(p)).length;
+      return { containerId: c.rec.containerId, lost, parityCount: c.shape.parityCount, bytes: lost * this.chunkDataBytes };
+    });
+  }
+
+  /**
+   * Adds a device as a new member (labels it, clears its chunk headers) and
+   * records the new member count in every label. Returns its index.
+   */
+  async addMember(device: BlockDevice, opts: { enduranceBytes?: number } = {}): Promise<number> {
+    if (this.members.length >= MAX_POOL_MEMBERS) throw new TesseraError('ERR_LIMIT', `a pool has at most ${MAX_POOL_MEMBERS} members`);
+    const any = this.members.find((m) => m.label)!.label!;
+    const count = Math.floor((device.sizeBytes - any.firstChunkOffset) / (RECORD_BYTES + this.chunkDataBytes));
+    if (count < 1) throw new TesseraError('ERR_INVALID', `device ${device.path} is too small for one ${this.chunkDataBytes}-byte chunk`);
+    const index = this.members.length;
+    this.params.memberCount = index + 1;
+    const label: MemberLabel = {
+      ...any,
+      pool: { ...this.params },
+      memberUuid: this.opts.newUuid(),
+      memberIndex: index,
+      sizeBytes: device.sizeBytes,
+      chunkCount: count,
+      enduranceBytes: opts.enduranceBytes ?? any.enduranceBytes,
+      bytesWritten: 0,
+    };
+    const zero = Buffer.alloc(RECORD_BYTES);
+    for (let c = 0; c < count; c++) await device.write(zero, label.firstChunkOffset + c * (RECORD_BYTES + this.chunkDataBytes));
+    this.members.push({ index, uuid: label.memberUuid, device, label, failed: false, usedChunks: new Set(), bytesWritten: 0 });
+    for (const m of this.members) if (m.label) m.label = { ...m.label, pool: { ...this.params } };
+    await this.writeLabels();
+    return index;
+  }
+
+  /** Takes `index` out of service and adds `device` in its place; run rebuild() to restore redundancy. */
+  async replaceMember(index: number, device: BlockDevice): Promise<number> {
+    if (!this.members[index]) throw new TesseraError('ERR_NOT_FOUND', `pool ${this.name} has no member ${index}`);
+    if (!this.members[index].failed) await this.failMember(index);
+    return this.addMember(device);
+  }
+
+  /**
+   * Restores redundancy: every container with unavailable chunks gets new
+   * chunks on other members (allocator, excluding its survivors), filled row by
+   * row from the survivors, then switches to them (new generation in every
+   * header). Most endangered containers first; several at once; it gives way to
+   * user IO (sleeping so that it takes at most busyShare of the time while user
+   * IO is active). User writes to rows already copied also reach the new chunks.
+   */
+  async rebuild(o: RebuildOptions = {}): Promise<RebuildProgress> {
+    if (this.progress?.running) throw new TesseraError('ERR_BUSY', `pool ${this.name} is already rebuilding`);
+    const plan = planRebuild(this.health());
+    const p: RebuildProgress = {
+      running: true, containersTotal: plan.order.length, containersDone: 0, unrecoverable: plan.unrecoverable.length,
+      bytesTotal: plan.bytes, bytesDone: 0, startedAtMs: this.now(), etaMs: null, noRoom: 0, last: null,
+    };
+    this.progress = p;
+    const queue = [...plan.order];
+    const busyShare = Math.min(1, Math.max(0.01, o.busyShare ?? 0.3));
+    try {
+      const worker = async (): Promise<void> => {
+        for (let id = queue.shift(); id !== undefined; id = queue.shift()) {
+          const c = this.containers.get(id);
+          if (!c) continue;
+          const lost = c.positions.filter((pos) => !this.available(pos)).length;
+          try {
+            await this.rebuildContainer(c, busyShare, (bytes) => {
+              p.bytesDone += bytes;
+              const elapsed = this.now() - p.startedAtMs;
+              p.etaMs = p.bytesDone > 0 ? (elapsed * (p.bytesTotal - p.bytesDone)) / p.bytesDone : null;
+            });
+          } catch (err) {
+            if (!(err instanceof TesseraError) || err.code !== 'ERR_NO_SPACE') throw err;
+            p.noRoom++;
+          }
+          p.containersDone++;
+          p.last = { containerId: id, lost };
+          o.onProgress?.({ ...p });
+        }
+      };
+      await Promise.all(Array.from({ length: Math.max(1, o.parallel ?? 4) }, worker));
+    } finally {
+      p.running = false;
+      p.etaMs = 0;
+    }
+    return { ...p };
+  }
+
+  private async rebuildContainer(c: Container, busyShare: number, onBytes: (n: number) => void): Promise<void> {
+    const lost = c.positions.flatMap((pos, i) => (this.available(pos) ? [] : [i]));
+    if (lost.length === 0 || lost.length > c.shape.parityCount) return;
+    const survivors = new Set(c.positions.filter((pos) => this.available(pos)).map((pos) => pos.member!.index));
+    const states = this.members.map(memberStateOf);
+    const a = allocateContainer(states, { dataCount: lost.length, parityCount: 0 }, this.opts.rng, { exclude: survivors, sacrificial: this.sacrificial });
+    const targets = new Map<number, Position>();
+    a.members.forEach((mi, i) => {
+      const member = this.members[mi];
+      let chunk = 0;
+      while (member.usedChunks.has(chunk)) chunk++;
+      member.usedChunks.add(chunk);
+      targets.set(lost[i], { member, chunkIndex: chunk, stale: false });
+    });
+    c.rebuild = { targets, copiedRows: 0 };
+    const rows = this.chunkDataBytes / c.shape.stripBytes;
+    try {
+      for (let row = 0; row < rows; row++) {
+        const t0 = this.now();
+        await this.withRow(c, row, async () => {
+          const strips = await this.readRowRange(c, row, 0, c.shape.stripBytes);
+          await Promise.all(
+            [...targets].map(([position, target]) => {
+              const role = (position - (row % c.positions.length) + c.positions.length) % c.positions.length;
+              return this.writeMember(target, this.dataOffset(target, row * c.shape.stripBytes), strips[role]);
+            }),
+          );
+          c.rebuild!.copiedRows = row + 1;
+        });
+        onBytes(targets.size * c.shape.stripBytes);
+        // Give way to user IO: while it is active, rebuild takes at most busyShare of the time.
+        const spent = this.now() - t0;
+        if (this.now() - this.lastUserIoMs < 50) await this.sleep((spent * (1 - busyShare)) / busyShare);
+      }
+      if ([...targets.values()].some((t) => !this.available(t))) throw new TesseraError('ERR_DEVICE_IO', `rebuild of container ${c.rec.containerId}: a new chunk failed`);
+      // Switch: the new chunks join under a new generation, in every header.
+      const positions = c.positions.map((pos, i) => targets.get(i) ?? pos);
+      const rec: ContainerRecord = {
+        ...c.rec,
+        generation: c.rec.generation + 1,
+        members: positions.map((pos) => (pos.member ? { memberUuid: pos.member.uuid, chunkIndex: pos.chunkIndex } : { memberUuid: UNPLACED_UUID, chunkIndex: 0 })),
+      };
+      const header = Buffer.alloc(RECORD_BYTES);
+      encodeContainer(rec, header);
+      const live = positions.filter((pos) => this.available(pos));
+      await Promise.all(live.map((pos) => this.writeMember(pos, this.chunkOffset(pos.member!, pos.chunkIndex), header)));
+      await Promise.all(live.map((pos) => pos.member!.device!.flush()));
+      c.rec = rec;
+      c.positions = positions;
+    } finally {
+      c.rebuild = undefined;
     }
   }
 
