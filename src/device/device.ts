@@ -22,6 +22,15 @@ export interface BlockDevice {
   write(buf: Uint8Array, offsetBytes: number): Promise<void>;
   flush(): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Devices with redundancy (pools): read the range again from another source
+   * (another mirror copy, or reconstruction from parity treating the strips the
+   * range came from as bad); each attempt tries a different source. Resolves
+   * false when no source is left. The caller checks the result (checksums).
+   */
+  readAlternate?(buf: Uint8Array, offsetBytes: number, attempt: number): Promise<boolean>;
+  /** After readAlternate(attempt) gave valid data: rewrite the bad source from that same alternative. */
+  repairAlternate?(offsetBytes: number, lengthBytes: number, attempt: number): Promise<void>;
 }
 
 export const SECTOR_BYTES = 512;

@@ -100,6 +100,8 @@ export class LocalEngine implements VolumeStore {
   private readonly onFatal?: (err: Error) => void;
   dataWrites = 0;
   checksumErrors = 0;
+  /** Blocks that failed their checksum and were repaired from the device's redundancy (pools). */
+  repairedBlocks = 0;
   ioErrors = 0;
 
   private constructor(
@@ -611,6 +613,7 @@ export class LocalEngine implements VolumeStore {
         directIo: this.device.directIo,
         ioErrors: this.device.stats.read.errors + this.device.stats.write.errors + this.device.stats.flush.errors,
         checksumErrors: this.checksumErrors,
+        repairedBlocks: this.repairedBlocks,
         metadataWrites: this.tableWriter.metadataWrites,
         dataWrites: this.dataWrites,
       },

@@ -15,7 +15,7 @@ import type { Extent, Volume } from '../volume/types.js';
 import type { LocalEngine, VolumeState } from './engine.js';
 import { MAX_IO_BLOCKS } from './engine.js';
 import { BLOCK_DATA_BYTES, BLOCK_STRIDE_BYTES, chunkOffset } from './layout.js';
-import { BlockCheck, checkBlock, sealBlock } from './trailer.js';
+import { BlockCheck, checkBlock, sealBlock, type BlockIdentity } from './trailer.js';
 
 export class LocalVolume implements Volume {
   readonly id: number;
@@ -81,7 +81,11 @@ export class LocalVolume implements Volume {
         const from = pos - blockStart;
         const take = Math.min(BLOCK_DATA_BYTES - from, inObj + len - pos);
         const bo = i * BLOCK_STRIDE_BYTES;
-        const check = checkBlock(buf, bo, { volumeId: v.id, objectIndex: obj, blockIndex: block, generation: gen });
+        let check = checkBlock(buf, bo, { volumeId: v.id, objectIndex: obj, blockIndex: block, generation: gen });
+        if (check === BlockCheck.Corrupt) {
+          const devOffset = chunkOffset(e.layout, chunk) + (first + i) * BLOCK_STRIDE_BYTES;
+          check = await this.fromRedundancy(buf, bo, devOffset, { volumeId: v.id, objectIndex: obj, blockIndex: block, generation: gen });
+        }
         if (check === BlockCheck.Valid) buf.copy(out, dst, bo + from, bo + from + take);
         else if (check === BlockCheck.Unwritten) out.fill(0, dst, dst + take);
         else {
@@ -167,12 +171,42 @@ export class LocalVolume implements Volume {
     const e = this.engine;
     const view = buf.subarray(bo, bo + BLOCK_STRIDE_BYTES);
     await e.device.read(view, deviceOffset);
-    const check = checkBlock(buf, bo, { volumeId: v.id, objectIndex: obj, blockIndex: block, generation: gen });
+    let check = checkBlock(buf, bo, { volumeId: v.id, objectIndex: obj, blockIndex: block, generation: gen });
+    if (check === BlockCheck.Corrupt) check = await this.fromRedundancy(buf, bo, deviceOffset, { volumeId: v.id, objectIndex: obj, blockIndex: block, generation: gen });
     if (check === BlockCheck.Unwritten) buf.fill(0, bo, bo + BLOCK_DATA_BYTES);
     else if (check === BlockCheck.Corrupt) {
       e.checksumErrors++;
       throw new TesseraError('ERR_CHECKSUM', `checksum mismatch in volume "${v.name}" at byte ${obj * e.layout.objectSizeBytes + block * BLOCK_DATA_BYTES} (partial write refused)`);
     }
+  }
+
+  /**
+   * A block failed its checksum: on a device with redundancy (a pool), try each
+   * alternative source; the first that passes the check replaces the block in
+   * buf and is written back over the bad source (repair). Returns the block's
+   * new check (still Corrupt when no source is good: the read fails).
+   */
+  private async fromRedundancy(buf: Buffer, bo: number, devOffset: number, id: BlockIdentity): Promise<BlockCheck> {
+    const e = this.engine;
+    const dev = e.device;
+    if (!dev.readAlternate) return BlockCheck.Corrupt;
+    const alt = Buffer.alloc(BLOCK_STRIDE_BYTES);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        if (!(await dev.readAlternate(alt, devOffset, attempt))) break;
+      } catch (err) {
+        // This source cannot be read (e.g. a copy on a failed member): try the next.
+        if (err instanceof TesseraError && err.code === 'ERR_DEVICE_IO') continue;
+        throw err;
+      }
+      const check = checkBlock(alt, 0, id);
+      if (check === BlockCheck.Corrupt) continue;
+      alt.copy(buf, bo);
+      await dev.repairAlternate?.(devOffset, BLOCK_STRIDE_BYTES, attempt);
+      e.repairedBlocks++;
+      return check;
+    }
+    return BlockCheck.Corrupt;
   }
 
   /**

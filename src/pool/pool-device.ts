@@ -898,6 +898,103 @@ export class PoolDevice implements BlockDevice {
     }
   }
 
+  /** How many alternative sources readAlternate offers: the other copies, or P / Q choices. */
+  private alternatives(c: Container): number {
+    const { dataCount: k, parityCount: m } = c.shape;
+    if (k === 1) return m; // another mirror copy each
+    return m === 1 ? 1 : 3; // RAID5: rebuild from P; RAID6: from P+Q, from Q (P bad too), from P (Q bad too)
+  }
+
+  /** Roles (data strip, and parity per attempt) treated as bad for this alternative. */
+  private distrustedRoles(c: Container, dataIndex: number, attempt: number): number[] {
+    const { dataCount: k, parityCount: m } = c.shape;
+    if (k === 1) return Array.from({ length: 1 + m }, (_, r) => r).filter((r) => r !== attempt + 1);
+    if (attempt === 0) return [dataIndex];
+    return attempt === 1 ? [dataIndex, k] : [dataIndex, k + 1];
+  }
+
+  /** The pieces of a pool range that fall in allocated containers, in order. */
+  private mappedPieces(offsetBytes: number, lengthBytes: number): { c: Container; p: Piece; bufOffset: number }[] {
+    const out: { c: Container; p: Piece; bufOffset: number }[] = [];
+    let pos = offsetBytes;
+    const end = offsetBytes + lengthBytes;
+    while (pos < end) {
+      const ext = Math.floor(pos / this.chunkDataBytes);
+      const inExt = pos - ext * this.chunkDataBytes;
+      const len = Math.min(this.chunkDataBytes - inExt, end - pos);
+      const e = this.extents.get(ext);
+      if (e) for (const p of pieces(e.c.shape, e.index * this.chunkDataBytes + inExt, len)) out.push({ c: e.c, p, bufOffset: pos - offsetBytes + p.bufOffset });
+      pos += len;
+    }
+    return out;
+  }
+
+  /**
+   * The source of each piece for alternative number `attempt`: 0 = as stored,
+   * o >= 1 = the piece rebuilt with distrustedRoles(o - 1). Attempts run
+   * through every combination except "all as stored" (a block may span two
+   * strips of which only one is bad, and the other's row may have bad parity),
+   * so a caller that checks each result finds the good one if there is one.
+   * null when attempt is past the last combination.
+   */
+  private alternativeChoice(ps: { c: Container }[], attempt: number): number[] | null {
+    const radix = ps.map(({ c }) => this.alternatives(c) + 1);
+    let n = attempt + 1;
+    const choice: number[] = [];
+    for (const r of radix) {
+      choice.push(n % r);
+      n = Math.floor(n / r);
+    }
+    return n === 0 ? choice : null;
+  }
+
+  /**
+   * BlockDevice.readAlternate: the range as the redundancy says it is — pieces
+   * from another mirror copy, or reconstructed from parity treating their data
+   * strip (and, for RAID6, P or Q too) as bad. Unallocated space reads as zeros.
+   */
+  async readAlternate(buf: Uint8Array, offsetBytes: number, attempt: number): Promise<boolean> {
+    this.checkIo(offsetBytes, buf.length);
+    const ps = this.mappedPieces(offsetBytes, buf.length);
+    const choice = this.alternativeChoice(ps, attempt);
+    if (choice === null || ps.length === 0) return false;
+    buf.fill(0);
+    for (const [i, { c, p, bufOffset }] of ps.entries()) {
+      const out = buf.subarray(bufOffset, bufOffset + p.lengthBytes);
+      if (choice[i] === 0) {
+        await this.readPiece(c, p, out);
+        continue;
+      }
+      const distrust = this.distrustedRoles(c, p.dataIndex, choice[i] - 1).map((role) => positionOf(c.shape, role, p.row));
+      await this.withRow(c, p.row, async () => {
+        const strips = await this.readRowRange(c, p.row, p.stripOffset, p.lengthBytes, distrust);
+        out.set(strips[p.dataIndex]);
+      });
+    }
+    return true;
+  }
+
+  /** BlockDevice.repairAlternate: rewrites, through the journal, the strips readAlternate(attempt) treated as bad. */
+  async repairAlternate(offsetBytes: number, lengthBytes: number, attempt: number): Promise<void> {
+    this.checkIo(offsetBytes, lengthBytes);
+    const ps = this.mappedPieces(offsetBytes, lengthBytes);
+    const choice = this.alternativeChoice(ps, attempt);
+    if (choice === null) return;
+    for (const [i, { c, p }] of ps.entries()) {
+      if (choice[i] === 0) continue;
+      const roles = this.distrustedRoles(c, p.dataIndex, choice[i] - 1);
+      const distrust = roles.map((role) => positionOf(c.shape, role, p.row));
+      await this.withRow(c, p.row, async () => {
+        const strips = await this.readRowRange(c, p.row, p.stripOffset, p.lengthBytes, distrust);
+        await this.writeRoles(c, p.row, p.stripOffset, strips.map((s, role) => (roles.includes(role) ? s : null)));
+      });
+      this.repairs++;
+    }
+  }
+
+  /** Strip ranges rewritten by repairAlternate. */
+  repairs = 0;
+
   /**
    * Reads every row of every container and checks its parity (mirror copies
    * equal, P and Q match the data). Rows with a chunk unavailable cannot be

@@ -52,6 +52,8 @@ export interface DeviceInfo {
   directIo: boolean;
   ioErrors: number;
   checksumErrors: number;
+  /** Blocks that failed their checksum and were repaired from redundancy (pool devices). */
+  repairedBlocks?: number;
   metadataWrites: number;
   dataWrites: number;
 }
