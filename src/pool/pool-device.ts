@@ -28,7 +28,7 @@ import { TesseraError } from '../stdx/errors.js';
 import type { Prng } from '../stdx/prng.js';
 import { IoStats } from '../stdx/stats.js';
 import { encodeParity, reconstruct } from '../raid/parity.js';
-import { allocateContainer, chooseSacrificial, type MemberState } from './allocator.js';
+import { allocateContainer, chooseSacrificial, memberWeights, type MemberState } from './allocator.js';
 import { capacityBytes, pieces, positionOf, rowBytes, type ContainerShape, type Piece } from './geometry.js';
 import {
   RECORD_BYTES,
@@ -47,6 +47,9 @@ import {
 import { applyParityDelta } from './stripe.js';
 import { JOURNAL_RING_OFFSET, StripeJournal, recoverJournal, writeJournalSuperblocks } from './journal.js';
 import { planRebuild, type ContainerHealth } from './rebuild-plan.js';
+
+/** Rows of one container a rebuild copies at once. */
+const REBUILD_ROWS_AT_ONCE = 4;
 
 /** Labels at 0 and 4 KiB; the stripe journal area from 64 KiB; chunks from the next MiB after it. */
 const LABEL_COPY_OFFSETS = [0, RECORD_BYTES];
@@ -103,8 +106,8 @@ interface Container {
   rec: ContainerRecord;
   shape: ContainerShape;
   positions: Position[];
-  /** While a rebuild copies this container: the new chunk of each lost position, and the rows copied so far. */
-  rebuild?: { targets: Map<number, Position>; copiedRows: number };
+  /** While a rebuild copies this container: the new chunk of each lost position, and which rows are copied (1). */
+  rebuild?: { targets: Map<number, Position>; copied: Uint8Array };
 }
 
 export interface RebuildProgress {
@@ -125,7 +128,7 @@ export interface RebuildProgress {
 }
 
 export interface RebuildOptions {
-  /** Containers rebuilt at once (spreads reads and writes over the members). Default 4. */
+  /** Containers rebuilt at once (spreads reads and writes over the members). Default: twice the members in service. */
   parallel?: number;
   /** Share of the time the rebuild may take while user IO is active (0..1]. Default 0.3. */
   busyShare?: number;
@@ -424,6 +427,7 @@ export class PoolDevice implements BlockDevice {
   async read(buf: Uint8Array, offsetBytes: number): Promise<void> {
     this.checkIo(offsetBytes, buf.length);
     this.lastUserIoMs = this.now();
+    this.userInFlight++;
     const t0 = performance.now();
     try {
       await this.forExtents(offsetBytes, buf.length, async (ext, inExt, len, at) => {
@@ -439,12 +443,15 @@ export class PoolDevice implements BlockDevice {
     } catch (err) {
       this.stats.read.recordError();
       throw err;
+    } finally {
+      this.userInFlight--;
     }
   }
 
   async write(buf: Uint8Array, offsetBytes: number): Promise<void> {
     this.checkIo(offsetBytes, buf.length);
     this.lastUserIoMs = this.now();
+    this.userInFlight++;
     const t0 = performance.now();
     try {
       await this.forExtents(offsetBytes, buf.length, async (ext, inExt, len, at) => {
@@ -456,6 +463,8 @@ export class PoolDevice implements BlockDevice {
     } catch (err) {
       this.stats.write.recordError();
       throw err;
+    } finally {
+      this.userInFlight--;
     }
   }
 
@@ -682,7 +691,7 @@ export class PoolDevice implements BlockDevice {
       byRole.map((b, role) => {
         const position = positionOf(c.shape, role, row);
         // A row a rebuild has copied already also goes to the new chunk.
-        const target = c.rebuild && row < c.rebuild.copiedRows ? c.rebuild.targets.get(position) : undefined;
+        const target = c.rebuild && c.rebuild.copied[row] === 1 ? c.rebuild.targets.get(position) : undefined;
         const pos = target ?? c.positions[position];
         if (!b || !this.available(pos)) return undefined;
         return this.writeMember(pos, this.dataOffset(pos, row * c.shape.stripBytes + stripOffset), b);
@@ -738,6 +747,9 @@ export class PoolDevice implements BlockDevice {
   }
 
   private lastUserIoMs = -Infinity;
+  /** Bytes a running rebuild has scheduled on each member (reads and writes): where new chunks go. */
+  private readonly rebuildLoad = new Map<number, number>();
+  private userInFlight = 0;
   private progress: RebuildProgress | null = null;
 
   private now(): number {
@@ -745,7 +757,7 @@ export class PoolDevice implements BlockDevice {
   }
 
   private sleep(ms: number): Promise<void> {
-    return (this.opts.sleep ?? ((t: number) => new Promise<void>((r) => setTimeout(r, t))))(ms);
+    return (this.opts.sleep ?? ((t: number) => new Promise<void>((r) => (t <= 0 ? setImmediate(r) : setTimeout(r, t)))))(ms);
   }
 
   /** The running or last rebuild's progress (for `pool info` and `pool rebuild --wait`). */
@@ -813,6 +825,7 @@ export class PoolDevice implements BlockDevice {
       bytesTotal: plan.bytes, bytesDone: 0, startedAtMs: this.now(), etaMs: null, noRoom: 0, last: null,
     };
     this.progress = p;
+    this.rebuildLoad.clear();
     const queue = [...plan.order];
     const busyShare = Math.min(1, Math.max(0.01, o.busyShare ?? 0.3));
     try {
@@ -836,7 +849,9 @@ export class PoolDevice implements BlockDevice {
           o.onProgress?.({ ...p });
         }
       };
-      await Promise.all(Array.from({ length: Math.max(1, o.parallel ?? 4) }, worker));
+      // More members can serve more containers at once: scale with them.
+      const parallel = Math.max(1, o.parallel ?? 2 * this.usableDevices().length);
+      await Promise.all(Array.from({ length: parallel }, worker));
     } finally {
       p.running = false;
       p.etaMs = 0;
@@ -849,7 +864,18 @@ export class PoolDevice implements BlockDevice {
     if (lost.length === 0 || lost.length > c.shape.parityCount) return;
     const survivors = new Set(c.positions.filter((pos) => this.available(pos)).map((pos) => pos.member!.index));
     const states = this.members.map(memberStateOf);
-    const a = allocateContainer(states, { dataCount: lost.length, parityCount: 0 }, this.opts.rng, { exclude: survivors, sacrificial: this.sacrificial });
+    // Rebuild writes go where the rebuild has scheduled the least IO so far (reads
+    // from survivors count too), so that every surviving member works evenly; the
+    // allocator's weights only break ties.
+    const weights = memberWeights(states, this.sacrificial);
+    const eligible = states.filter((m, i) => weights[i] > 0 && !survivors.has(m.index));
+    if (eligible.length === 0) throw new TesseraError('ERR_NO_SPACE', `no member has room for a new chunk of container ${c.rec.containerId}`);
+    const load = (i: number) => this.rebuildLoad.get(i) ?? 0;
+    eligible.sort((x, y) => load(x.index) - load(y.index) || weights[y.index] - weights[x.index]);
+    const chosen = eligible.slice(0, lost.length).map((m) => m.index);
+    for (const i of survivors) this.rebuildLoad.set(i, load(i) + this.chunkDataBytes);
+    for (const i of chosen) this.rebuildLoad.set(i, load(i) + this.chunkDataBytes);
+    const a = { members: chosen };
     const targets = new Map<number, Position>();
     a.members.forEach((mi, i) => {
       const member = this.members[mi];
@@ -858,25 +884,32 @@ export class PoolDevice implements BlockDevice {
       member.usedChunks.add(chunk);
       targets.set(lost[i], { member, chunkIndex: chunk, stale: false });
     });
-    c.rebuild = { targets, copiedRows: 0 };
     const rows = this.chunkDataBytes / c.shape.stripBytes;
+    c.rebuild = { targets, copied: new Uint8Array(rows) };
+    const copyRow = async (row: number): Promise<void> => {
+      await this.withRow(c, row, async () => {
+        const strips = await this.readRowRange(c, row, 0, c.shape.stripBytes);
+        await Promise.all(
+          [...targets].map(([position, target]) => {
+            const role = (position - (row % c.positions.length) + c.positions.length) % c.positions.length;
+            return this.writeMember(target, this.dataOffset(target, row * c.shape.stripBytes), strips[role]);
+          }),
+        );
+        c.rebuild!.copied[row] = 1;
+      });
+      onBytes(targets.size * c.shape.stripBytes);
+    };
     try {
-      for (let row = 0; row < rows; row++) {
+      // Rows in windows of REBUILD_ROWS_AT_ONCE: each row reads every survivor and
+      // writes every new chunk, so a window keeps all of them busy.
+      for (let row = 0; row < rows; row += REBUILD_ROWS_AT_ONCE) {
         const t0 = this.now();
-        await this.withRow(c, row, async () => {
-          const strips = await this.readRowRange(c, row, 0, c.shape.stripBytes);
-          await Promise.all(
-            [...targets].map(([position, target]) => {
-              const role = (position - (row % c.positions.length) + c.positions.length) % c.positions.length;
-              return this.writeMember(target, this.dataOffset(target, row * c.shape.stripBytes), strips[role]);
-            }),
-          );
-          c.rebuild!.copiedRows = row + 1;
-        });
-        onBytes(targets.size * c.shape.stripBytes);
+        await Promise.all(Array.from({ length: Math.min(REBUILD_ROWS_AT_ONCE, rows - row) }, (_, i) => copyRow(row + i)));
         // Give way to user IO: while it is active, rebuild takes at most busyShare of the time.
         const spent = this.now() - t0;
-        if (this.now() - this.lastUserIoMs < 50) await this.sleep((spent * (1 - busyShare)) / busyShare);
+        // User IO is active if some is in flight or some started during this window.
+        if (this.userInFlight > 0 || this.lastUserIoMs >= t0) await this.sleep((spent * (1 - busyShare)) / busyShare);
+        else await this.sleep(0); // one turn of the event loop: IO that arrives meanwhile gets in
       }
       if ([...targets.values()].some((t) => !this.available(t))) throw new TesseraError('ERR_DEVICE_IO', `rebuild of container ${c.rec.containerId}: a new chunk failed`);
       // Switch: the new chunks join under a new generation, in every header.
