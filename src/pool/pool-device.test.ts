@@ -15,6 +15,7 @@ import { Prng, seedFromEnv } from '../stdx/prng.js';
 import { TesseraError } from '../stdx/errors.js';
 import { LocalEngine } from '../engine/engine.js';
 import { BufferPool } from '../stdx/buffer-pool.js';
+import { loadSimdParity } from '../io/node/raid-wasm.js';
 
 const SEED = seedFromEnv();
 console.log(`pool-device.test seed: TESSERA_SEED=${SEED}`);
@@ -160,6 +161,22 @@ for (const shape of SHAPES) {
     await withAll.close();
   });
 }
+
+test('the WebAssembly SIMD codec drives the pool like the TypeScript one (raid6, degraded, scrub)', async () => {
+  const seed = SEED ^ 21;
+  const devs = Array.from({ length: 7 }, (_, i) => new SimDevice(4 * MiB, new Prng(seed + i), `m${i}`, `sim://m${i}`));
+  await PoolDevice.format(devs, { protection: 'raid6', dataCount: 4, stripBytes: STRIP, chunkDataBytes: CHUNK, journalBytes: JOURNAL, dataZeroed: true, newUuid });
+  const pool = await PoolDevice.open(devs, { rng: new Prng(seed), newUuid, codec: loadSimdParity() });
+  const span = 2 * MiB;
+  const model = Buffer.alloc(span);
+  const rng = new Prng(seed);
+  await randomIo(pool, rng, 300, model, span);
+  assert.ok((await checkParity(devs)) > 0, 'parity written by the SIMD codec matches the TypeScript oracle');
+  await pool.failMember(1);
+  await pool.failMember(4);
+  await randomIo(pool, rng, 200, model, span);
+  await checkAll(pool, model, span);
+});
 
 test('more failed members than the parity covers: reads of lost data fail with ERR_DEVICE_IO, never garbage', async () => {
   const { pool } = await makePool('raid5', 5, SEED ^ 11);

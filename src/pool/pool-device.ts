@@ -27,7 +27,12 @@ import { assert } from '../stdx/assert.js';
 import { TesseraError } from '../stdx/errors.js';
 import type { Prng } from '../stdx/prng.js';
 import { IoStats } from '../stdx/stats.js';
-import { encodeParity, reconstruct } from '../raid/parity.js';
+import * as tsCodec from '../raid/parity.js';
+
+export interface ParityCodec {
+  encodeParity(data: readonly (Uint8Array | null)[], p: Uint8Array, q?: Uint8Array | null): void;
+  reconstruct(blocks: readonly Uint8Array[], dataCount: number, parityCount: number, missing: readonly number[]): void;
+}
 import { allocateContainer, chooseSacrificial, memberWeights, type MemberState } from './allocator.js';
 import { capacityBytes, pieces, positionOf, rowBytes, type ContainerShape, type Piece } from './geometry.js';
 import {
@@ -47,6 +52,7 @@ import {
 import { applyParityDelta } from './stripe.js';
 import { JOURNAL_RING_OFFSET, StripeJournal, recoverJournal, writeJournalSuperblocks } from './journal.js';
 import { planRebuild, type ContainerHealth } from './rebuild-plan.js';
+import { CapacityWatch, DEFAULT_THRESHOLDS, type AlarmLevel, type CapacityThresholds } from './alarms.js';
 
 /** Rows of one container a rebuild copies at once. */
 const REBUILD_ROWS_AT_ONCE = 4;
@@ -83,6 +89,14 @@ export interface PoolOpenOptions {
   /** Clock and sleep for rebuild pacing and progress (default: performance.now and setTimeout). */
   nowMs?: () => number;
   sleep?: (ms: number) => Promise<void>;
+  /** Capacity alarm thresholds (default 80 % and 95 %) and where alarm changes go (the daemon logs them). */
+  thresholds?: CapacityThresholds;
+  /**
+   * The parity codec: the TypeScript one by default; the daemon passes the
+   * WebAssembly SIMD one (io/node/raid-wasm.ts), 10x faster, same contract.
+   */
+  codec?: ParityCodec;
+  onAlarm?: (level: AlarmLevel, usedFraction: number, was: AlarmLevel) => void;
 }
 
 interface Member {
@@ -171,6 +185,26 @@ export class PoolDevice implements BlockDevice {
     private readonly opts: PoolOpenOptions,
   ) {
     this.path = `pool:${name}`;
+    this.capacityWatch = new CapacityWatch(opts.thresholds ?? DEFAULT_THRESHOLDS, (level, used, was) => opts.onAlarm?.(level, used, was));
+  }
+
+  private readonly capacityWatch: CapacityWatch;
+
+  private get codec(): ParityCodec {
+    return this.opts.codec ?? tsCodec;
+  }
+
+  /** Chunks in use over the chunks of in-service members (what thin provisioning can still give). */
+  capacity(): { usedChunks: number; totalChunks: number; usedFraction: number; alarm: AlarmLevel } {
+    let used = 0;
+    let total = 0;
+    for (const m of this.members) {
+      if (!m.device || m.failed || !m.label) continue;
+      used += m.usedChunks.size;
+      total += m.label.chunkCount;
+    }
+    const usedFraction = total > 0 ? used / total : 1;
+    return { usedChunks: used, totalChunks: total, usedFraction, alarm: this.capacityWatch.update(usedFraction) };
   }
 
   get sizeBytes(): number {
@@ -266,6 +300,7 @@ export class PoolDevice implements BlockDevice {
     pool.labelSequence = newest.sequence;
     await pool.scanHeaders();
     await pool.replayJournal();
+    pool.capacity();
     return pool;
   }
 
@@ -396,6 +431,7 @@ export class PoolDevice implements BlockDevice {
     if (!(Number.isInteger(index) && index >= 0 && index < this.members.length)) throw new TesseraError('ERR_NOT_FOUND', `pool ${this.name} has no member ${index}`);
     this.members[index].failed = true;
     await this.writeLabels();
+    this.capacity();
   }
 
   /** Rewrites every usable member's label (next sequence) with the current failed set. */
@@ -544,6 +580,7 @@ export class PoolDevice implements BlockDevice {
         const e = first + i;
         if (e < extentCount && !this.extents.has(e)) this.extents.set(e, { c, index: i });
       }
+      this.capacity();
       return this.extents.get(ext)!;
     });
     this.allocating = run.catch(() => undefined);
@@ -641,7 +678,7 @@ export class PoolDevice implements BlockDevice {
         if (good < 0) throw new TesseraError('ERR_DEVICE_IO', `all ${width} copies of container ${c.rec.containerId} row ${row} are unavailable`);
         for (const r of lost) blocks[r].set(blocks[good]);
       } else {
-        reconstruct(blocks, k, m, lost); // ERR_DEVICE_IO when more than m are lost
+        this.codec.reconstruct(blocks, k, m, lost); // ERR_DEVICE_IO when more than m are lost
       }
     }
     return blocks;
@@ -668,7 +705,7 @@ export class PoolDevice implements BlockDevice {
     const strips = rowPieces.map((p) => data.subarray(p.bufOffset, p.bufOffset + p.lengthBytes));
     const parity = Array.from({ length: m }, () => new Uint8Array(stripBytes));
     if (k === 1) for (const p of parity) p.set(strips[0]);
-    else encodeParity(strips, parity[0], m === 2 ? parity[1] : null);
+    else this.codec.encodeParity(strips, parity[0], m === 2 ? parity[1] : null);
     await this.writeRoles(c, row, 0, [...strips, ...parity]);
   }
 
@@ -740,7 +777,7 @@ export class PoolDevice implements BlockDevice {
       // missing), the new data in, parity recomputed, the survivors written.
       const blocks = await this.readRowRange(c, row, p.stripOffset, p.lengthBytes);
       blocks[p.dataIndex].set(newData);
-      encodeParity(blocks.slice(0, k), blocks[k], m === 2 ? blocks[k + 1] : null);
+      this.codec.encodeParity(blocks.slice(0, k), blocks[k], m === 2 ? blocks[k + 1] : null);
       const byRole = blocks.map((b, role) => (role === p.dataIndex || role >= k ? b : null));
       await this.writeRoles(c, row, p.stripOffset, byRole);
     }
@@ -799,6 +836,7 @@ export class PoolDevice implements BlockDevice {
     this.members.push({ index, uuid: label.memberUuid, device, label, failed: false, usedChunks: new Set(), bytesWritten: 0 });
     for (const m of this.members) if (m.label) m.label = { ...m.label, pool: { ...this.params } };
     await this.writeLabels();
+    this.capacity();
     return index;
   }
 
@@ -855,6 +893,7 @@ export class PoolDevice implements BlockDevice {
     } finally {
       p.running = false;
       p.etaMs = 0;
+      this.capacity();
     }
     return { ...p };
   }
@@ -1049,7 +1088,7 @@ export class PoolDevice implements BlockDevice {
         else {
           const p = new Uint8Array(stripBytes);
           const q = new Uint8Array(stripBytes);
-          encodeParity(strips.slice(0, k), p, m === 2 ? q : null);
+          this.codec.encodeParity(strips.slice(0, k), p, m === 2 ? q : null);
           ok = Buffer.from(p).equals(Buffer.from(strips[k])) && (m < 2 || Buffer.from(q).equals(Buffer.from(strips[k + 1])));
         }
         if (!ok) out.mismatches.push({ containerId: c.rec.containerId, row });
