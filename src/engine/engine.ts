@@ -96,7 +96,7 @@ export class LocalEngine implements VolumeStore {
   private flushQueued: Promise<void> | null = null;
   private fatal: Error | null = null;
   private closed = false;
-  private readonly log: LogFn;
+  readonly log: LogFn;
   private readonly onFatal?: (err: Error) => void;
   dataWrites = 0;
   checksumErrors = 0;

@@ -202,8 +202,13 @@ export class LocalVolume implements Volume {
       const check = checkBlock(alt, 0, id);
       if (check === BlockCheck.Corrupt) continue;
       alt.copy(buf, bo);
-      await dev.repairAlternate?.(devOffset, BLOCK_STRIDE_BYTES, attempt);
-      e.repairedBlocks++;
+      // The read has good data now; a repair that fails is retried by the next read.
+      try {
+        await dev.repairAlternate?.(devOffset, BLOCK_STRIDE_BYTES, attempt);
+        e.repairedBlocks++;
+      } catch (err) {
+        e.log('warn', `repairing the block at device byte ${devOffset} failed: ${(err as Error).message}`);
+      }
       return check;
     }
     return BlockCheck.Corrupt;

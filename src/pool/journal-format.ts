@@ -146,6 +146,6 @@ export function decodeJournalPayload(h: JournalRecordHeader, buf: Buffer, at: nu
       p += h.lengthBytes;
     } else byRole.push(null);
   }
-  if (h.roleMask >>> width !== 0) return null; // roles beyond the container
+  if (width < 32 && h.roleMask >>> width !== 0) return null; // roles beyond the container (>>> 32 would be >>> 0)
   return { containerId: h.containerId, generation: h.generation, row: h.row, stripOffset: h.stripOffset, lengthBytes: h.lengthBytes, byRole };
 }

@@ -12,7 +12,7 @@
 // every appended record's in-place writes, flushes every member, and records
 // (checkpointSeq, head) in the superblocks of every member.
 //
-// Invariants: sequence numbers rise by one per record, in ring order, so
+// Invariants: sequence numbers rise by one per durable record, in ring order, so
 // recovery follows them from the checkpoint and stops at the first gap or bad
 // crc (a torn batch was never acknowledged, and its in-place writes never
 // started); the ring never overwrites an unretired record; a record's in-place
@@ -50,8 +50,9 @@ export interface JournalDeps {
 
 interface Pending {
   u: RowUpdate;
+  /** Given when its batch is written. */
   seq: number;
-  resolve: () => void;
+  resolve: (this: Pending) => void;
   reject: (err: Error) => void;
 }
 
@@ -63,7 +64,6 @@ export interface JournalPosition {
 
 export class StripeJournal {
   private readonly ringBytes: number;
-  private nextSeq: number;
   private head: number;
   private tail: number;
   private sbSequence: number;
@@ -81,7 +81,6 @@ export class StripeJournal {
   ) {
     this.ringBytes = deps.areaBytes - JOURNAL_RING_OFFSET;
     assert(this.ringBytes >= 64 * 1024, `journal ring of ${this.ringBytes} bytes is too small`);
-    this.nextSeq = at.nextSeq;
     this.head = at.head;
     this.tail = at.head;
     this.sbSequence = at.sbSequence;
@@ -93,12 +92,16 @@ export class StripeJournal {
     return Math.floor(this.ringBytes / 4);
   }
 
-  /** Appends the update; resolves with its sequence number once it is durable on every journal member. */
+  /**
+   * Appends the update; resolves with its sequence number once it is durable on
+   * every journal member. Numbers are given when the batch is written and kept
+   * only if it became durable: a failed batch leaves no gap (a gap would end
+   * recovery early and hide every later record).
+   */
   log(u: RowUpdate): Promise<number> {
     assert(recordBytes(u) <= this.maxBatchBytes, `a ${recordBytes(u)}-byte journal record exceeds the ring's batch limit ${this.maxBatchBytes}`);
-    const seq = this.nextSeq++;
     return new Promise<number>((resolve, reject) => {
-      this.pending.push({ u, seq, resolve: () => resolve(seq), reject });
+      this.pending.push({ u, seq: 0, resolve: function (this: Pending) { resolve(this.seq); }, reject });
       if (!this.writing) {
         this.writing = true;
         queueMicrotask(() => void this.writeLoop());
@@ -122,7 +125,7 @@ export class StripeJournal {
         try {
           await this.appendBatch(batch, bytes);
           for (const p of batch) this.unapplied.add(p.seq);
-          for (const p of batch) p.resolve();
+          for (const p of batch) p.resolve.call(p);
         } catch (err) {
           for (const p of batch) p.reject(err as Error);
         }
@@ -150,18 +153,19 @@ export class StripeJournal {
     }
     const buf = Buffer.alloc(bytes);
     let off = 0;
+    let seq = this.lastAppendedSeq;
     for (const p of batch) {
-      // Records must follow each other in sequence order.
-      assert(p.seq === this.lastAppendedSeq + 1, `journal record ${p.seq} after ${this.lastAppendedSeq}`);
+      p.seq = ++seq;
       encodeJournalRecord(p.u, p.seq, this.deps.poolUuid, buf, off);
       off += recordBytes(p.u);
-      this.lastAppendedSeq = p.seq;
     }
     const devices = this.deps.journalDevices();
     if (devices.length === 0) throw new TesseraError('ERR_DEVICE_IO', 'no usable member for the stripe journal');
     const where = this.deps.areaOffset + JOURNAL_RING_OFFSET + at;
     await Promise.all(devices.map((d) => d.write(buf, where)));
     await Promise.all(devices.map((d) => d.flush()));
+    // Durable: only now do the numbers and the ring space count as used.
+    this.lastAppendedSeq = seq;
     this.head = at + bytes;
     this.stats.records += batch.length;
     this.stats.batches++;

@@ -54,6 +54,9 @@ import { JOURNAL_RING_OFFSET, StripeJournal, recoverJournal, writeJournalSuperbl
 import { planRebuild, type ContainerHealth } from './rebuild-plan.js';
 import { CapacityWatch, DEFAULT_THRESHOLDS, type AlarmLevel, type CapacityThresholds } from './alarms.js';
 
+/** Tries of a member write that fails with an error other than ERR_DEVICE_IO before the member is failed. */
+const WRITE_RETRIES = 3;
+
 /** Rows of one container a rebuild copies at once. */
 const REBUILD_ROWS_AT_ONCE = 4;
 
@@ -298,6 +301,11 @@ export class PoolDevice implements BlockDevice {
     for (const f of newest.failedMembers) if (f < members.length) members[f].failed = true;
     const pool = new PoolDevice(opts.name ?? first.poolUuid.slice(0, 8), first.poolUuid, { ...newest.pool }, first.chunkDataBytes, members, opts);
     pool.labelSequence = newest.sequence;
+    // A member missing now misses every write from here on: record it as failed,
+    // so that its device, if it comes back, is not read (replace and rebuild it).
+    const missing = members.filter((m) => !m.device && !m.failed);
+    for (const m of missing) m.failed = true;
+    if (missing.length > 0) await pool.writeLabels();
     await pool.scanHeaders();
     await pool.replayJournal();
     pool.capacity();
@@ -310,7 +318,9 @@ export class PoolDevice implements BlockDevice {
 
   /** Reads every chunk header of every present member and rebuilds containers and the extent map. */
   private async scanHeaders(): Promise<void> {
-    const seen = new Map<number, { rec: ContainerRecord; holders: Map<string, number> }>();
+    // Per container: the newest record, and every chunk holding a header of it
+    // (any generation) at the position it has in that header.
+    const seen = new Map<number, { rec: ContainerRecord; holders: Set<string> }>();
     const buf = Buffer.alloc(RECORD_BYTES);
     for (const m of this.members) {
       if (!m.device || !m.label) continue;
@@ -321,31 +331,29 @@ export class PoolDevice implements BlockDevice {
         const pos = rec.members.findIndex((x) => x.memberUuid === m.uuid && x.chunkIndex === c);
         if (pos < 0) continue; // a header copied elsewhere: not this chunk's
         m.usedChunks.add(c);
-        const s = seen.get(rec.containerId);
-        if (!s || rec.generation > s.rec.generation) {
-          const holders = new Map<string, number>();
-          // Keep chunks holding the same generation only.
-          if (s && s.rec.generation === rec.generation) for (const [k, v] of s.holders) holders.set(k, v);
-          holders.set(`${m.uuid}:${c}`, pos);
-          seen.set(rec.containerId, { rec, holders });
-        } else if (rec.generation === s.rec.generation) {
-          s.holders.set(`${m.uuid}:${c}`, pos);
-        }
+        const s = seen.get(rec.containerId) ?? { rec, holders: new Set<string>() };
+        if (rec.generation > s.rec.generation) s.rec = rec;
+        s.holders.add(`${m.uuid}:${c}:${pos}`);
+        seen.set(rec.containerId, s);
       }
     }
     const byUuid = new Map(this.members.filter((m) => m.uuid).map((m) => [m.uuid, m]));
     const incomplete: Position[][] = [];
     for (const { rec, holders } of seen.values()) {
       this.nextContainerId = Math.max(this.nextContainerId, rec.containerId + 1);
-      const positions: Position[] = rec.members.map((x) => {
+      // A chunk with an older generation's header at the same position is still
+      // this container's (a rebuild switch adds chunks, it does not move the
+      // others); a chunk with no header of it at all is stale.
+      const positions: Position[] = rec.members.map((x, i) => {
         const member = byUuid.get(x.memberUuid) ?? null;
         if (member) member.usedChunks.add(x.chunkIndex);
-        return { member, chunkIndex: x.chunkIndex, stale: !holders.has(`${x.memberUuid}:${x.chunkIndex}`) };
+        return { member, chunkIndex: x.chunkIndex, stale: !holders.has(`${x.memberUuid}:${x.chunkIndex}:${i}`) };
       });
-      // Data is written to a container only after its header is durable on every
-      // placed chunk. A chunk of an in-service member without the header means
-      // the creation was cut short: the container never held data.
-      if (positions.some((p) => p.member && p.member.device && !p.member.failed && p.stale)) {
+      // Data goes into a new container only after its header is durable on every
+      // placed chunk: a first-generation container with a chunk of an in-service
+      // member lacking it was cut short at creation and never held data. A later
+      // generation always holds data: it is kept, its missing chunks stale.
+      if (rec.generation === 1 && positions.some((p) => p.member && p.member.device && !p.member.failed && p.stale)) {
         incomplete.push(positions);
         continue;
       }
@@ -406,7 +414,11 @@ export class PoolDevice implements BlockDevice {
   private addContainer(rec: ContainerRecord, positions: Position[]): Container {
     const c: Container = { rec, positions, shape: { dataCount: rec.dataCount, parityCount: rec.parityCount, stripBytes: rec.stripBytes, chunkDataBytes: this.chunkDataBytes } };
     this.containers.set(rec.containerId, c);
-    for (let i = 0; i < rec.dataCount; i++) this.extents.set(rec.firstExtent + i, { c, index: i });
+    for (let i = 0; i < rec.dataCount; i++) {
+      const e = rec.firstExtent + i;
+      // Only the extents the container owns; an extent is never taken from another.
+      if ((rec.ownedMask >>> i) & 1 && !this.extents.has(e)) this.extents.set(e, { c, index: i });
+    }
     return c;
   }
 
@@ -461,12 +473,8 @@ export class PoolDevice implements BlockDevice {
   // ---------------------------------------------------------------- IO
 
   async read(buf: Uint8Array, offsetBytes: number): Promise<void> {
-    this.checkIo(offsetBytes, buf.length);
-    this.lastUserIoMs = this.now();
-    this.userInFlight++;
-    const t0 = performance.now();
-    try {
-      await this.forExtents(offsetBytes, buf.length, async (ext, inExt, len, at) => {
+    await this.userIo('read', buf.length, offsetBytes, () =>
+      this.forExtents(offsetBytes, buf.length, async (ext, inExt, len, at) => {
         const e = this.extents.get(ext);
         const out = buf.subarray(at, at + len);
         if (!e) {
@@ -474,30 +482,30 @@ export class PoolDevice implements BlockDevice {
           return;
         }
         for (const p of pieces(e.c.shape, e.index * this.chunkDataBytes + inExt, len)) await this.readPiece(e.c, p, out.subarray(p.bufOffset, p.bufOffset + p.lengthBytes));
-      });
-      this.stats.read.record(buf.length, (performance.now() - t0) * 1000);
-    } catch (err) {
-      this.stats.read.recordError();
-      throw err;
-    } finally {
-      this.userInFlight--;
-    }
+      }),
+    );
   }
 
   async write(buf: Uint8Array, offsetBytes: number): Promise<void> {
-    this.checkIo(offsetBytes, buf.length);
+    await this.userIo('write', buf.length, offsetBytes, () =>
+      this.forExtents(offsetBytes, buf.length, async (ext, inExt, len, at) => {
+        const e = this.extents.get(ext) ?? (await this.allocateFor(ext));
+        await this.writeRange(e.c, e.index * this.chunkDataBytes + inExt, buf.subarray(at, at + len));
+      }),
+    );
+  }
+
+  /** A user read or write: checked, counted in flight (rebuild pacing) and in the stats. */
+  private async userIo(kind: 'read' | 'write', lengthBytes: number, offsetBytes: number, fn: () => Promise<void>): Promise<void> {
+    this.checkIo(offsetBytes, lengthBytes);
     this.lastUserIoMs = this.now();
     this.userInFlight++;
     const t0 = performance.now();
     try {
-      await this.forExtents(offsetBytes, buf.length, async (ext, inExt, len, at) => {
-        const e = this.extents.get(ext) ?? (await this.allocateFor(ext));
-        const data = buf.subarray(at, at + len);
-        await this.writeRange(e.c, e.index * this.chunkDataBytes + inExt, data);
-      });
-      this.stats.write.record(buf.length, (performance.now() - t0) * 1000);
+      await fn();
+      this.stats[kind].record(lengthBytes, (performance.now() - t0) * 1000);
     } catch (err) {
-      this.stats.write.recordError();
+      this.stats[kind].recordError();
       throw err;
     } finally {
       this.userInFlight--;
@@ -522,16 +530,21 @@ export class PoolDevice implements BlockDevice {
     }
   }
 
-  private async forExtents(offsetBytes: number, lengthBytes: number, fn: (extent: number, inExtent: number, len: number, bufOffset: number) => Promise<void>): Promise<void> {
-    let pos = offsetBytes;
-    const end = offsetBytes + lengthBytes;
-    while (pos < end) {
+  /** The range cut at extent boundaries: extent, offset in it, length, offset in the caller's buffer. */
+  private extentSpans(offsetBytes: number, lengthBytes: number): { ext: number; inExt: number; len: number; at: number }[] {
+    const out: { ext: number; inExt: number; len: number; at: number }[] = [];
+    for (let pos = offsetBytes, end = offsetBytes + lengthBytes; pos < end; ) {
       const ext = Math.floor(pos / this.chunkDataBytes);
       const inExt = pos - ext * this.chunkDataBytes;
       const len = Math.min(this.chunkDataBytes - inExt, end - pos);
-      await fn(ext, inExt, len, pos - offsetBytes);
+      out.push({ ext, inExt, len, at: pos - offsetBytes });
       pos += len;
     }
+    return out;
+  }
+
+  private async forExtents(offsetBytes: number, lengthBytes: number, fn: (extent: number, inExtent: number, len: number, bufOffset: number) => Promise<void>): Promise<void> {
+    for (const s of this.extentSpans(offsetBytes, lengthBytes)) await fn(s.ext, s.inExt, s.len, s.at);
   }
 
   /** Allocates the container for an unmapped extent (serialized: one allocation at a time). */
@@ -557,10 +570,13 @@ export class PoolDevice implements BlockDevice {
         member.usedChunks.add(chunk);
         return { member, chunkIndex: chunk, stale: false };
       });
+      let ownedMask = 0;
+      for (let i = 0; i < a.dataCount; i++) if (first + i < extentCount && !this.extents.has(first + i)) ownedMask |= 1 << i;
       const rec: ContainerRecord = {
         containerId: this.nextContainerId++,
         generation: 1,
         firstExtent: first,
+        ownedMask: ownedMask >>> 0,
         protection: this.params.protection,
         dataCount: a.dataCount,
         parityCount: a.parityCount,
@@ -576,10 +592,7 @@ export class PoolDevice implements BlockDevice {
       // The headers are durable before any data goes in (open relies on it).
       await Promise.all(positions.map((p) => (p.member && this.available(p) ? p.member.device!.flush() : undefined)));
       this.containers.set(rec.containerId, c);
-      for (let i = 0; i < rec.dataCount; i++) {
-        const e = first + i;
-        if (e < extentCount && !this.extents.has(e)) this.extents.set(e, { c, index: i });
-      }
+      for (let i = 0; i < rec.dataCount; i++) if ((rec.ownedMask >>> i) & 1) this.extents.set(first + i, { c, index: i });
       this.capacity();
       return this.extents.get(ext)!;
     });
@@ -599,15 +612,41 @@ export class PoolDevice implements BlockDevice {
   }
 
   /** A write to a member; a failing member is taken out of service (the IO goes on degraded if the row allows). */
+  /**
+   * A write to a member. A member whose writes fail (ERR_DEVICE_IO, or another
+   * error that persists over WRITE_RETRIES tries, such as a partition's ERR_LIMIT)
+   * is taken out of service, and that is recorded in the labels before the IO
+   * goes on degraded: its chunks now miss a write and must never be read again.
+   */
   private async writeMember(p: Position, offsetBytes: number, data: Uint8Array): Promise<void> {
     if (!this.available(p)) return;
-    try {
-      await p.member!.device!.write(data, offsetBytes);
-      p.member!.bytesWritten += data.length;
-    } catch (err) {
-      if (!(err instanceof TesseraError) || err.code !== 'ERR_DEVICE_IO') throw err;
-      p.member!.failed = true;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await p.member!.device!.write(data, offsetBytes);
+        p.member!.bytesWritten += data.length;
+        return;
+      } catch (err) {
+        if (!(err instanceof TesseraError) || err.code === 'ERR_CLOSED') throw err;
+        if (err.code !== 'ERR_DEVICE_IO' && attempt < WRITE_RETRIES) {
+          await this.sleep(10 * (attempt + 1));
+          continue;
+        }
+        if (!p.member!.failed) {
+          p.member!.failed = true;
+          await this.persistFailures();
+        }
+        return;
+      }
     }
+  }
+
+  private labelWrites: Promise<void> = Promise.resolve();
+
+  /** Records the failed members in the labels; calls are serialized. */
+  private persistFailures(): Promise<void> {
+    const run = this.labelWrites.then(() => this.writeLabels());
+    this.labelWrites = run.catch(() => undefined);
+    return run;
   }
 
   private async withRow<T>(c: Container, row: number, fn: () => Promise<T>): Promise<T> {
@@ -640,8 +679,10 @@ export class PoolDevice implements BlockDevice {
     await this.withRow(c, p.row, async () => {
       const strips = await this.readRowRange(c, p.row, p.stripOffset, p.lengthBytes, [p.position]);
       out.set(strips[p.dataIndex]);
+      // Repair under the same row lock and through the journal, so that a write
+      // to this row cannot land between the reconstruction and the write-back.
+      if (this.available(pos)) await this.writeRoles(c, p.row, p.stripOffset, strips.map((s, role) => (role === p.dataIndex ? s : null)));
     });
-    if (this.available(pos)) await this.writeMember(pos, this.dataOffset(pos, p.chunkOffset), out);
   }
 
   /**
@@ -724,7 +765,9 @@ export class PoolDevice implements BlockDevice {
   }
 
   private async writeInPlace(c: Container, row: number, stripOffset: number, byRole: (Uint8Array | null)[]): Promise<void> {
-    await Promise.all(
+    // Settle every member write before returning (or failing): none may land after
+    // the record is retired.
+    const settled = await Promise.allSettled(
       byRole.map((b, role) => {
         const position = positionOf(c.shape, role, row);
         // A row a rebuild has copied already also goes to the new chunk.
@@ -734,6 +777,8 @@ export class PoolDevice implements BlockDevice {
         return this.writeMember(pos, this.dataOffset(pos, row * c.shape.stripBytes + stripOffset), b);
       }),
     );
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
     const lost = c.positions.filter((p) => !this.available(p)).length;
     if (lost > c.shape.parityCount) throw new TesseraError('ERR_DEVICE_IO', `container ${c.rec.containerId} lost ${lost} of ${c.positions.length} chunks`);
   }
@@ -866,9 +911,10 @@ export class PoolDevice implements BlockDevice {
     this.rebuildLoad.clear();
     const queue = [...plan.order];
     const busyShare = Math.min(1, Math.max(0.01, o.busyShare ?? 0.3));
+    let aborted = false;
     try {
       const worker = async (): Promise<void> => {
-        for (let id = queue.shift(); id !== undefined; id = queue.shift()) {
+        for (let id = queue.shift(); id !== undefined && !aborted; id = queue.shift()) {
           const c = this.containers.get(id);
           if (!c) continue;
           const lost = c.positions.filter((pos) => !this.available(pos)).length;
@@ -879,7 +925,10 @@ export class PoolDevice implements BlockDevice {
               p.etaMs = p.bytesDone > 0 ? (elapsed * (p.bytesTotal - p.bytesDone)) / p.bytesDone : null;
             });
           } catch (err) {
-            if (!(err instanceof TesseraError) || err.code !== 'ERR_NO_SPACE') throw err;
+            if (!(err instanceof TesseraError) || err.code !== 'ERR_NO_SPACE') {
+              aborted = true;
+              throw err;
+            }
             p.noRoom++;
           }
           p.containersDone++;
@@ -887,9 +936,13 @@ export class PoolDevice implements BlockDevice {
           o.onProgress?.({ ...p });
         }
       };
-      // More members can serve more containers at once: scale with them.
+      // More members can serve more containers at once: scale with them. On the
+      // first failure the other workers stop after their current container, and
+      // the rebuild ends only when all have (no container is left mid-copy).
       const parallel = Math.max(1, o.parallel ?? 2 * this.usableDevices().length);
-      await Promise.all(Array.from({ length: parallel }, worker));
+      const results = await Promise.allSettled(Array.from({ length: parallel }, worker));
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
     } finally {
       p.running = false;
       p.etaMs = 0;
@@ -960,11 +1013,21 @@ export class PoolDevice implements BlockDevice {
       };
       const header = Buffer.alloc(RECORD_BYTES);
       encodeContainer(rec, header);
-      const live = positions.filter((pos) => this.available(pos));
-      await Promise.all(live.map((pos) => this.writeMember(pos, this.chunkOffset(pos.member!, pos.chunkIndex), header)));
-      await Promise.all(live.map((pos) => pos.member!.device!.flush()));
+      // Survivors first (durable), then the new chunks: a cut in between leaves
+      // the survivors naming chunks without the header, which open treats as
+      // stale chunks of a container that is kept (never as a cut-short creation).
+      const newOnes = new Set(targets.values());
+      for (const group of [positions.filter((pos) => !newOnes.has(pos)), [...newOnes]]) {
+        const live = group.filter((pos) => this.available(pos));
+        await Promise.all(live.map((pos) => this.writeMember(pos, this.chunkOffset(pos.member!, pos.chunkIndex), header)));
+        await Promise.all(live.map((pos) => pos.member!.device!.flush()));
+      }
       c.rec = rec;
       c.positions = positions;
+    } catch (err) {
+      // The new chunks were never switched in: give them back.
+      for (const t of targets.values()) t.member!.usedChunks.delete(t.chunkIndex);
+      throw err;
     } finally {
       c.rebuild = undefined;
     }
@@ -988,15 +1051,9 @@ export class PoolDevice implements BlockDevice {
   /** The pieces of a pool range that fall in allocated containers, in order. */
   private mappedPieces(offsetBytes: number, lengthBytes: number): { c: Container; p: Piece; bufOffset: number }[] {
     const out: { c: Container; p: Piece; bufOffset: number }[] = [];
-    let pos = offsetBytes;
-    const end = offsetBytes + lengthBytes;
-    while (pos < end) {
-      const ext = Math.floor(pos / this.chunkDataBytes);
-      const inExt = pos - ext * this.chunkDataBytes;
-      const len = Math.min(this.chunkDataBytes - inExt, end - pos);
+    for (const { ext, inExt, len, at } of this.extentSpans(offsetBytes, lengthBytes)) {
       const e = this.extents.get(ext);
-      if (e) for (const p of pieces(e.c.shape, e.index * this.chunkDataBytes + inExt, len)) out.push({ c: e.c, p, bufOffset: pos - offsetBytes + p.bufOffset });
-      pos += len;
+      if (e) for (const p of pieces(e.c.shape, e.index * this.chunkDataBytes + inExt, len)) out.push({ c: e.c, p, bufOffset: at + p.bufOffset });
     }
     return out;
   }

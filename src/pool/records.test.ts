@@ -19,7 +19,7 @@ const label: MemberLabel = {
 };
 
 const container: ContainerRecord = {
-  containerId: 42, generation: 3, firstExtent: 8, protection: 'raid6', dataCount: 4, parityCount: 2, stripBytes: 65536,
+  containerId: 42, generation: 3, firstExtent: 8, ownedMask: 0b1011, protection: 'raid6', dataCount: 4, parityCount: 2, stripBytes: 65536,
   members: [0, 1, 2, 3, 4, 5].map((i) => ({ memberUuid: uuid(100 + i), chunkIndex: i * 7 })),
 };
 
@@ -29,7 +29,7 @@ test('member label and container header round-trip', () => {
   assert.deepEqual(decodeLabel(b), label);
   encodeContainer(container, b);
   assert.deepEqual(decodeContainer(b), container);
-  const mirror: ContainerRecord = { ...container, protection: 'mirror3', dataCount: 1, parityCount: 2, members: container.members.slice(0, 3) };
+  const mirror: ContainerRecord = { ...container, protection: 'mirror3', dataCount: 1, parityCount: 2, ownedMask: 1, members: container.members.slice(0, 3) };
   encodeContainer(mirror, b);
   assert.deepEqual(decodeContainer(b), mirror);
 });

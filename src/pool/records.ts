@@ -76,8 +76,13 @@ export interface ContainerRecord {
   containerId: number;
   /** Raised when a chunk is replaced (rebuild): headers with an older generation are stale. */
   generation: number;
-  /** First pool extent this container holds (extents are chunkDataBytes each, dataCount of them). */
+  /** First pool extent of this container's range (extents are chunkDataBytes each, dataCount of them). */
   firstExtent: number;
+  /**
+   * Bit i set: extent firstExtent + i belongs to this container. An extent of the
+   * range already owned by another container at creation is left to it.
+   */
+  ownedMask: number;
   protection: Protection;
   dataCount: number;
   parityCount: number;
@@ -203,6 +208,8 @@ export function encodeContainer(c: ContainerRecord, out: Buffer): void {
   out.writeUInt8(c.dataCount, 41);
   out.writeUInt8(c.parityCount, 42);
   out.writeUInt32LE(c.stripBytes, 44);
+  if (c.ownedMask === 0 || (c.dataCount < 32 && c.ownedMask >>> c.dataCount !== 0)) throw new RangeError(`owned mask ${c.ownedMask} outside ${c.dataCount} extents`);
+  out.writeUInt32LE(c.ownedMask >>> 0, 48);
   c.members.forEach((m, i) => {
     if (!checkUuid(m.memberUuid)) throw new RangeError('member uuids must be 32 hex digits');
     const at = MEMBERS_OFFSET + i * MEMBER_ENTRY_BYTES;
@@ -230,7 +237,9 @@ export function decodeContainer(buf: Buffer): ContainerRecord | string {
     }
     const stripBytes = buf.readUInt32LE(44);
     if (stripBytes === 0 || stripBytes % 512 !== 0) return `bad strip size ${stripBytes}`;
-    return { containerId: readU64(buf, 16), generation: readU64(buf, 24), firstExtent: readU64(buf, 32), protection, dataCount, parityCount, stripBytes, members };
+    const ownedMask = buf.readUInt32LE(48);
+    if (ownedMask === 0 || (dataCount < 32 && ownedMask >>> dataCount !== 0)) return `owned mask ${ownedMask} outside ${dataCount} extents`;
+    return { containerId: readU64(buf, 16), generation: readU64(buf, 24), firstExtent: readU64(buf, 32), ownedMask, protection, dataCount, parityCount, stripBytes, members };
   } catch (err) {
     return (err as Error).message;
   }

@@ -2,18 +2,9 @@
 // contents of a byte range of data strip i, P' = P + (old + new) and
 // Q' = Q + g^i (old + new) over GF(2^8) (docs/raid.md). Pure, in place.
 import { assert } from '../stdx/assert.js';
-import { gfPow2, mulTable } from './../raid/gf256.js';
+import { cachedMulTable, gfPow2 } from '../raid/gf256.js';
 
-const tables = new Map<number, Uint8Array>();
-
-function tableFor(c: number): Uint8Array {
-  let t = tables.get(c);
-  if (!t) {
-    t = mulTable(c);
-    tables.set(c, t);
-  }
-  return t;
-}
+const tableFor = cachedMulTable;
 
 /** Updates p (and q) for data strip dataIndex changing from oldData to newData over the same range. */
 export function applyParityDelta(oldData: Uint8Array, newData: Uint8Array, dataIndex: number, p: Uint8Array, q: Uint8Array | null): void {

@@ -61,3 +61,15 @@ export function mulTable(c: number): Uint8Array {
   for (let x = 1; x < 256; x++) t[x] = EXP[lc + LOG[x]];
   return t;
 }
+
+const cachedTables = new Map<number, Uint8Array>();
+
+/** mulTable(c), built once per constant (there are at most 256). */
+export function cachedMulTable(c: number): Uint8Array {
+  let t = cachedTables.get(c);
+  if (!t) {
+    t = mulTable(c);
+    cachedTables.set(c, t);
+  }
+  return t;
+}

@@ -23,7 +23,7 @@
 // reads failed); bad shapes and lengths are programmer errors (assertions).
 import { assert } from '../stdx/assert.js';
 import { TesseraError } from '../stdx/errors.js';
-import { gfDiv, gfPow2, mulTable } from './gf256.js';
+import { cachedMulTable, gfDiv, gfPow2 } from './gf256.js';
 
 export const MAX_STRIPE_BLOCKS = 255;
 
@@ -72,15 +72,7 @@ export function encodeParity(data: readonly (Uint8Array | null)[], p: Uint8Array
   }
 }
 
-const tables = new Map<number, Uint8Array>();
-function tableFor(c: number): Uint8Array {
-  let t = tables.get(c);
-  if (!t) {
-    t = mulTable(c);
-    tables.set(c, t);
-  }
-  return t;
-}
+const tableFor = cachedMulTable;
 
 /** dst = c * src (bytewise, GF(2^8)). */
 function mulInto(dst: Uint8Array, src: Uint8Array, c: number): void {
