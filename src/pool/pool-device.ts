@@ -346,8 +346,10 @@ export class PoolDevice implements BlockDevice {
       // others); a chunk with no header of it at all is stale.
       const positions: Position[] = rec.members.map((x, i) => {
         const member = byUuid.get(x.memberUuid) ?? null;
-        if (member) member.usedChunks.add(x.chunkIndex);
-        return { member, chunkIndex: x.chunkIndex, stale: !holders.has(`${x.memberUuid}:${x.chunkIndex}:${i}`) };
+        // A chunk index past the member's chunks is never trusted (the header's crc was good, its content is not).
+        const outside = member?.label ? x.chunkIndex >= member.label.chunkCount : false;
+        if (member && !outside) member.usedChunks.add(x.chunkIndex);
+        return { member: outside ? null : member, chunkIndex: x.chunkIndex, stale: outside || !holders.has(`${x.memberUuid}:${x.chunkIndex}:${i}`) };
       });
       // Data goes into a new container only after its header is durable on every
       // placed chunk: a first-generation container with a chunk of an in-service
@@ -387,14 +389,30 @@ export class PoolDevice implements BlockDevice {
       const c = this.containers.get(id);
       return c ? c.positions.length : null;
     });
+    let replayed = 0;
     for (const u of r.updates) {
       const c = this.containers.get(u.containerId);
       // Applied to the current layout even across a rebuild's generation change:
       // the record holds the row's contents by role, whatever chunk holds a role now.
       if (!c) continue;
-      await this.writeInPlace(c, u.row, u.stripOffset, u.byRole);
+      // The record's crc is good, but its place is checked against the container
+      // before anything is written there.
+      const rows = this.chunkDataBytes / c.shape.stripBytes;
+      if (u.row >= rows || u.stripOffset + u.lengthBytes > c.shape.stripBytes || u.byRole.length !== c.positions.length) {
+        this.unreplayable++;
+        continue;
+      }
+      try {
+        await this.writeInPlace(c, u.row, u.stripOffset, u.byRole);
+        replayed++;
+      } catch (err) {
+        // A container that lost more chunks than its parity cannot take the record;
+        // the rest of the pool still opens (reads of that container fail).
+        if (!(err instanceof TesseraError) || err.code !== 'ERR_DEVICE_IO') throw err;
+        this.unreplayable++;
+      }
     }
-    this.replayed = r.updates.length;
+    this.replayed = replayed;
     const devices = this.usableDevices();
     await Promise.all(devices.map((d) => d.flush()));
     await writeJournalSuperblocks(devices, deps, { sequence: r.position.sbSequence + 1, poolUuid: this.poolUuid, checkpointSeq: r.lastSeq, checkpointPos: r.position.head });
@@ -406,6 +424,8 @@ export class PoolDevice implements BlockDevice {
 
   /** Row updates replayed from the journal at open (tests, logs). */
   replayed = 0;
+  /** Journal records that could not be replayed (out of the container's bounds, or the container lost beyond its parity). */
+  unreplayable = 0;
 
   get journalStats(): { records: number; batches: number; checkpoints: number } {
     return this.journal.stats;

@@ -15,7 +15,7 @@ const uuid = (n: number) => n.toString(16).padStart(32, '0');
 const label: MemberLabel = {
   pool: { protection: 'raid6', dataCount: 4, stripBytes: 65536, logicalSizeBytes: 2 ** 33, memberCount: 6, journalBytes: 1 << 20, dataZeroed: false },
   sequence: 7, poolUuid: uuid(1), memberUuid: uuid(2), memberIndex: 3, sizeBytes: 1 << 30, chunkDataBytes: 1 << 20,
-  chunkCount: 1000, firstChunkOffset: 1 << 20, enduranceBytes: 2 ** 40, bytesWritten: 12345 * 4096, failedMembers: [0, 5],
+  chunkCount: 1000, firstChunkOffset: 2 << 20, enduranceBytes: 2 ** 40, bytesWritten: 12345 * 4096, failedMembers: [0, 5],
 };
 
 const container: ContainerRecord = {
@@ -59,6 +59,8 @@ test('checksummed but inconsistent records are refused (lengths are checked, not
   const b = Buffer.alloc(RECORD_BYTES);
   encodeLabel({ ...label, chunkCount: 2000 }, b); // chunks end past the device
   assert.match(decodeLabel(b) as string, /does not fit/);
+  encodeLabel({ ...label, firstChunkOffset: 1 << 20 }, b); // chunk 0 inside the 1 MiB journal at 64 KiB
+  assert.equal(decodeLabel(b), 'chunks overlap the journal area');
   assert.throws(() => encodeContainer({ ...container, parityCount: 1, members: container.members.slice(0, 5) }, b), /raid6 has 2 parity/);
   assert.throws(() => encodeContainer({ ...container, members: container.members.slice(0, 5) }, b), /width/);
 });

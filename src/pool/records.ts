@@ -172,6 +172,7 @@ export function decodeLabel(buf: Buffer): MemberLabel | string {
     const end = l.firstChunkOffset + l.chunkCount * (RECORD_BYTES + l.chunkDataBytes);
     if (l.chunkDataBytes === 0 || l.chunkDataBytes % RECORD_BYTES !== 0 || end > l.sizeBytes) return 'chunk geometry does not fit the device';
     if (l.chunkDataBytes % pool.stripBytes !== 0) return 'strips do not divide the chunk';
+    if (l.firstChunkOffset < 64 * 1024 + pool.journalBytes) return 'chunks overlap the journal area';
     if (l.memberIndex >= pool.memberCount || pool.memberCount > MAX_POOL_MEMBERS) return `member index ${l.memberIndex} outside a pool of ${pool.memberCount}`;
     return l;
   } catch (err) {

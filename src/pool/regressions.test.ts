@@ -140,3 +140,13 @@ test('journal records of a 32-chunk-wide container decode (roleMask >>> 32 is >>
   const back = decodeJournalPayload(h, buf, 0, 32);
   assert.ok(back && back.byRole[31]!.every((x) => x === 7));
 });
+
+test('a pool opens even when a journal record belongs to a container that lost more than its parity', async () => {
+  const devs = [0, 1, 2].map(sim);
+  await PoolDevice.format(devs, FORMAT);
+  const p = await open(devs);
+  await p.write(Buffer.alloc(8 * KiB, 0x11), 0); // journaled, not checkpointed
+  const alone = await open([devs[0]]); // two of three members gone: raid5 cannot take the record
+  assert.ok(alone.unreplayable > 0);
+  await assert.rejects(readAll(alone, 0, 8 * KiB), (e: unknown) => e instanceof TesseraError && e.code === 'ERR_DEVICE_IO');
+});
