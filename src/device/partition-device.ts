@@ -61,10 +61,11 @@ export class PartitionDevice implements BlockDevice {
       throw new TesseraError('ERR_RANGE', `IO ${offsetBytes}+${lengthBytes} outside partition ${this.name} (${this.entry.sizeBytes} bytes)`);
     }
     if (!this.iops && !this.bandwidth) return;
+    // Refused before taking tokens: a refused IO must not slow the ones that wait.
+    if (this.waiting >= MAX_WAITING) throw new TesseraError('ERR_LIMIT', `partition ${this.name}: ${MAX_WAITING} IOs already wait for the IO limit`);
     const now = this.clock.nowMs();
     const waitMs = Math.max(this.iops?.take(1, now) ?? 0, this.bandwidth?.take(lengthBytes, now) ?? 0);
     if (waitMs <= 0) return;
-    if (this.waiting >= MAX_WAITING) throw new TesseraError('ERR_LIMIT', `partition ${this.name}: ${MAX_WAITING} IOs already wait for the IO limit`);
     this.waiting++;
     try {
       await this.clock.sleep(waitMs);

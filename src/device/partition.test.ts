@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SimDevice } from './sim-device.js';
-import { PartitionDevice, openPartitions, readPartitionTable, writePartitionTable, type LimitClock } from './partition-device.js';
+import { MAX_WAITING, PartitionDevice, openPartitions, readPartitionTable, writePartitionTable, type LimitClock } from './partition-device.js';
 import { PARTITION_TABLE_BYTES, decodePartitionTable, encodePartitionTable, type PartitionEntry } from './partition-table.js';
 import { TokenBucket } from '../stdx/token-bucket.js';
 import { Prng } from '../stdx/prng.js';
@@ -86,6 +86,20 @@ test('IOPS and bandwidth limits hold (virtual clock), in arrival order', async (
   const before = clock.t;
   for (let i = 0; i < 100; i++) await unlimited.write(Buffer.alloc(4096), 0);
   assert.equal(clock.t, before);
+});
+
+test('beyond MAX_WAITING queued IOs a partition refuses with ERR_LIMIT, without spending tokens', async () => {
+  const dev = new SimDevice(8 * MiB, new Prng(7));
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const clock = { t: 0, nowMs: () => 0, sleep: () => gate };
+  const p = new PartitionDevice(dev, part('q', 1, 2, { iopsLimit: 10 }), clock);
+  const waiting = Array.from({ length: MAX_WAITING + 1 }, () => p.write(Buffer.alloc(512), 0).then(() => 'ok', (e: TesseraError) => e.code));
+  await new Promise((r) => setImmediate(r));
+  await assert.rejects(p.write(Buffer.alloc(512), 0), (e: unknown) => e instanceof TesseraError && e.code === 'ERR_LIMIT');
+  release();
+  const results = await Promise.all(waiting);
+  assert.equal(results.filter((r) => r === 'ok').length, MAX_WAITING + 1, 'the burst IO and every waiting IO completed');
 });
 
 test('token bucket: burst, then the rate; debt keeps arrival order', () => {
