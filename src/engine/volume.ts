@@ -17,6 +17,9 @@ import { MAX_IO_BLOCKS } from './engine.js';
 import { BLOCK_DATA_BYTES, BLOCK_STRIDE_BYTES, chunkOffset } from './layout.js';
 import { BlockCheck, checkBlock, sealBlock, type BlockIdentity } from './trailer.js';
 
+/** Re-reads of a block that failed its checksum before it counts as corrupt (see fromRedundancy). */
+const TORN_READ_RETRIES = 3;
+
 export class LocalVolume implements Volume {
   readonly id: number;
   /** Per-block locks for read-modify-write: key = objectIndex * blocksPerObject + block. */
@@ -181,7 +184,8 @@ export class LocalVolume implements Volume {
   }
 
   /**
-   * A block failed its checksum: on a device with redundancy (a pool), try each
+   * A block failed its checksum: first read it again (it may have been caught
+   * mid-write), then, on a device with redundancy (a pool), try each
    * alternative source; the first that passes the check replaces the block in
    * buf and is written back over the bad source (repair). Returns the block's
    * new check (still Corrupt when no source is good: the read fails).
@@ -189,8 +193,20 @@ export class LocalVolume implements Volume {
   private async fromRedundancy(buf: Buffer, bo: number, devOffset: number, id: BlockIdentity): Promise<BlockCheck> {
     const e = this.engine;
     const dev = e.device;
-    if (!dev.readAlternate) return BlockCheck.Corrupt;
     const alt = Buffer.alloc(BLOCK_STRIDE_BYTES);
+    // A read that raced a write of other bytes of the same block (a partial write
+    // rewrites the whole block) can see it half written: read it again first.
+    // Reproducer: fsx phase 2 once got EIO this way (engine.test.ts "torn read").
+    for (let retry = 0; retry < TORN_READ_RETRIES; retry++) {
+      await new Promise((r) => setTimeout(r, retry));
+      await dev.read(alt, devOffset);
+      const check = checkBlock(alt, 0, id);
+      if (check !== BlockCheck.Corrupt) {
+        alt.copy(buf, bo);
+        return check;
+      }
+    }
+    if (!dev.readAlternate) return BlockCheck.Corrupt;
     for (let attempt = 0; ; attempt++) {
       try {
         if (!(await dev.readAlternate(alt, devOffset, attempt))) break;
