@@ -50,7 +50,7 @@ test('any flipped bit, a short buffer or a wrong magic is reported, never decode
     }
     assert.equal(decode(b.subarray(0, 100)), 'short record');
     const m = Buffer.from(b);
-    m.write('XXXX', 0, 'latin1');
+    m.write('NOTPOOL!', 0, 'latin1'); // a foreign record: wrong magic
     assert.equal(decode(m), 'bad magic');
   }
 });
