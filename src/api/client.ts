@@ -8,8 +8,12 @@
 import { httpJson, HttpTransportError, type HttpTarget } from '../io/node/httpclient.js';
 import { ApiError, isApiErrorCode } from './errors.js';
 import type {
+  CreatePoolRequest,
   CreateVolumeRequest,
   DeviceListResponse,
+  DeviceRequest,
+  PoolInfo,
+  PoolListResponse,
   PatchVolumeRequest,
   StatsSnapshot,
   StatusResponse,
@@ -52,6 +56,27 @@ export class ApiClient {
   }
   devices(): Promise<DeviceListResponse> {
     return this.call('GET', '/v1/devices');
+  }
+  listPools(): Promise<PoolListResponse> {
+    return this.call('GET', '/v1/pools');
+  }
+  getPool(name: string): Promise<PoolInfo> {
+    return this.call('GET', `/v1/pools/${encodeURIComponent(name)}`);
+  }
+  createPool(req: CreatePoolRequest): Promise<PoolInfo> {
+    return this.call('POST', '/v1/pools', req);
+  }
+  async deletePool(name: string): Promise<void> {
+    await this.call('DELETE', `/v1/pools/${encodeURIComponent(name)}`);
+  }
+  rebuildPool(name: string): Promise<PoolInfo> {
+    return this.call('POST', `/v1/pools/${encodeURIComponent(name)}/rebuild`, {});
+  }
+  addDevice(pool: string, req: DeviceRequest): Promise<PoolInfo> {
+    return this.call('POST', `/v1/pools/${encodeURIComponent(pool)}/devices`, req);
+  }
+  deviceAction(action: 'fail' | 'remove' | 'replace', req: DeviceRequest): Promise<PoolInfo> {
+    return this.call('POST', `/v1/devices/${action}`, req);
   }
   stats(): Promise<StatsSnapshot> {
     return this.call('GET', '/v1/stats');

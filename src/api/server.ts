@@ -15,11 +15,12 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, ty
 import { z } from 'zod';
 import { isTesseraError } from '../stdx/errors.js';
 import type { Logger } from '../stdx/log.js';
-import { parseSize } from '../stdx/size.js';
 import { VOLUME_NAME_RE, type VolumeStore } from '../volume/types.js';
 import { chmodPrivate } from '../io/node/api-files.js';
 import { ApiError, HTTP_STATUS_OF_CODE, type ApiErrorBody, type ApiErrorCode } from './errors.js';
-import type { DaemonStatus, DeviceListResponse, StatusResponse, VolumeListResponse, VolumeTotals } from './types.js';
+import { parseBody, sizeBody } from './body.js';
+import { addPoolRoutes } from './pool-routes.js';
+import type { DaemonStatus, DeviceListResponse, PoolAdmin, StatusResponse, VolumeListResponse, VolumeTotals } from './types.js';
 import { TESSERA_VERSION } from '../main/version.js';
 
 /** Request bodies are tiny JSON objects. */
@@ -29,6 +30,8 @@ const MUTATIONS_QUEUED_MAX = 64;
 
 export interface ApiOptions {
   store: VolumeStore;
+  /** The daemon's disk pools (absent on cluster gateways). */
+  pools?: PoolAdmin;
   log?: Logger;
   /** Daemon details for GET /v1/status (data dir, NBD endpoint). */
   status?: () => DaemonStatus | undefined;
@@ -36,34 +39,10 @@ export interface ApiOptions {
   nowMs?: () => number;
 }
 
-const sizeBody = z.union([z.int().positive('must be a positive number of bytes'), z.string()]).transform((v, ctx) => {
-  if (typeof v === 'number') return v;
-  try {
-    return parseSize(v);
-  } catch (err) {
-    ctx.issues.push({ code: 'custom', message: (err as Error).message, input: v });
-    return z.NEVER;
-  }
-});
-const CreateBody = z.strictObject({ name: z.string({ error: 'must be a string' }), sizeBytes: sizeBody });
+const CreateBody = z.strictObject({ name: z.string({ error: 'must be a string' }), sizeBytes: sizeBody, pool: z.string({ error: 'must be a string' }).optional() });
 const PatchBody = z
   .strictObject({ sizeBytes: sizeBody.optional(), newName: z.string({ error: 'must be a string' }).optional(), discardData: z.boolean({ error: 'must be true or false' }).optional() })
   .refine((b) => b.sizeBytes !== undefined || b.newName !== undefined, { message: 'nothing to change: give sizeBytes and/or newName' });
-
-class BodyError extends ApiError {}
-
-function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
-  const res = schema.safeParse(body ?? {});
-  if (res.success) return res.data;
-  const msg = res.error.issues
-    .map((i) => {
-      if (i.code === 'unrecognized_keys') return `unknown field(s) ${i.keys.map((k) => `"${k}"`).join(', ')}`;
-      const field = i.path.join('.');
-      return field ? `field "${field}": ${i.message}` : i.message;
-    })
-    .join('; ');
-  throw new BodyError('ERR_INVALID', `bad request body: ${msg}`, 400);
-}
 
 /** Serializes mutations; bounded so a flood of requests cannot grow memory without limit. */
 class MutationQueue {
@@ -142,8 +121,9 @@ export function buildApi(opts: ApiOptions & { writeToken?: string }): FastifyIns
 
   app.post('/v1/volumes', async (req, reply) => {
     const body = parseBody(CreateBody, req.body);
-    const info = await queue.run(() => store.create(body.name, body.sizeBytes));
-    opts.log?.info(`created volume ${info.name} (${info.sizeBytes} bytes)`);
+    if (body.pool !== undefined && !opts.pools) throw new ApiError('ERR_INVALID', 'this daemon has no disk pools: leave out "pool"', 400);
+    const info = await queue.run(() => store.create(body.name, body.sizeBytes, body.pool === undefined ? undefined : { pool: body.pool }));
+    opts.log?.info(`created volume ${info.name} (${info.sizeBytes} bytes)${info.pool ? ` in pool ${info.pool}` : ''}`);
     return reply.code(201).send(info);
   });
 
@@ -178,6 +158,8 @@ export function buildApi(opts: ApiOptions & { writeToken?: string }): FastifyIns
     opts.log?.info(`deleted volume ${name}`);
     return reply.code(204).send();
   });
+
+  addPoolRoutes(app, opts.pools, (fn) => queue.run(fn));
 
   app.get('/v1/devices', async (): Promise<DeviceListResponse> => ({ devices: store.devices() }));
 

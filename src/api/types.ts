@@ -26,6 +26,8 @@ export interface DeviceListResponse {
 export interface CreateVolumeRequest {
   name: string;
   sizeBytes: number | string;
+  /** The pool to hold it (default: the data dir's own device). */
+  pool?: string;
 }
 
 /** PATCH /v1/volumes/:name — at least one of sizeBytes / newName. */
@@ -60,4 +62,94 @@ export interface StatusResponse {
     checksumErrors: number;
   };
   daemon?: DaemonStatus;
+}
+
+/** A member device of a pool, as `tessera pool info` shows it. */
+export interface PoolMemberInfo {
+  index: number;
+  /** Device path ('' when the daemon does not know it: a member missing since before this start). */
+  path: string;
+  /** ok: in service; draining: being removed; failed: out of service, its chunks still to rebuild; out: out of service and empty; missing: not found at start. */
+  state: 'ok' | 'draining' | 'failed' | 'out' | 'missing';
+  chunksUsed: number;
+  chunksTotal: number;
+  /** Bytes written relative to the device's rated endurance (0..1+). */
+  wear: number;
+}
+
+export interface PoolRebuildInfo {
+  running: boolean;
+  /** What the job does: restore lost chunks, or move a removed device's chunks. */
+  kind: 'rebuild' | 'drain';
+  containersTotal: number;
+  containersDone: number;
+  unrecoverable: number;
+  noRoom: number;
+  bytesTotal: number;
+  bytesDone: number;
+  etaMs: number | null;
+  elapsedMs: number;
+  /** Set when the last job failed. */
+  error?: string;
+}
+
+/** GET /v1/pools/:name */
+export interface PoolInfo {
+  name: string;
+  /** none: the data dir's own device (no redundancy). */
+  protection: 'none' | 'mirror2' | 'mirror3' | 'raid5' | 'raid6';
+  /** online: full redundancy; degraded: some containers lost chunks; offline: could not be opened (see error). */
+  state: 'online' | 'degraded' | 'offline';
+  error?: string;
+  /** Data + parity chunks of a full-width container, e.g. 4+2 (1+1 for mirror2). */
+  stripe: { data: number; parity: number };
+  chunkBytes: number;
+  sizeBytes: number;
+  capacity: { usedChunks: number; totalChunks: number; usedFraction: number; alarm: 'ok' | 'warning' | 'critical' };
+  volumes: number;
+  containers: number;
+  /** Containers lacking one chunk, and two or more. */
+  degraded: { one: number; more: number };
+  repairedBlocks: number;
+  members: PoolMemberInfo[];
+  rebuild: PoolRebuildInfo | null;
+}
+
+/** GET /v1/pools */
+export interface PoolListResponse {
+  pools: PoolInfo[];
+}
+
+/** POST /v1/pools */
+export interface CreatePoolRequest {
+  name: string;
+  /** Absolute paths of files or block devices; a missing file is created sparse with deviceSizeBytes. */
+  devices: string[];
+  protection: 'mirror2' | 'mirror3' | 'raid5' | 'raid6';
+  /** Data chunks per container (raid5/raid6). */
+  stripeWidth?: number;
+  deviceSizeBytes?: number | string;
+}
+
+/** POST /v1/pools/:name/devices (add), /v1/devices/fail|remove|replace */
+export interface DeviceRequest {
+  path: string;
+  /** replace: the new device. */
+  newPath?: string;
+  /** Size of a new sparse file when the path does not exist. */
+  deviceSizeBytes?: number | string;
+}
+
+/** What the API needs from the daemon's pools (main/pools.ts). */
+export interface PoolAdmin {
+  list(): PoolInfo[];
+  info(name: string): PoolInfo;
+  create(req: { name: string; devices: string[]; protection: CreatePoolRequest['protection']; stripeWidth?: number; deviceSizeBytes?: number }): Promise<PoolInfo>;
+  delete(name: string): Promise<void>;
+  addDevice(pool: string, path: string, deviceSizeBytes?: number): Promise<PoolInfo>;
+  failDevice(path: string): Promise<PoolInfo>;
+  replaceDevice(path: string, newPath: string, deviceSizeBytes?: number): Promise<PoolInfo>;
+  removeDevice(path: string): Promise<PoolInfo>;
+  /** Starts a rebuild unless one runs; returns the pool with its progress. */
+  rebuild(name: string): PoolInfo;
 }

@@ -90,8 +90,8 @@ export function addInfoCommands(program: Command, { io }: { io: CliIo }): void {
 
   program
     .command('device')
-    .description('devices of the local engine')
-    .addHelpText('after', '\nExamples:\n  $ tessera device list')
+    .description('devices: list them; add, fail, replace or remove members of disk pools')
+    .addHelpText('after', '\nExamples:\n  $ tessera device list\n  $ tessera device add fast /dev/nvme5n1\n  $ tessera device replace /dev/nvme2n1 /dev/nvme6n1 --wait')
     .command('list')
     .alias('ls')
     .description('list devices: size, chunks used, direct IO, error counters')

@@ -13,6 +13,7 @@ import { classifyError, EXIT_OK, EXIT_USAGE } from './exit.js';
 import { addClusterCommands } from './cluster.js';
 import { addInfoCommands } from './info.js';
 import { processIo, type CliIo } from './io.js';
+import { addPoolCommands } from './pool.js';
 import { addUpCommand } from './up.js';
 import { addVolumeCommands } from './volume.js';
 
@@ -46,12 +47,14 @@ Examples:
   $ tessera up --data-dir /srv/tessera           # start the daemon
   $ tessera volume create data1 --size 1T
   $ tessera volume list
+  $ tessera pool create fast --devices /dev/nvme1n1,/dev/nvme2n1,/dev/nvme3n1 --protection raid5
   $ tessera iostat 1 5
   $ TESSERA_SOCKET=/srv/tessera/tessera.sock tessera status --json`,
     );
   addUpCommand(program, { io, setStatus, deps: opts.upDeps });
   addVolumeCommands(program, { io });
   addInfoCommands(program, { io });
+  addPoolCommands(program, { io });
   addClusterCommands(program, { io, setStatus });
   return program;
 }

@@ -17,10 +17,12 @@ import { clientFor, type GlobalOptions } from './target.js';
 type Ctx = { io: CliIo };
 
 export function formatVolumeList(res: VolumeListResponse): string {
-  const rows = res.volumes.map((v) => [v.name, formatSize(v.sizeBytes), formatSize(v.usedBytes), formatPercent(v.usedBytes, v.sizeBytes), v.createdAt]);
+  // The POOL column only when some volume is outside the default pool (single-device daemons look as before).
+  const withPool = res.volumes.some((v) => v.pool !== undefined && v.pool !== 'default');
+  const rows = res.volumes.map((v) => [v.name, formatSize(v.sizeBytes), formatSize(v.usedBytes), formatPercent(v.usedBytes, v.sizeBytes), ...(withPool ? [v.pool ?? ''] : []), v.createdAt]);
   const t = res.totals;
-  rows.push([`total (${t.count} volume${t.count === 1 ? '' : 's'})`, formatSize(t.sizeBytes), formatSize(t.usedBytes), formatPercent(t.usedBytes, t.sizeBytes), '']);
-  return formatTable([{ header: 'NAME' }, { header: 'SIZE', align: 'right' }, { header: 'USED', align: 'right' }, { header: 'USED%', align: 'right' }, { header: 'CREATED' }], rows);
+  rows.push([`total (${t.count} volume${t.count === 1 ? '' : 's'})`, formatSize(t.sizeBytes), formatSize(t.usedBytes), formatPercent(t.usedBytes, t.sizeBytes), ...(withPool ? [''] : []), '']);
+  return formatTable([{ header: 'NAME' }, { header: 'SIZE', align: 'right' }, { header: 'USED', align: 'right' }, { header: 'USED%', align: 'right' }, ...(withPool ? [{ header: 'POOL' }] : []), { header: 'CREATED' }], rows);
 }
 
 export function formatVolumeInfo(v: VolumeInfo, nbdUri?: string): string {
@@ -30,6 +32,7 @@ export function formatVolumeInfo(v: VolumeInfo, nbdUri?: string): string {
     ['size', `${formatSize(v.sizeBytes)} (${v.sizeBytes} bytes)`],
     ['used', `${formatSize(v.usedBytes)} (${v.usedBytes} bytes, ${formatPercent(v.usedBytes, v.sizeBytes)})`],
     ['object size', formatSize(v.objectSizeBytes)],
+    ...(v.pool !== undefined ? ([['pool', v.pool]] as Array<[string, string]>) : []),
     ['created', v.createdAt],
   ];
   if (nbdUri) lines.push(['nbd', nbdUri]);
@@ -72,16 +75,17 @@ Examples:
     .description('create a thin-provisioned volume (no space is used until data is written)')
     .argument('<name>', "volume name: 1-64 letters, digits, '.', '_' or '-'")
     .requiredOption('-s, --size <size>', 'provisioned size, e.g. 10G, 1T, 512M (binary units)')
+    .option('-p, --pool <pool>', 'the disk pool to hold it (tessera pool list; default: the data dir\'s own device)')
     .option('--json', 'print the new volume as JSON')
-    .addHelpText('after', '\nExamples:\n  $ tessera volume create data1 --size 1T\n  $ tessera volume create scratch -s 512M --json')
-    .action(async (name: string, opts: { size: string }, cmd: Command) => {
+    .addHelpText('after', '\nExamples:\n  $ tessera volume create data1 --size 1T\n  $ tessera volume create db --size 200G --pool fast\n  $ tessera volume create scratch -s 512M --json')
+    .action(async (name: string, opts: { size: string; pool?: string }, cmd: Command) => {
       const g = globals(cmd);
       const sizeBytes = parseSize(opts.size);
       const client = clientFor(g, io);
-      const info = await client.createVolume({ name, sizeBytes });
+      const info = await client.createVolume({ name, sizeBytes, ...(opts.pool !== undefined ? { pool: opts.pool } : {}) });
       if (g.json) return io.out(json(info));
       const uri = await nbdUriOf(client, info.name);
-      io.out(`created volume ${info.name}: ${formatSize(info.sizeBytes)}${uri ? `, exported as ${uri}` : ''}\n`);
+      io.out(`created volume ${info.name}: ${formatSize(info.sizeBytes)}${info.pool && opts.pool ? ` in pool ${info.pool}` : ''}${uri ? `, exported as ${uri}` : ''}\n`);
     });
 
   volume

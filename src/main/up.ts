@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { ApiClient } from '../api/client.js';
 import { ApiServer } from '../api/server.js';
-import type { DaemonStatus } from '../api/types.js';
+import type { DaemonStatus, PoolAdmin } from '../api/types.js';
 import {
   acquirePidFile,
   ensureDir,
@@ -26,7 +26,10 @@ import {
 import { TesseraError } from '../stdx/errors.js';
 import type { LogFn, Logger } from '../stdx/log.js';
 import { formatSize } from '../stdx/size.js';
+import { MultiStore } from '../volume/multi-store.js';
 import type { VolumeStore } from '../volume/types.js';
+import { DEFAULT_POOL } from '../pool/registry.js';
+import type { PoolManagerOptions } from './pools.js';
 import { DEFAULTS, pidFilePath, type Config, type DirectIoMode } from './config.js';
 import { TESSERA_VERSION } from './version.js';
 
@@ -48,6 +51,12 @@ export interface UpDeps {
     onFatal?: (err: Error) => void;
   }): Promise<{ store: VolumeStore; created: boolean }>;
   startNbd(opts: { host: string; port: number; store: VolumeStore; log?: LogFn }): Promise<NbdHandle>;
+  /** Opens the disk pools of pools.json (main/pools.ts); without it the daemon has only its own device. */
+  openPools?(opts: PoolManagerOptions): Promise<PoolService>;
+}
+
+export interface PoolService extends PoolAdmin {
+  close(): Promise<void>;
 }
 
 export interface NbdHandle {
@@ -64,9 +73,11 @@ export interface NbdHandle {
 export async function loadRealDeps(): Promise<UpDeps> {
   const engine = await import('../engine/store.js');
   const nbd = await import('../gateway/nbd/server.js');
+  const pools = await import('./pools.js');
   return {
     openStore: (opts) => engine.openLocalStore(opts),
     startNbd: (opts) => nbd.NbdServer.start(opts),
+    openPools: (opts) => pools.PoolManager.open(opts),
   };
 }
 
@@ -88,6 +99,7 @@ export class Daemon {
   private constructor(
     readonly config: Config,
     private readonly store: VolumeStore,
+    private readonly pools: PoolService | undefined,
     private readonly nbd: NbdHandle,
     private readonly api: ApiServer,
     private readonly io: UpIo,
@@ -106,7 +118,7 @@ export class Daemon {
 
       await refuseLiveSocket(config.api.socket);
 
-      const { store, created } = await deps.openStore({
+      const { store: ownStore, created } = await deps.openStore({
         devicePath: config.device.path,
         createSizeBytes: config.device.sizeBytes,
         directIo: config.device.directIo,
@@ -118,7 +130,24 @@ export class Daemon {
             process.exit(1);
           }),
       });
+      // One namespace over the data dir's own device and every disk pool.
+      const store = new MultiStore(DEFAULT_POOL, ownStore);
       undo.push({ what: 'store', run: () => store.close() });
+      let pools: PoolService | undefined;
+      if (deps.openPools) {
+        pools = await deps.openPools({
+          dataDir: config.dataDir,
+          store,
+          log: log.child('pools'),
+          defaultDevicePath: config.device.path,
+          onFatal: io.onFatal ?? ((err) => {
+            log.error(`fatal pool engine error, exiting without cleanup so that the next start recovers: ${err.message}`);
+            process.exit(1);
+          }),
+        });
+        const p = pools;
+        undo.push({ what: 'pools', run: () => p.close() });
+      }
       if (created) {
         await store.create(config.defaultVolume.name, config.defaultVolume.sizeBytes);
         log.info(`created default volume ${config.defaultVolume.name} (${formatSize(config.defaultVolume.sizeBytes)})`);
@@ -143,12 +172,13 @@ export class Daemon {
       let daemon: Daemon | undefined;
       const api = await ApiServer.start({
         store,
+        pools,
         log: log.child('api'),
         socketPath: config.api.socket,
         tcp,
         status: () => daemon?.daemonStatus(),
       });
-      daemon = new Daemon(config, store, nbd, api, io, tokenPath);
+      daemon = new Daemon(config, store, pools, nbd, api, io, tokenPath);
       return daemon;
     } catch (err) {
       for (const step of undo.reverse()) {
@@ -220,6 +250,10 @@ export class Daemon {
     log.info(`shutting down (${this.nbd.connectionCount()} NBD connection(s))`);
     await step('closing the NBD server', () => this.nbd.close());
     await step('closing the management API', () => this.api.close());
+    if (this.pools) {
+      const pools = this.pools;
+      await step('stopping pool jobs', () => pools.close());
+    }
     await step('flushing volumes', async () => {
       for (const v of this.store.list()) await this.store.open(v.name).flush();
     });

@@ -17,10 +17,11 @@
 // Invariants: a container never has two chunks on one member; a container
 // header is on every available chunk of it before any data write to the
 // container starts; more than m unavailable positions in a row is ERR_DEVICE_IO
-// for IO that needs them (data loss), never garbage. Not yet here (docs/raid.md):
-// the stripe journal (a crash during a partial-row update can leave parity
-// stale: the write hole), rebuild, discard, metadata copies, wear persistence.
-// Pure apart from the member BlockDevices it is given.
+// for IO that needs them (data loss), never garbage. Row updates go through the
+// stripe journal first (journal.ts: no write hole). Rebuild restores lost chunks
+// and drains a member being removed onto the others (removeMember). Not yet
+// here (docs/raid.md): discard, widening narrowed containers, static wear
+// levelling. Pure apart from the member BlockDevices it is given.
 import type { BlockDevice } from '../device/device.js';
 import { SECTOR_BYTES } from '../device/device.js';
 import { assert } from '../stdx/assert.js';
@@ -100,6 +101,15 @@ export interface PoolOpenOptions {
    */
   codec?: ParityCodec;
   onAlarm?: (level: AlarmLevel, usedFraction: number, was: AlarmLevel) => void;
+  /**
+   * The pool expected (its uuid, as registered by the daemon). With it, a
+   * device without a valid label or with another pool's label is left out
+   * (reported through onSkip, and not closed) instead of failing the open: a
+   * device added to the registry just before a crash, or a disk swapped by
+   * hand, must not keep the pool offline.
+   */
+  expectPoolUuid?: string;
+  onSkip?: (device: BlockDevice, reason: string) => void;
 }
 
 interface Member {
@@ -108,6 +118,8 @@ interface Member {
   device: BlockDevice | null;
   label: MemberLabel | null;
   failed: boolean;
+  /** Being removed: readable, but gets no new chunks, and a rebuild moves its chunks away. In memory only. */
+  draining: boolean;
   usedChunks: Set<number>;
   bytesWritten: number;
 }
@@ -159,7 +171,7 @@ function memberStateOf(m: Member): MemberState {
     freeChunks: total - m.usedChunks.size,
     totalChunks: total,
     wear: m.label ? (m.label.bytesWritten + m.bytesWritten) / Math.max(1, m.label.enduranceBytes) : 1,
-    usable: m.device !== null && !m.failed,
+    usable: m.device !== null && !m.failed && !m.draining,
   };
 }
 
@@ -218,6 +230,24 @@ export class PoolDevice implements BlockDevice {
     return this.params.protection;
   }
 
+  get uuid(): string {
+    return this.poolUuid;
+  }
+
+  /** Data chunks per full-width container (1 for mirrors). */
+  get dataCount(): number {
+    return this.params.dataCount;
+  }
+
+  get chunkBytes(): number {
+    return this.chunkDataBytes;
+  }
+
+  /** The device serving member `index` (null when missing). */
+  memberDevice(index: number): BlockDevice | null {
+    return this.members[index]?.device ?? null;
+  }
+
   /** Writes labels on fresh members (their old contents are ignored). */
   static async format(devices: readonly BlockDevice[], o: PoolFormatOptions): Promise<void> {
     if (devices.length > MAX_POOL_MEMBERS) throw new TesseraError('ERR_INVALID', `a pool has at most ${MAX_POOL_MEMBERS} devices`);
@@ -268,6 +298,7 @@ export class PoolDevice implements BlockDevice {
    */
   static async open(devices: readonly BlockDevice[], opts: PoolOpenOptions): Promise<PoolDevice> {
     const labels: MemberLabel[] = [];
+    const kept: BlockDevice[] = [];
     for (const d of devices) {
       const copies = await Promise.all(LABEL_COPY_OFFSETS.map(async (at) => {
         const b = Buffer.alloc(RECORD_BYTES);
@@ -275,9 +306,16 @@ export class PoolDevice implements BlockDevice {
         return b;
       }));
       const l = chooseLabel(copies);
+      const problem = typeof l === 'string' ? l : opts.expectPoolUuid !== undefined && l.poolUuid !== opts.expectPoolUuid ? `belongs to another pool (${l.poolUuid})` : null;
+      if (problem !== null && opts.expectPoolUuid !== undefined) {
+        opts.onSkip?.(d, problem);
+        continue;
+      }
       if (typeof l === 'string') throw new TesseraError('ERR_FORMAT', `${d.path}: ${l}`);
       labels.push(l);
+      kept.push(d);
     }
+    devices = kept;
     if (labels.length === 0) throw new TesseraError('ERR_INVALID', 'a pool needs at least one member device');
     const first = labels[0];
     for (const [i, l] of labels.entries()) {
@@ -290,7 +328,7 @@ export class PoolDevice implements BlockDevice {
     // The newest label knows the member count and which members were taken out of service.
     const newest = labels.reduce((a, b) => (b.sequence > a.sequence ? b : a));
     const members: Member[] = Array.from({ length: newest.pool.memberCount }, (_, index) => ({
-      index, uuid: '', device: null, label: null, failed: false, usedChunks: new Set<number>(), bytesWritten: 0,
+      index, uuid: '', device: null, label: null, failed: false, draining: false, usedChunks: new Set<number>(), bytesWritten: 0,
     }));
     for (const [i, l] of labels.entries()) {
       const m = members[l.memberIndex];
@@ -521,16 +559,22 @@ export class PoolDevice implements BlockDevice {
     this.lastUserIoMs = this.now();
     this.userInFlight++;
     const t0 = performance.now();
+    const run = fn();
+    this.inflight.add(run);
     try {
-      await fn();
+      await run;
       this.stats[kind].record(lengthBytes, (performance.now() - t0) * 1000);
     } catch (err) {
       this.stats[kind].recordError();
       throw err;
     } finally {
       this.userInFlight--;
+      this.inflight.delete(run);
     }
   }
+
+  /** User IO in progress: a chunk given up by a switch is freed only once the IO that may still use it is done. */
+  private readonly inflight = new Set<Promise<void>>();
 
   async flush(): Promise<void> {
     if (this.closed) throw new TesseraError('ERR_CLOSED', `pool ${this.name} is closed`);
@@ -790,11 +834,14 @@ export class PoolDevice implements BlockDevice {
     const settled = await Promise.allSettled(
       byRole.map((b, role) => {
         const position = positionOf(c.shape, role, row);
-        // A row a rebuild has copied already also goes to the new chunk.
+        // A row a rebuild has copied already also goes to the new chunk, and
+        // still to the old one while it is readable (a drained member): reads
+        // and parity deltas use the old chunk until the switch.
         const target = c.rebuild && c.rebuild.copied[row] === 1 ? c.rebuild.targets.get(position) : undefined;
-        const pos = target ?? c.positions[position];
-        if (!b || !this.available(pos)) return undefined;
-        return this.writeMember(pos, this.dataOffset(pos, row * c.shape.stripBytes + stripOffset), b);
+        if (!b) return undefined;
+        const at = row * c.shape.stripBytes + stripOffset;
+        const writes = [target, c.positions[position]].filter((pos): pos is Position => pos !== undefined && this.available(pos));
+        return Promise.all(writes.map((pos) => this.writeMember(pos, this.dataOffset(pos, at), b)));
       }),
     );
     const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
@@ -862,6 +909,13 @@ export class PoolDevice implements BlockDevice {
     return (this.opts.sleep ?? ((t: number) => new Promise<void>((r) => (t <= 0 ? setImmediate(r) : setTimeout(r, t)))))(ms);
   }
 
+  private stopRequested = false;
+
+  /** Makes a running rebuild (or drain) stop soon with ERR_CLOSED, leaving no container mid-copy (shutdown). */
+  stopRebuild(): void {
+    if (this.progress?.running) this.stopRequested = true;
+  }
+
   /** The running or last rebuild's progress (for `pool info` and `pool rebuild --wait`). */
   rebuildProgress(): RebuildProgress | null {
     return this.progress ? { ...this.progress } : null;
@@ -871,8 +925,69 @@ export class PoolDevice implements BlockDevice {
   private health(): ContainerHealth[] {
     return [...this.containers.values()].map((c) => {
       const lost = c.positions.filter((p) => !this.available(p)).length;
-      return { containerId: c.rec.containerId, lost, parityCount: c.shape.parityCount, bytes: lost * this.chunkDataBytes };
+      const moving = c.positions.filter((p) => this.moving(p)).length;
+      return { containerId: c.rec.containerId, lost, moving, parityCount: c.shape.parityCount, bytes: (lost + moving) * this.chunkDataBytes };
     });
+  }
+
+  /** A readable chunk on a member being removed: a rebuild moves it. */
+  private moving(p: Position): boolean {
+    return this.available(p) && p.member!.draining;
+  }
+
+  /**
+   * Gives up the device of a member out of service (failed or removed), so
+   * that the caller can close it or use it elsewhere; close() no longer
+   * touches it. Returns null when the member has no device.
+   */
+  detachMember(index: number): BlockDevice | null {
+    const m = this.members[index];
+    if (!m) throw new TesseraError('ERR_NOT_FOUND', `pool ${this.name} has no member ${index}`);
+    if (!m.failed) throw new TesseraError('ERR_BUSY', `member ${index} of pool ${this.name} is in service; fail or remove it first`);
+    const d = m.device;
+    m.device = null;
+    return d;
+  }
+
+  /** Containers with a chunk on member `index` (available or not). */
+  chunksOn(index: number): number {
+    let n = 0;
+    for (const c of this.containers.values()) for (const p of c.positions) if (p.member?.index === index) n++;
+    return n;
+  }
+
+  /**
+   * Removes a member without losing redundancy on the way (SPEC ENG8): it is
+   * marked draining (no new chunks), a rebuild moves each of its chunks to
+   * another member (user writes keep reaching both copies until the switch),
+   * then it is taken out of service. A member already failed holds nothing
+   * readable: it is taken out at once (rebuild its containers first, or they
+   * stay degraded). ERR_NO_SPACE when the others have no room for its chunks
+   * (the member then stays in service: add a device first).
+   */
+  async removeMember(index: number, o: RebuildOptions = {}): Promise<RebuildProgress | null> {
+    const m = this.members[index];
+    if (!m) throw new TesseraError('ERR_NOT_FOUND', `pool ${this.name} has no member ${index}`);
+    if (this.progress?.running) throw new TesseraError('ERR_BUSY', `pool ${this.name} is rebuilding; remove the device when it is done`);
+    if (m.failed || !m.device) {
+      if (!m.failed) await this.failMember(index);
+      return null;
+    }
+    const others = this.members.filter((x) => x !== m && x.device && !x.failed).length;
+    if (others < 1 + parityCountOf(this.params.protection)) {
+      throw new TesseraError('ERR_INVALID', `pool ${this.name} would keep ${others} device(s); ${this.params.protection} needs at least ${1 + parityCountOf(this.params.protection)}`);
+    }
+    m.draining = true;
+    try {
+      const p = await this.rebuild(o);
+      const left = this.chunksOn(index);
+      if (left > 0) throw new TesseraError('ERR_NO_SPACE', `${left} chunk(s) of ${m.device.path} found no room on the other devices; add a device, then remove this one again`);
+      m.failed = true;
+      await this.writeLabels();
+      return p;
+    } finally {
+      m.draining = false;
+    }
   }
 
   /**
@@ -898,7 +1013,7 @@ export class PoolDevice implements BlockDevice {
     };
     const zero = Buffer.alloc(RECORD_BYTES);
     for (let c = 0; c < count; c++) await device.write(zero, label.firstChunkOffset + c * (RECORD_BYTES + this.chunkDataBytes));
-    this.members.push({ index, uuid: label.memberUuid, device, label, failed: false, usedChunks: new Set(), bytesWritten: 0 });
+    this.members.push({ index, uuid: label.memberUuid, device, label, failed: false, draining: false, usedChunks: new Set(), bytesWritten: 0 });
     for (const m of this.members) if (m.label) m.label = { ...m.label, pool: { ...this.params } };
     await this.writeLabels();
     this.capacity();
@@ -928,6 +1043,7 @@ export class PoolDevice implements BlockDevice {
       bytesTotal: plan.bytes, bytesDone: 0, startedAtMs: this.now(), etaMs: null, noRoom: 0, last: null,
     };
     this.progress = p;
+    this.stopRequested = false;
     this.rebuildLoad.clear();
     const queue = [...plan.order];
     const busyShare = Math.min(1, Math.max(0.01, o.busyShare ?? 0.3));
@@ -972,8 +1088,9 @@ export class PoolDevice implements BlockDevice {
   }
 
   private async rebuildContainer(c: Container, busyShare: number, onBytes: (n: number) => void): Promise<void> {
-    const lost = c.positions.flatMap((pos, i) => (this.available(pos) ? [] : [i]));
-    if (lost.length === 0 || lost.length > c.shape.parityCount) return;
+    const lost = c.positions.flatMap((pos, i) => (this.available(pos) && !this.moving(pos) ? [] : [i]));
+    const unavailable = c.positions.filter((pos) => !this.available(pos)).length;
+    if (lost.length === 0 || unavailable > c.shape.parityCount) return;
     const survivors = new Set(c.positions.filter((pos) => this.available(pos)).map((pos) => pos.member!.index));
     const states = this.members.map(memberStateOf);
     // Rebuild writes go where the rebuild has scheduled the least IO so far (reads
@@ -1015,6 +1132,7 @@ export class PoolDevice implements BlockDevice {
       // Rows in windows of REBUILD_ROWS_AT_ONCE: each row reads every survivor and
       // writes every new chunk, so a window keeps all of them busy.
       for (let row = 0; row < rows; row += REBUILD_ROWS_AT_ONCE) {
+        if (this.stopRequested) throw new TesseraError('ERR_CLOSED', `rebuild of pool ${this.name} stopped`);
         const t0 = this.now();
         await Promise.all(Array.from({ length: Math.min(REBUILD_ROWS_AT_ONCE, rows - row) }, (_, i) => copyRow(row + i)));
         // Give way to user IO: while it is active, rebuild takes at most busyShare of the time.
@@ -1042,8 +1160,19 @@ export class PoolDevice implements BlockDevice {
         await Promise.all(live.map((pos) => this.writeMember(pos, this.chunkOffset(pos.member!, pos.chunkIndex), header)));
         await Promise.all(live.map((pos) => pos.member!.device!.flush()));
       }
+      const replaced = c.positions.filter((pos, i) => targets.has(i) && pos.member);
       c.rec = rec;
       c.positions = positions;
+      // The replaced chunks are free once user IO that started before the switch
+      // (and may still address them) is done. A drained one, still readable,
+      // loses its header, so that a later scan does not count it as used.
+      await Promise.allSettled([...this.inflight]);
+      await Promise.all(
+        replaced.map(async (pos) => {
+          if (this.available(pos)) await this.writeMember(pos, this.chunkOffset(pos.member!, pos.chunkIndex), Buffer.alloc(RECORD_BYTES)).catch(() => {});
+          pos.member!.usedChunks.delete(pos.chunkIndex);
+        }),
+      );
     } catch (err) {
       // The new chunks were never switched in: give them back.
       for (const t of targets.values()) t.member!.usedChunks.delete(t.chunkIndex);

@@ -153,3 +153,80 @@ test('replace a failed device with a new one, rebuild, and reopen without the ol
   assert.ok(firstChunkOffset(JOURNAL) > 0);
   await again.close();
 });
+
+test('remove a device: its chunks move to the others while writes run (redundancy kept all along), then it leaves the pool', async () => {
+  await drainUnderWrites(SEED ^ 6);
+});
+
+test('regression: during a drain, writes to copied rows reach the old chunk too (a later parity delta read it stale: scrub mismatch)', async () => {
+  await drainUnderWrites(231583824 ^ 6); // failed before the fix
+});
+
+async function drainUnderWrites(seed: number): Promise<void> {
+  const { devs, pool } = await makePool('raid5', 7, seed);
+  const model = await fill(pool, 640 * KiB, seed);
+  const victim = pool.info().members.find((m) => m.freeChunks < m.totalChunks)!.index;
+  const before = pool.chunksOn(victim);
+  assert.ok(before > 0);
+  const rng = new Prng(seed ^ 7);
+  let stop = false;
+  let writes = 0;
+  let degradedSeen = 0;
+  const writer = (async () => {
+    while (!stop) {
+      const len = 512 * (1 + rng.int(16));
+      const off = rng.int((model.length - len) / 512 + 1) * 512;
+      const b = Buffer.alloc(len);
+      rng.fill(b);
+      await pool.write(b, off);
+      b.copy(model, off);
+      writes++;
+      const d = pool.info().degraded;
+      degradedSeen += d[1] + d[2];
+      await new Promise((r) => setImmediate(r));
+    }
+  })();
+  const p = await pool.removeMember(victim, { parallel: 2, busyShare: 0.3 });
+  stop = true;
+  await writer;
+  assert.ok(p && p.containersDone === before, `moved ${p?.containersDone} of ${before} containers`);
+  assert.ok(writes > 10, `only ${writes} writes ran during the drain`);
+  assert.equal(degradedSeen, 0, 'no container was ever degraded during the drain');
+  assert.equal(pool.chunksOn(victim), 0);
+  const m = pool.info().members[victim];
+  assert.deepEqual([m.usable, m.freeChunks], [false, m.totalChunks], 'out of service, and its chunks are free');
+  const scrub = await pool.scrub();
+  assert.deepEqual([scrub.unverifiable, scrub.mismatches.length], [0, 0]);
+  assert.ok((await readBack(pool, model.length)).equals(model));
+  // Without the removed device, the pool still survives one more failure.
+  await pool.flush();
+  await pool.close();
+  const kept = devs.filter((_, i) => i !== victim);
+  for (const d of kept) d.reopen();
+  const again = await PoolDevice.open(kept, { rng: new Prng(seed), newUuid });
+  assert.deepEqual(again.info().degraded, [0, 0, 0]);
+  await again.failMember((victim + 1) % 7);
+  assert.ok((await readBack(again, model.length)).equals(model));
+  await again.close();
+}
+
+test('remove refuses when the others have no room (the device stays in service) and when too few devices would stay', async () => {
+  const seed = SEED ^ 8;
+  const { pool } = await makePool('mirror2', 2, seed); // one device would stay: mirror2 needs two
+  const model = await fill(pool, 256 * KiB, seed);
+  await assert.rejects(pool.removeMember(0), (e: Error & { code?: string }) => e.code === 'ERR_INVALID');
+  const { pool: wide } = await makePool('mirror2', 3, seed ^ 1);
+  // Fill two members' worth of data so that no member can take member 0's chunks.
+  const big = await fill(wide, Math.floor((wide.info().members[0].totalChunks * 3) / 2) * 64 * KiB, seed);
+  await assert.rejects(wide.removeMember(0), (e: Error & { code?: string }) => e.code === 'ERR_NO_SPACE');
+  assert.equal(wide.info().members[0].usable, true, 'still in service');
+  assert.ok((await readBack(wide, big.length)).equals(big));
+  assert.ok((await readBack(pool, model.length)).equals(model));
+});
+
+test('a failed device is taken out at once', async () => {
+  const { pool } = await makePool('mirror2', 3, SEED ^ 9);
+  await fill(pool, 128 * KiB, SEED);
+  await pool.failMember(2);
+  assert.equal(await pool.removeMember(2), null);
+});

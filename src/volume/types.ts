@@ -15,6 +15,8 @@ export interface VolumeInfo {
   usedBytes: number;
   objectSizeBytes: number;
   createdAt: string;
+  /** The pool holding the volume (set by a MultiStore: the daemon's stores). */
+  pool?: string;
 }
 
 export interface Extent {
@@ -56,6 +58,8 @@ export interface DeviceInfo {
   repairedBlocks?: number;
   metadataWrites: number;
   dataWrites: number;
+  /** The pool this device serves (set by a MultiStore). */
+  pool?: string;
 }
 
 export interface StatsSnapshot {
@@ -68,7 +72,8 @@ export interface VolumeStore {
   list(): VolumeInfo[];
   /** Throws ERR_NOT_FOUND. */
   info(name: string): VolumeInfo;
-  create(name: string, sizeBytes: number): Promise<VolumeInfo>;
+  /** `opts.pool`: stores that hold several pools (MultiStore) put the volume there. */
+  create(name: string, sizeBytes: number, opts?: { pool?: string }): Promise<VolumeInfo>;
   /** Shrinking below allocated data throws ERR_SHRINK unless `discardData`. */
   resize(name: string, sizeBytes: number, opts?: { discardData?: boolean }): Promise<VolumeInfo>;
   rename(name: string, newName: string): Promise<VolumeInfo>;

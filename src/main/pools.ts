@@ -1,0 +1,550 @@
+// The daemon's disk pools (SPEC ENG6-ENG9, issue 4): wiring only. Each pool is
+// a PoolDevice over member files or block devices, with a local engine on it
+// whose volumes join the daemon's one namespace (volume/multi-store.ts), so
+// NBD serves them like any other. pools.json (pool/registry.ts) lists each
+// pool's device paths for the next start; the members' labels stay the truth.
+//
+// Invariants:
+// - Pool changes run one at a time (a chain), and each is ordered so that a
+//   crash leaves a pool that opens: a new device is listed before it is
+//   labelled (open skips a device without this pool's label); a removed or
+//   replaced device is dropped from the list only after the labels say it is
+//   out of service.
+// - At most one job (rebuild or drain) per pool; a rebuild asked for while one
+//   runs runs again after it (a failure during a rebuild is not missed).
+// - A pool that cannot be opened is kept listed as offline with the reason;
+//   the daemon and every other pool keep running.
+import { randomBytes } from 'node:crypto';
+import type { PoolAdmin, PoolInfo, PoolMemberInfo, PoolRebuildInfo } from '../api/types.js';
+import type { BlockDevice } from '../device/device.js';
+import { LocalEngine } from '../engine/engine.js';
+import { FileDevice } from '../io/node/file-device.js';
+import { loadSimdParity } from '../io/node/raid-wasm.js';
+import { readStateFile, replaceStateFile } from '../io/node/registry-file.js';
+import { PoolDevice, type ParityCodec, type RebuildProgress } from '../pool/pool-device.js';
+import { parityCountOf, type Protection } from '../pool/records.js';
+import {
+  DEFAULT_POOL,
+  REGISTRY_FILE,
+  checkPoolName,
+  emptyRegistry,
+  formatRegistry,
+  parseRegistry,
+  poolOfDevice,
+  withDevices,
+  withPool,
+  withoutPool,
+  type PoolEntry,
+  type Registry,
+} from '../pool/registry.js';
+import { TesseraError } from '../stdx/errors.js';
+import type { Logger } from '../stdx/log.js';
+import { Prng } from '../stdx/prng.js';
+import type { MultiStore } from '../volume/multi-store.js';
+
+/** How often a running job's progress is logged. */
+const PROGRESS_LOG_MS = 10_000;
+/** Data chunks per container when not given: leave one device's worth of room for rebuilds, at most 8. */
+const STRIPE_WIDTH_MAX_DEFAULT = 8;
+
+interface Job {
+  kind: 'rebuild' | 'drain';
+  progress: RebuildProgress | null;
+  startedAtMs: number;
+  done: Promise<void>;
+  error?: string;
+  running: boolean;
+}
+
+interface Managed {
+  entry: PoolEntry;
+  pool: PoolDevice | null;
+  engine: LocalEngine | null;
+  error?: string;
+  job: Job | null;
+  rebuildAgain: boolean;
+  /** Member index being drained (state 'draining'). */
+  draining: number | null;
+}
+
+export interface PoolManagerOptions {
+  dataDir: string;
+  store: MultiStore;
+  log: Logger;
+  /** The data dir's own device: never a pool member. */
+  defaultDevicePath: string;
+  onFatal: (err: Error) => void;
+  /** Rebuild pacing (share of time while user IO runs); default 0.3. */
+  busyShare?: number;
+}
+
+export function defaultStripeWidth(protection: Protection, devices: number): number {
+  const m = parityCountOf(protection);
+  if (protection === 'mirror2' || protection === 'mirror3') return 1;
+  return Math.max(1, Math.min(STRIPE_WIDTH_MAX_DEFAULT, devices - m, Math.max(2, devices - m - 1)));
+}
+
+export class PoolManager implements PoolAdmin {
+  private readonly pools = new Map<string, Managed>();
+  private registry: Registry = emptyRegistry();
+  private chain: Promise<unknown> = Promise.resolve();
+  private readonly codec: ParityCodec | undefined;
+  private closed = false;
+
+  private constructor(private readonly o: PoolManagerOptions) {
+    try {
+      this.codec = loadSimdParity();
+    } catch (err) {
+      o.log.warn(`RAID SIMD kernels not loaded, using the slower TypeScript codec: ${(err as Error).message}`);
+    }
+  }
+
+  private get registryPath(): string {
+    return `${this.o.dataDir}/${REGISTRY_FILE}`;
+  }
+
+  /** Reads pools.json and opens every pool in it (an unopenable pool stays listed as offline). */
+  static async open(o: PoolManagerOptions): Promise<PoolManager> {
+    const m = new PoolManager(o);
+    const text = await readStateFile(m.registryPath);
+    if (text !== undefined) m.registry = parseRegistry(text, m.registryPath);
+    for (const entry of m.registry.pools) {
+      const managed: Managed = { entry, pool: null, engine: null, job: null, rebuildAgain: false, draining: null };
+      m.pools.set(entry.name, managed);
+      try {
+        await m.openPool(managed);
+        o.log.info(`opened pool ${entry.name}: ${managed.pool!.protection}, ${entry.devices.length} device(s), ${o.store.list().filter((v) => v.pool === entry.name).length} volume(s)`);
+        if (managed.pool!.info().degraded.some((n) => n > 0)) {
+          o.log.warn(`pool ${entry.name} is degraded: rebuilding`);
+          m.startRebuild(managed);
+        }
+      } catch (err) {
+        managed.error = (err as Error).message;
+        o.log.error(`pool ${entry.name} is offline: ${managed.error}`);
+      }
+    }
+    return m;
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.closed) return Promise.reject(new TesseraError('ERR_CLOSED', 'the daemon is stopping'));
+    const run = this.chain.then(fn);
+    this.chain = run.catch(() => {});
+    return run;
+  }
+
+  private async saveRegistry(next: Registry): Promise<void> {
+    await replaceStateFile(this.registryPath, formatRegistry(next));
+    this.registry = next;
+  }
+
+  private poolOptions(name: string) {
+    const log = this.o.log.child(`pool ${name}`);
+    return {
+      name,
+      rng: new Prng(randomBytes(4).readUInt32LE(0)),
+      newUuid: () => randomBytes(16).toString('hex'),
+      codec: this.codec,
+      onAlarm: (level: string, used: number, was: string) => {
+        const text = `capacity ${(used * 100).toFixed(1)} % used: alarm ${was} -> ${level}`;
+        if (level === 'ok') log.info(text);
+        else if (level === 'warning') log.warn(text);
+        else log.error(`${text}; add a device (tessera device add ${name} PATH) or free space`);
+      },
+    };
+  }
+
+  private async openMembers(paths: string[], onMissing: (p: string) => void): Promise<BlockDevice[]> {
+    const devs: BlockDevice[] = [];
+    for (const p of paths) {
+      if (!(await FileDevice.exists(p))) {
+        onMissing(p);
+        continue;
+      }
+      // Page cache + fdatasync: the pool's own buffers are not page-aligned for O_DIRECT.
+      devs.push(await FileDevice.open(p, 'off'));
+    }
+    return devs;
+  }
+
+  private async openPool(m: Managed): Promise<void> {
+    const log = this.o.log.child(`pool ${m.entry.name}`);
+    const devs = await this.openMembers(m.entry.devices, (p) => log.warn(`device ${p} is missing; the pool runs without it`));
+    const skipped: BlockDevice[] = [];
+    let pool: PoolDevice;
+    try {
+      pool = await PoolDevice.open(devs, {
+        ...this.poolOptions(m.entry.name),
+        expectPoolUuid: m.entry.uuid,
+        onSkip: (d, why) => {
+          log.warn(`device ${d.path} left out: ${why}`);
+          skipped.push(d);
+        },
+      });
+    } catch (err) {
+      await Promise.allSettled(devs.map((d) => d.close()));
+      throw err;
+    }
+    await Promise.allSettled(skipped.map((d) => d.close()));
+    try {
+      const engine = await LocalEngine.open(pool, { log: log.child('engine').fn(), onFatal: this.o.onFatal });
+      m.pool = pool;
+      m.engine = engine;
+      this.o.store.addStore(m.entry.name, engine);
+    } catch (err) {
+      await pool.close();
+      throw err;
+    }
+  }
+
+  // ------------------------------------------------------------ info
+
+  list(): PoolInfo[] {
+    return [this.defaultInfo(), ...[...this.pools.values()].map((m) => this.describe(m))];
+  }
+
+  info(name: string): PoolInfo {
+    if (name === DEFAULT_POOL) return this.defaultInfo();
+    return this.describe(this.get(name));
+  }
+
+  private get(name: string): Managed {
+    const m = this.pools.get(name);
+    if (!m) throw new TesseraError('ERR_NOT_FOUND', `no pool "${name}" (tessera pool list shows the pools)`);
+    return m;
+  }
+
+  private online(name: string): Managed & { pool: PoolDevice; engine: LocalEngine } {
+    const m = this.get(name);
+    if (!m.pool || !m.engine) throw new TesseraError('ERR_BUSY', `pool ${name} is offline: ${m.error ?? 'not open'}`);
+    return m as Managed & { pool: PoolDevice; engine: LocalEngine };
+  }
+
+  private defaultInfo(): PoolInfo {
+    const devices = this.o.store.devices().filter((d) => d.pool === DEFAULT_POOL);
+    const d = devices[0];
+    const used = d?.chunksUsed ?? 0;
+    const total = d?.chunksTotal ?? 0;
+    return {
+      name: DEFAULT_POOL,
+      protection: 'none',
+      state: 'online',
+      stripe: { data: 1, parity: 0 },
+      chunkBytes: d?.chunkSizeBytes ?? 0,
+      sizeBytes: d?.sizeBytes ?? 0,
+      capacity: { usedChunks: used, totalChunks: total, usedFraction: total > 0 ? used / total : 0, alarm: 'ok' },
+      volumes: this.o.store.list().filter((v) => v.pool === DEFAULT_POOL).length,
+      containers: 0,
+      degraded: { one: 0, more: 0 },
+      repairedBlocks: 0,
+      members: d ? [{ index: 0, path: d.path, state: 'ok', chunksUsed: used, chunksTotal: total, wear: 0 }] : [],
+      rebuild: null,
+    };
+  }
+
+  private describe(m: Managed): PoolInfo {
+    if (!m.pool || !m.engine) {
+      return {
+        name: m.entry.name, protection: 'none', state: 'offline', error: m.error, stripe: { data: 0, parity: 0 }, chunkBytes: 0, sizeBytes: 0,
+        capacity: { usedChunks: 0, totalChunks: 0, usedFraction: 0, alarm: 'ok' }, volumes: 0, containers: 0, degraded: { one: 0, more: 0 }, repairedBlocks: 0,
+        members: m.entry.devices.map((path, index) => ({ index, path, state: 'missing', chunksUsed: 0, chunksTotal: 0, wear: 0 })), rebuild: null,
+      };
+    }
+    const pool = m.pool;
+    const info = pool.info();
+    const cap = pool.capacity();
+    const members: PoolMemberInfo[] = info.members.map((s) => {
+      const dev = pool.memberDevice(s.index);
+      const used = s.totalChunks - s.freeChunks;
+      // A member missing since the start has no known uuid, so its chunks show
+      // only as unknown positions: count it as holding some while any container is degraded.
+      const holds = s.present ? pool.chunksOn(s.index) > 0 : info.degraded[1] + info.degraded[2] > 0;
+      const state: PoolMemberInfo['state'] = m.draining === s.index ? 'draining' : s.usable ? 'ok' : !holds ? 'out' : s.present ? 'failed' : 'missing';
+      return { index: s.index, path: dev?.path ?? '', state, chunksUsed: used, chunksTotal: s.totalChunks, wear: s.totalChunks > 0 ? s.wear : 0 };
+    });
+    const degraded = { one: info.degraded[1], more: info.degraded[2] };
+    return {
+      name: m.entry.name,
+      protection: pool.protection,
+      state: degraded.one + degraded.more > 0 ? 'degraded' : 'online',
+      stripe: { data: pool.dataCount, parity: parityCountOf(pool.protection) },
+      chunkBytes: pool.chunkBytes,
+      sizeBytes: pool.sizeBytes,
+      capacity: cap,
+      volumes: m.engine.list().length,
+      containers: info.containers,
+      degraded,
+      repairedBlocks: m.engine.devices()[0]?.repairedBlocks ?? 0,
+      members,
+      rebuild: this.jobInfo(m),
+    };
+  }
+
+  private jobInfo(m: Managed): PoolRebuildInfo | null {
+    const j = m.job;
+    if (!j) return null;
+    const p = j.running ? m.pool?.rebuildProgress() ?? j.progress : j.progress;
+    return {
+      running: j.running,
+      kind: j.kind,
+      containersTotal: p?.containersTotal ?? 0,
+      containersDone: p?.containersDone ?? 0,
+      unrecoverable: p?.unrecoverable ?? 0,
+      noRoom: p?.noRoom ?? 0,
+      bytesTotal: p?.bytesTotal ?? 0,
+      bytesDone: p?.bytesDone ?? 0,
+      etaMs: j.running ? (p?.etaMs ?? null) : 0,
+      elapsedMs: Math.round(performance.now() - j.startedAtMs),
+      ...(j.error !== undefined ? { error: j.error } : {}),
+    };
+  }
+
+  // ------------------------------------------------------------ changes
+
+  create(req: { name: string; devices: string[]; protection: Protection; stripeWidth?: number; deviceSizeBytes?: number }): Promise<PoolInfo> {
+    return this.serial(async () => {
+      checkPoolName(req.name);
+      if (this.pools.has(req.name)) throw new TesseraError('ERR_EXISTS', `pool "${req.name}" already exists`);
+      this.checkNewDevices(req.devices);
+      const stripeWidth = req.stripeWidth ?? defaultStripeWidth(req.protection, req.devices.length);
+      const created = await this.createMissing(req.devices, req.deviceSizeBytes);
+      let devs: BlockDevice[] = [];
+      try {
+        devs = await this.openMembers(req.devices, (p) => {
+          throw new TesseraError('ERR_NOT_FOUND', `device ${p} does not exist`);
+        });
+        const uuid = randomBytes(16).toString('hex');
+        let first = true;
+        await PoolDevice.format(devs, {
+          protection: req.protection,
+          dataCount: stripeWidth,
+          dataZeroed: created.length === req.devices.length,
+          newUuid: () => (first ? ((first = false), uuid) : randomBytes(16).toString('hex')),
+        });
+        const pool = await PoolDevice.open(devs, this.poolOptions(req.name));
+        devs = [];
+        try {
+          await LocalEngine.format(pool, { dataZeroed: true });
+        } finally {
+          await pool.close();
+        }
+        const entry: PoolEntry = { name: req.name, uuid, devices: [...req.devices] };
+        const next = withPool(this.registry, entry);
+        const managed: Managed = { entry, pool: null, engine: null, job: null, rebuildAgain: false, draining: null };
+        await this.openPool(managed);
+        try {
+          await this.saveRegistry(next);
+        } catch (err) {
+          this.o.store.removeStore(req.name);
+          await managed.engine!.close();
+          throw err;
+        }
+        this.pools.set(req.name, managed);
+        this.o.log.info(`created pool ${req.name}: ${req.protection} ${stripeWidth}+${parityCountOf(req.protection)} on ${req.devices.join(', ')}`);
+        return this.describe(managed);
+      } catch (err) {
+        await Promise.allSettled(devs.map((d) => d.close()));
+        for (const p of created) await FileDevice.remove(p);
+        throw err;
+      }
+    });
+  }
+
+  /** Paths must be new to every pool, distinct, and not the data dir's device. */
+  private checkNewDevices(paths: string[]): void {
+    if (paths.length === 0) throw new TesseraError('ERR_INVALID', 'give at least one device');
+    const seen = new Set<string>();
+    for (const p of paths) {
+      if (!p.startsWith('/')) throw new TesseraError('ERR_INVALID', `device path ${p} must be absolute`);
+      if (seen.has(p)) throw new TesseraError('ERR_INVALID', `device ${p} is given twice`);
+      seen.add(p);
+      if (p === this.o.defaultDevicePath) throw new TesseraError('ERR_INVALID', `device ${p} is the data dir's own device`);
+      const o = poolOfDevice(this.registry, p);
+      if (o) throw new TesseraError('ERR_EXISTS', `device ${p} is already in pool ${o.name}`);
+    }
+  }
+
+  /** Creates the paths that do not exist as sparse files; returns them. */
+  private async createMissing(paths: string[], sizeBytes: number | undefined): Promise<string[]> {
+    const created: string[] = [];
+    try {
+      for (const p of paths) {
+        if (await FileDevice.exists(p)) continue;
+        if (sizeBytes === undefined) throw new TesseraError('ERR_NOT_FOUND', `device ${p} does not exist (give a size to create it as a sparse file)`);
+        await FileDevice.create(p, sizeBytes);
+        created.push(p);
+      }
+    } catch (err) {
+      for (const p of created) await FileDevice.remove(p);
+      throw err;
+    }
+    return created;
+  }
+
+  delete(name: string): Promise<void> {
+    return this.serial(async () => {
+      const m = this.get(name);
+      if (m.job?.running) throw new TesseraError('ERR_BUSY', `pool ${name} is running a ${m.job.kind}; wait for it`);
+      if (m.engine) {
+        this.o.store.removeStore(name); // ERR_BUSY while it holds volumes
+        await m.engine.close();
+      }
+      await this.saveRegistry(withoutPool(this.registry, name));
+      this.pools.delete(name);
+      this.o.log.info(`deleted pool ${name} (its devices are free again)`);
+    });
+  }
+
+  addDevice(poolName: string, devicePath: string, deviceSizeBytes?: number): Promise<PoolInfo> {
+    return this.serial(async () => {
+      const m = this.online(poolName);
+      this.checkNewDevices([devicePath]);
+      const index = await this.attach(m, devicePath, deviceSizeBytes);
+      this.o.log.info(`added device ${devicePath} to pool ${poolName} as member ${index}`);
+      if (m.pool.info().degraded.some((n) => n > 0)) this.startRebuild(m);
+      return this.describe(m);
+    });
+  }
+
+  /** Lists, creates if needed, opens and labels a new member; returns its index. */
+  private async attach(m: Managed & { pool: PoolDevice }, devicePath: string, deviceSizeBytes: number | undefined): Promise<number> {
+    const created = await this.createMissing([devicePath], deviceSizeBytes);
+    // Listed first: a crash before the label is written leaves a listed device
+    // without this pool's label, which open leaves out (never the reverse).
+    await this.saveRegistry(withDevices(this.registry, m.entry.name, [...m.entry.devices, devicePath]));
+    m.entry = this.registry.pools.find((p) => p.name === m.entry.name)!;
+    const dev = await FileDevice.open(devicePath, 'off');
+    try {
+      return await m.pool.addMember(dev);
+    } catch (err) {
+      await dev.close();
+      await this.saveRegistry(withDevices(this.registry, m.entry.name, m.entry.devices.filter((p) => p !== devicePath)));
+      m.entry = this.registry.pools.find((p) => p.name === m.entry.name)!;
+      for (const p of created) await FileDevice.remove(p);
+      throw err;
+    }
+  }
+
+  /** The pool and member index of a device path. */
+  private locate(devicePath: string): { m: Managed & { pool: PoolDevice; engine: LocalEngine }; index: number } {
+    const entry = poolOfDevice(this.registry, devicePath);
+    if (!entry) throw new TesseraError('ERR_NOT_FOUND', `device ${devicePath} is in no pool (tessera pool info NAME lists a pool's devices)`);
+    const m = this.online(entry.name);
+    const members = m.pool.info().members;
+    const index = members.findIndex((s) => m.pool.memberDevice(s.index)?.path === devicePath);
+    if (index < 0) throw new TesseraError('ERR_NOT_FOUND', `device ${devicePath} of pool ${entry.name} is not open (missing or left out at start: see the daemon log)`);
+    return { m, index };
+  }
+
+  failDevice(devicePath: string): Promise<PoolInfo> {
+    return this.serial(async () => {
+      const { m, index } = this.locate(devicePath);
+      if (!m.pool.info().members[index].usable && m.draining !== index) throw new TesseraError('ERR_INVALID', `device ${devicePath} is already out of service`);
+      await m.pool.failMember(index);
+      this.o.log.warn(`device ${devicePath} (member ${index} of pool ${m.entry.name}) failed by the operator`);
+      this.startRebuild(m);
+      return this.describe(m);
+    });
+  }
+
+  replaceDevice(devicePath: string, newPath: string, deviceSizeBytes?: number): Promise<PoolInfo> {
+    return this.serial(async () => {
+      const { m, index } = this.locate(devicePath);
+      this.checkNewDevices([newPath]);
+      if (m.job?.running && m.job.kind === 'drain') throw new TesseraError('ERR_BUSY', `pool ${m.entry.name} is draining a device; wait for it`);
+      if (m.pool.info().members[index].usable) await m.pool.failMember(index);
+      const added = await this.attach(m, newPath, deviceSizeBytes);
+      await this.forget(m, index, devicePath);
+      this.o.log.info(`replaced device ${devicePath} (member ${index}) of pool ${m.entry.name} by ${newPath} (member ${added}): rebuilding`);
+      this.startRebuild(m);
+      return this.describe(m);
+    });
+  }
+
+  /** Drops an out-of-service member's device: closed and unlisted. */
+  private async forget(m: Managed & { pool: PoolDevice }, index: number, devicePath: string): Promise<void> {
+    const dev = m.pool.detachMember(index);
+    await dev?.close();
+    await this.saveRegistry(withDevices(this.registry, m.entry.name, m.entry.devices.filter((p) => p !== devicePath)));
+    m.entry = this.registry.pools.find((p) => p.name === m.entry.name)!;
+  }
+
+  removeDevice(devicePath: string): Promise<PoolInfo> {
+    return this.serial(async () => {
+      const { m, index } = this.locate(devicePath);
+      if (m.job?.running) throw new TesseraError('ERR_BUSY', `pool ${m.entry.name} is running a ${m.job.kind}; remove the device when it is done (tessera pool rebuild ${m.entry.name} --wait)`);
+      if (!m.pool.info().members[index].usable) {
+        await m.pool.removeMember(index);
+        await this.forget(m, index, devicePath);
+        this.o.log.info(`removed device ${devicePath} (out of service) from pool ${m.entry.name}`);
+        return this.describe(m);
+      }
+      m.draining = index;
+      this.runJob(m, 'drain', async () => {
+        try {
+          const p = await m.pool.removeMember(index, { busyShare: this.o.busyShare });
+          await this.serial(() => this.forget(m, index, devicePath));
+          this.o.log.info(`removed device ${devicePath} from pool ${m.entry.name}: its chunks moved to the other devices`);
+          return p;
+        } finally {
+          m.draining = null;
+        }
+      });
+      return this.describe(m);
+    });
+  }
+
+  rebuild(name: string): PoolInfo {
+    const m = this.online(name);
+    if (!m.job?.running) this.startRebuild(m);
+    return this.describe(m);
+  }
+
+  private startRebuild(m: Managed): void {
+    if (!m.pool) return;
+    if (m.job?.running) {
+      m.rebuildAgain = true;
+      return;
+    }
+    const pool = m.pool;
+    this.runJob(m, 'rebuild', () => pool.rebuild({ busyShare: this.o.busyShare }));
+  }
+
+  private runJob(m: Managed, kind: Job['kind'], fn: () => Promise<RebuildProgress | null>): void {
+    const log = this.o.log.child(`pool ${m.entry.name}`);
+    const job: Job = { kind, progress: null, startedAtMs: performance.now(), running: true, done: Promise.resolve() };
+    m.job = job;
+    m.rebuildAgain = false;
+    const timer = setInterval(() => {
+      const p = m.pool?.rebuildProgress();
+      if (p) log.info(`${kind}: ${p.containersDone}/${p.containersTotal} containers, ${Math.round((100 * p.bytesDone) / Math.max(1, p.bytesTotal))} %`);
+    }, PROGRESS_LOG_MS);
+    timer.unref();
+    job.done = (async () => {
+      try {
+        job.progress = await fn();
+        const p = job.progress;
+        if (p) {
+          const note = [p.unrecoverable > 0 ? `${p.unrecoverable} container(s) lost beyond their parity` : '', p.noRoom > 0 ? `${p.noRoom} container(s) found no device with room: add a device` : ''].filter(Boolean).join('; ');
+          (note ? log.warn.bind(log) : log.info.bind(log))(`${kind} done: ${p.containersDone} container(s), ${p.bytesDone} bytes${note ? `; ${note}` : ''}`);
+        }
+      } catch (err) {
+        job.error = (err as Error).message;
+        job.progress = m.pool?.rebuildProgress() ?? null;
+        log.error(`${kind} failed: ${job.error}`);
+      } finally {
+        clearInterval(timer);
+        job.running = false;
+      }
+      if (m.rebuildAgain && !this.closed) this.startRebuild(m);
+    })();
+  }
+
+  /** Waits for running jobs to stop (the stores are closed by the MultiStore). */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const m of this.pools.values()) if (m.job?.running) m.pool?.stopRebuild();
+    await this.chain;
+    await Promise.allSettled([...this.pools.values()].map((m) => m.job?.done));
+  }
+}
