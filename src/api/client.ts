@@ -14,6 +14,7 @@ import type {
   DeviceRequest,
   PoolInfo,
   PoolListResponse,
+  PatchPoolRequest,
   PatchVolumeRequest,
   StatsSnapshot,
   StatusResponse,
@@ -65,6 +66,9 @@ export class ApiClient {
   }
   createPool(req: CreatePoolRequest): Promise<PoolInfo> {
     return this.call('POST', '/v1/pools', req);
+  }
+  patchPool(name: string, req: PatchPoolRequest): Promise<PoolInfo> {
+    return this.call('PATCH', `/v1/pools/${encodeURIComponent(name)}`, req);
   }
   async deletePool(name: string): Promise<void> {
     await this.call('DELETE', `/v1/pools/${encodeURIComponent(name)}`);

@@ -15,7 +15,9 @@ const CreatePoolBody = z.strictObject({
   protection: z.enum(['mirror2', 'mirror3', 'raid5', 'raid6'], { error: 'must be mirror2, mirror3, raid5 or raid6' }),
   stripeWidth: z.int().min(1).max(30).optional(),
   deviceSizeBytes: sizeBody.optional(),
+  alarms: z.strictObject({ warning: z.number().gt(0).lt(1), critical: z.number().gt(0).lte(1) }).optional(),
 });
+const PatchPoolBody = z.strictObject({ alarms: z.strictObject({ warning: z.number().gt(0).lt(1), critical: z.number().gt(0).lte(1) }) });
 const DeviceBody = z.strictObject({ path: z.string().min(1), newPath: z.string().min(1).optional(), deviceSizeBytes: sizeBody.optional() });
 
 export function addPoolRoutes(app: FastifyInstance, pools: PoolAdmin | undefined, mutate: <T>(fn: () => Promise<T>) => Promise<T>): void {
@@ -29,6 +31,10 @@ export function addPoolRoutes(app: FastifyInstance, pools: PoolAdmin | undefined
     const b = parseBody(CreatePoolBody, req.body);
     const info = await mutate(() => admin().create(b));
     return reply.code(201).send(info);
+  });
+  app.patch<{ Params: { name: string } }>('/v1/pools/:name', async (req) => {
+    const b = parseBody(PatchPoolBody, req.body);
+    return mutate(() => admin().setAlarms(req.params.name, b.alarms));
   });
   app.delete<{ Params: { name: string } }>('/v1/pools/:name', async (req, reply) => {
     await mutate(() => admin().delete(req.params.name));

@@ -183,6 +183,18 @@ export function buildApi(opts: ApiOptions & { writeToken?: string }): FastifyIns
         checksumErrors: sum(devices.map((d) => d.checksumErrors)),
       },
       daemon: opts.status?.(),
+      ...(opts.pools
+        ? {
+            pools: opts.pools.list().map((p) => ({
+              name: p.name,
+              protection: p.protection,
+              state: p.state,
+              alarm: p.capacity.alarm,
+              usedFraction: p.capacity.usedFraction,
+              job: p.rebuild?.running ? p.rebuild.kind : null,
+            })),
+          }
+        : {}),
     };
   });
 

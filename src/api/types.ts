@@ -62,6 +62,8 @@ export interface StatusResponse {
     checksumErrors: number;
   };
   daemon?: DaemonStatus;
+  /** Disk pools in short (single-machine daemons). */
+  pools?: Array<{ name: string; protection: string; state: string; alarm: string; usedFraction: number; job: string | null }>;
 }
 
 /** A member device of a pool, as `tessera pool info` shows it. */
@@ -105,7 +107,7 @@ export interface PoolInfo {
   stripe: { data: number; parity: number };
   chunkBytes: number;
   sizeBytes: number;
-  capacity: { usedChunks: number; totalChunks: number; usedFraction: number; alarm: 'ok' | 'warning' | 'critical' };
+  capacity: { usedChunks: number; totalChunks: number; usedFraction: number; alarm: 'ok' | 'warning' | 'critical'; thresholds: AlarmThresholds };
   volumes: number;
   containers: number;
   /** Containers lacking one chunk, and two or more. */
@@ -113,6 +115,12 @@ export interface PoolInfo {
   repairedBlocks: number;
   members: PoolMemberInfo[];
   rebuild: PoolRebuildInfo | null;
+}
+
+/** Used-capacity fractions that raise a pool's warning and critical alarms. */
+export interface AlarmThresholds {
+  warning: number;
+  critical: number;
 }
 
 /** GET /v1/pools */
@@ -129,6 +137,12 @@ export interface CreatePoolRequest {
   /** Data chunks per container (raid5/raid6). */
   stripeWidth?: number;
   deviceSizeBytes?: number | string;
+  alarms?: AlarmThresholds;
+}
+
+/** PATCH /v1/pools/:name */
+export interface PatchPoolRequest {
+  alarms: AlarmThresholds;
 }
 
 /** POST /v1/pools/:name/devices (add), /v1/devices/fail|remove|replace */
@@ -144,7 +158,8 @@ export interface DeviceRequest {
 export interface PoolAdmin {
   list(): PoolInfo[];
   info(name: string): PoolInfo;
-  create(req: { name: string; devices: string[]; protection: CreatePoolRequest['protection']; stripeWidth?: number; deviceSizeBytes?: number }): Promise<PoolInfo>;
+  create(req: { name: string; devices: string[]; protection: CreatePoolRequest['protection']; stripeWidth?: number; deviceSizeBytes?: number; alarms?: AlarmThresholds }): Promise<PoolInfo>;
+  setAlarms(name: string, alarms: AlarmThresholds): Promise<PoolInfo>;
   delete(name: string): Promise<void>;
   addDevice(pool: string, path: string, deviceSizeBytes?: number): Promise<PoolInfo>;
   failDevice(path: string): Promise<PoolInfo>;

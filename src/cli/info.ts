@@ -54,6 +54,14 @@ export function formatStatus(s: StatusResponse): string {
       ? 'none'
       : `${d.count}, ${formatSize(d.sizeBytes)}, chunks ${d.chunksUsed}/${d.chunksTotal} used (${formatPercent(d.chunksUsed, d.chunksTotal)}), ${d.ioErrors} IO errors, ${d.checksumErrors} checksum errors`,
   ]);
+  if (s.pools && s.pools.length > 1) {
+    // Disk pools besides the data dir's own device: state, alarm and any running job.
+    const text = s.pools
+      .filter((p) => p.protection !== 'none')
+      .map((p) => `${p.name} (${p.protection}, ${p.state}, ${Math.round(p.usedFraction * 100)} % used${p.alarm !== 'ok' ? `, ALARM ${p.alarm}` : ''}${p.job ? `, ${p.job} running` : ''})`)
+      .join(', ');
+    lines.push(['pools', text]);
+  }
   const width = Math.max(...lines.map(([k]) => k.length)) + 1;
   return lines.map(([k, val]) => `${(k + ':').padEnd(width)} ${val}`).join('\n') + '\n';
 }

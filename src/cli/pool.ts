@@ -59,7 +59,7 @@ export function formatPoolInfo(p: PoolInfo): string {
     ['protection', p.protection === 'none' ? 'none (one device)' : `${p.protection}, ${p.stripe.data}+${p.stripe.parity} chunks of ${formatSize(p.chunkBytes)}`],
     ['state', p.state + (p.error ? `: ${p.error}` : '') + (p.degraded.one + p.degraded.more > 0 ? ` (${p.degraded.one} container(s) lack one chunk, ${p.degraded.more} lack two or more)` : '')],
     ['size', `${formatSize(p.sizeBytes)} of address space, ${p.volumes} volume(s)`],
-    ['capacity', `${c.usedChunks}/${c.totalChunks} chunks used (${formatPercent(c.usedChunks, c.totalChunks)}), alarm ${c.alarm}`],
+    ['capacity', `${c.usedChunks}/${c.totalChunks} chunks used (${formatPercent(c.usedChunks, c.totalChunks)}), alarm ${c.alarm} (warning at ${Math.round(c.thresholds.warning * 100)} %, critical at ${Math.round(c.thresholds.critical * 100)} %)`],
   ];
   if (p.protection !== 'none') lines.push(['containers', `${p.containers}, ${p.repairedBlocks} block(s) repaired from redundancy`]);
   if (p.rebuild) lines.push(['rebuild', jobLine(p.rebuild)]);
@@ -96,6 +96,15 @@ export async function waitForJob(client: ApiClient, name: string, io: CliIo, qui
     }
     await io.sleepMs(WAIT_POLL_MS);
   }
+}
+
+/** "80,95" (percent) -> thresholds as fractions. */
+export function parseAlarmAt(text: string): { warning: number; critical: number } {
+  const parts = text.split(',').map((s) => Number(s.trim().replace(/%$/, '')));
+  if (parts.length !== 2 || parts.some((p) => !Number.isFinite(p)) || !(parts[0] > 0 && parts[0] < parts[1] && parts[1] <= 100)) {
+    throw new UsageError(`--alarm-at must be WARNING,CRITICAL percentages with 0 < WARNING < CRITICAL <= 100, e.g. 80,95 (got ${text})`);
+  }
+  return { warning: parts[0] / 100, critical: parts[1] / 100 };
 }
 
 function sizeOpt(text: string | undefined): number | undefined {
@@ -135,9 +144,10 @@ Examples:
     .requiredOption('--protection <kind>', `${PROTECTIONS.join(', ')}`)
     .option('--stripe-width <k>', 'data chunks per container for raid5/raid6 (default: devices - parity - 1, at least 2, at most 8)')
     .option('--device-size <size>', 'size of each device file to create, e.g. 8G (sparse)')
+    .option('--alarm-at <pcts>', 'used-capacity alarms: WARNING,CRITICAL percent (default 80,95)')
     .option('--json', 'print the new pool as JSON')
     .addHelpText('after', '\nExamples:\n  $ tessera pool create fast --devices /dev/nvme1n1,/dev/nvme2n1,/dev/nvme3n1 --protection raid5\n  $ tessera pool create m --devices /srv/a.img,/srv/b.img --protection mirror2 --device-size 4G')
-    .action(async (name: string, opts: { devices: string; protection: string; stripeWidth?: string; deviceSize?: string }, cmd: Command) => {
+    .action(async (name: string, opts: { devices: string; protection: string; stripeWidth?: string; deviceSize?: string; alarmAt?: string }, cmd: Command) => {
       const g = cmd.optsWithGlobals<G>();
       if (!(PROTECTIONS as readonly string[]).includes(opts.protection)) throw new UsageError(`--protection must be one of ${PROTECTIONS.join(', ')}, got ${opts.protection}`);
       const devices = opts.devices.split(',').map((s) => s.trim()).filter((s) => s !== '').map(abs);
@@ -148,6 +158,7 @@ Examples:
         protection: opts.protection as (typeof PROTECTIONS)[number],
         ...(opts.stripeWidth !== undefined ? { stripeWidth: parseStripeWidth(opts.stripeWidth) } : {}),
         ...(opts.deviceSize !== undefined ? { deviceSizeBytes: sizeOpt(opts.deviceSize) } : {}),
+        ...(opts.alarmAt !== undefined ? { alarms: parseAlarmAt(opts.alarmAt) } : {}),
       });
       if (g.json) return io.out(json(info));
       io.out(`created pool ${info.name}: ${info.protection} ${info.stripe.data}+${info.stripe.parity} on ${info.members.length} devices, ${formatSize(info.sizeBytes)}\n`);
@@ -176,6 +187,19 @@ Examples:
       const g = cmd.optsWithGlobals<G>();
       const p = await clientFor(g, io).getPool(name);
       io.out(g.json ? json(p) : formatPoolInfo(p));
+    });
+
+  pool
+    .command('set')
+    .description('change a pool setting: its used-capacity alarm thresholds')
+    .argument('<name>', 'pool name')
+    .requiredOption('--alarm-at <pcts>', 'WARNING,CRITICAL percent, e.g. 70,90')
+    .option('--json', 'print the pool as JSON')
+    .addHelpText('after', '\nExamples:\n  $ tessera pool set fast --alarm-at 70,90')
+    .action(async (name: string, opts: { alarmAt: string }, cmd: Command) => {
+      const g = cmd.optsWithGlobals<G>();
+      const p = await clientFor(g, io).patchPool(name, { alarms: parseAlarmAt(opts.alarmAt) });
+      io.out(g.json ? json(p) : `pool ${p.name}: alarms at ${Math.round(p.capacity.thresholds.warning * 100)} % and ${Math.round(p.capacity.thresholds.critical * 100)} %; now ${p.capacity.alarm} (${formatPercent(p.capacity.usedChunks, p.capacity.totalChunks)} used)\n`);
     });
 
   pool

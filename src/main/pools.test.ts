@@ -118,3 +118,30 @@ test('a listed device without the pool label is left out; an unopenable pool is 
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('capacity alarms: thresholds from create, raised as data is written (logged, in info), changed by setAlarms and kept across a restart', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'tessera-pools-'));
+  try {
+    const devs = [0, 1].map((i) => path.join(dir, `m${i}.img`));
+    let s = await setup(dir);
+    const created = await s.pools.create({ name: 'p', devices: devs, protection: 'mirror2', deviceSizeBytes: 256 * MiB, alarms: { warning: 0.5, critical: 0.9 } });
+    assert.deepEqual(created.capacity.thresholds, { warning: 0.5, critical: 0.9 });
+    await assert.rejects(s.pools.setAlarms('p', { warning: 0.9, critical: 0.5 }), /0 < warning < critical/);
+    await s.store.create('v', 160 * MiB, { pool: 'p' });
+    const vol = s.store.open('v');
+    const chunk = Buffer.alloc(16 * MiB, 1);
+    for (let off = 0; s.pools.info('p').capacity.usedFraction < 0.6; off += 16 * MiB) await vol.write(off, chunk, false);
+    assert.equal(s.pools.info('p').capacity.alarm, 'warning');
+    assert.ok(s.lines.some((l) => /WARN.*capacity .* used: alarm ok -> warning/.test(l)), s.lines.join(''));
+    const lowered = await s.pools.setAlarms('p', { warning: 0.2, critical: 0.4 });
+    assert.equal(lowered.capacity.alarm, 'critical');
+    assert.ok(s.lines.some((l) => /ERROR.*alarm warning -> critical; add a device/.test(l)), s.lines.join(''));
+    await shutdown(s);
+    s = await setup(dir);
+    assert.deepEqual(s.pools.info('p').capacity.thresholds, { warning: 0.2, critical: 0.4 });
+    assert.equal(s.pools.info('p').capacity.alarm, 'critical');
+    await shutdown(s);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

@@ -15,7 +15,8 @@
 // - A pool that cannot be opened is kept listed as offline with the reason;
 //   the daemon and every other pool keep running.
 import { randomBytes } from 'node:crypto';
-import type { PoolAdmin, PoolInfo, PoolMemberInfo, PoolRebuildInfo } from '../api/types.js';
+import type { AlarmThresholds, PoolAdmin, PoolInfo, PoolMemberInfo, PoolRebuildInfo } from '../api/types.js';
+import { DEFAULT_THRESHOLDS, checkThresholds } from '../pool/alarms.js';
 import type { BlockDevice } from '../device/device.js';
 import { LocalEngine } from '../engine/engine.js';
 import { FileDevice } from '../io/node/file-device.js';
@@ -32,6 +33,7 @@ import {
   parseRegistry,
   poolOfDevice,
   withDevices,
+  withAlarms,
   withPool,
   withoutPool,
   type PoolEntry,
@@ -138,10 +140,11 @@ export class PoolManager implements PoolAdmin {
     this.registry = next;
   }
 
-  private poolOptions(name: string) {
+  private poolOptions(name: string, thresholds: AlarmThresholds = DEFAULT_THRESHOLDS) {
     const log = this.o.log.child(`pool ${name}`);
     return {
       name,
+      thresholds,
       rng: new Prng(randomBytes(4).readUInt32LE(0)),
       newUuid: () => randomBytes(16).toString('hex'),
       codec: this.codec,
@@ -174,7 +177,7 @@ export class PoolManager implements PoolAdmin {
     let pool: PoolDevice;
     try {
       pool = await PoolDevice.open(devs, {
-        ...this.poolOptions(m.entry.name),
+        ...this.poolOptions(m.entry.name, m.entry.alarms),
         expectPoolUuid: m.entry.uuid,
         onSkip: (d, why) => {
           log.warn(`device ${d.path} left out: ${why}`);
@@ -232,7 +235,7 @@ export class PoolManager implements PoolAdmin {
       stripe: { data: 1, parity: 0 },
       chunkBytes: d?.chunkSizeBytes ?? 0,
       sizeBytes: d?.sizeBytes ?? 0,
-      capacity: { usedChunks: used, totalChunks: total, usedFraction: total > 0 ? used / total : 0, alarm: 'ok' },
+      capacity: { usedChunks: used, totalChunks: total, usedFraction: total > 0 ? used / total : 0, alarm: 'ok', thresholds: { ...DEFAULT_THRESHOLDS } },
       volumes: this.o.store.list().filter((v) => v.pool === DEFAULT_POOL).length,
       containers: 0,
       degraded: { one: 0, more: 0 },
@@ -246,7 +249,7 @@ export class PoolManager implements PoolAdmin {
     if (!m.pool || !m.engine) {
       return {
         name: m.entry.name, protection: 'none', state: 'offline', error: m.error, stripe: { data: 0, parity: 0 }, chunkBytes: 0, sizeBytes: 0,
-        capacity: { usedChunks: 0, totalChunks: 0, usedFraction: 0, alarm: 'ok' }, volumes: 0, containers: 0, degraded: { one: 0, more: 0 }, repairedBlocks: 0,
+        capacity: { usedChunks: 0, totalChunks: 0, usedFraction: 0, alarm: 'ok', thresholds: m.entry.alarms ?? { ...DEFAULT_THRESHOLDS } }, volumes: 0, containers: 0, degraded: { one: 0, more: 0 }, repairedBlocks: 0,
         members: m.entry.devices.map((path, index) => ({ index, path, state: 'missing', chunksUsed: 0, chunksTotal: 0, wear: 0 })), rebuild: null,
       };
     }
@@ -270,7 +273,7 @@ export class PoolManager implements PoolAdmin {
       stripe: { data: pool.dataCount, parity: parityCountOf(pool.protection) },
       chunkBytes: pool.chunkBytes,
       sizeBytes: pool.sizeBytes,
-      capacity: cap,
+      capacity: { ...cap, thresholds: pool.thresholds },
       volumes: m.engine.list().length,
       containers: info.containers,
       degraded,
@@ -301,9 +304,10 @@ export class PoolManager implements PoolAdmin {
 
   // ------------------------------------------------------------ changes
 
-  create(req: { name: string; devices: string[]; protection: Protection; stripeWidth?: number; deviceSizeBytes?: number }): Promise<PoolInfo> {
+  create(req: { name: string; devices: string[]; protection: Protection; stripeWidth?: number; deviceSizeBytes?: number; alarms?: AlarmThresholds }): Promise<PoolInfo> {
     return this.serial(async () => {
       checkPoolName(req.name);
+      if (req.alarms) checkThresholds(req.alarms);
       if (this.pools.has(req.name)) throw new TesseraError('ERR_EXISTS', `pool "${req.name}" already exists`);
       this.checkNewDevices(req.devices);
       const stripeWidth = req.stripeWidth ?? defaultStripeWidth(req.protection, req.devices.length);
@@ -321,14 +325,14 @@ export class PoolManager implements PoolAdmin {
           dataZeroed: created.length === req.devices.length,
           newUuid: () => (first ? ((first = false), uuid) : randomBytes(16).toString('hex')),
         });
-        const pool = await PoolDevice.open(devs, this.poolOptions(req.name));
+        const pool = await PoolDevice.open(devs, this.poolOptions(req.name, req.alarms));
         devs = [];
         try {
           await LocalEngine.format(pool, { dataZeroed: true });
         } finally {
           await pool.close();
         }
-        const entry: PoolEntry = { name: req.name, uuid, devices: [...req.devices] };
+        const entry: PoolEntry = { name: req.name, uuid, devices: [...req.devices], ...(req.alarms ? { alarms: { ...req.alarms } } : {}) };
         const next = withPool(this.registry, entry);
         const managed: Managed = { entry, pool: null, engine: null, job: null, rebuildAgain: false, draining: null };
         await this.openPool(managed);
@@ -379,6 +383,18 @@ export class PoolManager implements PoolAdmin {
       throw err;
     }
     return created;
+  }
+
+  setAlarms(name: string, alarms: AlarmThresholds): Promise<PoolInfo> {
+    return this.serial(async () => {
+      checkThresholds(alarms);
+      const m = this.get(name);
+      await this.saveRegistry(withAlarms(this.registry, name, alarms));
+      m.entry = this.registry.pools.find((p) => p.name === name)!;
+      m.pool?.setThresholds(alarms);
+      this.o.log.info(`pool ${name}: capacity alarms at ${Math.round(alarms.warning * 100)} % and ${Math.round(alarms.critical * 100)} %`);
+      return this.describe(m);
+    });
   }
 
   delete(name: string): Promise<void> {

@@ -30,7 +30,7 @@ export class CapacityWatch {
   private current: AlarmLevel = 'ok';
 
   constructor(
-    private readonly t: CapacityThresholds,
+    private t: CapacityThresholds,
     private readonly onChange: (level: AlarmLevel, usedFraction: number, was: AlarmLevel) => void,
   ) {
     checkThresholds(t);
@@ -38,6 +38,16 @@ export class CapacityWatch {
 
   get level(): AlarmLevel {
     return this.current;
+  }
+
+  get thresholds(): CapacityThresholds {
+    return { ...this.t };
+  }
+
+  /** New thresholds (operator change); the next update() applies them. */
+  setThresholds(t: CapacityThresholds): void {
+    checkThresholds(t);
+    this.t = { ...t };
   }
 
   /** Feeds the used fraction; calls onChange when the level changes. */

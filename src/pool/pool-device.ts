@@ -226,6 +226,16 @@ export class PoolDevice implements BlockDevice {
     return this.params.logicalSizeBytes;
   }
 
+  get thresholds(): CapacityThresholds {
+    return this.capacityWatch.thresholds;
+  }
+
+  /** Changes the capacity alarm thresholds; an alarm they raise or clear is reported at once. */
+  setThresholds(t: CapacityThresholds): void {
+    this.capacityWatch.setThresholds(t);
+    this.capacity();
+  }
+
   get protection(): Protection {
     return this.params.protection;
   }

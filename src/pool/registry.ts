@@ -23,6 +23,8 @@ export interface PoolEntry {
   /** Of the labels (32 hex digits); a device with another is left out at open. */
   uuid: string;
   devices: string[];
+  /** Capacity alarm thresholds (fractions); default 0.8 and 0.95. */
+  alarms?: { warning: number; critical: number };
 }
 
 export interface Registry {
@@ -38,6 +40,7 @@ const Schema = z.strictObject({
         name: z.string().regex(VOLUME_NAME_RE),
         uuid: z.string().regex(/^[0-9a-f]{32}$/),
         devices: z.array(z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path')).max(64),
+        alarms: z.strictObject({ warning: z.number().gt(0).lt(1), critical: z.number().gt(0).lte(1) }).refine((a) => a.warning < a.critical, 'warning must be below critical').optional(),
       }),
     )
     .max(MAX_POOLS),
@@ -110,6 +113,11 @@ export function withDevices(reg: Registry, name: string, devices: string[]): Reg
   const next: Registry = { version: 1, pools: reg.pools.map((p) => (p.name === name ? { ...p, devices: [...devices] } : p)) };
   checkRegistry(next, 'registry');
   return next;
+}
+
+/** A copy with pool `name`'s alarm thresholds replaced. */
+export function withAlarms(reg: Registry, name: string, alarms: { warning: number; critical: number }): Registry {
+  return { version: 1, pools: reg.pools.map((p) => (p.name === name ? { ...p, alarms: { ...alarms } } : p)) };
 }
 
 export function withoutPool(reg: Registry, name: string): Registry {

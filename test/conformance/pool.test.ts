@@ -106,6 +106,13 @@ describe('disk pools through the CLI, with fio and qemu over NBD', () => {
     const noPool = await cli(['volume', 'create', 'y', '--size', '1G', '--pool', 'nosuch']);
     assert.equal(noPool.code, 1, describeRun(noPool));
     assert.match(noPool.stderr, /no pool "nosuch"/);
+    // Capacity alarms: thresholds below the engine's own metadata raise one at once, in every view.
+    assert.match(await ok(['pool', 'set', 'lab', '--alarm-at', '1,2']), /alarms at 1 % and 2 %; now critical/);
+    assert.match(await ok(['pool', 'list']), /^lab\s.*\scritical\s/m);
+    assert.match(await ok(['status']), /pools:\s+lab \(raid6, online, \d+ % used, ALARM critical\)/);
+    assert.match(await ok(['pool', 'set', 'lab', '--alarm-at', '80,95']), /now ok/);
+    const badAlarm = await cli(['pool', 'set', 'lab', '--alarm-at', '95,80']);
+    assert.equal(badAlarm.code, 2, describeRun(badAlarm));
     const busy = await cli(['pool', 'delete', 'lab', '--yes']);
     assert.equal(busy.code, 1, describeRun(busy));
     assert.match(busy.stderr, /still holds 1 volume/);
