@@ -15,6 +15,8 @@ import type {
   PoolInfo,
   PoolListResponse,
   PatchPoolRequest,
+  PartitionRequest,
+  PartitionResponse,
   PatchVolumeRequest,
   StatsSnapshot,
   StatusResponse,
@@ -78,6 +80,9 @@ export class ApiClient {
   }
   addDevice(pool: string, req: DeviceRequest): Promise<PoolInfo> {
     return this.call('POST', `/v1/pools/${encodeURIComponent(pool)}/devices`, req);
+  }
+  partitionDevice(req: PartitionRequest): Promise<PartitionResponse> {
+    return this.call('POST', '/v1/devices/partition', req);
   }
   deviceAction(action: 'fail' | 'remove' | 'replace', req: DeviceRequest): Promise<PoolInfo> {
     return this.call('POST', `/v1/devices/${action}`, req);

@@ -18,6 +18,13 @@ const CreatePoolBody = z.strictObject({
   alarms: z.strictObject({ warning: z.number().gt(0).lt(1), critical: z.number().gt(0).lte(1) }).optional(),
 });
 const PatchPoolBody = z.strictObject({ alarms: z.strictObject({ warning: z.number().gt(0).lt(1), critical: z.number().gt(0).lte(1) }) });
+const PartitionBody = z.strictObject({
+  path: z.string().min(1),
+  count: z.int().min(1).max(32),
+  iopsLimit: z.int().min(0).optional(),
+  bandwidthBytesPerSec: sizeBody.optional(),
+  deviceSizeBytes: sizeBody.optional(),
+});
 const DeviceBody = z.strictObject({ path: z.string().min(1), newPath: z.string().min(1).optional(), deviceSizeBytes: sizeBody.optional() });
 
 export function addPoolRoutes(app: FastifyInstance, pools: PoolAdmin | undefined, mutate: <T>(fn: () => Promise<T>) => Promise<T>): void {
@@ -44,6 +51,10 @@ export function addPoolRoutes(app: FastifyInstance, pools: PoolAdmin | undefined
   app.post<{ Params: { name: string } }>('/v1/pools/:name/devices', async (req) => {
     const b = parseBody(DeviceBody, req.body);
     return mutate(() => admin().addDevice(req.params.name, b.path, b.deviceSizeBytes));
+  });
+  app.post('/v1/devices/partition', async (req) => {
+    const b = parseBody(PartitionBody, req.body);
+    return mutate(() => admin().partition(b.path, b));
   });
   app.post<{ Params: { action: string } }>('/v1/devices/:action', async (req) => {
     const b = parseBody(DeviceBody, req.body);

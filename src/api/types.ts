@@ -154,6 +154,21 @@ export interface DeviceRequest {
   deviceSizeBytes?: number | string;
 }
 
+/** POST /v1/devices/partition */
+export interface PartitionRequest {
+  path: string;
+  count: number;
+  /** Per partition; 0 or absent: unlimited. */
+  iopsLimit?: number;
+  bandwidthBytesPerSec?: number | string;
+  deviceSizeBytes?: number | string;
+}
+
+export interface PartitionResponse {
+  path: string;
+  partitions: Array<{ name: string; path: string; startBytes: number; sizeBytes: number; iopsLimit: number; bandwidthBytesPerSec: number }>;
+}
+
 /** What the API needs from the daemon's pools (main/pools.ts). */
 export interface PoolAdmin {
   list(): PoolInfo[];
@@ -165,6 +180,7 @@ export interface PoolAdmin {
   failDevice(path: string): Promise<PoolInfo>;
   replaceDevice(path: string, newPath: string, deviceSizeBytes?: number): Promise<PoolInfo>;
   removeDevice(path: string): Promise<PoolInfo>;
+  partition(path: string, o: { count: number; iopsLimit?: number; bandwidthBytesPerSec?: number; deviceSizeBytes?: number }): Promise<PartitionResponse>;
   /** Starts a rebuild unless one runs; returns the pool with its progress. */
   rebuild(name: string): PoolInfo;
 }

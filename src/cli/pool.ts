@@ -255,6 +255,47 @@ Examples:
     });
 
   device
+    .command('partition')
+    .description('split a device into N equal partitions (p1..pN), each usable as a pool member as DEV#pK, each with its own IO limits')
+    .argument('<device>', 'file or block device (not in a pool)')
+    .requiredOption('-n, --count <n>', 'number of partitions (1-32)')
+    .option('--iops <n>', 'IO operations per second allowed to each partition (default unlimited)')
+    .option('--bandwidth <size>', 'bytes per second allowed to each partition, e.g. 200M (default unlimited)')
+    .option('--size <size>', 'create the file with this size if it does not exist (sparse)')
+    .option('--json', 'print the partitions as JSON')
+    .addHelpText(
+      'after',
+      `
+A pool never puts two chunks of one container on partitions of one device, so
+losing the device loses no more than one chunk of each container.
+
+Examples:
+  $ tessera device partition /dev/nvme0n1 --count 4 --iops 20000
+  $ tessera pool create p --devices /dev/nvme0n1#p1,/dev/nvme1n1#p1,/dev/nvme2n1#p1 --protection raid5`,
+    )
+    .action(async (dev: string, opts: { count: string; iops?: string; bandwidth?: string; size?: string }, cmd: Command) => {
+      const g = cmd.optsWithGlobals<G>();
+      const count = Number(opts.count);
+      if (!Number.isInteger(count) || count < 1 || count > 32) throw new UsageError(`--count must be an integer in [1, 32], got ${opts.count}`);
+      const iops = opts.iops === undefined ? undefined : Number(opts.iops);
+      if (iops !== undefined && !(Number.isInteger(iops) && iops >= 0)) throw new UsageError(`--iops must be a non-negative integer, got ${opts.iops}`);
+      const res = await clientFor(g, io).partitionDevice({
+        path: abs(dev),
+        count,
+        ...(iops !== undefined ? { iopsLimit: iops } : {}),
+        ...(opts.bandwidth !== undefined ? { bandwidthBytesPerSec: sizeOpt(opts.bandwidth) } : {}),
+        ...(opts.size !== undefined ? { deviceSizeBytes: sizeOpt(opts.size) } : {}),
+      });
+      if (g.json) return io.out(json(res));
+      io.out(
+        formatTable(
+          [{ header: 'PARTITION' }, { header: 'SIZE', align: 'right' }, { header: 'IOPS', align: 'right' }, { header: 'BANDWIDTH', align: 'right' }],
+          res.partitions.map((p) => [p.path, formatSize(p.sizeBytes), p.iopsLimit ? String(p.iopsLimit) : 'unlimited', p.bandwidthBytesPerSec ? `${formatSize(p.bandwidthBytesPerSec)}/s` : 'unlimited']),
+        ),
+      );
+    });
+
+  device
     .command('fail')
     .description('take a device out of service as if it failed (tests, or a device you distrust); the pool rebuilds onto the others')
     .argument('<device>', 'a pool member')

@@ -18,6 +18,11 @@ export interface BlockDevice {
   /** True when IO bypasses the page cache (O_DIRECT): buffers must be aligned. */
   readonly directIo: boolean;
   readonly stats: IoStats;
+  /**
+   * Devices that fail together (partitions of one disk) share this; a pool
+   * never puts two chunks of one container in one domain. Default: a domain of its own.
+   */
+  readonly failureDomain?: string;
   read(buf: Uint8Array, offsetBytes: number): Promise<void>;
   write(buf: Uint8Array, offsetBytes: number): Promise<void>;
   flush(): Promise<void>;

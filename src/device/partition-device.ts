@@ -35,6 +35,8 @@ export class PartitionDevice implements BlockDevice {
     private readonly parent: BlockDevice,
     readonly entry: PartitionEntry,
     private readonly clock: LimitClock,
+    /** Called once by close() (e.g. to close the parent when its last partition closes). */
+    private readonly release?: () => Promise<void>,
   ) {
     this.name = `${parent.name}:${entry.name}`;
     this.path = `${parent.path}#${entry.name}`;
@@ -93,8 +95,15 @@ export class PartitionDevice implements BlockDevice {
     return this.parent.flush();
   }
 
+  /** Partitions of one device fail together. */
+  get failureDomain(): string {
+    return this.parent.failureDomain ?? this.parent.path;
+  }
+
   async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
+    await this.release?.();
   }
 }
 

@@ -110,21 +110,31 @@ test('token bucket: burst, then the rate; debt keeps arrival order', () => {
   assert.equal(b.take(1, 1000), 0); // a second later the bucket is full again (debt paid)
 });
 
-test('partitions of one device serve as the members of a pool', async () => {
-  const dev = new SimDevice(40 * MiB, new Prng(5));
-  const entries = Array.from({ length: 4 }, (_, i) => part(`p${i}`, 1 + i * 9, 9));
-  await writePartitionTable(dev, { sequence: 1, entries });
-  const clock = virtualClock();
-  const parts = await openPartitions(dev, clock);
-  let n = 0;
-  const newUuid = () => (++n).toString(16).padStart(32, '0');
-  await PoolDevice.format(parts, { protection: 'raid5', dataCount: 3, stripBytes: 4096, chunkDataBytes: 256 * 1024, journalBytes: 512 * 1024, dataZeroed: true, newUuid });
-  const pool = await PoolDevice.open(parts, { rng: new Prng(6), newUuid });
-  const data = Buffer.alloc(MiB, 0x5c);
-  await pool.write(data, 0);
-  await pool.failMember(2);
-  const out = Buffer.alloc(MiB);
-  await pool.read(out, 0);
-  assert.ok(out.equals(data));
-  assert.equal((await readPartitionTable(dev)).entries.length, 4, 'the pool left the partition table alone');
+test('partitions serve as pool members, and a pool never puts two chunks of a container on one disk: losing any disk (all its partitions) loses nothing', async () => {
+  // Three disks of two partitions each, raid5 asking for 4+1: without failure
+  // domains 5 chunks on 3 disks put two on one disk (pigeonhole), whose loss
+  // then loses data; with them the containers narrow to 2+1.
+  for (let lostDisk = 0; lostDisk < 3; lostDisk++) {
+    const disks = [0, 1, 2].map((i) => new SimDevice(40 * MiB, new Prng(5 + i), `disk${i}`, `sim://disk${i}`));
+    const clock = virtualClock();
+    const parts: PartitionDevice[] = [];
+    for (const d of disks) {
+      await writePartitionTable(d, { sequence: 1, entries: [part('p0', 1, 19), part('p1', 20, 19)] });
+      parts.push(...(await openPartitions(d, clock)));
+    }
+    assert.deepEqual(parts.map((p) => p.failureDomain), ['sim://disk0', 'sim://disk0', 'sim://disk1', 'sim://disk1', 'sim://disk2', 'sim://disk2']);
+    let n = 0;
+    const newUuid = () => (++n).toString(16).padStart(32, '0');
+    await PoolDevice.format(parts, { protection: 'raid5', dataCount: 4, stripBytes: 4096, chunkDataBytes: 256 * 1024, journalBytes: 512 * 1024, dataZeroed: true, newUuid });
+    const pool = await PoolDevice.open(parts, { rng: new Prng(6), newUuid });
+    const data = Buffer.alloc(2 * MiB);
+    new Prng(7).fill(data);
+    await pool.write(data, 0);
+    await pool.failMember(2 * lostDisk);
+    await pool.failMember(2 * lostDisk + 1);
+    const out = Buffer.alloc(2 * MiB);
+    await pool.read(out, 0);
+    assert.ok(out.equals(data), `disk ${lostDisk} lost`);
+    assert.equal((await readPartitionTable(disks[0])).entries.length, 2, 'the pool left the partition table alone');
+  }
 });

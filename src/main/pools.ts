@@ -18,6 +18,8 @@ import { randomBytes } from 'node:crypto';
 import type { AlarmThresholds, PoolAdmin, PoolInfo, PoolMemberInfo, PoolRebuildInfo } from '../api/types.js';
 import { DEFAULT_THRESHOLDS, checkThresholds } from '../pool/alarms.js';
 import type { BlockDevice } from '../device/device.js';
+import { PartitionDevice, readPartitionTable, writePartitionTable, type LimitClock } from '../device/partition-device.js';
+import { PARTITION_ALIGN_BYTES, MAX_PARTITIONS, validatePartitions, type PartitionEntry } from '../device/partition-table.js';
 import { LocalEngine } from '../engine/engine.js';
 import { FileDevice } from '../io/node/file-device.js';
 import { loadSimdParity } from '../io/node/raid-wasm.js';
@@ -46,6 +48,15 @@ import type { MultiStore } from '../volume/multi-store.js';
 
 /** How often a running job's progress is logged. */
 const PROGRESS_LOG_MS = 10_000;
+/** The IO limits of partitions run on real time. */
+const REAL_CLOCK: LimitClock = { nowMs: () => performance.now(), sleep: (ms) => new Promise((r) => setTimeout(r, ms)) };
+
+/** `/dev/sdb#p2` -> the device and the partition name (undefined for a whole device). */
+export function splitPartitionPath(p: string): { base: string; partition: string | undefined } {
+  const at = p.lastIndexOf('#');
+  return at < 0 ? { base: p, partition: undefined } : { base: p.slice(0, at), partition: p.slice(at + 1) };
+}
+
 /** Data chunks per container when not given: leave one device's worth of room for rebuilds, at most 8. */
 const STRIPE_WIDTH_MAX_DEFAULT = 8;
 
@@ -88,6 +99,8 @@ export function defaultStripeWidth(protection: Protection, devices: number): num
 
 export class PoolManager implements PoolAdmin {
   private readonly pools = new Map<string, Managed>();
+  /** Devices whose partitions are open: one FileDevice each, closed with its last partition. */
+  private readonly parents = new Map<string, { dev: FileDevice; refs: number }>();
   private registry: Registry = emptyRegistry();
   private chain: Promise<unknown> = Promise.resolve();
   private readonly codec: ParityCodec | undefined;
@@ -159,15 +172,47 @@ export class PoolManager implements PoolAdmin {
 
   private async openMembers(paths: string[], onMissing: (p: string) => void): Promise<BlockDevice[]> {
     const devs: BlockDevice[] = [];
-    for (const p of paths) {
-      if (!(await FileDevice.exists(p))) {
-        onMissing(p);
-        continue;
+    try {
+      for (const p of paths) {
+        if (!(await FileDevice.exists(splitPartitionPath(p).base))) {
+          onMissing(p);
+          continue;
+        }
+        devs.push(await this.openDevice(p));
       }
-      // Page cache + fdatasync: the pool's own buffers are not page-aligned for O_DIRECT.
-      devs.push(await FileDevice.open(p, 'off'));
+    } catch (err) {
+      await Promise.allSettled(devs.map((d) => d.close()));
+      throw err;
     }
     return devs;
+  }
+
+  /** A whole device, or a partition (`PATH#NAME`) with the IO limits of its table entry. */
+  private async openDevice(p: string): Promise<BlockDevice> {
+    const { base, partition } = splitPartitionPath(p);
+    // Page cache + fdatasync: the pool's own buffers are not page-aligned for O_DIRECT.
+    if (partition === undefined) return FileDevice.open(p, 'off');
+    let e = this.parents.get(base);
+    if (!e) {
+      e = { dev: await FileDevice.open(base, 'off'), refs: 0 };
+      this.parents.set(base, e);
+    }
+    const parent = e;
+    const release = async (): Promise<void> => {
+      if (--parent.refs > 0) return;
+      this.parents.delete(base);
+      await parent.dev.close();
+    };
+    parent.refs++;
+    try {
+      const table = await readPartitionTable(parent.dev);
+      const entry = table.entries.find((x) => x.name === partition);
+      if (!entry) throw new TesseraError('ERR_NOT_FOUND', `${base} has no partition ${partition} (it has ${table.entries.map((x) => x.name).join(', ') || 'none'})`);
+      return new PartitionDevice(parent.dev, entry, REAL_CLOCK, release);
+    } catch (err) {
+      await release();
+      throw err;
+    }
   }
 
   private async openPool(m: Managed): Promise<void> {
@@ -354,18 +399,72 @@ export class PoolManager implements PoolAdmin {
     });
   }
 
-  /** Paths must be new to every pool, distinct, and not the data dir's device. */
+  /**
+   * Paths must be new to every pool, distinct, and not the data dir's device; a
+   * whole device and a partition of it never both serve (in one pool or two).
+   */
   private checkNewDevices(paths: string[]): void {
     if (paths.length === 0) throw new TesseraError('ERR_INVALID', 'give at least one device');
-    const seen = new Set<string>();
+    const seen: string[] = [];
+    const clash = (a: string, b: string): boolean => {
+      const x = splitPartitionPath(a);
+      const y = splitPartitionPath(b);
+      return x.base === y.base && (x.partition === undefined || y.partition === undefined || x.partition === y.partition);
+    };
     for (const p of paths) {
       if (!p.startsWith('/')) throw new TesseraError('ERR_INVALID', `device path ${p} must be absolute`);
-      if (seen.has(p)) throw new TesseraError('ERR_INVALID', `device ${p} is given twice`);
-      seen.add(p);
-      if (p === this.o.defaultDevicePath) throw new TesseraError('ERR_INVALID', `device ${p} is the data dir's own device`);
-      const o = poolOfDevice(this.registry, p);
-      if (o) throw new TesseraError('ERR_EXISTS', `device ${p} is already in pool ${o.name}`);
+      const twice = seen.find((q) => clash(p, q));
+      if (twice !== undefined) throw new TesseraError('ERR_INVALID', twice === p ? `device ${p} is given twice` : `${p} and ${twice} are the same device`);
+      seen.push(p);
+      if (splitPartitionPath(p).base === this.o.defaultDevicePath) throw new TesseraError('ERR_INVALID', `device ${p} is the data dir's own device`);
+      for (const entry of this.registry.pools) {
+        const d = entry.devices.find((q) => clash(p, q));
+        if (d !== undefined) throw new TesseraError('ERR_EXISTS', `device ${p} is already in pool ${entry.name}${d === p ? '' : ` (as ${d})`}`);
+      }
     }
+  }
+
+  /**
+   * Splits a device into `count` equal partitions p1..pN (DEV4), each with the
+   * given IO limits, by writing its partition table. Refused for a device (or
+   * a partition of it) that serves a pool; a missing file is created sparse.
+   */
+  partition(devicePath: string, o: { count: number; iopsLimit?: number; bandwidthBytesPerSec?: number; deviceSizeBytes?: number }): Promise<{ path: string; partitions: Array<PartitionEntry & { path: string }> }> {
+    return this.serial(async () => {
+      if (splitPartitionPath(devicePath).partition !== undefined) throw new TesseraError('ERR_INVALID', `${devicePath} is a partition; give the whole device`);
+      this.checkNewDevices([devicePath]);
+      if (!(Number.isInteger(o.count) && o.count >= 1 && o.count <= MAX_PARTITIONS)) throw new TesseraError('ERR_INVALID', `the partition count must be 1..${MAX_PARTITIONS}`);
+      const created = await this.createMissing([devicePath], o.deviceSizeBytes);
+      try {
+        const dev = await FileDevice.open(devicePath, 'off');
+        try {
+          const each = Math.floor((dev.sizeBytes - PARTITION_ALIGN_BYTES) / o.count / PARTITION_ALIGN_BYTES) * PARTITION_ALIGN_BYTES;
+          if (each < PARTITION_ALIGN_BYTES) throw new TesseraError('ERR_INVALID', `${devicePath} (${dev.sizeBytes} bytes) is too small for ${o.count} partitions of at least 1 MiB`);
+          const entries: PartitionEntry[] = Array.from({ length: o.count }, (_, i) => ({
+            name: `p${i + 1}`,
+            startBytes: PARTITION_ALIGN_BYTES + i * each,
+            sizeBytes: each,
+            iopsLimit: o.iopsLimit ?? 0,
+            bandwidthBytesPerSec: o.bandwidthBytesPerSec ?? 0,
+          }));
+          validatePartitions(entries, dev.sizeBytes);
+          let sequence = 1;
+          try {
+            sequence = (await readPartitionTable(dev)).sequence + 1;
+          } catch {
+            // no valid table yet
+          }
+          await writePartitionTable(dev, { sequence, entries });
+          this.o.log.info(`partitioned ${devicePath}: ${o.count} x ${each} bytes${o.iopsLimit ? `, ${o.iopsLimit} IOPS` : ''}${o.bandwidthBytesPerSec ? `, ${o.bandwidthBytesPerSec} bytes/s` : ''} each`);
+          return { path: devicePath, partitions: entries.map((e) => ({ ...e, path: `${devicePath}#${e.name}` })) };
+        } finally {
+          await dev.close();
+        }
+      } catch (err) {
+        for (const p of created) await FileDevice.remove(p);
+        throw err;
+      }
+    });
   }
 
   /** Creates the paths that do not exist as sparse files; returns them. */
@@ -373,7 +472,8 @@ export class PoolManager implements PoolAdmin {
     const created: string[] = [];
     try {
       for (const p of paths) {
-        if (await FileDevice.exists(p)) continue;
+        if (await FileDevice.exists(splitPartitionPath(p).base)) continue;
+        if (splitPartitionPath(p).partition !== undefined) throw new TesseraError('ERR_NOT_FOUND', `device ${splitPartitionPath(p).base} does not exist (partition it first: tessera device partition)`);
         if (sizeBytes === undefined) throw new TesseraError('ERR_NOT_FOUND', `device ${p} does not exist (give a size to create it as a sparse file)`);
         await FileDevice.create(p, sizeBytes);
         created.push(p);
@@ -400,7 +500,13 @@ export class PoolManager implements PoolAdmin {
   delete(name: string): Promise<void> {
     return this.serial(async () => {
       const m = this.get(name);
-      if (m.job?.running) throw new TesseraError('ERR_BUSY', `pool ${name} is running a ${m.job.kind}; wait for it`);
+      if (m.engine && m.engine.list().length > 0) this.o.store.removeStore(name); // ERR_BUSY naming the volumes
+      if (m.job?.running) {
+        // Nothing left to protect: stop the job (it leaves no container mid-copy).
+        m.rebuildAgain = false;
+        m.pool?.stopRebuild();
+        await m.job.done;
+      }
       if (m.engine) {
         this.o.store.removeStore(name); // ERR_BUSY while it holds volumes
         await m.engine.close();
@@ -429,7 +535,7 @@ export class PoolManager implements PoolAdmin {
     // without this pool's label, which open leaves out (never the reverse).
     await this.saveRegistry(withDevices(this.registry, m.entry.name, [...m.entry.devices, devicePath]));
     m.entry = this.registry.pools.find((p) => p.name === m.entry.name)!;
-    const dev = await FileDevice.open(devicePath, 'off');
+    const dev = await this.openDevice(devicePath);
     try {
       return await m.pool.addMember(dev);
     } catch (err) {

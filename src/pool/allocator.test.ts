@@ -159,3 +159,26 @@ test('simulation: inverse wear levelling makes one old member wear out first', (
   assert.ok(spreadWithout < 0.02, 'without inverse levelling they wear out together');
   assert.ok(Math.max(...withInverse.wear) < 1, 'the simulation stayed within the members\' life');
 });
+
+test('failure domains: never two chunks of a container in one domain; the stripe narrows to the domains with room', () => {
+  const rng = new Prng(SEED ^ 0x51);
+  for (let round = 0; round < 2000; round++) {
+    const disks = 1 + rng.int(6);
+    const members: MemberState[] = [];
+    for (let d = 0; d < disks; d++) {
+      const parts = 1 + rng.int(3);
+      for (let p = 0; p < parts; p++) members.push(member(members.length, { domain: `disk${d}`, freeChunks: rng.chance(0.2) ? 0 : 1 + rng.int(9) }));
+    }
+    const m = rng.int(3);
+    const k = 1 + rng.int(6);
+    const domains = new Set(members.filter((x) => x.freeChunks > 0).map((x) => x.domain)).size;
+    if (domains < 1 + m) {
+      assert.throws(() => allocateContainer(members, { dataCount: k, parityCount: m }, rng), /distinct failure domains/);
+      continue;
+    }
+    const a = allocateContainer(members, { dataCount: k, parityCount: m }, rng);
+    const used = a.members.map((i) => members[i].domain);
+    assert.equal(new Set(used).size, used.length, `round ${round}: two chunks in one domain (${used.join(',')}) TESSERA_SEED=${SEED}`);
+    assert.equal(a.members.length, Math.min(k + m, domains));
+  }
+});

@@ -6,7 +6,8 @@
 // fewer than k + m members have room). Pure: state in, choice out, with an
 // injected PRNG, so a seed replays a simulation.
 //
-// Invariants: a container never gets two chunks on one member; only usable
+// Invariants: a container never gets two chunks on one member, nor on two
+// members of one failure domain (partitions of one disk); only usable
 // members with free chunks are chosen; the data count never drops below 1
 // and the parity count never changes (protection is not weakened, only the
 // stripe narrowed; with allowDegraded, positions may stay unplaced when
@@ -25,6 +26,12 @@ export interface MemberState {
   readonly wear: number;
   /** False for failed, removed or draining members: never allocated on. */
   readonly usable: boolean;
+  /** Members sharing a failure domain (partitions of one disk) never hold two chunks of one container. Default: its own. */
+  readonly domain?: string;
+}
+
+function domainOf(m: MemberState): string {
+  return m.domain ?? `#${m.index}`;
 }
 
 export interface WearPolicy {
@@ -118,18 +125,19 @@ export function allocateContainer(
   const weights = memberWeights(members, options.sacrificial ?? null, options.policy ?? DEFAULT_WEAR_POLICY);
   const candidates: number[] = [];
   for (let i = 0; i < members.length; i++) if (weights[i] > 0 && !options.exclude?.has(members[i].index)) candidates.push(i);
-  const width = Math.min(dataCount + parityCount, candidates.length);
+  const domains = new Set(candidates.map((i) => domainOf(members[i]))).size;
+  const width = Math.min(dataCount + parityCount, domains);
   if (width < 1 + parityCount && options.allowDegraded && candidates.length >= 1) {
     // Writes go on in a pool with members missing: the narrowest container,
     // with the positions no member can take left for rebuild.
-    const chosen = pickWeighted(candidates, weights, candidates.length, rng);
+    const chosen = pickWeighted(candidates, weights, domains, rng, members);
     const unplaced = 1 + parityCount - chosen.length;
     return { members: [...chosen.map((i) => members[i].index), ...new Array<number>(unplaced).fill(-1)], dataCount: 1, parityCount, narrowed: dataCount > 1, unplaced };
   }
   if (width < 1 + parityCount) {
-    throw new TesseraError('ERR_NO_SPACE', `a ${dataCount}+${parityCount} container needs at least ${1 + parityCount} members with free chunks; ${candidates.length} have room`);
+    throw new TesseraError('ERR_NO_SPACE', `a ${dataCount}+${parityCount} container needs at least ${1 + parityCount} members with free chunks in distinct failure domains; ${domains} have room`);
   }
-  const chosen = pickWeighted(candidates, weights, width, rng);
+  const chosen = pickWeighted(candidates, weights, width, rng, members);
   return {
     members: chosen.map((i) => members[i].index),
     dataCount: width - parityCount,
@@ -139,9 +147,13 @@ export function allocateContainer(
   };
 }
 
-/** `count` distinct positions from `candidates`, each draw proportional to its weight among those left. */
-function pickWeighted(candidates: number[], weights: readonly number[], count: number, rng: Prng): number[] {
-  const left = [...candidates];
+/**
+ * `count` distinct positions from `candidates`, each draw proportional to its
+ * weight among those left; a member drawn takes the rest of its failure domain
+ * out of the draw. The caller ensures `count` domains are available.
+ */
+function pickWeighted(candidates: number[], weights: readonly number[], count: number, rng: Prng, members: readonly MemberState[]): number[] {
+  let left = [...candidates];
   const out: number[] = [];
   while (out.length < count) {
     let total = 0;
@@ -155,8 +167,10 @@ function pickWeighted(candidates: number[], weights: readonly number[], count: n
         break;
       }
     }
-    out.push(left[at]);
-    left.splice(at, 1);
+    const picked = left[at];
+    out.push(picked);
+    const d = domainOf(members[picked]);
+    left = left.filter((i) => domainOf(members[i]) !== d);
   }
   return out;
 }

@@ -172,6 +172,7 @@ function memberStateOf(m: Member): MemberState {
     totalChunks: total,
     wear: m.label ? (m.label.bytesWritten + m.bytesWritten) / Math.max(1, m.label.enduranceBytes) : 1,
     usable: m.device !== null && !m.failed && !m.draining,
+    domain: m.device?.failureDomain,
   };
 }
 
@@ -1065,11 +1066,12 @@ export class PoolDevice implements BlockDevice {
           if (!c) continue;
           const lost = c.positions.filter((pos) => !this.available(pos)).length;
           try {
-            await this.rebuildContainer(c, busyShare, (bytes) => {
+            const short = await this.rebuildContainer(c, busyShare, (bytes) => {
               p.bytesDone += bytes;
               const elapsed = this.now() - p.startedAtMs;
               p.etaMs = p.bytesDone > 0 ? (elapsed * (p.bytesTotal - p.bytesDone)) / p.bytesDone : null;
             });
+            if (short > 0) p.noRoom++;
           } catch (err) {
             if (!(err instanceof TesseraError) || err.code !== 'ERR_NO_SPACE') {
               aborted = true;
@@ -1097,24 +1099,37 @@ export class PoolDevice implements BlockDevice {
     return { ...p };
   }
 
-  private async rebuildContainer(c: Container, busyShare: number, onBytes: (n: number) => void): Promise<void> {
+  /** Resolves with the number of lost or moving chunks left in place for want of room (0: all done). */
+  private async rebuildContainer(c: Container, busyShare: number, onBytes: (n: number) => void): Promise<number> {
     const lost = c.positions.flatMap((pos, i) => (this.available(pos) && !this.moving(pos) ? [] : [i]));
+    // Lost chunks before moving ones: when room is short, redundancy comes first.
+    lost.sort((x, y) => Number(this.available(c.positions[x])) - Number(this.available(c.positions[y])) || x - y);
     const unavailable = c.positions.filter((pos) => !this.available(pos)).length;
-    if (lost.length === 0 || unavailable > c.shape.parityCount) return;
+    if (lost.length === 0 || unavailable > c.shape.parityCount) return 0;
     const survivors = new Set(c.positions.filter((pos) => this.available(pos)).map((pos) => pos.member!.index));
     const states = this.members.map(memberStateOf);
+    // New chunks avoid the failure domains the survivors are in, and each other's.
+    const usedDomains = new Set([...survivors].map((i) => states[i].domain ?? `#${i}`));
     // Rebuild writes go where the rebuild has scheduled the least IO so far (reads
     // from survivors count too), so that every surviving member works evenly; the
     // allocator's weights only break ties.
     const weights = memberWeights(states, this.sacrificial);
-    const eligible = states.filter((m, i) => weights[i] > 0 && !survivors.has(m.index));
-    if (eligible.length === 0) throw new TesseraError('ERR_NO_SPACE', `no member has room for a new chunk of container ${c.rec.containerId}`);
+    const eligible = states.filter((m, i) => weights[i] > 0 && !survivors.has(m.index) && !usedDomains.has(m.domain ?? `#${m.index}`));
     const load = (i: number) => this.rebuildLoad.get(i) ?? 0;
     eligible.sort((x, y) => load(x.index) - load(y.index) || weights[y.index] - weights[x.index]);
-    const chosen = eligible.slice(0, lost.length).map((m) => m.index);
+    const chosen: number[] = [];
+    for (const m of eligible) {
+      const d = m.domain ?? `#${m.index}`;
+      if (chosen.length === lost.length || usedDomains.has(d)) continue;
+      usedDomains.add(d);
+      chosen.push(m.index);
+    }
+    // With room for fewer new chunks than lost, restore what fits (a RAID6 row back to one lost chunk is safer than two).
+    if (chosen.length === 0) throw new TesseraError('ERR_NO_SPACE', `no member in another failure domain has room for a new chunk of container ${c.rec.containerId}`);
     for (const i of survivors) this.rebuildLoad.set(i, load(i) + this.chunkDataBytes);
     for (const i of chosen) this.rebuildLoad.set(i, load(i) + this.chunkDataBytes);
     const a = { members: chosen };
+    let short = lost.length;
     const targets = new Map<number, Position>();
     a.members.forEach((mi, i) => {
       const member = this.members[mi];
@@ -1173,6 +1188,7 @@ export class PoolDevice implements BlockDevice {
       const replaced = c.positions.filter((pos, i) => targets.has(i) && pos.member);
       c.rec = rec;
       c.positions = positions;
+      short = lost.length - targets.size;
       // The replaced chunks are free once user IO that started before the switch
       // (and may still address them) is done. A drained one, still readable,
       // loses its header, so that a later scan does not count it as used.
@@ -1190,6 +1206,7 @@ export class PoolDevice implements BlockDevice {
     } finally {
       c.rebuild = undefined;
     }
+    return short;
   }
 
   /** How many alternative sources readAlternate offers: the other copies, or P / Q choices. */

@@ -159,6 +159,39 @@ describe('disk pools through the CLI, with fio and qemu over NBD', () => {
     assert.notEqual(control.result.code, 0, `a verify of never-written blocks must fail:\n${describeRun(control.result)}`);
   });
 
+  test('partitions (DEV4): a raid5 pool on partitions of three files survives losing a whole file, and each partition\'s IOPS limit holds', async () => {
+    const disk = (i: number): string => path.join(fx.dataDir, `disk${i}.img`);
+    for (const i of [0, 1, 2]) {
+      const out = await ok(['device', 'partition', disk(i), '--count', '2', '--iops', '150', '--size', '400M']);
+      assert.match(out, new RegExp(`disk${i}\\.img#p2\\s+\\S+ MiB\\s+150\\s+unlimited`));
+    }
+    const parts = [0, 1, 2].flatMap((i) => [`${disk(i)}#p1`, `${disk(i)}#p2`]);
+    const same = await cli(['pool', 'create', 'bad', '--devices', `${disk(0)},${disk(0)}#p1`, '--protection', 'mirror2']);
+    assert.equal(same.code, 1, describeRun(same));
+    assert.match(same.stderr, /are the same device/);
+    const p = JSON.parse(await ok(['pool', 'create', 'parts', '--devices', parts.join(','), '--protection', 'raid5', '--stripe-width', '4', '--json'])) as PoolInfo;
+    assert.deepEqual(p.members.map((m) => m.path), parts);
+    const inUse = await cli(['device', 'partition', disk(1), '--count', '3']);
+    assert.equal(inUse.code, 1, describeRun(inUse));
+    assert.match(inUse.stderr, /already in pool parts/);
+    await ok(['volume', 'create', 'pp', '--size', '64M', '--pool', 'parts']);
+    const uri = fx.uri('pp');
+    mustSucceed(await run('qemu-io', ['-f', 'raw', '-c', 'write -P 0x3c 0 24M', uri], { timeoutMs: 120_000 }), 'qemu-io write');
+    // IO limits: 6 partitions x 150 IOPS bound random reads (from the page cache they would run at thousands).
+    const limited = await fio(['--name=lim', '--ioengine=nbd', `--uri=${uri}`, '--rw=randread', '--bs=4k', '--iodepth=16', '--size=24M', '--time_based', '--runtime=4', '--output-format=json']);
+    const iops = (limited.job as unknown as { read: { iops: number } } | undefined)?.read.iops ?? NaN;
+    console.log(`pool on IOPS-limited partitions: ${Math.round(iops)} read IOPS (limit 6 x 150)`);
+    assert.ok(iops > 100 && iops < 6 * 150 * 1.5, `read IOPS ${iops} not bounded by the partitions' limits\n${describeRun(limited.result)}`);
+    // Disk 1 dies: both of its partitions.
+    await ok(['device', 'fail', `${disk(1)}#p1`]);
+    await ok(['device', 'fail', `${disk(1)}#p2`]);
+    const read = await run('qemu-io', ['-f', 'raw', '-c', 'read -P 0x3c 0 24M', uri], { timeoutMs: 120_000 });
+    mustSucceed(read, 'qemu-io read -P after losing disk1', () => fx.describe());
+    assert.doesNotMatch(read.stdout, /Pattern verification failed/);
+    await ok(['volume', 'delete', 'pp', '--yes']);
+    await ok(['pool', 'delete', 'parts', '--yes']);
+  });
+
   test('qemu-io writes and reads a pattern on the degraded pool; pool delete works once its volumes are gone', async () => {
     const uri = fx.uri('pv');
     mustSucceed(await run('qemu-io', ['-f', 'raw', '-c', `write -P 0x5a ${200 * MiB} 8M`, uri], { timeoutMs: 60_000 }), 'qemu-io write');
