@@ -388,7 +388,10 @@ export class PoolDevice implements BlockDevice {
     }
     const byUuid = new Map(this.members.filter((m) => m.uuid).map((m) => [m.uuid, m]));
     const incomplete: Position[][] = [];
-    for (const { rec, holders } of seen.values()) {
+    // Newest first: where two containers claim an extent (a widen cut short
+    // between the new container's claim and the old one's release), the newer
+    // holds the complete copy and every later write.
+    for (const { rec, holders } of [...seen.values()].sort((a, b) => b.rec.containerId - a.rec.containerId)) {
       this.nextContainerId = Math.max(this.nextContainerId, rec.containerId + 1);
       // A chunk with an older generation's header at the same position is still
       // this container's (a rebuild switch adds chunks, it does not move the
@@ -408,7 +411,11 @@ export class PoolDevice implements BlockDevice {
         incomplete.push(positions);
         continue;
       }
-      this.addContainer(rec, positions);
+      if (this.addContainer(rec, positions) === 0) {
+        // Owns nothing (all moved by a widen, or a widen's target that never got an extent): free it.
+        this.containers.delete(rec.containerId);
+        incomplete.push(positions);
+      }
     }
     const zero = Buffer.alloc(RECORD_BYTES);
     for (const positions of incomplete) {
@@ -480,15 +487,20 @@ export class PoolDevice implements BlockDevice {
     return this.journal.stats;
   }
 
-  private addContainer(rec: ContainerRecord, positions: Position[]): Container {
+  /** Adds a container found at open; resolves with the number of extents it got. */
+  private addContainer(rec: ContainerRecord, positions: Position[]): number {
     const c: Container = { rec, positions, shape: { dataCount: rec.dataCount, parityCount: rec.parityCount, stripBytes: rec.stripBytes, chunkDataBytes: this.chunkDataBytes } };
     this.containers.set(rec.containerId, c);
+    let won = 0;
     for (let i = 0; i < rec.dataCount; i++) {
       const e = rec.firstExtent + i;
-      // Only the extents the container owns; an extent is never taken from another.
-      if ((rec.ownedMask >>> i) & 1 && !this.extents.has(e)) this.extents.set(e, { c, index: i });
+      // Only the extents the container owns; an extent claimed by a newer container stays there.
+      if ((rec.ownedMask >>> i) & 1 && !this.extents.has(e)) {
+        this.extents.set(e, { c, index: i });
+        won++;
+      }
     }
-    return c;
+    return won;
   }
 
   // ---------------------------------------------------------------- status
@@ -568,24 +580,57 @@ export class PoolDevice implements BlockDevice {
   private async userIo(kind: 'read' | 'write', lengthBytes: number, offsetBytes: number, fn: () => Promise<void>): Promise<void> {
     this.checkIo(offsetBytes, lengthBytes);
     this.lastUserIoMs = this.now();
-    this.userInFlight++;
     const t0 = performance.now();
-    const run = fn();
-    this.inflight.add(run);
     try {
-      await run;
+      await this.tracked(offsetBytes, lengthBytes, async () => {
+        this.userInFlight++;
+        try {
+          await fn();
+        } finally {
+          this.userInFlight--;
+        }
+      });
       this.stats[kind].record(lengthBytes, (performance.now() - t0) * 1000);
     } catch (err) {
       this.stats[kind].recordError();
       throw err;
-    } finally {
-      this.userInFlight--;
-      this.inflight.delete(run);
     }
   }
 
-  /** User IO in progress: a chunk given up by a switch is freed only once the IO that may still use it is done. */
-  private readonly inflight = new Set<Promise<void>>();
+  /**
+   * IO on the pool's address space: waits while an extent it touches is being
+   * moved (widen), then runs counted as in flight with its extent range, so
+   * that a move or a switch can wait for the IO that may still use the old place.
+   */
+  private async tracked<T>(offsetBytes: number, lengthBytes: number, fn: () => Promise<T>): Promise<T> {
+    const first = Math.floor(offsetBytes / this.chunkDataBytes);
+    const last = Math.floor((offsetBytes + Math.max(1, lengthBytes) - 1) / this.chunkDataBytes);
+    for (;;) {
+      const waits: Promise<void>[] = [];
+      for (const [e, g] of this.gates) if (e >= first && e <= last) waits.push(g);
+      if (waits.length === 0) break;
+      await Promise.all(waits);
+    }
+    const run = fn();
+    const settled = run.then(() => undefined, () => undefined);
+    this.inflight.set(settled, { first, last });
+    try {
+      return await run;
+    } finally {
+      this.inflight.delete(settled);
+    }
+  }
+
+  /** IO in progress with the extents it touches: a chunk given up by a switch is freed only once the IO that may still use it is done. */
+  private readonly inflight = new Map<Promise<void>, { first: number; last: number }>();
+  /** Extents being moved: IO on them waits for these. */
+  private readonly gates = new Map<number, Promise<void>>();
+
+  /** Waits for the IO in flight now that touches extent `e` (every extent when undefined). */
+  private async drainInflight(e?: number): Promise<void> {
+    const waits = [...this.inflight].filter(([, r]) => e === undefined || (r.first <= e && e <= r.last)).map(([pr]) => pr);
+    await Promise.all(waits);
+  }
 
   async flush(): Promise<void> {
     if (this.closed) throw new TesseraError('ERR_CLOSED', `pool ${this.name} is closed`);
@@ -634,9 +679,24 @@ export class PoolDevice implements BlockDevice {
       const a = allocateContainer(states, { dataCount: k, parityCount: m }, this.opts.rng, { sacrificial: this.sacrificial, allowDegraded: true });
       // The run of extents: aligned to the container's width, clipped by mapped
       // extents and the end of the address space, always including ext.
-      const extentCount = this.params.logicalSizeBytes / this.chunkDataBytes;
       let first = ext - (ext % a.dataCount);
       for (let e = ext - 1; e >= first; e--) if (this.extents.has(e)) first = e + 1;
+      await this.placeContainer(a, first);
+      return this.extents.get(ext)!;
+    });
+    this.allocating = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Creates a container on the allocation's members for the extents from
+   * `first` on that nobody owns yet (and that exist): chunks reserved, zeroed if
+   * needed, headers durable on every placed chunk, then mapped. Called in the
+   * allocation chain.
+   */
+  private async placeContainer(a: { members: number[]; dataCount: number; parityCount: number }, first: number): Promise<Container> {
+    {
+      const extentCount = this.params.logicalSizeBytes / this.chunkDataBytes;
       const positions: Position[] = a.members.map((mi) => {
         if (mi < 0) return { member: null, chunkIndex: 0, stale: true }; // unplaced: rebuild places it
         const member = this.members[mi];
@@ -669,10 +729,8 @@ export class PoolDevice implements BlockDevice {
       this.containers.set(rec.containerId, c);
       for (let i = 0; i < rec.dataCount; i++) if ((rec.ownedMask >>> i) & 1) this.extents.set(first + i, { c, index: i });
       this.capacity();
-      return this.extents.get(ext)!;
-    });
-    this.allocating = run.catch(() => undefined);
-    return run;
+      return c;
+    }
   }
 
   private async zeroChunk(p: Position): Promise<void> {
@@ -960,6 +1018,168 @@ export class PoolDevice implements BlockDevice {
     return d;
   }
 
+  /** Containers narrower than the pool's stripe (allocated while too few members had room), healthy ones only. */
+  narrowedContainers(): number {
+    let n = 0;
+    for (const c of this.containers.values()) if (c.shape.dataCount < this.params.dataCount && c.positions.every((p) => this.available(p))) n++;
+    return n;
+  }
+
+  /** Shapes of the containers, for tests and `pool info`: "k+m" -> count. */
+  containerShapes(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const c of this.containers.values()) {
+      const key = `${c.shape.dataCount}+${c.shape.parityCount}`;
+      out[key] = (out[key] ?? 0) + 1;
+    }
+    return out;
+  }
+
+  /**
+   * Widens narrowed containers (SPEC ENG7 "variable stripe width"): once
+   * enough members have room, the extents of narrow containers move, run by
+   * run (k consecutive extents, k the pool's stripe), into new full-width
+   * containers, and a narrow container whose extents have all moved is freed.
+   * Less parity per byte stored: a 2+1 container keeps 1 parity chunk per 2
+   * data chunks, a 4+1 one per 4.
+   *
+   * One extent at a time: user IO on it waits (the copy of one chunk's worth),
+   * IO on every other extent goes on. The new container first owns only the
+   * extents nobody owned (they read as zeros in fresh chunks); an extent is
+   * copied, then claimed in a new header generation (durable), then mapped.
+   * At open the newest container's claim wins and a container left owning
+   * nothing is freed, so a crash at any point leaves every extent with the
+   * old copy or the complete new one. Runs as a job (like a rebuild: not both).
+   */
+  async widen(o: RebuildOptions = {}): Promise<RebuildProgress> {
+    if (this.progress?.running) throw new TesseraError('ERR_BUSY', `pool ${this.name} is running a rebuild; widen when it is done`);
+    const k = this.params.dataCount;
+    const isNarrow = (c: Container): boolean => c.shape.dataCount < k && c.positions.every((p) => this.available(p));
+    const runs = new Map<number, number[]>();
+    for (const [e, { c }] of this.extents) if (isNarrow(c)) runs.set(Math.floor(e / k), [...(runs.get(Math.floor(e / k)) ?? []), e]);
+    const order = [...runs.keys()].sort((a, b) => a - b);
+    const p: RebuildProgress = {
+      running: true, containersTotal: order.length, containersDone: 0, unrecoverable: 0,
+      bytesTotal: [...runs.values()].reduce((a, es) => a + es.length * this.chunkDataBytes, 0), bytesDone: 0,
+      startedAtMs: this.now(), etaMs: null, noRoom: 0, last: null,
+    };
+    this.progress = p;
+    this.stopRequested = false;
+    const busyShare = Math.min(1, Math.max(0.01, o.busyShare ?? 0.3));
+    try {
+      for (const run of order) {
+        // The map may have changed since the plan: move only what narrow containers still own.
+        const moving = (runs.get(run) ?? []).filter((e) => { const x = this.extents.get(e); return x !== undefined && isNarrow(x.c); });
+        // A full-width container of this run already there (a widen cut short) takes the rest.
+        const owners = new Set(Array.from({ length: k }, (_, i) => this.extents.get(run * k + i)?.c).filter((c): c is Container => c !== undefined && !isNarrow(c)));
+        const existing = [...owners][0];
+        const reusable = owners.size === 1 && existing.rec.firstExtent === run * k && existing.shape.dataCount === k && existing.positions.every((pos) => this.available(pos));
+        if (moving.length === 0 || (owners.size > 0 && !reusable)) {
+          p.containersDone++;
+          continue;
+        }
+        const wide = reusable ? existing : await this.createWide(run * k);
+        if (!wide) {
+          p.noRoom = order.length - p.containersDone;
+          break;
+        }
+        for (const e of moving) {
+          if (this.stopRequested) throw new TesseraError('ERR_CLOSED', `widening of pool ${this.name} stopped`);
+          const t0 = this.now();
+          await this.moveExtent(e, wide);
+          p.bytesDone += this.chunkDataBytes;
+          const elapsed = this.now() - p.startedAtMs;
+          p.etaMs = (elapsed * (p.bytesTotal - p.bytesDone)) / p.bytesDone;
+          const spent = this.now() - t0;
+          if (this.userInFlight > 0 || this.lastUserIoMs >= t0) await this.sleep((spent * (1 - busyShare)) / busyShare);
+          else await this.sleep(0);
+        }
+        p.containersDone++;
+        p.last = { containerId: wide.rec.containerId, lost: 0 };
+        o.onProgress?.({ ...p });
+      }
+      // Narrow containers that own nothing any more give their chunks back.
+      const owners = new Set([...this.extents.values()].map((x) => x.c));
+      for (const c of [...this.containers.values()]) if (!owners.has(c)) await this.freeContainer(c);
+    } finally {
+      p.running = false;
+      p.etaMs = 0;
+      this.capacity();
+    }
+    return { ...p };
+  }
+
+  /** A full-width container at `first` (owning the unowned extents of its run), or null when too few members have room. */
+  private createWide(first: number): Promise<Container | null> {
+    const run = this.allocating.then(async () => {
+      const k = this.params.dataCount;
+      const m = parityCountOf(this.params.protection);
+      const states = this.members.map(memberStateOf);
+      this.sacrificial = chooseSacrificial(states, this.sacrificial);
+      let a;
+      try {
+        a = allocateContainer(states, { dataCount: k, parityCount: m }, this.opts.rng, { sacrificial: this.sacrificial });
+      } catch (err) {
+        if (err instanceof TesseraError && err.code === 'ERR_NO_SPACE') return null;
+        throw err;
+      }
+      if (a.dataCount < k) return null;
+      return this.placeContainer(a, first);
+    });
+    this.allocating = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Copies extent `e` into `wide` (its slot there), claims it in a new header generation, maps it; IO on `e` waits meanwhile. */
+  private async moveExtent(e: number, wide: Container): Promise<void> {
+    let open!: () => void;
+    this.gates.set(e, new Promise<void>((r) => (open = r)));
+    try {
+      await this.drainInflight(e);
+      const src = this.extents.get(e)!;
+      const slot = e - wide.rec.firstExtent;
+      assert(slot >= 0 && slot < wide.shape.dataCount && !((wide.rec.ownedMask >>> slot) & 1), `extent ${e} has no free slot in container ${wide.rec.containerId}`);
+      const rb = rowBytes(wide.shape);
+      const step = rb * Math.max(1, Math.floor((1024 * 1024) / rb));
+      const buf = Buffer.alloc(step);
+      for (let off = 0; off < this.chunkDataBytes; off += step) {
+        const len = Math.min(step, this.chunkDataBytes - off);
+        const out = buf.subarray(0, len);
+        for (const piece of pieces(src.c.shape, src.index * this.chunkDataBytes + off, len)) await this.readPiece(src.c, piece, out.subarray(piece.bufOffset, piece.bufOffset + piece.lengthBytes));
+        await this.writeRange(wide, slot * this.chunkDataBytes + off, out);
+      }
+      // The copy is durable before the claim, and the claim before the map says so.
+      await Promise.all(wide.positions.map((pos) => (this.available(pos) ? pos.member!.device!.flush() : undefined)));
+      const rec: ContainerRecord = { ...wide.rec, generation: wide.rec.generation + 1, ownedMask: (wide.rec.ownedMask | (1 << slot)) >>> 0 };
+      await this.writeHeaders(wide, rec);
+      wide.rec = rec;
+      this.extents.set(e, { c: wide, index: slot });
+    } finally {
+      this.gates.delete(e);
+      open();
+    }
+  }
+
+  /** Writes `rec` as the header of every available chunk of `c`, durably. */
+  private async writeHeaders(c: Container, rec: ContainerRecord): Promise<void> {
+    const header = Buffer.alloc(RECORD_BYTES);
+    encodeContainer(rec, header);
+    const live = c.positions.filter((pos) => this.available(pos));
+    await Promise.all(live.map((pos) => this.writeMember(pos, this.chunkOffset(pos.member!, pos.chunkIndex), header)));
+    await Promise.all(live.map((pos) => pos.member!.device!.flush()));
+  }
+
+  /** A container that owns no extent: once IO that may still use it is done, its headers are cleared and its chunks freed. */
+  private async freeContainer(c: Container): Promise<void> {
+    await this.drainInflight();
+    const zero = Buffer.alloc(RECORD_BYTES);
+    const live = c.positions.filter((pos) => this.available(pos));
+    await Promise.all(live.map((pos) => this.writeMember(pos, this.chunkOffset(pos.member!, pos.chunkIndex), zero).catch(() => undefined)));
+    await Promise.all(live.map((pos) => pos.member!.device!.flush()));
+    for (const pos of c.positions) pos.member?.usedChunks.delete(pos.chunkIndex);
+    this.containers.delete(c.rec.containerId);
+  }
+
   /** Containers with a chunk on member `index` (available or not). */
   chunksOn(index: number): number {
     let n = 0;
@@ -1192,7 +1412,7 @@ export class PoolDevice implements BlockDevice {
       // The replaced chunks are free once user IO that started before the switch
       // (and may still address them) is done. A drained one, still readable,
       // loses its header, so that a later scan does not count it as used.
-      await Promise.allSettled([...this.inflight]);
+      await this.drainInflight();
       await Promise.all(
         replaced.map(async (pos) => {
           if (this.available(pos)) await this.writeMember(pos, this.chunkOffset(pos.member!, pos.chunkIndex), Buffer.alloc(RECORD_BYTES)).catch(() => {});
@@ -1260,6 +1480,10 @@ export class PoolDevice implements BlockDevice {
    */
   async readAlternate(buf: Uint8Array, offsetBytes: number, attempt: number): Promise<boolean> {
     this.checkIo(offsetBytes, buf.length);
+    return this.tracked(offsetBytes, buf.length, () => this.readAlternateNow(buf, offsetBytes, attempt));
+  }
+
+  private async readAlternateNow(buf: Uint8Array, offsetBytes: number, attempt: number): Promise<boolean> {
     const ps = this.mappedPieces(offsetBytes, buf.length);
     const choice = this.alternativeChoice(ps, attempt);
     if (choice === null || ps.length === 0) return false;
@@ -1282,6 +1506,10 @@ export class PoolDevice implements BlockDevice {
   /** BlockDevice.repairAlternate: rewrites, through the journal, the strips readAlternate(attempt) treated as bad. */
   async repairAlternate(offsetBytes: number, lengthBytes: number, attempt: number): Promise<void> {
     this.checkIo(offsetBytes, lengthBytes);
+    return this.tracked(offsetBytes, lengthBytes, () => this.repairAlternateNow(offsetBytes, lengthBytes, attempt));
+  }
+
+  private async repairAlternateNow(offsetBytes: number, lengthBytes: number, attempt: number): Promise<void> {
     const ps = this.mappedPieces(offsetBytes, lengthBytes);
     const choice = this.alternativeChoice(ps, attempt);
     if (choice === null) return;

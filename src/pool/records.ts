@@ -209,7 +209,8 @@ export function encodeContainer(c: ContainerRecord, out: Buffer): void {
   out.writeUInt8(c.dataCount, 41);
   out.writeUInt8(c.parityCount, 42);
   out.writeUInt32LE(c.stripBytes, 44);
-  if (c.ownedMask === 0 || (c.dataCount < 32 && c.ownedMask >>> c.dataCount !== 0)) throw new RangeError(`owned mask ${c.ownedMask} outside ${c.dataCount} extents`);
+  // 0: a widen's new container that owns no extent yet (open frees it).
+  if (c.dataCount < 32 && c.ownedMask >>> c.dataCount !== 0) throw new RangeError(`owned mask ${c.ownedMask} outside ${c.dataCount} extents`);
   out.writeUInt32LE(c.ownedMask >>> 0, 48);
   c.members.forEach((m, i) => {
     if (!checkUuid(m.memberUuid)) throw new RangeError('member uuids must be 32 hex digits');
@@ -239,7 +240,7 @@ export function decodeContainer(buf: Buffer): ContainerRecord | string {
     const stripBytes = buf.readUInt32LE(44);
     if (stripBytes === 0 || stripBytes % 512 !== 0) return `bad strip size ${stripBytes}`;
     const ownedMask = buf.readUInt32LE(48);
-    if (ownedMask === 0 || (dataCount < 32 && ownedMask >>> dataCount !== 0)) return `owned mask ${ownedMask} outside ${dataCount} extents`;
+    if (dataCount < 32 && ownedMask >>> dataCount !== 0) return `owned mask ${ownedMask} outside ${dataCount} extents`;
     return { containerId: readU64(buf, 16), generation: readU64(buf, 24), firstExtent: readU64(buf, 32), ownedMask, protection, dataCount, parityCount, stripBytes, members };
   } catch (err) {
     return (err as Error).message;
