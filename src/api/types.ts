@@ -81,8 +81,8 @@ export interface PoolMemberInfo {
 
 export interface PoolRebuildInfo {
   running: boolean;
-  /** What the job does: restore lost chunks, or move a removed device's chunks. */
-  kind: 'rebuild' | 'drain';
+  /** What the job does: restore lost chunks, move a removed device's chunks, or widen narrow containers. */
+  kind: 'rebuild' | 'drain' | 'widen';
   containersTotal: number;
   containersDone: number;
   unrecoverable: number;
@@ -110,6 +110,8 @@ export interface PoolInfo {
   capacity: { usedChunks: number; totalChunks: number; usedFraction: number; alarm: 'ok' | 'warning' | 'critical'; thresholds: AlarmThresholds };
   volumes: number;
   containers: number;
+  /** Containers narrower than the stripe (made while devices were short; widened when there is room). */
+  narrowed: number;
   /** Containers lacking one chunk, and two or more. */
   degraded: { one: number; more: number };
   repairedBlocks: number;

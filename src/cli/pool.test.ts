@@ -11,7 +11,7 @@ function pool(over: Partial<PoolInfo> = {}): PoolInfo {
   return {
     name: 'lab', protection: 'raid6', state: 'online', stripe: { data: 3, parity: 2 }, chunkBytes: 16 << 20, sizeBytes: 3 * 2 ** 30,
     capacity: { usedChunks: 10, totalChunks: 100, usedFraction: 0.1, alarm: 'ok', thresholds: { warning: 0.8, critical: 0.95 } },
-    volumes: 1, containers: 2, degraded: { one: 0, more: 0 }, repairedBlocks: 0,
+    volumes: 1, containers: 2, narrowed: 0, degraded: { one: 0, more: 0 }, repairedBlocks: 0,
     members: [{ index: 0, path: '/d/a', state: 'ok', chunksUsed: 5, chunksTotal: 50, wear: 0.001 }, { index: 1, path: '', state: 'out', chunksUsed: 0, chunksTotal: 50, wear: 0 }],
     rebuild: null,
     ...over,

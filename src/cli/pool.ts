@@ -61,7 +61,7 @@ export function formatPoolInfo(p: PoolInfo): string {
     ['size', `${formatSize(p.sizeBytes)} of address space, ${p.volumes} volume(s)`],
     ['capacity', `${c.usedChunks}/${c.totalChunks} chunks used (${formatPercent(c.usedChunks, c.totalChunks)}), alarm ${c.alarm} (warning at ${Math.round(c.thresholds.warning * 100)} %, critical at ${Math.round(c.thresholds.critical * 100)} %)`],
   ];
-  if (p.protection !== 'none') lines.push(['containers', `${p.containers}, ${p.repairedBlocks} block(s) repaired from redundancy`]);
+  if (p.protection !== 'none') lines.push(['containers', `${p.containers}${p.narrowed > 0 ? ` (${p.narrowed} narrower than ${p.stripe.data}+${p.stripe.parity}: widened once devices have room)` : ''}, ${p.repairedBlocks} block(s) repaired from redundancy`]);
   if (p.rebuild) lines.push(['rebuild', jobLine(p.rebuild)]);
   const width = Math.max(...lines.map(([k]) => k.length)) + 1;
   const head = lines.map(([k, v]) => `${(k + ':').padEnd(width)} ${v}`).join('\n') + '\n\n';

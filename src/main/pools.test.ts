@@ -145,3 +145,77 @@ test('capacity alarms: thresholds from create, raised as data is written (logged
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('review fixes: delete during a finishing drain does not hang; remove refusals come at once; bad new paths cost nothing; unopenable listed devices can be removed; partitions of one disk are one domain', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'tessera-pools-'));
+  try {
+    const devs = [0, 1, 2].map((i) => path.join(dir, `m${i}.img`));
+    let s = await setup(dir);
+    // Partitions of one file are one failure domain: not enough for a mirror.
+    await s.pools.partition(path.join(dir, 'one.img'), { count: 2, deviceSizeBytes: 300 * MiB });
+    await assert.rejects(s.pools.create({ name: 'x', devices: [`${path.join(dir, 'one.img')}#p1`, `${path.join(dir, 'one.img')}#p2`], protection: 'mirror2' }), /partitions of one device count once/);
+
+    await s.pools.create({ name: 'p', devices: devs, protection: 'mirror2', deviceSizeBytes: 160 * MiB });
+    await s.store.create('v', 32 * MiB, { pool: 'p' });
+    await s.store.open('v').write(0, Buffer.alloc(8 * MiB, 5), true);
+    // A replace with a bad new path leaves the old device in service.
+    await assert.rejects(s.pools.replaceDevice(devs[0], path.join(dir, 'nosuch.img')), /does not exist/);
+    assert.equal(s.pools.info('p').members[0].state, 'ok');
+    // An add of a partition that does not exist leaves nothing listed.
+    await assert.rejects(s.pools.addDevice('p', `${path.join(dir, 'one.img')}#p9`), /no partition p9/);
+    assert.ok(!JSON.parse(await readFile(path.join(dir, 'pools.json'), 'utf8')).pools[0].devices.some((d: string) => d.includes('#p9')));
+    await s.store.delete('v');
+    // Deleting the pool while a drain runs (or finishes) must not hang.
+    await s.pools.removeDevice(devs[2]);
+    const t0 = Date.now();
+    await s.pools.delete('p');
+    assert.ok(Date.now() - t0 < 20_000);
+    await shutdown(s);
+
+    // A two-device mirror refuses to lose one, at once; a listed device that is gone can be removed.
+    s = await setup(dir);
+    const two = [3, 4].map((i) => path.join(dir, `m${i}.img`));
+    await s.pools.create({ name: 'q', devices: [...two, path.join(dir, 'm5.img')], protection: 'mirror2', deviceSizeBytes: 160 * MiB });
+    await shutdown(s);
+    await unlink(path.join(dir, 'm5.img'));
+    s = await setup(dir);
+    await s.pools.removeDevice(path.join(dir, 'm5.img'));
+    assert.ok(!JSON.parse(await readFile(path.join(dir, 'pools.json'), 'utf8')).pools[0].devices.includes(path.join(dir, 'm5.img')));
+    await until(() => s.pools.info('q').rebuild?.running !== true, 'the rebuild after start');
+    await assert.rejects(s.pools.removeDevice(two[0]), (e: Error & { code?: string }) => e.code === 'ERR_INVALID' && /needs at least 2/.test(e.message));
+    assert.equal(s.pools.info('q').rebuild?.kind === 'drain', false, 'no drain started');
+    await shutdown(s);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('narrow containers are widened by themselves once devices are added (pool info shows them until then)', async () => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'tessera-pools-'));
+  try {
+    const devs = [0, 1, 2].map((i) => path.join(dir, `w${i}.img`));
+    const s = await setup(dir);
+    const created = await s.pools.create({ name: 'w', devices: devs, protection: 'raid5', stripeWidth: 4, deviceSizeBytes: 200 * MiB });
+    assert.deepEqual(created.stripe, { data: 4, parity: 1 });
+    await s.store.create('v', 96 * MiB, { pool: 'w' });
+    const data = Buffer.alloc(64 * MiB);
+    for (let i = 0; i < data.length; i += 4096) data[i] = (i >> 12) & 0xff;
+    await s.store.open('v').write(0, data, true);
+    const before = s.pools.info('w');
+    assert.ok(before.narrowed > 0 && before.narrowed === before.containers, JSON.stringify(before));
+    await s.pools.addDevice('w', path.join(dir, 'w3.img'), 200 * MiB);
+    await s.pools.addDevice('w', path.join(dir, 'w4.img'), 200 * MiB);
+    await until(() => s.pools.info('w').rebuild?.kind === 'widen' && s.pools.info('w').rebuild?.running === false, 'the widen');
+    const after = s.pools.info('w');
+    // Runs of 4 extents that were all in use are now 4+1; a partly used run stays narrow (widening it would use more chunks).
+    assert.ok(after.narrowed < before.narrowed, `narrow containers: ${before.narrowed} before, ${after.narrowed} after`);
+    assert.ok(after.capacity.usedChunks <= before.capacity.usedChunks, `${after.capacity.usedChunks} chunks after, ${before.capacity.usedChunks} before`);
+    const out = Buffer.alloc(data.length);
+    await s.store.open('v').read(0, data.length, out, 0);
+    assert.ok(out.equals(data));
+    assert.ok(s.lines.some((l) => /widen done: \d+ run/.test(l)), s.lines.join(''));
+    await shutdown(s);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

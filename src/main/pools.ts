@@ -61,9 +61,12 @@ export function splitPartitionPath(p: string): { base: string; partition: string
 const STRIPE_WIDTH_MAX_DEFAULT = 8;
 
 interface Job {
-  kind: 'rebuild' | 'drain';
+  kind: 'rebuild' | 'drain' | 'widen';
   progress: RebuildProgress | null;
   startedAtMs: number;
+  /** The pool work itself (what delete waits for). */
+  core: Promise<void>;
+  /** Everything, including the follow-up registry change (what close waits for). */
   done: Promise<void>;
   error?: string;
   running: boolean;
@@ -78,6 +81,9 @@ interface Managed {
   rebuildAgain: boolean;
   /** Member index being drained (state 'draining'). */
   draining: number | null;
+  /** Paths of members whose device was given up (replaced or removed), for pool info. */
+  formerPaths: Map<number, string>;
+  deleted: boolean;
 }
 
 export interface PoolManagerOptions {
@@ -124,7 +130,7 @@ export class PoolManager implements PoolAdmin {
     const text = await readStateFile(m.registryPath);
     if (text !== undefined) m.registry = parseRegistry(text, m.registryPath);
     for (const entry of m.registry.pools) {
-      const managed: Managed = { entry, pool: null, engine: null, job: null, rebuildAgain: false, draining: null };
+      const managed: Managed = { entry, pool: null, engine: null, job: null, rebuildAgain: false, draining: null, formerPaths: new Map(), deleted: false };
       m.pools.set(entry.name, managed);
       try {
         await m.openPool(managed);
@@ -170,15 +176,21 @@ export class PoolManager implements PoolAdmin {
     };
   }
 
-  private async openMembers(paths: string[], onMissing: (p: string) => void): Promise<BlockDevice[]> {
+  private async openMembers(paths: string[], onMissing: (p: string, why: string) => void): Promise<BlockDevice[]> {
     const devs: BlockDevice[] = [];
     try {
       for (const p of paths) {
         if (!(await FileDevice.exists(splitPartitionPath(p).base))) {
-          onMissing(p);
+          onMissing(p, 'missing');
           continue;
         }
-        devs.push(await this.openDevice(p));
+        try {
+          devs.push(await this.openDevice(p));
+        } catch (err) {
+          // A listed device that cannot be opened (no such partition any more, no
+          // access) is left out like a missing one: the pool runs without it.
+          onMissing(p, (err as Error).message);
+        }
       }
     } catch (err) {
       await Promise.allSettled(devs.map((d) => d.close()));
@@ -217,7 +229,7 @@ export class PoolManager implements PoolAdmin {
 
   private async openPool(m: Managed): Promise<void> {
     const log = this.o.log.child(`pool ${m.entry.name}`);
-    const devs = await this.openMembers(m.entry.devices, (p) => log.warn(`device ${p} is missing; the pool runs without it`));
+    const devs = await this.openMembers(m.entry.devices, (p, why) => log.warn(`device ${p} is ${why === 'missing' ? 'missing' : `left out (${why})`}; the pool runs without it`));
     const skipped: BlockDevice[] = [];
     let pool: PoolDevice;
     try {
@@ -283,6 +295,7 @@ export class PoolManager implements PoolAdmin {
       capacity: { usedChunks: used, totalChunks: total, usedFraction: total > 0 ? used / total : 0, alarm: 'ok', thresholds: { ...DEFAULT_THRESHOLDS } },
       volumes: this.o.store.list().filter((v) => v.pool === DEFAULT_POOL).length,
       containers: 0,
+      narrowed: 0,
       degraded: { one: 0, more: 0 },
       repairedBlocks: 0,
       members: d ? [{ index: 0, path: d.path, state: 'ok', chunksUsed: used, chunksTotal: total, wear: 0 }] : [],
@@ -294,7 +307,7 @@ export class PoolManager implements PoolAdmin {
     if (!m.pool || !m.engine) {
       return {
         name: m.entry.name, protection: 'none', state: 'offline', error: m.error, stripe: { data: 0, parity: 0 }, chunkBytes: 0, sizeBytes: 0,
-        capacity: { usedChunks: 0, totalChunks: 0, usedFraction: 0, alarm: 'ok', thresholds: m.entry.alarms ?? { ...DEFAULT_THRESHOLDS } }, volumes: 0, containers: 0, degraded: { one: 0, more: 0 }, repairedBlocks: 0,
+        capacity: { usedChunks: 0, totalChunks: 0, usedFraction: 0, alarm: 'ok', thresholds: m.entry.alarms ?? { ...DEFAULT_THRESHOLDS } }, volumes: 0, containers: 0, narrowed: 0, degraded: { one: 0, more: 0 }, repairedBlocks: 0,
         members: m.entry.devices.map((path, index) => ({ index, path, state: 'missing', chunksUsed: 0, chunksTotal: 0, wear: 0 })), rebuild: null,
       };
     }
@@ -306,9 +319,9 @@ export class PoolManager implements PoolAdmin {
       const used = s.totalChunks - s.freeChunks;
       // A member missing since the start has no known uuid, so its chunks show
       // only as unknown positions: count it as holding some while any container is degraded.
-      const holds = s.present ? pool.chunksOn(s.index) > 0 : info.degraded[1] + info.degraded[2] > 0;
+      const holds = s.known ? pool.chunksOn(s.index) > 0 : info.degraded[1] + info.degraded[2] > 0;
       const state: PoolMemberInfo['state'] = m.draining === s.index ? 'draining' : s.usable ? 'ok' : !holds ? 'out' : s.present ? 'failed' : 'missing';
-      return { index: s.index, path: dev?.path ?? '', state, chunksUsed: used, chunksTotal: s.totalChunks, wear: s.totalChunks > 0 ? s.wear : 0 };
+      return { index: s.index, path: dev?.path ?? m.formerPaths.get(s.index) ?? '', state, chunksUsed: used, chunksTotal: s.totalChunks, wear: s.totalChunks > 0 ? s.wear : 0 };
     });
     const degraded = { one: info.degraded[1], more: info.degraded[2] };
     return {
@@ -321,6 +334,7 @@ export class PoolManager implements PoolAdmin {
       capacity: { ...cap, thresholds: pool.thresholds },
       volumes: m.engine.list().length,
       containers: info.containers,
+      narrowed: pool.narrowedContainers(),
       degraded,
       repairedBlocks: m.engine.devices()[0]?.repairedBlocks ?? 0,
       members,
@@ -355,12 +369,17 @@ export class PoolManager implements PoolAdmin {
       if (req.alarms) checkThresholds(req.alarms);
       if (this.pools.has(req.name)) throw new TesseraError('ERR_EXISTS', `pool "${req.name}" already exists`);
       this.checkNewDevices(req.devices);
-      const stripeWidth = req.stripeWidth ?? defaultStripeWidth(req.protection, req.devices.length);
+      // Partitions of one device are one failure domain: width and redundancy count domains.
+      const domains = new Set(req.devices.map((d) => splitPartitionPath(d).base)).size;
+      if (domains < 1 + parityCountOf(req.protection)) {
+        throw new TesseraError('ERR_INVALID', `${req.protection} needs at least ${1 + parityCountOf(req.protection)} devices, got ${domains}${domains < req.devices.length ? ` (partitions of one device count once)` : ''}`);
+      }
+      const stripeWidth = req.stripeWidth ?? defaultStripeWidth(req.protection, domains);
       const created = await this.createMissing(req.devices, req.deviceSizeBytes);
       let devs: BlockDevice[] = [];
       try {
-        devs = await this.openMembers(req.devices, (p) => {
-          throw new TesseraError('ERR_NOT_FOUND', `device ${p} does not exist`);
+        devs = await this.openMembers(req.devices, (p, why) => {
+          throw new TesseraError('ERR_NOT_FOUND', why === 'missing' ? `device ${p} does not exist` : why);
         });
         const uuid = randomBytes(16).toString('hex');
         let first = true;
@@ -379,7 +398,7 @@ export class PoolManager implements PoolAdmin {
         }
         const entry: PoolEntry = { name: req.name, uuid, devices: [...req.devices], ...(req.alarms ? { alarms: { ...req.alarms } } : {}) };
         const next = withPool(this.registry, entry);
-        const managed: Managed = { entry, pool: null, engine: null, job: null, rebuildAgain: false, draining: null };
+        const managed: Managed = { entry, pool: null, engine: null, job: null, rebuildAgain: false, draining: null, formerPaths: new Map(), deleted: false };
         await this.openPool(managed);
         try {
           await this.saveRegistry(next);
@@ -501,18 +520,19 @@ export class PoolManager implements PoolAdmin {
     return this.serial(async () => {
       const m = this.get(name);
       if (m.engine && m.engine.list().length > 0) this.o.store.removeStore(name); // ERR_BUSY naming the volumes
+      await this.saveRegistry(withoutPool(this.registry, name));
+      m.deleted = true;
+      this.pools.delete(name);
       if (m.job?.running) {
         // Nothing left to protect: stop the job (it leaves no container mid-copy).
         m.rebuildAgain = false;
         m.pool?.stopRebuild();
-        await m.job.done;
+        await m.job.core;
       }
       if (m.engine) {
-        this.o.store.removeStore(name); // ERR_BUSY while it holds volumes
+        if (this.o.store.hasStore(name)) this.o.store.removeStore(name);
         await m.engine.close();
       }
-      await this.saveRegistry(withoutPool(this.registry, name));
-      this.pools.delete(name);
       this.o.log.info(`deleted pool ${name} (its devices are free again)`);
     });
   }
@@ -524,6 +544,10 @@ export class PoolManager implements PoolAdmin {
       const index = await this.attach(m, devicePath, deviceSizeBytes);
       this.o.log.info(`added device ${devicePath} to pool ${poolName} as member ${index}`);
       if (m.pool.info().degraded.some((n) => n > 0)) this.startRebuild(m);
+      else if (m.pool.narrowedContainers() > 0 && !m.job?.running) {
+        const pool = m.pool;
+        this.runJob(m, 'widen', () => pool.widen({ busyShare: this.o.busyShare }));
+      }
       return this.describe(m);
     });
   }
@@ -535,11 +559,12 @@ export class PoolManager implements PoolAdmin {
     // without this pool's label, which open leaves out (never the reverse).
     await this.saveRegistry(withDevices(this.registry, m.entry.name, [...m.entry.devices, devicePath]));
     m.entry = this.registry.pools.find((p) => p.name === m.entry.name)!;
-    const dev = await this.openDevice(devicePath);
+    let dev: BlockDevice | undefined;
     try {
+      dev = await this.openDevice(devicePath);
       return await m.pool.addMember(dev);
     } catch (err) {
-      await dev.close();
+      await dev?.close();
       await this.saveRegistry(withDevices(this.registry, m.entry.name, m.entry.devices.filter((p) => p !== devicePath)));
       m.entry = this.registry.pools.find((p) => p.name === m.entry.name)!;
       for (const p of created) await FileDevice.remove(p);
@@ -547,21 +572,25 @@ export class PoolManager implements PoolAdmin {
     }
   }
 
-  /** The pool and member index of a device path. */
+  /** The pool and member index of a device path; index -1: listed, but not open (missing or left out at start). */
   private locate(devicePath: string): { m: Managed & { pool: PoolDevice; engine: LocalEngine }; index: number } {
     const entry = poolOfDevice(this.registry, devicePath);
     if (!entry) throw new TesseraError('ERR_NOT_FOUND', `device ${devicePath} is in no pool (tessera pool info NAME lists a pool's devices)`);
     const m = this.online(entry.name);
     const members = m.pool.info().members;
-    const index = members.findIndex((s) => m.pool.memberDevice(s.index)?.path === devicePath);
-    if (index < 0) throw new TesseraError('ERR_NOT_FOUND', `device ${devicePath} of pool ${entry.name} is not open (missing or left out at start: see the daemon log)`);
-    return { m, index };
+    return { m, index: members.findIndex((s) => m.pool.memberDevice(s.index)?.path === devicePath) };
+  }
+
+  /** Unlists a path that is not open (its member, if any, is out of service already). */
+  private async unlist(m: Managed, devicePath: string): Promise<void> {
+    await this.saveRegistry(withDevices(this.registry, m.entry.name, m.entry.devices.filter((p) => p !== devicePath)));
+    m.entry = this.registry.pools.find((p) => p.name === m.entry.name)!;
   }
 
   failDevice(devicePath: string): Promise<PoolInfo> {
     return this.serial(async () => {
       const { m, index } = this.locate(devicePath);
-      if (!m.pool.info().members[index].usable && m.draining !== index) throw new TesseraError('ERR_INVALID', `device ${devicePath} is already out of service`);
+      if (index < 0 || (!m.pool.info().members[index].usable && m.draining !== index)) throw new TesseraError('ERR_INVALID', `device ${devicePath} is already out of service`);
       await m.pool.failMember(index);
       this.o.log.warn(`device ${devicePath} (member ${index} of pool ${m.entry.name}) failed by the operator`);
       this.startRebuild(m);
@@ -574,9 +603,13 @@ export class PoolManager implements PoolAdmin {
       const { m, index } = this.locate(devicePath);
       this.checkNewDevices([newPath]);
       if (m.job?.running && m.job.kind === 'drain') throw new TesseraError('ERR_BUSY', `pool ${m.entry.name} is draining a device; wait for it`);
-      if (m.pool.info().members[index].usable) await m.pool.failMember(index);
+      // The new device first: a bad new path must not cost the old device its place.
       const added = await this.attach(m, newPath, deviceSizeBytes);
-      await this.forget(m, index, devicePath);
+      if (index < 0) await this.unlist(m, devicePath);
+      else {
+        if (m.pool.info().members[index].usable) await m.pool.failMember(index);
+        await this.forget(m, index, devicePath);
+      }
       this.o.log.info(`replaced device ${devicePath} (member ${index}) of pool ${m.entry.name} by ${newPath} (member ${added}): rebuilding`);
       this.startRebuild(m);
       return this.describe(m);
@@ -587,6 +620,7 @@ export class PoolManager implements PoolAdmin {
   private async forget(m: Managed & { pool: PoolDevice }, index: number, devicePath: string): Promise<void> {
     const dev = m.pool.detachMember(index);
     await dev?.close();
+    m.formerPaths.set(index, devicePath);
     await this.saveRegistry(withDevices(this.registry, m.entry.name, m.entry.devices.filter((p) => p !== devicePath)));
     m.entry = this.registry.pools.find((p) => p.name === m.entry.name)!;
   }
@@ -594,7 +628,13 @@ export class PoolManager implements PoolAdmin {
   removeDevice(devicePath: string): Promise<PoolInfo> {
     return this.serial(async () => {
       const { m, index } = this.locate(devicePath);
+      if (index < 0) {
+        await this.unlist(m, devicePath);
+        this.o.log.info(`removed device ${devicePath} (not open) from pool ${m.entry.name}`);
+        return this.describe(m);
+      }
       if (m.job?.running) throw new TesseraError('ERR_BUSY', `pool ${m.entry.name} is running a ${m.job.kind}; remove the device when it is done (tessera pool rebuild ${m.entry.name} --wait)`);
+      m.pool.checkRemovable(index);
       if (!m.pool.info().members[index].usable) {
         await m.pool.removeMember(index);
         await this.forget(m, index, devicePath);
@@ -602,16 +642,21 @@ export class PoolManager implements PoolAdmin {
         return this.describe(m);
       }
       m.draining = index;
-      this.runJob(m, 'drain', async () => {
-        try {
-          const p = await m.pool.removeMember(index, { busyShare: this.o.busyShare });
-          await this.serial(() => this.forget(m, index, devicePath));
+      this.runJob(
+        m,
+        'drain',
+        async () => {
+          try {
+            return await m.pool.removeMember(index, { busyShare: this.o.busyShare });
+          } finally {
+            m.draining = null;
+          }
+        },
+        async () => {
+          await this.forget(m, index, devicePath);
           this.o.log.info(`removed device ${devicePath} from pool ${m.entry.name}: its chunks moved to the other devices`);
-          return p;
-        } finally {
-          m.draining = null;
-        }
-      });
+        },
+      );
       return this.describe(m);
     });
   }
@@ -632,9 +677,15 @@ export class PoolManager implements PoolAdmin {
     this.runJob(m, 'rebuild', () => pool.rebuild({ busyShare: this.o.busyShare }));
   }
 
-  private runJob(m: Managed, kind: Job['kind'], fn: () => Promise<RebuildProgress | null>): void {
+  /**
+   * Runs `fn` (pool work) in the background as the pool's job; then, if it
+   * succeeded, `after` (a registry change) as a serial operation, unless the
+   * pool was deleted or the daemon is stopping meanwhile. `delete` waits for
+   * the pool work only, never for `after` (which would wait for it in turn).
+   */
+  private runJob(m: Managed, kind: Job['kind'], fn: () => Promise<RebuildProgress | null>, after?: () => Promise<void>): void {
     const log = this.o.log.child(`pool ${m.entry.name}`);
-    const job: Job = { kind, progress: null, startedAtMs: performance.now(), running: true, done: Promise.resolve() };
+    const job: Job = { kind, progress: null, startedAtMs: performance.now(), running: true, core: Promise.resolve(), done: Promise.resolve() };
     m.job = job;
     m.rebuildAgain = false;
     const timer = setInterval(() => {
@@ -642,13 +693,19 @@ export class PoolManager implements PoolAdmin {
       if (p) log.info(`${kind}: ${p.containersDone}/${p.containersTotal} containers, ${Math.round((100 * p.bytesDone) / Math.max(1, p.bytesTotal))} %`);
     }, PROGRESS_LOG_MS);
     timer.unref();
-    job.done = (async () => {
+    let ok = false;
+    job.core = (async () => {
       try {
         job.progress = await fn();
+        ok = true;
         const p = job.progress;
         if (p) {
-          const note = [p.unrecoverable > 0 ? `${p.unrecoverable} container(s) lost beyond their parity` : '', p.noRoom > 0 ? `${p.noRoom} container(s) found no device with room: add a device` : ''].filter(Boolean).join('; ');
-          (note ? log.warn.bind(log) : log.info.bind(log))(`${kind} done: ${p.containersDone} container(s), ${p.bytesDone} bytes${note ? `; ${note}` : ''}`);
+          if (kind === 'widen') {
+            log.info(`widen done: ${p.containersDone} run(s) of extents now in full-width containers${p.noRoom > 0 ? `; ${p.noRoom} stay narrow until more devices have room` : ''}`);
+          } else {
+            const note = [p.unrecoverable > 0 ? `${p.unrecoverable} container(s) lost beyond their parity` : '', p.noRoom > 0 ? `${p.noRoom} container(s) found no device with room: add a device` : ''].filter(Boolean).join('; ');
+            (note ? log.warn.bind(log) : log.info.bind(log))(`${kind} done: ${p.containersDone} container(s), ${p.bytesDone} bytes${note ? `; ${note}` : ''}`);
+          }
         }
       } catch (err) {
         job.error = (err as Error).message;
@@ -658,7 +715,21 @@ export class PoolManager implements PoolAdmin {
         clearInterval(timer);
         job.running = false;
       }
-      if (m.rebuildAgain && !this.closed) this.startRebuild(m);
+    })();
+    job.done = (async () => {
+      await job.core;
+      if (ok && after && !m.deleted && !this.closed) {
+        await this.serial(async () => {
+          if (!m.deleted) await after();
+        }).catch((err: Error) => log.error(`${kind}: ${err.message}`));
+      }
+      if (m.deleted || this.closed || m.job !== job) return;
+      if (m.rebuildAgain) this.startRebuild(m);
+      else if (kind !== 'widen' && ok && m.pool && m.pool.narrowedContainers() > 0) {
+        // Containers made narrow while devices were short: widen them now that there may be room.
+        const pool = m.pool;
+        this.runJob(m, 'widen', () => pool.widen({ busyShare: this.o.busyShare }));
+      }
     })();
   }
 

@@ -281,7 +281,9 @@ export class PoolDevice implements BlockDevice {
     for (const [i, c] of counts.entries()) if (c < 1) throw new TesseraError('ERR_INVALID', `device ${devices[i].path} is too small for one ${chunkDataBytes}-byte chunk`);
     // The address space a pool of full-width containers could fill.
     const total = counts.reduce((a, b) => a + b, 0);
-    const width = Math.min(k + m, devices.length);
+    // Partitions of one device are one failure domain: containers are at most that wide.
+    const domains = new Set(devices.map((d, i) => d.failureDomain ?? `#${i}`)).size;
+    const width = Math.min(k + m, domains);
     const logicalSizeBytes = Math.floor(total / width) * (width - m) * chunkDataBytes;
     const pool: PoolParams = { protection: o.protection, dataCount: k, stripBytes, logicalSizeBytes, memberCount: devices.length, journalBytes, dataZeroed: o.dataZeroed ?? false };
     const poolUuid = o.newUuid();
@@ -411,6 +413,16 @@ export class PoolDevice implements BlockDevice {
         incomplete.push(positions);
         continue;
       }
+      // A chunk holding an older header at a position the newest record gives to
+      // another chunk was replaced (a rebuild or drain switch cut short before
+      // the old chunk was released): free it.
+      for (const h of holders) {
+        const [uuid, chunk, pos] = h.split(':');
+        const now = rec.members[Number(pos)];
+        if (now && now.memberUuid === uuid && now.chunkIndex === Number(chunk)) continue;
+        const member = byUuid.get(uuid);
+        if (member) incomplete.push([{ member, chunkIndex: Number(chunk), stale: false }]);
+      }
       if (this.addContainer(rec, positions) === 0) {
         // Owns nothing (all moved by a widen, or a widen's target that never got an extent): free it.
         this.containers.delete(rec.containerId);
@@ -506,13 +518,13 @@ export class PoolDevice implements BlockDevice {
   // ---------------------------------------------------------------- status
 
   /** Members, and containers by how many positions they lack (for `pool info` and rebuild). */
-  info(): { members: (MemberState & { present: boolean })[]; containers: number; degraded: number[]; usedExtents: number } {
+  info(): { members: (MemberState & { present: boolean; known: boolean })[]; containers: number; degraded: number[]; usedExtents: number } {
     const degraded = [0, 0, 0];
     for (const c of this.containers.values()) {
       const lost = c.positions.filter((p) => !this.available(p)).length;
       if (lost > 0) degraded[Math.min(lost, 2)]++;
     }
-    return { members: this.members.map((m) => ({ ...memberStateOf(m), present: m.device !== null })), containers: this.containers.size, degraded, usedExtents: this.extents.size };
+    return { members: this.members.map((m) => ({ ...memberStateOf(m), present: m.device !== null, known: m.uuid !== '' })), containers: this.containers.size, degraded, usedExtents: this.extents.size };
   }
 
   /**
@@ -527,14 +539,25 @@ export class PoolDevice implements BlockDevice {
     this.capacity();
   }
 
-  /** Rewrites every usable member's label (next sequence) with the current failed set. */
-  private async writeLabels(): Promise<void> {
+  /**
+   * Rewrites every usable member's label (next sequence) with the current
+   * member count and failed set. One at a time: two overlapping rewrites could
+   * otherwise finish out of order and leave an older state under a newer
+   * sequence.
+   */
+  private writeLabels(): Promise<void> {
+    const run = this.labelWrites.then(() => this.writeLabelsNow());
+    this.labelWrites = run.catch(() => undefined);
+    return run;
+  }
+
+  private async writeLabelsNow(): Promise<void> {
     const failedMembers = this.members.filter((m) => m.failed).map((m) => m.index);
     const sequence = ++this.labelSequence;
     await Promise.all(
       this.members.map(async (m) => {
         if (!m.device || m.failed || !m.label) return;
-        const label: MemberLabel = { ...m.label, sequence, failedMembers, bytesWritten: m.label.bytesWritten + m.bytesWritten };
+        const label: MemberLabel = { ...m.label, pool: { ...this.params }, sequence, failedMembers, bytesWritten: m.label.bytesWritten + m.bytesWritten };
         const b = Buffer.alloc(RECORD_BYTES);
         encodeLabel(label, b);
         for (const at of LABEL_COPY_OFFSETS) {
@@ -777,9 +800,7 @@ export class PoolDevice implements BlockDevice {
 
   /** Records the failed members in the labels; calls are serialized. */
   private persistFailures(): Promise<void> {
-    const run = this.labelWrites.then(() => this.writeLabels());
-    this.labelWrites = run.catch(() => undefined);
-    return run;
+    return this.writeLabels();
   }
 
   private async withRow<T>(c: Container, row: number, fn: () => Promise<T>): Promise<T> {
@@ -1004,6 +1025,18 @@ export class PoolDevice implements BlockDevice {
     return this.available(p) && p.member!.draining;
   }
 
+  /** Throws what removeMember(index) would refuse: no such member, a job running, too few devices left. */
+  checkRemovable(index: number): void {
+    const m = this.members[index];
+    if (!m) throw new TesseraError('ERR_NOT_FOUND', `pool ${this.name} has no member ${index}`);
+    if (this.progress?.running) throw new TesseraError('ERR_BUSY', `pool ${this.name} is rebuilding; remove the device when it is done`);
+    if (m.failed || !m.device) return;
+    const others = this.members.filter((x) => x !== m && x.device && !x.failed).length;
+    if (others < 1 + parityCountOf(this.params.protection)) {
+      throw new TesseraError('ERR_INVALID', `pool ${this.name} would keep ${others} device(s); ${this.params.protection} needs at least ${1 + parityCountOf(this.params.protection)}`);
+    }
+  }
+
   /**
    * Gives up the device of a member out of service (failed or removed), so
    * that the caller can close it or use it elsewhere; close() no longer
@@ -1056,7 +1089,23 @@ export class PoolDevice implements BlockDevice {
     const k = this.params.dataCount;
     const isNarrow = (c: Container): boolean => c.shape.dataCount < k && c.positions.every((p) => this.available(p));
     const runs = new Map<number, number[]>();
-    for (const [e, { c }] of this.extents) if (isNarrow(c)) runs.set(Math.floor(e / k), [...(runs.get(Math.floor(e / k)) ?? []), e]);
+    const owned = new Map<Container, number[]>();
+    for (const [e, { c }] of this.extents) {
+      if (!isNarrow(c)) continue;
+      runs.set(Math.floor(e / k), [...(runs.get(Math.floor(e / k)) ?? []), e]);
+      owned.set(c, [...(owned.get(c) ?? []), e]);
+    }
+    // Which runs: those whose k extents are all held by narrow containers (a
+    // full-width container for a partly used run would hold more chunks than
+    // it frees), and those where a widen cut short left a full-width container
+    // (already paid for). Only if the chunks freed cover the new containers:
+    // widening must never make a pool use more chunks.
+    const resumable = (run: number): boolean => [...this.containers.values()].some((c) => c.rec.firstExtent === run * k && c.shape.dataCount === k && !isNarrow(c));
+    const chosen = new Set([...runs.entries()].filter(([run, es]) => es.length === k || resumable(run)).map(([run]) => run));
+    const freed = [...owned].filter(([, es]) => es.every((e) => chosen.has(Math.floor(e / k)))).reduce((a, [c]) => a + c.positions.length, 0);
+    const cost = [...chosen].filter((run) => !resumable(run)).length * (k + parityCountOf(this.params.protection));
+    if (freed < cost) for (const run of [...chosen]) if (!resumable(run)) chosen.delete(run);
+    for (const run of [...runs.keys()]) if (!chosen.has(run)) runs.delete(run);
     const order = [...runs.keys()].sort((a, b) => a - b);
     const p: RebuildProgress = {
       running: true, containersTotal: order.length, containersDone: 0, unrecoverable: 0,
@@ -1197,16 +1246,11 @@ export class PoolDevice implements BlockDevice {
    * (the member then stays in service: add a device first).
    */
   async removeMember(index: number, o: RebuildOptions = {}): Promise<RebuildProgress | null> {
+    this.checkRemovable(index);
     const m = this.members[index];
-    if (!m) throw new TesseraError('ERR_NOT_FOUND', `pool ${this.name} has no member ${index}`);
-    if (this.progress?.running) throw new TesseraError('ERR_BUSY', `pool ${this.name} is rebuilding; remove the device when it is done`);
     if (m.failed || !m.device) {
       if (!m.failed) await this.failMember(index);
       return null;
-    }
-    const others = this.members.filter((x) => x !== m && x.device && !x.failed).length;
-    if (others < 1 + parityCountOf(this.params.protection)) {
-      throw new TesseraError('ERR_INVALID', `pool ${this.name} would keep ${others} device(s); ${this.params.protection} needs at least ${1 + parityCountOf(this.params.protection)}`);
     }
     m.draining = true;
     try {
@@ -1231,6 +1275,9 @@ export class PoolDevice implements BlockDevice {
     const count = Math.floor((device.sizeBytes - any.firstChunkOffset) / (RECORD_BYTES + this.chunkDataBytes));
     if (count < 1) throw new TesseraError('ERR_INVALID', `device ${device.path} is too small for one ${this.chunkDataBytes}-byte chunk`);
     const index = this.members.length;
+    const zero = Buffer.alloc(RECORD_BYTES);
+    // Its old chunk headers go first, before the pool counts it.
+    for (let c = 0; c < count; c++) await device.write(zero, any.firstChunkOffset + c * (RECORD_BYTES + this.chunkDataBytes));
     this.params.memberCount = index + 1;
     const label: MemberLabel = {
       ...any,
@@ -1242,11 +1289,16 @@ export class PoolDevice implements BlockDevice {
       enduranceBytes: opts.enduranceBytes ?? any.enduranceBytes,
       bytesWritten: 0,
     };
-    const zero = Buffer.alloc(RECORD_BYTES);
-    for (let c = 0; c < count; c++) await device.write(zero, label.firstChunkOffset + c * (RECORD_BYTES + this.chunkDataBytes));
     this.members.push({ index, uuid: label.memberUuid, device, label, failed: false, draining: false, usedChunks: new Set(), bytesWritten: 0 });
-    for (const m of this.members) if (m.label) m.label = { ...m.label, pool: { ...this.params } };
-    await this.writeLabels();
+    try {
+      await this.writeLabels();
+    } catch (err) {
+      // Not added after all: the caller closes the device. Labels already
+      // rewritten name one member more; at open it is missing, holds nothing.
+      this.members.pop();
+      this.params.memberCount = index;
+      throw err;
+    }
     this.capacity();
     return index;
   }
@@ -1328,8 +1380,10 @@ export class PoolDevice implements BlockDevice {
     if (lost.length === 0 || unavailable > c.shape.parityCount) return 0;
     const survivors = new Set(c.positions.filter((pos) => this.available(pos)).map((pos) => pos.member!.index));
     const states = this.members.map(memberStateOf);
-    // New chunks avoid the failure domains the survivors are in, and each other's.
-    const usedDomains = new Set([...survivors].map((i) => states[i].domain ?? `#${i}`));
+    // New chunks avoid the failure domains of the chunks that stay, and each other's
+    // (a chunk that moves may go back into its own domain: it leaves it).
+    const staying = c.positions.filter((pos) => this.available(pos) && !this.moving(pos)).map((pos) => pos.member!.index);
+    const usedDomains = new Set(staying.map((i) => states[i].domain ?? `#${i}`));
     // Rebuild writes go where the rebuild has scheduled the least IO so far (reads
     // from survivors count too), so that every surviving member works evenly; the
     // allocator's weights only break ties.

@@ -100,7 +100,9 @@ test('data-aware: a pool 10 % full rebuilds in at most 0.2 of the time of a full
   const fullBytes = Math.floor((0.85 * capacity) / step) * step;
   const tenthBytes = Math.floor((0.1 * capacity) / step) * step;
   const full = await rebuildTimeMs(8, fullBytes, SEED + 200);
-  const tenth = await rebuildTimeMs(8, tenthBytes, SEED + 300);
+  // A tenth is few containers, so its time varies with where they fall: the mean of three layouts.
+  let tenth = 0;
+  for (const s of [300, 301, 302]) tenth += (await rebuildTimeMs(8, tenthBytes, SEED + s)) / 3;
   console.log(`rebuild: ${(fullBytes / MiB).toFixed(0)} MiB (85 % full) ${full.toFixed(0)} ms, ${(tenthBytes / MiB).toFixed(0)} MiB (10 %) ${tenth.toFixed(0)} ms (ratio ${(tenth / full).toFixed(2)}, virtual time)`);
   assert.ok(tenth <= 0.2 * full, `10 % full took ${(tenth / full).toFixed(2)} of the time of full`);
 });

@@ -150,3 +150,58 @@ test('a pool opens even when a journal record belongs to a container that lost m
   assert.ok(alone.unreplayable > 0);
   await assert.rejects(readAll(alone, 0, 8 * KiB), (e: unknown) => e instanceof TesseraError && e.code === 'ERR_DEVICE_IO');
 });
+
+// Session 6 review.
+
+test('addMember whose label write fails leaves no member behind (writes kept failing with ERR_CLOSED)', async () => {
+  const devs = [0, 1, 2].map(sim);
+  await PoolDevice.format(devs, FORMAT);
+  const p = await open(devs);
+  const bad = sim(7);
+  bad.faults.flushError = true;
+  await assert.rejects(p.addMember(bad));
+  await bad.close();
+  assert.equal(p.info().members.length, 3);
+  for (let i = 0; i < 16; i++) await p.write(Buffer.alloc(32 * KiB, i), i * 64 * KiB);
+  assert.equal((await readAll(p, 15 * 64 * KiB, 4096))[0], 15);
+});
+
+test('overlapping label rewrites (a failure recorded while a member is added) leave labels that open', async () => {
+  for (let seed = 0; seed < 20; seed++) {
+    const devs = [0, 1, 2, 3].map(sim);
+    for (const d of devs) d.faults.jitterTurns = 4;
+    await PoolDevice.format(devs, FORMAT);
+    const p = await open(devs);
+    const extra = sim(8 + seed);
+    extra.faults.jitterTurns = 4;
+    await Promise.all([p.addMember(extra), p.failMember(seed % 4)]);
+    await p.close();
+    const kept = [...devs, extra];
+    for (const d of kept) d.reopen();
+    const again = await open(kept);
+    assert.equal(again.info().members.length, 5, `seed ${seed}`);
+    await again.close();
+  }
+});
+
+test('a drain may put a chunk back into its own failure domain (another partition of the same disk)', async () => {
+  const { openPartitions, writePartitionTable } = await import('../device/partition-device.js');
+  const MiB = 1024 * KiB;
+  const clock = { nowMs: () => 0, sleep: () => Promise.resolve() };
+  const parts = [];
+  for (const i of [0, 1, 2]) {
+    const d = new SimDevice(8 * MiB, new Prng(40 + i), `disk${i}`, `sim://disk${i}`);
+    await writePartitionTable(d, { sequence: 1, entries: [0, 1].map((j) => ({ name: `p${j}`, startBytes: (1 + j * 3) * MiB, sizeBytes: 3 * MiB, iopsLimit: 0, bandwidthBytesPerSec: 0 })) });
+    parts.push(...(await openPartitions(d, clock)));
+  }
+  await PoolDevice.format(parts, FORMAT);
+  const p = await open(parts);
+  const data = Buffer.alloc(128 * KiB);
+  new Prng(3).fill(data);
+  await p.write(data, 0);
+  // Every 2+1 container spans all three disks; disk0's other partition is the only place left for disk0#p0's chunks.
+  const r = await p.removeMember(0);
+  assert.equal(r?.noRoom, 0);
+  assert.equal(p.chunksOn(0), 0);
+  assert.ok((await readAll(p, 0, data.length)).equals(data));
+});
