@@ -562,7 +562,8 @@ export class PoolManager implements PoolAdmin {
     let dev: BlockDevice | undefined;
     try {
       dev = await this.openDevice(devicePath);
-      return await m.pool.addMember(dev);
+      // A file created just now reads as zeros; anything else may hold old data.
+      return await m.pool.addMember(dev, { dataZeroed: created.length === 1 });
     } catch (err) {
       await dev?.close();
       await this.saveRegistry(withDevices(this.registry, m.entry.name, m.entry.devices.filter((p) => p !== devicePath)));

@@ -55,6 +55,19 @@ import { JOURNAL_RING_OFFSET, StripeJournal, recoverJournal, writeJournalSuperbl
 import { planRebuild, type ContainerHealth } from './rebuild-plan.js';
 import { CapacityWatch, DEFAULT_THRESHOLDS, type AlarmLevel, type CapacityThresholds } from './alarms.js';
 
+/** Written over the header of a chunk given back after holding data: it is zeroed before its next use. */
+const FREED_HEADER = (() => {
+  const b = Buffer.alloc(RECORD_BYTES);
+  b.write('TSRFREE1', 0, 'latin1');
+  return b;
+})();
+const ZERO_HEADER = Buffer.alloc(RECORD_BYTES);
+
+function isZero(b: Uint8Array): boolean {
+  for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
 /** Tries of a member write that fails with an error other than ERR_DEVICE_IO before the member is failed. */
 const WRITE_RETRIES = 3;
 
@@ -121,6 +134,8 @@ interface Member {
   /** Being removed: readable, but gets no new chunks, and a rebuild moves its chunks away. In memory only. */
   draining: boolean;
   usedChunks: Set<number>;
+  /** Free chunks that held data once (freed, or a reused device's): zeroed before their next use even on a dataZeroed pool. */
+  dirty: Set<number>;
   bytesWritten: number;
 }
 
@@ -341,7 +356,7 @@ export class PoolDevice implements BlockDevice {
     // The newest label knows the member count and which members were taken out of service.
     const newest = labels.reduce((a, b) => (b.sequence > a.sequence ? b : a));
     const members: Member[] = Array.from({ length: newest.pool.memberCount }, (_, index) => ({
-      index, uuid: '', device: null, label: null, failed: false, draining: false, usedChunks: new Set<number>(), bytesWritten: 0,
+      index, uuid: '', device: null, label: null, failed: false, draining: false, usedChunks: new Set<number>(), dirty: new Set<number>(), bytesWritten: 0,
     }));
     for (const [i, l] of labels.entries()) {
       const m = members[l.memberIndex];
@@ -378,10 +393,17 @@ export class PoolDevice implements BlockDevice {
       for (let c = 0; c < m.label.chunkCount; c++) {
         await m.device.read(buf, this.chunkOffset(m, c));
         const rec = decodeContainer(buf);
-        if (typeof rec === 'string') continue;
+        if (typeof rec === 'string') {
+          // Not a container's: a chunk that once held data (a freed marker, a torn or
+          // foreign header) must be zeroed before it is used again.
+          if (!isZero(buf)) m.dirty.add(c);
+          continue;
+        }
         const pos = rec.members.findIndex((x) => x.memberUuid === m.uuid && x.chunkIndex === c);
-        if (pos < 0) continue; // a header copied elsewhere: not this chunk's
-        m.usedChunks.add(c);
+        if (pos < 0) {
+          m.dirty.add(c); // a header copied elsewhere: not this chunk's
+          continue;
+        }
         const s = seen.get(rec.containerId) ?? { rec, holders: new Set<string>() };
         if (rec.generation > s.rec.generation) s.rec = rec;
         s.holders.add(`${m.uuid}:${c}:${pos}`);
@@ -389,11 +411,10 @@ export class PoolDevice implements BlockDevice {
       }
     }
     const byUuid = new Map(this.members.filter((m) => m.uuid).map((m) => [m.uuid, m]));
-    const incomplete: Position[][] = [];
-    // Newest first: where two containers claim an extent (a widen cut short
-    // between the new container's claim and the old one's release), the newer
-    // holds the complete copy and every later write.
-    for (const { rec, holders } of [...seen.values()].sort((a, b) => b.rec.containerId - a.rec.containerId)) {
+    /** Chunks to give back: `freed` held data (marked dirty), the others never did. */
+    const release: { positions: Position[]; freed: boolean }[] = [];
+    const candidates: { rec: ContainerRecord; positions: Position[]; readable: boolean }[] = [];
+    for (const { rec, holders } of seen.values()) {
       this.nextContainerId = Math.max(this.nextContainerId, rec.containerId + 1);
       // A chunk with an older generation's header at the same position is still
       // this container's (a rebuild switch adds chunks, it does not move the
@@ -402,7 +423,6 @@ export class PoolDevice implements BlockDevice {
         const member = byUuid.get(x.memberUuid) ?? null;
         // A chunk index past the member's chunks is never trusted (the header's crc was good, its content is not).
         const outside = member?.label ? x.chunkIndex >= member.label.chunkCount : false;
-        if (member && !outside) member.usedChunks.add(x.chunkIndex);
         return { member: outside ? null : member, chunkIndex: x.chunkIndex, stale: outside || !holders.has(`${x.memberUuid}:${x.chunkIndex}:${i}`) };
       });
       // Data goes into a new container only after its header is durable on every
@@ -410,7 +430,7 @@ export class PoolDevice implements BlockDevice {
       // member lacking it was cut short at creation and never held data. A later
       // generation always holds data: it is kept, its missing chunks stale.
       if (rec.generation === 1 && positions.some((p) => p.member && p.member.device && !p.member.failed && p.stale)) {
-        incomplete.push(positions);
+        release.push({ positions, freed: false });
         continue;
       }
       // A chunk holding an older header at a position the newest record gives to
@@ -421,23 +441,37 @@ export class PoolDevice implements BlockDevice {
         const now = rec.members[Number(pos)];
         if (now && now.memberUuid === uuid && now.chunkIndex === Number(chunk)) continue;
         const member = byUuid.get(uuid);
-        if (member) incomplete.push([{ member, chunkIndex: Number(chunk), stale: false }]);
+        if (member) release.push({ positions: [{ member, chunkIndex: Number(chunk), stale: false }], freed: true });
       }
+      const lost = positions.filter((p) => !this.available(p)).length;
+      candidates.push({ rec, positions, readable: lost <= rec.parityCount });
+    }
+    // Claims: readable containers first, newest first within each group. Where
+    // two claim an extent (a widen cut short between the new container's claim
+    // and the old one's release), the newer holds the complete copy and every
+    // later write — unless it cannot be read (torn headers), then the older wins.
+    candidates.sort((a, b) => Number(b.readable) - Number(a.readable) || b.rec.containerId - a.rec.containerId);
+    for (const { rec, positions } of candidates) {
       if (this.addContainer(rec, positions) === 0) {
         // Owns nothing (all moved by a widen, or a widen's target that never got an extent): free it.
         this.containers.delete(rec.containerId);
-        incomplete.push(positions);
+        release.push({ positions, freed: true });
       }
     }
-    const zero = Buffer.alloc(RECORD_BYTES);
-    for (const positions of incomplete) {
+    // In use: exactly the chunks that hold the header of a container kept.
+    for (const m of this.members) m.usedChunks.clear();
+    for (const c of this.containers.values()) for (const p of c.positions) if (p.member && !p.stale) p.member.usedChunks.add(p.chunkIndex);
+    let wrote = false;
+    for (const { positions, freed } of release) {
       for (const p of positions) {
-        if (!p.member?.device || p.member.failed) continue;
-        if (!p.stale) await p.member.device.write(zero, this.chunkOffset(p.member, p.chunkIndex));
-        p.member.usedChunks.delete(p.chunkIndex);
+        // Only a chunk that holds this header is this container's to give back.
+        if (p.stale || !p.member?.device || p.member.failed || p.member.usedChunks.has(p.chunkIndex)) continue;
+        await p.member.device.write(freed ? FREED_HEADER : ZERO_HEADER, this.chunkOffset(p.member, p.chunkIndex));
+        if (freed) p.member.dirty.add(p.chunkIndex);
+        wrote = true;
       }
     }
-    if (incomplete.length > 0) await Promise.all(this.usableDevices().map((d) => d.flush()));
+    if (wrote) await Promise.all(this.usableDevices().map((d) => d.flush()));
   }
 
   private usableDevices(): BlockDevice[] {
@@ -657,7 +691,15 @@ export class PoolDevice implements BlockDevice {
 
   async flush(): Promise<void> {
     if (this.closed) throw new TesseraError('ERR_CLOSED', `pool ${this.name} is closed`);
-    await Promise.all(this.members.filter((m) => m.device && !m.failed).map((m) => m.device!.flush()));
+    // A member whose flush fails leaves the pool (its writes may be lost); the
+    // flush fails only when that costs some container more than its parity.
+    const inService = this.members.filter((m) => m.device && !m.failed);
+    await Promise.all(inService.map((m) => this.flushOrFail(m)));
+    if (inService.every((m) => !m.failed)) return;
+    for (const c of this.containers.values()) {
+      const lost = c.positions.filter((p) => !this.available(p)).length;
+      if (lost > c.shape.parityCount) throw new TesseraError('ERR_DEVICE_FLUSH', `pool ${this.name}: container ${c.rec.containerId} lost ${lost} of ${c.positions.length} chunks`);
+    }
   }
 
   async close(): Promise<void> {
@@ -745,10 +787,12 @@ export class PoolDevice implements BlockDevice {
       const c: Container = { rec, positions, shape: { dataCount: rec.dataCount, parityCount: rec.parityCount, stripBytes: rec.stripBytes, chunkDataBytes: this.chunkDataBytes } };
       const header = Buffer.alloc(RECORD_BYTES);
       encodeContainer(rec, header);
-      if (!this.params.dataZeroed) await Promise.all(positions.map((p) => this.zeroChunk(p)));
+      // Chunks that held data before (freed ones, a reused device's) are zeroed even on a dataZeroed pool.
+      await Promise.all(positions.map((p) => (!this.params.dataZeroed || p.member?.dirty.has(p.chunkIndex) ? this.zeroChunk(p) : undefined)));
+      for (const p of positions) p.member?.dirty.delete(p.chunkIndex);
       await Promise.all(positions.map((p) => (p.member ? this.writeMember(p, this.chunkOffset(p.member, p.chunkIndex), header) : undefined)));
       // The headers are durable before any data goes in (open relies on it).
-      await Promise.all(positions.map((p) => (p.member && this.available(p) ? p.member.device!.flush() : undefined)));
+      await Promise.all(positions.map((p) => (p.member && this.available(p) ? this.flushOrFail(p.member) : undefined)));
       this.containers.set(rec.containerId, c);
       for (let i = 0; i < rec.dataCount; i++) if ((rec.ownedMask >>> i) & 1) this.extents.set(first + i, { c, index: i });
       this.capacity();
@@ -1134,8 +1178,18 @@ export class PoolDevice implements BlockDevice {
         }
         for (const e of moving) {
           if (this.stopRequested) throw new TesseraError('ERR_CLOSED', `widening of pool ${this.name} stopped`);
+          // A member failed meanwhile: stop, so that the rebuild runs (data stays where it is redundant).
+          if (!wide.positions.every((pos) => this.available(pos))) throw new TesseraError('ERR_DEVICE_IO', `widening of pool ${this.name} stopped: a device of container ${wide.rec.containerId} failed`);
+          const still = this.extents.get(e);
+          if (!still || !isNarrow(still.c)) continue;
           const t0 = this.now();
-          await this.moveExtent(e, wide);
+          try {
+            await this.moveExtent(e, wide);
+          } catch (err) {
+            if (!(err instanceof TesseraError) || err.code !== 'ERR_CHECKSUM') throw err;
+            p.unrecoverable++; // left in its narrow container: scrub and repair it there
+            continue;
+          }
           p.bytesDone += this.chunkDataBytes;
           const elapsed = this.now() - p.startedAtMs;
           p.etaMs = (elapsed * (p.bytesTotal - p.bytesDone)) / p.bytesDone;
@@ -1146,16 +1200,24 @@ export class PoolDevice implements BlockDevice {
         p.containersDone++;
         p.last = { containerId: wide.rec.containerId, lost: 0 };
         o.onProgress?.({ ...p });
+        await this.freeEmpty(); // their room serves the next runs
       }
-      // Narrow containers that own nothing any more give their chunks back.
-      const owners = new Set([...this.extents.values()].map((x) => x.c));
-      for (const c of [...this.containers.values()]) if (!owners.has(c)) await this.freeContainer(c);
     } finally {
-      p.running = false;
-      p.etaMs = 0;
-      this.capacity();
+      try {
+        await this.freeEmpty();
+      } finally {
+        p.running = false;
+        p.etaMs = 0;
+        this.capacity();
+      }
     }
     return { ...p };
+  }
+
+  /** Frees every container that owns no extent (narrow ones emptied by a widen). */
+  private async freeEmpty(): Promise<void> {
+    const owners = new Set([...this.extents.values()].map((x) => x.c));
+    for (const c of [...this.containers.values()]) if (!owners.has(c)) await this.freeContainer(c);
   }
 
   /** A full-width container at `first` (owning the unowned extents of its run), or null when too few members have room. */
@@ -1194,11 +1256,11 @@ export class PoolDevice implements BlockDevice {
       for (let off = 0; off < this.chunkDataBytes; off += step) {
         const len = Math.min(step, this.chunkDataBytes - off);
         const out = buf.subarray(0, len);
-        for (const piece of pieces(src.c.shape, src.index * this.chunkDataBytes + off, len)) await this.readPiece(src.c, piece, out.subarray(piece.bufOffset, piece.bufOffset + piece.lengthBytes));
+        await this.readVerified(src.c, src.index * this.chunkDataBytes + off, out);
         await this.writeRange(wide, slot * this.chunkDataBytes + off, out);
       }
       // The copy is durable before the claim, and the claim before the map says so.
-      await Promise.all(wide.positions.map((pos) => (this.available(pos) ? pos.member!.device!.flush() : undefined)));
+      await Promise.all(wide.positions.map((pos) => (this.available(pos) ? this.flushOrFail(pos.member!) : undefined)));
       const rec: ContainerRecord = { ...wide.rec, generation: wide.rec.generation + 1, ownedMask: (wide.rec.ownedMask | (1 << slot)) >>> 0 };
       await this.writeHeaders(wide, rec);
       wide.rec = rec;
@@ -1209,24 +1271,89 @@ export class PoolDevice implements BlockDevice {
     }
   }
 
-  /** Writes `rec` as the header of every available chunk of `c`, durably. */
+  /** Flushes a member; one whose flush fails is taken out of service (the pool's redundancy covers it). */
+  private async flushOrFail(m: Member): Promise<void> {
+    try {
+      await m.device!.flush();
+    } catch (err) {
+      if (!(err instanceof TesseraError) || (err.code !== 'ERR_DEVICE_FLUSH' && err.code !== 'ERR_DEVICE_IO')) throw err;
+      if (!m.failed) {
+        m.failed = true;
+        await this.persistFailures();
+      }
+    }
+  }
+
+  /**
+   * Reads a container range whole row by whole row, checking each row's
+   * parity: the copy must not turn a bad strip that the parity could still
+   * repair into good-looking data with fresh parity. ERR_CHECKSUM on a
+   * mismatch (the range stays where it is; a scrub and the engine's repair
+   * deal with it there).
+   */
+  private async readVerified(c: Container, offsetBytes: number, out: Uint8Array): Promise<void> {
+    const { dataCount: k, parityCount: m, stripBytes } = c.shape;
+    const ps = pieces(c.shape, offsetBytes, out.length);
+    for (let i = 0; i < ps.length; ) {
+      let j = i;
+      while (j < ps.length && ps[j].row === ps[i].row) j++;
+      const row = ps[i].row;
+      const rowPieces = ps.slice(i, j);
+      await this.withRow(c, row, async () => {
+        const strips = await this.readRowRange(c, row, 0, stripBytes);
+        if (c.positions.every((pos) => this.available(pos)) && !this.rowMatches(strips, k, m, stripBytes)) {
+          throw new TesseraError('ERR_CHECKSUM', `container ${c.rec.containerId} row ${row}: parity does not match the data`);
+        }
+        for (const p of rowPieces) out.set(strips[p.dataIndex].subarray(p.stripOffset, p.stripOffset + p.lengthBytes), p.bufOffset);
+      });
+      i = j;
+    }
+  }
+
+  /** Mirror copies equal, or P (and Q) recomputed from the data strips equal the stored ones. */
+  private rowMatches(strips: Uint8Array[], k: number, m: number, stripBytes: number): boolean {
+    if (k === 1) return strips.slice(1).every((s) => Buffer.from(s).equals(Buffer.from(strips[0])));
+    const p = new Uint8Array(stripBytes);
+    const q = new Uint8Array(stripBytes);
+    this.codec.encodeParity(strips.slice(0, k), p, m === 2 ? q : null);
+    return Buffer.from(p).equals(Buffer.from(strips[k])) && (m < 2 || Buffer.from(q).equals(Buffer.from(strips[k + 1])));
+  }
+
+  /**
+   * Writes `rec` as the header of every available chunk of `c`, one chunk at a
+   * time, each durable before the next: a power cut tears at most one header,
+   * so the container stays readable with its parity. A member that fails to
+   * take it is failed. Throws ERR_DEVICE_IO when more chunks than the parity
+   * missed it (the claim cannot be relied on; at open the older claim wins).
+   */
   private async writeHeaders(c: Container, rec: ContainerRecord): Promise<void> {
     const header = Buffer.alloc(RECORD_BYTES);
     encodeContainer(rec, header);
-    const live = c.positions.filter((pos) => this.available(pos));
-    await Promise.all(live.map((pos) => this.writeMember(pos, this.chunkOffset(pos.member!, pos.chunkIndex), header)));
-    await Promise.all(live.map((pos) => pos.member!.device!.flush()));
+    for (const pos of c.positions.filter((p) => this.available(p))) {
+      try {
+        await this.writeMember(pos, this.chunkOffset(pos.member!, pos.chunkIndex), header);
+      } catch (err) {
+        if (!(err instanceof TesseraError) || err.code !== 'ERR_DEVICE_IO') throw err;
+        continue; // writeMember failed the member
+      }
+      await this.flushOrFail(pos.member!);
+    }
+    const lost = c.positions.filter((p) => !this.available(p)).length;
+    if (lost > rec.parityCount) throw new TesseraError('ERR_DEVICE_IO', `container ${rec.containerId}: its header reached too few chunks (${lost} of ${c.positions.length} missing)`);
   }
 
   /** A container that owns no extent: once IO that may still use it is done, its headers are cleared and its chunks freed. */
   private async freeContainer(c: Container): Promise<void> {
     await this.drainInflight();
-    const zero = Buffer.alloc(RECORD_BYTES);
-    const live = c.positions.filter((pos) => this.available(pos));
-    await Promise.all(live.map((pos) => this.writeMember(pos, this.chunkOffset(pos.member!, pos.chunkIndex), zero).catch(() => undefined)));
-    await Promise.all(live.map((pos) => pos.member!.device!.flush()));
-    for (const pos of c.positions) pos.member?.usedChunks.delete(pos.chunkIndex);
     this.containers.delete(c.rec.containerId);
+    const live = c.positions.filter((pos) => this.available(pos));
+    await Promise.all(live.map((pos) => this.writeMember(pos, this.chunkOffset(pos.member!, pos.chunkIndex), FREED_HEADER).catch(() => undefined)));
+    await Promise.all(live.map((pos) => pos.member!.device!.flush().catch(() => undefined)));
+    for (const pos of c.positions) {
+      if (!pos.member || pos.stale) continue;
+      pos.member.usedChunks.delete(pos.chunkIndex);
+      pos.member.dirty.add(pos.chunkIndex);
+    }
   }
 
   /** Containers with a chunk on member `index` (available or not). */
@@ -1269,15 +1396,21 @@ export class PoolDevice implements BlockDevice {
    * Adds a device as a new member (labels it, clears its chunk headers) and
    * records the new member count in every label. Returns its index.
    */
-  async addMember(device: BlockDevice, opts: { enduranceBytes?: number } = {}): Promise<number> {
+  /** `opts.dataZeroed`: the device reads as zeros (a new sparse file); otherwise every chunk is zeroed before its first use. */
+  async addMember(device: BlockDevice, opts: { enduranceBytes?: number; dataZeroed?: boolean } = {}): Promise<number> {
     if (this.members.length >= MAX_POOL_MEMBERS) throw new TesseraError('ERR_LIMIT', `a pool has at most ${MAX_POOL_MEMBERS} members`);
     const any = this.members.find((m) => m.label)!.label!;
     const count = Math.floor((device.sizeBytes - any.firstChunkOffset) / (RECORD_BYTES + this.chunkDataBytes));
     if (count < 1) throw new TesseraError('ERR_INVALID', `device ${device.path} is too small for one ${this.chunkDataBytes}-byte chunk`);
     const index = this.members.length;
-    const zero = Buffer.alloc(RECORD_BYTES);
-    // Its old chunk headers go first, before the pool counts it.
-    for (let c = 0; c < count; c++) await device.write(zero, any.firstChunkOffset + c * (RECORD_BYTES + this.chunkDataBytes));
+    // Its old chunk headers go first, before the pool counts it; a device that
+    // may hold old data gets freed markers, so that its chunks are zeroed before use (also after a restart).
+    const zeroed = opts.dataZeroed === true;
+    const dirty = new Set<number>();
+    for (let c = 0; c < count; c++) {
+      await device.write(zeroed ? ZERO_HEADER : FREED_HEADER, any.firstChunkOffset + c * (RECORD_BYTES + this.chunkDataBytes));
+      if (!zeroed) dirty.add(c);
+    }
     this.params.memberCount = index + 1;
     const label: MemberLabel = {
       ...any,
@@ -1289,7 +1422,7 @@ export class PoolDevice implements BlockDevice {
       enduranceBytes: opts.enduranceBytes ?? any.enduranceBytes,
       bytesWritten: 0,
     };
-    this.members.push({ index, uuid: label.memberUuid, device, label, failed: false, draining: false, usedChunks: new Set(), bytesWritten: 0 });
+    this.members.push({ index, uuid: label.memberUuid, device, label, failed: false, draining: false, usedChunks: new Set(), dirty, bytesWritten: 0 });
     try {
       await this.writeLabels();
     } catch (err) {
@@ -1453,11 +1586,12 @@ export class PoolDevice implements BlockDevice {
       // Survivors first (durable), then the new chunks: a cut in between leaves
       // the survivors naming chunks without the header, which open treats as
       // stale chunks of a container that is kept (never as a cut-short creation).
+      // One chunk at a time, each durable before the next: a power cut tears at most one header.
       const newOnes = new Set(targets.values());
-      for (const group of [positions.filter((pos) => !newOnes.has(pos)), [...newOnes]]) {
-        const live = group.filter((pos) => this.available(pos));
-        await Promise.all(live.map((pos) => this.writeMember(pos, this.chunkOffset(pos.member!, pos.chunkIndex), header)));
-        await Promise.all(live.map((pos) => pos.member!.device!.flush()));
+      for (const pos of [...positions.filter((p) => !newOnes.has(p)), ...newOnes]) {
+        if (!this.available(pos)) continue;
+        await this.writeMember(pos, this.chunkOffset(pos.member!, pos.chunkIndex), header);
+        await pos.member!.device!.flush();
       }
       const replaced = c.positions.filter((pos, i) => targets.has(i) && pos.member);
       c.rec = rec;
@@ -1469,13 +1603,19 @@ export class PoolDevice implements BlockDevice {
       await this.drainInflight();
       await Promise.all(
         replaced.map(async (pos) => {
-          if (this.available(pos)) await this.writeMember(pos, this.chunkOffset(pos.member!, pos.chunkIndex), Buffer.alloc(RECORD_BYTES)).catch(() => {});
+          // A stale position's chunk was never this container's to give back (another may hold it now).
+          if (pos.stale) return;
+          if (this.available(pos)) await this.writeMember(pos, this.chunkOffset(pos.member!, pos.chunkIndex), FREED_HEADER).catch(() => {});
           pos.member!.usedChunks.delete(pos.chunkIndex);
+          pos.member!.dirty.add(pos.chunkIndex);
         }),
       );
     } catch (err) {
       // The new chunks were never switched in: give them back.
-      for (const t of targets.values()) t.member!.usedChunks.delete(t.chunkIndex);
+      for (const t of targets.values()) {
+        t.member!.usedChunks.delete(t.chunkIndex);
+        t.member!.dirty.add(t.chunkIndex); // partly copied
+      }
       throw err;
     } finally {
       c.rebuild = undefined;
@@ -1598,15 +1738,7 @@ export class PoolDevice implements BlockDevice {
           continue;
         }
         const strips = await this.withRow(c, row, () => this.readRowRange(c, row, 0, stripBytes));
-        let ok: boolean;
-        if (k === 1) ok = strips.slice(1).every((s) => Buffer.from(s).equals(Buffer.from(strips[0])));
-        else {
-          const p = new Uint8Array(stripBytes);
-          const q = new Uint8Array(stripBytes);
-          this.codec.encodeParity(strips.slice(0, k), p, m === 2 ? q : null);
-          ok = Buffer.from(p).equals(Buffer.from(strips[k])) && (m < 2 || Buffer.from(q).equals(Buffer.from(strips[k + 1])));
-        }
-        if (!ok) out.mismatches.push({ containerId: c.rec.containerId, row });
+        if (!this.rowMatches(strips, k, m, stripBytes)) out.mismatches.push({ containerId: c.rec.containerId, row });
       }
     }
     return out;

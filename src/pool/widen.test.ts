@@ -191,3 +191,57 @@ test(`widen survives power cuts: ${POINTS} cut points, reopened and checked`, as
   console.log(`widen crash points: ${midWiden} of ${POINTS} cut a widen midway`);
   if (POINTS >= 50) assert.ok(midWiden >= POINTS / 2, `only ${midWiden} of ${POINTS} cuts landed mid-widen: the test would miss what it is for`);
 });
+
+// Review of the widen (session 6): each failed before its fix.
+
+test('chunks freed by a widen read as zeros when reused, also after a reopen (dataZeroed pools skipped zeroing them)', async () => {
+  const { devs, pool } = await narrowPool(SEED ^ 11, 1 * MiB);
+  await pool.widen();
+  // New containers now land on chunks the narrow containers held: unwritten parts must read as zeros.
+  const probe = async (p: PoolDevice, at: number): Promise<void> => {
+    await p.write(Buffer.alloc(4 * KiB, 0xee), at);
+    const out = Buffer.alloc(CHUNK);
+    await p.read(out, at + 4 * KiB - (at % CHUNK) + CHUNK); // an untouched extent of the same new container
+    assert.ok(out.every((b) => b === 0), 'an untouched extent of a new container reads as old data');
+    const row = Buffer.alloc(CHUNK - 4 * KiB);
+    await p.read(row, at + 4 * KiB);
+    assert.ok(row.every((b) => b === 0), 'the rest of a freshly written extent reads as old data');
+  };
+  await probe(pool, 2 * MiB);
+  assert.deepEqual((await pool.scrub()).mismatches, []);
+  await pool.flush();
+  await pool.close();
+  for (const d of devs) d.reopen();
+  const again = await PoolDevice.open(devs, { rng: new Prng(SEED), newUuid });
+  await probe(again, 2 * MiB + 4 * CHUNK);
+  assert.deepEqual((await again.scrub()).mismatches, []);
+  await again.close();
+});
+
+test('a device whose flush fails while a claim is written is failed; the claim stands or the old copy does (no write lost after reopen)', async () => {
+  const { devs, pool, model } = await narrowPool(SEED ^ 12, 1 * MiB);
+  devs[4].faults.flushError = true;
+  await pool.widen().catch(() => undefined);
+  const later = Buffer.alloc(8 * KiB, 0x42);
+  await pool.write(later, 100 * KiB);
+  later.copy(model, 100 * KiB);
+  await pool.flush();
+  await pool.close();
+  devs[4].faults.flushError = false;
+  for (const d of devs) d.reopen();
+  const again = await PoolDevice.open(devs, { rng: new Prng(SEED), newUuid });
+  const out = Buffer.alloc(model.length);
+  await again.read(out, 0);
+  assert.ok(out.equals(model), 'a write after the failed claim was lost at reopen');
+  await again.close();
+});
+
+test('an extent whose rows fail their parity check is not copied (the copy would make the damage permanent)', async () => {
+  const { devs, pool } = await narrowPool(SEED ^ 13, 1 * MiB);
+  // Scribble a strip of member 0's first chunk: its row's parity no longer matches.
+  const first = 1 * MiB; // firstChunkOffset of a 512 KiB journal
+  devs[0].scribble(first + 4 * KiB + 8 * KiB, 4 * KiB);
+  const p = await pool.widen();
+  assert.ok(p.unrecoverable >= 1, JSON.stringify(p));
+  assert.ok((await pool.scrub()).mismatches.length > 0, 'the damage is still visible to a scrub where the parity can repair it');
+});
