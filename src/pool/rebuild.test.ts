@@ -48,6 +48,32 @@ async function readBack(pool: PoolDevice, bytes: number): Promise<Buffer> {
   return out;
 }
 
+/** Random sector-aligned writes into `model`'s range until stopped; `after` runs after each. stop() resolves with the count. */
+function backgroundWriter(pool: PoolDevice, model: Buffer, rng: Prng, after: () => void = () => {}): { stop: () => Promise<number> } {
+  let stop = false;
+  let writes = 0;
+  const run = (async () => {
+    while (!stop) {
+      const len = 512 * (1 + rng.int(16));
+      const off = rng.int((model.length - len) / 512 + 1) * 512;
+      const b = Buffer.alloc(len);
+      rng.fill(b);
+      await pool.write(b, off);
+      b.copy(model, off);
+      writes++;
+      after();
+      await new Promise((r) => setImmediate(r));
+    }
+  })();
+  return {
+    stop: async () => {
+      stop = true;
+      await run;
+      return writes;
+    },
+  };
+}
+
 test('rebuild order: most lost chunks first, then by id; unrecoverable apart; healthy skipped', () => {
   const plan = planRebuild([
     { containerId: 1, lost: 1, parityCount: 2, bytes: 10 },
@@ -104,24 +130,9 @@ test('user writes during a rebuild reach the new chunks (model and scrub agree a
   const model = await fill(pool, 768 * KiB, SEED ^ 3);
   await pool.failMember(1);
   await pool.failMember(6);
-  const rng = new Prng(SEED ^ 4);
-  let stop = false;
-  let writes = 0;
-  const writer = (async () => {
-    while (!stop) {
-      const len = 512 * (1 + rng.int(16));
-      const off = rng.int((model.length - len) / 512 + 1) * 512;
-      const b = Buffer.alloc(len);
-      rng.fill(b);
-      await pool.write(b, off);
-      b.copy(model, off);
-      writes++;
-      await new Promise((r) => setImmediate(r));
-    }
-  })();
+  const writer = backgroundWriter(pool, model, new Prng(SEED ^ 4));
   await pool.rebuild({ parallel: 1, busyShare: 0.2 });
-  stop = true;
-  await writer;
+  const writes = await writer.stop();
   assert.ok(writes > 20, `only ${writes} user writes ran during the rebuild`);
   const scrub = await pool.scrub();
   assert.deepEqual([scrub.unverifiable, scrub.mismatches.length], [0, 0]);
@@ -168,27 +179,13 @@ async function drainUnderWrites(seed: number): Promise<void> {
   const victim = pool.info().members.find((m) => m.freeChunks < m.totalChunks)!.index;
   const before = pool.chunksOn(victim);
   assert.ok(before > 0);
-  const rng = new Prng(seed ^ 7);
-  let stop = false;
-  let writes = 0;
   let degradedSeen = 0;
-  const writer = (async () => {
-    while (!stop) {
-      const len = 512 * (1 + rng.int(16));
-      const off = rng.int((model.length - len) / 512 + 1) * 512;
-      const b = Buffer.alloc(len);
-      rng.fill(b);
-      await pool.write(b, off);
-      b.copy(model, off);
-      writes++;
-      const d = pool.info().degraded;
-      degradedSeen += d[1] + d[2];
-      await new Promise((r) => setImmediate(r));
-    }
-  })();
+  const writer = backgroundWriter(pool, model, new Prng(seed ^ 7), () => {
+    const d = pool.info().degraded;
+    degradedSeen += d[1] + d[2];
+  });
   const p = await pool.removeMember(victim, { parallel: 2, busyShare: 0.3 });
-  stop = true;
-  await writer;
+  const writes = await writer.stop();
   assert.ok(p && p.containersDone === before, `moved ${p?.containersDone} of ${before} containers`);
   assert.ok(writes > 10, `only ${writes} writes ran during the drain`);
   assert.equal(degradedSeen, 0, 'no container was ever degraded during the drain');
