@@ -1729,17 +1729,21 @@ export class PoolDevice implements BlockDevice {
    */
   async scrub(): Promise<{ rows: number; unverifiable: number; mismatches: { containerId: number; row: number }[] }> {
     const out = { rows: 0, unverifiable: 0, mismatches: [] as { containerId: number; row: number }[] };
-    for (const c of this.containers.values()) {
+    for (const c of [...this.containers.values()]) {
       const { dataCount: k, parityCount: m, stripBytes } = c.shape;
-      for (let row = 0; row < this.chunkDataBytes / stripBytes; row++) {
-        out.rows++;
-        if (c.positions.some((p) => !this.available(p))) {
-          out.unverifiable++;
-          continue;
+      // As tracked IO over the container's extents: a widen neither moves nor frees it meanwhile.
+      await this.tracked(c.rec.firstExtent * this.chunkDataBytes, k * this.chunkDataBytes, async () => {
+        if (!this.containers.has(c.rec.containerId)) return; // freed while waiting
+        for (let row = 0; row < this.chunkDataBytes / stripBytes; row++) {
+          out.rows++;
+          if (c.positions.some((p) => !this.available(p))) {
+            out.unverifiable++;
+            continue;
+          }
+          const strips = await this.withRow(c, row, () => this.readRowRange(c, row, 0, stripBytes));
+          if (!this.rowMatches(strips, k, m, stripBytes)) out.mismatches.push({ containerId: c.rec.containerId, row });
         }
-        const strips = await this.withRow(c, row, () => this.readRowRange(c, row, 0, stripBytes));
-        if (!this.rowMatches(strips, k, m, stripBytes)) out.mismatches.push({ containerId: c.rec.containerId, row });
-      }
+      });
     }
     return out;
   }
