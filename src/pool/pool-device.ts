@@ -662,31 +662,31 @@ export class PoolDevice implements BlockDevice {
   private async tracked<T>(offsetBytes: number, lengthBytes: number, fn: () => Promise<T>): Promise<T> {
     const first = Math.floor(offsetBytes / this.chunkDataBytes);
     const last = Math.floor((offsetBytes + Math.max(1, lengthBytes) - 1) / this.chunkDataBytes);
-    for (;;) {
+    // Gates exist only while a widen moves an extent: the common case skips the scan.
+    while (this.gates.size > 0) {
       const waits: Promise<void>[] = [];
       for (const [e, g] of this.gates) if (e >= first && e <= last) waits.push(g);
       if (waits.length === 0) break;
       await Promise.all(waits);
     }
     const run = fn();
-    const settled = run.then(() => undefined, () => undefined);
-    this.inflight.set(settled, { first, last });
+    this.inflight.set(run, { first, last });
     try {
       return await run;
     } finally {
-      this.inflight.delete(settled);
+      this.inflight.delete(run);
     }
   }
 
   /** IO in progress with the extents it touches: a chunk given up by a switch is freed only once the IO that may still use it is done. */
-  private readonly inflight = new Map<Promise<void>, { first: number; last: number }>();
+  private readonly inflight = new Map<Promise<unknown>, { first: number; last: number }>();
   /** Extents being moved: IO on them waits for these. */
   private readonly gates = new Map<number, Promise<void>>();
 
   /** Waits for the IO in flight now that touches extent `e` (every extent when undefined). */
   private async drainInflight(e?: number): Promise<void> {
     const waits = [...this.inflight].filter(([, r]) => e === undefined || (r.first <= e && e <= r.last)).map(([pr]) => pr);
-    await Promise.all(waits);
+    await Promise.allSettled(waits); // their failures are their callers' to report
   }
 
   async flush(): Promise<void> {
