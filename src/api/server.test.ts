@@ -9,6 +9,7 @@ import path from 'node:path';
 import { MemoryVolumeStore } from '../volume/memory.js';
 import { TesseraError, type ErrorCode } from '../stdx/errors.js';
 import type { VolumeStore } from '../volume/types.js';
+import type { PoolAdmin, PoolInfo } from './types.js';
 import { ApiServer, buildApi } from './server.js';
 import { ApiClient } from './client.js';
 import { ApiError, HTTP_STATUS_OF_CODE } from './errors.js';
@@ -228,4 +229,52 @@ test('listeners: unix socket (0600) with ApiClient; TCP needs the token for writ
   }
   const gone = new ApiClient({ target: { socketPath }, timeoutMs: 1000 });
   await assert.rejects(gone.listVolumes(), (e: ApiError) => e.code === 'ERR_UNREACHABLE' && /no socket there/.test(e.message));
+});
+
+test('pool routes: bad bodies are 400 naming the field and never reach the pools; a daemon without pools says so', async () => {
+  const calls: string[] = [];
+  const info = { name: 'p' } as unknown as PoolInfo;
+  const pools: PoolAdmin = {
+    list: () => [info],
+    info: () => info,
+    create: async () => (calls.push('create'), info),
+    setAlarms: async () => (calls.push('setAlarms'), info),
+    delete: async () => void calls.push('delete'),
+    addDevice: async () => (calls.push('addDevice'), info),
+    failDevice: async () => (calls.push('failDevice'), info),
+    replaceDevice: async () => (calls.push('replaceDevice'), info),
+    removeDevice: async () => (calls.push('removeDevice'), info),
+    partition: async () => (calls.push('partition'), { path: '/d', partitions: [] }),
+    rebuild: () => (calls.push('rebuild'), info),
+  };
+  const app = buildApi({ store: new MemoryVolumeStore(), pools });
+  const bad: Array<[string, string, unknown, RegExp]> = [
+    ['POST', '/v1/pools', { name: 'p', devices: ['/a', '/b'], protection: 'raid7' }, /field "protection": must be mirror2, mirror3, raid5 or raid6/],
+    ['POST', '/v1/pools', { name: 'p', devices: [], protection: 'raid5' }, /field "devices": give at least one device/],
+    ['POST', '/v1/pools', { name: 'p', devices: ['/a'], protection: 'raid5', stripeWidth: 0 }, /field "stripeWidth"/],
+    ['POST', '/v1/pools', { name: 'p', devices: ['/a'], protection: 'raid5', deviceSizeBytes: '8Q' }, /field "deviceSizeBytes"/],
+    ['POST', '/v1/pools', { name: 'p', devices: ['/a'], protection: 'raid5', colour: 1 }, /unknown field\(s\) "colour"/],
+    ['PATCH', '/v1/pools/p', { alarms: { warning: 1.5, critical: 0.9 } }, /field "alarms.warning"/],
+    ['PATCH', '/v1/pools/p', {}, /field "alarms"/],
+    ['POST', '/v1/pools/p/devices', {}, /field "path"/],
+    ['POST', '/v1/devices/partition', { path: '/d', count: 0 }, /field "count"/],
+    ['POST', '/v1/devices/partition', { path: '/d', count: 2, iopsLimit: -1 }, /field "iopsLimit"/],
+    ['POST', '/v1/devices/replace', { path: '/a' }, /replace needs "newPath"/],
+  ];
+  for (const [method, url, payload, msg] of bad) {
+    const r = await call(app, method as 'POST', url, payload);
+    assert.equal(r.status, 400, `${method} ${url} ${JSON.stringify(payload)} -> ${JSON.stringify(r.body)}`);
+    assert.equal(r.body?.code, 'ERR_INVALID');
+    assert.match(r.body?.message as string, msg);
+  }
+  const unknown = await call(app, 'POST', '/v1/devices/explode', { path: '/a' });
+  assert.deepEqual([unknown.status, unknown.body?.code], [404, 'ERR_NO_ROUTE']);
+  assert.deepEqual(calls, [], 'no bad request reached the pools');
+
+  const plain = buildApi({ store: new MemoryVolumeStore() });
+  const r = await call(plain, 'GET', '/v1/pools', undefined);
+  assert.deepEqual([r.status, r.body?.code], [400, 'ERR_INVALID']);
+  assert.match(r.body?.message as string, /no disk pools/);
+  const v = await call(plain, 'POST', '/v1/volumes', { name: 'x', sizeBytes: GiB, pool: 'p' });
+  assert.deepEqual([v.status, v.body?.code], [400, 'ERR_INVALID']);
 });
