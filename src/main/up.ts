@@ -118,17 +118,19 @@ export class Daemon {
 
       await refuseLiveSocket(config.api.socket);
 
+      // Every engine (the data dir's device's and each pool's) ends the daemon the same way.
+      const onFatal =
+        io.onFatal ??
+        ((err: Error) => {
+          log.error(`fatal engine error, exiting without cleanup so that the next start recovers: ${err.message}`);
+          process.exit(1);
+        });
       const { store: ownStore, created } = await deps.openStore({
         devicePath: config.device.path,
         createSizeBytes: config.device.sizeBytes,
         directIo: config.device.directIo,
         log: log.child('engine').fn(),
-        onFatal:
-          io.onFatal ??
-          ((err) => {
-            log.error(`fatal engine error, exiting without cleanup so that the next start recovers: ${err.message}`);
-            process.exit(1);
-          }),
+        onFatal,
       });
       // One namespace over the data dir's own device and every disk pool.
       const store = new MultiStore(DEFAULT_POOL, ownStore);
@@ -140,10 +142,7 @@ export class Daemon {
           store,
           log: log.child('pools'),
           defaultDevicePath: config.device.path,
-          onFatal: io.onFatal ?? ((err) => {
-            log.error(`fatal pool engine error, exiting without cleanup so that the next start recovers: ${err.message}`);
-            process.exit(1);
-          }),
+          onFatal,
         });
         const p = pools;
         undo.push({ what: 'pools', run: () => p.close() });
