@@ -335,3 +335,23 @@ test('cluster commands as a process: an unreachable monitor is an error with exi
     assert.match(r.stderr, /tessera: error:/);
   }
 });
+
+test('pool and device commands: bad flags are usage errors (exit 2) naming the flag, before the daemon is asked', async () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['pool', 'create', 'p', '--devices', '/a,/b', '--protection', 'raid9'], /--protection must be one of mirror2, mirror3, raid5, raid6/],
+    [['pool', 'create', 'p', '--devices', '/a,/b,/c', '--protection', 'raid5', '--stripe-width', '0'], /--stripe-width must be an integer/],
+    [['pool', 'create', 'p', '--devices', ' , ', '--protection', 'raid5'], /--devices needs at least one path/],
+    [['pool', 'create', 'p', '--devices', '/a,/b', '--protection', 'mirror2', '--alarm-at', '95,80'], /--alarm-at must be WARNING,CRITICAL/],
+    [['pool', 'set', 'p', '--alarm-at', '80'], /--alarm-at must be WARNING,CRITICAL/],
+    [['pool', 'delete', 'p'], /refusing to delete pool "p" without --yes/],
+    [['device', 'partition', '/d', '--count', '0'], /--count must be an integer in \[1, 32\]/],
+    [['device', 'partition', '/d', '--count', '2', '--iops', '-5'], /--iops must be a non-negative integer/],
+    [['device', 'add', 'p'], /missing required argument/],
+  ];
+  for (const [args, msg] of cases) {
+    // The socket does not exist: a usage error must come before any attempt to reach it (which would be exit 3).
+    const r = await cli([...args, '--socket', '/nonexistent/tessera.sock']);
+    assert.equal(r.status, 2, `${args.join(' ')}: ${r.err}`);
+    assert.match(r.err, msg, args.join(' '));
+  }
+});
