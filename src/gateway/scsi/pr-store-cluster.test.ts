@@ -1,0 +1,176 @@
+// ClusterPrStore against a real monitor (embedded store, 127.0.0.1, a free port,
+// a temp dir), two stores standing for two gateways exporting one volume:
+// - the multipath guarantee, many times: when one store's compareAndSet resolves,
+//   the other's current(key) already has the new rev (and its listener ran);
+// - read-modify-write loops through both stores lose no update;
+// - with the monitor stopped, current() turns 'unavailable' within the lease and
+//   comes back when the monitor returns (same port, same data dir);
+// - a gateway restart (new store, new gateway id) finds the state in the monitor;
+// - with a manual clock, the vouching window ends exactly at the last answered
+//   poll's send time + leaseMs − safetyMarginMs.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Clock, TimerHandle } from '../../io/clock.js';
+import { startMonitor, type RunningMonitor } from '../../mon/run.js';
+import { freePort } from '../../mon/etcd-harness.js';
+import { PR_ACK_MARGIN_MS } from '../../mon/pr-service.js';
+import { ClusterPrStore } from './pr-store-cluster.js';
+import type { PrRecord } from './types.js';
+
+const root = mkdtempSync(join(tmpdir(), 'tessera-pr-cluster-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+let seq = 0;
+const newDir = (): string => join(root, `mon-${++seq}`);
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const LEASE_MS = 600;
+const MARGIN_MS = 200;
+
+async function until(cond: () => boolean, what: string, timeoutMs = 5000): Promise<number> {
+  const start = performance.now();
+  while (!cond()) {
+    if (performance.now() - start > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+  return performance.now() - start;
+}
+
+async function monitor(dataDir = newDir(), port = 0): Promise<RunningMonitor> {
+  const m = await startMonitor({ id: 'a', port, dataDir, prLeaseMs: LEASE_MS, initialPool: null });
+  await m.service.whenActive(5000);
+  return m;
+}
+
+const store = (m: RunningMonitor | string, clock?: Clock): ClusterPrStore =>
+  new ClusterPrStore({ monitors: [typeof m === 'string' ? m : m.addr], safetyMarginMs: MARGIN_MS, clock });
+
+const rev = (r: PrRecord | 'unavailable'): number | 'unavailable' => (r === 'unavailable' ? r : r.rev);
+
+test('two gateways: when one compareAndSet resolves, the other gateway already has the new rev (repeated)', async () => {
+  const m = await monitor();
+  const a = store(m);
+  const b = store(m);
+  try {
+    assert.equal(a.current('1'), 'unavailable', 'not loaded');
+    assert.deepEqual(await a.load('1'), { rev: 0, state: null });
+    assert.deepEqual(await b.load('1'), { rev: 0, state: null });
+    const seenByB: number[] = [];
+    b.subscribe('1', (r) => seenByB.push(r.rev));
+    const rounds = 60;
+    for (let i = 0; i < rounds; i++) {
+      const [writer, other] = i % 3 === 2 ? [b, a] : [a, b];
+      const cur = writer.current('1');
+      assert.notEqual(cur, 'unavailable');
+      const r = await writer.compareAndSet('1', (cur as PrRecord).rev, { round: i });
+      assert.deepEqual(r, { ok: true, rev: i + 1 });
+      // THE multipath guarantee: no await between the answer and this check.
+      assert.deepEqual(other.current('1'), { rev: i + 1, state: { round: i } }, `round ${i}`);
+      assert.deepEqual(writer.current('1'), { rev: i + 1, state: { round: i } });
+    }
+    assert.deepEqual(seenByB, Array.from({ length: rounds }, (_, i) => i + 1), "B's listener saw every rev, its own writes included");
+    // A stale writer gets the current record back (and keeps it).
+    assert.deepEqual(await b.compareAndSet('1', 0, 'stale'), { ok: false, current: { rev: rounds, state: { round: rounds - 1 } } });
+  } finally {
+    await a.close();
+    await b.close();
+    await m.close();
+  }
+});
+
+test('read-modify-write loops through two gateways lose no update', async () => {
+  const m = await monitor();
+  const gws = [store(m), store(m)];
+  try {
+    await Promise.all(gws.map((g) => g.load('2')));
+    const loops = 20;
+    const perLoop = 3;
+    await Promise.all(
+      Array.from({ length: loops }, async (_, i) => {
+        const g = gws[i % 2];
+        for (let n = 0; n < perLoop; ) {
+          const cur = g.current('2');
+          if (cur === 'unavailable') throw new Error('lease lost during the test');
+          const count = (cur.state as { count?: number } | null)?.count ?? 0;
+          if ((await g.compareAndSet('2', cur.rev, { count: count + 1 })).ok) n++;
+        }
+      }),
+    );
+    for (const g of gws) assert.deepEqual(g.current('2'), { rev: loops * perLoop, state: { count: loops * perLoop } });
+  } finally {
+    await Promise.all(gws.map((g) => g.close()));
+    await m.close();
+  }
+});
+
+test('monitor stopped: current() turns unavailable within the lease and recovers when it returns; a gateway restart keeps the state', async () => {
+  const dataDir = newDir();
+  const port = await freePort();
+  let m = await monitor(dataDir, port);
+  const a = store(m);
+  const b = store(m);
+  try {
+    await a.load('3');
+    await b.load('3');
+    assert.deepEqual(await a.compareAndSet('3', 0, { holder: 'a' }), { ok: true, rev: 1 });
+    await m.close();
+    const stoppedAt = performance.now();
+    const ms = await until(() => b.current('3') === 'unavailable', 'B to stop vouching');
+    assert.ok(ms <= LEASE_MS - MARGIN_MS + 150, `B vouched ${ms.toFixed(0)} ms after the monitor stopped`);
+    assert.equal(a.current('3'), 'unavailable');
+    await sleep(LEASE_MS);
+    assert.equal(b.current('3'), 'unavailable', 'stays unavailable while the monitor is away');
+
+    m = await monitor(dataDir, port);
+    await until(() => b.current('3') !== 'unavailable', 'B to vouch again', 5000);
+    assert.deepEqual(b.current('3'), { rev: 1, state: { holder: 'a' } });
+    console.log(`# monitor away ${(performance.now() - stoppedAt).toFixed(0)} ms`);
+    // The restarted monitor holds CAS for one lease, then B's re-registered follow is honoured.
+    assert.deepEqual(await a.compareAndSet('3', 1, { holder: 'b' }), { ok: true, rev: 2 });
+    assert.deepEqual(b.current('3'), { rev: 2, state: { holder: 'b' } });
+
+    await a.close();
+    assert.equal(a.current('3'), 'unavailable', 'a closed store vouches for nothing');
+    const a2 = store(m);
+    assert.notEqual(a2.gatewayId, a.gatewayId);
+    assert.deepEqual(await a2.load('3'), { rev: 2, state: { holder: 'b' } }, 'the state is in the monitor');
+    assert.deepEqual(await a2.compareAndSet('3', 2, null), { ok: true, rev: 3 });
+    assert.deepEqual(b.current('3'), { rev: 3, state: null });
+    await a2.close();
+  } finally {
+    await a.close();
+    await b.close();
+    await m.close();
+  }
+});
+
+class ManualClock implements Clock {
+  now = 1_000_000;
+  nowMs(): number {
+    return this.now;
+  }
+  setTimer(_delayMs: number, _cb: () => void): TimerHandle {
+    return { cancel: () => undefined }; // the loop only sleeps after failures; none here
+  }
+}
+
+test('manual clock: the store vouches until the last answered poll was sent + leaseMs − margin, not a millisecond longer', async () => {
+  const m = await monitor();
+  const clock = new ManualClock();
+  const s = store(m, clock);
+  try {
+    await s.load('4');
+    const sentAt = clock.now; // every poll so far was sent at this instant
+    assert.deepEqual(s.current('4'), { rev: 0, state: null });
+    clock.now = sentAt + LEASE_MS - MARGIN_MS - 1;
+    assert.notEqual(s.current('4'), 'unavailable');
+    clock.now = sentAt + LEASE_MS - MARGIN_MS;
+    assert.equal(s.current('4'), 'unavailable', 'checked in the same turn: no newer poll was sent');
+    // The next answered poll (sent at the new time) vouches again.
+    await until(() => s.current('4') !== 'unavailable', 'a poll sent after the clock moved', LEASE_MS + PR_ACK_MARGIN_MS);
+  } finally {
+    await s.close();
+    await m.close();
+  }
+});
