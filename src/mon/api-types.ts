@@ -61,3 +61,35 @@ export interface MonApi {
   osdRm(osdId: number): Promise<void>;
   status(): Promise<ClusterStatus>;
 }
+
+// ---------- persistent reservations (pr-service.ts; gateway/scsi/pr-store-cluster.ts) ----------
+
+/** One volume's PR record on the wire: the same shape as gateway/scsi/types.ts PrRecord. */
+export interface PrRecordWire {
+  /** 0 = never written (state null); +1 on every successful compare-and-set. */
+  rev: number;
+  /** Opaque JSON owned by gateway/scsi/pr.ts. */
+  state: unknown;
+}
+
+/** GET /v1/pr/:key[?gateway=ID]: the record, and the monitor's gateway lease. */
+export interface PrGetAnswer extends PrRecordWire {
+  leaseMs: number;
+}
+
+/** GET /v1/pr/watch: the followed records newer than the gateway acknowledged (possibly none). */
+export interface PrWatchAnswer {
+  /** The lease this monitor grants per request; the gateway measures its validity with it. */
+  leaseMs: number;
+  records: Array<PrRecordWire & { key: string }>;
+}
+
+/** POST /v1/pr/:key/cas. */
+export interface PrCasRequest {
+  expectRev: number;
+  state: unknown;
+  /** Unique id of this operation: a retry of an applied CAS answers ok instead of a conflict. */
+  op?: string;
+}
+
+export type PrCasAnswer = { ok: true; rev: number } | { ok: false; current: PrRecordWire };

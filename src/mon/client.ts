@@ -23,7 +23,7 @@ import type { Clock } from '../io/clock.js';
 import { nodeClock } from '../io/node/clock.js';
 import { httpJson, HttpTransportError, type HttpJsonResponse } from '../io/node/httpclient.js';
 import type { ClusterMap, OsdReport, PoolRecord, VolumeRecord } from './map-types.js';
-import type { ClusterStatus, MonApi, OsdBootRequest, PoolCreateRequest } from './api-types.js';
+import type { ClusterStatus, MonApi, OsdBootRequest, PoolCreateRequest, PrCasAnswer, PrCasRequest, PrGetAnswer, PrRecordWire, PrWatchAnswer } from './api-types.js';
 import { parseClusterMap, PoolRecordSchema, VolumeRecordSchema } from './map.js';
 import { isErrorCode, type MonErrorBody } from './errors.js';
 
@@ -74,6 +74,15 @@ interface CallOptions {
 const PoolAnswer = PoolRecordSchema;
 const VolumeAnswer = VolumeRecordSchema;
 const BootAnswer = z.object({ osdId: z.int().positive(), map: z.unknown() });
+const PrRev = z.int().min(0).max(Number.MAX_SAFE_INTEGER);
+const hasState = (v: { state?: unknown }): boolean => v.state !== undefined;
+const PrRecordAnswer = z.object({ rev: PrRev, state: z.unknown() }).refine(hasState, { message: 'PR record without state' });
+const PrGetAnswerSchema = z.object({ rev: PrRev, state: z.unknown(), leaseMs: z.int().positive() }).refine(hasState, { message: 'PR record without state' });
+const PrWatchAnswerSchema = z.object({
+  leaseMs: z.int().positive(),
+  records: z.array(z.object({ key: z.string(), rev: PrRev, state: z.unknown() }).refine(hasState, { message: 'PR record without state' })),
+});
+const PrCasAnswerSchema = z.union([z.object({ ok: z.literal(true), rev: PrRev }), z.object({ ok: z.literal(false), current: PrRecordAnswer })]);
 const StatusAnswer = z.looseObject({ fsid: z.string(), epoch: z.int(), health: z.enum(['HEALTH_OK', 'HEALTH_WARN', 'HEALTH_ERR']), checks: z.array(z.string()) });
 
 export class MonClient implements MonApi {
@@ -226,6 +235,39 @@ export class MonClient implements MonApi {
 
   async osdRm(osdId: number): Promise<void> {
     await this.call('DELETE', `/v1/osds/${encodeURIComponent(String(osdId))}`, undefined, { idempotent: false });
+  }
+
+  // ---------- persistent reservations (pr-service.ts) ----------
+
+  /** A PR record; with gatewayId the monitor renews that gateway's lease and makes it follow key. */
+  async prGet(key: string, gatewayId?: string): Promise<PrGetAnswer> {
+    const q = gatewayId === undefined ? '' : `?gateway=${encodeURIComponent(gatewayId)}`;
+    const res = await this.call('GET', `/v1/pr/${encodeURIComponent(key)}${q}`, undefined, { idempotent: true });
+    return answer(PrGetAnswerSchema, res.body, res.addr) as PrGetAnswer;
+  }
+
+  /** A gateway's long poll (renews its lease, acknowledges `known`); timeoutMs per request, default waitMs + requestTimeoutMs. */
+  async prWatch(gatewayId: string, known: ReadonlyArray<readonly [string, number]>, waitMs: number, timeoutMs?: number): Promise<PrWatchAnswer> {
+    const keys = known.map(([k]) => encodeURIComponent(k)).join(',');
+    const revs = known.map(([, r]) => String(r)).join(',');
+    const path = `/v1/pr/watch?gateway=${encodeURIComponent(gatewayId)}&keys=${keys}&known=${revs}&waitMs=${encodeURIComponent(String(waitMs))}`;
+    const res = await this.call('GET', path, undefined, { idempotent: true, timeoutMs: timeoutMs ?? waitMs + this.requestTimeoutMs });
+    return answer(PrWatchAnswerSchema, res.body, res.addr) as PrWatchAnswer;
+  }
+
+  /**
+   * Compare-and-set of a PR record; answered after the monitor propagated it. Retried
+   * like an idempotent call only when req.op is set (the monitor recognizes a retry).
+   */
+  async prCompareAndSet(key: string, req: PrCasRequest, timeoutMs?: number): Promise<PrCasAnswer> {
+    const res = await this.call('POST', `/v1/pr/${encodeURIComponent(key)}/cas`, req, { idempotent: req.op !== undefined, timeoutMs });
+    const a = answer(PrCasAnswerSchema, res.body, res.addr);
+    return a.ok ? { ok: true, rev: a.rev } : { ok: false, current: a.current as PrRecordWire };
+  }
+
+  /** Ends a gateway's PR lease (it is closing). */
+  async prRelease(gatewayId: string, timeoutMs?: number): Promise<void> {
+    await this.call('DELETE', `/v1/pr/gateways/${encodeURIComponent(gatewayId)}`, undefined, { idempotent: true, timeoutMs });
   }
 
   async status(): Promise<ClusterStatus> {

@@ -14,6 +14,12 @@
 //   POST   /v1/osds/:id/out, POST /v1/osds/:id/in         → 204
 //   DELETE /v1/osds/:id                                   → 204
 //   GET    /v1/status                                     → ClusterStatus
+//   GET    /v1/pr/watch?gateway=ID&keys=K1,K2&known=R1,R2&waitMs=MS
+//                                   → PrWatchAnswer (long poll; renews the gateway's lease)
+//   GET    /v1/pr/:key[?gateway=ID]                        → PrGetAnswer (with ID: follow)
+//   POST   /v1/pr/:key/cas  {expectRev, state, op?}       → PrCasAnswer (after propagation)
+//   DELETE /v1/pr/gateways/:id                             → 204 (ends that gateway's lease)
+//   (persistent reservations: pr-service.ts)
 //
 // Invariants:
 // - Every body is validated by a strict zod schema before the service sees it;
@@ -31,6 +37,7 @@ import type { Logger } from '../stdx/log.js';
 import { PG_COUNT_MAX, POOL_SIZE_MAX } from '../placement/placement.js';
 import { httpStatusOf, MonNotActiveError, type MonErrorBody, type MonErrorCode } from './errors.js';
 import { WAIT_MS_MAX, type MonService } from './service.js';
+import { PR_FOLLOWS_PER_GATEWAY_MAX, PR_STATE_BYTES_MAX, PR_WAIT_MS_MAX } from './pr-service.js';
 
 /** Bodies other than reports are small JSON objects. */
 export const BODY_BYTES_MAX = 64 * 1024;
@@ -90,6 +97,21 @@ const WaitQuery = z.strictObject({
   waitMs: z.coerce.number().pipe(z.int().min(0).max(WAIT_MS_MAX)),
 });
 const OsdIdParams = z.strictObject({ id: z.coerce.number().pipe(osdId) });
+/** A PR CAS body: the state (at most PR_STATE_BYTES_MAX of JSON) plus a little. */
+export const PR_CAS_BODY_BYTES_MAX = PR_STATE_BYTES_MAX + 4096;
+const commaList = z.string().max(16 * 1024).transform((s) => (s === '' ? [] : s.split(',')));
+const PrWatchQuery = z.strictObject({
+  gateway: z.string().min(1).max(64),
+  keys: commaList.pipe(z.array(z.string()).max(PR_FOLLOWS_PER_GATEWAY_MAX)),
+  known: commaList.pipe(z.array(z.string().regex(/^[0-9]{1,16}$/, 'revs are decimal integers').transform(Number)).max(PR_FOLLOWS_PER_GATEWAY_MAX)),
+  waitMs: z.coerce.number().pipe(z.int().min(0).max(PR_WAIT_MS_MAX)),
+});
+const PrGetQuery = z.strictObject({ gateway: z.string().min(1).max(64).optional() });
+const PrKeyParams = z.strictObject({ key: z.string().min(1).max(64) });
+const PrCasBody = z
+  .strictObject({ expectRev: safeInt, state: z.unknown(), op: z.string().min(1).max(64).optional() })
+  .refine((b) => b.state !== undefined, { message: 'state is required (null for none)' });
+const PrGatewayParams = z.strictObject({ id: z.string().min(1).max(64) });
 
 function parse<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
   const res = schema.safeParse(value ?? {});
@@ -215,6 +237,42 @@ export function buildMonApp(opts: MonHttpOptions): FastifyInstance {
   });
 
   app.get('/v1/status', async () => service.status());
+
+  // ---------- persistent reservations (pr-service.ts) ----------
+
+  app.get('/v1/pr/watch', async (req, reply) => {
+    const q = parse(PrWatchQuery, req.query, 'PR watch query');
+    if (q.keys.length !== q.known.length) throw new TesseraError('ERR_INVALID', `bad PR watch query: ${q.keys.length} keys but ${q.known.length} known revs`);
+    // As with /v1/map/wait: a gateway that hangs up stops waiting at once.
+    const abort = new AbortController();
+    const onClose = (): void => {
+      if (!reply.raw.writableFinished) abort.abort();
+    };
+    reply.raw.once('close', onClose);
+    try {
+      const known = q.keys.map((k, i) => [k, q.known[i]] as const);
+      return await service.pr.watchKeys(q.gateway, known, q.waitMs, abort.signal);
+    } finally {
+      reply.raw.off('close', onClose);
+    }
+  });
+
+  app.get('/v1/pr/:key', async (req) => {
+    const { key } = parse(PrKeyParams, req.params, 'PR key');
+    const q = parse(PrGetQuery, req.query, 'PR query');
+    return service.pr.get(key, q.gateway);
+  });
+
+  app.post('/v1/pr/:key/cas', { bodyLimit: PR_CAS_BODY_BYTES_MAX }, async (req) => {
+    const { key } = parse(PrKeyParams, req.params, 'PR key');
+    const body = parse(PrCasBody, req.body, 'PR compare-and-set body');
+    return service.pr.compareAndSet(key, body.expectRev, body.state, body.op);
+  });
+
+  app.delete('/v1/pr/gateways/:id', async (req, reply) => {
+    service.pr.release(parse(PrGatewayParams, req.params, 'gateway id').id);
+    return reply.code(204).send();
+  });
 
   return app;
 }

@@ -46,6 +46,8 @@ export interface StartMonitorOptions {
   osdOutAfterMs?: number;
   tickMs?: number;
   electionTtlMs?: number;
+  /** Gateway lease for persistent reservations; default 3000 ms (pr-service.ts). */
+  prLeaseMs?: number;
   /** Created with the first map of a new cluster; default rbd, size 3, minSize 2, 64 PGs; null for none. */
   initialPool?: PoolCreateRequest | null;
   /** When set, every API request needs `Authorization: Bearer <authToken>`. */
@@ -89,6 +91,7 @@ export async function startMonitor(opts: StartMonitorOptions): Promise<RunningMo
       osdOutAfterMs: opts.osdOutAfterMs,
       tickMs: opts.tickMs,
       electionTtlMs: opts.electionTtlMs,
+      prLeaseMs: opts.prLeaseMs,
       initialPool: opts.initialPool,
       log,
     });

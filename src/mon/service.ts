@@ -35,6 +35,7 @@ import { FailureDetector, OSD_DOWN_AFTER_MS_DEFAULT, OSD_OUT_AFTER_MS_DEFAULT } 
 import { aggregateStatus, type ReceivedReport } from './status.js';
 import { MapRepo, MON_ELECTION } from './map-repo.js';
 import { MonNotActiveError } from './errors.js';
+import { PrService } from './pr-service.js';
 
 /** Map operations waiting for the store; beyond this calls fail with ERR_LIMIT. */
 export const MUTATIONS_QUEUED_MAX = 1024;
@@ -65,6 +66,8 @@ export interface MonServiceOptions {
   /** How often the active monitor checks heartbeats; default min(1000, osdDownAfterMs / 4). */
   tickMs?: number;
   electionTtlMs?: number;
+  /** Gateway lease for persistent reservations (pr-service.ts); default PR_LEASE_MS_DEFAULT. */
+  prLeaseMs?: number;
   /** Pool created with the first map of a new cluster; null for none. Default INITIAL_POOL_DEFAULT. */
   initialPool?: PoolCreateRequest | null;
   /** fsid of a new cluster; default a random UUID. */
@@ -107,6 +110,8 @@ export class MonService implements MonApi {
   readonly id: string;
   readonly osdDownAfterMs: number;
   readonly osdOutAfterMs: number;
+  /** Persistent reservations of the gateways (served by http.ts under /v1/pr). */
+  readonly pr: PrService;
   private readonly store: MetaStore;
   private readonly clock: Clock;
   private readonly wallClockMs: () => number;
@@ -149,6 +154,7 @@ export class MonService implements MonApi {
     this.newFsid = opts.newFsid ?? (() => randomUUID());
     this.log = opts.log;
     this.repo = new MapRepo(this.store);
+    this.pr = new PrService({ store: this.store, clock: this.clock, leaseMs: opts.prLeaseMs, checkActive: () => void this.checkActive(), log: this.log });
     // A bad initial pool spec fails here, not in a retry loop after every election.
     if (this.initialPool !== null) M.createPool(M.initialMap('check'), this.initialPool);
   }
@@ -296,6 +302,7 @@ export class MonService implements MonApi {
     this.reports.clear();
     this.active = true;
     this.activeTerm = term;
+    this.pr.activate();
     this.log?.info(`monitor ${this.id} is active (term ${term}) at map epoch ${map.epoch}`);
     this.scheduleTick();
     const listeners = this.activeListeners;
@@ -311,6 +318,7 @@ export class MonService implements MonApi {
     this.tickTimer?.cancel();
     this.tickTimer = null;
     this.reports.clear();
+    this.pr.deactivate(err);
     for (const op of this.queue.splice(0)) op.reject(err);
     for (const w of [...this.waiters]) {
       this.removeWaiter(w);
