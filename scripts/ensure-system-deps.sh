@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that Tessera's tests and benchmarks drive as real
 # clients and peers (qemu-img/qemu-io/qemu-nbd, nbdinfo/nbdcopy/nbdsh, fio, nbdkit,
-# etcd for the monitor's etcd store tests),
+# etcd for the monitor's etcd store tests, libiscsi's iscsi-test-cu/iscsi-inq and
+# qemu's iscsi:// driver, tgtd as the iSCSI benchmark peer), and fio with its
+# libiscsi engine (scripts/build-fio-libiscsi.sh; Debian's fio lacks it),
 # if any is missing. Runs `apt-get update` first, as the machine image may have no lists.
 # Needs root (or sudo); prints what it installs. Safe to run repeatedly.
 set -euo pipefail
@@ -16,8 +18,16 @@ have nbdkit || need+=(nbdkit)
 # Debian's etcd-server installs /usr/bin/etcd, which may not be on a restricted PATH.
 have etcd || [ -x /usr/bin/etcd ] || need+=(etcd-server)
 PATH=/usr/bin:$PATH nbdsh -c 'pass' >/dev/null 2>&1 || need+=(libnbd-bin python3-libnbd)
+have iscsi-test-cu || need+=(libiscsi-bin)
+have iscsi-inq || need+=(libiscsi-bin)
+have tgtd || [ -x /usr/sbin/tgtd ] || need+=(tgt)
+# qemu-img's iscsi:// driver lives in qemu-block-extra.
+dpkg -s qemu-block-extra >/dev/null 2>&1 || need+=(qemu-block-extra)
 
-if [ ${#need[@]} -eq 0 ]; then exit 0; fi
+fio_libiscsi() {
+  /opt/fio-libiscsi/bin/fio --enghelp 2>/dev/null | grep -qw libiscsi || bash "$(dirname "$0")/build-fio-libiscsi.sh" /opt/fio-libiscsi
+}
+if [ ${#need[@]} -eq 0 ]; then fio_libiscsi; exit 0; fi
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
 echo "ensure-system-deps: installing ${need[*]}" >&2
 SUDO=""
@@ -27,3 +37,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fio_libiscsi

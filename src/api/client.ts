@@ -8,6 +8,9 @@
 import { httpJson, HttpTransportError, type HttpTarget } from '../io/node/httpclient.js';
 import { ApiError, isApiErrorCode } from './errors.js';
 import type {
+  IscsiChapRequest,
+  IscsiTargetInfo,
+  IscsiTargetListResponse,
   CreatePoolRequest,
   CreateVolumeRequest,
   DeviceListResponse,
@@ -86,6 +89,27 @@ export class ApiClient {
   }
   deviceAction(action: 'fail' | 'remove' | 'replace', req: DeviceRequest): Promise<PoolInfo> {
     return this.call('POST', `/v1/devices/${action}`, req);
+  }
+  iscsiTargets(): Promise<IscsiTargetListResponse> {
+    return this.call('GET', '/v1/iscsi/targets');
+  }
+  createIscsiTarget(req: { name: string; alias?: string; initiators?: string[]; chap?: IscsiChapRequest | null }): Promise<IscsiTargetInfo> {
+    return this.call('POST', '/v1/iscsi/targets', req);
+  }
+  async deleteIscsiTarget(name: string): Promise<void> {
+    await this.call('DELETE', `/v1/iscsi/targets/${encodeURIComponent(name)}`);
+  }
+  mapIscsiLun(target: string, req: { volume: string; lun?: number }): Promise<IscsiTargetInfo> {
+    return this.call('POST', `/v1/iscsi/targets/${encodeURIComponent(target)}/luns`, req);
+  }
+  unmapIscsiLun(target: string, lun: number): Promise<IscsiTargetInfo> {
+    return this.call('DELETE', `/v1/iscsi/targets/${encodeURIComponent(target)}/luns/${lun}`);
+  }
+  setIscsiInitiators(target: string, initiators: string[]): Promise<IscsiTargetInfo> {
+    return this.call('PUT', `/v1/iscsi/targets/${encodeURIComponent(target)}/initiators`, { initiators });
+  }
+  setIscsiChap(target: string, chap: IscsiChapRequest | null): Promise<IscsiTargetInfo> {
+    return this.call('PUT', `/v1/iscsi/targets/${encodeURIComponent(target)}/chap`, { chap });
   }
   stats(): Promise<StatsSnapshot> {
     return this.call('GET', '/v1/stats');

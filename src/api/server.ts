@@ -20,7 +20,8 @@ import { chmodPrivate } from '../io/node/api-files.js';
 import { ApiError, HTTP_STATUS_OF_CODE, type ApiErrorBody, type ApiErrorCode } from './errors.js';
 import { parseBody, sizeBody } from './body.js';
 import { addPoolRoutes } from './pool-routes.js';
-import type { DaemonStatus, DeviceListResponse, PoolAdmin, StatusResponse, VolumeListResponse, VolumeTotals } from './types.js';
+import { addIscsiRoutes } from './iscsi-routes.js';
+import type { DaemonStatus, DeviceListResponse, IscsiAdmin, PoolAdmin, StatusResponse, VolumeListResponse, VolumeTotals } from './types.js';
 import { TESSERA_VERSION } from '../main/version.js';
 
 /** Request bodies are tiny JSON objects. */
@@ -32,6 +33,8 @@ export interface ApiOptions {
   store: VolumeStore;
   /** The daemon's disk pools (absent on cluster gateways). */
   pools?: PoolAdmin;
+  /** iSCSI targets (absent when the daemon serves no iSCSI). */
+  iscsi?: IscsiAdmin;
   log?: Logger;
   /** Daemon details for GET /v1/status (data dir, NBD endpoint). */
   status?: () => DaemonStatus | undefined;
@@ -160,6 +163,7 @@ export function buildApi(opts: ApiOptions & { writeToken?: string }): FastifyIns
   });
 
   addPoolRoutes(app, opts.pools, (fn) => queue.run(fn));
+  addIscsiRoutes(app, opts.iscsi, (fn) => queue.run(fn));
 
   app.get('/v1/devices', async (): Promise<DeviceListResponse> => ({ devices: store.devices() }));
 

@@ -42,6 +42,7 @@ export interface PatchVolumeRequest {
 export interface DaemonStatus {
   dataDir: string;
   nbd: { host: string; port: number; uris: string[] };
+  iscsi?: { host: string; port: number; uris: string[] };
   api: { socket: string; port: number | undefined };
   device: { path: string };
 }
@@ -185,4 +186,44 @@ export interface PoolAdmin {
   partition(path: string, o: { count: number; iopsLimit?: number; bandwidthBytesPerSec?: number; deviceSizeBytes?: number }): Promise<PartitionResponse>;
   /** Starts a rebuild unless one runs; returns the pool with its progress. */
   rebuild(name: string): PoolInfo;
+}
+
+/** An iSCSI target as `tessera iscsi target list` shows it. */
+export interface IscsiTargetInfo {
+  name: string;
+  alias?: string;
+  /** The implicit target that maps every volume. */
+  isDefault: boolean;
+  luns: Array<{ lun: number; volume: string; sizeBytes: number }>;
+  /** Initiators allowed to log in; empty = any. */
+  initiators: string[];
+  /** CHAP user names (secrets are never shown). */
+  chap: { user: string; mutualUser?: string } | null;
+  /** Sessions logged in to this target through this gateway. */
+  sessions: number;
+}
+
+/** GET /v1/iscsi/targets */
+export interface IscsiTargetListResponse {
+  portal: { host: string; port: number };
+  targets: IscsiTargetInfo[];
+}
+
+export interface IscsiChapRequest {
+  user: string;
+  secret: string;
+  mutualUser?: string;
+  mutualSecret?: string;
+}
+
+/** The iSCSI side of the daemon, as the API drives it (main/iscsi.ts). */
+export interface IscsiAdmin {
+  list(): IscsiTargetListResponse;
+  createTarget(req: { name: string; alias?: string; initiators?: string[]; chap?: IscsiChapRequest | null }): Promise<IscsiTargetInfo>;
+  /** Ends the target's sessions, then forgets it. */
+  deleteTarget(name: string): Promise<void>;
+  mapLun(target: string, volume: string, lun?: number): Promise<IscsiTargetInfo>;
+  unmapLun(target: string, lun: number): Promise<IscsiTargetInfo>;
+  setInitiators(target: string, initiators: string[]): Promise<IscsiTargetInfo>;
+  setChap(target: string, chap: IscsiChapRequest | null): Promise<IscsiTargetInfo>;
 }

@@ -313,7 +313,7 @@ test('up --osds: an OSD that cannot start fails the command, and every child it 
   const dataDir = mkdtempSync(path.join(tmpdir(), 'tessera-up-fail-'));
   try {
     const bin = new URL('../../../bin/tessera.js', import.meta.url).pathname;
-    const r = spawnSync(process.execPath, [bin, 'up', '--osds', '3', '--mon-port', String(monPort), '--nbd-port', '0', '--data-dir', dataDir], { encoding: 'utf8', timeout: 90_000 });
+    const r = spawnSync(process.execPath, [bin, 'up', '--osds', '3', '--mon-port', String(monPort), '--nbd-port', '0', '--iscsi-port', 'off', '--data-dir', dataDir], { encoding: 'utf8', timeout: 90_000 });
     assert.notEqual(r.status, 0, r.stderr);
     assert.match(r.stderr, /osd\.2 exited .* before it was ready/);
     await new Promise((res) => setTimeout(res, 500));

@@ -28,6 +28,9 @@ interface DaemonFlags {
   hostName?: string;
   nbdPort?: string;
   nbdHost?: string;
+  iscsiPort?: string;
+  iscsiHost?: string;
+  iscsiTpgt?: string;
   gatewayDataDir?: string;
 }
 
@@ -37,6 +40,11 @@ function portFlag(flag: string, s: string | undefined): number | undefined {
   if (!/^\d{1,5}$/.test(s.trim()) || Number(s) > 65535) throw new UsageError(`${flag} must be a port number 0-65535, got ${JSON.stringify(s)}`);
   return Number(s);
 }
+function tpgtFlag(s: string | undefined): number | undefined {
+  if (s === undefined) return undefined;
+  if (!/^\d{1,5}$/.test(s.trim()) || Number(s) < 1 || Number(s) > 65535) throw new UsageError(`--iscsi-tpgt must be 1-65535, got ${JSON.stringify(s)}`);
+  return Number(s);
+}
 const list = (s: string | undefined) => (s === undefined ? undefined : s.split(',').map((x) => x.trim()).filter(Boolean));
 
 export function clusterConfigFromFlags(f: DaemonFlags, cwd: string): ClusterConfig {
@@ -44,7 +52,11 @@ export function clusterConfigFromFlags(f: DaemonFlags, cwd: string): ClusterConf
     cluster: { monitors: list(f.monitors), etcd: list(f.etcd) },
     mon: { host: f.monHost, port: portFlag('--mon-port', f.monPort), dataDir: f.monDataDir },
     osd: { host: f.osdHost, port: portFlag('--osd-port', f.osdPort), dataDir: f.osdDataDir, deviceSizeBytes: f.deviceSize, hostName: f.hostName },
-    gateway: { dataDir: f.gatewayDataDir, nbd: { port: portFlag('--nbd-port', f.nbdPort), host: f.nbdHost } },
+    gateway: {
+      dataDir: f.gatewayDataDir,
+      nbd: { port: portFlag('--nbd-port', f.nbdPort), host: f.nbdHost },
+      iscsi: { port: f.iscsiPort === 'off' ? 'off' : portFlag('--iscsi-port', f.iscsiPort), host: f.iscsiHost, tpgt: tpgtFlag(f.iscsiTpgt) },
+    },
   };
   try {
     const file = f.config === undefined ? undefined : { path: f.config, text: readConfigFileText(path.resolve(cwd, f.config)) };
@@ -139,8 +151,11 @@ export function addClusterCommands(program: Command, { io, setStatus }: { io: Cl
     .option('--monitors <list>', 'monitor addresses host:port,...')
     .option('--nbd-port <port>', 'NBD port (default 10809)')
     .option('--nbd-host <host>', 'NBD address (default 127.0.0.1)')
-    .option('--gateway-data-dir <dir>', 'gateway data directory: API socket, PID file (default ./tessera-gateway)')
-    .addHelpText('after', '\nExamples:\n  $ tessera gateway --config /etc/tessera/cluster.json\n  $ nbdinfo nbd://127.0.0.1:10809/vol0')
+    .option('--iscsi-port <port>', 'iSCSI port (default 3260; off = no iSCSI)')
+    .option('--iscsi-host <host>', 'iSCSI address (default 127.0.0.1)')
+    .option('--iscsi-tpgt <n>', 'target portal group tag of this gateway, 1-65535 (default 1; give each gateway of a cluster its own)')
+    .option('--gateway-data-dir <dir>', 'gateway data directory: API socket, PID file, iscsi.json (default ./tessera-gateway)')
+    .addHelpText('after', '\nExamples:\n  $ tessera gateway --config /etc/tessera/cluster.json\n  $ tessera gateway --config cluster.json --iscsi-port 3261 --iscsi-tpgt 2 --nbd-port 10810 --gateway-data-dir gw2\n  $ nbdinfo nbd://127.0.0.1:10809/vol0\n  $ iscsi-ls -s iscsi://127.0.0.1:3260')
     .action(async (_o: unknown, cmd: Command) => {
       const f = cmd.optsWithGlobals<DaemonFlags>();
       const cfg = clusterConfigFromFlags(f, io.cwd);

@@ -12,6 +12,7 @@ import { TESSERA_VERSION } from '../main/version.js';
 import { classifyError, EXIT_OK, EXIT_USAGE } from './exit.js';
 import { addClusterCommands } from './cluster.js';
 import { addInfoCommands } from './info.js';
+import { addIscsiCommands } from './iscsi.js';
 import { processIo, type CliIo } from './io.js';
 import { addPoolCommands } from './pool.js';
 import { addUpCommand } from './up.js';
@@ -25,7 +26,7 @@ export interface CliOptions {
 export function buildProgram(io: CliIo, setStatus: (s: number) => void, opts: CliOptions = {}): Command {
   const program = new Command('tessera');
   program
-    .description('Tessera block storage: thin volumes exported over NBD')
+    .description('Tessera block storage: thin volumes exported over NBD and iSCSI')
     .version(TESSERA_VERSION, '-V, --version')
     .option('--data-dir <dir>', 'data directory of the daemon (default ./tessera-data)')
     .option('--socket <path>', 'API socket of the daemon (default <data-dir>/tessera.sock; env TESSERA_SOCKET)')
@@ -55,6 +56,7 @@ Examples:
   addVolumeCommands(program, { io });
   addInfoCommands(program, { io });
   addPoolCommands(program, { io });
+  addIscsiCommands(program, { io });
   addClusterCommands(program, { io, setStatus });
   return program;
 }

@@ -14,6 +14,8 @@ import type { GlobalOptions } from './target.js';
 interface UpFlags extends GlobalOptions {
   nbdHost?: string;
   nbdPort?: string;
+  iscsiHost?: string;
+  iscsiPort?: string;
   device?: string;
   deviceSize?: string;
   directIo?: string;
@@ -27,6 +29,7 @@ export function configFromFlags(f: UpFlags, cwd: string): Config {
   const flags: ConfigInput = {
     dataDir: f.dataDir,
     nbd: { host: f.nbdHost, port: f.nbdPort === undefined ? undefined : Number(f.nbdPort) },
+    iscsi: { host: f.iscsiHost, port: parseIscsiPort(f.iscsiPort) },
     api: { socket: f.socket, port: f.apiPort === undefined ? undefined : Number(f.apiPort) },
     device: { path: f.device, sizeBytes: f.deviceSize, directIo: f.directIo as DirectIoMode | undefined },
     defaultVolume: { name: f.volumeName, sizeBytes: f.volumeSize },
@@ -40,12 +43,20 @@ export function configFromFlags(f: UpFlags, cwd: string): Config {
   }
 }
 
+/** `--iscsi-port off` (or -1) disables the iSCSI server; malformed stays NaN for the schema. */
+export function parseIscsiPort(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  return v === 'off' ? -1 : Number(v);
+}
+
 export function addUpCommand(program: Command, ctx: { io: CliIo; setStatus: (s: number) => void; deps?: () => Promise<UpDeps> }): void {
   program
     .command('up')
     .description('start the single-machine daemon in the foreground: local engine, NBD server, management API')
     .option('--nbd-host <host>', 'address the NBD server binds (default 127.0.0.1)')
     .option('--nbd-port <port>', 'NBD TCP port (default 10809; 0 = any free port)')
+    .option('--iscsi-host <host>', 'address the iSCSI portal binds (default 127.0.0.1)')
+    .option('--iscsi-port <port>', 'iSCSI TCP port (default 3260; 0 = any free port; off = no iSCSI)')
     .option('--device <path>', 'device file or block device (default <data-dir>/dev0.img)')
     .option('--device-size <size>', 'size of a new device file, e.g. 16G (only when formatting; sparse)')
     .option('--direct-io <mode>', 'bypass the page cache with O_DIRECT: off (default: page cache, flushed with fdatasync), on, or auto (on where the file system supports it); with --osds for every OSD device')
@@ -66,7 +77,8 @@ Examples:
   $ tessera up --osds 3                       # monitor + 3 OSD processes + gateway, pool size 3
   $ tessera up --data-dir /srv/tessera --nbd-port 10810 --device-size 100G
   $ tessera up --config /etc/tessera.json --nbd-host 0.0.0.0
-  $ nbdinfo nbd://127.0.0.1:10809/vol0      # from another shell`,
+  $ nbdinfo nbd://127.0.0.1:10809/vol0      # from another shell
+  $ iscsi-ls -s iscsi://127.0.0.1:3260       # the default target, every volume a LUN`,
     )
     .action(async (_opts: unknown, cmd: Command) => {
       const flags = cmd.optsWithGlobals<UpFlags & { osds?: string; monPort?: string }>();

@@ -34,7 +34,8 @@ export interface ClusterConfig {
   mon: { host: string; port: number; dataDir: string; advertiseHost: string | null };
   /** directIo: the OSD's device file with O_DIRECT (see osdDirectIo in osd-daemon.ts). */
   osd: { host: string; port: number; dataDir: string; deviceSizeBytes: number; hostName: string; weight: number; directIo: 'auto' | 'on' | 'off' };
-  gateway: { dataDir: string; nbd: { host: string; port: number } };
+  /** iscsi.port null = no iSCSI; tpgt: this gateway's target portal group tag (give each gateway its own). */
+  gateway: { dataDir: string; nbd: { host: string; port: number }; iscsi: { host: string; port: number | null; tpgt: number } };
 }
 
 export const CLUSTER_DEFAULTS = {
@@ -101,6 +102,13 @@ const Schema = z.strictObject({
     .strictObject({
       dataDir: z.string().min(1).optional(),
       nbd: z.strictObject({ host: hostField.optional(), port: portField.optional() }).optional(),
+      iscsi: z
+        .strictObject({
+          host: hostField.optional(),
+          port: z.union([portField, z.literal('off')], { error: 'must be a port number or "off"' }).optional(),
+          tpgt: z.int({ error: 'must be an integer' }).min(1, 'must be 1..65535').max(65535, 'must be 1..65535').optional(),
+        })
+        .optional(),
     })
     .optional(),
 });
@@ -163,6 +171,11 @@ export function resolveClusterConfig(opts: { cwd: string; file?: { path: string;
     gateway: {
       dataDir: dirOf(flagIn.gateway?.dataDir, fileIn.gateway?.dataDir, './tessera-gateway'),
       nbd: { host: pick(flagIn.gateway?.nbd?.host, fileIn.gateway?.nbd?.host, '127.0.0.1'), port: pick(flagIn.gateway?.nbd?.port, fileIn.gateway?.nbd?.port, 10809) },
+      iscsi: {
+        host: pick(flagIn.gateway?.iscsi?.host, fileIn.gateway?.iscsi?.host, '127.0.0.1'),
+        port: offToNull(pick<number | 'off'>(flagIn.gateway?.iscsi?.port, fileIn.gateway?.iscsi?.port, 3260)),
+        tpgt: pick(flagIn.gateway?.iscsi?.tpgt, fileIn.gateway?.iscsi?.tpgt, 1),
+      },
     },
   };
   return cfg;
@@ -192,4 +205,8 @@ function dropUndefined(v: unknown): unknown {
     out[k] = inner;
   }
   return out;
+}
+
+function offToNull(port: number | 'off'): number | null {
+  return port === 'off' ? null : port;
 }

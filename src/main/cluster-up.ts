@@ -42,7 +42,8 @@ export async function runMonitor(cfg: ClusterConfig, id: string, log: Logger): P
  * cluster has none and this gateway never did (marker file in its data dir).
  */
 export async function runGateway(cfg: ClusterConfig, io: UpIo, opts: { createDefault: boolean; volume?: { name: string; sizeBytes: number } }): Promise<number> {
-  const config = resolveConfig({ cwd: process.cwd(), flags: { dataDir: cfg.gateway.dataDir, nbd: cfg.gateway.nbd } });
+  const iscsiCfg = cfg.gateway.iscsi;
+  const config = resolveConfig({ cwd: process.cwd(), flags: { dataDir: cfg.gateway.dataDir, nbd: cfg.gateway.nbd, iscsi: { host: iscsiCfg.host, port: iscsiCfg.port ?? -1 } } });
   if (opts.volume) config.defaultVolume = opts.volume;
   const real = await loadRealDeps();
   const marker = path.join(cfg.gateway.dataDir, 'default-volume.created');
@@ -50,6 +51,15 @@ export async function runGateway(cfg: ClusterConfig, io: UpIo, opts: { createDef
     config,
     {
       startNbd: real.startNbd,
+      // iSCSI with the reservations kept by the monitor, so every gateway exporting a
+      // volume enforces the same persistent reservations (issue 5, SPEC VOL5).
+      startIscsi: async (opts) => {
+        const { IscsiService } = await import('./iscsi.js');
+        const { ClusterPrStore } = await import('../gateway/scsi/pr-store-cluster.js');
+        const fsid = (await new MonClient({ addrs: cfg.monitors }).getMap()).fsid;
+        const prStore = new ClusterPrStore({ monitors: cfg.monitors, log: io.log.child('pr') });
+        return IscsiService.start({ dataDir: opts.dataDir, host: opts.host, port: opts.port, tpgt: iscsiCfg.tpgt, store: opts.store, log: opts.log, prStore, clusterId: fsid });
+      },
       openStore: async () => {
         const mon = new MonClient({ addrs: cfg.monitors });
         const store = await ClusterVolumeStore.open({ mon, transport: new RpcOsdTransport(), clock: nodeClock });

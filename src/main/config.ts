@@ -19,6 +19,8 @@ export type DirectIoMode = 'auto' | 'on' | 'off';
 export interface Config {
   dataDir: string;
   nbd: { host: string; port: number };
+  /** iSCSI portal; port null = no iSCSI server. */
+  iscsi: { host: string; port: number | null };
   /** port: an optional extra HTTP listener on 127.0.0.1 (undefined = socket only). */
   api: { socket: string; port: number | undefined };
   /** sizeBytes is used only when formatting a new device (a sparse file). */
@@ -30,6 +32,8 @@ export interface Config {
 export interface ConfigInput {
   dataDir?: string;
   nbd?: { host?: string; port?: number };
+  /** port -1 turns the iSCSI server off. */
+  iscsi?: { host?: string; port?: number };
   api?: { socket?: string; port?: number };
   device?: { path?: string; sizeBytes?: number | string; directIo?: DirectIoMode };
   defaultVolume?: { name?: string; sizeBytes?: number | string };
@@ -39,6 +43,8 @@ export const DEFAULTS = {
   dataDir: './tessera-data',
   nbdHost: '127.0.0.1',
   nbdPort: 10809,
+  iscsiHost: '127.0.0.1',
+  iscsiPort: 3260,
   socketFile: 'tessera.sock',
   pidFile: 'tessera.pid',
   deviceFile: 'dev0.img',
@@ -57,6 +63,8 @@ export const FLAG_OF_FIELD: Record<string, string> = {
   dataDir: '--data-dir',
   'nbd.host': '--nbd-host',
   'nbd.port': '--nbd-port',
+  'iscsi.host': '--iscsi-host',
+  'iscsi.port': '--iscsi-port',
   'api.socket': '--socket',
   'api.port': '--api-port',
   'device.path': '--device',
@@ -88,6 +96,7 @@ const pathField = z.string().min(1, 'must not be empty');
 const InputSchema = z.strictObject({
   dataDir: pathField.optional(),
   nbd: z.strictObject({ host: z.string().regex(/^[^\s/]+$/, 'must be a host name or IP address').optional(), port: portField.optional() }).optional(),
+  iscsi: z.strictObject({ host: z.string().regex(/^[^\s/]+$/, 'must be a host name or IP address').optional(), port: z.int({ error: 'must be a port number or "off"' }).min(-1, 'must be 0..65535 or "off"').max(65535, 'must be 0..65535 or "off"').optional() }).optional(),
   api: z.strictObject({ socket: pathField.optional(), port: portField.optional() }).optional(),
   device: z
     .strictObject({
@@ -143,6 +152,10 @@ export function resolveConfig(opts: ResolveOptions): Config {
     nbd: {
       host: fromFlags.nbd?.host ?? fromFile.nbd?.host ?? DEFAULTS.nbdHost,
       port: fromFlags.nbd?.port ?? fromFile.nbd?.port ?? DEFAULTS.nbdPort,
+    },
+    iscsi: {
+      host: fromFlags.iscsi?.host ?? fromFile.iscsi?.host ?? DEFAULTS.iscsiHost,
+      port: iscsiPort(fromFlags.iscsi?.port ?? fromFile.iscsi?.port ?? DEFAULTS.iscsiPort),
     },
     api: {
       socket: fromFlags.api?.socket ?? fromFile.api?.socket ?? path.join(dataDir, DEFAULTS.socketFile),
@@ -219,4 +232,9 @@ function stripUndefined(input: ConfigInput): Record<string, unknown> {
     } else out[k] = v;
   }
   return out;
+}
+
+/** -1 (flag `--iscsi-port off`) turns the iSCSI server off. */
+function iscsiPort(port: number): number | null {
+  return port === -1 ? null : port;
 }

@@ -200,7 +200,7 @@ const tessera = (...args: string[]) => runCmd(process.execPath, [BIN, ...args]);
 test('e2e: tessera up as a process, nbdinfo, volume create/list, SIGTERM, restart keeps volumes and data', { timeout: 120_000 }, async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'tessera-e2e-'));
   const port = await freePort();
-  const args = ['--data-dir', dir, '--nbd-port', String(port), '--device-size', '1G', '--volume-size', '256M'];
+  const args = ['--data-dir', dir, '--nbd-port', String(port), '--iscsi-port', 'off', '--device-size', '1G', '--volume-size', '256M'];
   let d: Daemonproc | undefined;
   try {
     d = await startDaemon(args);

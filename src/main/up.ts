@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { ApiClient } from '../api/client.js';
 import { ApiServer } from '../api/server.js';
-import type { DaemonStatus, PoolAdmin } from '../api/types.js';
+import type { DaemonStatus, IscsiAdmin, PoolAdmin } from '../api/types.js';
 import {
   acquirePidFile,
   ensureDir,
@@ -23,7 +23,8 @@ import {
   removeIfExists,
   writePrivateFile,
 } from '../io/node/api-files.js';
-import { TesseraError } from '../stdx/errors.js';
+import { TesseraError, isTesseraError } from '../stdx/errors.js';
+import type { PrStore } from '../gateway/scsi/types.js';
 import type { LogFn, Logger } from '../stdx/log.js';
 import { formatSize } from '../stdx/size.js';
 import { MultiStore } from '../volume/multi-store.js';
@@ -53,6 +54,15 @@ export interface UpDeps {
   startNbd(opts: { host: string; port: number; store: VolumeStore; log?: LogFn }): Promise<NbdHandle>;
   /** Opens the disk pools of pools.json (main/pools.ts); without it the daemon has only its own device. */
   openPools?(opts: PoolManagerOptions): Promise<PoolService>;
+  /** Starts the iSCSI portal (main/iscsi.ts); without it the daemon serves NBD only. */
+  startIscsi?(opts: { dataDir: string; host: string; port: number; store: VolumeStore; log: LogFn; onFatal: (err: Error) => void }): Promise<IscsiHandle>;
+}
+
+export interface IscsiHandle extends IscsiAdmin {
+  readonly host: string;
+  readonly port: number;
+  connectionCount(): number;
+  close(): Promise<void>;
 }
 
 export interface PoolService extends PoolAdmin {
@@ -78,6 +88,13 @@ export async function loadRealDeps(): Promise<UpDeps> {
     openStore: (opts) => engine.openLocalStore(opts),
     startNbd: (opts) => nbd.NbdServer.start(opts),
     openPools: (opts) => pools.PoolManager.open(opts),
+    startIscsi: async (opts) => {
+      const { IscsiService } = await import('./iscsi.js');
+      const { LocalPrStore } = await import('../gateway/scsi/pr-store-local.js');
+      const clusterId = await daemonId(opts.dataDir);
+      const prStore = fatalOnFlushError(new LocalPrStore({ dataDir: opts.dataDir }), opts.onFatal);
+      return IscsiService.start({ dataDir: opts.dataDir, host: opts.host, port: opts.port, store: opts.store, log: opts.log, prStore, clusterId });
+    },
   };
 }
 
@@ -101,6 +118,7 @@ export class Daemon {
     private readonly store: VolumeStore,
     private readonly pools: PoolService | undefined,
     private readonly nbd: NbdHandle,
+    private readonly iscsi: IscsiHandle | undefined,
     private readonly api: ApiServer,
     private readonly io: UpIo,
     private readonly tokenPath: string | undefined,
@@ -156,6 +174,12 @@ export class Daemon {
 
       const nbd = await deps.startNbd({ host: config.nbd.host, port: config.nbd.port, store, log: log.child('gateway').fn() });
       undo.push({ what: 'NBD server', run: () => nbd.close() });
+      let iscsi: IscsiHandle | undefined;
+      if (deps.startIscsi && config.iscsi.port !== null) {
+        const started = await deps.startIscsi({ dataDir: config.dataDir, host: config.iscsi.host, port: config.iscsi.port, store, log: log.child('iscsi').fn(), onFatal });
+        iscsi = started;
+        undo.push({ what: 'iSCSI server', run: () => started.close() });
+      }
 
       let tokenPath: string | undefined;
       let tcp: { port: number; token: string } | undefined;
@@ -172,12 +196,13 @@ export class Daemon {
       const api = await ApiServer.start({
         store,
         pools,
+        iscsi,
         log: log.child('api'),
         socketPath: config.api.socket,
         tcp,
         status: () => daemon?.daemonStatus(),
       });
-      daemon = new Daemon(config, store, pools, nbd, api, io, tokenPath);
+      daemon = new Daemon(config, store, pools, nbd, iscsi, api, io, tokenPath);
       return daemon;
     } catch (err) {
       for (const step of undo.reverse()) {
@@ -196,10 +221,19 @@ export class Daemon {
     return `nbd://${host}:${this.nbd.port}/${volumeName}`;
   }
 
+  /** iscsi:// URIs of the default target's LUNs (what qemu-img and libiscsi tools take). */
+  iscsiUris(): string[] {
+    if (!this.iscsi) return [];
+    const host = this.iscsi.host.includes(':') ? `[${this.iscsi.host}]` : this.iscsi.host;
+    const def = this.iscsi.list().targets.find((t) => t.isDefault);
+    return (def?.luns ?? []).map((l) => `iscsi://${host}:${this.iscsi!.port}/${def!.name}/${l.lun}`);
+  }
+
   daemonStatus(): DaemonStatus {
     return {
       dataDir: this.config.dataDir,
       nbd: { host: this.nbd.host, port: this.nbd.port, uris: this.store.list().map((v) => this.nbdUri(v.name)) },
+      ...(this.iscsi ? { iscsi: { host: this.iscsi.host, port: this.iscsi.port, uris: this.iscsiUris() } } : {}),
       api: { socket: this.api.socketPath, port: this.api.tcpPort },
       device: { path: this.config.device.path },
     };
@@ -216,6 +250,12 @@ export class Daemon {
       out('NBD exports:');
       for (const v of volumes) out(`  ${this.nbdUri(v.name)}  (${formatSize(v.sizeBytes)})`);
     }
+    if (this.iscsi) {
+      const def = this.iscsi.list().targets.find((t) => t.isDefault);
+      const uris = this.iscsiUris();
+      out(uris.length === 0 ? `iSCSI portal ${this.iscsi.host}:${this.iscsi.port}: no LUNs yet` : 'iSCSI LUNs (default target):');
+      uris.forEach((u, i) => out(`  ${u}  (${def!.luns[i].volume})`));
+    }
     out(`Management API: unix socket ${this.api.socketPath}`);
     if (this.api.tcpPort !== undefined) {
       out(`                http://127.0.0.1:${this.api.tcpPort} (writes need the bearer token in ${this.tokenPath})`);
@@ -225,6 +265,7 @@ export class Daemon {
     out('Try:');
     out(`  nbdinfo ${example}`);
     out(`  qemu-img info ${example}`);
+    if (this.iscsi) out(`  iscsi-ls -s iscsi://${this.iscsi.host.includes(':') ? `[${this.iscsi.host}]` : this.iscsi.host}:${this.iscsi.port}`);
     out(`  tessera volume list${dirFlag}`);
     out(READY_LINE);
   }
@@ -246,7 +287,11 @@ export class Daemon {
         log.error(`shutdown: ${what} failed: ${(err as Error).message}`);
       }
     };
-    log.info(`shutting down (${this.nbd.connectionCount()} NBD connection(s))`);
+    log.info(`shutting down (${this.nbd.connectionCount()} NBD connection(s)${this.iscsi ? `, ${this.iscsi.connectionCount()} iSCSI connection(s)` : ''})`);
+    if (this.iscsi) {
+      const iscsi = this.iscsi;
+      await step('closing the iSCSI server', () => iscsi.close());
+    }
     await step('closing the NBD server', () => this.nbd.close());
     await step('closing the management API', () => this.api.close());
     if (this.pools) {
@@ -327,4 +372,38 @@ export async function runUp(config: Config, deps: UpDeps, io: UpIo, signals: Sig
     signals.on('SIGTERM', onSignal);
     daemon.printReady();
   });
+}
+
+/**
+ * A random id kept in <data-dir>/daemon.id: LU identities (INQUIRY VPD 0x83) are
+ * derived from it and the volume id, so they survive restarts.
+ */
+async function daemonId(dataDir: string): Promise<string> {
+  const { readStateFile, replaceStateFile } = await import('../io/node/registry-file.js');
+  const file = path.join(dataDir, 'daemon.id');
+  const text = await readStateFile(file);
+  if (text !== undefined && /^[0-9a-f]{32}\n?$/.test(text)) return text.trim();
+  if (text !== undefined) throw new TesseraError('ERR_FORMAT', `${file} is not a daemon id (32 hex digits)`);
+  const id = randomBytes(16).toString('hex');
+  await replaceStateFile(file, id + '\n');
+  return id;
+}
+
+/**
+ * A PR store whose failed fsync ends the daemon like the engine's does: a
+ * reservation that may or may not be on disk must not be answered either way.
+ */
+export function fatalOnFlushError(store: PrStore, onFatal: (err: Error) => void): PrStore {
+  const check = <T>(p: Promise<T>): Promise<T> =>
+    p.catch((err: unknown) => {
+      if (isTesseraError(err, 'ERR_DEVICE_FLUSH')) onFatal(err);
+      throw err;
+    });
+  return {
+    current: (key) => store.current(key),
+    load: (key) => check(store.load(key)),
+    compareAndSet: (key, rev, state) => check(store.compareAndSet(key, rev, state)),
+    subscribe: (key, fn) => store.subscribe(key, fn),
+    close: () => store.close(),
+  };
 }

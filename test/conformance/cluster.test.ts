@@ -593,7 +593,7 @@ describe('issue 3 part 1: `tessera up --osds 3` as one process', () => {
     const t0 = Date.now();
     const started = await startDaemon(
       'up --osds 3',
-      ['up', '--osds', '3', '--mon-port', String(monPort), '--nbd-port', String(nbdPort), '--data-dir', dir, '--device-size', '512M', '--volume-size', '64M'],
+      ['up', '--osds', '3', '--mon-port', String(monPort), '--nbd-port', String(nbdPort), '--iscsi-port', 'off', '--data-dir', dir, '--device-size', '512M', '--volume-size', '64M'],
       new RegExp(`^${READY_LINE}$`),
       60_000,
     );

@@ -48,6 +48,8 @@ export interface DaemonOptions {
   /** Size of vol0 (only used when formatting). */
   volumeSize?: string;
   readyTimeoutMs?: number;
+  /** iSCSI portal port; default 'off' (3260 would collide between tests running in parallel). */
+  iscsiPort?: number | 'off';
   extraArgs?: string[];
 }
 
@@ -94,6 +96,8 @@ export class DaemonProcess extends TrackedChild {
       opts.deviceSize ?? '4G',
       '--volume-size',
       opts.volumeSize ?? '10G',
+      '--iscsi-port',
+      String(opts.iscsiPort ?? 'off'),
       ...(opts.extraArgs ?? []),
     ];
     const child = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
@@ -160,6 +164,8 @@ export interface FixtureOptions {
   deviceSize?: string;
   volumeSize?: string;
   readyTimeoutMs?: number;
+  /** Serve iSCSI on a free port too (kept across restarts, like the NBD port). */
+  iscsi?: boolean;
 }
 
 /**
@@ -169,6 +175,8 @@ export interface FixtureOptions {
 export class DaemonFixture {
   private current: DaemonProcess | null = null;
   private port = 0;
+  /** The iSCSI portal's port (0 until started; only with opts.iscsi). */
+  iscsiPort = 0;
 
   private constructor(
     readonly dataDir: string,
@@ -209,6 +217,7 @@ export class DaemonFixture {
     if (this.current?.alive) throw new Error('daemon already running');
     for (let attempt = 1; ; attempt++) {
       const port = this.port !== 0 ? this.port : await freePort();
+      const iscsiPort = !this.opts.iscsi ? 0 : this.iscsiPort !== 0 ? this.iscsiPort : await freePort();
       try {
         this.current = await DaemonProcess.start({
           dataDir: this.dataDir,
@@ -216,8 +225,10 @@ export class DaemonFixture {
           deviceSize: this.opts.deviceSize,
           volumeSize: this.opts.volumeSize,
           readyTimeoutMs: this.opts.readyTimeoutMs,
+          iscsiPort: this.opts.iscsi ? iscsiPort : 'off',
         });
         this.port = port;
+        this.iscsiPort = iscsiPort;
         return this.current;
       } catch (err) {
         const retry = err instanceof DaemonStartError && err.portInUse && attempt < START_ATTEMPTS_MAX;

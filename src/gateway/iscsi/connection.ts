@@ -1,0 +1,688 @@
+// One iSCSI connection as a state machine: login → full feature phase → logout /
+// closed (RFC 7143 §6 login, §11 PDUs). Pure logic: bytes arrive through onData(),
+// leave through a `Connection`; SCSI work goes to LogicalUnits of the session's
+// target. No sockets, no timers.
+//
+// Invariants:
+// - Nothing an initiator sends can throw out of onData(): framing errors and
+//   protocol violations close this connection only (ERL 0 has no recovery);
+//   SCSI failures become CHECK CONDITION.
+// - Every task gets exactly one status (a SCSI Response, or a final Data-In with
+//   status) unless it was aborted or the connection closed first.
+// - StatSN advances once per status-carrying PDU (RFC 7143 §4.2.2.2); R2T and
+//   unsolicited NOP-In carry it without advancing it.
+// - Data-In PDUs never exceed the initiator's MaxRecvDataSegmentLength; we never
+//   accept a PDU longer than the one we declared (PduReader enforces it).
+// - Reading stops while the transport's write buffer is full or the session has
+//   more than `bufferedBytesMax` of write data in flight (backpressure).
+import { TesseraError, isTesseraError } from '../../stdx/errors.js';
+import type { LogicalUnit, ScsiResult } from '../scsi/types.js';
+import { SAM_CHECK_CONDITION, SAM_GOOD } from '../scsi/types.js';
+import type { DataOutPdu, DigestSettings, InPdu, LoginResponseFields, ScsiCommandPdu, TmfRequestPdu } from './pdu-types.js';
+import * as P from './pdu-types.js';
+import {
+  PduReader,
+  PduFramingError,
+  decodeDataOut,
+  decodeLoginRequest,
+  decodeLogoutRequest,
+  decodeNopOut,
+  decodeScsiCommand,
+  decodeTextRequest,
+  decodeTmfRequest,
+  encodeDataIn,
+  encodeLoginResponse,
+  encodeLogoutResponse,
+  encodeNopIn,
+  encodeR2t,
+  encodeReject,
+  encodeScsiResponse,
+  encodeSenseData,
+  encodeTextResponse,
+  encodeTmfResponse,
+  framePdu,
+} from './pdu.js';
+import { snAdd } from './serial.js';
+import { IscsiSession } from './session.js';
+import type { SessionConnection, SessionTable, TargetView, OpenTask, SessionLimits } from './session.js';
+import { Task } from './task.js';
+import type { DataOutLimits } from './task.js';
+
+export type LogLevel = 'info' | 'warn' | 'error';
+export type LogFn = (level: LogLevel, msg: string) => void;
+
+/** What the connection needs from a transport (io/node/tcp.ts implements it). */
+export interface Connection {
+  write(buf: Buffer): boolean;
+  pauseReading(): void;
+  resumeReading(): void;
+  close(): void;
+}
+
+/** A login in progress, as login.ts drives it (injected so the server owns the context). */
+export interface LoginDriver {
+  handle(req: P.LoginRequestPdu, data: Buffer): LoginStepView;
+}
+
+export interface LoginStepView {
+  response: Omit<LoginResponseFields, 'statSN' | 'expCmdSN' | 'maxCmdSN' | 'tsih'>;
+  data: Buffer;
+  outcome: 'continue' | 'fail' | 'complete';
+  /** The login layer's result; ConnectionHost.outcome() normalizes it. */
+  result?: unknown;
+  reason?: string;
+}
+
+/** The negotiated result of a completed login, normalized for the connection. */
+export interface LoginOutcome {
+  sessionType: 'Normal' | 'Discovery';
+  initiatorName: string;
+  targetName: string | null;
+  isid: Buffer;
+  tsih: number;
+  cid: number;
+  digests: DigestSettings;
+  /** What the initiator can receive per PDU (our Data-In size limit). */
+  initiatorMaxRecvDataSegmentBytes: number;
+  limits: SessionLimits;
+}
+
+/** Server-wide services a connection uses. */
+export interface ConnectionHost {
+  readonly sessions: SessionTable;
+  readonly log: LogFn;
+  /** Window of commands per session (MaxCmdSN − ExpCmdSN + 1). */
+  readonly queueDepth: number;
+  /** Our declared MaxRecvDataSegmentLength. */
+  readonly maxRecvDataSegmentBytes: number;
+  /** Largest write we buffer for one task. */
+  readonly maxTaskDataBytes: number;
+  newLogin(): LoginDriver;
+  /** Normalizes a completed login's negotiated parameters. */
+  outcome(step: LoginStepView): LoginOutcome;
+  target(name: string): TargetView | null;
+  makeNexus(initiatorName: string, isid: Buffer, targetName: string): import('../scsi/types.js').Nexus;
+  /** SendTargets answer pairs for a Text Request (RFC 7143 §13.3). */
+  sendTargets(value: string, session: IscsiSession): Array<[string, string]>;
+  encodeText(pairs: Array<[string, string]>): Buffer;
+  parseText(data: Buffer): Array<[string, string]>;
+  /** Answer for a command to a LUN the target does not have (INQUIRY, REPORT LUNS, others). */
+  noSuchLun(cmd: ScsiCommandPdu, target: TargetView, nexus: import('../scsi/types.js').Nexus): ScsiResult;
+  /** Runs a task management function that may reach other sessions. */
+  taskManagement(session: IscsiSession, req: TmfRequestPdu): Promise<number>;
+  sessionEnded(session: IscsiSession): void;
+}
+
+type Phase = 'login' | 'full' | 'closed';
+
+/** RFC 7143 §11.17.1 Reject reasons. */
+const REJECT_DATA_DIGEST = 0x02;
+const REJECT_PROTOCOL = 0x04;
+const REJECT_NOT_SUPPORTED = 0x05;
+const REJECT_INVALID_FIELD = 0x09;
+/** During login the RFC default applies: 8192 bytes (RFC 7143 §13.12). */
+const LOGIN_DATA_SEGMENT_BYTES_MAX = 8192;
+/** Parts of a split SendTargets answer kept for continuation. */
+const TEXT_PENDING_BYTES_MAX = 1024 * 1024;
+
+export class IscsiConnection implements SessionConnection {
+  private phase: Phase = 'login';
+  private readonly reader: PduReader;
+  private login: LoginDriver;
+  private statSN = 1;
+  private digests: DigestSettings = { header: false, data: false };
+  private initiatorMrdslBytes = LOGIN_DATA_SEGMENT_BYTES_MAX;
+  session: IscsiSession | null = null;
+  cid = 0;
+  private nextTtt = 1;
+  private readonly byTtt = new Map<number, Task>();
+  private transportFull = false;
+  private paused = false;
+  private logoutPending: { itt: number; session: boolean } | null = null;
+  private textPending: { ttt: number; itt: number; data: Buffer; offset: number } | null = null;
+  /** Tasks of this connection not yet answered (for logout and whenIdle). */
+  private readonly mine = new Set<Task>();
+  private idleWaiters: Array<() => void> = [];
+
+  constructor(
+    private readonly conn: Connection,
+    private readonly host: ConnectionHost,
+    readonly label: string,
+  ) {
+    this.reader = new PduReader({ maxDataSegmentBytes: LOGIN_DATA_SEGMENT_BYTES_MAX });
+    this.login = host.newLogin();
+  }
+
+  state(): Phase {
+    return this.phase;
+  }
+
+  // ---- transport events ----
+
+  onData(chunk: Buffer): void {
+    if (this.phase === 'closed') return;
+    this.reader.push(chunk);
+    this.pump();
+  }
+
+  onDrain(): void {
+    this.transportFull = false;
+    this.updateReading();
+    this.pump();
+  }
+
+  onClose(): void {
+    if (this.phase === 'closed') return;
+    this.phase = 'closed';
+    this.teardown();
+  }
+
+  /** Resolves when none of this connection's tasks is running. */
+  whenIdle(): Promise<void> {
+    if (this.mine.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  close(reason: string): void {
+    if (this.phase === 'closed') return;
+    this.host.log('info', `${this.label}: closing: ${reason}`);
+    this.phase = 'closed';
+    this.teardown();
+    this.conn.close();
+  }
+
+  private teardown(): void {
+    const s = this.session;
+    if (s !== null) {
+      s.dropConnection(this);
+      if (s.ended) {
+        this.host.sessions.remove(s);
+        this.host.sessionEnded(s);
+      }
+    }
+    for (const t of this.mine) {
+      t.aborted = true;
+      t.discard();
+    }
+    this.byTtt.clear();
+  }
+
+  // ---- input ----
+
+  private pump(): void {
+    while (this.phase !== 'closed' && !this.paused) {
+      let pdu: InPdu | null;
+      try {
+        pdu = this.reader.next();
+      } catch (err) {
+        this.protocolFailure(err);
+        return;
+      }
+      if (pdu === null) return;
+      try {
+        if (this.phase === 'login') this.onLoginPdu(pdu);
+        else this.onFullFeaturePdu(pdu);
+      } catch (err) {
+        this.protocolFailure(err);
+        return;
+      }
+    }
+  }
+
+  private protocolFailure(err: unknown): void {
+    if (err instanceof PduFramingError || isTesseraError(err, 'ERR_PROTOCOL')) {
+      this.close(`protocol error: ${(err as Error).message}`);
+      return;
+    }
+    throw err;
+  }
+
+  private updateReading(): void {
+    const s = this.session;
+    const busy = this.transportFull || (s !== null && s.tasks.size >= this.host.queueDepth * 2);
+    if (busy && !this.paused) {
+      this.paused = true;
+      this.conn.pauseReading();
+    } else if (!busy && this.paused) {
+      this.paused = false;
+      this.conn.resumeReading();
+    }
+  }
+
+  // ---- output ----
+
+  private send(bhs: Buffer, data: Buffer | null): void {
+    if (this.phase === 'closed') return;
+    for (const b of framePdu(bhs, null, data, this.digests)) {
+      if (!this.conn.write(b)) this.transportFull = true;
+    }
+    if (this.transportFull) this.updateReading();
+  }
+
+  private nextStatSN(): number {
+    const sn = this.statSN;
+    this.statSN = snAdd(this.statSN, 1);
+    return sn;
+  }
+
+  private trio(advance: boolean): P.SnTrio {
+    const s = this.session!;
+    return { statSN: advance ? this.nextStatSN() : this.statSN, expCmdSN: s.expCmdSN, maxCmdSN: s.maxCmdSN() };
+  }
+
+  private reject(bhs: Buffer, reason: number): void {
+    if (this.session === null) return;
+    this.send(encodeReject({ ...this.trio(true), reason, dataSN: 0 }, P.BHS_BYTES), bhs);
+  }
+
+  // ---- login (RFC 7143 §6.3) ----
+
+  private onLoginPdu(pdu: InPdu): void {
+    if (pdu.header.opcode !== P.OP_LOGIN_REQ) {
+      this.close(`opcode 0x${pdu.header.opcode.toString(16)} before login completed`);
+      return;
+    }
+    const req = decodeLoginRequest(pdu);
+    const step = this.login.handle(req, pdu.data);
+    let response = step.response;
+    let tsih = req.tsih;
+    let cmdSN = req.cmdSN;
+    let maxCmdSN = snAdd(req.cmdSN, this.host.queueDepth - 1);
+    let joined: IscsiSession | null = null;
+    let outcome: LoginOutcome | null = null;
+    if (step.outcome === 'complete') {
+      outcome = this.host.outcome(step);
+      const placed = this.placeSession(outcome, req.cmdSN);
+      if (typeof placed === 'string') {
+        const [cls, detail] = placed === 'no-session' ? [2, 0x0a] : placed === 'too-many' ? [2, 0x06] : [3, 0x02];
+        response = { ...response, transit: false, statusClass: cls, statusDetail: detail };
+        outcome = null;
+      } else {
+        joined = placed;
+        tsih = placed.tsih;
+        cmdSN = placed.expCmdSN;
+        maxCmdSN = placed.maxCmdSN();
+      }
+    }
+    const fields: LoginResponseFields = { ...response, tsih: step.outcome === 'complete' && joined !== null ? tsih : req.tsih, statSN: this.nextStatSN(), expCmdSN: cmdSN, maxCmdSN };
+    const data = response.statusClass === 0 ? step.data : Buffer.alloc(0);
+    this.send(encodeLoginResponse(fields, data.length), data);
+    if (response.statusClass !== 0 || step.outcome === 'fail') {
+      this.host.log('info', `${this.label}: login failed (${response.statusClass}/${response.statusDetail})${step.reason ? `: ${step.reason}` : ''}`);
+      this.conn.close();
+      this.phase = 'closed';
+      return;
+    }
+    if (joined !== null && outcome !== null) this.enterFullFeature(joined, outcome);
+  }
+
+  /** Creates or joins the session of a completed login; a string names why not. */
+  private placeSession(o: LoginOutcome, cmdSN: number): IscsiSession | 'no-session' | 'too-many' | 'no-resources' {
+    const sessions = this.host.sessions;
+    if (o.tsih !== 0) {
+      const s = sessions.byId(o.tsih);
+      if (s === null || s.initiatorName !== o.initiatorName || !s.isid.equals(o.isid) || (s.target?.name ?? null) !== o.targetName) return 'no-session';
+      const old = s.connections.get(o.cid);
+      if (old !== undefined) old.close('connection reinstated by a new login with the same CID');
+      else if (s.connections.size >= s.limits.maxConnections) return 'too-many';
+      return s;
+    }
+    // Session reinstatement (RFC 7143 §6.3.5?): a new login from the same initiator port ends the old session.
+    const old = sessions.find(o.initiatorName, o.isid, o.targetName);
+    if (old !== null) {
+      for (const c of [...old.connections.values()]) c.close('session reinstated by a new login from the same initiator port');
+      sessions.remove(old);
+    }
+    const tsih = sessions.allocateTsih();
+    if (tsih === 0) return 'no-resources';
+    const target = o.targetName === null ? null : this.host.target(o.targetName);
+    if (o.sessionType === 'Normal' && target === null) return 'no-session';
+    const nexus = target === null ? null : this.host.makeNexus(o.initiatorName, o.isid, target.name);
+    const s = new IscsiSession(tsih, o.sessionType, o.initiatorName, o.isid, target, nexus, o.limits, cmdSN, this.host.queueDepth);
+    sessions.add(s);
+    return s;
+  }
+
+  private enterFullFeature(s: IscsiSession, o: LoginOutcome): void {
+    this.session = s;
+    this.cid = o.cid;
+    s.connections.set(o.cid, this);
+    // Digests apply from the first PDU after the final Login Response (RFC 7143 §13.1).
+    this.digests = o.digests;
+    this.reader.setDigests(o.digests);
+    this.reader.setMaxDataSegmentBytes(this.host.maxRecvDataSegmentBytes);
+    this.initiatorMrdslBytes = o.initiatorMaxRecvDataSegmentBytes;
+    this.phase = 'full';
+    this.host.log('info', `${this.label}: ${o.sessionType} session ${s.tsih} of ${o.initiatorName}${o.targetName ? ` to ${o.targetName}` : ''}, connection ${o.cid}`);
+  }
+
+  // ---- full feature phase ----
+
+  private onFullFeaturePdu(pdu: InPdu): void {
+    const s = this.session!;
+    const op = pdu.header.opcode;
+    if (!pdu.dataDigestOk) {
+      // RFC 7143 §7.? at ERL 0: reject the PDU; a command whose data is lost fails at the initiator's timeout or abort.
+      this.reject(pdu.bhs, REJECT_DATA_DIGEST);
+      return;
+    }
+    if (s.type === 'Discovery' && op !== P.OP_TEXT_REQ && op !== P.OP_LOGOUT_REQ && op !== P.OP_NOP_OUT) {
+      this.reject(pdu.bhs, REJECT_PROTOCOL);
+      return;
+    }
+    switch (op) {
+      case P.OP_SCSI_CMD:
+        return this.onScsiCommand(pdu);
+      case P.OP_DATA_OUT:
+        return this.onDataOut(pdu);
+      case P.OP_NOP_OUT:
+        return this.onNopOut(pdu);
+      case P.OP_TEXT_REQ:
+        return this.onText(pdu);
+      case P.OP_TMF_REQ:
+        return this.onTmf(pdu);
+      case P.OP_LOGOUT_REQ:
+        return this.onLogout(pdu);
+      case P.OP_LOGIN_REQ:
+        this.reject(pdu.bhs, REJECT_PROTOCOL);
+        return;
+      case P.OP_SNACK:
+        this.reject(pdu.bhs, REJECT_NOT_SUPPORTED);
+        return;
+      default:
+        this.reject(pdu.bhs, REJECT_NOT_SUPPORTED);
+    }
+  }
+
+  private onNopOut(pdu: InPdu): void {
+    const s = this.session!;
+    const nop = decodeNopOut(pdu);
+    const run = (): void => {
+      if (nop.itt === P.TAG_NONE) return; // an answer to our NOP-In, or a ping that wants no reply
+      const data = pdu.data.length > this.initiatorMrdslBytes ? pdu.data.subarray(0, this.initiatorMrdslBytes) : pdu.data;
+      this.send(encodeNopIn({ ...this.trio(true), lun: nop.lun, itt: nop.itt, ttt: P.TAG_NONE }, data.length), data);
+    };
+    // A NOP-Out with I=0 and a reply wanted takes a CmdSN like any command.
+    s.order(nop.cmdSN, nop.immediate || nop.itt === P.TAG_NONE, run);
+  }
+
+  private onScsiCommand(pdu: InPdu): void {
+    const s = this.session!;
+    const cmd = decodeScsiCommand(pdu);
+    const writeBytes = cmd.write ? cmd.expectedDataTransferLength : 0;
+    if (!cmd.write && pdu.data.length > 0) throw violation(`SCSI command with ${pdu.data.length} bytes of immediate data but no W bit`);
+    if (pdu.data.length > 0 && !s.limits.immediateData) throw violation('immediate data sent with ImmediateData=No');
+    const task = new Task(cmd, writeBytes, writeBytes <= this.host.maxTaskDataBytes);
+    const lu = s.target?.lu(cmd.lun) ?? null;
+    const open: OpenTask = { task, conn: this, lu };
+    if (!s.addTask(open)) {
+      this.reject(pdu.bhs, REJECT_INVALID_FIELD); // ITT already in use
+      return;
+    }
+    this.mine.add(task);
+    const err = task.begin(pdu.data, this.dataOutLimits());
+    if (err !== null) throw violation(err);
+    const accepted = s.order(cmd.cmdSN, cmd.immediate, () => {
+      task.ordered = true;
+      if (task.complete()) this.execute(open);
+    });
+    if (!accepted) {
+      this.host.log('warn', `${this.label}: CmdSN ${cmd.cmdSN} outside [${s.expCmdSN}, ${s.maxCmdSN()}]; dropped`);
+      this.finish(task);
+      return;
+    }
+    // R2Ts may go out before the command's turn comes: data is buffered, execution waits for order.
+    if (!task.complete() && !task.aborted) this.sendR2ts(open);
+    this.updateReading();
+  }
+
+  private sendR2ts(open: OpenTask): void {
+    const task = open.task;
+    for (const seq of task.nextR2ts(this.dataOutLimits(), () => this.allocTtt())) {
+      this.byTtt.set(seq.ttt, task);
+      const f = { ...this.trio(false), lun: task.cmd.lun, itt: task.itt, ttt: seq.ttt, r2tSN: seq.r2tSN, bufferOffset: seq.offsetBytes, desiredDataTransferLength: seq.lengthBytes };
+      this.send(encodeR2t(f), null);
+    }
+  }
+
+  private allocTtt(): number {
+    for (;;) {
+      const t = this.nextTtt;
+      this.nextTtt = this.nextTtt >= 0x7fffffff ? 1 : this.nextTtt + 1;
+      if (!this.byTtt.has(t)) return t;
+    }
+  }
+
+  private dataOutLimits(): DataOutLimits {
+    const l = this.session!.limits;
+    return { initialR2t: l.initialR2t, firstBurstBytes: l.firstBurstBytes, maxBurstBytes: l.maxBurstBytes, maxOutstandingR2t: l.maxOutstandingR2t };
+  }
+
+  private onDataOut(pdu: InPdu): void {
+    const s = this.session!;
+    const d: DataOutPdu = decodeDataOut(pdu);
+    const open = s.tasks.get(d.itt);
+    if (open === undefined || open.conn !== this) {
+      // Data for a task we no longer have (aborted): RFC 7143 lets the target drop it.
+      if (d.ttt !== P.TAG_NONE && this.byTtt.has(d.ttt)) this.byTtt.delete(d.ttt);
+      return;
+    }
+    const task = open.task;
+    if (d.ttt !== P.TAG_NONE && this.byTtt.get(d.ttt) !== task) throw violation(`Data-Out TTT 0x${d.ttt.toString(16)} does not belong to task 0x${d.itt.toString(16)}`);
+    const closed = task.acceptDataOut(d, pdu.data);
+    if (closed !== P.TAG_NONE) this.byTtt.delete(closed);
+    if (task.aborted) return;
+    if (!task.complete()) this.sendR2ts(open);
+    else if (task.ordered && task.state !== 'executing') this.execute(open);
+  }
+
+  // ---- execution ----
+
+  private execute(open: OpenTask): void {
+    const task = open.task;
+    if (task.aborted) return;
+    task.state = 'executing';
+    const s = this.session!;
+    const cmd = task.cmd;
+    if (open.lu === null) {
+      this.complete(open, this.host.noSuchLun(cmd, s.target!, s.nexus!));
+      return;
+    }
+    const lu: LogicalUnit = open.lu;
+    const p = lu.execute({ nexus: s.nexus!, lun: cmd.lun, cdb: cmd.cdb, dataOut: task.dataOut(), expectedInBytes: cmd.read ? cmd.expectedDataTransferLength : 0, taskTag: cmd.itt });
+    task.settled = p.then(
+      (r) => this.complete(open, r),
+      (err) => {
+        this.host.log('error', `${this.label}: SCSI layer threw (a bug): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+        this.complete(open, { status: SAM_CHECK_CONDITION, sense: internalFailureSense(), dataIn: null });
+      },
+    );
+  }
+
+  private complete(open: OpenTask, r: ScsiResult): void {
+    const task = open.task;
+    const live = !task.aborted && this.phase !== 'closed';
+    this.finish(task);
+    if (!live) return;
+    const cmd = task.cmd;
+    const edtl = cmd.expectedDataTransferLength;
+    const dataIn = cmd.read && r.dataIn !== null ? r.dataIn : null;
+    const moved = r.transferBytes ?? (cmd.read ? (dataIn?.length ?? 0) : cmd.write ? edtl : 0);
+    const overflow = moved > edtl;
+    const underflow = moved < edtl;
+    const residual = overflow ? moved - edtl : edtl - moved;
+    const collapse = r.status === SAM_GOOD && r.sense === null;
+    if (dataIn !== null && dataIn.length > 0) {
+      this.sendDataIn(cmd, dataIn, collapse ? { status: r.status, overflow, underflow, residual } : null);
+      if (collapse) return;
+    }
+    const sense = r.sense !== null && r.sense.length > 0 ? encodeSenseData(r.sense) : null;
+    const f = { ...this.trio(true), itt: cmd.itt, response: 0, status: r.status, overflow, underflow, residualCount: overflow || underflow ? residual : 0, expDataSN: dataIn === null ? 0 : Math.ceil(dataIn.length / this.initiatorMrdslBytes) };
+    this.send(encodeScsiResponse(f, sense?.length ?? 0), sense);
+  }
+
+  private sendDataIn(cmd: ScsiCommandPdu, data: Buffer, status: { status: number; overflow: boolean; underflow: boolean; residual: number } | null): void {
+    const chunk = this.initiatorMrdslBytes;
+    let dataSN = 0;
+    for (let off = 0; off < data.length; off += chunk) {
+      const end = Math.min(data.length, off + chunk);
+      const last = end === data.length;
+      const withStatus = last && status !== null;
+      const sn = withStatus ? this.trio(true) : this.trio(false);
+      const f: P.DataInFields = {
+        ...sn,
+        final: last,
+        hasStatus: withStatus,
+        status: withStatus ? status.status : 0,
+        overflow: withStatus && status.overflow,
+        underflow: withStatus && status.underflow,
+        residualCount: withStatus && (status.overflow || status.underflow) ? status.residual : 0,
+        lun: cmd.lun,
+        itt: cmd.itt,
+        ttt: P.TAG_NONE,
+        dataSN: dataSN++,
+        bufferOffset: off,
+      };
+      if (!withStatus) f.statSN = 0;
+      this.send(encodeDataIn(f, end - off), data.subarray(off, end));
+    }
+  }
+
+  /** Forgets a task: out of the session, its tags freed, logout and idle waiters woken. */
+  private finish(task: Task): void {
+    task.state = 'done';
+    this.session?.removeTask(task);
+    for (const r of task.r2ts) this.byTtt.delete(r.ttt);
+    this.mine.delete(task);
+    this.updateReading();
+    if (this.mine.size === 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+      if (this.logoutPending !== null) this.answerLogout();
+    }
+  }
+
+  // ---- text (SendTargets, RFC 7143 §11.10, §13.3) ----
+
+  private onText(pdu: InPdu): void {
+    const s = this.session!;
+    const req = decodeTextRequest(pdu);
+    s.order(req.cmdSN, req.immediate, () => {
+      if (req.ttt !== P.TAG_NONE) {
+        const pending = this.textPending;
+        if (pending === null || pending.ttt !== req.ttt) {
+          this.reject(pdu.bhs, REJECT_INVALID_FIELD);
+          return;
+        }
+        this.sendTextPart(req.itt, req.lun);
+        return;
+      }
+      let pairs: Array<[string, string]>;
+      try {
+        pairs = this.host.parseText(pdu.data);
+      } catch {
+        this.reject(pdu.bhs, REJECT_PROTOCOL);
+        return;
+      }
+      const out: Array<[string, string]> = [];
+      for (const [k, v] of pairs) {
+        if (k === 'SendTargets') out.push(...this.host.sendTargets(v, s));
+        else out.push([k, 'NotUnderstood']);
+      }
+      let data = this.host.encodeText(out);
+      if (data.length > TEXT_PENDING_BYTES_MAX) data = data.subarray(0, 0);
+      this.textPending = { ttt: this.allocTtt(), itt: req.itt, data, offset: 0 };
+      this.sendTextPart(req.itt, req.lun);
+    });
+  }
+
+  private sendTextPart(itt: number, lun: number): void {
+    const p = this.textPending!;
+    const end = Math.min(p.data.length, p.offset + this.initiatorMrdslBytes);
+    const part = p.data.subarray(p.offset, end);
+    p.offset = end;
+    const more = end < p.data.length;
+    if (!more) this.textPending = null;
+    this.send(encodeTextResponse({ ...this.trio(true), final: !more, cont: more, lun, itt, ttt: more ? p.ttt : P.TAG_NONE }, part.length), part);
+  }
+
+  // ---- task management (RFC 7143 §11.5) ----
+
+  private onTmf(pdu: InPdu): void {
+    const s = this.session!;
+    const req = decodeTmfRequest(pdu);
+    s.order(req.cmdSN, req.immediate, () => {
+      void this.host.taskManagement(s, req).then(
+        (response) => this.send(encodeTmfResponse({ ...this.trio(true), itt: req.itt, response }), null),
+        (err) => {
+          this.host.log('error', `${this.label}: task management failed: ${err instanceof Error ? err.message : String(err)}`);
+          this.send(encodeTmfResponse({ ...this.trio(true), itt: req.itt, response: 255 }), null);
+        },
+      );
+    });
+  }
+
+  /** Aborts one of this connection's tasks: its R2Ts end, data arriving later is dropped. */
+  abortTask(task: Task): void {
+    task.aborted = true;
+    task.discard();
+    for (const r of task.r2ts) this.byTtt.delete(r.ttt);
+    if (task.state !== 'executing') this.finish(task);
+  }
+
+  // ---- logout (RFC 7143 §11.14) ----
+
+  private onLogout(pdu: InPdu): void {
+    const s = this.session!;
+    const req = decodeLogoutRequest(pdu);
+    s.order(req.cmdSN, req.immediate, () => {
+      if (req.reason === 2) {
+        this.send(encodeLogoutResponse({ ...this.trio(true), itt: req.itt, response: 2, time2Wait: 0, time2Retain: 0 }), null);
+        return;
+      }
+      if (req.reason === 1 && req.cid !== this.cid) {
+        const other = s.connections.get(req.cid);
+        if (other === undefined) {
+          this.send(encodeLogoutResponse({ ...this.trio(true), itt: req.itt, response: 1, time2Wait: 0, time2Retain: 0 }), null);
+          return;
+        }
+        other.close(`logged out by connection ${this.cid}`);
+        this.send(encodeLogoutResponse({ ...this.trio(true), itt: req.itt, response: 0, time2Wait: 0, time2Retain: 0 }), null);
+        return;
+      }
+      if (req.reason === 0) {
+        for (const c of [...s.connections.values()]) if (c !== this) c.close('session logged out');
+      } else if (req.reason !== 1) {
+        this.reject(pdu.bhs, REJECT_INVALID_FIELD);
+        return;
+      }
+      this.logoutPending = { itt: req.itt, session: req.reason === 0 };
+      if (this.mine.size === 0) this.answerLogout();
+    });
+  }
+
+  private answerLogout(): void {
+    const p = this.logoutPending!;
+    this.logoutPending = null;
+    this.send(encodeLogoutResponse({ ...this.trio(true), itt: p.itt, response: 0, time2Wait: 0, time2Retain: 0 }), null);
+    this.phase = 'closed';
+    this.teardown();
+    this.conn.close();
+  }
+}
+
+/** A protocol violation found after framing: closes the connection (ERL 0). */
+function violation(message: string): TesseraError {
+  return new TesseraError('ERR_PROTOCOL', message);
+}
+
+function internalFailureSense(): Buffer {
+  // Fixed format, HARDWARE ERROR, INTERNAL TARGET FAILURE (44/00) (SPC-4 4.5.3).
+  const b = Buffer.alloc(18);
+  b[0] = 0x70;
+  b[2] = 0x04;
+  b[7] = 10;
+  b[12] = 0x44;
+  return b;
+}
