@@ -21,11 +21,19 @@ test('defaults: everything under ./tessera-data', () => {
   assert.deepEqual(c, {
     dataDir: '/srv/work/tessera-data',
     nbd: { host: '127.0.0.1', port: 10809 },
+    iscsi: { host: '127.0.0.1', port: 3260 },
     api: { socket: '/srv/work/tessera-data/tessera.sock', port: undefined },
     device: { path: '/srv/work/tessera-data/dev0.img', sizeBytes: 16 * 2 ** 30, directIo: 'off' },
     defaultVolume: { name: 'vol0', sizeBytes: 10 * 2 ** 30 },
   });
   assert.equal(DEFAULTS.nbdPort, 10809);
+});
+
+test('iSCSI portal: a port, -1 (the flag "off") for none, and bad values named by flag or field', () => {
+  assert.deepEqual(resolveConfig({ cwd, flags: { iscsi: { port: 3261, host: '0.0.0.0' } } }).iscsi, { host: '0.0.0.0', port: 3261 });
+  assert.equal(resolveConfig({ cwd, flags: { iscsi: { port: -1 } } }).iscsi.port, null);
+  fails(() => resolveConfig({ cwd, flags: { iscsi: { port: Number('abc') } } }), /--iscsi-port: must be a port number or "off"/);
+  fails(() => resolveConfig({ cwd, flags: { iscsi: { port: 70000 } } }), /--iscsi-port: must be 0..65535 or "off"/);
 });
 
 test('file values; relative paths are relative to the file; size strings', () => {
@@ -60,7 +68,7 @@ test('file errors name the file and the field', () => {
   fails(() => resolveConfig({ cwd, file: file({ device: { directIo: 'maybe' } }) }), /field "device\.directIo": must be "auto", "on" or "off"/);
   fails(() => resolveConfig({ cwd, file: file({ defaultVolume: { name: '-bad' } }) }), /field "defaultVolume\.name": must be 1-64/);
   fails(() => resolveConfig({ cwd, file: file({ nbd: { prot: 1 } }) }), /field "nbd\.prot": unknown field \(known fields: nbd\.host, nbd\.port\)/);
-  fails(() => resolveConfig({ cwd, file: file({ datadir: 'x' }) }), /field "datadir": unknown field \(known fields: dataDir, nbd, api, device, defaultVolume\)/);
+  fails(() => resolveConfig({ cwd, file: file({ datadir: 'x' }) }), /field "datadir": unknown field \(known fields: dataDir, nbd, iscsi, api, device, defaultVolume\)/);
   fails(() => resolveConfig({ cwd, file: file([1]) }), /config file t\.json: must be a JSON object/);
   fails(() => resolveConfig({ cwd, file: { path: 't.json', text: '{ "nbd": ' } }), /config file t\.json: not valid JSON/);
 });
