@@ -142,18 +142,31 @@ export class IscsiService implements IscsiAdmin {
     }
   }
 
-  private persistInBackground(): void {
-    this.persisting = this.persisting
-      .then(() => replaceStateFile(this.file, formatIscsiConfig(this.cfg)))
-      .catch((err: Error) => this.opts.log('error', `saving ${this.file} failed: ${err.message}`));
+  /** Runs config changes one at a time (the API's calls and the refresh's LUN assignments). */
+  private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.persisting.then(fn);
+    this.persisting = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
   }
 
-  /** Persists `next`, then makes it current and applies it. */
-  private async commit(next: IscsiConfig): Promise<void> {
-    await this.persisting;
-    await replaceStateFile(this.file, formatIscsiConfig(next));
-    this.cfg = next;
-    this.refresh();
+  private persistInBackground(): void {
+    void this.serialized(() => replaceStateFile(this.file, formatIscsiConfig(this.cfg))).catch((err: Error) => this.opts.log('error', `saving ${this.file} failed: ${err.message}`));
+  }
+
+  /**
+   * Computes the new config from the current one inside the queue (so concurrent
+   * changes never lose each other), persists it, then makes it current and applies it.
+   */
+  private commit(edit: (cfg: IscsiConfig) => IscsiConfig): Promise<void> {
+    return this.serialized(async () => {
+      const next = edit(this.cfg);
+      await replaceStateFile(this.file, formatIscsiConfig(next));
+      this.cfg = next;
+      this.refresh();
+    });
   }
 
   async close(): Promise<void> {
@@ -198,35 +211,39 @@ export class IscsiService implements IscsiAdmin {
   }
 
   async createTarget(req: { name: string; alias?: string; initiators?: string[]; chap?: IscsiChapRequest | null }): Promise<IscsiTargetInfo> {
-    await this.commit(createTarget(this.cfg, { name: req.name, ...(req.alias !== undefined ? { alias: req.alias } : {}), initiators: req.initiators ?? [], chap: chapOf(req.chap ?? null) }));
+    await this.commit((cfg) => createTarget(cfg, { name: req.name, ...(req.alias !== undefined ? { alias: req.alias } : {}), initiators: req.initiators ?? [], chap: chapOf(req.chap ?? null) }));
     this.opts.log('info', `created target ${req.name}`);
     return this.info(req.name);
   }
 
   async deleteTarget(name: string): Promise<void> {
-    const next = deleteTarget(this.cfg, name);
+    deleteTarget(this.cfg, name); // refuses the default target and unknown names before anything ends
     this.server.portal.closeSessions(name, `target ${name} deleted`);
-    await this.commit(next);
+    await this.commit((cfg) => deleteTarget(cfg, name));
     this.opts.log('info', `deleted target ${name}`);
   }
 
   async mapLun(target: string, volume: string, lun?: number): Promise<IscsiTargetInfo> {
     const info = this.opts.store.info(volume);
-    const r = mapLun(this.cfg, target, info.id, lun);
-    await this.commit(r.cfg);
-    this.opts.log('info', `${volume} is LUN ${r.lun} of ${target}`);
+    let chosen = -1;
+    await this.commit((cfg) => {
+      const r = mapLun(cfg, target, info.id, lun);
+      chosen = r.lun;
+      return r.cfg;
+    });
+    this.opts.log('info', `${volume} is LUN ${chosen} of ${target}`);
     return this.info(target);
   }
 
   async unmapLun(target: string, lun: number): Promise<IscsiTargetInfo> {
-    await this.commit(unmapLun(this.cfg, target, lun));
+    await this.commit((cfg) => unmapLun(cfg, target, lun));
     this.opts.log('info', `removed LUN ${lun} of ${target}`);
     return this.info(target);
   }
 
   async setInitiators(target: string, initiators: string[]): Promise<IscsiTargetInfo> {
     if (target !== DEFAULT_TARGET_NAME && !this.cfg.targets.some((t) => t.name === target)) throw new TesseraError('ERR_NOT_FOUND', `no target ${target}`);
-    await this.commit(setInitiators(this.cfg, target, initiators));
+    await this.commit((cfg) => setInitiators(cfg, target, initiators));
     // Sessions of initiators that are no longer allowed end now.
     const allowed = new Set(initiators);
     if (allowed.size > 0) this.server.portal.closeSessionsWhere(target, (initiator) => !allowed.has(initiator), 'initiator no longer allowed');
@@ -235,7 +252,7 @@ export class IscsiService implements IscsiAdmin {
 
   async setChap(target: string, chap: IscsiChapRequest | null): Promise<IscsiTargetInfo> {
     if (target !== DEFAULT_TARGET_NAME && !this.cfg.targets.some((t) => t.name === target)) throw new TesseraError('ERR_NOT_FOUND', `no target ${target}`);
-    await this.commit(setChap(this.cfg, target, chapOf(chap)));
+    await this.commit((cfg) => setChap(cfg, target, chapOf(chap)));
     return this.info(target);
   }
 }

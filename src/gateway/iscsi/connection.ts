@@ -97,6 +97,8 @@ export interface ConnectionHost {
   readonly maxRecvDataSegmentBytes: number;
   /** Largest write we buffer for one task. */
   readonly maxTaskDataBytes: number;
+  /** Data (write buffers and read results) one connection's open tasks may hold before it stops reading. */
+  readonly bufferedBytesMax: number;
   newLogin(): LoginDriver;
   /** Normalizes a completed login's negotiated parameters. */
   outcome(step: LoginStepView): LoginOutcome;
@@ -120,6 +122,7 @@ const REJECT_DATA_DIGEST = 0x02;
 const REJECT_PROTOCOL = 0x04;
 const REJECT_NOT_SUPPORTED = 0x05;
 const REJECT_INVALID_FIELD = 0x09;
+const REJECT_WAITING_FOR_LOGOUT = 0x0c;
 /** During login the RFC default applies: 8192 bytes (RFC 7143 §13.12). */
 const LOGIN_DATA_SEGMENT_BYTES_MAX = 8192;
 /** Parts of a split SendTargets answer kept for continuation. */
@@ -142,6 +145,11 @@ export class IscsiConnection implements SessionConnection {
   private textPending: { ttt: number; itt: number; data: Buffer; offset: number } | null = null;
   /** Tasks of this connection not yet answered (for logout and whenIdle). */
   private readonly mine = new Set<Task>();
+  /** Bytes the open tasks of this connection may hold (kept write data + expected read data). */
+  private taskBytes = 0;
+  private readonly taskCost = new Map<Task, number>();
+  /** Cached per session: the Data-Out limits never change after login. */
+  private limitsCache: DataOutLimits | null = null;
   private idleWaiters: Array<() => void> = [];
 
   constructor(
@@ -200,9 +208,11 @@ export class IscsiConnection implements SessionConnection {
         this.host.sessionEnded(s);
       }
     }
-    for (const t of this.mine) {
+    // Tasks that never reached the volume end now; running ones end in complete().
+    for (const t of [...this.mine]) {
       t.aborted = true;
       t.discard();
+      if (t.state !== 'executing') this.finish(t);
     }
     this.byTtt.clear();
   }
@@ -238,14 +248,17 @@ export class IscsiConnection implements SessionConnection {
   }
 
   private updateReading(): void {
+    if (this.phase === 'closed') return;
     const s = this.session;
-    const busy = this.transportFull || (s !== null && s.tasks.size >= this.host.queueDepth * 2);
+    const busy = this.transportFull || this.taskBytes > this.host.bufferedBytesMax || (s !== null && s.tasks.size >= this.host.queueDepth * 2);
     if (busy && !this.paused) {
       this.paused = true;
       this.conn.pauseReading();
     } else if (!busy && this.paused) {
       this.paused = false;
       this.conn.resumeReading();
+      // PDUs already framed wait in the reader: go on with them (not from inside a completion).
+      setImmediate(() => this.pump());
     }
   }
 
@@ -288,6 +301,12 @@ export class IscsiConnection implements SessionConnection {
     let tsih = req.tsih;
     let cmdSN = req.cmdSN;
     let maxCmdSN = snAdd(req.cmdSN, this.host.queueDepth - 1);
+    const joining = req.tsih !== 0 ? this.host.sessions.byId(req.tsih) : null;
+    if (joining !== null) {
+      // A connection joining a session never sees its window move backwards.
+      cmdSN = joining.expCmdSN;
+      maxCmdSN = joining.maxCmdSN();
+    }
     let joined: IscsiSession | null = null;
     let outcome: LoginOutcome | null = null;
     if (step.outcome === 'complete') {
@@ -323,7 +342,12 @@ export class IscsiConnection implements SessionConnection {
       const s = sessions.byId(o.tsih);
       if (s === null || s.initiatorName !== o.initiatorName || !s.isid.equals(o.isid) || (s.target?.name ?? null) !== o.targetName) return 'no-session';
       const old = s.connections.get(o.cid);
-      if (old !== undefined) old.close('connection reinstated by a new login with the same CID');
+      if (old !== undefined) {
+        // Connection reinstatement keeps the session even when this was its only connection.
+        s.replacing = true;
+        old.close('connection reinstated by a new login with the same CID');
+        s.replacing = false;
+      }
       else if (s.connections.size >= s.limits.maxConnections) return 'too-many';
       return s;
     }
@@ -362,7 +386,13 @@ export class IscsiConnection implements SessionConnection {
     const s = this.session!;
     const op = pdu.header.opcode;
     if (!pdu.dataDigestOk) {
-      // RFC 7143 §7.? at ERL 0: reject the PDU; a command whose data is lost fails at the initiator's timeout or abort.
+      // RFC 7143 §7.8 at ERL 0: write data that failed its digest cannot be recovered
+      // (no recovery R2T at ERL 0), so the connection ends and its tasks with it; any
+      // other PDU is rejected and the initiator may resend it.
+      if (op === P.OP_SCSI_CMD || op === P.OP_DATA_OUT) {
+        this.close('data digest error in write data');
+        return;
+      }
       this.reject(pdu.bhs, REJECT_DATA_DIGEST);
       return;
     }
@@ -400,19 +430,23 @@ export class IscsiConnection implements SessionConnection {
     const run = (): void => {
       if (nop.itt === P.TAG_NONE) return; // an answer to our NOP-In, or a ping that wants no reply
       const data = pdu.data.length > this.initiatorMrdslBytes ? pdu.data.subarray(0, this.initiatorMrdslBytes) : pdu.data;
-      this.send(encodeNopIn({ ...this.trio(true), lun: nop.lun, itt: nop.itt, ttt: P.TAG_NONE }, data.length), data);
+      this.send(encodeNopIn({ ...this.trio(true), lun: Math.max(0, nop.lun), itt: nop.itt, ttt: P.TAG_NONE }, data.length), data);
     };
     // A NOP-Out with I=0 and a reply wanted takes a CmdSN like any command.
-    s.order(nop.cmdSN, nop.immediate || nop.itt === P.TAG_NONE, run);
+    s.order(nop.cmdSN, nop.immediate || nop.itt === P.TAG_NONE, run, this);
   }
 
   private onScsiCommand(pdu: InPdu): void {
     const s = this.session!;
+    if (this.logoutPending !== null) {
+      this.reject(pdu.bhs, REJECT_WAITING_FOR_LOGOUT);
+      return;
+    }
     const cmd = decodeScsiCommand(pdu);
     const writeBytes = cmd.write ? cmd.expectedDataTransferLength : 0;
     if (!cmd.write && pdu.data.length > 0) throw violation(`SCSI command with ${pdu.data.length} bytes of immediate data but no W bit`);
     if (pdu.data.length > 0 && !s.limits.immediateData) throw violation('immediate data sent with ImmediateData=No');
-    const task = new Task(cmd, writeBytes, writeBytes <= this.host.maxTaskDataBytes);
+    const task = new Task(cmd, writeBytes, Math.min(writeBytes, this.host.maxTaskDataBytes));
     const lu = s.target?.lu(cmd.lun) ?? null;
     const open: OpenTask = { task, conn: this, lu };
     if (!s.addTask(open)) {
@@ -420,19 +454,28 @@ export class IscsiConnection implements SessionConnection {
       return;
     }
     this.mine.add(task);
+    const cost = Math.min(writeBytes, this.host.maxTaskDataBytes) + (cmd.read ? Math.min(cmd.expectedDataTransferLength, this.host.maxTaskDataBytes) : 0);
+    this.taskCost.set(task, cost);
+    this.taskBytes += cost;
     const err = task.begin(pdu.data, this.dataOutLimits());
     if (err !== null) throw violation(err);
-    const accepted = s.order(cmd.cmdSN, cmd.immediate, () => {
-      task.ordered = true;
-      if (task.complete()) this.execute(open);
-    });
+    const accepted = s.order(
+      cmd.cmdSN,
+      cmd.immediate,
+      () => {
+        task.ordered = true;
+        if (task.complete()) this.execute(open);
+        else this.sendR2ts(open);
+      },
+      this,
+    );
     if (!accepted) {
       this.host.log('warn', `${this.label}: CmdSN ${cmd.cmdSN} outside [${s.expCmdSN}, ${s.maxCmdSN()}]; dropped`);
       this.finish(task);
       return;
     }
-    // R2Ts may go out before the command's turn comes: data is buffered, execution waits for order.
-    if (!task.complete() && !task.aborted) this.sendR2ts(open);
+    // R2Ts go out only once the command's turn came: a command held for CmdSN order
+    // makes the initiator buffer its data, not us.
     this.updateReading();
   }
 
@@ -440,7 +483,7 @@ export class IscsiConnection implements SessionConnection {
     const task = open.task;
     for (const seq of task.nextR2ts(this.dataOutLimits(), () => this.allocTtt())) {
       this.byTtt.set(seq.ttt, task);
-      const f = { ...this.trio(false), lun: task.cmd.lun, itt: task.itt, ttt: seq.ttt, r2tSN: seq.r2tSN, bufferOffset: seq.offsetBytes, desiredDataTransferLength: seq.lengthBytes };
+      const f = { ...this.trio(false), lun: Math.max(0, task.cmd.lun), itt: task.itt, ttt: seq.ttt, r2tSN: seq.r2tSN, bufferOffset: seq.offsetBytes, desiredDataTransferLength: seq.lengthBytes };
       this.send(encodeR2t(f), null);
     }
   }
@@ -454,8 +497,11 @@ export class IscsiConnection implements SessionConnection {
   }
 
   private dataOutLimits(): DataOutLimits {
-    const l = this.session!.limits;
-    return { initialR2t: l.initialR2t, firstBurstBytes: l.firstBurstBytes, maxBurstBytes: l.maxBurstBytes, maxOutstandingR2t: l.maxOutstandingR2t };
+    if (this.limitsCache === null) {
+      const l = this.session!.limits;
+      this.limitsCache = { initialR2t: l.initialR2t, firstBurstBytes: l.firstBurstBytes, maxBurstBytes: l.maxBurstBytes, maxOutstandingR2t: l.maxOutstandingR2t };
+    }
+    return this.limitsCache;
   }
 
   private onDataOut(pdu: InPdu): void {
@@ -472,8 +518,9 @@ export class IscsiConnection implements SessionConnection {
     const closed = task.acceptDataOut(d, pdu.data);
     if (closed !== P.TAG_NONE) this.byTtt.delete(closed);
     if (task.aborted) return;
-    if (!task.complete()) this.sendR2ts(open);
-    else if (task.ordered && task.state !== 'executing') this.execute(open);
+    if (!task.complete()) {
+      if (task.ordered) this.sendR2ts(open);
+    } else if (task.ordered && task.state !== 'executing') this.execute(open);
   }
 
   // ---- execution ----
@@ -523,21 +570,24 @@ export class IscsiConnection implements SessionConnection {
 
   private sendDataIn(cmd: ScsiCommandPdu, data: Buffer, status: { status: number; overflow: boolean; underflow: boolean; residual: number } | null): void {
     const chunk = this.initiatorMrdslBytes;
+    const burst = this.session!.limits.maxBurstBytes;
     let dataSN = 0;
     for (let off = 0; off < data.length; off += chunk) {
-      const end = Math.min(data.length, off + chunk);
+      // A Data-In sequence carries at most MaxBurstLength bytes (RFC 7143 §13.13): F ends each.
+      const end = Math.min(data.length, off + chunk, (Math.floor(off / burst) + 1) * burst);
       const last = end === data.length;
+      const sequenceEnd = last || end % burst === 0;
       const withStatus = last && status !== null;
       const sn = withStatus ? this.trio(true) : this.trio(false);
       const f: P.DataInFields = {
         ...sn,
-        final: last,
+        final: sequenceEnd,
         hasStatus: withStatus,
         status: withStatus ? status.status : 0,
         overflow: withStatus && status.overflow,
         underflow: withStatus && status.underflow,
         residualCount: withStatus && (status.overflow || status.underflow) ? status.residual : 0,
-        lun: cmd.lun,
+        lun: Math.max(0, cmd.lun), // an address we do not decode (-1) is answered as LUN 0
         itt: cmd.itt,
         ttt: P.TAG_NONE,
         dataSN: dataSN++,
@@ -553,13 +603,16 @@ export class IscsiConnection implements SessionConnection {
     task.state = 'done';
     this.session?.removeTask(task);
     for (const r of task.r2ts) this.byTtt.delete(r.ttt);
-    this.mine.delete(task);
+    if (this.mine.delete(task)) {
+      this.taskBytes -= this.taskCost.get(task) ?? 0;
+      this.taskCost.delete(task);
+    }
     this.updateReading();
     if (this.mine.size === 0) {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
       for (const w of waiters) w();
-      if (this.logoutPending !== null) this.answerLogout();
+      if (this.logoutPending !== null && this.phase !== 'closed') this.answerLogout();
     }
   }
 
@@ -568,7 +621,7 @@ export class IscsiConnection implements SessionConnection {
   private onText(pdu: InPdu): void {
     const s = this.session!;
     const req = decodeTextRequest(pdu);
-    s.order(req.cmdSN, req.immediate, () => {
+    s.order(req.cmdSN, req.immediate, (): void => {
       if (req.ttt !== P.TAG_NONE) {
         const pending = this.textPending;
         if (pending === null || pending.ttt !== req.ttt) {
@@ -594,7 +647,7 @@ export class IscsiConnection implements SessionConnection {
       if (data.length > TEXT_PENDING_BYTES_MAX) data = data.subarray(0, 0);
       this.textPending = { ttt: this.allocTtt(), itt: req.itt, data, offset: 0 };
       this.sendTextPart(req.itt, req.lun);
-    });
+    }, this);
   }
 
   private sendTextPart(itt: number, lun: number): void {
@@ -604,7 +657,7 @@ export class IscsiConnection implements SessionConnection {
     p.offset = end;
     const more = end < p.data.length;
     if (!more) this.textPending = null;
-    this.send(encodeTextResponse({ ...this.trio(true), final: !more, cont: more, lun, itt, ttt: more ? p.ttt : P.TAG_NONE }, part.length), part);
+    this.send(encodeTextResponse({ ...this.trio(true), final: !more, cont: more, lun: Math.max(0, lun), itt, ttt: more ? p.ttt : P.TAG_NONE }, part.length), part);
   }
 
   // ---- task management (RFC 7143 §11.5) ----
@@ -612,7 +665,7 @@ export class IscsiConnection implements SessionConnection {
   private onTmf(pdu: InPdu): void {
     const s = this.session!;
     const req = decodeTmfRequest(pdu);
-    s.order(req.cmdSN, req.immediate, () => {
+    s.order(req.cmdSN, req.immediate, (): void => {
       void this.host.taskManagement(s, req).then(
         (response) => this.send(encodeTmfResponse({ ...this.trio(true), itt: req.itt, response }), null),
         (err) => {
@@ -620,7 +673,7 @@ export class IscsiConnection implements SessionConnection {
           this.send(encodeTmfResponse({ ...this.trio(true), itt: req.itt, response: 255 }), null);
         },
       );
-    });
+    }, this);
   }
 
   /** Aborts one of this connection's tasks: its R2Ts end, data arriving later is dropped. */
@@ -628,6 +681,8 @@ export class IscsiConnection implements SessionConnection {
     task.aborted = true;
     task.discard();
     for (const r of task.r2ts) this.byTtt.delete(r.ttt);
+    // Its ITT is free again at once; a running one stays a zombie until the volume is done.
+    this.session?.retire(task);
     if (task.state !== 'executing') this.finish(task);
   }
 
@@ -636,7 +691,7 @@ export class IscsiConnection implements SessionConnection {
   private onLogout(pdu: InPdu): void {
     const s = this.session!;
     const req = decodeLogoutRequest(pdu);
-    s.order(req.cmdSN, req.immediate, () => {
+    s.order(req.cmdSN, req.immediate, (): void => {
       if (req.reason === 2) {
         this.send(encodeLogoutResponse({ ...this.trio(true), itt: req.itt, response: 2, time2Wait: 0, time2Retain: 0 }), null);
         return;
@@ -658,8 +713,10 @@ export class IscsiConnection implements SessionConnection {
         return;
       }
       this.logoutPending = { itt: req.itt, session: req.reason === 0 };
+      // RFC 7143 §11.14: pending commands end; only those already on the volume are waited for.
+      for (const t of [...this.mine]) if (t.state !== 'executing') this.abortTask(t);
       if (this.mine.size === 0) this.answerLogout();
-    });
+    }, this);
   }
 
   private answerLogout(): void {

@@ -17,13 +17,15 @@ import type { Volume, VolumeInfo, VolumeStore } from '../../volume/types.js';
 import type { AccessClass, LogicalUnit, Nexus, PrEffects, PrStore, ReservationGate, ScsiResult } from '../scsi/types.js';
 import { SK_ILLEGAL_REQUEST, checkCondition } from '../scsi/sense.js';
 import { answerMissingLun } from '../scsi/luns.js';
+import { accessClass } from '../scsi/lu.js';
+import type { Task } from './task.js';
 import type { LoginDriver, LoginOutcome, LoginStepView, LogFn, ConnectionHost } from './connection.js';
 import { LoginMachine, sendTargetsResponse } from './login.js';
 import type { LoginResult, LoginTarget, LoginTargets } from './login.js';
 import type { TargetLimits } from './negotiate.js';
 import { defaultTargetLimits } from './negotiate.js';
 import type { ScsiCommandPdu, TmfRequestPdu } from './pdu-types.js';
-import { snLe, snLt } from './serial.js';
+import { snLt } from './serial.js';
 import type { IscsiSession, OpenTask, TargetView } from './session.js';
 import { SessionTable } from './session.js';
 import { DEFAULT_TARGET_NAME, syncDefaultLuns } from './targets.js';
@@ -60,8 +62,9 @@ export interface PortalOptions {
   limits?: Partial<TargetLimits>;
   queueDepth?: number;
   maxTaskDataBytes?: number;
+  /** Bytes one connection's open tasks may hold before it stops reading (backpressure). */
+  bufferedBytesMax?: number;
   sessionsMax?: number;
-  abortWaitMs?: number;
   randomBytes?: (n: number) => Buffer;
   nowMs?: () => number;
 }
@@ -69,9 +72,10 @@ export interface PortalOptions {
 const QUEUE_DEPTH_DEFAULT = 128;
 /** INQUIRY identification for LUNs that do not exist (peripheral qualifier 011b). */
 const MISSING_LUN_ID = { vendor: 'TESSERA', product: 'VOLUME', revision: '0001' };
-const TASK_DATA_BYTES_MAX_DEFAULT = 16 * 1024 * 1024;
+/** The LU never moves more than its maximum transfer length (8 MiB) per command. */
+const TASK_DATA_BYTES_MAX_DEFAULT = 8 * 1024 * 1024;
+const BUFFERED_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
 const SESSIONS_MAX_DEFAULT = 1024;
-const ABORT_WAIT_MS_DEFAULT = 30_000;
 
 /** TMF function codes and responses (RFC 7143 §11.5.1, §11.6.1). */
 const TMF_ABORT_TASK = 1;
@@ -190,12 +194,12 @@ export class Portal implements ConnectionHost, LoginTargets {
   readonly queueDepth: number;
   readonly maxRecvDataSegmentBytes: number;
   readonly maxTaskDataBytes: number;
+  readonly bufferedBytesMax: number;
   private readonly limits: TargetLimits;
   private readonly targets = new Map<string, PortalTarget>();
   private readonly gates = new Map<number, ReservationGate>();
   private readonly address: string;
   private readonly randomBytes: (n: number) => Buffer;
-  private readonly abortWaitMs: number;
   private closed = false;
 
   constructor(
@@ -207,11 +211,11 @@ export class Portal implements ConnectionHost, LoginTargets {
     this.queueDepth = opts.queueDepth ?? QUEUE_DEPTH_DEFAULT;
     this.maxRecvDataSegmentBytes = this.limits.maxRecvDataSegmentBytes;
     this.maxTaskDataBytes = opts.maxTaskDataBytes ?? TASK_DATA_BYTES_MAX_DEFAULT;
+    this.bufferedBytesMax = opts.bufferedBytesMax ?? BUFFERED_BYTES_MAX_DEFAULT;
     this.sessions = new SessionTable(opts.sessionsMax ?? SESSIONS_MAX_DEFAULT);
     const h = opts.address.host;
     this.address = `${h.includes(':') ? `[${h}]` : h}:${opts.address.port}`;
     this.randomBytes = opts.randomBytes ?? cryptoRandomBytes;
-    this.abortWaitMs = opts.abortWaitMs ?? ABORT_WAIT_MS_DEFAULT;
     this.refresh();
   }
 
@@ -249,6 +253,7 @@ export class Portal implements ConnectionHost, LoginTargets {
 
   private syncLus(t: PortalTarget, luns: LunMapping[], byId: Map<number, VolumeInfo>): void {
     const keep = new Set<number>();
+    let changed = false;
     for (const m of luns) {
       const info = byId.get(m.volumeId);
       if (info === undefined) continue; // the volume is gone: the LUN disappears
@@ -258,12 +263,16 @@ export class Portal implements ConnectionHost, LoginTargets {
       const handle = this.opts.makeLu({ lun: m.lun, volume, info, targetName: t.name, gate: this.gateFor(info.id) });
       t.lus.set(m.lun, handle);
       t.volumeOfLun.set(m.lun, m.volumeId);
+      changed = true;
     }
     for (const lun of [...t.lus.keys()]) {
       if (keep.has(lun)) continue;
       t.lus.delete(lun);
       t.volumeOfLun.delete(lun);
+      changed = true;
     }
+    // Initiators logged in must rescan: REPORTED LUNS DATA HAS CHANGED (SPC-4 Annex; 3F/0E).
+    if (changed) for (const h of t.lus.values()) h.lu.raiseUnitAttention(0x3f, 0x0e);
   }
 
   private gateFor(volumeId: number): ReservationGate {
@@ -422,7 +431,7 @@ export class Portal implements ConnectionHost, LoginTargets {
         return this.abortTask(s, req);
       case TMF_ABORT_TASK_SET: {
         if (target.lu(req.lun) === null) return TMF_NO_LUN;
-        await this.abortAll(s.tasksOn(req.lun).filter((t) => t.task.itt !== req.itt));
+        await this.abortAll(s.tasksOn(req.lun), [...s.zombies].filter((z) => z.cmd.lun === req.lun));
         return TMF_COMPLETE;
       }
       case TMF_CLEAR_TASK_SET:
@@ -430,22 +439,34 @@ export class Portal implements ConnectionHost, LoginTargets {
         const handle = target.lus.get(req.lun);
         if (handle === undefined) return TMF_NO_LUN;
         const volumeId = target.volumeOfLun.get(req.lun);
-        const victims: OpenTask[] = [];
-        for (const other of this.sessions.all()) {
+        const onVolume = (other: IscsiSession, lun: number) => {
           const ot = other.target === null ? undefined : this.targets.get(other.target.name);
-          for (const open of other.tasksOn(null)) if (ot?.volumeOfLun.get(open.task.cmd.lun) === volumeId && open.task.itt !== req.itt) victims.push(open);
+          return ot?.volumeOfLun.get(lun) === volumeId;
+        };
+        const victims: OpenTask[] = [];
+        const zombies: Task[] = [];
+        for (const other of this.sessions.all()) {
+          for (const open of other.tasksOn(null)) if (onVolume(other, open.task.cmd.lun)) victims.push(open);
+          for (const z of other.zombies) if (onVolume(other, z.cmd.lun)) zombies.push(z);
         }
-        await this.abortAll(victims);
+        await this.abortAll(victims, zombies);
         const [asc, ascq] = req.func === TMF_LU_RESET ? UA_BUS_DEVICE_RESET : UA_COMMANDS_CLEARED_BY_ANOTHER;
-        if (req.func === TMF_LU_RESET) for (const lu of this.lusOfVolume(volumeId)) lu.reset();
-        handle.lu.raiseUnitAttention(asc, ascq, req.func === TMF_LU_RESET ? undefined : s.nexus?.key);
+        for (const lu of this.lusOfVolume(volumeId)) {
+          if (req.func === TMF_LU_RESET) lu.reset();
+          lu.raiseUnitAttention(asc, ascq, req.func === TMF_LU_RESET ? undefined : s.nexus?.key);
+        }
         if (req.func === TMF_LU_RESET) this.log('info', `LU reset of ${target.name} LUN ${req.lun} by ${s.initiatorName}`);
         return TMF_COMPLETE;
       }
       case TMF_TARGET_WARM_RESET: {
         const victims: OpenTask[] = [];
-        for (const other of this.sessions.all()) if (other.target?.name === target.name) victims.push(...other.tasksOn(null).filter((t) => t.task.itt !== req.itt || other !== s));
-        await this.abortAll(victims);
+        const zombies: Task[] = [];
+        for (const other of this.sessions.all()) {
+          if (other.target?.name !== target.name) continue;
+          victims.push(...other.tasksOn(null));
+          zombies.push(...other.zombies);
+        }
+        await this.abortAll(victims, zombies);
         for (const h of target.lus.values()) {
           h.lu.reset();
           h.lu.raiseUnitAttention(UA_TARGET_RESET[0], UA_TARGET_RESET[1]);
@@ -467,11 +488,12 @@ export class Portal implements ConnectionHost, LoginTargets {
     const open = s.tasks.get(req.referencedTaskTag);
     if (open === undefined || open.task.cmd.lun !== req.lun) {
       // RFC 7143 §11.5.1: no such task, but RefCmdSN is inside the window and before
-      // this request: the command may still arrive; answer "complete" (it counts as received).
-      const inWindow = snLe(s.expCmdSN, req.refCmdSN) && snLt(req.refCmdSN, req.cmdSN);
-      return inWindow ? TMF_COMPLETE : TMF_NO_TASK;
+      // this request: the command counts as received (a late arrival is dropped) and
+      // the answer is "function complete"; otherwise "task does not exist".
+      const before = snLt(req.refCmdSN, req.cmdSN);
+      return before && s.tombstone(req.refCmdSN) ? TMF_COMPLETE : TMF_NO_TASK;
     }
-    await this.abortAll([open]);
+    await this.abortAll([open], []);
     return TMF_COMPLETE;
   }
 
@@ -479,23 +501,18 @@ export class Portal implements ConnectionHost, LoginTargets {
     open.conn.abortTask(open.task);
   }
 
-  /** Aborts tasks; resolves once the writes among them that reached the volume have settled (bounded). */
-  private async abortAll(victims: OpenTask[]): Promise<void> {
+  /**
+   * Aborts tasks; resolves once none of them (nor the zombies given) can still
+   * change the medium. Reads are not waited for: their result is simply dropped.
+   */
+  private async abortAll(victims: OpenTask[], zombies: Task[]): Promise<void> {
     const waits: Array<Promise<void>> = [];
     for (const open of victims) {
-      const executing = open.task.state === 'executing' && open.task.settled !== null;
+      const running = open.task.state === 'executing' && open.task.settled !== null ? open.task.settled : null;
       this.abort(open);
-      if (executing && open.task.cmd.write) waits.push(open.task.settled!);
+      if (running !== null && accessClass(open.task.cmd.cdb) !== 'read') waits.push(running);
     }
-    if (waits.length === 0) return;
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<void>((resolve) => {
-      timer = setTimeout(() => {
-        this.log('warn', `${waits.length} aborted write(s) still running on the volume after ${this.abortWaitMs} ms; answering the task management request anyway`);
-        resolve();
-      }, this.abortWaitMs);
-    });
-    await Promise.race([Promise.all(waits), timeout]);
-    clearTimeout(timer);
+    for (const z of zombies) if (z.settled !== null && accessClass(z.cmd.cdb) !== 'read') waits.push(z.settled);
+    if (waits.length > 0) await Promise.all(waits);
   }
 }

@@ -53,7 +53,7 @@ test('RFC 7143 §4.2.2.1: MaxCmdSN shrinks with open tasks but is never advertis
   assert.equal(s.maxCmdSN(), 103);
   for (let i = 0; i < 4; i++) {
     s.order(100 + i, false, () => undefined);
-    s.addTask({ task: new Task(cmd({ itt: i }), 0, true), conn: { cid: 0, close: () => undefined, abortTask: () => undefined }, lu: null });
+    s.addTask({ task: new Task(cmd({ itt: i }), 0, 0), conn: { cid: 0, close: () => undefined, abortTask: () => undefined }, lu: null });
   }
   assert.equal(s.expCmdSN, 104);
   assert.equal(s.maxCmdSN(), 103, 'a full queue opens no room (MaxCmdSN = ExpCmdSN - 1)');
@@ -95,7 +95,7 @@ test('SessionTable: TSIHs are non-zero, unique, and run out at the session limit
 });
 
 test('RFC 7143 §11.8: R2Ts cover the buffer once, at most MaxOutstandingR2T open, each ≤ MaxBurstLength', () => {
-  const task = new Task(cmd({ expectedDataTransferLength: 1_000_000 }), 1_000_000, true);
+  const task = new Task(cmd({ expectedDataTransferLength: 1_000_000 }), 1_000_000, 1_000_000);
   assert.equal(task.begin(Buffer.alloc(4096, 1), LIMITS), null);
   let ttt = 10;
   const first = task.nextR2ts(LIMITS, () => ttt++);
@@ -111,7 +111,7 @@ test('RFC 7143 §11.8: R2Ts cover the buffer once, at most MaxOutstandingR2T ope
 
 test('RFC 7143 §11.7: wrong DataSN, offset, excess data or a missing F bit are protocol errors', () => {
   const mk = () => {
-    const t = new Task(cmd({ expectedDataTransferLength: 8192 }), 8192, true);
+    const t = new Task(cmd({ expectedDataTransferLength: 8192 }), 8192, 8192);
     t.begin(Buffer.alloc(0), LIMITS);
     const [r] = t.nextR2ts(LIMITS, () => 7);
     return { t, r };
@@ -127,7 +127,7 @@ test('RFC 7143 §11.7: wrong DataSN, offset, excess data or a missing F bit are 
 
 test('RFC 7143 §11.3.4: unsolicited Data-Out (InitialR2T=No, F=0) fills FirstBurstLength before any R2T', () => {
   const limits = { ...LIMITS, initialR2t: false, firstBurstBytes: 16384 };
-  const task = new Task(cmd({ final: false, expectedDataTransferLength: 65536 }), 65536, true);
+  const task = new Task(cmd({ final: false, expectedDataTransferLength: 65536 }), 65536, 65536);
   assert.equal(task.begin(Buffer.alloc(4096, 1), limits), null);
   assert.deepEqual(task.nextR2ts(limits, () => 1), [], 'R2Ts wait for the unsolicited burst');
   task.acceptDataOut({ final: true, lun: 0, itt: 1, ttt: TAG_NONE, expStatSN: 0, dataSN: 0, bufferOffset: 4096 }, Buffer.alloc(12288, 2));
@@ -136,9 +136,20 @@ test('RFC 7143 §11.3.4: unsolicited Data-Out (InitialR2T=No, F=0) fills FirstBu
   assert.equal(task.begin(Buffer.alloc(70000), limits) !== null, true, 'immediate data beyond FirstBurstLength is refused');
 });
 
+test('review #1: a write larger than the buffering limit keeps the prefix the CDB can use, never nothing', () => {
+  const task = new Task(cmd({ expectedDataTransferLength: 20_000 }), 20_000, 8192);
+  task.begin(Buffer.alloc(4096, 1), LIMITS);
+  const [r] = task.nextR2ts(LIMITS, () => 3);
+  task.acceptDataOut({ final: true, lun: 0, itt: 1, ttt: r.ttt, expStatSN: 0, dataSN: 0, bufferOffset: 4096 }, Buffer.alloc(15_904, 2));
+  assert.ok(task.complete());
+  const d = task.dataOut()!;
+  assert.equal(d.length, 8192);
+  assert.ok(d.subarray(0, 4096).equals(Buffer.alloc(4096, 1)) && d.subarray(4096).equals(Buffer.alloc(4096, 2)));
+});
+
 test('a write whose data arrives in one piece keeps that buffer (no copy)', () => {
   const data = Buffer.alloc(4096, 9);
-  const task = new Task(cmd({ expectedDataTransferLength: 4096 }), 4096, true);
+  const task = new Task(cmd({ expectedDataTransferLength: 4096 }), 4096, 4096);
   task.begin(data, LIMITS);
   assert.ok(task.complete());
   assert.equal(task.dataOut(), data);

@@ -56,8 +56,20 @@ export class IscsiSession {
   readonly tasks = new Map<number, OpenTask>();
   expCmdSN: number;
   private advertisedMaxCmdSN: number;
-  /** Commands received ahead of ExpCmdSN, keyed by CmdSN. */
-  private readonly held = new Map<number, () => void>();
+  /** Commands received ahead of ExpCmdSN, keyed by CmdSN; run null = its connection closed (slot kept). */
+  private readonly held = new Map<number, { conn: SessionConnection | null; run: (() => void) | null }>();
+  /**
+   * CmdSNs that count as received without ever running: ABORT TASK named a command
+   * that had not arrived (RFC 7143 §11.5.1 b). A late arrival is dropped.
+   */
+  private readonly tombstones = new Set<number>();
+  /**
+   * Tasks taken out of the task table (aborted, or their connection closed) whose
+   * medium access is still running: task management and reinstatement wait for them.
+   */
+  readonly zombies = new Set<Task>();
+  /** Set while a connection with the same CID replaces the only one: the session must not end. */
+  replacing = false;
   ended = false;
 
   constructor(
@@ -86,31 +98,53 @@ export class IscsiSession {
    * Orders a command: `run` is called now, later (when the commands before it
    * arrived) or never (outside the window). Returns false when it was dropped.
    */
-  order(cmdSN: number, immediate: boolean, run: () => void): boolean {
+  order(cmdSN: number, immediate: boolean, run: () => void, conn: SessionConnection | null = null): boolean {
     if (immediate) {
       run();
       return true;
     }
-    if (cmdSN === this.expCmdSN) {
+    if (this.tombstones.delete(cmdSN)) return false; // aborted before it arrived
+    if (cmdSN === this.expCmdSN && snLe(cmdSN, this.advertisedMaxCmdSN)) {
       this.expCmdSN = snAdd(this.expCmdSN, 1);
       run();
       this.releaseHeld();
       return true;
     }
     if (snLt(this.expCmdSN, cmdSN) && snLe(cmdSN, this.advertisedMaxCmdSN) && !this.held.has(cmdSN)) {
-      this.held.set(cmdSN, run);
+      this.held.set(cmdSN, { conn, run });
       return true;
     }
     return false;
   }
 
+  /**
+   * ABORT TASK for a command not received yet: its CmdSN counts as received
+   * (RFC 7143 §11.5.1), so the window moves on and a late arrival is dropped.
+   * Returns false when cmdSN is not inside the window.
+   */
+  tombstone(cmdSN: number): boolean {
+    if (!snLe(this.expCmdSN, cmdSN) || !snLe(cmdSN, this.advertisedMaxCmdSN) || this.held.has(cmdSN)) return false;
+    if (cmdSN === this.expCmdSN) {
+      this.expCmdSN = snAdd(this.expCmdSN, 1);
+      this.releaseHeld();
+    } else {
+      this.tombstones.add(cmdSN);
+    }
+    return true;
+  }
+
   private releaseHeld(): void {
     for (;;) {
-      const next = this.held.get(this.expCmdSN);
+      const sn = this.expCmdSN;
+      if (this.tombstones.delete(sn)) {
+        this.expCmdSN = snAdd(sn, 1);
+        continue;
+      }
+      const next = this.held.get(sn);
       if (next === undefined) return;
-      this.held.delete(this.expCmdSN);
-      this.expCmdSN = snAdd(this.expCmdSN, 1);
-      next();
+      this.held.delete(sn);
+      this.expCmdSN = snAdd(sn, 1);
+      next.run?.();
     }
   }
 
@@ -130,6 +164,17 @@ export class IscsiSession {
     if (open !== undefined && open.task === task) this.tasks.delete(task.itt);
   }
 
+  /**
+   * Takes a task out of the table (its ITT may be reused at once); one whose
+   * medium access still runs stays a zombie until that settles.
+   */
+  retire(task: Task): void {
+    this.removeTask(task);
+    if (task.state !== 'executing' || task.settled === null) return;
+    this.zombies.add(task);
+    void task.settled.then(() => this.zombies.delete(task));
+  }
+
   /** Tasks of this session, optionally only those of one LUN. */
   tasksOn(lun: number | null): OpenTask[] {
     const out: OpenTask[] = [];
@@ -137,18 +182,21 @@ export class IscsiSession {
     return out;
   }
 
-  /** Drops the tasks a closed connection owned (ERL 0: they are aborted). */
+  /** Drops the tasks a closed connection owned (ERL 0: they are aborted) and its held commands' work. */
   dropConnection(conn: SessionConnection): void {
     if (this.connections.get(conn.cid) === conn) this.connections.delete(conn.cid);
     for (const t of [...this.tasks.values()]) {
       if (t.conn !== conn) continue;
       t.task.aborted = true;
       t.task.discard();
-      this.tasks.delete(t.task.itt);
+      this.retire(t.task);
     }
-    if (this.connections.size === 0) {
+    // Their CmdSN slots stay, so the window still moves past them.
+    for (const h of this.held.values()) if (h.conn === conn) h.run = null;
+    if (this.connections.size === 0 && !this.replacing) {
       this.ended = true;
       this.held.clear();
+      this.tombstones.clear();
     }
   }
 }

@@ -12,7 +12,7 @@ test('RFC 7143 §4.2.7: iqn., eui. and naa. names are accepted; others are not',
   for (const bad of ['', 'iqn.26-11.x', 'iqn.2026-11.Upper:x', 'target0', 'iqn.2026-11.x:has space', 'eui.123']) assert.throws(() => checkIscsiName(bad, 'target'), code('ERR_INVALID'), bad);
 });
 
-test('the default target keeps each volume’s LUN; new volumes get the lowest free one; deleted ones free theirs', () => {
+test('the default target keeps each volume’s LUN; new volumes get the next LUN up, so a deleted volume’s LUN is not reused (review #5)', () => {
   let { cfg, changed } = syncDefaultLuns(emptyIscsiConfig(), [30, 10, 20]);
   assert.ok(changed);
   assert.deepEqual(cfg.defaultLuns, [{ lun: 0, volumeId: 10 }, { lun: 1, volumeId: 20 }, { lun: 2, volumeId: 30 }]);
@@ -20,8 +20,11 @@ test('the default target keeps each volume’s LUN; new volumes get the lowest f
   assert.ok(changed);
   assert.deepEqual(cfg.defaultLuns, [{ lun: 0, volumeId: 10 }, { lun: 2, volumeId: 30 }], 'volume 30 keeps LUN 2');
   ({ cfg } = syncDefaultLuns(cfg, [10, 30, 40]));
-  assert.deepEqual(cfg.defaultLuns.find((m) => m.volumeId === 40), { lun: 1, volumeId: 40 });
+  assert.deepEqual(cfg.defaultLuns.find((m) => m.volumeId === 40), { lun: 3, volumeId: 40 }, 'LUN 1 (volume 20) is not handed out again');
   assert.equal(syncDefaultLuns(cfg, [10, 30, 40]).changed, false);
+  // Once every LUN was used, the lowest free one is reused.
+  const full = syncDefaultLuns({ ...cfg, defaultNextLun: 16384 }, [10, 30, 40, 50]).cfg;
+  assert.deepEqual(full.defaultLuns.find((m) => m.volumeId === 50), { lun: 1, volumeId: 50 });
 });
 
 test('targets: create, map, unmap, delete; duplicates, limits and the default target are refused with stable codes', () => {

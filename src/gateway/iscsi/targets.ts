@@ -47,6 +47,11 @@ export interface IscsiConfig {
   version: 1;
   /** LUNs the default target gave to volumes (by id). */
   defaultLuns: LunMapping[];
+  /**
+   * The default target hands out LUNs upwards from here, so a deleted volume's LUN
+   * is not given to a new volume while initiators may still cache it (wraps at LUN_MAX).
+   */
+  defaultNextLun?: number;
   /** CHAP for the default target (null: no authentication). */
   defaultChap: ChapCredentials | null;
   /** Initiators allowed on the default target; empty = any. */
@@ -91,6 +96,7 @@ const FileSchema = z
   .object({
     version: z.literal(1),
     defaultLuns: z.array(Lun).max(1 << 20),
+    defaultNextLun: z.number().int().min(0).max(LUN_MAX + 1).optional(),
     defaultChap: Chap.nullable(),
     defaultInitiators: z.array(z.string()).max(INITIATORS_PER_TARGET_MAX),
     targets: z.array(z.object({ name: z.string(), alias: z.string().max(255).optional(), luns: z.array(Lun).max(LUNS_PER_TARGET_MAX), initiators: z.array(z.string()).max(INITIATORS_PER_TARGET_MAX), chap: Chap.nullable() }).strict()).max(TARGETS_MAX),
@@ -205,23 +211,31 @@ export function setChap(cfg: IscsiConfig, target: string, chap: ChapCredentials 
 
 /**
  * The default target's LUNs for the volumes that exist now: volumes keep the LUN
- * they had; new ones get the lowest free LUN; mappings of deleted volumes are
- * dropped so their LUN can be reused. `changed` says whether to persist.
+ * they had; new ones get the next LUN upwards (a deleted volume's LUN is not
+ * reused until the numbers wrap); mappings of deleted volumes are dropped.
+ * `changed` says whether to persist.
  */
 export function syncDefaultLuns(cfg: IscsiConfig, volumeIds: number[]): { cfg: IscsiConfig; changed: boolean } {
   const alive = new Set(volumeIds);
   const kept = cfg.defaultLuns.filter((m) => alive.has(m.volumeId));
   const have = new Set(kept.map((m) => m.volumeId));
   const luns = [...kept];
+  let next = cfg.defaultNextLun ?? (luns.length === 0 ? 0 : Math.max(...luns.map((m) => m.lun)) + 1);
+  const used = new Set(luns.map((m) => m.lun));
   for (const id of [...volumeIds].sort((a, b) => a - b)) {
     if (have.has(id)) continue;
-    const lun = lowestFreeLun(luns);
+    // Upwards from `next`; past LUN_MAX, the lowest free one (every LUN was used once).
+    let lun = next;
+    while (lun <= LUN_MAX && used.has(lun)) lun++;
+    if (lun > LUN_MAX) lun = lowestFreeLun(luns);
     if (lun > LUN_MAX) break; // more volumes than LUNs: the rest are reachable through other targets only
     luns.push({ lun, volumeId: id });
+    used.add(lun);
+    next = lun + 1;
   }
   luns.sort((a, b) => a.lun - b.lun);
-  const changed = luns.length !== cfg.defaultLuns.length || luns.some((m, i) => cfg.defaultLuns[i]?.lun !== m.lun || cfg.defaultLuns[i]?.volumeId !== m.volumeId);
-  return { cfg: changed ? { ...cfg, defaultLuns: luns } : cfg, changed };
+  const changed = next !== cfg.defaultNextLun || luns.length !== cfg.defaultLuns.length || luns.some((m, i) => cfg.defaultLuns[i]?.lun !== m.lun || cfg.defaultLuns[i]?.volumeId !== m.volumeId);
+  return { cfg: changed ? { ...cfg, defaultLuns: luns, defaultNextLun: next } : cfg, changed };
 }
 
 export function findTarget(cfg: IscsiConfig, name: string): TargetConfig {

@@ -9,8 +9,9 @@
 //   continues exactly where the previous one of its sequence ended.
 // - At most `maxOutstandingR2t` R2T sequences are open; each asks for at most
 //   `maxBurstBytes`; together with the unsolicited part they cover the buffer once.
-// - A task that is being discarded (aborted, or too large to buffer) still
-//   checks offsets, but keeps no bytes.
+// - At most `keepBytes` of the data are kept (the prefix the SCSI layer can use:
+//   a CDB never moves more than the LU's maximum transfer length); the rest is
+//   checked for offsets and dropped. An aborted task keeps nothing.
 import { TesseraError } from '../../stdx/errors.js';
 import type { DataOutPdu, ScsiCommandPdu } from './pdu-types.js';
 import { TAG_NONE } from './pdu-types.js';
@@ -57,8 +58,8 @@ export class Task {
     readonly cmd: ScsiCommandPdu,
     /** Bytes to collect from the initiator (EDTL of a write; 0 for reads). */
     readonly expectedBytes: number,
-    /** When false, data is checked and dropped (the command will fail anyway). */
-    private readonly keepData: boolean,
+    /** Bytes of the data to keep (≤ expectedBytes): the prefix the SCSI layer may use. */
+    private readonly keepBytes: number,
   ) {}
 
   get itt(): number {
@@ -147,10 +148,10 @@ export class Task {
     return TAG_NONE;
   }
 
-  /** The write data, exactly expectedBytes long (empty when discarding). */
+  /** The write data kept: the first keepBytes of what arrived (null when none). */
   dataOut(): Buffer | null {
-    if (this.expectedBytes === 0 || !this.keepData) return null;
-    return this.data;
+    if (this.keepBytes === 0 || this.data === null) return null;
+    return this.data.length === this.keepBytes ? this.data : this.data.subarray(0, this.keepBytes);
   }
 
   /** Drops the data buffer: after an abort nothing more is kept. */
@@ -159,14 +160,14 @@ export class Task {
   }
 
   private store(offsetBytes: number, chunk: Buffer): void {
-    if (!this.keepData || this.aborted) return;
+    if (this.aborted || offsetBytes >= this.keepBytes) return;
     // A write whose data arrives in one piece (immediate data, the common 4 KiB
     // case) uses the received buffer itself: no copy.
-    if (this.data === null && offsetBytes === 0 && chunk.length === this.expectedBytes) {
+    if (this.data === null && offsetBytes === 0 && chunk.length >= this.keepBytes) {
       this.data = chunk;
       return;
     }
-    if (this.data === null) this.data = Buffer.allocUnsafe(this.expectedBytes);
-    chunk.copy(this.data, offsetBytes);
+    if (this.data === null) this.data = Buffer.allocUnsafe(this.keepBytes);
+    chunk.copy(this.data, offsetBytes, 0, Math.min(chunk.length, this.keepBytes - offsetBytes));
   }
 }
