@@ -14,6 +14,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CONFORMANCE_DIR, DaemonFixture, TESSERA_BIN, makeTempDir } from '../helpers/daemon.js';
+import { parseIscsiTestCu } from '../helpers/iscsi-test-cu.js';
 import { describe as describeRun, requireCommands, run, type RunResult } from '../helpers/run.js';
 
 const DEFAULT_TARGET = 'iqn.2026-11.io.tessera:default';
@@ -21,38 +22,6 @@ const PASS_LIST = path.join(CONFORMANCE_DIR, 'iscsi-test-cu.pass');
 const FIO_LIBISCSI = '/opt/fio-libiscsi/bin/fio';
 const SUITE_TIMEOUT_MS = 600_000;
 const TOOL_TIMEOUT_MS = 60_000;
-
-/** One iscsi-test-cu verdict. */
-interface Verdict {
-  name: string;
-  result: 'pass' | 'skip' | 'fail' | 'none';
-}
-
-/**
- * Parses `iscsi-test-cu -v -V` output: "Suite: S", "  Test: T ...", log lines, then
- * CUnit's "passed"/"FAILED". libiscsi reports a skip as a pass that logged "[SKIPPED]".
- */
-export function parseIscsiTestCu(text: string): Verdict[] {
-  const ev = /Suite: (\S+)|Test: (\S+) (?=\.\.\.)|(\[SKIPPED\])|(?:^|\.\.\.)(passed|FAILED)\b/gm;
-  const out: Array<Verdict & { skipped: boolean; done: boolean }> = [];
-  let suite: string | null = null;
-  let cur: (Verdict & { skipped: boolean; done: boolean }) | null = null;
-  for (const m of text.matchAll(ev)) {
-    if (m[1]) {
-      suite = m[1];
-      cur = null;
-    } else if (m[2] && suite) {
-      cur = { name: `${suite}.${m[2]}`, result: 'none', skipped: false, done: false };
-      out.push(cur);
-    } else if (m[3] && cur && !cur.done) {
-      cur.skipped = true;
-    } else if (m[4] && cur && !cur.done) {
-      cur.done = true;
-      cur.result = m[4] === 'FAILED' ? 'fail' : cur.skipped ? 'skip' : 'pass';
-    }
-  }
-  return out.map(({ name, result }) => ({ name, result }));
-}
 
 function tessera(fx: DaemonFixture, args: string[], env: NodeJS.ProcessEnv = {}): Promise<RunResult> {
   return run(process.execPath, [TESSERA_BIN, ...args, '--data-dir', fx.dataDir], { timeoutMs: TOOL_TIMEOUT_MS, env: { ...process.env, ...env } });

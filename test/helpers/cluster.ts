@@ -4,7 +4,9 @@
 // (`tessera gateway`), all started from ONE shared cluster config file, each on
 // 127.0.0.1 with its own free port and data dir under one temp dir. Tests kill
 // -9, restart, SIGSTOP/SIGCONT individual daemons by PID, and read the cluster
-// state from the monitor's HTTP API (/v1/status, /v1/map) or the CLI.
+// state from the monitor's HTTP API (/v1/status, /v1/map) or the CLI. The
+// gateway serves iSCSI only when asked (opts.iscsi, on a free port); addGateway()
+// starts more gateways on the same config, each with its own data dir and ports.
 //
 // Invariants:
 // - Every process this file starts is tracked until it exits; dispose() SIGCONTs
@@ -111,6 +113,25 @@ export interface ClusterOptions {
   recoveryBytesPerSec?: number;
   tickMs?: number;
   electionTicks?: number;
+  /**
+   * Serve iSCSI from the gateway on a free port with this target portal group tag.
+   * Default: none — the config says `"iscsi": {"port": "off"}`, since the default
+   * port 3260 would collide between tests running in parallel.
+   */
+  iscsi?: { tpgt: number };
+}
+
+/** A gateway started with flags on top of the shared config (addGateway): its own data dir and ports. */
+export interface GatewaySlot {
+  /** 2-based: the config's own gateway (`fx.gateway`) is the first. */
+  index: number;
+  name: string;
+  dataDir: string;
+  nbdPort: number;
+  /** null: `--iscsi-port off`. */
+  iscsiPort: number | null;
+  tpgt: number;
+  proc: Proc;
 }
 
 /** Mon + OSDs + gateway from one shared config file. */
@@ -118,6 +139,8 @@ export class ClusterFixture {
   mon!: Proc;
   gateway!: Proc;
   readonly osds: OsdSlot[] = [];
+  /** Gateways beyond the config's own one (addGateway). */
+  readonly extraGateways: GatewaySlot[] = [];
   /** Every process ever started here (killed ones too), for dumps. */
   readonly history: Proc[] = [];
   readonly configPath: string;
@@ -127,6 +150,8 @@ export class ClusterFixture {
     readonly monPort: number,
     readonly nbdPort: number,
     readonly opts: ClusterOptions,
+    /** The config gateway's iSCSI port; null unless opts.iscsi. */
+    readonly iscsiPort: number | null = null,
   ) {
     this.configPath = path.join(dir, 'cluster.json');
   }
@@ -153,13 +178,17 @@ export class ClusterFixture {
       },
       mon: { port: this.monPort, dataDir: 'mon' },
       osd: { deviceSizeBytes: this.opts.deviceSize },
-      gateway: { dataDir: 'gateway', nbd: { host: '127.0.0.1', port: this.nbdPort } },
+      gateway: {
+        dataDir: 'gateway',
+        nbd: { host: '127.0.0.1', port: this.nbdPort },
+        iscsi: this.iscsiPort === null ? { port: 'off' } : { host: '127.0.0.1', port: this.iscsiPort, tpgt: this.opts.iscsi?.tpgt ?? 1 },
+      },
     };
   }
 
   /** Writes the shared config and starts mon, `opts.osds` OSDs and the gateway. On failure everything started is stopped. */
   static async start(opts: ClusterOptions): Promise<ClusterFixture> {
-    const fx = new ClusterFixture(await makeTempDir('tessera-cluster-'), await freePort(), await freePort(), opts);
+    const fx = new ClusterFixture(await makeTempDir('tessera-cluster-'), await freePort(), await freePort(), opts, opts.iscsi ? await freePort() : null);
     try {
       await writeFile(fx.configPath, JSON.stringify(fx.config, null, 2) + '\n');
       await fx.startMon();
@@ -183,9 +212,43 @@ export class ClusterFixture {
     this.mon = this.track(proc);
   }
 
+  /** (Re)starts the config's gateway (a restart reuses its ports: retried while the old sockets linger). */
   async startGateway(): Promise<void> {
-    const { proc } = await startDaemon('gateway', ['gateway', '--config', this.configPath], new RegExp(`^${READY_LINE}$`));
+    const proc = await startWithPortRetry(() => startDaemon('gateway', ['gateway', '--config', this.configPath], new RegExp(`^${READY_LINE}$`)));
     this.gateway = this.track(proc);
+  }
+
+  /**
+   * Starts one more gateway on the shared config with its own data dir, free NBD
+   * port and (unless iscsi is false) free iSCSI port with target portal group tag
+   * `tpgt` (`tessera gateway --gateway-data-dir --nbd-port --iscsi-port --iscsi-tpgt`).
+   */
+  async addGateway(o: { iscsi?: boolean; tpgt?: number } = {}): Promise<GatewaySlot> {
+    const index = this.extraGateways.length + 2;
+    const slot = { index, name: `gateway.${index}`, dataDir: path.join(this.dir, `gateway.${index}`), nbdPort: 0, iscsiPort: null, tpgt: o.tpgt ?? index } as GatewaySlot;
+    this.extraGateways.push(slot);
+    slot.nbdPort = await freePort();
+    if (o.iscsi !== false) slot.iscsiPort = await freePort();
+    await this.runGateway(slot);
+    return slot;
+  }
+
+  /** (Re)starts the gateway of `slot` on its data dir and ports. */
+  async runGateway(slot: GatewaySlot): Promise<void> {
+    const args = [
+      'gateway',
+      '--config',
+      this.configPath,
+      '--gateway-data-dir',
+      slot.dataDir,
+      '--nbd-port',
+      String(slot.nbdPort),
+      '--iscsi-port',
+      slot.iscsiPort === null ? 'off' : String(slot.iscsiPort),
+      '--iscsi-tpgt',
+      String(slot.tpgt),
+    ];
+    slot.proc = this.track(await startWithPortRetry(() => startDaemon(slot.name, args, new RegExp(`^${READY_LINE}$`))));
   }
 
   /** Starts a new OSD (next index, new data dir, a free port). */
@@ -321,6 +384,18 @@ export class ClusterFixture {
   async dispose(): Promise<void> {
     await Promise.all(this.history.map((p) => p.stop().catch(() => undefined)));
     await rm(this.dir, { recursive: true, force: true, maxRetries: 3 }).catch(() => {});
+  }
+}
+
+/** Runs `start`, again (up to 3 times) while it fails with the port of a just-killed process still in use. */
+async function startWithPortRetry(start: () => Promise<{ proc: Proc }>): Promise<Proc> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return (await start()).proc;
+    } catch (err) {
+      if (attempt >= 3 || !/EADDRINUSE|in use/i.test((err as Error).message)) throw err;
+      await sleep(500 * attempt);
+    }
   }
 }
 
