@@ -8,6 +8,7 @@
 // Invariants: commands get increasing CmdSNs (immediate ones reuse the next);
 // every response is matched to its command by ITT; a protocol surprise rejects
 // every pending call and closes the socket.
+import { randomBytes } from 'node:crypto';
 import * as net from 'node:net';
 import {
   PduReader,
@@ -75,7 +76,8 @@ export class TestInitiator {
   private closedErr: Error | null = null;
   tsih = 0;
   cid = 0;
-  isid: Buffer = Buffer.from([0x80, 0x12, 0x34, 0x56, 0x78, Math.floor(Math.random() * 256)]);
+  /** Random (type 10b, "random" qualifier): two sessions of one initiator name must not share an ISID, or the second reinstates the first. */
+  isid: Buffer = Buffer.concat([Buffer.from([0x80]), randomBytes(5)]);
   initiatorName = 'iqn.2026-11.io.tessera.test:initiator';
   /** What the target declared it accepts per PDU. */
   targetMrdsl = 8192;
@@ -143,17 +145,25 @@ export class TestInitiator {
     return this.scsiWithItt(itt, lun, cdb, o);
   }
 
+  /** Skips CmdSNs (to leave a gap the target must wait for). */
+  skipCmdSN(n: number): number {
+    const first = this.cmdSN;
+    this.cmdSN = (this.cmdSN + n) >>> 0;
+    return first;
+  }
+
   /** As scsi(), with a caller-chosen ITT (to abort it later). */
-  scsiWithItt(itt: number, lun: number, cdb: Buffer, o: { dataOut?: Buffer; readBytes?: number; edtl?: number } = {}): Promise<ScsiReply> {
+  scsiWithItt(itt: number, lun: number, cdb: Buffer, o: { dataOut?: Buffer; readBytes?: number; edtl?: number; immediate?: boolean } = {}): Promise<ScsiReply> {
     const write = o.dataOut !== undefined && o.dataOut.length > 0;
     const edtl = o.edtl ?? (write ? o.dataOut!.length : (o.readBytes ?? 0));
     const immediateOk = this.params.get('ImmediateData') !== 'No';
     const firstBurst = Number(this.params.get('FirstBurstLength') ?? 65536);
     const imm = write && immediateOk ? o.dataOut!.subarray(0, Math.min(firstBurst, this.targetMrdsl, o.dataOut!.length)) : Buffer.alloc(0);
     const cmdSN = this.cmdSN;
-    this.cmdSN = (this.cmdSN + 1) >>> 0;
+    // An immediate command carries the next CmdSN without taking it (RFC 7143 §4.2.2.1).
+    if (!o.immediate) this.cmdSN = (this.cmdSN + 1) >>> 0;
     const { bhs, ahs } = encodeScsiCommand(
-      { immediate: false, final: true, read: (o.readBytes ?? 0) > 0, write, attr: 1, lun, itt, expectedDataTransferLength: edtl, cmdSN, expStatSN: this.expStatSN, cdb, bidiReadLength: null },
+      { immediate: o.immediate ?? false, final: true, read: (o.readBytes ?? 0) > 0, write, attr: 1, lun, itt, expectedDataTransferLength: edtl, cmdSN, expStatSN: this.expStatSN, cdb, bidiReadLength: null },
       imm.length,
     );
     return this.call(itt, 'scsi', bhs, imm, ahs, { dataOut: o.dataOut, lun }) as Promise<ScsiReply>;

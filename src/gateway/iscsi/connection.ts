@@ -715,7 +715,8 @@ export class IscsiConnection implements SessionConnection {
       this.logoutPending = { itt: req.itt, session: req.reason === 0 };
       // RFC 7143 §11.14: pending commands end; only those already on the volume are waited for.
       for (const t of [...this.mine]) if (t.state !== 'executing') this.abortTask(t);
-      if (this.mine.size === 0) this.answerLogout();
+      // (finish() may already have answered it when the last task ended above)
+      if (this.logoutPending !== null && this.mine.size === 0) this.answerLogout();
     }, this);
   }
 

@@ -210,6 +210,78 @@ test('SPC-4 5.9: a Write Exclusive reservation makes another nexus’s write a R
   other.close();
 });
 
+test('review #9: after ABORT TASK of a running READ its ITT may be reused at once', async () => {
+  const c = await session();
+  dev.faults.latencyMs = 400;
+  try {
+    void c.scsiWithItt(0x77, 0, cdb.read10(0, 1), { readBytes: BLOCK }).catch(() => undefined);
+    await sleep(30);
+    assert.equal(await c.tmf(1, 0, 0x77, 0), 0);
+    const again = await c.scsiWithItt(0x77, 0, cdb.testUnitReady());
+    assert.equal(again.status, 0);
+    assert.equal((await c.scsi(0, cdb.testUnitReady())).status, 0, 'the window keeps moving');
+  } finally {
+    dev.faults.latencyMs = 0;
+  }
+  c.close();
+});
+
+test('review #4: LU RESET from one session aborts another session’s task even when their ITTs are equal', async () => {
+  const a = await session();
+  const b = await session();
+  assert.equal((await b.scsi(0, cdb.testUnitReady())).status, 0);
+  dev.faults.latencyMs = 300;
+  let answered = false;
+  try {
+    void b.scsiWithItt(0x300, 0, cdb.write10(200, 1), { dataOut: Buffer.alloc(BLOCK, 1) }).then(
+      () => (answered = true),
+      () => undefined,
+    );
+    await sleep(30);
+    (a as unknown as { nextItt: number }).nextItt = 0x300;
+    assert.equal(await a.tmf(5, 0), 0);
+    await sleep(400);
+    assert.equal(answered, false, 'the write was aborted: no status');
+  } finally {
+    dev.faults.latencyMs = 0;
+  }
+  a.close();
+  b.close();
+});
+
+test('review #8: a Logout is answered even while a command waits for a missing CmdSN', async () => {
+  const c = await session();
+  c.skipCmdSN(1);
+  void c.scsi(0, cdb.testUnitReady()).catch(() => undefined); // held: CmdSN n+1 without n
+  await sleep(30);
+  assert.equal(await c.logout(0), 0);
+  await c.closed;
+});
+
+test('review #7: a connection closed while a write waits for its data is forgotten (no leak of connection slots)', async () => {
+  const c = await session({ keys: [['ImmediateData', 'No']] });
+  void c.scsi(0, cdb.write10(0, 128), { dataOut: Buffer.alloc(128 * BLOCK) }).catch(() => undefined);
+  await sleep(30);
+  const before = server.connectionCount();
+  c.close();
+  for (let i = 0; i < 50 && server.connectionCount() >= before; i++) await sleep(20);
+  assert.ok(server.connectionCount() < before, `connection count stayed at ${server.connectionCount()}`);
+});
+
+test('review #11: when the task limit pauses reading, PDUs already received are processed after it lifts', async () => {
+  const c = await session();
+  dev.faults.latencyMs = 100;
+  try {
+    // 300 immediate READs (no CmdSN window) arrive together; the target pauses at 256 open tasks.
+    const all = Array.from({ length: 300 }, (_, i) => c.scsi(0, cdb.read10(i, 1), { readBytes: BLOCK, immediate: true }));
+    const replies = await Promise.all(all);
+    assert.equal(replies.filter((r) => r.status === 0).length, 300);
+  } finally {
+    dev.faults.latencyMs = 0;
+  }
+  c.close();
+});
+
 test('garbage instead of a login closes that connection only; logins with bad names are refused', async () => {
   const good = await session();
   const sock = net.connect({ host: '127.0.0.1', port: server.port });

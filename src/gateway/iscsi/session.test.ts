@@ -61,6 +61,31 @@ test('RFC 7143 §4.2.2.1: MaxCmdSN shrinks with open tasks but is never advertis
   assert.equal(s.maxCmdSN(), 107);
 });
 
+test('review #12: a command at ExpCmdSN beyond the advertised MaxCmdSN is dropped too', () => {
+  const s = newSession(0, 2);
+  const conn = { cid: 0, close: () => undefined, abortTask: () => undefined };
+  for (let i = 0; i < 2; i++) {
+    assert.ok(s.order(i, false, () => undefined));
+    s.addTask({ task: new Task(cmd({ itt: i }), 0, 0), conn, lu: null });
+  }
+  assert.equal(s.maxCmdSN(), 1);
+  assert.equal(s.order(2, false, () => assert.fail('must not run')), false);
+});
+
+test('review #2, RFC 7143 §11.5.1: a CmdSN an ABORT TASK named before it arrived counts as received; its late arrival is dropped', () => {
+  const s = newSession(3, 8);
+  assert.equal(s.tombstone(5), true);
+  const ran: number[] = [];
+  s.order(4, false, () => ran.push(4));
+  s.order(3, false, () => ran.push(3));
+  assert.deepEqual(ran, [3, 4]);
+  assert.equal(s.expCmdSN, 6, 'the window moved past the aborted CmdSN');
+  assert.equal(s.order(5, false, () => ran.push(5)), false, 'the late command is dropped');
+  assert.equal(s.tombstone(100), false, 'outside the window');
+  assert.ok(s.order(6, false, () => ran.push(6)));
+  assert.deepEqual(ran, [3, 4, 6]);
+});
+
 test('a seeded random arrival order always runs commands in CmdSN order', () => {
   const seed = seedFromEnv();
   console.log(`session.test: TESSERA_SEED=${seed}`);
