@@ -93,7 +93,7 @@ Examples:
         const { runClusterUp } = await import('../main/cluster-up.js');
         ctx.setStatus(
           await runClusterUp(
-            { dataDir: config.dataDir, osds, monPort, osdPortBase: monPort + 20, nbd: config.nbd, deviceSizeBytes: config.device.sizeBytes, directIo: config.device.directIo, volume: config.defaultVolume },
+            { dataDir: config.dataDir, osds, monPort, osdPortBase: monPort + 20, nbd: config.nbd, iscsi: config.iscsi, deviceSizeBytes: config.device.sizeBytes, directIo: config.device.directIo, volume: config.defaultVolume },
             { log, out: (line) => ctx.io.out(line + '\n') },
           ),
         );

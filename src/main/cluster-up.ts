@@ -152,6 +152,8 @@ export interface ClusterUpOptions {
   monPort: number;
   osdPortBase: number;
   nbd: { host: string; port: number };
+  /** The gateway's iSCSI portal (port null = none). */
+  iscsi: { host: string; port: number | null };
   deviceSizeBytes: number;
   /** The OSDs' device files with O_DIRECT (`up --direct-io`). */
   directIo: 'auto' | 'on' | 'off';
@@ -171,7 +173,7 @@ export async function runClusterUp(o: ClusterUpOptions, io: UpIo): Promise<numbe
     },
     mon: { port: o.monPort, dataDir: 'mon' },
     osd: { deviceSizeBytes: o.deviceSizeBytes, directIo: o.directIo },
-    gateway: { dataDir: 'gateway', nbd: o.nbd },
+    gateway: { dataDir: 'gateway', nbd: o.nbd, iscsi: { host: o.iscsi.host, port: o.iscsi.port ?? ('off' as const) } },
   };
   await writePrivateFile(configPath, JSON.stringify(shared, null, 2) + '\n');
   const children: ChildProcess[] = [];
