@@ -41,11 +41,13 @@ import {
   encodeTextResponse,
   encodeTmfResponse,
   framePdu,
+  writePlainPdu,
 } from './pdu.js';
 import { snAdd } from './serial.js';
 import { IscsiSession } from './session.js';
 import type { SessionConnection, SessionTable, TargetView, OpenTask, SessionLimits } from './session.js';
 import { Task } from './task.js';
+import type { WriteBuffers } from './write-buffers.js';
 import type { DataOutLimits } from './task.js';
 
 export type LogLevel = 'info' | 'warn' | 'error';
@@ -99,6 +101,8 @@ export interface ConnectionHost {
   readonly maxTaskDataBytes: number;
   /** Data (write buffers and read results) one connection's open tasks may hold before it stops reading. */
   readonly bufferedBytesMax: number;
+  /** Reusable buffers for writes that arrive in several PDUs. */
+  readonly writeBuffers: WriteBuffers;
   newLogin(): LoginDriver;
   /** Normalizes a completed login's negotiated parameters. */
   outcome(step: LoginStepView): LoginOutcome;
@@ -264,11 +268,14 @@ export class IscsiConnection implements SessionConnection {
 
   // ---- output ----
 
+  private readonly writeOut = (b: Buffer): void => {
+    if (!this.conn.write(b)) this.transportFull = true;
+  };
+
   private send(bhs: Buffer, data: Buffer | null): void {
     if (this.phase === 'closed') return;
-    for (const b of framePdu(bhs, null, data, this.digests)) {
-      if (!this.conn.write(b)) this.transportFull = true;
-    }
+    if (!this.digests.header && !this.digests.data) writePlainPdu(bhs, data, this.writeOut);
+    else for (const b of framePdu(bhs, null, data, this.digests)) this.writeOut(b);
     if (this.transportFull) this.updateReading();
   }
 
@@ -446,7 +453,7 @@ export class IscsiConnection implements SessionConnection {
     const writeBytes = cmd.write ? cmd.expectedDataTransferLength : 0;
     if (!cmd.write && pdu.data.length > 0) throw violation(`SCSI command with ${pdu.data.length} bytes of immediate data but no W bit`);
     if (pdu.data.length > 0 && !s.limits.immediateData) throw violation('immediate data sent with ImmediateData=No');
-    const task = new Task(cmd, writeBytes, Math.min(writeBytes, this.host.maxTaskDataBytes));
+    const task = new Task(cmd, writeBytes, Math.min(writeBytes, this.host.maxTaskDataBytes), this.host.writeBuffers);
     const lu = s.target?.lu(cmd.lun) ?? null;
     const open: OpenTask = { task, conn: this, lu };
     if (!s.addTask(open)) {
@@ -549,6 +556,12 @@ export class IscsiConnection implements SessionConnection {
   private complete(open: OpenTask, r: ScsiResult): void {
     const task = open.task;
     const live = !task.aborted && this.phase !== 'closed';
+    // The volume's write resolved: nothing holds the buffer any more (an aborted
+    // task dropped its reference in discard(), so it is never given back).
+    if (task.pooled !== null) {
+      this.host.writeBuffers.give(task.pooled);
+      task.pooled = null;
+    }
     this.finish(task);
     if (!live) return;
     const cmd = task.cmd;
@@ -568,33 +581,34 @@ export class IscsiConnection implements SessionConnection {
     this.send(encodeScsiResponse(f, sense?.length ?? 0), sense);
   }
 
+  /** Reused for every Data-In PDU: encodeDataIn reads it synchronously (no object per PDU). */
+  private readonly dataIn: P.DataInFields = { statSN: 0, expCmdSN: 0, maxCmdSN: 0, final: false, hasStatus: false, status: 0, overflow: false, underflow: false, residualCount: 0, lun: 0, itt: 0, ttt: P.TAG_NONE, dataSN: 0, bufferOffset: 0 };
+
   private sendDataIn(cmd: ScsiCommandPdu, data: Buffer, status: { status: number; overflow: boolean; underflow: boolean; residual: number } | null): void {
+    const s = this.session!;
     const chunk = this.initiatorMrdslBytes;
-    const burst = this.session!.limits.maxBurstBytes;
+    const burst = s.limits.maxBurstBytes;
+    const f = this.dataIn;
+    f.lun = Math.max(0, cmd.lun); // an address we do not decode (-1) is answered as LUN 0
+    f.itt = cmd.itt;
     let dataSN = 0;
     for (let off = 0; off < data.length; off += chunk) {
       // A Data-In sequence carries at most MaxBurstLength bytes (RFC 7143 §13.13): F ends each.
       const end = Math.min(data.length, off + chunk, (Math.floor(off / burst) + 1) * burst);
       const last = end === data.length;
-      const sequenceEnd = last || end % burst === 0;
       const withStatus = last && status !== null;
-      const sn = withStatus ? this.trio(true) : this.trio(false);
-      const f: P.DataInFields = {
-        ...sn,
-        final: sequenceEnd,
-        hasStatus: withStatus,
-        status: withStatus ? status.status : 0,
-        overflow: withStatus && status.overflow,
-        underflow: withStatus && status.underflow,
-        residualCount: withStatus && (status.overflow || status.underflow) ? status.residual : 0,
-        lun: Math.max(0, cmd.lun), // an address we do not decode (-1) is answered as LUN 0
-        itt: cmd.itt,
-        ttt: P.TAG_NONE,
-        dataSN: dataSN++,
-        bufferOffset: off,
-      };
-      if (!withStatus) f.statSN = 0;
-      this.send(encodeDataIn(f, end - off), data.subarray(off, end));
+      f.final = last || end % burst === 0;
+      f.hasStatus = withStatus;
+      f.statSN = withStatus ? this.nextStatSN() : 0;
+      f.expCmdSN = s.expCmdSN;
+      f.maxCmdSN = s.maxCmdSN();
+      f.status = withStatus ? status.status : 0;
+      f.overflow = withStatus && status.overflow;
+      f.underflow = withStatus && status.underflow;
+      f.residualCount = withStatus && (status.overflow || status.underflow) ? status.residual : 0;
+      f.dataSN = dataSN++;
+      f.bufferOffset = off;
+      this.send(encodeDataIn(f, end - off), off === 0 && end === data.length ? data : data.subarray(off, end));
     }
   }
 

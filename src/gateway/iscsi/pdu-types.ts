@@ -51,7 +51,7 @@ export interface InPdu {
   bhs: Buffer;
   /** Concatenated AHS bytes, or null. */
   ahs: Buffer | null;
-  /** Data segment without padding (empty Buffer when none); a private copy. */
+  /** Data segment without padding (empty Buffer when none): a view of the received chunk or a copy; never modify it. */
   data: Buffer;
   /** False when a negotiated DataDigest did not match (framing is still intact). */
   dataDigestOk: boolean;

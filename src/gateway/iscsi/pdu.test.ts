@@ -805,14 +805,26 @@ test('PduReader: digests switched on after the last login PDU apply from the nex
   }
 });
 
-test('PduReader: returned buffers are private copies of the pushed chunks', () => {
+test('PduReader: headers are private copies; a data segment inside one chunk is a view of it (no copy), one spanning chunks a copy', () => {
   const { bytes, pdus } = sampleStream(NO_DIGESTS);
   const chunk = Buffer.from(bytes);
   const reader = new PduReader({ maxDataSegmentBytes: 8192 });
   reader.push(chunk);
   const got = drain(reader);
-  chunk.fill(0xee);
   assert.deepEqual(got, pdus);
+  const withData = got.find((p) => p.data.length > 0)!;
+  assert.equal(withData.data.buffer, chunk.buffer, 'a view of the pushed chunk');
+  chunk.fill(0xee);
+  assert.ok(got.every((p, i) => p.bhs.equals(pdus[i].bhs)), 'headers do not change with the chunk');
+  // Split one PDU's data across two chunks: a private copy.
+  const target = pdus.find((p) => p.data.length > 1)!;
+  const frame = frameToBuffer(target.bhs, target.ahs, target.data, NO_DIGESTS);
+  const r2 = new PduReader({ maxDataSegmentBytes: 8192 });
+  const cut = 48 + (target.ahs?.length ?? 0) + 1;
+  r2.push(Buffer.from(frame.subarray(0, cut)));
+  r2.push(Buffer.from(frame.subarray(cut)));
+  const p2 = r2.next()!;
+  assert.ok(p2.data.equals(target.data));
 });
 
 test('PduReader: a 64 KiB PDU pushed one byte at a time (no quadratic behaviour)', () => {

@@ -15,8 +15,10 @@
 //   any header field is trusted, so a corrupt header is reported as such.
 // - After a framing error the reader is poisoned: every later next() rethrows it,
 //   because the byte stream can no longer be split into PDUs.
-// - InPdu.bhs, .ahs and .data are private copies; received chunks are referenced,
-//   never modified, and released as soon as they are consumed.
+// - InPdu.bhs and .ahs are private copies; .data is a view of the received chunk
+//   when the segment lies in one (the hot path: no copy), else a private copy.
+//   Received chunks are never modified; callers must not reuse pushed chunks
+//   (socket chunks never are) and must not modify .data.
 // - Encoders return fresh buffers; they assert (programmer error) on values that
 //   do not fit their fields. Decoders throw PduFramingError (ERR_PROTOCOL) only
 //   for a malformed AHS; semantic checks belong to the session.
@@ -148,7 +150,8 @@ function readSnTrio(bhs: Buffer): { statSN: number; expCmdSN: number; maxCmdSN: 
 
 /** A fresh zeroed BHS with byte 0 (I bit + opcode) and byte 1 set. */
 function newBhs(opcode: number, immediate: boolean, byte1: number): Buffer {
-  const bhs = Buffer.alloc(BHS_BYTES);
+  // allocUnsafe + fill: a slice of Node's buffer pool instead of a new ArrayBuffer per PDU.
+  const bhs = Buffer.allocUnsafe(BHS_BYTES).fill(0);
   bhs[0] = (immediate ? 0x40 : 0) | opcode;
   bhs[1] = byte1;
   return bhs;
@@ -242,6 +245,25 @@ class ChunkQueue {
       at = 0;
       i++;
     }
+  }
+
+  /**
+   * Consumes n bytes and returns them: a view of the received chunk when they lie
+   * in one (no copy: socket chunks are never reused, so the view stays valid),
+   * otherwise a fresh copy.
+   */
+  take(n: number): Buffer {
+    const chunk = this.chunks[this.first];
+    if (chunk.length - this.firstOffset >= n) {
+      const view = chunk.subarray(this.firstOffset, this.firstOffset + n);
+      this.length -= n;
+      this.firstOffset += n;
+      if (this.firstOffset === chunk.length) this.dropFirst();
+      return view;
+    }
+    const out = Buffer.allocUnsafe(n);
+    this.read(out, 0, n);
+    return out;
   }
 
   /** Consumes n bytes, copying them into dst (at dstOffset) unless dst is null. */
@@ -423,8 +445,7 @@ export class PduReader {
     this.queue.read(null, 0, p.headerBytes);
     const dataBytes = header.dataSegmentBytes;
     if (dataBytes === 0) return { header, bhs: p.bhs, ahs: p.ahs, data: EMPTY, dataDigestOk: true };
-    const data = Buffer.allocUnsafe(dataBytes);
-    this.queue.read(data, 0, dataBytes);
+    const data = this.queue.take(dataBytes);
     const padBytes = pad4(dataBytes) - dataBytes;
     // Padding SHOULD be zero but is covered by the digest as received (RFC 7143 §13.1).
     if (padBytes > 0) this.queue.read(this.scratch, 0, padBytes);
@@ -457,6 +478,21 @@ function hex32(v: number): string {
  * DataSegmentLength in `bhs` (bytes 4-7) from `ahs` and `data`. Padding buffers
  * are shared constants; digest buffers are fresh.
  */
+/**
+ * framePdu's common case without an array: no AHS, no digests. Sets the lengths in
+ * `bhs`, then hands BHS, data and padding to `write` in order.
+ */
+export function writePlainPdu(bhs: Buffer, data: Buffer | null, write: (b: Buffer) => void): void {
+  const dataBytes = data === null ? 0 : data.length;
+  bhs[4] = 0;
+  putDataSegmentBytes(bhs, dataBytes);
+  write(bhs);
+  if (data === null || dataBytes === 0) return;
+  write(data);
+  const padBytes = pad4(dataBytes) - dataBytes;
+  if (padBytes > 0) write(ZERO_PAD[padBytes]);
+}
+
 export function framePdu(bhs: Buffer, ahs: Buffer | null, data: Buffer | null, digests: DigestSettings): Buffer[] {
   assert(bhs.length === BHS_BYTES, `BHS is ${bhs.length} bytes`);
   const ahsBytes = ahs === null ? 0 : ahs.length;

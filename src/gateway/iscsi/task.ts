@@ -15,6 +15,7 @@
 import { TesseraError } from '../../stdx/errors.js';
 import type { DataOutPdu, ScsiCommandPdu } from './pdu-types.js';
 import { TAG_NONE } from './pdu-types.js';
+import type { WriteBuffers } from './write-buffers.js';
 
 export type TaskState = 'data-out' | 'waiting-order' | 'executing' | 'done';
 
@@ -60,7 +61,12 @@ export class Task {
     readonly expectedBytes: number,
     /** Bytes of the data to keep (≤ expectedBytes): the prefix the SCSI layer may use. */
     private readonly keepBytes: number,
+    /** Where a multi-PDU write's buffer comes from (default: a fresh allocation). */
+    private readonly buffers: WriteBuffers | null = null,
   ) {}
+
+  /** The pooled buffer this task took, to give back once its write resolved (null: none). */
+  pooled: Buffer | null = null;
 
   get itt(): number {
     return this.cmd.itt;
@@ -154,9 +160,10 @@ export class Task {
     return this.data.length === this.keepBytes ? this.data : this.data.subarray(0, this.keepBytes);
   }
 
-  /** Drops the data buffer: after an abort nothing more is kept. */
+  /** Drops the data buffer: after an abort nothing more is kept (a pooled one is not given back: the write may run). */
   discard(): void {
     this.data = null;
+    this.pooled = null;
   }
 
   private store(offsetBytes: number, chunk: Buffer): void {
@@ -167,7 +174,14 @@ export class Task {
       this.data = chunk;
       return;
     }
-    if (this.data === null) this.data = Buffer.allocUnsafe(this.keepBytes);
+    if (this.data === null) {
+      if (this.buffers !== null && this.keepBytes >= 64 * 1024) {
+        this.pooled = this.buffers.take(this.keepBytes);
+        this.data = this.pooled.subarray(0, this.keepBytes);
+      } else {
+        this.data = Buffer.allocUnsafe(this.keepBytes);
+      }
+    }
     chunk.copy(this.data, offsetBytes, 0, Math.min(chunk.length, this.keepBytes - offsetBytes));
   }
 }

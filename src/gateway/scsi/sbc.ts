@@ -39,6 +39,29 @@ import type { MediaContext } from './media.js';
 import { SAM_GOOD } from './types.js';
 import { good, invalidFieldInCdb, lbaOutOfRange, miscompare } from './sense.js';
 
+/** Read results up to this size are carved from a shared slab instead of one ArrayBuffer each. */
+const SLAB_ITEM_BYTES_MAX = 64 * 1024;
+const SLAB_BYTES = 1024 * 1024;
+let slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+let slabUsedBytes = 0;
+
+/**
+ * A buffer for a read result. Small ones come from a bump allocator over 1 MiB
+ * slabs: slices are never handed out twice (a full slab is replaced, not reused),
+ * and a slab is freed by the GC once its last slice is gone — so a 4 KiB read
+ * costs no ArrayBuffer and little GC work.
+ */
+function readBuffer(lengthBytes: number): Buffer {
+  if (lengthBytes > SLAB_ITEM_BYTES_MAX) return Buffer.allocUnsafe(lengthBytes);
+  if (slabUsedBytes + lengthBytes > SLAB_BYTES) {
+    slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
+    slabUsedBytes = 0;
+  }
+  const out = slab.subarray(slabUsedBytes, slabUsedBytes + lengthBytes);
+  slabUsedBytes += (lengthBytes + 7) & ~7;
+  return out;
+}
+
 /** READ (6) 0x08, (10) 0x28, (12) 0xA8, (16) 0x88 (SBC-4 5.13-5.16). */
 export async function read(ctx: MediaContext, cmd: ScsiCommand): Promise<ScsiResult> {
   const cdb = cmd.cdb;
@@ -59,7 +82,7 @@ export async function read(ctx: MediaContext, cmd: ScsiCommand): Promise<ScsiRes
     lengthBytes = Math.ceil(Math.max(0, expected) / lbs) * lbs;
     if (lengthBytes === 0) return { status: SAM_GOOD, sense: null, dataIn: null, transferBytes: blocks * lbs };
   }
-  const out = Buffer.allocUnsafe(lengthBytes);
+  const out = readBuffer(lengthBytes);
   try {
     await ctx.volume.read(lba * lbs, lengthBytes, out, 0);
   } catch (err) {
