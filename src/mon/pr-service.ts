@@ -51,6 +51,7 @@
 //   watch per gateway, CAS calls in progress (PR_CAS_IN_PROGRESS_MAX), state size,
 //   answer size (PR_ANSWER_BYTES_MAX; the rest comes with the next watch).
 // - Time only from the injected Clock.
+import { KeyedLock } from '../stdx/key-lock.js';
 import { TesseraError } from '../stdx/errors.js';
 import type { Logger } from '../stdx/log.js';
 import type { Clock, TimerHandle } from '../io/clock.js';
@@ -200,7 +201,7 @@ export class PrService {
   private readonly followers = new Map<string, Set<GatewayState>>();
   private readonly cache = new Map<string, CacheEntry>();
   private readonly loading = new Map<string, Promise<CacheEntry>>();
-  private readonly locks = new Map<string, Promise<void>>();
+  private readonly locks = new KeyedLock();
   /** key → CAS calls in progress on it (its cache entry stays). */
   private readonly casBusy = new Map<string, number>();
   private casInProgress = 0;
@@ -636,7 +637,7 @@ export class PrService {
     try {
       await this.waitHold();
       this.checkGen(gen);
-      const answer = await this.withKeyLock(key, () => this.casLocked(key, expectRev, stateText, op, gen));
+      const answer = await this.locks.run(key, () => this.casLocked(key, expectRev, stateText, op, gen));
       this.checkGen(gen);
       await this.waitAcks(key, answer.ok ? answer.rev : answer.current.rev);
       this.checkGen(gen);
@@ -647,23 +648,6 @@ export class PrService {
       if (n > 0) this.casBusy.set(key, n);
       else this.casBusy.delete(key);
       if (gen === this.gen) this.maybeEvict(key);
-    }
-  }
-
-  private async withKeyLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(key) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((r) => {
-      release = r;
-    });
-    const tail = prev.then(() => mine);
-    this.locks.set(key, tail);
-    await prev;
-    try {
-      return await fn();
-    } finally {
-      release();
-      if (this.locks.get(key) === tail) this.locks.delete(key);
     }
   }
 

@@ -20,6 +20,7 @@
 // - Listeners get every newer record, own writes included, after it is durable.
 // - Only io/node touches the file system; tests inject PrFileIo.
 import path from 'node:path';
+import { KeyedLock } from '../../stdx/key-lock.js';
 import { crc32c } from '../../stdx/crc32c.js';
 import { TesseraError } from '../../stdx/errors.js';
 import { ensurePrDir, readPrFile, replacePrFile } from '../../io/node/pr-file.js';
@@ -94,7 +95,7 @@ export class LocalPrStore implements PrStore {
   private readonly io: PrFileIo;
   private readonly records = new Map<string, PrRecord>();
   private readonly loads = new Map<string, Promise<PrRecord>>();
-  private readonly locks = new Map<string, Promise<void>>();
+  private readonly locks = new KeyedLock();
   private readonly listeners = new Map<string, Set<(rec: PrRecord) => void>>();
   private dirReady: Promise<void> | null = null;
   private failed: TesseraError | null = null;
@@ -144,7 +145,7 @@ export class LocalPrStore implements PrStore {
     if (!Number.isSafeInteger(expectRev) || expectRev < 0) throw new TesseraError('ERR_INVALID', `expectRev must be a non-negative integer, got ${expectRev}`);
     const json = stateText(state);
     this.checkUsable();
-    return this.withKeyLock(key, async () => {
+    return this.locks.run(key, async () => {
       this.checkUsable();
       const cur = await this.load(key);
       if (cur.rev !== expectRev) return { ok: false, current: cur };
@@ -183,7 +184,7 @@ export class LocalPrStore implements PrStore {
   /** Waits for writes in progress; later calls fail with ERR_CLOSED. */
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.all([...this.locks.values()]);
+    await this.locks.idle();
   }
 
   private checkUsable(): void {
@@ -207,20 +208,4 @@ export class LocalPrStore implements PrStore {
     }
   }
 
-  private async withKeyLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(key) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((r) => {
-      release = r;
-    });
-    const tail = prev.then(() => mine);
-    this.locks.set(key, tail);
-    await prev;
-    try {
-      return await fn();
-    } finally {
-      release();
-      if (this.locks.get(key) === tail) this.locks.delete(key);
-    }
-  }
 }

@@ -110,24 +110,35 @@ export async function write(ctx: MediaContext, cmd: ScsiCommand): Promise<ScsiRe
   if (blocks === 0) return good();
   const lbs = limits.blockSizeBytes;
   const lengthBytes = blocks * lbs;
-  const d = cmd.dataOut;
   // The initiator may send less than the CDB names (iSCSI EDTL < transfer length): only
   // the whole blocks that arrived are written and the transport reports the overflow
   // residual (RFC 7143 §11.4.5.1; libiscsi's iSCSIResiduals tests expect exactly this).
-  const writeBytes = d === null ? 0 : Math.min(lengthBytes, Math.floor(d.length / lbs) * lbs);
-  if (writeBytes === 0) return { status: SAM_GOOD, sense: null, dataIn: null, transferBytes: lengthBytes };
-  const writeBlocks = writeBytes / lbs;
-  const lock = ctx.lock;
-  const hold = lock.enter(lba, lba + writeBlocks, false);
+  const data = arrivedBlocks(cmd.dataOut, lengthBytes, lbs);
+  if (data === null) return { status: SAM_GOOD, sense: null, dataIn: null, transferBytes: lengthBytes };
+  const failed = await lockedWrite(ctx, lba, data, fua);
+  return failed ?? { status: SAM_GOOD, sense: null, dataIn: null, transferBytes: lengthBytes };
+}
+
+/** The whole blocks of a Data-Out buffer, at most lengthBytes of them; null when none arrived. */
+function arrivedBlocks(d: Buffer | null, lengthBytes: number, lbs: number): Buffer | null {
+  const bytes = d === null ? 0 : Math.min(lengthBytes, Math.floor(d.length / lbs) * lbs);
+  if (bytes === 0) return null;
+  return d!.length === bytes ? d! : d!.subarray(0, bytes);
+}
+
+/** Writes under a shared range lock (COMPARE AND WRITE and ORWRITE hold it exclusively); a failure as its SCSI answer. */
+async function lockedWrite(ctx: MediaContext, lba: number, data: Buffer, fua: boolean): Promise<ScsiResult | null> {
+  const lbs = ctx.limits.blockSizeBytes;
+  const hold = ctx.lock.enter(lba, lba + data.length / lbs, false);
   try {
-    if (!lock.ready(hold)) await lock.wait(hold);
-    await ctx.volume.write(lba * lbs, d!.length === writeBytes ? d! : d!.subarray(0, writeBytes), fua);
+    if (!ctx.lock.ready(hold)) await ctx.lock.wait(hold);
+    await ctx.volume.write(lba * lbs, data, fua);
+    return null;
   } catch (err) {
     return deviceErrorResult(err, 'write');
   } finally {
-    lock.leave(hold);
+    ctx.lock.leave(hold);
   }
-  return { status: SAM_GOOD, sense: null, dataIn: null, transferBytes: lengthBytes };
 }
 
 /**
@@ -149,20 +160,12 @@ export async function writeAndVerify(ctx: MediaContext, cmd: ScsiCommand): Promi
   if (blocks === 0) return good();
   const lbs = ctx.limits.blockSizeBytes;
   const lengthBytes = blocks * lbs;
-  const d = cmd.dataOut;
   // As WRITE: a shorter Data-Out writes (and verifies) the whole blocks that arrived.
-  const writeBytes = d === null ? 0 : Math.min(lengthBytes, Math.floor(d.length / lbs) * lbs);
-  if (writeBytes === 0) return { status: SAM_GOOD, sense: null, dataIn: null, transferBytes: lengthBytes };
-  const data = d!.subarray(0, writeBytes);
-  const hold = ctx.lock.enter(lba, lba + writeBytes / lbs, false);
-  try {
-    if (!ctx.lock.ready(hold)) await ctx.lock.wait(hold);
-    await ctx.volume.write(lba * lbs, data, true);
-  } catch (err) {
-    return deviceErrorResult(err, 'write');
-  } finally {
-    ctx.lock.leave(hold);
-  }
+  const data = arrivedBlocks(cmd.dataOut, lengthBytes, lbs);
+  if (data === null) return { status: SAM_GOOD, sense: null, dataIn: null, transferBytes: lengthBytes };
+  const failed = await lockedWrite(ctx, lba, data, true);
+  if (failed !== null) return failed;
+  const writeBytes = data.length;
   const r = await compareRange(ctx, lba * lbs, writeBytes, bytchk === 1 ? data : null);
   return r.status === SAM_GOOD ? { ...r, transferBytes: lengthBytes } : r;
 }
