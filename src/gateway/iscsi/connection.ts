@@ -316,9 +316,10 @@ export class IscsiConnection implements SessionConnection {
     }
     let joined: IscsiSession | null = null;
     let outcome: LoginOutcome | null = null;
+    const fenced: Array<Promise<void>> = [];
     if (step.outcome === 'complete') {
       outcome = this.host.outcome(step);
-      const placed = this.placeSession(outcome, req.cmdSN);
+      const placed = this.placeSession(outcome, req.cmdSN, fenced);
       if (typeof placed === 'string') {
         const [cls, detail] = placed === 'no-session' ? [2, 0x0a] : placed === 'too-many' ? [2, 0x06] : [3, 0x02];
         response = { ...response, transit: false, statusClass: cls, statusDetail: detail };
@@ -330,20 +331,43 @@ export class IscsiConnection implements SessionConnection {
         maxCmdSN = placed.maxCmdSN();
       }
     }
-    const fields: LoginResponseFields = { ...response, tsih: step.outcome === 'complete' && joined !== null ? tsih : req.tsih, statSN: this.nextStatSN(), expCmdSN: cmdSN, maxCmdSN };
-    const data = response.statusClass === 0 ? step.data : Buffer.alloc(0);
-    this.send(encodeLoginResponse(fields, data.length), data);
-    if (response.statusClass !== 0 || step.outcome === 'fail') {
-      this.host.log('info', `${this.label}: login failed (${response.statusClass}/${response.statusDetail})${step.reason ? `: ${step.reason}` : ''}`);
-      this.conn.close();
-      this.phase = 'closed';
+    const answer = (): void => {
+      const fields: LoginResponseFields = { ...response, tsih: step.outcome === 'complete' && joined !== null ? tsih : req.tsih, statSN: this.nextStatSN(), expCmdSN: cmdSN, maxCmdSN };
+      const data = response.statusClass === 0 ? step.data : Buffer.alloc(0);
+      this.send(encodeLoginResponse(fields, data.length), data);
+      if (response.statusClass !== 0 || step.outcome === 'fail') {
+        this.host.log('info', `${this.label}: login failed (${response.statusClass}/${response.statusDetail})${step.reason ? `: ${step.reason}` : ''}`);
+        this.conn.close();
+        this.phase = 'closed';
+        return;
+      }
+      if (joined !== null && outcome !== null) this.enterFullFeature(joined, outcome);
+    };
+    if (fenced.length === 0) {
+      answer();
       return;
     }
-    if (joined !== null && outcome !== null) this.enterFullFeature(joined, outcome);
+    // Reinstatement: the replaced session's (or connection's) writes still running on
+    // the volume must settle before the initiator may issue new ones, or a stale
+    // write could land after its replacement (RFC 7143 §6.3.5 / SAM-5 task set rules).
+    this.paused = true;
+    this.conn.pauseReading();
+    void Promise.all(fenced).then(() => {
+      if (this.phase === 'closed') return;
+      answer();
+      this.paused = false;
+      this.conn.resumeReading();
+      setImmediate(() => this.pump());
+    });
   }
 
   /** Creates or joins the session of a completed login; a string names why not. */
-  private placeSession(o: LoginOutcome, cmdSN: number): IscsiSession | 'no-session' | 'too-many' | 'no-resources' {
+  /**
+   * Creates or joins the session of a completed login; a string names why not.
+   * `fenced` receives what the login answer must wait for: the settling of writes
+   * of a session or connection this login replaces.
+   */
+  private placeSession(o: LoginOutcome, cmdSN: number, fenced: Array<Promise<void>>): IscsiSession | 'no-session' | 'too-many' | 'no-resources' {
     const sessions = this.host.sessions;
     if (o.tsih !== 0) {
       const s = sessions.byId(o.tsih);
@@ -354,6 +378,7 @@ export class IscsiConnection implements SessionConnection {
         s.replacing = true;
         old.close('connection reinstated by a new login with the same CID');
         s.replacing = false;
+        for (const z of s.zombies) if (z.settled !== null) fenced.push(z.settled);
       }
       else if (s.connections.size >= s.limits.maxConnections) return 'too-many';
       return s;
@@ -362,6 +387,7 @@ export class IscsiConnection implements SessionConnection {
     const old = sessions.find(o.initiatorName, o.isid, o.targetName);
     if (old !== null) {
       for (const c of [...old.connections.values()]) c.close('session reinstated by a new login from the same initiator port');
+      for (const z of old.zombies) if (z.settled !== null) fenced.push(z.settled);
       sessions.remove(old);
     }
     const tsih = sessions.allocateTsih();

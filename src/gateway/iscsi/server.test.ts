@@ -282,6 +282,26 @@ test('review #11: when the task limit pauses reading, PDUs already received are 
   c.close();
 });
 
+test('review #3: session reinstatement answers the new login only after the old session’s running write settled', async () => {
+  const old = await session();
+  dev.faults.latencyMs = 500;
+  try {
+    void old.scsi(0, cdb.write10(300, 1), { dataOut: Buffer.alloc(BLOCK, 0x3c) }).catch(() => undefined);
+    await sleep(50);
+    const t0 = Date.now();
+    const fresh = await TestInitiator.connect('127.0.0.1', server.port);
+    const r = await fresh.login({ targetName: DEFAULT_TARGET_NAME, isid: old.isid, initiatorName: old.initiatorName });
+    assert.equal(r.statusClass, 0);
+    assert.ok(Date.now() - t0 >= 350, `the login was answered after ${Date.now() - t0} ms, before the old write settled`);
+    dev.faults.latencyMs = 0;
+    const back = await fresh.scsi(0, cdb.read10(300, 1), { readBytes: BLOCK });
+    assert.ok(back.dataIn.equals(Buffer.alloc(BLOCK, 0x3c)), 'the old write landed before the new session started');
+    fresh.close();
+  } finally {
+    dev.faults.latencyMs = 0;
+  }
+});
+
 test('garbage instead of a login closes that connection only; logins with bad names are refused', async () => {
   const good = await session();
   const sock = net.connect({ host: '127.0.0.1', port: server.port });
