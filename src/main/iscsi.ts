@@ -60,7 +60,7 @@ export class IscsiService implements IscsiAdmin {
   private server!: IscsiServer;
   private timer: NodeJS.Timeout | null = null;
   private persisting: Promise<void> = Promise.resolve();
-  private readonly perVolume = new Map<number, { rangeLock: RangeLock; spc2Reservation: Spc2Reservation }>();
+  readonly perVolume = new Map<number, { rangeLock: RangeLock; spc2Reservation: Spc2Reservation }>();
 
   private constructor(
     private readonly opts: IscsiServiceOptions,
@@ -99,6 +99,7 @@ export class IscsiService implements IscsiAdmin {
               svc.persistInBackground();
             },
             prStore: opts.prStore,
+            onVolumeGone: (id) => svc.perVolume.delete(id),
             makeLu: (spec) => svc.makeLu(spec),
             log: opts.log,
           },

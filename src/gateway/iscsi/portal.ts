@@ -57,6 +57,8 @@ export interface PortalOptions {
   config: () => IscsiConfig;
   /** Called when the default target gave LUNs to new volumes: persist it. */
   onDefaultLunsChanged?: (cfg: IscsiConfig) => void;
+  /** Called once a volume the portal served is gone (per-volume state may go). */
+  onVolumeGone?: (volumeId: number) => void;
   prStore: PrStore | null;
   makeLu: (spec: LuSpec) => LuHandle;
   log?: LogFn;
@@ -137,14 +139,16 @@ class PortalTarget implements TargetView, LoginTarget {
 
 /** A ReservationGate that answers 'unavailable' until the real gate has loaded its record. */
 class LazyGate implements ReservationGate {
-  private gate: ReservationGate | null = null;
+  private gate: (ReservationGate & { close?(): void }) | null = null;
+  private closed = false;
   readonly ready: Promise<void>;
   failed: Error | null = null;
 
-  constructor(open: () => Promise<ReservationGate>) {
+  constructor(open: () => Promise<ReservationGate & { close?(): void }>) {
     this.ready = open().then(
       (g) => {
         this.gate = g;
+        if (this.closed) g.close?.();
       },
       (err: Error) => {
         this.failed = err;
@@ -154,6 +158,12 @@ class LazyGate implements ReservationGate {
 
   checkAccess(nexus: Nexus, access: AccessClass): 'ok' | 'conflict' | 'unavailable' {
     return this.gate === null ? 'unavailable' : this.gate.checkAccess(nexus, access);
+  }
+
+  /** The volume is gone: stop following its record. */
+  close(): void {
+    this.closed = true;
+    this.gate?.close?.();
   }
 
   async prIn(nexus: Nexus, cdb: Buffer, expectedInBytes: number): Promise<ScsiResult> {
@@ -187,7 +197,7 @@ class NoReservations implements ReservationGate {
   }
 }
 
-export type GateOpener = (store: PrStore, key: string, effects: PrEffects) => Promise<ReservationGate>;
+export type GateOpener = (store: PrStore, key: string, effects: PrEffects) => Promise<ReservationGate & { close?(): void }>;
 
 export class Portal implements ConnectionHost, LoginTargets {
   readonly sessions: SessionTable;
@@ -238,6 +248,13 @@ export class Portal implements ConnectionHost, LoginTargets {
       this.opts.onDefaultLunsChanged?.(cfg);
     }
     const byId = new Map(volumes.map((v) => [v.id, v]));
+    // Gates of deleted volumes stop following their PR record (ids are never reused).
+    for (const [id, g] of this.gates) {
+      if (byId.has(id)) continue;
+      (g as { close?(): void }).close?.();
+      this.gates.delete(id);
+      this.opts.onVolumeGone?.(id);
+    }
     const wanted = new Map<string, { luns: LunMapping[]; initiators: string[]; chap: LoginTarget['chap']; alias?: string }>();
     wanted.set(DEFAULT_TARGET_NAME, { luns: cfg.defaultLuns, initiators: cfg.defaultInitiators, chap: cfg.defaultChap });
     for (const t of cfg.targets) wanted.set(t.name, { luns: t.luns, initiators: t.initiators, chap: t.chap, ...(t.alias !== undefined ? { alias: t.alias } : {}) });
