@@ -141,17 +141,39 @@ class PortalTarget implements TargetView, LoginTarget {
 class LazyGate implements ReservationGate {
   private gate: (ReservationGate & { close?(): void }) | null = null;
   private closed = false;
-  readonly ready: Promise<void>;
+  /** Settles when the current attempt to open the gate settled (resolved or failed). */
+  ready: Promise<void>;
   failed: Error | null = null;
+  private retryMs = LAZY_GATE_RETRY_MS_MIN;
 
-  constructor(open: () => Promise<ReservationGate & { close?(): void }>) {
-    this.ready = open().then(
+  constructor(
+    private readonly open: () => Promise<ReservationGate & { close?(): void }>,
+    private readonly log: LogFn,
+    private readonly what: string,
+  ) {
+    this.ready = this.attempt();
+  }
+
+  /**
+   * Opens the gate; a failure (monitor unreachable at start, a damaged record) is
+   * retried with backoff while the LU answers NOT READY, instead of for good.
+   */
+  private attempt(): Promise<void> {
+    return this.open().then(
       (g) => {
         this.gate = g;
+        this.failed = null;
         if (this.closed) g.close?.();
       },
       (err: Error) => {
         this.failed = err;
+        if (this.closed) return;
+        this.log('error', `reservations of ${this.what} could not be loaded (retrying in ${this.retryMs} ms): ${err.message}`);
+        const t = setTimeout(() => {
+          if (!this.closed) this.ready = this.attempt();
+        }, this.retryMs);
+        t.unref();
+        this.retryMs = Math.min(LAZY_GATE_RETRY_MS_MAX, this.retryMs * 2);
       },
     );
   }
@@ -178,6 +200,9 @@ class LazyGate implements ReservationGate {
     return this.gate.prOut(nexus, cdb, params);
   }
 }
+
+const LAZY_GATE_RETRY_MS_MIN = 500;
+const LAZY_GATE_RETRY_MS_MAX = 10_000;
 
 /** NOT READY, LOGICAL UNIT NOT ACCESSIBLE, ASYMMETRIC ACCESS STATE TRANSITION (04/0A): retryable. */
 function notReady(): ScsiResult {
@@ -302,11 +327,7 @@ export class Portal implements ConnectionHost, LoginTargets {
     } else {
       const store = this.opts.prStore;
       const open = this.openGate;
-      const lazy = new LazyGate(() => open(store, String(volumeId), this.effectsFor(volumeId)));
-      void lazy.ready.then(() => {
-        if (lazy.failed) this.log('error', `reservations of volume id ${volumeId} could not be loaded: ${lazy.failed.message}`);
-      });
-      g = lazy;
+      g = new LazyGate(() => open(store, String(volumeId), this.effectsFor(volumeId)), this.log, `volume id ${volumeId}`);
     }
     this.gates.set(volumeId, g);
     return g;
@@ -320,11 +341,15 @@ export class Portal implements ConnectionHost, LoginTargets {
         }
       },
       abortNexus: (nexusKey) => {
+        const victims: OpenTask[] = [];
+        const zombies: Task[] = [];
         for (const s of this.sessions.all()) {
           if (s.nexus?.key !== nexusKey || s.target === null) continue;
           const target = this.targets.get(s.target.name);
-          for (const open of s.tasksOn(null)) if (target?.volumeOfLun.get(open.task.cmd.lun) === volumeId) this.abort(open);
+          for (const open of s.tasksOn(null)) if (target?.volumeOfLun.get(open.task.cmd.lun) === volumeId) victims.push(open);
+          for (const z of s.zombies) if (target?.volumeOfLun.get(z.cmd.lun) === volumeId) zombies.push(z);
         }
+        return this.abortAll(victims, zombies);
       },
     };
   }

@@ -302,6 +302,38 @@ test('review #3: session reinstatement answers the new login only after the old 
   }
 });
 
+test('SPC-4 5.9.11.5 (review of PR coherence #1): PREEMPT AND ABORT answers only after the preempted nexus’s running write settled', async () => {
+  const x = await session();
+  const y = await session();
+  const regY = cdb.prOut(0x00, 0, 0n, 0xbn);
+  assert.equal((await y.scsi(0, regY.cdb, { dataOut: regY.params })).status, 0);
+  const resY = cdb.prOut(0x01, 1, 0xbn, 0n);
+  assert.equal((await y.scsi(0, resY.cdb, { dataOut: resY.params })).status, 0);
+  const regX = cdb.prOut(0x00, 0, 0n, 0xan);
+  assert.equal((await x.scsi(0, regX.cdb, { dataOut: regX.params })).status, 0);
+  dev.faults.latencyMs = 500;
+  let yAnswered = false;
+  try {
+    void y.scsi(0, cdb.write10(400, 1), { dataOut: Buffer.alloc(BLOCK, 0x99) }).then(
+      () => (yAnswered = true),
+      () => undefined,
+    );
+    await sleep(50);
+    const t0 = Date.now();
+    const pa = cdb.prOut(0x05, 1, 0xan, 0xbn);
+    assert.equal((await x.scsi(0, pa.cdb, { dataOut: pa.params })).status, 0);
+    assert.ok(Date.now() - t0 >= 350, `PREEMPT AND ABORT answered after ${Date.now() - t0} ms, while the preempted write could still land`);
+  } finally {
+    dev.faults.latencyMs = 0;
+  }
+  await sleep(100);
+  assert.equal(yAnswered, false, 'the preempted write gets no status');
+  const clear = cdb.prOut(0x03, 0, 0xan, 0n);
+  assert.equal((await x.scsi(0, clear.cdb, { dataOut: clear.params })).status, 0);
+  x.close();
+  y.close();
+});
+
 test('garbage instead of a login closes that connection only; logins with bad names are refused', async () => {
   const good = await session();
   const sock = net.connect({ host: '127.0.0.1', port: server.port });

@@ -86,6 +86,8 @@ function busy(): ScsiResult {
 }
 
 export class PrGate implements ReservationGate {
+  /** Aborts of PREEMPT AND ABORT delivered here whose tasks have not settled yet. */
+  private readonly abortsInFlight: Array<Promise<void>> = [];
   private readonly casRetriesMax: number;
   private readonly log: LogFn;
   /** Seq of the newest event delivered; null until the first load finished. */
@@ -207,6 +209,9 @@ export class PrGate implements ReservationGate {
       if (cas.ok) {
         this.decoded = { rev: cas.rev, state: batch.state };
         this.deliver(batch.state);
+        // PREEMPT AND ABORT: answer only once the preempted tasks here can no longer write.
+        const aborting = this.abortsInFlight.splice(0);
+        if (aborting.length > 0) await Promise.all(aborting);
         this.answer(batch.results.length, (i) => batch.results[i]);
         return;
       }
@@ -272,7 +277,10 @@ export class PrGate implements ReservationGate {
     }
     for (const event of state.events) {
       if (event.seq <= last) continue;
-      if (event.kind === 'abort') this.effects.abortNexus(event.nexusKey);
+      if (event.kind === 'abort') {
+        const settled = this.effects.abortNexus(event.nexusKey);
+        if (settled) this.abortsInFlight.push(settled.catch(() => undefined));
+      }
       else this.effects.unitAttention(event.nexusKey, event.asc ?? 0, event.ascq ?? 0);
       last = event.seq;
     }

@@ -67,6 +67,7 @@ interface ValidityWaiter {
 export class ClusterPrStore implements PrStore {
   readonly gatewayId: string;
   private readonly mon: MonClient;
+  private readonly casMon: MonClient;
   private readonly pollMon: MonClient;
   private readonly clock: Clock;
   private readonly marginMs: number;
@@ -103,6 +104,10 @@ export class ClusterPrStore implements PrStore {
     // Polls fail fast (each address twice) so the loop's own retry sends a fresh one
     // (a vouching window counts from a poll's send time).
     this.pollMon = new MonClient({ addrs: opts.monitors, authToken: opts.authToken, clock: this.clock, attemptsMax: 2 * opts.monitors.length, retryDelayMs: 50 });
+    // A PR OUT waits on its compare-and-set: a few attempts (each address twice), not
+    // the default budget of minutes, then the gate answers NOT READY and the
+    // initiator retries; the op id makes a retried CAS idempotent at the monitor.
+    this.casMon = new MonClient({ addrs: opts.monitors, authToken: opts.authToken, clock: this.clock, requestTimeoutMs: REQUEST_TIMEOUT_MS, attemptsMax: 2 * opts.monitors.length, retryDelayMs: 100 });
   }
 
   current(key: string): PrRecord | 'unavailable' {
@@ -138,7 +143,7 @@ export class ClusterPrStore implements PrStore {
     this.checkOpen();
     const stateText = prStateText(state);
     const timeoutMs = this.casTimeoutMs ?? 2 * (this.leaseMs ?? PR_LEASE_MS_DEFAULT) + 5000;
-    const a = await this.mon.prCompareAndSet(key, { expectRev, state, op: randomUUID() }, timeoutMs);
+    const a = await this.casMon.prCompareAndSet(key, { expectRev, state, op: randomUUID() }, timeoutMs);
     const rec: PrRecord = a.ok ? { rev: a.rev, state: JSON.parse(stateText) as unknown } : { rev: a.current.rev, state: a.current.state };
     // Only keys this gateway follows are kept: every kept key is listed in each poll,
     // and the monitor bounds the keys a gateway follows (a poll over it would fail).

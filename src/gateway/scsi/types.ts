@@ -101,8 +101,12 @@ export interface ReservationGate {
 export interface PrEffects {
   /** Queue a unit attention (asc, ascq) for this nexus. */
   unitAttention(nexusKey: string, asc: number, ascq: number): void;
-  /** PREEMPT AND ABORT: abort every task of this nexus on this LU. */
-  abortNexus(nexusKey: string): void;
+  /**
+   * PREEMPT AND ABORT: abort every task of this nexus on this LU. The promise (if
+   * any) settles once none of them can still change the medium; the gate answers
+   * the PR OUT only after it (SPC-4 5.9.11.5: the preempted tasks are aborted).
+   */
+  abortNexus(nexusKey: string): Promise<void> | void;
 }
 
 /** One volume's persistent-reservation record as stored: an opaque JSON value and its revision. */
