@@ -664,11 +664,17 @@ export class IscsiConnection implements SessionConnection {
     s.order(req.cmdSN, req.immediate, (): void => {
       if (req.ttt !== P.TAG_NONE) {
         const pending = this.textPending;
-        if (pending === null || pending.ttt !== req.ttt) {
+        if (pending === null || pending.ttt !== req.ttt || pending.itt !== req.itt) {
           this.reject(pdu.bhs, REJECT_INVALID_FIELD);
           return;
         }
         this.sendTextPart(req.itt, req.lun);
+        return;
+      }
+      if (req.cont) {
+        // A request text spread over several PDUs (C bit) is not supported: the keys we
+        // answer (SendTargets) fit one PDU. Rejected, never half-parsed.
+        this.reject(pdu.bhs, REJECT_NOT_SUPPORTED);
         return;
       }
       let pairs: Array<[string, string]>;

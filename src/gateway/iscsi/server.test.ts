@@ -18,6 +18,9 @@ import { MemoryPrStore } from '../scsi/pr-store-memory.js';
 import { Portal } from './portal.js';
 import { IscsiServer } from './server.js';
 import { DEFAULT_TARGET_NAME, emptyIscsiConfig } from './targets.js';
+import { encodeTextRequest } from './pdu.js';
+import { TAG_NONE } from './pdu-types.js';
+import { encodeTextKeys } from './text.js';
 
 const MiB = 1024 * 1024;
 const BLOCK = 512;
@@ -332,6 +335,18 @@ test('SPC-4 5.9.11.5 (review of PR coherence #1): PREEMPT AND ABORT answers only
   assert.equal((await x.scsi(0, clear.cdb, { dataOut: clear.params })).status, 0);
   x.close();
   y.close();
+});
+
+test('RFC 7143 §11.10: a Text Request with the C bit, or a continuation with a foreign ITT, is rejected', async () => {
+  const c = await session();
+  const raw = c as unknown as { call(itt: number, kind: string, bhs: Buffer, data: Buffer | null): Promise<unknown>; cmdSN: number; expStatSN: number };
+  const data = encodeTextKeys([['SendTargets', '']]);
+  const cont = encodeTextRequest({ immediate: true, final: false, cont: true, lun: 0, itt: 0x501, ttt: TAG_NONE, cmdSN: raw.cmdSN, expStatSN: raw.expStatSN }, data.length);
+  await assert.rejects(raw.call(0x501, 'text', cont, data), /rejected with reason 0x5/);
+  const foreign = encodeTextRequest({ immediate: true, final: true, cont: false, lun: 0, itt: 0x502, ttt: 1234, cmdSN: raw.cmdSN, expStatSN: raw.expStatSN }, 0);
+  await assert.rejects(raw.call(0x502, 'text', foreign, null), /rejected with reason 0x9/);
+  assert.equal((await c.text([['SendTargets', '']]))[0][1], DEFAULT_TARGET_NAME, 'the connection still works');
+  c.close();
 });
 
 test('garbage instead of a login closes that connection only; logins with bad names are refused', async () => {
