@@ -9,14 +9,14 @@ import path from 'node:path';
 import { MemoryVolumeStore } from '../volume/memory.js';
 import { TesseraError, type ErrorCode } from '../stdx/errors.js';
 import type { VolumeStore } from '../volume/types.js';
-import type { PoolAdmin, PoolInfo } from './types.js';
+import type { IscsiAdmin, IscsiTargetInfo, PoolAdmin, PoolInfo } from './types.js';
 import { ApiServer, buildApi } from './server.js';
 import { ApiClient } from './client.js';
 import { ApiError, HTTP_STATUS_OF_CODE } from './errors.js';
 
 const GiB = 2 ** 30;
 
-async function call(app: ReturnType<typeof buildApi>, method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, payload?: unknown) {
+async function call(app: ReturnType<typeof buildApi>, method: 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE', url: string, payload?: unknown) {
   const res = await app.inject({ method, url, payload: payload as object | undefined });
   return { status: res.statusCode, body: res.body ? (JSON.parse(res.body) as Record<string, unknown>) : undefined };
 }
@@ -277,4 +277,47 @@ test('pool routes: bad bodies are 400 naming the field and never reach the pools
   assert.match(r.body?.message as string, /no disk pools/);
   const v = await call(plain, 'POST', '/v1/volumes', { name: 'x', sizeBytes: GiB, pool: 'p' });
   assert.deepEqual([v.status, v.body?.code], [400, 'ERR_INVALID']);
+});
+
+test('iSCSI routes: bad bodies and LUNs are 400 naming the field and never reach the daemon; a daemon without iSCSI says so', async () => {
+  const calls: string[] = [];
+  const info = { name: 'iqn.2026-11.a:b' } as unknown as IscsiTargetInfo;
+  const iscsi: IscsiAdmin = {
+    list: () => ({ portal: { host: '127.0.0.1', port: 3260 }, targets: [info] }),
+    createTarget: async () => (calls.push('create'), info),
+    deleteTarget: async () => void calls.push('delete'),
+    mapLun: async () => (calls.push('map'), info),
+    unmapLun: async () => (calls.push('unmap'), info),
+    setInitiators: async () => (calls.push('initiators'), info),
+    setChap: async () => (calls.push('chap'), info),
+  };
+  const app = buildApi({ store: new MemoryVolumeStore(), iscsi });
+  const t = '/v1/iscsi/targets/iqn.2026-11.a:b';
+  const bad: Array<[string, string, unknown, RegExp]> = [
+    ['POST', '/v1/iscsi/targets', {}, /field "name"/],
+    ['POST', '/v1/iscsi/targets', { name: 'iqn.2026-11.a:b', colour: 1 }, /unknown field\(s\) "colour"/],
+    ['POST', '/v1/iscsi/targets', { name: 'iqn.2026-11.a:b', chap: { user: 'u' } }, /field "chap.secret"/],
+    ['POST', '/v1/iscsi/targets', { name: 'iqn.2026-11.a:b', initiators: 'iqn.x' }, /field "initiators"/],
+    ['POST', `${t}/luns`, { volume: 'v', lun: 16384 }, /field "lun"/],
+    ['POST', `${t}/luns`, {}, /field "volume"/],
+    ['DELETE', `${t}/luns/abc`, undefined, /LUN must be 0..16383/],
+    ['DELETE', `${t}/luns/99999`, undefined, /LUN must be 0..16383/],
+    ['PUT', `${t}/initiators`, { initiators: [1] }, /field "initiators.0"/],
+    ['PUT', `${t}/chap`, {}, /field "chap"/],
+  ];
+  for (const [method, url, payload, msg] of bad) {
+    const r = await call(app, method as 'POST', url, payload);
+    assert.equal(r.status, 400, `${method} ${url} ${JSON.stringify(payload)} -> ${JSON.stringify(r.body)}`);
+    assert.equal(r.body?.code, 'ERR_INVALID');
+    assert.match(r.body?.message as string, msg);
+  }
+  assert.deepEqual(calls, [], 'no bad request reached the daemon');
+  const good = await call(app, 'POST', `${t}/luns`, { volume: 'v', lun: 3 });
+  assert.equal(good.status, 200);
+  assert.deepEqual(calls, ['map']);
+
+  const plain = buildApi({ store: new MemoryVolumeStore() });
+  const r = await call(plain, 'GET', '/v1/iscsi/targets', undefined);
+  assert.deepEqual([r.status, r.body?.code], [400, 'ERR_INVALID']);
+  assert.match(r.body?.message as string, /serves no iSCSI/);
 });
