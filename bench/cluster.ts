@@ -62,6 +62,9 @@ import {
   stealSample,
   stealPct,
   type Server,
+  workloadsFromEnv,
+  checkBenchDisk,
+  requireCommands,
 } from './harness.js';
 import { parseSize } from '../src/stdx/size.js';
 import { WORKLOADS, type FioFigures, type Workload } from './report.js';
@@ -324,12 +327,7 @@ function parseOptions(argv: string[]): Options {
     o.systems.add(s as System);
   }
   if (!o.systems.size) o.skip ??= `BENCH_SYSTEMS=${process.env.BENCH_SYSTEMS ?? ''} names neither tessera nor ceph`;
-  if (process.env.BENCH_ONLY) {
-    const want = process.env.BENCH_ONLY.split(',').map((s) => s.trim());
-    const bad = want.filter((w) => !WORKLOADS.some((x) => x.name === w));
-    if (bad.length) throw new Error(`BENCH_ONLY: unknown workload(s) ${bad.join(', ')}; known: ${WORKLOADS.map((w) => w.name).join(', ')}`);
-    o.workloads = WORKLOADS.filter((w) => want.includes(w.name));
-  }
+  o.workloads = workloadsFromEnv(WORKLOADS);
   if (!(o.runtime > 0) || !(o.ramp >= 0)) throw new Error('BENCH_RUNTIME must be > 0 and BENCH_RAMP >= 0');
   if (o.sizeBytes % (1 << 20) !== 0 || o.sizeBytes <= 0 || o.sizeBytes > VOLUME_BYTES) throw new Error('BENCH_SIZE must be a multiple of 1M and at most 4G (vol0 and the Ceph image size)');
   if (parseSize(o.deviceSize) < o.sizeBytes + GiB) throw new Error(`BENCH_DEVICE_SIZE ${o.deviceSize} is too small for BENCH_SIZE plus 1 GiB`);
@@ -337,20 +335,8 @@ function parseOptions(argv: string[]): Options {
 }
 
 function requireTools(o: Options): void {
-  const tools = ['fio', 'flock', 'df', ...(o.systems.has('tessera') ? ['nbdinfo'] : [])];
-  const missing = tools.filter((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0);
-  if (missing.length) throw new Error(`missing tools: ${missing.join(', ')} (scripts/ensure-system-deps.sh installs them)`);
+  requireCommands(['fio', 'flock', 'df', ...(o.systems.has('tessera') ? ['nbdinfo'] : [])]);
   if (o.systems.has('tessera') && !/\bnbd\b/.test(capture('fio', ['--enghelp']))) throw new Error('this fio has no nbd engine');
-}
-
-/** Refuse tmpfs/ramfs: the point is the same real disk for both systems. */
-function checkDisk(dir: string, needBytes: number): string {
-  const r = spawnSync('df', ['--output=fstype,avail,source', '-B1', dir], { encoding: 'utf8' });
-  const line = `${r.stdout}`.trim().split('\n')[1] ?? '';
-  const [fstype, avail, source] = line.trim().split(/\s+/);
-  if (fstype === 'tmpfs' || fstype === 'ramfs') throw new Error(`${dir} is on ${fstype}; set BENCH_DIR to a directory on a real disk`);
-  if (Number(avail) < needBytes) throw new Error(`${dir}: only ${avail} bytes free, need ${needBytes}`);
-  return `${source} (${fstype})`;
 }
 
 function machineFacts(o: Options, disk: string): Record<string, string> {
@@ -760,7 +746,7 @@ async function main(): Promise<number> {
   const resDir = path.join('/var/tmp', 'tessera-bench-results', `cluster-${stamp}`);
   fs.mkdirSync(resDir, { recursive: true });
   // each OSD holds a full replica of the region, plus room for its log and metadata
-  const disk = checkDisk(o.parentDir, o.systems.has('tessera') ? OSDS * (o.sizeBytes + GiB) : 0);
+  const disk = checkBenchDisk(o.parentDir, o.systems.has('tessera') ? OSDS * (o.sizeBytes + GiB) : 0);
   const facts = machineFacts(o, disk);
   const work = fs.mkdtempSync(path.join(o.parentDir, 'tessera-bench-'));
   log(`cluster benchmark: ${[...o.systems].join(' then ')}; scratch dir ${work} on ${disk}; results in ${resDir}`);

@@ -555,3 +555,32 @@ export function stealPct(a: { steal: number; total: number }, b: { steal: number
   const total = b.total - a.total;
   return total > 0 ? `${((100 * (b.steal - a.steal)) / total).toFixed(1)} % of the CPU time` : 'n/a';
 }
+
+/**
+ * BENCH_ONLY (comma-separated workload names) applied to a workload list; an
+ * unknown name is an error naming the known ones. Without BENCH_ONLY: all.
+ */
+export function workloadsFromEnv<W extends { name: string }>(all: readonly W[]): W[] {
+  const only = process.env.BENCH_ONLY;
+  if (!only) return [...all];
+  const want = only.split(',').map((s) => s.trim());
+  const bad = want.filter((w) => !all.some((x) => x.name === w));
+  if (bad.length) throw new Error(`BENCH_ONLY: unknown workload(s) ${bad.join(', ')}; known: ${all.map((w) => w.name).join(', ')}`);
+  return all.filter((w) => want.includes(w.name));
+}
+
+/** Refuses tmpfs/ramfs (the point is the same real disk for every system) and a disk without room; returns "source (fstype)". */
+export function checkBenchDisk(dir: string, needBytes: number): string {
+  const r = spawnSync('df', ['--output=fstype,avail,source', '-B1', dir], { encoding: 'utf8' });
+  const line = `${r.stdout}`.trim().split('\n')[1] ?? '';
+  const [fstype, avail, source] = line.trim().split(/\s+/);
+  if (fstype === 'tmpfs' || fstype === 'ramfs') throw new Error(`${dir} is on ${fstype}; set BENCH_DIR to a directory on a real disk`);
+  if (Number(avail) < needBytes) throw new Error(`${dir}: only ${avail} bytes free, need ${needBytes}`);
+  return `${source} (${fstype})`;
+}
+
+/** Throws naming the commands not on PATH (ensure-system-deps.sh installs them). */
+export function requireCommands(cmds: string[]): void {
+  const missing = cmds.filter((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0);
+  if (missing.length) throw new Error(`missing tools: ${missing.join(', ')} (scripts/ensure-system-deps.sh installs them)`);
+}

@@ -46,6 +46,9 @@ import {
   waitQuiet,
   type FioRun,
   type Server,
+  workloadsFromEnv,
+  checkBenchDisk,
+  requireCommands,
 } from './harness.js';
 import { parseSize } from '../src/stdx/size.js';
 import { WORKLOADS, ratioTable, recordSection, resultsTable, verdict, type Result, type Row, type Workload } from './report.js';
@@ -102,12 +105,7 @@ function parseOptions(argv: string[]): Options {
     else if (a === '--help' || a === '-h') usage();
     else throw new Error(`unknown argument ${a} (try --help)`);
   }
-  if (process.env.BENCH_ONLY) {
-    const want = process.env.BENCH_ONLY.split(',').map((s) => s.trim());
-    const bad = want.filter((w) => !WORKLOADS.some((x) => x.name === w));
-    if (bad.length) throw new Error(`BENCH_ONLY: unknown workload(s) ${bad.join(', ')}; known: ${WORKLOADS.map((w) => w.name).join(', ')}`);
-    o.workloads = WORKLOADS.filter((w) => want.includes(w.name));
-  }
+  o.workloads = workloadsFromEnv(WORKLOADS);
   if (o.profileDir) o.systems = new Set(['tessera']);
   for (const s of o.systems) if (s !== PEER && s !== 'tessera') throw new Error(`BENCH_SYSTEMS: unknown system ${s}`);
   if (!(o.runtime > 0) || !(o.ramp >= 0)) throw new Error('BENCH_RUNTIME must be > 0 and BENCH_RAMP >= 0');
@@ -116,19 +114,8 @@ function parseOptions(argv: string[]): Options {
 }
 
 function requireTools(): void {
-  const missing = ['fio', 'qemu-nbd', 'nbdinfo', 'flock', 'fallocate'].filter((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0);
-  if (missing.length) throw new Error(`missing tools: ${missing.join(', ')} (scripts/ensure-system-deps.sh installs them)`);
+  requireCommands(['fio', 'qemu-nbd', 'nbdinfo', 'flock', 'fallocate']);
   if (!/\bnbd\b/.test(capture('fio', ['--enghelp']))) throw new Error('this fio has no nbd engine');
-}
-
-/** Refuse tmpfs/ramfs: the point is the same real disk for both systems. */
-function checkDisk(dir: string, needBytes: number): string {
-  const r = spawnSync('df', ['--output=fstype,avail,source', '-B1', dir], { encoding: 'utf8' });
-  const line = `${r.stdout}`.trim().split('\n')[1] ?? '';
-  const [fstype, avail, source] = line.trim().split(/\s+/);
-  if (fstype === 'tmpfs' || fstype === 'ramfs') throw new Error(`${dir} is on ${fstype}; set BENCH_DIR to a directory on a real disk`);
-  if (Number(avail) < needBytes) throw new Error(`${dir}: only ${avail} bytes free, need ${needBytes}`);
-  return `${source} (${fstype})`;
 }
 
 function machineFacts(disk: string): Record<string, string> {
@@ -318,7 +305,7 @@ async function main(): Promise<number> {
   const resDir = path.join(o.parentDir, 'tessera-bench-results', stamp);
   fs.mkdirSync(resDir, { recursive: true });
   const needBytes = (o.systems.has(PEER) ? o.sizeBytes : 0) + (o.systems.has('tessera') ? o.sizeBytes + GiB : 0);
-  const disk = checkDisk(o.parentDir, needBytes);
+  const disk = checkBenchDisk(o.parentDir, needBytes);
   const work = fs.mkdtempSync(path.join(o.parentDir, 'tessera-bench-'));
   const facts = machineFacts(disk);
   log(`scratch dir ${work} on ${disk}; results in ${resDir}`);
