@@ -176,7 +176,7 @@ export class Daemon {
       undo.push({ what: 'NBD server', run: () => nbd.close() });
       let iscsi: IscsiHandle | undefined;
       if (deps.startIscsi && config.iscsi.port !== null) {
-        const started = await deps.startIscsi({ dataDir: config.dataDir, host: config.iscsi.host, port: config.iscsi.port, store, log: log.child('iscsi').fn(), onFatal });
+        const started = await deps.startIscsi({ dataDir: config.dataDir, host: config.iscsi.host, port: config.iscsi.port, store, log: log.child('gateway').fn(), onFatal });
         iscsi = started;
         undo.push({ what: 'iSCSI server', run: () => started.close() });
       }

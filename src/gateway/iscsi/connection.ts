@@ -169,6 +169,11 @@ export class IscsiConnection implements SessionConnection {
     return this.phase;
   }
 
+  /** Still logging in: the server's login timeout applies. */
+  negotiating(): boolean {
+    return this.phase === 'login';
+  }
+
   // ---- transport events ----
 
   onData(chunk: Buffer): void {

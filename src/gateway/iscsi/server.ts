@@ -10,8 +10,7 @@
 //   exception) ends that connection only, never the process or other sessions.
 // - close() stops accepting, lets connections answer what is in flight, then
 //   destroys whatever is left after shutdownDrainMs.
-import { TcpListener } from '../../io/node/tcp.js';
-import type { TcpConnection } from '../../io/node/tcp.js';
+import { GatewayTcpServer } from '../tcp-server.js';
 import { IscsiConnection } from './connection.js';
 import type { LogFn } from './connection.js';
 import type { Portal } from './portal.js';
@@ -34,97 +33,45 @@ export interface IscsiServerOptions {
 }
 
 export class IscsiServer {
-  private readonly connections = new Set<IscsiConnection>();
-  private closing: Promise<void> | null = null;
-  portal!: Portal;
-
   private constructor(
-    private readonly listener: TcpListener,
-    private readonly log: LogFn,
-    private readonly loginTimeoutMs: number,
+    private readonly tcp: GatewayTcpServer<IscsiConnection>,
+    readonly portal: Portal,
   ) {}
 
   get host(): string {
-    return this.listener.host;
+    return this.tcp.host;
   }
 
   get port(): number {
-    return this.listener.port;
+    return this.tcp.port;
   }
 
   static async start(opts: IscsiServerOptions): Promise<IscsiServer> {
     const log: LogFn = opts.log ?? (() => {});
-    const maxConnections = opts.maxConnections ?? MAX_CONNECTIONS_DEFAULT;
-    let server: IscsiServer | null = null;
-    const listener = await TcpListener.listen({
+    // The portal needs the bound address, and connections need the portal: it is set
+    // right after listen(), before the first connection can be accepted (same tick).
+    let portal: Portal | null = null;
+    const tcp = await GatewayTcpServer.start<IscsiConnection>({
+      name: 'iscsi',
       host: opts.host === '' ? ISCSI_DEFAULT_HOST : opts.host,
       port: opts.port,
+      maxConnections: opts.maxConnections ?? MAX_CONNECTIONS_DEFAULT,
+      negotiationTimeoutMs: opts.loginTimeoutMs ?? LOGIN_TIMEOUT_MS_DEFAULT,
+      shutdownDrainMs: SHUTDOWN_DRAIN_MS,
       log,
-      onConnection: (conn) => {
-        if (server === null || server.closing !== null || server.connections.size >= maxConnections) {
-          log('warn', `refusing ${conn.remoteLabel}: ${server?.closing ? 'shutting down' : `limit of ${maxConnections} connections reached`}`);
-          conn.destroy();
-          return;
-        }
-        server.accept(conn);
-      },
+      createSession: (conn, label) => new IscsiConnection(conn, portal!, label),
     });
-    server = new IscsiServer(listener, log, opts.loginTimeoutMs ?? LOGIN_TIMEOUT_MS_DEFAULT);
-    server.portal = opts.portal({ host: listener.host, port: listener.port });
-    log('info', `listening on ${listener.host}:${listener.port}`);
-    return server;
+    portal = opts.portal({ host: tcp.host, port: tcp.port });
+    return new IscsiServer(tcp, portal);
   }
 
+  /** Connections not yet forgotten (open, or with tasks still settling). */
   connectionCount(): number {
-    return this.connections.size;
+    return this.tcp.sessionCount();
   }
 
-  close(): Promise<void> {
-    if (this.closing === null) this.closing = this.shutdown();
-    return this.closing;
-  }
-
-  private accept(conn: TcpConnection): void {
-    const label = conn.remoteLabel;
-    const c = new IscsiConnection(conn, this.portal, label);
-    this.connections.add(c);
-    const loginTimer = setTimeout(() => {
-      if (c.state() !== 'login') return;
-      this.log('warn', `${label}: login not finished within ${this.loginTimeoutMs} ms; closing`);
-      conn.destroy();
-    }, this.loginTimeoutMs);
-    loginTimer.unref();
-    const guarded = (what: string, fn: () => void): void => {
-      try {
-        fn();
-      } catch (err) {
-        this.log('error', `${label}: ${what} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
-        conn.destroy();
-      }
-    };
-    conn.attach({
-      onData: (chunk) => guarded('input', () => c.onData(chunk)),
-      onDrain: () => guarded('drain', () => c.onDrain()),
-      onClose: () => {
-        clearTimeout(loginTimer);
-        guarded('close', () => c.onClose());
-        void c.whenIdle().then(() => this.connections.delete(c));
-      },
-    });
-  }
-
-  private async shutdown(): Promise<void> {
-    const stopped = this.listener.stopAccepting();
-    const conns = [...this.connections];
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, SHUTDOWN_DRAIN_MS);
-    });
-    await Promise.race([Promise.all(conns.map((c) => c.whenIdle())), timeout]);
-    clearTimeout(timer);
-    this.listener.destroyAll();
-    await stopped;
+  async close(): Promise<void> {
+    await this.tcp.close();
     await this.portal.close();
-    this.log('info', 'closed');
   }
 }

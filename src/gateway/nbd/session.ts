@@ -196,6 +196,11 @@ export class NbdSession implements DecoderHandler {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
+  /** Still in the handshake (greeting or option haggling): the server's negotiation timeout applies. */
+  negotiating(): boolean {
+    return this.phase === 'greeting' || this.phase === 'options';
+  }
+
   state(): SessionPhase {
     return this.phase;
   }
