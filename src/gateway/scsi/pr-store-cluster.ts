@@ -25,6 +25,7 @@
 // - Time only from the injected Clock.
 import { randomUUID } from 'node:crypto';
 import { TesseraError } from '../../stdx/errors.js';
+import { KeyedListeners } from '../../stdx/keyed-listeners.js';
 import type { Logger } from '../../stdx/log.js';
 import type { Clock, TimerHandle } from '../../io/clock.js';
 import { nodeClock } from '../../io/node/clock.js';
@@ -80,7 +81,7 @@ export class ClusterPrStore implements PrStore {
   /** Keys load() completed for: only these are current(). */
   private readonly loaded = new Set<string>();
   private readonly loads = new Map<string, Promise<void>>();
-  private readonly listeners = new Map<string, Set<(rec: PrRecord) => void>>();
+  private readonly listeners = new KeyedListeners<PrRecord>();
   private readonly validityWaiters = new Set<ValidityWaiter>();
   /** From the monitor's answers; null before the first one. */
   private leaseMs: number | null = null;
@@ -152,17 +153,7 @@ export class ClusterPrStore implements PrStore {
   }
 
   subscribe(key: string, listener: (rec: PrRecord) => void): () => void {
-    let set = this.listeners.get(key);
-    if (set === undefined) {
-      set = new Set();
-      this.listeners.set(key, set);
-    }
-    set.add(listener);
-    return () => {
-      const s = this.listeners.get(key);
-      s?.delete(listener);
-      if (s !== undefined && s.size === 0) this.listeners.delete(key);
-    };
+    return this.listeners.add(key, listener);
   }
 
   /** Stops the loop and ends the lease at the monitor (best effort). */
@@ -218,13 +209,7 @@ export class ClusterPrStore implements PrStore {
     const cur = this.records.get(key);
     if (cur !== undefined && cur.rev >= rec.rev) return;
     this.records.set(key, rec);
-    for (const l of [...(this.listeners.get(key) ?? [])]) {
-      try {
-        l(rec);
-      } catch (err) {
-        this.log?.error(`PR listener for ${key} threw: ${(err as Error).stack ?? String(err)}`);
-      }
-    }
+    this.listeners.emit(key, rec, (err) => this.log?.error(`PR listener for ${key} threw: ${(err as Error).stack ?? String(err)}`));
   }
 
   private startLoop(): void {

@@ -20,6 +20,7 @@
 // - Listeners get every newer record, own writes included, after it is durable.
 // - Only io/node touches the file system; tests inject PrFileIo.
 import path from 'node:path';
+import { KeyedListeners } from '../../stdx/keyed-listeners.js';
 import { KeyedLock } from '../../stdx/key-lock.js';
 import { crc32c } from '../../stdx/crc32c.js';
 import { TesseraError } from '../../stdx/errors.js';
@@ -96,7 +97,7 @@ export class LocalPrStore implements PrStore {
   private readonly records = new Map<string, PrRecord>();
   private readonly loads = new Map<string, Promise<PrRecord>>();
   private readonly locks = new KeyedLock();
-  private readonly listeners = new Map<string, Set<(rec: PrRecord) => void>>();
+  private readonly listeners = new KeyedListeners<PrRecord>();
   private dirReady: Promise<void> | null = null;
   private failed: TesseraError | null = null;
   private closed = false;
@@ -168,17 +169,7 @@ export class LocalPrStore implements PrStore {
   }
 
   subscribe(key: string, listener: (rec: PrRecord) => void): () => void {
-    let set = this.listeners.get(key);
-    if (set === undefined) {
-      set = new Set();
-      this.listeners.set(key, set);
-    }
-    set.add(listener);
-    return () => {
-      const s = this.listeners.get(key);
-      s?.delete(listener);
-      if (s !== undefined && s.size === 0) this.listeners.delete(key);
-    };
+    return this.listeners.add(key, listener);
   }
 
   /** Waits for writes in progress; later calls fail with ERR_CLOSED. */
@@ -199,13 +190,8 @@ export class LocalPrStore implements PrStore {
   }
 
   private notify(key: string, rec: PrRecord): void {
-    for (const l of [...(this.listeners.get(key) ?? [])]) {
-      try {
-        l(rec);
-      } catch {
-        // A listener's bug must not undo a durable write; the gate's listeners do not throw.
-      }
-    }
+    // A listener's bug must not undo a durable write; the gate's listeners do not throw.
+    this.listeners.emit(key, rec);
   }
 
 }
