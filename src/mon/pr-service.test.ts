@@ -4,7 +4,8 @@
 //   acknowledgement of a following gateway; it stops waiting when a dead gateway's
 //   lease expires, and after leaseMs + margin for a live gateway that never
 //   acknowledges; losing activity fails a waiting CAS, whose retry with the same op
-//   answers ok; long-poll semantics; limits and validation; damaged stored records.
+//   answers ok; long-poll semantics (a gateway without a lease is answered at once);
+//   limits and validation; damaged stored records.
 // - on the embedded store and on a real etcd (real clock): concurrent CAS of one key
 //   have exactly one winner per rev, also from two services on one store (two
 //   monitors that both believe they are active); read-modify-write loops lose no update.
@@ -156,6 +157,27 @@ describe('PrService with a manual clock', () => {
       clock.advance(LEASE_MS / 2);
       await until(() => next.done, 'the poll to time out');
       assert.deepEqual(next.value, { leaseMs: LEASE_MS, records: [] });
+    } finally {
+      await done(svc, store);
+    }
+  });
+
+  test('a poll from a gateway without a lease here (first poll, lease expired, new monitor) is answered at once; the next one waits', async () => {
+    const { svc, clock, store } = await manualService();
+    try {
+      clock.advance(HOLD_MS);
+      const first = track(svc.watchKeys('g', [['6', 0]], 400));
+      await until(() => first.done, 'the first poll answered at once');
+      assert.deepEqual(first.value, { leaseMs: LEASE_MS, records: [] });
+      const second = track(svc.watchKeys('g', [['6', 0]], 400));
+      await sleep(30);
+      assert.equal(second.done, false, 'a gateway holding a lease long-polls');
+      clock.advance(400);
+      await until(() => second.done, 'the long poll to end');
+      clock.advance(LEASE_MS); // g's lease runs out
+      assert.equal(svc.counters().gateways, 0);
+      const again = track(svc.watchKeys('g', [['6', 0]], 400));
+      await until(() => again.done, 'the poll after the lease ran out answered at once');
     } finally {
       await done(svc, store);
     }

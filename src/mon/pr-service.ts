@@ -570,7 +570,8 @@ export class PrService {
   /**
    * A gateway's long poll: renews its lease, follows the keys of `known` and records
    * their revs as acknowledged; answers the followed records newer than acknowledged,
-   * at once or when one changes, else after min(waitMs, leaseMs / 2) with none.
+   * at once or when one changes, else after min(waitMs, leaseMs / 2) with none (at
+   * once too for a gateway that held no lease here).
    */
   async watchKeys(gatewayId: string, known: ReadonlyArray<readonly [string, number]>, waitMs: number, signal?: AbortSignal): Promise<PrWatchAnswer> {
     this.check();
@@ -584,6 +585,10 @@ export class PrService {
       if (!Number.isSafeInteger(rev) || rev < 0) throw new TesseraError('ERR_INVALID', `known rev of PR key ${key} must be a non-negative integer, got ${rev}`);
     }
     const gen = this.gen;
+    // A gateway without a lease here (its first poll, or its first at this monitor after
+    // a restart or failover) is answered at once: it stops vouching on its old lease
+    // soon and must not wait out a long poll to get a new one.
+    const leaseless = !this.gateways.has(gatewayId);
     const g = this.touchGateway(gatewayId);
     this.checkFollowLimits(g, [...seen]);
     for (const [key, rev] of known) this.follow(g, key, rev);
@@ -595,7 +600,7 @@ export class PrService {
     if (this.gateways.get(gatewayId) !== g) return { leaseMs: this.leaseMs, records: [] }; // released meanwhile
     this.answerPoll(g, []);
     const records = this.pendingFor(g);
-    const holdMs = Math.min(waitMs, Math.floor(this.leaseMs / 2));
+    const holdMs = leaseless ? 0 : Math.min(waitMs, Math.floor(this.leaseMs / 2));
     if (records.length > 0 || holdMs === 0 || signal?.aborted === true) return { leaseMs: this.leaseMs, records };
     return new Promise((resolve, reject) => {
       const onAbort = (): void => {

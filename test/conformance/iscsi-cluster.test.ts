@@ -30,6 +30,8 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { PR_LEASE_MS_DEFAULT } from '../../src/mon/pr-service.js';
 import { ClusterFixture, type GatewaySlot } from '../helpers/cluster.js';
 import { cdb, parseReadKeys, parseReadReservation, TestInitiator, type ScsiReply } from '../helpers/iscsi-initiator.js';
 import { iscsiTestCuSections, parseIscsiTestCu } from '../helpers/iscsi-test-cu.js';
@@ -341,7 +343,11 @@ describe('iSCSI persistent reservations across two gateways of a real cluster (i
     const stoppedMon = await fx.mon.stop();
     assert.equal(stoppedMon.killed, false, `the monitor did not exit on SIGTERM:\n${ctx()}`);
     await fx.startMon();
-    // The gateways' leases lapse while no monitor answers: wait until the PR state is served again.
+    // A gateway keeps vouching for its records until its last poll answered by the old
+    // monitor (sent before t0) + the lease; a GOOD before that proves nothing and the
+    // lease may lapse right after it (NOT READY: CI, session 8). Wait it out, then for
+    // the PR state to be served on leases from the new monitor.
+    await sleep(Math.max(0, t0 + PR_LEASE_MS_DEFAULT - Date.now()));
     for (const [n, gw] of [[yA, 'A'], [yB, 'B']] as const) {
       await fx.waitFor(`gateway ${gw} to serve the PR state after the monitor restart`, 30_000, async () => {
         const r = await n.ini.scsi(0, cdb.prIn(READ_KEYS), { readBytes: 8192 });

@@ -7,10 +7,14 @@
 //   comes back when the monitor returns (same port, same data dir);
 // - a gateway restart (new store, new gateway id) finds the state in the monitor;
 // - with a manual clock, the vouching window ends exactly at the last answered
-//   poll's send time + leaseMs − safetyMarginMs.
+//   poll's send time + leaseMs − safetyMarginMs;
+// - after a failed poll the next one asks for an answer at once (waitMs 0), not a
+//   long poll: a monitor restart must not cost the gateways a lease (CI, session 8).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Clock, TimerHandle } from '../../io/clock.js';
@@ -172,5 +176,40 @@ test('manual clock: the store vouches until the last answered poll was sent + le
   } finally {
     await s.close();
     await m.close();
+  }
+});
+
+test('after a failed poll the next poll asks for an answer at once (waitMs 0); after an answer it long-polls again', async () => {
+  // A fake monitor that records each watch's waitMs and hangs up on the 2nd and 3rd
+  // (the client's two attempts of one poll), so the store's loop sees one failed poll.
+  const waits: number[] = [];
+  const json = (res: import('node:http').ServerResponse, body: unknown): void => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(body));
+  };
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (url.pathname === '/v1/pr/watch') {
+      waits.push(Number(url.searchParams.get('waitMs')));
+      if (waits.length === 2 || waits.length === 3) return void req.socket.destroy();
+      const delayMs = waits.length >= 5 ? 200 : 0;
+      setTimeout(() => json(res, { leaseMs: 3000, records: [] }), delayMs);
+      return;
+    }
+    if (url.pathname === '/v1/pr/7') return json(res, { rev: 0, state: null, leaseMs: 3000 });
+    res.writeHead(404).end();
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const s = new ClusterPrStore({ monitors: [`127.0.0.1:${(server.address() as AddressInfo).port}`], safetyMarginMs: 500 });
+  try {
+    await s.load('7');
+    await until(() => waits.length >= 5, 'five polls');
+    // 1: first poll (no lease known yet) → 0; 2-3: a long poll (3000 − 500) / 3, hung up twice;
+    // 4: the poll after the failure → 0; 5: answered, so long-polling again.
+    assert.deepEqual(waits.slice(0, 5), [0, 833, 833, 0, 833]);
+  } finally {
+    await s.close();
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
   }
 });

@@ -224,8 +224,9 @@ export class ClusterPrStore implements PrStore {
       const sentMs = this.clock.nowMs();
       const known = [...this.records].map(([k, r]) => [k, r.rev] as const);
       const leaseMs = this.leaseMs;
-      // Two poll cycles must fit in one vouching window (leaseMs − margin).
-      const waitMs = leaseMs === null ? 0 : Math.max(0, Math.floor((leaseMs - this.marginMs) / 3));
+      // Two poll cycles must fit in one vouching window (leaseMs − margin). After a failed
+      // poll the lease is running out: ask for an answer at once, not a long poll.
+      const waitMs = leaseMs === null || !this.healthy ? 0 : Math.max(0, Math.floor((leaseMs - this.marginMs) / 3));
       let a: PrWatchAnswer;
       try {
         a = await this.pollMon.prWatch(this.gatewayId, known, waitMs, waitMs + (leaseMs ?? PR_LEASE_MS_DEFAULT));
