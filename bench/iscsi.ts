@@ -362,7 +362,7 @@ async function startTessera(o: Options, dataDir: string, logDir: string, profile
   const nbdPort = await freePort();
   const port = await freePort();
   const env: NodeJS.ProcessEnv = { ...process.env, UV_USE_IO_URING: o.uring };
-  const nodeArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+  const nodeArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, ...(process.env.BENCH_PROFILE_FLAGS ?? '').split(' ').filter(Boolean)] : [];
   const args = [
     ...nodeArgs,
     TESSERA_BIN,

@@ -290,6 +290,14 @@ export class IscsiConnection implements SessionConnection {
     return sn;
   }
 
+  /** trio() into an existing field object (the per-IO PDUs). */
+  private fillTrio(f: P.SnTrio, advance: boolean): void {
+    const s = this.session!;
+    f.statSN = advance ? this.nextStatSN() : this.statSN;
+    f.expCmdSN = s.expCmdSN;
+    f.maxCmdSN = s.maxCmdSN();
+  }
+
   private trio(advance: boolean): P.SnTrio {
     const s = this.session!;
     return { statSN: advance ? this.nextStatSN() : this.statSN, expCmdSN: s.expCmdSN, maxCmdSN: s.maxCmdSN() };
@@ -521,7 +529,14 @@ export class IscsiConnection implements SessionConnection {
     const task = open.task;
     for (const seq of task.nextR2ts(this.dataOutLimits(), () => this.allocTtt())) {
       this.byTtt.set(seq.ttt, task);
-      const f = { ...this.trio(false), lun: Math.max(0, task.cmd.lun), itt: task.itt, ttt: seq.ttt, r2tSN: seq.r2tSN, bufferOffset: seq.offsetBytes, desiredDataTransferLength: seq.lengthBytes };
+      const f = this.r2tFields;
+      this.fillTrio(f, false);
+      f.lun = Math.max(0, task.cmd.lun);
+      f.itt = task.itt;
+      f.ttt = seq.ttt;
+      f.r2tSN = seq.r2tSN;
+      f.bufferOffset = seq.offsetBytes;
+      f.desiredDataTransferLength = seq.lengthBytes;
       this.send(encodeR2t(f), null);
     }
   }
@@ -603,19 +618,33 @@ export class IscsiConnection implements SessionConnection {
     const underflow = moved < edtl;
     const residual = overflow ? moved - edtl : edtl - moved;
     const collapse = r.status === SAM_GOOD && r.sense === null;
+    const residualCount = overflow || underflow ? residual : 0;
     if (dataIn !== null && dataIn.length > 0) {
-      this.sendDataIn(cmd, dataIn, collapse ? { status: r.status, overflow, underflow, residual } : null);
+      this.sendDataIn(cmd, dataIn, collapse, r.status, overflow, underflow, residualCount);
       if (collapse) return;
     }
     const sense = r.sense !== null && r.sense.length > 0 ? encodeSenseData(r.sense) : null;
-    const f = { ...this.trio(true), itt: cmd.itt, response: 0, status: r.status, overflow, underflow, residualCount: overflow || underflow ? residual : 0, expDataSN: dataIn === null ? 0 : Math.ceil(dataIn.length / this.initiatorMrdslBytes) };
+    const f = this.responseFields;
+    this.fillTrio(f, true);
+    f.itt = cmd.itt;
+    f.response = 0;
+    f.status = r.status;
+    f.overflow = overflow;
+    f.underflow = underflow;
+    f.residualCount = residualCount;
+    f.expDataSN = dataIn === null ? 0 : Math.ceil(dataIn.length / this.initiatorMrdslBytes);
     this.send(encodeScsiResponse(f, sense?.length ?? 0), sense);
   }
 
   /** Reused for every Data-In PDU: encodeDataIn reads it synchronously (no object per PDU). */
   private readonly dataIn: P.DataInFields = { statSN: 0, expCmdSN: 0, maxCmdSN: 0, final: false, hasStatus: false, status: 0, overflow: false, underflow: false, residualCount: 0, lun: 0, itt: 0, ttt: P.TAG_NONE, dataSN: 0, bufferOffset: 0 };
 
-  private sendDataIn(cmd: ScsiCommandPdu, data: Buffer, status: { status: number; overflow: boolean; underflow: boolean; residual: number } | null): void {
+  /** Reused for every SCSI Response and R2T PDU, like dataIn: an object literal per IO showed in profiles. */
+  private readonly responseFields: P.ScsiResponseFields = { statSN: 0, expCmdSN: 0, maxCmdSN: 0, itt: 0, response: 0, status: 0, overflow: false, underflow: false, residualCount: 0, expDataSN: 0 };
+  private readonly r2tFields: P.R2tFields = { statSN: 0, expCmdSN: 0, maxCmdSN: 0, lun: 0, itt: 0, ttt: 0, r2tSN: 0, bufferOffset: 0, desiredDataTransferLength: 0 };
+
+  /** With withStatus, the last Data-In carries the status (phase collapse, RFC 7143 §11.7.4). */
+  private sendDataIn(cmd: ScsiCommandPdu, data: Buffer, withStatus: boolean, status: number, overflow: boolean, underflow: boolean, residualCount: number): void {
     const s = this.session!;
     const chunk = this.initiatorMrdslBytes;
     const burst = s.limits.maxBurstBytes;
@@ -627,16 +656,16 @@ export class IscsiConnection implements SessionConnection {
       // A Data-In sequence carries at most MaxBurstLength bytes (RFC 7143 §13.13): F ends each.
       const end = Math.min(data.length, off + chunk, (Math.floor(off / burst) + 1) * burst);
       const last = end === data.length;
-      const withStatus = last && status !== null;
+      const carries = last && withStatus;
       f.final = last || end % burst === 0;
-      f.hasStatus = withStatus;
-      f.statSN = withStatus ? this.nextStatSN() : 0;
+      f.hasStatus = carries;
+      f.statSN = carries ? this.nextStatSN() : 0;
       f.expCmdSN = s.expCmdSN;
       f.maxCmdSN = s.maxCmdSN();
-      f.status = withStatus ? status.status : 0;
-      f.overflow = withStatus && status.overflow;
-      f.underflow = withStatus && status.underflow;
-      f.residualCount = withStatus && (status.overflow || status.underflow) ? status.residual : 0;
+      f.status = carries ? status : 0;
+      f.overflow = carries && overflow;
+      f.underflow = carries && underflow;
+      f.residualCount = carries ? residualCount : 0;
       f.dataSN = dataSN++;
       f.bufferOffset = off;
       this.send(encodeDataIn(f, end - off), off === 0 && end === data.length ? data : data.subarray(off, end));

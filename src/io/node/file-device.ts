@@ -43,6 +43,10 @@ export class FileDevice implements BlockDevice {
    */
   private syncSlowScore = 0;
   private syncBackoffUntilMs = 0;
+  private syncWroteThisTurn = false;
+  private readonly endTurn = (): void => {
+    this.syncWroteThisTurn = false;
+  };
   syncIos = 0;
   asyncIos = 0;
 
@@ -130,7 +134,15 @@ export class FileDevice implements BlockDevice {
   }
 
   write(buf: Uint8Array, offsetBytes: number): Promise<void> {
-    if (this.stats.inFlight === 0 && this.syncAllowed(buf.length)) return this.writeSync(buf, offsetBytes);
+    if (this.stats.inFlight === 0 && !this.syncWroteThisTurn && this.syncAllowed(buf.length)) {
+      // A synchronous write never counts as in flight, so "queue depth 1" also means:
+      // the first write of this event-loop turn. Commands that arrived together (one
+      // socket read at QD32) send their other writes to the pool, overlapping the
+      // kernel's copy with this thread's work.
+      this.syncWroteThisTurn = true;
+      setImmediate(this.endTurn);
+      return this.writeSync(buf, offsetBytes);
+    }
     this.asyncIos++;
     const t0 = performance.now(); // one clock for every path (no BigInt per IO)
     this.stats.inFlight++;

@@ -1,0 +1,78 @@
+// FileDevice's choice between a synchronous syscall and libuv's thread pool on a
+// buffered device (see the comment on syncSlowScore in file-device.ts):
+// - a write alone in its event-loop turn (queue depth 1) is synchronous;
+// - of the writes issued in one turn (commands that arrived together at QD32), only
+//   the first is synchronous and the others go to the pool (session 8: every write
+//   went synchronous, because a synchronous write never counts as in flight, and
+//   the main thread paid the kernel's page-cache copy of every 4 KiB write);
+// - small reads are synchronous, reads over 64 KiB use the pool;
+// - whichever path, the bytes land where they were written.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
+import { FileDevice } from './file-device.js';
+
+const root = mkdtempSync(join(tmpdir(), 'tessera-filedev-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+let seq = 0;
+
+async function device(): Promise<FileDevice> {
+  const path = join(root, `dev-${++seq}.img`);
+  await FileDevice.create(path, 16 << 20);
+  return FileDevice.open(path, 'off');
+}
+
+const block = (fill: number, bytes = 4608): Buffer => Buffer.alloc(bytes, fill);
+
+test('a write alone in its event-loop turn is synchronous', async () => {
+  const d = await device();
+  try {
+    for (let i = 0; i < 5; i++) {
+      await d.write(block(i + 1), i * 4608);
+      await nextTurn();
+    }
+    assert.deepEqual({ sync: d.syncIos, async: d.asyncIos }, { sync: 5, async: 0 });
+  } finally {
+    await d.close();
+  }
+});
+
+test('of 32 writes issued in one turn, only the first is synchronous; all land', async () => {
+  const d = await device();
+  try {
+    await Promise.all(Array.from({ length: 32 }, (_, i) => d.write(block(i + 1), i * 4608)));
+    assert.deepEqual({ sync: d.syncIos, async: d.asyncIos }, { sync: 1, async: 31 });
+    await nextTurn();
+    // The next turn starts afresh: a lone write is synchronous again.
+    await d.write(block(0xee), 40 * 4608);
+    assert.equal(d.syncIos, 2);
+    for (let i = 0; i < 32; i++) {
+      const back = Buffer.alloc(4608);
+      await d.read(back, i * 4608);
+      assert.ok(back.equals(block(i + 1)), `block ${i}`);
+    }
+  } finally {
+    await d.close();
+  }
+});
+
+test('small reads are synchronous, reads over 64 KiB use the thread pool', async () => {
+  const d = await device();
+  try {
+    await d.write(block(7, 128 << 10), 0);
+    await nextTurn();
+    const before = { sync: d.syncIos, async: d.asyncIos };
+    const small = Buffer.alloc(4096);
+    await d.read(small, 0);
+    assert.equal(d.syncIos, before.sync + 1);
+    const big = Buffer.alloc(128 << 10);
+    await d.read(big, 0);
+    assert.equal(d.asyncIos, before.async + 1);
+    assert.ok(big.equals(block(7, 128 << 10)));
+  } finally {
+    await d.close();
+  }
+});
