@@ -12,6 +12,14 @@ export function assert(condition: unknown, message = 'assertion failed'): assert
   if (!condition) throw new AssertionError(message);
 }
 
+/**
+ * Throws an AssertionError. For hot paths: `if (!ok) fail(\`...\`)` builds its message
+ * only when the check fails, where `assert(ok, \`...\`)` builds it on every call.
+ */
+export function fail(message: string): never {
+  throw new AssertionError(message);
+}
+
 export function unreachable(value: never): never {
   throw new AssertionError(`unreachable: ${String(value)}`);
 }
