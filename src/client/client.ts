@@ -55,7 +55,7 @@ import type { PgRecord } from '../mon/map-types.js';
 import type { ClientRequest, ClientResponse, ExtentWire } from '../osd/proto.js';
 import { Method, Status } from '../osd/proto.js';
 import { objectToPg } from '../placement/placement.js';
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import { TesseraError, isTesseraError, type ErrorCode } from '../stdx/errors.js';
 import { Prng } from '../stdx/prng.js';
 import type { IoStats, OpStats } from '../stdx/stats.js';
@@ -523,7 +523,7 @@ export class ClusterClient {
         return;
       }
       default:
-        assert(false, `bad piece stage ${p.plan![p.planIndex]}`);
+        fail(`bad piece stage ${p.plan![p.planIndex]}`);
     }
   }
 

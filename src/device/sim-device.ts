@@ -10,7 +10,7 @@
 // `current` equal to the result. Sectors themselves are atomic, as on real disks.
 import { TesseraError } from '../stdx/errors.js';
 import { IoStats } from '../stdx/stats.js';
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import type { Prng } from '../stdx/prng.js';
 import type { BlockDevice } from './device.js';
 import { SECTOR_BYTES } from './device.js';
@@ -163,7 +163,7 @@ export class SimDevice implements BlockDevice {
 
   private check(offsetBytes: number, lengthBytes: number): void {
     if (this.closed) throw new TesseraError('ERR_CLOSED', 'device closed');
-    assert(offsetBytes % SECTOR_BYTES === 0 && lengthBytes % SECTOR_BYTES === 0, `unaligned IO ${offsetBytes}+${lengthBytes}`);
+    if (!(offsetBytes % SECTOR_BYTES === 0 && lengthBytes % SECTOR_BYTES === 0)) fail(`unaligned IO ${offsetBytes}+${lengthBytes}`);
     if (offsetBytes < 0 || offsetBytes + lengthBytes > this.sizeBytes) {
       throw new TesseraError('ERR_RANGE', `IO ${offsetBytes}+${lengthBytes} beyond device end ${this.sizeBytes}`);
     }

@@ -26,7 +26,7 @@
 //   (random microtask turns per IO, so a seeded test can cut the power in the
 //   middle of an append or a sync).
 import { TesseraError } from '../stdx/errors.js';
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import type { Prng } from '../stdx/prng.js';
 import { SEGMENT_NAME_PATTERN, type Segment, type SegmentStore } from '../io/segments.js';
 
@@ -172,7 +172,7 @@ export class SimSegmentStore implements SegmentStore {
   /** Silent corruption: flips one bit of stored data (synced or not). */
   flipBit(name: string, offsetBytes: number, bit = 0): void {
     const f = this.fileOf(name);
-    assert(offsetBytes >= 0 && offsetBytes < f.lengthBytes, `flipBit beyond the end of ${name}`);
+    if (!(offsetBytes >= 0 && offsetBytes < f.lengthBytes)) fail(`flipBit beyond the end of ${name}`);
     f.data[offsetBytes] ^= 1 << bit;
   }
 
@@ -257,7 +257,7 @@ export class SimSegmentStore implements SegmentStore {
 
   private fileOf(name: string): SimFile {
     const f = this.current.get(name);
-    assert(f, `no segment ${name}`);
+    if (!(f)) fail(`no segment ${name}`);
     return f;
   }
 
@@ -294,7 +294,7 @@ class SimSegment implements Segment {
 
   async append(buffers: readonly Uint8Array[]): Promise<void> {
     this.check();
-    assert(!this.appending, `concurrent appends to segment ${this.name}`);
+    if (!(!this.appending)) fail(`concurrent appends to segment ${this.name}`);
     const data = Buffer.concat(buffers.map((b) => (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength)))); // copy now: the caller may reuse its buffers
     this.appending = true;
     try {
@@ -347,5 +347,5 @@ class SimSegment implements Segment {
 }
 
 function checkName(name: string): void {
-  assert(SEGMENT_NAME_PATTERN.test(name), `bad segment name ${JSON.stringify(name)}`);
+  if (!(SEGMENT_NAME_PATTERN.test(name))) fail(`bad segment name ${JSON.stringify(name)}`);
 }

@@ -9,7 +9,7 @@
 // A chunk holds one object: blocksPerObject blocks, each stored as 4096 data
 // bytes followed by a 512-byte trailer (checksum + identity), so a block and its
 // checksum are written by one IO and an overwrite needs no metadata write.
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import { TesseraError } from '../stdx/errors.js';
 
 export const SUPERBLOCK_BYTES = 4096;
@@ -62,7 +62,7 @@ function tableBytesFor(chunkCount: number): number {
 }
 
 export function chunkOffset(layout: Layout, chunk: number): number {
-  assert(chunk >= 0 && chunk < layout.chunkCount, `chunk ${chunk} out of range`);
+  if (!(chunk >= 0 && chunk < layout.chunkCount)) fail(`chunk ${chunk} out of range`);
   return layout.dataOffset + chunk * layout.chunkStrideBytes;
 }
 

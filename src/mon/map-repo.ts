@@ -20,7 +20,7 @@
 //   repos, in one process or two, may race freely.
 // - A written map has a larger epoch than the one it replaces and passes the
 //   map invariants (a bug never reaches the store).
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import { TesseraError } from '../stdx/errors.js';
 import { VALUE_BYTES_MAX, type MetaStore } from './store.js';
 import { mapInvariantErrors, parseClusterMap } from './map.js';
@@ -107,9 +107,9 @@ export class MapRepo {
       const cur = this.current;
       const next = fn(cur);
       if (next === cur) return { map: next, changed: false };
-      assert(cur === null || next.epoch > cur.epoch, `a map update must raise the epoch (${cur?.epoch} -> ${next.epoch})`);
+      if (!(cur === null || next.epoch > cur.epoch)) fail(`a map update must raise the epoch (${cur?.epoch} -> ${next.epoch})`);
       const errs = mapInvariantErrors(next);
-      assert(errs.length === 0, `refusing to store an invalid map: ${errs.slice(0, 3).join('; ')}`);
+      if (!(errs.length === 0)) fail(`refusing to store an invalid map: ${errs.slice(0, 3).join('; ')}`);
       const res = await this.store.compareAndSet(MAP_KEY, this.revision, encodeMap(next));
       if (res.ok) {
         this.current = next;

@@ -12,7 +12,7 @@
 // replaces the PG's data only once no entry is running (a write still in flight
 // would land on top of the snapshot's newer data).
 import type { Entry } from '../raft/types.js';
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import { decodeOp, OpKind, type Op } from './op.js';
 import type { ObjectStore } from './objects.js';
 
@@ -69,7 +69,7 @@ export class ApplyQueue {
 
   /** A snapshot replaced the state (after pause() resolved): the queue resumes at index. */
   reset(index: number): void {
-    assert(this.running.size === 0, `apply reset to ${index} with ${this.running.size} entries still running`);
+    if (!(this.running.size === 0)) fail(`apply reset to ${index} with ${this.running.size} entries still running`);
     this.paused = false;
     this.queue.length = 0;
     this.completed.clear();

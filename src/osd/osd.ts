@@ -24,7 +24,7 @@
 import type { Clock, TimerHandle } from '../io/clock.js';
 import type { ClusterMap, OsdReport, PgRecord, PgReport, PoolRecord } from '../mon/map-types.js';
 import type { Entry, HardState, Message, MsgSnap, Ready, SnapshotMeta } from '../raft/types.js';
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import type { LogFn } from '../stdx/log.js';
 import { Prng } from '../stdx/prng.js';
 import type { ObjectStore } from './objects.js';
@@ -196,7 +196,7 @@ export class OsdCore {
     this.config = { ...OSD_CONFIG_DEFAULTS, ...deps.config, raft: { ...OSD_CONFIG_DEFAULTS.raft, ...deps.config?.raft } };
     this.pendingRecovered = new Map(deps.recovered);
     const c = this.config;
-    assert(c.leaseFraction >= 0 && c.leaseFraction < 1, `leaseFraction ${c.leaseFraction} must be in [0, 1)`);
+    if (!(c.leaseFraction >= 0 && c.leaseFraction < 1)) fail(`leaseFraction ${c.leaseFraction} must be in [0, 1)`);
     this.leaseMs = Math.max(0, c.raft.electionTicks - 1) * c.tickMs * c.leaseFraction;
     this.sender = new SnapshotSender(this, deps.store, deps.net, deps.clock, this.config);
     this.receiver = new SnapshotReceiver(this, deps.store);
@@ -758,7 +758,7 @@ export class OsdCore {
         const entries: Entry[] = [];
         for (let i = point.index + 1; i <= pg.node.lastIndex; i++) {
           const e = pg.node.log.entryAt(i);
-          assert(e !== undefined, `checkpoint: entry ${i} of PG ${pg.id.poolId}.${pg.id.pg} is not in memory`);
+          if (!(e !== undefined)) fail(`checkpoint: entry ${i} of PG ${pg.id.poolId}.${pg.id.pg} is not in memory`);
           entries.push(e);
         }
         state.set(pg.id.key, { hardState: pg.node.hardState(), snapshot: point, entries, damaged: pg.damageMark });

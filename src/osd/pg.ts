@@ -27,7 +27,7 @@
 //   PROPOSALS_MAX waiting writes and READS_MAX waiting reads (beyond: Busy).
 import { mustApplyConfEntry } from '../raft/confchange.js';
 import { RaftNode } from '../raft/node.js';
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import type { ConfState, Entry, HardState, Message, ReadState, SnapshotMeta } from '../raft/types.js';
 import type { Prng } from '../stdx/prng.js';
 import { ApplyQueue } from './apply.js';
@@ -246,7 +246,7 @@ export class PgReplica {
       conf = mustApplyConfEntry(conf ?? this.confHistory[this.confHistory.length - 1].conf, e);
       this.confHistory.push({ index: e.index, conf });
     }
-    assert(conf === null || sameConf(conf, this.node.conf), `membership history diverged from the raft node: ${JSON.stringify(conf)} vs ${JSON.stringify(this.node.conf)}`);
+    if (!(conf === null || sameConf(conf, this.node.conf))) fail(`membership history diverged from the raft node: ${JSON.stringify(conf)} vs ${JSON.stringify(this.node.conf)}`);
     if (this.confHistory.length > 64) this.confHistory = this.confHistory.slice(-64);
     for (const rs of readStates) {
       const round = this.readRounds.get(rs.ctx);

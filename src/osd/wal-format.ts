@@ -46,7 +46,7 @@
 // A checkpoint is the span BEGIN, (GROUP_STATE, ENTRIES*)*, END with
 // consecutive sequence numbers, written at the start of a fresh segment.
 import { crc32c, crc32cRange } from '../stdx/crc32c.js';
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import type { Entry, HardState, SnapshotMeta } from '../raft/types.js';
 import type { Segment } from '../io/segments.js';
 
@@ -141,21 +141,21 @@ function alignUp(n: number): number {
 // ---------------------------------------------------------------- encoding
 
 function writeU64(buf: Buffer, at: number, v: number): void {
-  assert(Number.isSafeInteger(v) && v >= 0, `u64 field out of range: ${v}`);
+  if (!(Number.isSafeInteger(v) && v >= 0)) fail(`u64 field out of range: ${v}`);
   buf.writeUInt32LE(v % 0x100000000, at);
   buf.writeUInt32LE(Math.floor(v / 0x100000000), at + 4);
 }
 
 /** Builds a record from body parts (already complete); syncedSeq is sealed later. */
 export function makeRecord(type: RecordType, flags: number, group: number, seq: number, body: Uint8Array[]): PendingRecord {
-  assert(Number.isInteger(group) && group >= 0 && group <= 0xffffffff, `group key ${group} is not a u32`);
+  if (!(Number.isInteger(group) && group >= 0 && group <= 0xffffffff)) fail(`group key ${group} is not a u32`);
   let bodyBytes = 0;
   let crc = 0;
   for (const p of body) {
     bodyBytes += p.length;
     crc = crc32c(p, crc);
   }
-  assert(bodyBytes <= RECORD_BODY_BYTES_MAX, `record body of ${bodyBytes} bytes exceeds ${RECORD_BODY_BYTES_MAX}`);
+  if (!(bodyBytes <= RECORD_BODY_BYTES_MAX)) fail(`record body of ${bodyBytes} bytes exceeds ${RECORD_BODY_BYTES_MAX}`);
   const header = Buffer.alloc(RECORD_HEADER_BYTES);
   header.writeUInt32LE(WAL_MAGIC, 0);
   header.writeUInt8(WAL_VERSION, 4);
@@ -172,7 +172,7 @@ export function makeRecord(type: RecordType, flags: number, group: number, seq: 
 
 /** Fills in syncedSeq and the header CRC; returns the buffers to append. */
 export function sealRecord(rec: PendingRecord, syncedSeq: number, out: Uint8Array[]): void {
-  assert(syncedSeq < rec.seq, `syncedSeq ${syncedSeq} must be below the record's seq ${rec.seq}`);
+  if (!(syncedSeq < rec.seq)) fail(`syncedSeq ${syncedSeq} must be below the record's seq ${rec.seq}`);
   writeU64(rec.header, 24, syncedSeq);
   rec.header.writeUInt32LE(crc32cRange(rec.header, 0, 36), 36);
   out.push(rec.header);
@@ -224,7 +224,7 @@ export function hardStateBody(hs: HardState): Buffer {
 
 export function snapshotBody(meta: SnapshotMeta): Buffer {
   const nodes = [...meta.conf.voters, ...meta.conf.learners];
-  assert(nodes.length <= CONF_NODES_MAX, `conf of ${nodes.length} nodes exceeds ${CONF_NODES_MAX}`);
+  if (!(nodes.length <= CONF_NODES_MAX)) fail(`conf of ${nodes.length} nodes exceeds ${CONF_NODES_MAX}`);
   const b = Buffer.alloc(24 + 8 * nodes.length);
   writeU64(b, 0, meta.index);
   writeU64(b, 8, meta.term);

@@ -66,7 +66,7 @@
 // - Entry data is referenced, not copied, until written (raft entries are
 //   immutable): callers must not modify an entry's data after handing it over.
 import { TesseraError } from '../stdx/errors.js';
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import type { Entry, HardState, SnapshotMeta } from '../raft/types.js';
 import type { Segment, SegmentStore } from '../io/segments.js';
 import {
@@ -303,7 +303,7 @@ export class Wal {
     this.checkUsable();
     checkSnapshot(meta);
     const t = this.index.get(group) ?? { lastIndex: 0, snapIndex: 0 };
-    assert(meta.index >= t.snapIndex, `group ${group}: snapshot ${meta.index} is older than ${t.snapIndex}`);
+    if (!(meta.index >= t.snapIndex)) fail(`group ${group}: snapshot ${meta.index} is older than ${t.snapIndex}`);
     this.enqueue([makeRecord(RecordType.Snapshot, 0, group, this.nextSeq, [snapshotBody(meta)])]);
     // Whether entries after meta.index survive depends on their terms; either way none lie at or below it.
     t.lastIndex = Math.max(t.lastIndex, meta.index);
@@ -338,7 +338,7 @@ export class Wal {
       if (g.snapshot) checkSnapshot(g.snapshot);
       const base = g.snapshot?.index ?? 0;
       checkEntries(g.entries);
-      assert(g.entries.length === 0 || g.entries[0].index === base + 1, `checkpoint of group ${key}: entries start at ${g.entries[0]?.index}, not right after the snapshot ${base}`);
+      if (!(g.entries.length === 0 || g.entries[0].index === base + 1)) fail(`checkpoint of group ${key}: entries start at ${g.entries[0]?.index}, not right after the snapshot ${base}`);
       inner.push(makeRecord(RecordType.GroupState, 0, key, seq++, groupStateBody(g)));
       for (const r of splitEntries(g.entries, true)) inner.push(makeRecord(RecordType.Entries, 0, key, seq++, entriesBody(g.entries, r.from, r.to)));
     }
@@ -627,7 +627,7 @@ function checkEntries(entries: readonly Entry[]): void {
 }
 
 function checkSnapshot(meta: SnapshotMeta): void {
-  assert(Number.isSafeInteger(meta.index) && meta.index >= 0 && Number.isSafeInteger(meta.term) && meta.term >= 0, `bad snapshot ${meta.index}/${meta.term}`);
+  if (!(Number.isSafeInteger(meta.index) && meta.index >= 0 && Number.isSafeInteger(meta.term) && meta.term >= 0)) fail(`bad snapshot ${meta.index}/${meta.term}`);
   if (meta.conf.voters.length + meta.conf.learners.length > CONF_NODES_MAX) {
     throw new TesseraError('ERR_LIMIT', `snapshot conf holds more than ${CONF_NODES_MAX} nodes`);
   }

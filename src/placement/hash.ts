@@ -20,7 +20,7 @@
 //     the draw of a PG on an OSD are independent functions.
 //   - hash32 returns an unsigned 32-bit integer; unitInterval53 returns a float
 //     in (0, 1] with 53 random bits (never 0, so -ln(u) is finite).
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 
 /** Version of the placement hashes below; stored with a pool so that a future change is explicit. */
 export const PLACEMENT_HASH_VERSION = 1;
@@ -62,7 +62,7 @@ export function fmix32(h: number): number {
 }
 
 function assertId(x: number): void {
-  assert(Number.isSafeInteger(x) && x >= 0, `placement hash input must be a non-negative safe integer, got ${x}`);
+  if (!(Number.isSafeInteger(x) && x >= 0)) fail(`placement hash input must be a non-negative safe integer, got ${x}`);
 }
 
 /** Low 32 bits of a non-negative safe integer (exact: ToUint32 is modulo 2^32). */

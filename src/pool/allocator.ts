@@ -13,7 +13,7 @@
 // stripe narrowed; with allowDegraded, positions may stay unplaced when
 // fewer than 1 + m members are usable); the sacrificial member, once chosen, stays chosen until it
 // is no longer usable (hysteresis: otherwise levelling would pull it back).
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import { TesseraError } from '../stdx/errors.js';
 import type { Prng } from '../stdx/prng.js';
 
@@ -121,7 +121,7 @@ export function allocateContainer(
   options: { sacrificial?: number | null; policy?: WearPolicy; exclude?: ReadonlySet<number>; allowDegraded?: boolean } = {},
 ): Allocation {
   const { dataCount, parityCount } = want;
-  assert(dataCount >= 1 && parityCount >= 0 && dataCount + parityCount <= 255, `bad container shape ${dataCount}+${parityCount}`);
+  if (!(dataCount >= 1 && parityCount >= 0 && dataCount + parityCount <= 255)) fail(`bad container shape ${dataCount}+${parityCount}`);
   const weights = memberWeights(members, options.sacrificial ?? null, options.policy ?? DEFAULT_WEAR_POLICY);
   const candidates: number[] = [];
   for (let i = 0; i < members.length; i++) if (weights[i] > 0 && !options.exclude?.has(members[i].index)) candidates.push(i);

@@ -7,7 +7,7 @@
 // (j + r) mod (k + m). Pure arithmetic.
 //
 // Invariants: stripBytes divides chunkDataBytes; a piece never crosses a strip.
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 
 export interface ContainerShape {
   readonly dataCount: number;
@@ -17,7 +17,7 @@ export interface ContainerShape {
 }
 
 export function checkShape(s: ContainerShape): void {
-  assert(s.dataCount >= 1 && s.parityCount >= 0 && s.stripBytes > 0 && s.chunkDataBytes % s.stripBytes === 0, `bad container shape ${JSON.stringify(s)}`);
+  if (!(s.dataCount >= 1 && s.parityCount >= 0 && s.stripBytes > 0 && s.chunkDataBytes % s.stripBytes === 0)) fail(`bad container shape ${JSON.stringify(s)}`);
 }
 
 export function capacityBytes(s: ContainerShape): number {
@@ -51,7 +51,7 @@ export interface Piece {
 
 /** Splits the container range [offsetBytes, offsetBytes + lengthBytes) into per-strip pieces, in address order. */
 export function pieces(s: ContainerShape, offsetBytes: number, lengthBytes: number): Piece[] {
-  assert(offsetBytes >= 0 && lengthBytes >= 0 && offsetBytes + lengthBytes <= capacityBytes(s), `range ${offsetBytes}+${lengthBytes} outside the container`);
+  if (!(offsetBytes >= 0 && lengthBytes >= 0 && offsetBytes + lengthBytes <= capacityBytes(s))) fail(`range ${offsetBytes}+${lengthBytes} outside the container`);
   const out: Piece[] = [];
   const rb = rowBytes(s);
   let pos = offsetBytes;

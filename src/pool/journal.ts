@@ -20,7 +20,7 @@
 // Errors: a failed journal write or flush rejects the batch (ERR_DEVICE_IO /
 // ERR_DEVICE_FLUSH): the writes waiting on it fail, nothing is written in place.
 import type { BlockDevice } from '../device/device.js';
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import { TesseraError } from '../stdx/errors.js';
 import {
   JOURNAL_SECTOR_BYTES,
@@ -80,7 +80,7 @@ export class StripeJournal {
     at: JournalPosition,
   ) {
     this.ringBytes = deps.areaBytes - JOURNAL_RING_OFFSET;
-    assert(this.ringBytes >= 64 * 1024, `journal ring of ${this.ringBytes} bytes is too small`);
+    if (!(this.ringBytes >= 64 * 1024)) fail(`journal ring of ${this.ringBytes} bytes is too small`);
     this.head = at.head;
     this.tail = at.head;
     this.sbSequence = at.sbSequence;
@@ -99,7 +99,7 @@ export class StripeJournal {
    * recovery early and hide every later record).
    */
   log(u: RowUpdate): Promise<number> {
-    assert(recordBytes(u) <= this.maxBatchBytes, `a ${recordBytes(u)}-byte journal record exceeds the ring's batch limit ${this.maxBatchBytes}`);
+    if (!(recordBytes(u) <= this.maxBatchBytes)) fail(`a ${recordBytes(u)}-byte journal record exceeds the ring's batch limit ${this.maxBatchBytes}`);
     return new Promise<number>((resolve, reject) => {
       this.pending.push({ u, seq: 0, resolve: function (this: Pending) { resolve(this.seq); }, reject });
       if (!this.writing) {

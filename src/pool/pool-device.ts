@@ -24,7 +24,7 @@
 // levelling. Pure apart from the member BlockDevices it is given.
 import type { BlockDevice } from '../device/device.js';
 import { SECTOR_BYTES } from '../device/device.js';
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import { TesseraError } from '../stdx/errors.js';
 import type { Prng } from '../stdx/prng.js';
 import { IoStats } from '../stdx/stats.js';
@@ -1249,7 +1249,7 @@ export class PoolDevice implements BlockDevice {
       await this.drainInflight(e);
       const src = this.extents.get(e)!;
       const slot = e - wide.rec.firstExtent;
-      assert(slot >= 0 && slot < wide.shape.dataCount && !((wide.rec.ownedMask >>> slot) & 1), `extent ${e} has no free slot in container ${wide.rec.containerId}`);
+      if (!(slot >= 0 && slot < wide.shape.dataCount && !((wide.rec.ownedMask >>> slot) & 1))) fail(`extent ${e} has no free slot in container ${wide.rec.containerId}`);
       const rb = rowBytes(wide.shape);
       const step = rb * Math.max(1, Math.floor((1024 * 1024) / rb));
       const buf = Buffer.alloc(step);

@@ -10,7 +10,7 @@
 // Invariants of every ConfState built here: voters and learners are sorted,
 // hold no duplicates, are disjoint, and contain only valid node ids. A conf that
 // came out of applyConfChange always has at least one voter.
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import { RaftError } from './errors.js';
 import type { ConfChange, ConfState, Entry, SnapshotMeta } from './types.js';
 
@@ -29,9 +29,9 @@ export function isValidNodeId(id: number): boolean {
 }
 
 export function encodeConfChange(cc: ConfChange): Uint8Array {
-  assert(isValidNodeId(cc.node), `conf change node ${cc.node} is not a valid node id`);
+  if (!(isValidNodeId(cc.node))) fail(`conf change node ${cc.node} is not a valid node id`);
   const code = TYPE_CODES[cc.type];
-  assert(code !== undefined, `unknown conf change type ${String(cc.type)}`);
+  if (!(code !== undefined)) fail(`unknown conf change type ${String(cc.type)}`);
   const out = new Uint8Array(CONF_CHANGE_BYTES);
   out[0] = CONF_CHANGE_VERSION;
   out[1] = code;
@@ -104,9 +104,9 @@ export function applyConfChange(conf: ConfState, cc: ConfChange): ConfState | Ra
  */
 export function mustApplyConfEntry(conf: ConfState, e: Entry): ConfState {
   const cc = decodeConfChange(e.data);
-  assert(!(cc instanceof RaftError), `conf entry ${e.index}: ${cc instanceof RaftError ? cc.message : ''}`);
+  if (!(!(cc instanceof RaftError))) fail(`conf entry ${e.index}: ${cc instanceof RaftError ? cc.message : ''}`);
   const next = applyConfChange(conf, cc);
-  assert(!(next instanceof RaftError), `conf entry ${e.index}: ${next instanceof RaftError ? next.message : ''}`);
+  if (!(!(next instanceof RaftError))) fail(`conf entry ${e.index}: ${next instanceof RaftError ? next.message : ''}`);
   return next;
 }
 

@@ -13,7 +13,7 @@
 //   in the driver's storage; everything above is returned by unstableEntries()
 //   until stableTo() confirms it.
 // - committed entries are handed out for applying only once persisted locally.
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import { type Entry, entryBytes } from './types.js';
 
 export class RaftLog {
@@ -34,15 +34,15 @@ export class RaftLog {
     assert(snapshot.index > 0 || snapshot.term === 0, 'a snapshot at index 0 must have term 0');
     for (let k = 0; k < stable.length; k++) {
       const want = snapshot.index + 1 + k;
-      assert(stable[k].index === want, `stored entry ${k} has index ${stable[k].index}, want ${want}`);
+      if (!(stable[k].index === want)) fail(`stored entry ${k} has index ${stable[k].index}, want ${want}`);
       const prevTerm = k === 0 ? snapshot.term : stable[k - 1].term;
-      assert(stable[k].term >= prevTerm, `stored entry ${want} has a lower term than its predecessor`);
+      if (!(stable[k].term >= prevTerm)) fail(`stored entry ${want} has a lower term than its predecessor`);
     }
     this.entries = stable.slice();
     this.snapIndex = snapshot.index;
     this.snapTerm = snapshot.term;
     this.stableIndex = this.lastIndex();
-    assert(commit >= snapshot.index && commit <= this.lastIndex(), `stored commit ${commit} outside [${snapshot.index}, ${this.lastIndex()}]`);
+    if (!(commit >= snapshot.index && commit <= this.lastIndex())) fail(`stored commit ${commit} outside [${snapshot.index}, ${this.lastIndex()}]`);
     this.committed = commit;
     this.applied = snapshot.index;
   }
@@ -92,7 +92,7 @@ export class RaftLog {
   /** Leader-side append of new entries at the end of the log. */
   append(ents: readonly Entry[]): void {
     for (const e of ents) {
-      assert(e.index === this.lastIndex() + 1, `append at ${e.index} leaves a gap after ${this.lastIndex()}`);
+      if (!(e.index === this.lastIndex() + 1)) fail(`append at ${e.index} leaves a gap after ${this.lastIndex()}`);
       assert(e.term >= this.lastTerm(), 'append with a lower term');
       this.entries.push(e);
     }
@@ -140,7 +140,7 @@ export class RaftLog {
 
   private truncateAndAppend(ents: readonly Entry[]): void {
     const first = ents[0].index;
-    assert(first > this.committed, `truncating committed entry ${first} (committed ${this.committed})`);
+    if (!(first > this.committed)) fail(`truncating committed entry ${first} (committed ${this.committed})`);
     assert(first <= this.lastIndex() + 1, 'truncateAndAppend leaves a gap');
     this.entries.length = first - 1 - this.snapIndex;
     if (this.stableIndex >= first) this.stableIndex = first - 1;
@@ -149,7 +149,7 @@ export class RaftLog {
 
   commitTo(index: number): void {
     if (index <= this.committed) return;
-    assert(index <= this.lastIndex(), `commit ${index} beyond last index ${this.lastIndex()}: log lost or corrupt`);
+    if (!(index <= this.lastIndex())) fail(`commit ${index} beyond last index ${this.lastIndex()}: log lost or corrupt`);
     this.committed = index;
   }
 
@@ -193,7 +193,7 @@ export class RaftLog {
 
   appliedTo(index: number): void {
     if (index === 0) return;
-    assert(index <= this.committed && index >= this.applied, `applied ${index} outside [${this.applied}, ${this.committed}]`);
+    if (!(index <= this.committed && index >= this.applied)) fail(`applied ${index} outside [${this.applied}, ${this.committed}]`);
     this.applied = index;
   }
 
@@ -202,7 +202,7 @@ export class RaftLog {
    * entry when lo < hi (an entry larger than maxBytes still has to travel).
    */
   slice(lo: number, hi: number, maxBytes: number): Entry[] {
-    assert(lo > this.snapIndex && hi <= this.lastIndex() + 1 && lo <= hi, `slice [${lo}, ${hi}) outside log ${this.firstIndex()}..${this.lastIndex()}`);
+    if (!(lo > this.snapIndex && hi <= this.lastIndex() + 1 && lo <= hi)) fail(`slice [${lo}, ${hi}) outside log ${this.firstIndex()}..${this.lastIndex()}`);
     const out: Entry[] = [];
     let bytes = 0;
     for (let i = lo; i < hi; i++) {
@@ -216,7 +216,7 @@ export class RaftLog {
 
   /** Log compaction (§7): forget entries up to index, which the state machine has applied. */
   compact(index: number): void {
-    assert(index <= this.applied, `compacting to ${index} beyond applied ${this.applied}`);
+    if (!(index <= this.applied)) fail(`compacting to ${index} beyond applied ${this.applied}`);
     if (index <= this.snapIndex) return;
     const term = this.term(index) as number;
     this.entries = this.entries.slice(index - this.snapIndex);
@@ -232,7 +232,7 @@ export class RaftLog {
    * snapshot and must then re-persist them.
    */
   restore(index: number, term: number): void {
-    assert(index > this.committed, `restoring snapshot ${index} at or below commit ${this.committed}`);
+    if (!(index > this.committed)) fail(`restoring snapshot ${index} at or below commit ${this.committed}`);
     this.entries = this.matchTerm(index, term) ? this.entries.slice(index - this.snapIndex) : [];
     this.snapIndex = index;
     this.snapTerm = term;

@@ -42,7 +42,7 @@
 // Driver contract: see Ready in types.ts; no input (step/tick/propose/campaign/
 // readIndex/compact/reportSnapshot/proposeConfChange) between ready() and advance()
 // (asserted).
-import { assert, unreachable } from '../stdx/assert.js';
+import { assert, unreachable, fail } from '../stdx/assert.js';
 import type { Prng } from '../stdx/prng.js';
 import { applyConfChange, encodeConfChange, isEmptyConf, isUsableSnapshotMeta, isValidNodeId, mustApplyConfEntry, normalizeConf } from './confchange.js';
 import { MAX_UNCOMMITTED_ENTRIES_DEFAULT, MSGS_PENDING_MAX, type RaftConfig } from './config.js';
@@ -148,7 +148,7 @@ export class RaftNode {
     if (this.repairUntil > 0) commit = Math.min(commit, snapIndex + st.entries.length);
     this.log = new RaftLog(st.entries, commit, { index: snapIndex, term: snap?.term ?? 0 });
     const applied = cfg.applied ?? snapIndex;
-    assert(applied >= snapIndex && applied <= commit, `applied ${applied} outside [${snapIndex}, ${commit}]`);
+    if (!(applied >= snapIndex && applied <= commit)) fail(`applied ${applied} outside [${snapIndex}, ${commit}]`);
     this.confValue = this.confAt(applied);
     this.log.appliedTo(applied);
     this.termValue = hs.term;
@@ -314,7 +314,7 @@ export class RaftNode {
    */
   readIndex(ctx: number): void {
     this.assertNoReadyOutstanding();
-    assert(Number.isSafeInteger(ctx) && ctx > this.lastReadCtx, `read ctx ${ctx} must be > ${this.lastReadCtx}`);
+    if (!(Number.isSafeInteger(ctx) && ctx > this.lastReadCtx)) fail(`read ctx ${ctx} must be > ${this.lastReadCtx}`);
     this.lastReadCtx = ctx;
     if (this.roleValue !== 'leader') {
       throw new RaftError('ERR_RAFT_NOT_LEADER', `node ${this.id} is not the leader`, this.leadValue);
@@ -333,7 +333,7 @@ export class RaftNode {
    */
   compact(index: number): SnapshotMeta {
     this.assertNoReadyOutstanding();
-    assert(index <= this.log.applied, `compact(${index}) beyond applied ${this.log.applied}`);
+    if (!(index <= this.log.applied)) fail(`compact(${index}) beyond applied ${this.log.applied}`);
     if (index > this.log.snapshotIndex()) {
       const conf = this.confAt(index);
       this.log.compact(index);
@@ -363,7 +363,7 @@ export class RaftNode {
       this.hup();
       return;
     }
-    assert(m.to === this.id, `message for ${m.to} delivered to ${this.id}`);
+    if (!(m.to === this.id)) fail(`message for ${m.to} delivered to ${this.id}`);
     const fromLeader = m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap';
     if (m.term > this.termValue) {
       if (m.type === 'vote' && (this.inLease() || this.voteQuietTicksLeft > 0)) return; // §6 / check-quorum: a live leader is not disrupted
@@ -646,7 +646,7 @@ export class RaftNode {
 
   private stepLeader(m: Message): void {
     if (m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap') {
-      assert(false, `two leaders in term ${this.termValue}: ${this.id} and ${m.from}`);
+      fail(`two leaders in term ${this.termValue}: ${this.id} and ${m.from}`);
     }
     const pr = this.prs.get(m.from);
     if (pr === undefined) return; // not a member of this group (any more)
@@ -787,7 +787,7 @@ export class RaftNode {
     const pr = this.prs.get(to) as Progress;
     if (pr.isPaused()) return false;
     const last = this.log.lastIndex();
-    assert(pr.next >= 1 && pr.next <= last + 1, `progress next ${pr.next} outside log 1..${last + 1}`);
+    if (!(pr.next >= 1 && pr.next <= last + 1)) fail(`progress next ${pr.next} outside log 1..${last + 1}`);
     if (pr.next <= this.log.snapshotIndex()) {
       // §7: the entries it needs are compacted away.
       this.sendSnapshot(to, pr);
@@ -863,7 +863,7 @@ export class RaftNode {
 
   /** Membership as of index (snapshotIndex <= index <= lastIndex): the snapshot's, then every conf entry up to index. */
   private confAt(index: number): ConfState {
-    assert(index >= this.log.snapshotIndex() && index <= this.log.lastIndex(), `conf at ${index} outside the log`);
+    if (!(index >= this.log.snapshotIndex() && index <= this.log.lastIndex())) fail(`conf at ${index} outside the log`);
     let conf = this.snapConf;
     for (let i = this.log.snapshotIndex() + 1; i <= index; i++) {
       const e = this.log.entryAt(i) as Entry;

@@ -21,7 +21,7 @@
 // (distinct g^i). Losing more than m blocks is data loss: an operating
 // condition, reported as ERR_DEVICE_IO (a caller gets here only after device
 // reads failed); bad shapes and lengths are programmer errors (assertions).
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import { TesseraError } from '../stdx/errors.js';
 import { cachedMulTable, gfDiv, gfPow2 } from './gf256.js';
 
@@ -38,7 +38,7 @@ function words(b: Uint8Array): Uint32Array {
 }
 
 function checkStripe(blocks: readonly (Uint8Array | null)[], lengthBytes: number): void {
-  assert(blocks.length >= 1 && blocks.length <= MAX_STRIPE_BLOCKS, `stripe of ${blocks.length} blocks`);
+  if (!(blocks.length >= 1 && blocks.length <= MAX_STRIPE_BLOCKS)) fail(`stripe of ${blocks.length} blocks`);
   for (const b of blocks) assert(b === null || b.length === lengthBytes, 'stripe blocks differ in length');
 }
 
@@ -94,7 +94,7 @@ function xorInto(dst: Uint8Array, src: Uint8Array): void {
 export function reconstruct(blocks: readonly Uint8Array[], dataCount: number, parityCount: number, missing: readonly number[]): void {
   const k = dataCount;
   const m = parityCount;
-  assert(k >= 1 && (m === 1 || m === 2) && blocks.length === k + m, `bad stripe shape k=${k} m=${m} blocks=${blocks.length}`);
+  if (!(k >= 1 && (m === 1 || m === 2) && blocks.length === k + m)) fail(`bad stripe shape k=${k} m=${m} blocks=${blocks.length}`);
   const len = blocks[0].length;
   checkStripe(blocks, len);
   const lost = [...new Set(missing)].sort((a, b) => a - b);

@@ -14,7 +14,7 @@
 // lengths go to the TypeScript codec. Memory below HEAP_BASE_BYTES belongs to
 // the module (the AssemblyScript build has no static data and no allocator).
 // Pure: the module bytes are loaded by io/node/raid-wasm.ts.
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import { TesseraError } from '../stdx/errors.js';
 import { gfDiv, gfMul, gfPow2 } from './gf256.js';
 import * as ts from './parity.js';
@@ -66,8 +66,8 @@ export class SimdParity {
 
   /** Lays out a stripe (plus two scratch blocks) after the tables, growing memory as needed. */
   private layout(k: number, m: number, len: number): { data: number; scratchP: number; scratchQ: number } {
-    assert(k >= 1 && (m === 1 || m === 2) && k + m <= ts.MAX_STRIPE_BLOCKS, `bad stripe shape k=${k} m=${m}`);
-    assert(len > 0 && len % SIMD_BLOCK_ALIGN_BYTES === 0, `SIMD blocks must be multiples of ${SIMD_BLOCK_ALIGN_BYTES} bytes, not ${len}`);
+    if (!(k >= 1 && (m === 1 || m === 2) && k + m <= ts.MAX_STRIPE_BLOCKS)) fail(`bad stripe shape k=${k} m=${m}`);
+    if (!(len > 0 && len % SIMD_BLOCK_ALIGN_BYTES === 0)) fail(`SIMD blocks must be multiples of ${SIMD_BLOCK_ALIGN_BYTES} bytes, not ${len}`);
     const data = HEAP_BASE_BYTES + TABLES_BYTES;
     const scratchP = data + (k + m) * len;
     const scratchQ = scratchP + len;
@@ -153,7 +153,7 @@ export class SimdParity {
   reconstruct(blocks: readonly Uint8Array[], dataCount: number, parityCount: number, missing: readonly number[]): void {
     const len = blocks[0].length;
     if (len % SIMD_BLOCK_ALIGN_BYTES !== 0) return ts.reconstruct(blocks, dataCount, parityCount, missing);
-    assert(blocks.length === dataCount + parityCount, `bad stripe shape k=${dataCount} m=${parityCount} blocks=${blocks.length}`);
+    if (!(blocks.length === dataCount + parityCount)) fail(`bad stripe shape k=${dataCount} m=${parityCount} blocks=${blocks.length}`);
     const s = this.stripe(dataCount, parityCount, len);
     blocks.forEach((b, i) => {
       assert(b.length === len, 'stripe blocks differ in length');

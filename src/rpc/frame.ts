@@ -49,7 +49,7 @@
 //   (≤ payloadBytesMax), and, only while paused, the chunks fed since the pause
 //   (≤ pausedQueueBytesMax, an assertion: the caller must stop reading when paused).
 // - feed() never throws for any input bytes; failures go to the handler.
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import { crc32c, crc32cRange } from '../stdx/crc32c.js';
 import { TesseraError } from '../stdx/errors.js';
 
@@ -115,18 +115,18 @@ export class FrameError extends TesseraError {
 // Encoder
 
 function assertHeader(h: FrameHeader): void {
-  assert(h.kind === FrameKind.Request || h.kind === FrameKind.Response || h.kind === FrameKind.OneWay, `bad frame kind ${h.kind}`);
-  assert(Number.isInteger(h.flags) && h.flags >= 0 && h.flags <= 0xffff, `flags out of u16 range: ${h.flags}`);
-  assert(Number.isInteger(h.method) && h.method >= 0 && h.method <= 0xffff, `method out of u16 range: ${h.method}`);
-  assert(h.requestId >= 0n && h.requestId <= U64_MAX, `requestId out of u64 range: ${h.requestId}`);
-  assert(Number.isInteger(h.status) && h.status >= 0 && h.status <= U32_MAX, `status out of u32 range: ${h.status}`);
+  if (!(h.kind === FrameKind.Request || h.kind === FrameKind.Response || h.kind === FrameKind.OneWay)) fail(`bad frame kind ${h.kind}`);
+  if (!(Number.isInteger(h.flags) && h.flags >= 0 && h.flags <= 0xffff)) fail(`flags out of u16 range: ${h.flags}`);
+  if (!(Number.isInteger(h.method) && h.method >= 0 && h.method <= 0xffff)) fail(`method out of u16 range: ${h.method}`);
+  if (!(h.requestId >= 0n && h.requestId <= U64_MAX)) fail(`requestId out of u64 range: ${h.requestId}`);
+  if (!(Number.isInteger(h.status) && h.status >= 0 && h.status <= U32_MAX)) fail(`status out of u32 range: ${h.status}`);
   assert(h.status === 0 || h.kind === FrameKind.Response, 'only responses carry a nonzero status');
 }
 
 /** Fills out[at, at+40) with a header for a payload of `payloadBytes` whose crc32c is `payloadCrc`. */
 export function writeFrameHeader(out: Buffer, at: number, h: FrameHeader, payloadBytes: number, payloadCrc: number): void {
   assertHeader(h);
-  assert(Number.isInteger(payloadBytes) && payloadBytes >= 0 && payloadBytes <= U32_MAX, `payloadBytes out of u32 range: ${payloadBytes}`);
+  if (!(Number.isInteger(payloadBytes) && payloadBytes >= 0 && payloadBytes <= U32_MAX)) fail(`payloadBytes out of u32 range: ${payloadBytes}`);
   assert(out.length - at >= FRAME_HEADER_BYTES, 'no room for a frame header');
   out.writeUInt32LE(FRAME_MAGIC, at);
   out.writeUInt8(FRAME_VERSION, at + 4);
@@ -165,7 +165,7 @@ export function encodeFrame(
   }
   // Sending more than the peer accepts would make it close the connection: the layer
   // above must split or refuse, so this is a programmer error.
-  assert(payloadBytes <= payloadBytesMax, `payload of ${payloadBytes} bytes exceeds ${payloadBytesMax}`);
+  if (!(payloadBytes <= payloadBytesMax)) fail(`payload of ${payloadBytes} bytes exceeds ${payloadBytesMax}`);
   writeFrameHeader(out[0], 0, h, payloadBytes, payloadCrc);
   return out;
 }
@@ -236,7 +236,7 @@ export class FrameDecoder {
     if (chunk.length > 0) {
       this.queue.push(chunk);
       this.queuedBytes += chunk.length;
-      assert(!this.paused || this.queuedBytes - this.queuePos <= this.pausedQueueBytesMax, `fed ${this.queuedBytes - this.queuePos} bytes while paused`);
+      if (!(!this.paused || this.queuedBytes - this.queuePos <= this.pausedQueueBytesMax)) fail(`fed ${this.queuedBytes - this.queuePos} bytes while paused`);
       this.drain();
     }
     return !this.paused && this.state !== S_FAILED;

@@ -10,7 +10,7 @@
 //   over them without copying.
 // - The headroom is overwritten in place: a parts list is framed and sent once
 //   (framing it again for another frame would change bytes still queued to send).
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import { crc32c, crc32cRange } from '../stdx/crc32c.js';
 import { FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX_DEFAULT, encodeFrame, writeFrameHeader } from './frame.js';
 import type { FrameHeader } from './frame.js';
@@ -35,7 +35,7 @@ export function frameInHeadroom(h: FrameHeader, parts: Buffer[], payloadBytesMax
     payloadBytes += p.length;
     payloadCrc = crc32c(p, payloadCrc);
   }
-  assert(payloadBytes <= payloadBytesMax, `payload of ${payloadBytes} bytes exceeds ${payloadBytesMax}`);
+  if (!(payloadBytes <= payloadBytesMax)) fail(`payload of ${payloadBytes} bytes exceeds ${payloadBytesMax}`);
   writeFrameHeader(first, 0, h, payloadBytes, payloadCrc);
   return parts;
 }

@@ -65,7 +65,7 @@
 // - The same semantic checks run on both sides (as assertions when encoding, a
 //   programmer error; as ERR_PROTOCOL when decoding): what the raft core asserts on
 //   (contiguous entries, terms never decreasing) can never reach it from the wire.
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import { IO_BYTES_MAX, Method, RAFT_BATCH_ENVELOPES_MAX, SNAPSHOT_CHUNK_BYTES_MAX, Status } from '../osd/proto.js';
 import type {
   ClientRequest,
@@ -286,15 +286,15 @@ export function encodeClientResponse(method: number, resp: ClientResponse, headr
     case Method.Write:
     case Method.Zero:
     case Method.SnapshotChunk:
-      assert(ok.data === undefined && ok.extents === undefined, `a method ${method} response carries nothing`);
+      if (!(ok.data === undefined && ok.extents === undefined)) fail(`a method ${method} response carries nothing`);
       return { status: Status.Ok, parts: new PartsWriter(0, headroomBytes).finish() };
     default:
-      assert(false, `method ${method} has no response`);
+      fail(`method ${method} has no response`);
   }
 }
 
 function encodeErrorBody(resp: ErrorResponse, headroomBytes: number): Buffer[] {
-  assert(KNOWN_STATUS.has(resp.status) && (resp.status as number) !== Status.Ok, `unknown error status ${resp.status}`);
+  if (!(KNOWN_STATUS.has(resp.status) && (resp.status as number) !== Status.Ok)) fail(`unknown error status ${resp.status}`);
   const message = errorMessageBytes(resp.message);
   const w = new PartsWriter(ERROR_HEAD_BYTES + inlinedBytes(message.length), headroomBytes);
   w.u32((resp.leaderHint !== undefined ? ERROR_HAS_LEADER_HINT : 0) | (resp.pgEpoch !== undefined ? ERROR_HAS_PG_EPOCH : 0));
@@ -372,8 +372,8 @@ export function raftEnvelopeBytes(env: RaftEnvelope): number {
 }
 
 export function encodeRaftBatch(batch: RaftBatch, headroomBytes = 0): Buffer[] {
-  assert(isNodeId(batch.fromOsd), `fromOsd ${batch.fromOsd} is not a positive safe integer`);
-  assert(batch.envelopes.length <= RAFT_BATCH_ENVELOPES_MAX, `${batch.envelopes.length} envelopes exceed ${RAFT_BATCH_ENVELOPES_MAX}`);
+  if (!(isNodeId(batch.fromOsd))) fail(`fromOsd ${batch.fromOsd} is not a positive safe integer`);
+  if (!(batch.envelopes.length <= RAFT_BATCH_ENVELOPES_MAX)) fail(`${batch.envelopes.length} envelopes exceed ${RAFT_BATCH_ENVELOPES_MAX}`);
   let headBytes = RAFT_BATCH_HEAD_BYTES;
   for (const env of batch.envelopes) {
     assertNoProblem(envelopeProblem(env, batch.fromOsd));

@@ -22,7 +22,7 @@
 //   iovec and a native crc call cost more than copying a few bytes); larger data is a
 //   part of its own, the caller's Buffer (or a view of its Uint8Array) as-is.
 // - PayloadReader never reads outside [start, end) of the buffer it was given.
-import { assert } from '../stdx/assert.js';
+import { assert, fail } from '../stdx/assert.js';
 import { TesseraError } from '../stdx/errors.js';
 
 /** Data up to this size is copied into the head buffer instead of becoming a part. */
@@ -95,30 +95,30 @@ export class PartsWriter {
 
   /** `headBytes` counts every byte written with the field methods and inlined data; `headroomBytes` are left zero at the front of the first part. */
   constructor(headBytes: number, headroomBytes: number) {
-    assert(Number.isInteger(headroomBytes) && headroomBytes >= 0, `bad headroom ${headroomBytes}`);
+    if (!(Number.isInteger(headroomBytes) && headroomBytes >= 0)) fail(`bad headroom ${headroomBytes}`);
     this.head = allocHead(headBytes + headroomBytes);
     this.pos = headroomBytes;
   }
 
   u8(v: number): void {
-    assert(Number.isInteger(v) && v >= 0 && v <= 0xff, `u8 out of range: ${v}`);
+    if (!(Number.isInteger(v) && v >= 0 && v <= 0xff)) fail(`u8 out of range: ${v}`);
     this.head[this.pos++] = v;
   }
 
   u16(v: number): void {
-    assert(Number.isInteger(v) && v >= 0 && v <= 0xffff, `u16 out of range: ${v}`);
+    if (!(Number.isInteger(v) && v >= 0 && v <= 0xffff)) fail(`u16 out of range: ${v}`);
     this.head.writeUInt16LE(v, this.pos);
     this.pos += 2;
   }
 
   u32(v: number): void {
-    assert(isU32(v), `u32 out of range: ${v}`);
+    if (!(isU32(v))) fail(`u32 out of range: ${v}`);
     this.head.writeUInt32LE(v, this.pos);
     this.pos += 4;
   }
 
   u64(v: number): void {
-    assert(isSafeU64(v), `u64 field is not a non-negative safe integer: ${v}`);
+    if (!(isSafeU64(v))) fail(`u64 field is not a non-negative safe integer: ${v}`);
     this.head.writeUInt32LE(v >>> 0, this.pos); // ToUint32 is v mod 2^32 for any safe integer
     this.head.writeUInt32LE(Math.floor(v / TWO_POW_32), this.pos + 4);
     this.pos += 8;
@@ -141,7 +141,7 @@ export class PartsWriter {
   }
 
   finish(): Buffer[] {
-    assert(this.pos === this.head.length, `encoder sized its head at ${this.head.length} bytes but wrote ${this.pos}`);
+    if (!(this.pos === this.head.length)) fail(`encoder sized its head at ${this.head.length} bytes but wrote ${this.pos}`);
     if (this.pos > this.partStart) this.parts.push(this.head.subarray(this.partStart, this.pos));
     return this.parts;
   }

@@ -6,7 +6,7 @@
 // bounds the total bytes it will hand out: acquire() waits (backpressure) when the
 // budget is used up. This is the only place that hands out uninitialised memory;
 // callers must overwrite or zero what they read back to a client.
-import { assert } from './assert.js';
+import { assert, fail } from './assert.js';
 import { TesseraError } from './errors.js';
 
 const MIN_CLASS_BYTES = 4096;
@@ -44,7 +44,7 @@ export class BufferPool {
   }
 
   tryAcquire(sizeBytes: number): Buffer | null {
-    assert(sizeBytes > 0 && sizeBytes <= this.maxBufferBytes, `buffer size ${sizeBytes} out of range`);
+    if (!(sizeBytes > 0 && sizeBytes <= this.maxBufferBytes)) fail(`buffer size ${sizeBytes} out of range`);
     const cls = BufferPool.classBytes(sizeBytes);
     if (this.outstandingBytes + cls > this.budgetBytes) return null;
     const list = this.free.get(cls);

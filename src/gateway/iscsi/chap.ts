@@ -19,7 +19,7 @@
 //   otherwise the target would answer its own challenge for an attacker.
 // - We accept 0x and 0b binaries but always send hex: libiscsi parses only hex.
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { assert } from '../../stdx/assert.js';
+import { assert, fail } from '../../stdx/assert.js';
 import { TesseraError } from '../../stdx/errors.js';
 import { decodeBinary, encodeHex } from './text.js';
 import { parseNumber } from './negotiate.js';
@@ -92,7 +92,7 @@ export function validateChapConfig(config: ChapConfig): void {
 /** RFC 1994 §4.1: H(identifier ‖ secret ‖ challenge). */
 export function chapResponse(algorithm: number, id: number, secret: Buffer, challenge: Buffer): Buffer {
   const digest = DIGESTS.get(algorithm);
-  assert(digest !== undefined, `unsupported CHAP algorithm ${algorithm}`);
+  if (!(digest !== undefined)) fail(`unsupported CHAP algorithm ${algorithm}`);
   assert(Number.isInteger(id) && id >= 0 && id <= 255, 'CHAP identifier is one byte');
   return createHash(digest.hash).update(Buffer.of(id)).update(secret).update(challenge).digest();
 }
@@ -187,7 +187,7 @@ export class ChapAuthenticator {
   /** randomBytes is injected: check it returned what was asked. */
   private draw(n: number): Buffer {
     const bytes = this.randomBytes(n);
-    assert(bytes.length === n, `randomBytes(${n}) returned ${bytes.length} bytes`);
+    if (!(bytes.length === n)) fail(`randomBytes(${n}) returned ${bytes.length} bytes`);
     return Buffer.from(bytes);
   }
 

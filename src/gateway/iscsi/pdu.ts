@@ -350,7 +350,7 @@ export class PduReader {
   constructor(opts: PduReaderOptions) {
     this.maxDataSegmentBytes = checkedMaxDataSegmentBytes(opts.maxDataSegmentBytes);
     const maxAhsBytes = opts.maxAhsBytes ?? AHS_BYTES_MAX;
-    assert(Number.isInteger(maxAhsBytes) && maxAhsBytes >= 0 && maxAhsBytes <= AHS_BYTES_MAX, `maxAhsBytes out of range: ${maxAhsBytes}`);
+    if (!(Number.isInteger(maxAhsBytes) && maxAhsBytes >= 0 && maxAhsBytes <= AHS_BYTES_MAX)) fail(`maxAhsBytes out of range: ${maxAhsBytes}`);
     this.maxAhsBytes = maxAhsBytes;
   }
 
@@ -470,7 +470,7 @@ export class PduReader {
 }
 
 function checkedMaxDataSegmentBytes(n: number): number {
-  assert(Number.isInteger(n) && n >= 0 && n <= DATA_SEGMENT_BYTES_MAX, `maxDataSegmentBytes out of range: ${n}`);
+  if (!(Number.isInteger(n) && n >= 0 && n <= DATA_SEGMENT_BYTES_MAX)) fail(`maxDataSegmentBytes out of range: ${n}`);
   return n;
 }
 
@@ -580,7 +580,7 @@ function buildScsiCommandAhs(cdb: Buffer, bidiReadLength: number | null): Buffer
   const bidiItemBytes = bidiReadLength !== null ? 8 : 0;
   const total = cdbItemBytes + bidiItemBytes;
   if (total === 0) return null;
-  assert(total <= AHS_BYTES_MAX, `CDB of ${cdb.length} bytes does not fit the AHS`);
+  if (!(total <= AHS_BYTES_MAX)) fail(`CDB of ${cdb.length} bytes does not fit the AHS`);
   const ahs = Buffer.alloc(total);
   if (cdbItemBytes > 0) {
     ahs.writeUInt16BE(tailBytes + 1, 0);
@@ -911,13 +911,13 @@ export function encodeTmfResponse(f: TmfResponseFields): Buffer {
 }
 
 function loginFlags(f: { transit: boolean; cont: boolean; csg: number; nsg: number }): number {
-  assert(Number.isInteger(f.csg) && f.csg >= 0 && f.csg <= 3, `CSG ${f.csg}`);
-  assert(Number.isInteger(f.nsg) && f.nsg >= 0 && f.nsg <= 3, `NSG ${f.nsg}`);
+  if (!(Number.isInteger(f.csg) && f.csg >= 0 && f.csg <= 3)) fail(`CSG ${f.csg}`);
+  if (!(Number.isInteger(f.nsg) && f.nsg >= 0 && f.nsg <= 3)) fail(`NSG ${f.nsg}`);
   return bit(f.transit, 0x80) | bit(f.cont, 0x40) | (f.csg << 2) | f.nsg;
 }
 
 function putIsid(bhs: Buffer, isid: Buffer): void {
-  assert(isid.length === 6, `ISID is ${isid.length} bytes`);
+  if (!(isid.length === 6)) fail(`ISID is ${isid.length} bytes`);
   isid.copy(bhs, 8);
 }
 
@@ -971,7 +971,7 @@ export function encodeReject(f: RejectFields, dataSegmentBytes: number): Buffer 
 
 /** The SCSI Response data segment (§11.4.7): 2-byte big-endian SenseLength, then the sense data. */
 export function encodeSenseData(sense: Buffer): Buffer {
-  assert(sense.length <= 0xffff, `sense data of ${sense.length} bytes`);
+  if (!(sense.length <= 0xffff)) fail(`sense data of ${sense.length} bytes`);
   const out = Buffer.allocUnsafe(2 + sense.length);
   out.writeUInt16BE(sense.length, 0);
   sense.copy(out, 2);
@@ -993,7 +993,7 @@ export function decodeSenseData(data: Buffer): Buffer {
 /** SCSI Command (§11.3). A CDB over 16 bytes spills into an extended CDB AHS; a shorter one is zero-padded. */
 export function encodeScsiCommand(f: ScsiCommandPdu, dataSegmentBytes: number): { bhs: Buffer; ahs: Buffer | null } {
   assert(f.cdb.length >= 1, 'empty CDB');
-  assert(Number.isInteger(f.attr) && f.attr >= 0 && f.attr <= 7, `task attribute ${f.attr}`);
+  if (!(Number.isInteger(f.attr) && f.attr >= 0 && f.attr <= 7)) fail(`task attribute ${f.attr}`);
   const byte1 = bit(f.final, 0x80) | bit(f.read, 0x40) | bit(f.write, 0x20) | f.attr;
   const bhs = newBhs(OP_SCSI_CMD, f.immediate, byte1);
   const ahs = buildScsiCommandAhs(f.cdb, f.bidiReadLength);
@@ -1035,7 +1035,7 @@ export function encodeNopOut(f: NopOutPdu, dataSegmentBytes: number): Buffer {
 
 /** Task Management Function Request (§11.5): byte 1 is 0x80 | function. */
 export function encodeTmfRequest(f: TmfRequestPdu): Buffer {
-  assert(Number.isInteger(f.func) && f.func >= 0 && f.func <= 0x7f, `TMF function ${f.func}`);
+  if (!(Number.isInteger(f.func) && f.func >= 0 && f.func <= 0x7f)) fail(`TMF function ${f.func}`);
   const bhs = newBhs(OP_TMF_REQ, f.immediate, 0x80 | f.func);
   encodeLun(f.lun, bhs, 8);
   putU32(bhs, 16, f.itt, 'ITT');
@@ -1076,7 +1076,7 @@ export function encodeTextRequest(f: TextRequestPdu, dataSegmentBytes: number): 
 
 /** Logout Request (§11.14): byte 1 is 0x80 | reason. */
 export function encodeLogoutRequest(f: LogoutRequestPdu): Buffer {
-  assert(Number.isInteger(f.reason) && f.reason >= 0 && f.reason <= 0x7f, `logout reason ${f.reason}`);
+  if (!(Number.isInteger(f.reason) && f.reason >= 0 && f.reason <= 0x7f)) fail(`logout reason ${f.reason}`);
   const bhs = newBhs(OP_LOGOUT_REQ, f.immediate, 0x80 | f.reason);
   putU32(bhs, 16, f.itt, 'ITT');
   putU16(bhs, 20, f.cid, 'CID');

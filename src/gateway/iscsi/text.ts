@@ -12,7 +12,7 @@
 //   a repeated key is an error depends on the key (negotiate.ts / login.ts decide).
 // - What we encode is always valid text (assertions: a bad key from our own code
 //   is a programmer error).
-import { assert } from '../../stdx/assert.js';
+import { assert, fail } from '../../stdx/assert.js';
 import { TesseraError } from '../../stdx/errors.js';
 
 /** RFC 7143 §6.1: a key name is at most 63 bytes. */
@@ -108,8 +108,8 @@ function decodeUtf8(bytes: Buffer): string {
 export function encodeTextKeys(pairs: ReadonlyArray<readonly [string, string]>): Buffer {
   const parts: Buffer[] = [];
   for (const [key, value] of pairs) {
-    assert(KEY_CHARS.test(key) && Buffer.byteLength(key) <= MAX_KEY_BYTES, `bad key ${JSON.stringify(key)}`);
-    assert(!value.includes('\0'), `NUL in the value of ${key}`);
+    if (!(KEY_CHARS.test(key) && Buffer.byteLength(key) <= MAX_KEY_BYTES)) fail(`bad key ${JSON.stringify(key)}`);
+    if (!(!value.includes('\0'))) fail(`NUL in the value of ${key}`);
     parts.push(Buffer.from(`${key}=${value}\0`, 'utf8'));
   }
   return Buffer.concat(parts);

@@ -11,7 +11,7 @@
 //   straddle chunk boundaries and payload bodies, and emits each message exactly once.
 // - Encoders produce exactly the bytes doc/proto.md describes; the golden tests in
 //   codec.test.ts pin them.
-import { assert } from '../../stdx/assert.js';
+import { assert, fail } from '../../stdx/assert.js';
 import {
   CLIENT_FLAGS_BYTES,
   EXPORT_NAME_REPLY_ZEROES_BYTES,
@@ -57,7 +57,7 @@ const OPTS_MAGIC_LO = Number(NBD_OPTS_MAGIC & 0xffffffffn);
 
 /** Writes a non-negative safe integer as an unsigned 64-bit big-endian field without a bigint. */
 function writeU64(out: Buffer, at: number, value: number): void {
-  assert(Number.isSafeInteger(value) && value >= 0, `u64 field out of range: ${value}`);
+  if (!(Number.isSafeInteger(value) && value >= 0)) fail(`u64 field out of range: ${value}`);
   out.writeUInt32BE(Math.floor(value / TWO_POW_32), at);
   out.writeUInt32BE(value % TWO_POW_32, at + 4);
 }
@@ -421,7 +421,7 @@ export class NbdDecoder {
 
   /** After a successful NBD_OPT_GO / NBD_OPT_EXPORT_NAME: what follows are requests. */
   enterTransmission(): void {
-    assert(this.state === S_OPTION_HEADER, `enterTransmission in decoder state ${this.state}`);
+    if (!(this.state === S_OPTION_HEADER)) fail(`enterTransmission in decoder state ${this.state}`);
     this.state = S_REQUEST_HEADER;
   }
 

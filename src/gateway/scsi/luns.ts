@@ -8,7 +8,7 @@
 //   BHS LUN field the same way (decodeLun is the inverse).
 // - The list is sorted and deduplicated; LIST LENGTH counts all LUNs even when the
 //   allocation length truncates the data (the initiator retries with a larger one).
-import { assert } from '../../stdx/assert.js';
+import { assert, fail } from '../../stdx/assert.js';
 import type { ScsiCommand, ScsiResult } from './types.js';
 import { OP_INQUIRY, OP_REPORT_LUNS, OP_REQUEST_SENSE, be16, be32 } from './cdb.js';
 import { standardInquiry } from './inquiry.js';
@@ -26,7 +26,7 @@ export const MAX_LUN = 16383;
 
 /** Writes the 8-byte LUN structure of `lun` at `offset`. */
 export function writeLun(b: Buffer, offset: number, lun: number): void {
-  assert(Number.isInteger(lun) && lun >= 0 && lun <= MAX_LUN, `LUN ${lun} out of range`);
+  if (!(Number.isInteger(lun) && lun >= 0 && lun <= MAX_LUN)) fail(`LUN ${lun} out of range`);
   b.fill(0, offset, offset + 8);
   if (lun < 256) {
     b[offset + 1] = lun;

@@ -23,7 +23,7 @@ import * as fs from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { TesseraError } from '../../stdx/errors.js';
 import { crc32c } from '../../stdx/crc32c.js';
-import { assert } from '../../stdx/assert.js';
+import { assert, fail } from '../../stdx/assert.js';
 
 export interface KvOp {
   key: string;
@@ -244,7 +244,7 @@ export function parseLog(data: Buffer, name: string): Parsed {
       if (isLast) break; // complete length but bad checksum: torn (sectors written out of order)
       throw new TesseraError('ERR_FORMAT', `${name}: line ${lineNo} (byte ${pos}) fails its checksum and is not the last; the log is corrupt`);
     }
-    assert(line.revision >= revision, `${name}: line ${lineNo} revision went backwards`);
+    if (!(line.revision >= revision)) fail(`${name}: line ${lineNo} revision went backwards`);
     revision = line.revision;
     ops.push(...line.ops);
     pos = nl + 1;

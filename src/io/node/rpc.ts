@@ -41,7 +41,7 @@
 import { parseHostPort as parseHostPortOf } from '../../stdx/host-port.js';
 import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { assert } from '../../stdx/assert.js';
+import { assert, fail } from '../../stdx/assert.js';
 import { TesseraError } from '../../stdx/errors.js';
 import { FRAME_PAYLOAD_BYTES_MAX_DEFAULT, FrameDecoder, FrameKind } from '../../rpc/frame.js';
 import type { Frame, FrameError, FrameHeader } from '../../rpc/frame.js';
@@ -159,7 +159,7 @@ export class RpcServerConnection {
   reply(requestId: bigint, status: number, payload: readonly Buffer[] | Buffer = EMPTY_PARTS, options: RpcSendOptions = {}): boolean {
     if (this.closed) return false;
     const method = this.inFlight.get(requestId);
-    assert(method !== undefined, `reply to request ${requestId}, which is not in flight on ${this.remoteLabel}`);
+    if (!(method !== undefined)) fail(`reply to request ${requestId}, which is not in flight on ${this.remoteLabel}`);
     this.inFlight.delete(requestId);
     this.send({ kind: FrameKind.Response, flags: options.flags ?? 0, method, requestId, status }, partsOf(payload), options.headroom ?? false);
     this.updateReading();
@@ -436,7 +436,7 @@ export class RpcClient {
     this.payloadBytesMax = options.payloadBytesMax ?? FRAME_PAYLOAD_BYTES_MAX_DEFAULT;
     this.keepAliveInitialDelayMs = options.keepAliveInitialDelayMs ?? KEEPALIVE_INITIAL_DELAY_MS;
     this.log = options.log ?? (() => {});
-    assert(Number.isInteger(port) && port > 0 && port <= 0xffff, `bad port ${port}`);
+    if (!(Number.isInteger(port) && port > 0 && port <= 0xffff)) fail(`bad port ${port}`);
     assert(Number.isInteger(this.requestsInFlightMax) && this.requestsInFlightMax >= 1, 'requestsInFlightMax must be >= 1');
     assert(Number.isInteger(this.waitQueueMax) && this.waitQueueMax >= 0, 'waitQueueMax must be >= 0');
     assert(this.reconnectDelayMsMin > 0 && this.reconnectDelayMsMax >= this.reconnectDelayMsMin, 'bad reconnect delays');
@@ -460,11 +460,11 @@ export class RpcClient {
    * ERR_TIMEOUT, ERR_CLOSED, ERR_LIMIT (wait queue full) or ERR_CHECKSUM.
    */
   request(method: number, payload: readonly Buffer[] | Buffer, timeoutMs: number, options: RpcSendOptions = {}): Promise<RpcResponse> {
-    assert(Number.isFinite(timeoutMs) && timeoutMs > 0, `bad timeout ${timeoutMs}`);
+    if (!(Number.isFinite(timeoutMs) && timeoutMs > 0)) fail(`bad timeout ${timeoutMs}`);
     const parts = partsOf(payload);
     const headroom = options.headroom ?? false;
     assert(!headroom || (parts.length > 0 && parts[0].length >= FRAME_HEADROOM_BYTES), 'headroom requested but parts[0] has none');
-    assert(payloadBytesOf(parts, headroom) <= this.payloadBytesMax, `request payload exceeds ${this.payloadBytesMax} bytes: split it`);
+    if (!(payloadBytesOf(parts, headroom) <= this.payloadBytesMax)) fail(`request payload exceeds ${this.payloadBytesMax} bytes: split it`);
     if (this.stateValue === 'closed') return Promise.reject(new TesseraError('ERR_CLOSED', `rpc client ${this.address} is closed`));
     if (this.stateValue === 'backoff') {
       this.stats.requestsFailedClosed++;

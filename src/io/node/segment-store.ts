@@ -24,7 +24,7 @@
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { TesseraError } from '../../stdx/errors.js';
-import { assert } from '../../stdx/assert.js';
+import { assert, fail } from '../../stdx/assert.js';
 import { SEGMENT_NAME_PATTERN, type Segment, type SegmentStore } from '../segments.js';
 
 export interface NodeSegmentStoreOptions {
@@ -107,7 +107,7 @@ export class NodeSegmentStore implements SegmentStore {
   }
 
   private pathOf(name: string): string {
-    assert(SEGMENT_NAME_PATTERN.test(name), `bad segment name ${JSON.stringify(name)}`);
+    if (!(SEGMENT_NAME_PATTERN.test(name))) fail(`bad segment name ${JSON.stringify(name)}`);
     return join(this.dirPath, name);
   }
 }
@@ -130,7 +130,7 @@ class NodeSegment implements Segment {
   append(buffers: readonly Uint8Array[]): Promise<void> {
     const err = this.unusable();
     if (err) return Promise.reject(err);
-    assert(!this.appending, `concurrent appends to segment ${this.name}`);
+    if (!(!this.appending)) fail(`concurrent appends to segment ${this.name}`);
     let totalBytes = 0;
     for (const b of buffers) totalBytes += b.length;
     if (totalBytes === 0) return Promise.resolve();
