@@ -19,6 +19,7 @@ import { randomBytes } from 'node:crypto';
 import type { BlockDevice } from '../device/device.js';
 import { assert } from '../stdx/assert.js';
 import { BufferPool } from '../stdx/buffer-pool.js';
+import type { BlockCodec } from './block-codec.js';
 import { TesseraError } from '../stdx/errors.js';
 import { IoStats } from '../stdx/stats.js';
 import type { DeviceInfo, StatsSnapshot, VolumeInfo, VolumeStore, Volume } from '../volume/types.js';
@@ -62,6 +63,8 @@ export interface OpenOptions {
   /** Called once when the engine hits a fatal error (flush failure). */
   onFatal?: (err: Error) => void;
   bufferPool?: BufferPool;
+  /** Seals and checks large runs of blocks elsewhere (a worker thread); default: in this thread. */
+  blockCodec?: BlockCodec;
 }
 
 export interface VolumeState extends VolumeRecord {
@@ -72,6 +75,7 @@ export interface VolumeState extends VolumeRecord {
 export class LocalEngine implements VolumeStore {
   readonly layout: Layout;
   readonly pool: BufferPool;
+  readonly codec: BlockCodec | null;
   private sb: Superblock;
   private readonly tableImage: Buffer;
   private readonly tableWriter: TableWriter;
@@ -113,6 +117,7 @@ export class LocalEngine implements VolumeStore {
     this.layout = computeLayout(sb.deviceSizeBytes, sb.objectSizeBytes);
     assert(this.layout.chunkCount === sb.chunkCount && this.layout.dataOffset === sb.dataOffset, 'superblock layout mismatch');
     this.pool = opts.bufferPool ?? new BufferPool();
+    this.codec = opts.blockCodec ?? null;
     this.log = opts.log ?? (() => {});
     this.onFatal = opts.onFatal;
     const n = this.layout.chunkCount;

@@ -2,6 +2,8 @@
 // the one entry point daemons use. A new regular file is created sparse, so its
 // data area reads as zeros and never-used chunks need no zeroing.
 import { FileDevice, type DirectIoMode } from '../io/node/file-device.js';
+import { sharedBlockCodec } from '../io/node/block-worker.js';
+import { BufferPool } from '../stdx/buffer-pool.js';
 import { TesseraError } from '../stdx/errors.js';
 import type { VolumeStore } from '../volume/types.js';
 import { LocalEngine, type LogFn } from './engine.js';
@@ -14,6 +16,11 @@ export interface LocalStoreOptions {
   objectSizeBytes?: number;
   log?: LogFn;
   onFatal?: (err: Error) => void;
+  /**
+   * Seal and check runs of 16+ blocks in a worker thread (io/node/block-worker.ts) over a
+   * shared buffer pool; default on, off with TESSERA_BLOCK_WORKER=0.
+   */
+  blockWorker?: boolean;
 }
 
 export async function openLocalStore(opts: LocalStoreOptions): Promise<{ store: VolumeStore; engine: LocalEngine; created: boolean }> {
@@ -42,7 +49,11 @@ export async function openLocalStore(opts: LocalStoreOptions): Promise<{ store: 
   }
   const device = await FileDevice.open(opts.devicePath, opts.directIo ?? 'auto');
   try {
-    const engine = await LocalEngine.open(device, { log: opts.log, onFatal: opts.onFatal });
+    const offload = opts.blockWorker ?? process.env.TESSERA_BLOCK_WORKER !== '0';
+    const engine = await LocalEngine.open(
+      device,
+      offload ? { log: opts.log, onFatal: opts.onFatal, bufferPool: new BufferPool(undefined, undefined, true), blockCodec: sharedBlockCodec(opts.log) } : { log: opts.log, onFatal: opts.onFatal },
+    );
     return { store: engine, engine, created };
   } catch (err) {
     await device.close();

@@ -76,6 +76,8 @@ export class LocalVolume implements Volume {
     try {
       await e.device.read(buf, chunkOffset(e.layout, chunk) + first * BLOCK_STRIDE_BYTES);
       const gen = e.chunkGeneration(chunk);
+      // A large run is checked by the engine's codec (another thread); a small one here.
+      const checks = e.codec?.offloads(buf, n) ? await e.codec.checkBlocks(buf, n, { volumeId: v.id, objectIndex: obj, firstBlock: first, generation: gen }) : null;
       let pos = inObj;
       let dst = at;
       for (let i = 0; i < n; i++) {
@@ -84,7 +86,7 @@ export class LocalVolume implements Volume {
         const from = pos - blockStart;
         const take = Math.min(BLOCK_DATA_BYTES - from, inObj + len - pos);
         const bo = i * BLOCK_STRIDE_BYTES;
-        let check = checkBlock(buf, bo, { volumeId: v.id, objectIndex: obj, blockIndex: block, generation: gen });
+        let check = checks !== null ? (checks[i] as BlockCheck) : checkBlock(buf, bo, { volumeId: v.id, objectIndex: obj, blockIndex: block, generation: gen });
         if (check === BlockCheck.Corrupt) {
           const devOffset = chunkOffset(e.layout, chunk) + (first + i) * BLOCK_STRIDE_BYTES;
           check = await this.fromRedundancy(buf, bo, devOffset, { volumeId: v.id, objectIndex: obj, blockIndex: block, generation: gen });
@@ -148,6 +150,8 @@ export class LocalVolume implements Volume {
       }
       let pos = inObj;
       let from = src;
+      // A large run is sealed by the engine's codec (another thread) once filled; a small one here.
+      const codec = e.codec !== null && e.codec.offloads(buf, n) ? e.codec : null;
       for (let i = 0; i < n; i++) {
         const block = first + i;
         const blockStart = block * BLOCK_DATA_BYTES;
@@ -156,10 +160,11 @@ export class LocalVolume implements Volume {
         const bo = i * BLOCK_STRIDE_BYTES;
         if (data) data.copy(buf, bo + at, from, from + take);
         else buf.fill(0, bo + at, bo + at + take);
-        sealBlock(buf, bo, { volumeId: v.id, objectIndex: obj, blockIndex: block, generation: gen });
+        if (codec === null) sealBlock(buf, bo, { volumeId: v.id, objectIndex: obj, blockIndex: block, generation: gen });
         pos += take;
         from += take;
       }
+      if (codec !== null) await codec.sealBlocks(buf, n, { volumeId: v.id, objectIndex: obj, firstBlock: first, generation: gen });
       await e.device.write(buf, base);
       e.dataWrites++;
     } finally {

@@ -20,9 +20,14 @@ export class BufferPool {
   private outstandingBytes = 0;
   private readonly waiters: Array<() => void> = [];
 
+  /**
+   * With shared, slabs are shared WebAssembly memories (SharedArrayBuffer): a worker
+   * thread can then work on the buffers in place (io/node/block-worker.ts).
+   */
   constructor(
     private readonly budgetBytes = 256 * 1024 * 1024,
     private readonly maxBufferBytes = 8 * 1024 * 1024,
+    private readonly shared = false,
   ) {}
 
   static classBytes(sizeBytes: number): number {
@@ -73,9 +78,9 @@ export class BufferPool {
   }
 
   private carve(cls: number): Buffer {
-    if (cls >= SLAB_BYTES) return alignedBuffer(cls);
+    if (cls >= SLAB_BYTES) return alignedBuffer(cls, this.shared);
     if (!this.slab || this.slabUsedBytes + cls > this.slab.length) {
-      this.slab = alignedBuffer(SLAB_BYTES);
+      this.slab = alignedBuffer(SLAB_BYTES, this.shared);
       this.slabUsedBytes = 0;
     }
     const b = this.slab.subarray(this.slabUsedBytes, this.slabUsedBytes + cls);
@@ -84,9 +89,9 @@ export class BufferPool {
   }
 }
 
-/** A fresh page-aligned buffer backed by its own WebAssembly.Memory (zero-filled). */
-export function alignedBuffer(sizeBytes: number): Buffer {
+/** A fresh page-aligned buffer backed by its own WebAssembly.Memory (zero-filled), shared between threads if asked. */
+export function alignedBuffer(sizeBytes: number, shared = false): Buffer {
   const pages = Math.ceil(sizeBytes / WASM_PAGE_BYTES);
-  const mem = new WebAssembly.Memory({ initial: pages, maximum: pages });
+  const mem = new WebAssembly.Memory({ initial: pages, maximum: pages, shared });
   return Buffer.from(mem.buffer, 0, sizeBytes);
 }

@@ -48,6 +48,7 @@ import { IscsiSession } from './session.js';
 import type { SessionConnection, SessionTable, TargetView, OpenTask, SessionLimits } from './session.js';
 import { Task } from './task.js';
 import type { WriteBuffers } from './write-buffers.js';
+import { largeReadBuffers } from '../scsi/sbc.js';
 import type { DataOutLimits } from './task.js';
 
 export type LogLevel = 'info' | 'warn' | 'error';
@@ -55,7 +56,8 @@ export type LogFn = (level: LogLevel, msg: string) => void;
 
 /** What the connection needs from a transport (io/node/tcp.ts implements it). */
 export interface Connection {
-  write(buf: Buffer): boolean;
+  /** Queues buf; onSent runs once the transport no longer needs buf (sent or dropped). */
+  write(buf: Buffer, onSent?: () => void): boolean;
   pauseReading(): void;
   resumeReading(): void;
   close(): void;
@@ -273,14 +275,21 @@ export class IscsiConnection implements SessionConnection {
 
   // ---- output ----
 
-  private readonly writeOut = (b: Buffer): void => {
-    if (!this.conn.write(b)) this.transportFull = true;
+  private readonly writeOut = (b: Buffer, onSent?: () => void): void => {
+    if (!this.conn.write(b, onSent)) this.transportFull = true;
   };
 
-  private send(bhs: Buffer, data: Buffer | null): void {
-    if (this.phase === 'closed') return;
-    if (!this.digests.header && !this.digests.data) writePlainPdu(bhs, data, this.writeOut);
-    else for (const b of framePdu(bhs, null, data, this.digests)) this.writeOut(b);
+  /** onSent: runs once the transport no longer needs data (at once if nothing is sent). */
+  private send(bhs: Buffer, data: Buffer | null, onSent?: () => void): void {
+    if (this.phase === 'closed') {
+      onSent?.();
+      return;
+    }
+    if (!this.digests.header && !this.digests.data) writePlainPdu(bhs, data, this.writeOut, onSent);
+    else {
+      const parts = framePdu(bhs, null, data, this.digests);
+      for (let i = 0; i < parts.length; i++) this.writeOut(parts[i], i === parts.length - 1 ? onSent : undefined);
+    }
     if (this.transportFull) this.updateReading();
   }
 
@@ -609,7 +618,14 @@ export class IscsiConnection implements SessionConnection {
       task.pooled = null;
     }
     this.finish(task);
-    if (!live) return;
+    // A large read result goes back to its recycler once the socket sent it, or now if
+    // it is not sent at all.
+    const recycled = r.dataIn !== null && largeReadBuffers.owns(r.dataIn) ? r.dataIn : null;
+    const giveBack = recycled === null ? undefined : () => largeReadBuffers.give(recycled);
+    if (!live) {
+      giveBack?.();
+      return;
+    }
     const cmd = task.cmd;
     const edtl = cmd.expectedDataTransferLength;
     const dataIn = cmd.read && r.dataIn !== null ? r.dataIn : null;
@@ -620,9 +636,9 @@ export class IscsiConnection implements SessionConnection {
     const collapse = r.status === SAM_GOOD && r.sense === null;
     const residualCount = overflow || underflow ? residual : 0;
     if (dataIn !== null && dataIn.length > 0) {
-      this.sendDataIn(cmd, dataIn, collapse, r.status, overflow, underflow, residualCount);
+      this.sendDataIn(cmd, dataIn, collapse, r.status, overflow, underflow, residualCount, giveBack);
       if (collapse) return;
-    }
+    } else giveBack?.();
     const sense = r.sense !== null && r.sense.length > 0 ? encodeSenseData(r.sense) : null;
     const f = this.responseFields;
     this.fillTrio(f, true);
@@ -644,7 +660,7 @@ export class IscsiConnection implements SessionConnection {
   private readonly r2tFields: P.R2tFields = { statSN: 0, expCmdSN: 0, maxCmdSN: 0, lun: 0, itt: 0, ttt: 0, r2tSN: 0, bufferOffset: 0, desiredDataTransferLength: 0 };
 
   /** With withStatus, the last Data-In carries the status (phase collapse, RFC 7143 §11.7.4). */
-  private sendDataIn(cmd: ScsiCommandPdu, data: Buffer, withStatus: boolean, status: number, overflow: boolean, underflow: boolean, residualCount: number): void {
+  private sendDataIn(cmd: ScsiCommandPdu, data: Buffer, withStatus: boolean, status: number, overflow: boolean, underflow: boolean, residualCount: number, onSent?: () => void): void {
     const s = this.session!;
     const chunk = this.initiatorMrdslBytes;
     const burst = s.limits.maxBurstBytes;
@@ -668,7 +684,7 @@ export class IscsiConnection implements SessionConnection {
       f.residualCount = carries ? residualCount : 0;
       f.dataSN = dataSN++;
       f.bufferOffset = off;
-      this.send(encodeDataIn(f, end - off), off === 0 && end === data.length ? data : data.subarray(off, end));
+      this.send(encodeDataIn(f, end - off), off === 0 && end === data.length ? data : data.subarray(off, end), last ? onSent : undefined);
     }
   }
 

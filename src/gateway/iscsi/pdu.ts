@@ -489,17 +489,19 @@ function hex32(v: number): string {
  */
 /**
  * framePdu's common case without an array: no AHS, no digests. Sets the lengths in
- * `bhs`, then hands BHS, data and padding to `write` in order.
+ * `bhs`, then hands BHS, data and padding to `write` in order; onSent goes with the
+ * last of them (the transport calls it once that one, and so all, left).
  */
-export function writePlainPdu(bhs: Buffer, data: Buffer | null, write: (b: Buffer) => void): void {
+export function writePlainPdu(bhs: Buffer, data: Buffer | null, write: (b: Buffer, onSent?: () => void) => void, onSent?: () => void): void {
   const dataBytes = data === null ? 0 : data.length;
   bhs[4] = 0;
   putDataSegmentBytes(bhs, dataBytes);
+  if (data === null || dataBytes === 0) return write(bhs, onSent);
   write(bhs);
-  if (data === null || dataBytes === 0) return;
-  write(data);
   const padBytes = pad4(dataBytes) - dataBytes;
-  if (padBytes > 0) write(ZERO_PAD[padBytes]);
+  if (padBytes === 0) return write(data, onSent);
+  write(data);
+  write(ZERO_PAD[padBytes], onSent);
 }
 
 export function framePdu(bhs: Buffer, ahs: Buffer | null, data: Buffer | null, digests: DigestSettings): Buffer[] {

@@ -33,6 +33,7 @@ import {
   cdbBlocksOffset,
   cdbLba,
 } from './cdb.js';
+import { BufferRecycler } from '../../stdx/buffer-recycler.js';
 import { deviceErrorResult } from './device-errors.js';
 import { CHUNK_BYTES, capacityBlocks, firstDifference } from './media.js';
 import type { MediaContext } from './media.js';
@@ -46,13 +47,19 @@ let slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
 let slabUsedBytes = 0;
 
 /**
+ * Read results over SLAB_ITEM_BYTES_MAX. The transport gives one back (give()) once
+ * its socket sent it; one it never gives back is collected by the GC.
+ */
+export const largeReadBuffers = new BufferRecycler();
+
+/**
  * A buffer for a read result. Small ones come from a bump allocator over 1 MiB
  * slabs: slices are never handed out twice (a full slab is replaced, not reused),
  * and a slab is freed by the GC once its last slice is gone — so a 4 KiB read
- * costs no ArrayBuffer and little GC work.
+ * costs no ArrayBuffer and little GC work. Large ones come from largeReadBuffers.
  */
 function readBuffer(lengthBytes: number): Buffer {
-  if (lengthBytes > SLAB_ITEM_BYTES_MAX) return Buffer.allocUnsafe(lengthBytes);
+  if (lengthBytes > SLAB_ITEM_BYTES_MAX) return largeReadBuffers.take(lengthBytes);
   if (slabUsedBytes + lengthBytes > SLAB_BYTES) {
     slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
     slabUsedBytes = 0;
@@ -86,6 +93,7 @@ export async function read(ctx: MediaContext, cmd: ScsiCommand): Promise<ScsiRes
   try {
     await ctx.volume.read(lba * lbs, lengthBytes, out, 0);
   } catch (err) {
+    if (largeReadBuffers.owns(out)) largeReadBuffers.give(out);
     return deviceErrorResult(err, 'read');
   }
   // transferBytes: what the CDB asked for, so the transport reports an over/underflow

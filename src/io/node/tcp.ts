@@ -69,8 +69,16 @@ export class TcpConnection {
     });
   }
 
-  write(buf: Buffer): boolean {
-    if (this.ending || this.socket.destroyed) return true; // dropped: the peer is gone or going
+  /**
+   * Queues buf. onSent, if given, runs once the socket no longer needs buf: it was
+   * handed to the kernel, or dropped (this connection is closing, or the socket was
+   * destroyed). The caller may then reuse buf.
+   */
+  write(buf: Buffer, onSent?: () => void): boolean {
+    if (this.ending || this.socket.destroyed) {
+      onSent?.(); // dropped: the peer is gone or going
+      return true;
+    }
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
@@ -80,7 +88,8 @@ export class TcpConnection {
       // reply waits for nothing.
       setImmediate(this.uncork);
     }
-    this.socket.write(buf);
+    if (onSent === undefined) this.socket.write(buf);
+    else this.socket.write(buf, () => onSent()); // called with an error too when the socket is destroyed first
     if (this.socket.writableLength >= this.writeBufferBytesMax) {
       // Above the socket's own high-water mark, so socket.write returned false and 'drain' will fire.
       this.reportedFull = true;
