@@ -718,15 +718,19 @@ export class RaftNode {
     this.sendAppend(m.from, true);
   }
 
+  /** An append response to m's sender (a plain literal: an object spread per message showed in OSD profiles). */
+  private appResp(m: MsgApp | MsgSnap, reject: boolean, index: number, rejectHint: number, hintTerm: number): MsgAppResp {
+    return { type: 'appResp', from: this.id, to: m.from, term: this.termValue, reject, index, rejectHint, hintTerm };
+  }
+
   private handleApp(m: MsgApp): void {
-    const base = { type: 'appResp' as const, from: this.id, to: m.from, term: this.termValue };
     if (isEmptyConf(this.confValue)) {
       // Joining: entries are meaningless without the membership they start from.
-      this.send({ ...base, reject: true, index: 0, rejectHint: 0, hintTerm: 0 });
+      this.send(this.appResp(m, true, 0, 0, 0));
       return;
     }
     if (m.prevLogIndex < this.log.committed) {
-      this.send({ ...base, reject: false, index: this.log.committed, rejectHint: 0, hintTerm: 0 });
+      this.send(this.appResp(m, false, this.log.committed, 0, 0));
       return;
     }
     const lastNew = this.log.maybeAppend(m.prevLogIndex, m.prevLogTerm, m.commit, m.entries);
@@ -734,7 +738,7 @@ export class RaftNode {
       // Our log now matches the leader's up to lastNew: whatever we acknowledged
       // before the damage and was committed is held again.
       if (this.repairUntil > 0 && lastNew >= this.repairUntil) this.repairUntil = 0;
-      this.send({ ...base, reject: false, index: lastNew, rejectHint: 0, hintTerm: 0 });
+      this.send(this.appResp(m, false, lastNew, 0, 0));
       return;
     }
     // §5.3 consistency check failed: hint where our log may match.
@@ -742,7 +746,7 @@ export class RaftNode {
     const hintTerm = this.log.term(hint) ?? 0; // unknown only below our snapshot: cannot happen for a leader's message
     // A repairing node may be asked for entries the leader saw it acknowledge:
     // an ordinary reject would look stale to the leader, so ask for a reset.
-    this.send({ ...base, reject: true, index: this.repairUntil > 0 ? 0 : m.prevLogIndex, rejectHint: hint, hintTerm });
+    this.send(this.appResp(m, true, this.repairUntil > 0 ? 0 : m.prevLogIndex, hint, hintTerm));
   }
 
   private handleHeartbeat(m: MsgHeartbeat): void {
@@ -765,10 +769,9 @@ export class RaftNode {
    */
   private handleSnapshot(m: MsgSnap): void {
     const s = m.snapshot;
-    const base = { type: 'appResp' as const, from: this.id, to: m.from, term: this.termValue, reject: false, rejectHint: 0, hintTerm: 0 };
     if (!isUsableSnapshotMeta(s)) return; // malformed: ignoring it makes the leader retry
     if (s.index <= this.log.committed) {
-      this.send({ ...base, index: this.log.committed });
+      this.send(this.appResp(m, false, this.log.committed, 0, 0));
       return;
     }
     this.log.restore(s.index, s.term);
@@ -777,7 +780,7 @@ export class RaftNode {
     this.confValue = conf;
     this.snapshotToPersist = { index: s.index, term: s.term, conf };
     if (this.repairUntil > 0 && s.index >= this.repairUntil) this.repairUntil = 0;
-    this.send({ ...base, index: s.index });
+    this.send(this.appResp(m, false, s.index, 0, 0));
   }
 
   // ---- replication (§5.3, §7) -----------------------------------------------

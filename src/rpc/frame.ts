@@ -373,7 +373,8 @@ export class FrameDecoder {
       this.handler.onCorruptFrame(header, error);
       return;
     }
-    this.handler.onFrame({ ...header, payload });
+    // A plain literal, not a spread of header: one per frame on the OSD hot path.
+    this.handler.onFrame({ kind: header.kind, flags: header.flags, method: header.method, requestId: header.requestId, status: header.status, payload });
   }
 
   private fail(reason: FrameErrorReason, message: string): void {
