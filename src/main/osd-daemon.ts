@@ -26,6 +26,9 @@ import { TesseraError } from '../stdx/errors.js';
 import type { Logger } from '../stdx/log.js';
 import type { ClusterConfig } from './cluster-config.js';
 
+/** WAL flushes with at most this much appended since the previous one run on the loop thread (segment-store.ts). */
+const WAL_SYNC_INLINE_BYTES_MAX = 16 * 1024;
+
 export const REPORT_INTERVAL_MS = 1000;
 export const OSD_READY_PREFIX = 'tessera-osd: ready';
 
@@ -110,9 +113,10 @@ async function startOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Error) =
   const boot = await mon.osdBoot({ uuid, host: cfg.osd.hostName, addr: cfg.osd.host, port, weight: cfg.osd.weight, capacityBytes: cfg.osd.deviceSizeBytes });
   const osdId = boot.osdId;
   map = boot.map;
-  // The WAL writes and syncs on the loop thread (cheaper in CPU than libuv's pool, see
+  // The WAL writes on the loop thread (cheaper in CPU than libuv's pool) and flushes
+  // there too while little was appended since the last flush, else on the pool (see
   // segment-store.ts); its writer starts in the check phase, after this turn's sends.
-  const segments = await NodeSegmentStore.openDir(path.join(cfg.osd.dataDir, 'wal'), { blockingIo: true, syncInline: true });
+  const segments = await NodeSegmentStore.openDir(path.join(cfg.osd.dataDir, 'wal'), { blockingIo: true, syncInlineBytesMax: WAL_SYNC_INLINE_BYTES_MAX });
   const { wal, groups, damage, tornTail } = await Wal.open(segments, { selfId: osdId, schedule: (run) => setImmediate(run) });
   undo.push(() => wal.close());
   if (damage.length > 0) log.warn(`osd.${osdId}: WAL damaged in the middle at ${damage.length} place(s); affected PGs stay out of elections until repaired from peers`);

@@ -90,3 +90,24 @@ test('NodeSegmentStore: errors carry stable codes; names cannot escape the direc
     await assert.rejects(gone.list(), (err) => isTesseraError(err, 'ERR_DEVICE_IO'));
   });
 });
+
+test('NodeSegmentStore (blockingIo, syncInlineBytesMax): a flush of at most that many new bytes runs inline, a larger one on the pool', async () => {
+  await withDir(async (dir) => {
+    const store = await NodeSegmentStore.openDir(dir, { blockingIo: true, syncInlineBytesMax: 16 * 1024 });
+    const seg = (await store.create('wal-0000000000000001.seg')) as unknown as { inlineSyncs: number; poolSyncs: number } & Awaited<ReturnType<typeof store.create>>;
+    await seg.append([Buffer.alloc(4096, 1)]);
+    await seg.sync();
+    assert.deepEqual([seg.inlineSyncs, seg.poolSyncs], [1, 0], 'one 4 KiB record: inline');
+    await seg.append([Buffer.alloc(12 * 1024, 2), Buffer.alloc(8 * 1024, 3)]);
+    await seg.sync();
+    assert.deepEqual([seg.inlineSyncs, seg.poolSyncs], [1, 1], '20 KiB since the last flush: on the pool');
+    await seg.sync();
+    assert.deepEqual([seg.inlineSyncs, seg.poolSyncs], [2, 1], 'nothing new: inline');
+    assert.ok((await seg.read(4096, 12 * 1024)).equals(Buffer.alloc(12 * 1024, 2)));
+    const plain = await NodeSegmentStore.openDir(join(dir, 'p'), { blockingIo: true });
+    const p = (await plain.create('x')) as unknown as { inlineSyncs: number; poolSyncs: number } & Awaited<ReturnType<typeof store.create>>;
+    await p.append([Buffer.alloc(10)]);
+    await p.sync();
+    assert.deepEqual([p.inlineSyncs, p.poolSyncs], [0, 1], 'without the option every flush uses the pool');
+  });
+});

@@ -19,8 +19,13 @@
 //   "Replication"). `syncInline` also runs fdatasync on the calling thread:
 //   cheapest in CPU, but the event loop then stands still for the whole
 //   flush (0.1 ms alone, several ms when other processes flush the same disk).
-//   The OSD appends inline and syncs on the pool, so that it keeps receiving,
-//   replicating and applying while its WAL flushes.
+//   `syncInlineBytesMax` makes that choice per flush: inline only when at most
+//   that many bytes were appended since the previous flush. The OSD appends
+//   inline and uses 16 KiB: a lightly loaded WAL (one 4 KiB write per flush, QD1)
+//   flushes inline, which is faster per write (3-replica QD1: ~1.0 ms mean against
+//   ~1.26 ms on the pool); a busy one (about ten writes per flush at QD32) flushes
+//   on the pool and keeps receiving, replicating and applying meanwhile (QD32:
+//   ~3.2k against ~2.7k writes/s). Measured in session 8, docs/benchmarks.md.
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { TesseraError } from '../../stdx/errors.js';
@@ -32,18 +37,21 @@ export interface NodeSegmentStoreOptions {
   blockingIo?: boolean;
   /** With blockingIo, fdatasync on the calling thread too (see the header). Default false. */
   syncInline?: boolean;
+  /** With blockingIo: fdatasync on the calling thread when at most this many bytes were appended since the last one (see the header). */
+  syncInlineBytesMax?: number;
 }
 
 export class NodeSegmentStore implements SegmentStore {
   private readonly blockingIo: boolean;
-  private readonly syncInline: boolean;
+  /** Largest appended-since-last-flush byte count flushed on the calling thread (-1: never). */
+  private readonly syncInlineBytesMax: number;
 
   constructor(
     readonly dirPath: string,
     options: NodeSegmentStoreOptions = {},
   ) {
     this.blockingIo = options.blockingIo ?? false;
-    this.syncInline = this.blockingIo && (options.syncInline ?? false);
+    this.syncInlineBytesMax = !this.blockingIo ? -1 : options.syncInline === true ? Infinity : (options.syncInlineBytesMax ?? -1);
   }
 
   /** Creates the directory (and parents) if needed. */
@@ -72,7 +80,7 @@ export class NodeSegmentStore implements SegmentStore {
     const fd = await openFd(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, (code) =>
       code === 'EEXIST' ? 'ERR_EXISTS' : 'ERR_DEVICE_IO',
     );
-    return new NodeSegment(name, path, fd, 0, this.blockingIo, this.syncInline);
+    return new NodeSegment(name, path, fd, 0, this.blockingIo, this.syncInlineBytesMax);
   }
 
   async open(name: string): Promise<Segment> {
@@ -85,7 +93,7 @@ export class NodeSegmentStore implements SegmentStore {
       fs.closeSync(fd);
       throw new TesseraError('ERR_DEVICE_IO', `fstat ${path}: ${(err as NodeJS.ErrnoException).code}`);
     }
-    return new NodeSegment(name, path, fd, sizeBytes, this.blockingIo, this.syncInline);
+    return new NodeSegment(name, path, fd, sizeBytes, this.blockingIo, this.syncInlineBytesMax);
   }
 
   async remove(name: string): Promise<void> {
@@ -124,7 +132,7 @@ class NodeSegment implements Segment {
     private readonly fd: number,
     public sizeBytes: number,
     private readonly blockingIo = false,
-    private readonly syncInline = false,
+    private readonly syncInlineBytesMax = -1,
   ) {}
 
   append(buffers: readonly Uint8Array[]): Promise<void> {
@@ -165,10 +173,19 @@ class NodeSegment implements Segment {
     });
   }
 
+  /** Inline syncs and pool syncs so far (see syncInlineBytesMax). */
+  inlineSyncs = 0;
+  poolSyncs = 0;
+  /** sizeBytes when the previous sync started. */
+  private syncedSizeBytes = -1;
+
   sync(): Promise<void> {
     const err = this.unusable();
     if (err) return Promise.reject(err);
-    if (this.syncInline) {
+    const newBytes = this.syncedSizeBytes < 0 ? this.sizeBytes : this.sizeBytes - this.syncedSizeBytes;
+    this.syncedSizeBytes = this.sizeBytes;
+    if (newBytes <= this.syncInlineBytesMax) {
+      this.inlineSyncs++;
       try {
         fs.fdatasyncSync(this.fd);
         return Promise.resolve();
@@ -176,6 +193,7 @@ class NodeSegment implements Segment {
         return Promise.reject(new TesseraError('ERR_DEVICE_FLUSH', `fdatasync ${this.path}: ${(serr as NodeJS.ErrnoException).code}`));
       }
     }
+    this.poolSyncs++;
     return new Promise((resolve, reject) => {
       fs.fdatasync(this.fd, (serr) => {
         if (serr) reject(new TesseraError('ERR_DEVICE_FLUSH', `fdatasync ${this.path}: ${serr.code}`));
