@@ -47,7 +47,7 @@ import { snAdd } from './serial.js';
 import { IscsiSession } from './session.js';
 import type { SessionConnection, SessionTable, TargetView, OpenTask, SessionLimits } from './session.js';
 import { Task } from './task.js';
-import type { WriteBuffers } from './write-buffers.js';
+import type { BufferRecycler } from '../../stdx/buffer-recycler.js';
 import { largeReadBuffers } from '../scsi/sbc.js';
 import type { DataOutLimits } from './task.js';
 
@@ -104,7 +104,7 @@ export interface ConnectionHost {
   /** Data (write buffers and read results) one connection's open tasks may hold before it stops reading. */
   readonly bufferedBytesMax: number;
   /** Reusable buffers for writes that arrive in several PDUs. */
-  readonly writeBuffers: WriteBuffers;
+  readonly writeBuffers: BufferRecycler;
   newLogin(): LoginDriver;
   /** Normalizes a completed login's negotiated parameters. */
   outcome(step: LoginStepView): LoginOutcome;

@@ -19,7 +19,7 @@ import { SK_ILLEGAL_REQUEST, checkCondition } from '../scsi/sense.js';
 import { answerMissingLun } from '../scsi/luns.js';
 import { accessClass } from '../scsi/lu.js';
 import type { Task } from './task.js';
-import { WriteBuffers } from './write-buffers.js';
+import { BufferRecycler } from '../../stdx/buffer-recycler.js';
 import type { LoginDriver, LoginOutcome, LoginStepView, LogFn, ConnectionHost } from './connection.js';
 import { LoginMachine, sendTargetsResponse } from './login.js';
 import type { LoginResult, LoginTarget, LoginTargets } from './login.js';
@@ -231,7 +231,7 @@ export class Portal implements ConnectionHost, LoginTargets {
   readonly maxRecvDataSegmentBytes: number;
   readonly maxTaskDataBytes: number;
   readonly bufferedBytesMax: number;
-  readonly writeBuffers = new WriteBuffers();
+  readonly writeBuffers = new BufferRecycler();
   private readonly limits: TargetLimits;
   private readonly targets = new Map<string, PortalTarget>();
   private readonly gates = new Map<number, ReservationGate>();

@@ -15,7 +15,7 @@
 import { TesseraError } from '../../stdx/errors.js';
 import type { DataOutPdu, ScsiCommandPdu } from './pdu-types.js';
 import { TAG_NONE } from './pdu-types.js';
-import type { WriteBuffers } from './write-buffers.js';
+import type { BufferRecycler } from '../../stdx/buffer-recycler.js';
 
 export type TaskState = 'data-out' | 'waiting-order' | 'executing' | 'done';
 
@@ -62,7 +62,7 @@ export class Task {
     /** Bytes of the data to keep (≤ expectedBytes): the prefix the SCSI layer may use. */
     private readonly keepBytes: number,
     /** Where a multi-PDU write's buffer comes from (default: a fresh allocation). */
-    private readonly buffers: WriteBuffers | null = null,
+    private readonly buffers: BufferRecycler | null = null,
   ) {}
 
   /** The pooled buffer this task took, to give back once its write resolved (null: none). */
@@ -177,7 +177,7 @@ export class Task {
     if (this.data === null) {
       if (this.buffers !== null && this.keepBytes >= 64 * 1024) {
         this.pooled = this.buffers.take(this.keepBytes);
-        this.data = this.pooled.subarray(0, this.keepBytes);
+        this.data = this.pooled;
       } else {
         this.data = Buffer.allocUnsafe(this.keepBytes);
       }
