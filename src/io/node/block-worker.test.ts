@@ -7,12 +7,15 @@
 // - runs pending when the worker goes away are done in this thread, and so is
 //   everything after;
 // - through openLocalStore (the daemons' entry point), 1 MiB writes and reads go
-//   through the worker and read back what was written.
+//   through the worker and read back what was written;
+// - the worker never holds a process that is otherwise done (session 8: a 'message'
+//   listener added after unref() held every process that opened a store).
 // Random contents come from a seeded generator; the seed is printed.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { BufferPool } from '../../stdx/buffer-pool.js';
 import { checkRun, sealRun, type BlockRun } from '../../engine/block-codec.js';
@@ -134,6 +137,31 @@ test('openLocalStore: 1 MiB writes and reads go through the block worker and rea
     await plain.store.open('v').read(512, again.length, again, 0);
     assert.ok(again.equals(back), 'what the worker sealed verifies in this thread');
     await plain.store.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+for (const io of [false, true]) test(`a process that opened and closed a local store (${io ? 'after a 1 MiB write' : 'without IO'}) exits on its own`, async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'tessera-blockworker-exit-'));
+  try {
+    const storeUrl = new URL('../../engine/store.js', import.meta.url).href;
+    const script = [
+      `const { openLocalStore } = await import(${JSON.stringify(storeUrl)});`,
+      `const o = await openLocalStore({ devicePath: ${JSON.stringify(join(dir, 'dev0.img'))}, createSizeBytes: 64 << 20, directIo: 'off' });`,
+      io ? `await o.store.create('v', 8 << 20); await o.store.open('v').write(0, Buffer.alloc(1 << 20, 9), false);` : '',
+      `await o.store.close();`,
+      `console.log('closed');`,
+    ].join('\n');
+    // A module file, not -e: an -e script's process exits when the script ends.
+    const scriptPath = join(dir, 'open-close.mjs');
+    await writeFile(scriptPath, script);
+    const t0 = Date.now();
+    const r = await new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+      const child = execFile(process.execPath, [scriptPath], { timeout: 20_000 }, (error, out, err) => resolve({ code: child.exitCode ?? (error ? 1 : 0), out, err }));
+    });
+    assert.equal(r.out.trim(), 'closed', r.err);
+    assert.equal(r.code, 0, `the process did not exit by itself (killed after ${Date.now() - t0} ms): ${r.err}`);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -52,10 +52,11 @@ export class WorkerBlockCodec implements BlockCodec {
     this.inFlightMax = opts.inFlightMax ?? OFFLOAD_IN_FLIGHT_MAX_DEFAULT;
     this.log = opts.log ?? (() => undefined);
     const w = new Worker(new URL('./block-worker-main.js', import.meta.url));
-    w.unref();
     w.on('message', (m: BlockWorkerReply) => this.onReply(m));
     w.on('error', (err) => this.lose(`failed: ${err.stack ?? err.message}`));
     w.on('exit', (code) => this.lose(`exited with code ${code}`));
+    // After the listeners: adding a 'message' listener refs the worker's port again.
+    w.unref();
     this.worker = w;
   }
 
