@@ -584,3 +584,22 @@ export function requireCommands(cmds: string[]): void {
   const missing = cmds.filter((t) => spawnSync('sh', ['-c', `command -v ${t}`]).status !== 0);
   if (missing.length) throw new Error(`missing tools: ${missing.join(', ')} (scripts/ensure-system-deps.sh installs them)`);
 }
+
+/**
+ * Moves the profiles a `node --cpu-prof --cpu-prof-dir=dir` daemon left in dir:
+ * the main thread's (Node names them CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile,
+ * thread 0 is the main thread) to `${destBase}.cpuprofile`, each worker thread's
+ * (the engine's block worker) to `${destBase}.worker<thread>.cpuprofile`. Returns
+ * the main thread's path, or null (logged) when there is none.
+ */
+export function collectProfiles(dir: string, destBase: string): string | null {
+  let main: string | null = null;
+  for (const f of fs.readdirSync(dir).filter((n) => n.endsWith('.cpuprofile'))) {
+    const thread = f.split('.')[4] ?? '?';
+    const dest = thread === '0' ? `${destBase}.cpuprofile` : `${destBase}.worker${thread}.cpuprofile`;
+    fs.renameSync(`${dir}/${f}`, dest);
+    if (thread === '0') main = dest;
+  }
+  if (main === null) log(`WARN: no main-thread .cpuprofile in ${dir}`);
+  return main;
+}

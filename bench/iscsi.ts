@@ -55,6 +55,7 @@ import {
   workloadsFromEnv,
   checkBenchDisk,
   requireCommands,
+  collectProfiles,
 } from './harness.js';
 import { WORKLOADS, type Workload } from './report.js';
 import { parseSize } from '../src/stdx/size.js';
@@ -500,14 +501,8 @@ async function main(): Promise<number> {
         tessera = await startTessera(o, dataDir, work, tmp);
         row.tessera = await runOne(o, row.workload, tessera, resDir, false);
         await stopServer(tessera.server);
-        const files = fs.readdirSync(tmp).filter((f) => f.endsWith('.cpuprofile'));
-        if (files.length === 1) {
-          const dest = path.join(o.profileDir, `iscsi-${row.workload.name}.cpuprofile`);
-          fs.renameSync(path.join(tmp, files[0]), dest);
-          profiles.push(dest);
-        } else {
-          log(`WARN: expected one .cpuprofile in ${tmp}, found ${files.length}`);
-        }
+        const main = collectProfiles(tmp, path.join(o.profileDir, `iscsi-${row.workload.name}`));
+        if (main !== null) profiles.push(main);
         fs.rmSync(tmp, { recursive: true, force: true });
       } else if (tessera && !interrupted) {
         row.tessera = await runOne(o, row.workload, tessera, resDir);
