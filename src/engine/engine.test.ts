@@ -408,3 +408,43 @@ test('torn read: a block caught mid-write by a read (checksum mismatch once) is 
   assert.equal(engine.devices()[0].checksumErrors, errorsBefore);
   await engine.close();
 });
+
+for (const op of ['read', 'write'] as const) {
+  test(`a ${op} over several pieces settles only after every piece settled, with the failure (review, session 8)`, async () => {
+    const { dev, engine } = await fresh();
+    await engine.create('v', 4 * OBJECT);
+    const vol = engine.open('v');
+    await vol.write(0, pattern(2 * OBJECT, 3), false);
+    // The next IO's first device call fails at once; its second finishes 60 ms later.
+    const orig = { read: dev.read.bind(dev), write: dev.write.bind(dev) };
+    let calls = 0;
+    let lateDone = false;
+    const armed = (fn: (buf: Uint8Array, off: number) => Promise<void>) => async (buf: Uint8Array, off: number): Promise<void> => {
+      const n = ++calls;
+      if (n === 1) throw new TesseraError('ERR_DEVICE_IO', 'injected');
+      if (n === 2) {
+        await new Promise((r) => setTimeout(r, 60));
+        await fn(buf, off);
+        lateDone = true;
+        return;
+      }
+      return fn(buf, off);
+    };
+    if (op === 'read') dev.read = armed(orig.read);
+    else dev.write = armed(orig.write);
+    try {
+      const out = Buffer.alloc(2 * OBJECT, 0xee);
+      const p = op === 'read' ? vol.read(0, 2 * OBJECT, out, 0) : vol.write(0, pattern(2 * OBJECT, 4), false);
+      await rejectsCode(p, 'ERR_DEVICE_IO');
+      assert.equal(lateDone, true, 'the other piece had finished when the IO failed');
+      if (op === 'read') {
+        const snapshot = Buffer.from(out);
+        await new Promise((r) => setTimeout(r, 100));
+        assert.ok(out.equals(snapshot), 'nothing writes into the caller\'s buffer after the IO settled');
+      }
+    } finally {
+      dev.read = orig.read;
+      dev.write = orig.write;
+    }
+  });
+}

@@ -337,7 +337,11 @@ export class LocalVolume implements Volume {
 
   /**
    * Run fn for each piece: within one object and at most MAX_IO_BLOCKS blocks.
-   * One piece (the common small IO) is awaited directly; several run concurrently.
+   * One piece (the common small IO) is awaited directly; several run concurrently,
+   * and the IO settles only once every piece settled, then with the first failure:
+   * a piece still running after its IO failed would copy into a read buffer its
+   * caller already reused, or land a write after the initiator's retry of it was
+   * acknowledged (review, session 8).
    */
   private forPieces(
     offsetBytes: number,
@@ -363,6 +367,11 @@ export class LocalVolume implements Volume {
       done += len;
     }
     if (!first) return Promise.resolve();
-    return rest ? Promise.all(rest).then(() => undefined) : first;
+    return rest ? Promise.allSettled(rest).then(firstFailure) : first;
   }
+}
+
+/** Throws the reason of the first rejected piece, if any. */
+function firstFailure(settled: PromiseSettledResult<void>[]): void {
+  for (const r of settled) if (r.status === 'rejected') throw r.reason;
 }

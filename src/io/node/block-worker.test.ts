@@ -142,6 +142,24 @@ test('openLocalStore: 1 MiB writes and reads go through the block worker and rea
   }
 });
 
+test('close() while runs are in flight: every run completes correctly, late replies are ignored (review, session 8)', async () => {
+  for (let round = 0; round < 20; round++) {
+    const codec = new WorkerBlockCodec({ minBlocks: 16 });
+    const bufs = await Promise.all(Array.from({ length: 8 }, () => sharedBuffer(16 * BLOCK_STRIDE_BYTES)));
+    bufs.forEach((b, i) => fillRandom(b, SEED + 10 * round + i));
+    const want = bufs.map((b) => {
+      const c = Buffer.from(b);
+      sealRun(c, 16, RUN);
+      return c;
+    });
+    const runs = bufs.map((b) => codec.sealBlocks(b, 16, RUN));
+    await runs[0]; // some replies in, others in flight
+    await codec.close();
+    await Promise.all(runs);
+    bufs.forEach((b, i) => assert.ok(b.equals(want[i]), `round ${round}: run ${i} sealed as in this thread`));
+  }
+});
+
 for (const io of [false, true]) test(`a process that opened and closed a local store (${io ? 'after a 1 MiB write' : 'without IO'}) exits on its own`, async () => {
   const dir = await mkdtemp(join(tmpdir(), 'tessera-blockworker-exit-'));
   try {

@@ -8,7 +8,8 @@
 // - the worker is referenced (keeps the process alive) only while a run is pending;
 // - if the worker fails or exits, every pending run and every later one is done in
 //   this thread: sealing is idempotent and checking reads only, so redoing a run the
-//   worker had half done is safe. The failure is logged once.
+//   worker had half done is safe once the worker no longer runs (close() waits for
+//   terminate() first). The failure is logged once.
 // - a reply for an unknown id is a bug: asserted.
 import { Worker } from 'node:worker_threads';
 import { assert } from '../../stdx/assert.js';
@@ -74,13 +75,18 @@ export class WorkerBlockCodec implements BlockCodec {
     return statuses;
   }
 
-  /** Ends the worker; pending and later runs are done in this thread. */
+  /**
+   * Ends the worker; pending and later runs are done in this thread. Pending runs are
+   * redone only once the thread has stopped: until then it may still be sealing one
+   * of their buffers (review, session 8).
+   */
   async close(): Promise<void> {
     const w = this.worker;
-    if (w === null) return;
+    if (w === null || this.closing) return;
     this.closing = true;
-    this.lose('closed');
+    this.worker = null; // later runs: in this thread
     await w.terminate();
+    this.redoPending();
   }
 
   private submit(op: 0 | 1, buf: Buffer, n: number, run: BlockRun): Promise<Uint8Array | undefined> {
@@ -95,6 +101,7 @@ export class WorkerBlockCodec implements BlockCodec {
   }
 
   private onReply(m: BlockWorkerReply): void {
+    if (this.closing) return; // close() redoes every pending run once the thread stopped
     const p = this.pending.get(m.id);
     assert(p !== undefined, `block worker answered unknown run ${m.id}`);
     this.pending.delete(m.id);
@@ -108,11 +115,15 @@ export class WorkerBlockCodec implements BlockCodec {
     p.resolve(m.statuses);
   }
 
-  /** The worker is gone: everything pending is done here, and so is everything later. */
+  /** The worker thread failed or exited (it runs no more): everything pending is done here, and so is everything later. */
   private lose(why: string): void {
-    if (this.worker === null) return;
+    if (this.worker === null || this.closing) return;
     this.worker = null;
-    if (!this.closing) this.log('error', `block worker ${why}; sealing and checking continue in the main thread`);
+    this.log('error', `block worker ${why}; sealing and checking continue in the main thread`);
+    this.redoPending();
+  }
+
+  private redoPending(): void {
     for (const [id, p] of this.pending) {
       this.pending.delete(id);
       p.resolve(this.inline(p.op, p.buf, p.n, p.run));
