@@ -9,6 +9,8 @@
 import type { Volume } from '../../volume/types.js';
 import type { ModePages } from './modes.js';
 import type { RangeLock } from './range-lock.js';
+import type { ScsiResult } from './types.js';
+import { good, invalidFieldInCdb, lbaOutOfRange } from './sense.js';
 
 export interface MediaLimits {
   blockSizeBytes: number;
@@ -32,6 +34,17 @@ export interface MediaContext {
 
 export function capacityBlocks(ctx: MediaContext): number {
   return Math.floor(ctx.volume.sizeBytes() / ctx.limits.blockSizeBytes);
+}
+
+/**
+ * The range check every data-transfer command starts with: more than maxBlocks →
+ * INVALID FIELD IN CDB at lengthOffset; past the capacity → LBA OUT OF RANGE; zero
+ * blocks → GOOD (nothing to move). null: go on. Allocates nothing on the null path.
+ */
+export function checkRange(ctx: MediaContext, lba: number, blocks: number, maxBlocks: number, lengthOffset: number): ScsiResult | null {
+  if (blocks > maxBlocks) return invalidFieldInCdb(lengthOffset);
+  if (lba + blocks > capacityBlocks(ctx)) return lbaOutOfRange();
+  return blocks === 0 ? good() : null;
 }
 
 /** Bytes moved per volume call by commands that loop (WRITE SAME patterns, VERIFY). */

@@ -35,7 +35,7 @@ import {
 } from './cdb.js';
 import { BufferRecycler } from '../../stdx/buffer-recycler.js';
 import { deviceErrorResult } from './device-errors.js';
-import { CHUNK_BYTES, capacityBlocks, firstDifference } from './media.js';
+import { CHUNK_BYTES, capacityBlocks, checkRange, firstDifference } from './media.js';
 import type { MediaContext } from './media.js';
 import { SAM_GOOD } from './types.js';
 import { good, invalidFieldInCdb, lbaOutOfRange, miscompare } from './sense.js';
@@ -77,9 +77,8 @@ export async function read(ctx: MediaContext, cmd: ScsiCommand): Promise<ScsiRes
   const lba = cdbLba(cdb, op);
   const blocks = cdbBlocks(cdb, op);
   const limits = ctx.limits;
-  if (blocks > limits.maxTransferBlocks) return invalidFieldInCdb(cdbBlocksOffset(op));
-  if (lba + blocks > capacityBlocks(ctx)) return lbaOutOfRange();
-  if (blocks === 0) return good();
+  const bad = checkRange(ctx, lba, blocks, limits.maxTransferBlocks, cdbBlocksOffset(op));
+  if (bad !== null) return bad;
   const lbs = limits.blockSizeBytes;
   let lengthBytes = blocks * lbs;
   const expected = cmd.expectedInBytes;
@@ -113,9 +112,8 @@ export async function write(ctx: MediaContext, cmd: ScsiCommand): Promise<ScsiRe
   const lba = cdbLba(cdb, op);
   const blocks = cdbBlocks(cdb, op);
   const limits = ctx.limits;
-  if (blocks > limits.maxTransferBlocks) return invalidFieldInCdb(cdbBlocksOffset(op));
-  if (lba + blocks > capacityBlocks(ctx)) return lbaOutOfRange();
-  if (blocks === 0) return good();
+  const bad = checkRange(ctx, lba, blocks, limits.maxTransferBlocks, cdbBlocksOffset(op));
+  if (bad !== null) return bad;
   const lbs = limits.blockSizeBytes;
   const lengthBytes = blocks * lbs;
   // The initiator may send less than the CDB names (iSCSI EDTL < transfer length): only
@@ -163,9 +161,8 @@ export async function writeAndVerify(ctx: MediaContext, cmd: ScsiCommand): Promi
   const lba = cdbLba(cdb, op);
   const blocks = cdbBlocks(cdb, op);
   const lenAt = cdbBlocksOffset(op);
-  if (blocks > ctx.limits.maxTransferBlocks) return invalidFieldInCdb(lenAt);
-  if (lba + blocks > capacityBlocks(ctx)) return lbaOutOfRange();
-  if (blocks === 0) return good();
+  const bad = checkRange(ctx, lba, blocks, ctx.limits.maxTransferBlocks, lenAt);
+  if (bad !== null) return bad;
   const lbs = ctx.limits.blockSizeBytes;
   const lengthBytes = blocks * lbs;
   // As WRITE: a shorter Data-Out writes (and verifies) the whole blocks that arrived.
@@ -195,9 +192,8 @@ export async function verify(ctx: MediaContext, cmd: ScsiCommand): Promise<ScsiR
   const blocks = cdbBlocks(cdb, op);
   const lenAt = cdbBlocksOffset(op);
   const max = bytchk === 1 ? ctx.limits.maxTransferBlocks : ctx.limits.maxVerifyBlocks;
-  if (blocks > max) return invalidFieldInCdb(lenAt);
-  if (lba + blocks > capacityBlocks(ctx)) return lbaOutOfRange();
-  if (blocks === 0) return good();
+  const bad = checkRange(ctx, lba, blocks, max, lenAt);
+  if (bad !== null) return bad;
   const lbs = ctx.limits.blockSizeBytes;
   const lengthBytes = blocks * lbs;
   let expected: Buffer | null = null;
@@ -286,9 +282,8 @@ export async function orWrite(ctx: MediaContext, cmd: ScsiCommand): Promise<Scsi
   const fua = (cdb[1] & 0x08) !== 0 || !ctx.modes.writeCacheEnabled;
   const lba = be64(cdb, 2);
   const blocks = be32(cdb, 10);
-  if (blocks > ctx.limits.maxTransferBlocks) return invalidFieldInCdb(10);
-  if (lba + blocks > capacityBlocks(ctx)) return lbaOutOfRange();
-  if (blocks === 0) return good();
+  const bad = checkRange(ctx, lba, blocks, ctx.limits.maxTransferBlocks, 10);
+  if (bad !== null) return bad;
   const lbs = ctx.limits.blockSizeBytes;
   const lengthBytes = blocks * lbs;
   const d = cmd.dataOut;
