@@ -51,17 +51,8 @@ import type { BufferRecycler } from '../../stdx/buffer-recycler.js';
 import { largeReadBuffers } from '../scsi/sbc.js';
 import type { DataOutLimits } from './task.js';
 
-export type LogLevel = 'info' | 'warn' | 'error';
-export type LogFn = (level: LogLevel, msg: string) => void;
-
-/** What the connection needs from a transport (io/node/tcp.ts implements it). */
-export interface Connection {
-  /** Queues buf; onSent runs once the transport no longer needs buf (sent or dropped). */
-  write(buf: Buffer, onSent?: () => void): boolean;
-  pauseReading(): void;
-  resumeReading(): void;
-  close(): void;
-}
+import type { Connection, LogFn } from '../transport.js';
+export type { Connection, LogFn, LogLevel } from '../transport.js';
 
 /** A login in progress, as login.ts drives it (injected so the server owns the context). */
 export interface LoginDriver {

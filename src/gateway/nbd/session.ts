@@ -43,18 +43,8 @@ import {
 import type { BlockDescriptor, DecodeFailure, DecoderHandler, NbdRequest } from './codec.js';
 import * as C from './constants.js';
 
-export type LogLevel = 'info' | 'warn' | 'error';
-export type LogFn = (level: LogLevel, msg: string) => void;
-
-/** What the session needs from a transport (io/node/tcp.ts implements it over a socket). */
-export interface Connection {
-  /** Queues bytes (writes made in the same tick are batched). Returns false when the transport's buffer is full; onDrain() follows. */
-  write(buf: Buffer): boolean;
-  pauseReading(): void;
-  resumeReading(): void;
-  /** Sends what is queued, then closes. Idempotent. The transport later calls onClose(). */
-  close(): void;
-}
+import type { Connection, LogFn } from '../transport.js';
+export type { Connection, LogFn, LogLevel } from '../transport.js';
 
 export interface SessionOptions {
   store: VolumeStore;
