@@ -63,6 +63,7 @@ import { Fifo } from './fifo.js';
 import type { ClientLogFn, MapCache } from './map-cache.js';
 import { OrderTable, type OrderEntry } from './order.js';
 import type { OsdTransport } from './transport.js';
+import { copyBytes } from '../stdx/shared-copy.js';
 
 export const OP_TIMEOUT_MS_DEFAULT = 60_000;
 export const REQUEST_TIMEOUT_MS_DEFAULT = 5_000;
@@ -485,7 +486,7 @@ export class ClusterClient {
         if (p.tail !== null) p.tail.copy(buf, buf.length - SECTOR_BYTES);
         if (op.kind === K_WRITE) {
           const from = p.startBytes - op.offsetBytes;
-          op.data!.copy(buf, p.startBytes - as, from, from + (p.endBytes - p.startBytes));
+          copyBytes(op.data!, from, from + (p.endBytes - p.startBytes), buf, p.startBytes - as);
         } else {
           buf.fill(0, p.startBytes - as, p.endBytes - as);
         }
@@ -682,7 +683,8 @@ export class ClusterClient {
         return null;
       }
       const from = p.startBytes - p.orderStartBytes;
-      data.copy(op.out!, op.outOffset + (p.startBytes - op.offsetBytes), from, from + (p.endBytes - p.startBytes));
+      // copyBytes: op.out may be shared memory (the iSCSI gateway's large read buffers).
+      copyBytes(data, from, from + (p.endBytes - p.startBytes), op.out!, op.outOffset + (p.startBytes - op.offsetBytes));
       return null;
     }
     if (p.method === Method.BlockStatus) {

@@ -25,6 +25,14 @@ export interface BlockDevice {
   readonly failureDomain?: string;
   read(buf: Uint8Array, offsetBytes: number): Promise<void>;
   write(buf: Uint8Array, offsetBytes: number): Promise<void>;
+  /**
+   * Optional vectored IO: the parts, back to back, are one range at offsetBytes
+   * (one preadv/pwritev). Only used when directIo is false (parts need no alignment).
+   * The engine gathers a run's data (where the client has it) and its trailers this
+   * way, so no thread copies the data between them.
+   */
+  readParts?(parts: Uint8Array[], offsetBytes: number): Promise<void>;
+  writeParts?(parts: Uint8Array[], offsetBytes: number): Promise<void>;
   flush(): Promise<void>;
   close(): Promise<void>;
   /**

@@ -82,6 +82,22 @@ export class SimDevice implements BlockDevice {
     this.stats.write.record(buf.length, 0);
   }
 
+  /** Vectored read: exactly read() of the parts' concatenation (same faults), scattered. */
+  async readParts(parts: Uint8Array[], offsetBytes: number): Promise<void> {
+    const all = Buffer.alloc(parts.reduce((n, p) => n + p.length, 0));
+    await this.read(all, offsetBytes);
+    let at = 0;
+    for (const p of parts) {
+      p.set(all.subarray(at, at + p.length));
+      at += p.length;
+    }
+  }
+
+  /** Vectored write: exactly write() of the parts' concatenation (same faults, same tearing at a power cut). */
+  async writeParts(parts: Uint8Array[], offsetBytes: number): Promise<void> {
+    await this.write(Buffer.concat(parts), offsetBytes);
+  }
+
   async flush(): Promise<void> {
     if (this.closed) throw new TesseraError('ERR_CLOSED', 'device closed');
     const upTo = this.writeSeq; // writes completed before the flush started

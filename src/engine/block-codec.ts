@@ -5,14 +5,29 @@
 // memory) while this thread serves other IO. For 1 MiB IOs the crc32c of 256
 // blocks is the largest item of the main thread's time (docs/benchmarks.md).
 //
+// Two layouts. Strided: block i's data and trailer lie together at i * 4608 in one
+// staging buffer (what one device IO of the run holds). Gathered: the run's data
+// stays where the client has it (n * 4096 bytes) and only the trailers (n * 512
+// bytes, back to back) are in a staging buffer; the device then reads or writes
+// both with one vectored IO, and no thread copies the data at all.
+//
+// A strided run may also name its user data (`data`: n * 4096 contiguous bytes, block i at
+// i * 4096): sealing then first copies each block in, and checking copies each
+// valid block out (and zero-fills each unwritten one). The engine passes it for
+// whole-block IO on shared memory, so a 1 MiB IO's copy between the client's
+// buffer and the staging buffer runs where the checksums run, not on the event loop.
+//
 // Invariants (every implementation):
 // - sealBlocks / checkBlocks give exactly the results of sealBlock / checkBlock
 //   applied to blocks i = 0..n-1 at offset i * BLOCK_STRIDE_BYTES with identity
-//   (volumeId, objectIndex, firstBlock + i, generation);
-// - the caller owns buf until the promise settles and touches it meanwhile in no way;
+//   (volumeId, objectIndex, firstBlock + i, generation), after (seal) or followed
+//   by (check) the copy of `data` described above; a corrupt block's data bytes
+//   are left untouched;
+// - the caller owns buf (and data) until the promise settles and touches them meanwhile in no way;
 // - a codec that cannot run (its worker died) still answers, by doing the work here.
-import { BLOCK_STRIDE_BYTES } from './layout.js';
-import { checkBlock, sealBlock, type BlockCheck } from './trailer.js';
+import { fail } from '../stdx/assert.js';
+import { BLOCK_DATA_BYTES, BLOCK_STRIDE_BYTES, BLOCK_TRAILER_BYTES } from './layout.js';
+import { BlockCheck, checkBlock, checkTrailer, sealBlock, sealTrailer } from './trailer.js';
 
 /** The identity of a run of blocks of one object (block i has blockIndex firstBlock + i). */
 export interface BlockRun {
@@ -23,24 +38,68 @@ export interface BlockRun {
 }
 
 export interface BlockCodec {
-  /** True when this codec would take a run of n blocks in buf elsewhere (else the engine does it inline). */
-  offloads(buf: Buffer, n: number): boolean;
-  /** Writes the trailers of blocks 0..n-1 of buf. */
-  sealBlocks(buf: Buffer, n: number, run: BlockRun): Promise<void>;
-  /** The BlockCheck of blocks 0..n-1 of buf, one byte each. */
-  checkBlocks(buf: Buffer, n: number, run: BlockRun): Promise<Uint8Array>;
+  /**
+   * True when this codec would take a run of n blocks in buf (and data, if given)
+   * elsewhere; else the engine does it inline.
+   */
+  offloads(buf: Buffer, n: number, data?: Buffer): boolean;
+  /** Copies data (if given) into blocks 0..n-1 of buf, then writes their trailers. */
+  sealBlocks(buf: Buffer, n: number, run: BlockRun, data?: Buffer): Promise<void>;
+  /** The BlockCheck of blocks 0..n-1 of buf, one byte each; with data, valid blocks copied out and unwritten ones zeroed. */
+  checkBlocks(buf: Buffer, n: number, run: BlockRun, data?: Buffer): Promise<Uint8Array>;
+  /** Gathered layout: writes the n trailers of data's blocks into trailers. */
+  sealTrailers(trailers: Buffer, n: number, run: BlockRun, data: Buffer): Promise<void>;
+  /** Gathered layout: the BlockCheck of each block, one byte each; unwritten blocks' data zeroed. */
+  checkTrailers(trailers: Buffer, n: number, run: BlockRun, data: Buffer): Promise<Uint8Array>;
 }
 
-/** sealBlock over a run, in this thread. */
-export function sealRun(buf: Buffer, n: number, run: BlockRun): void {
+/** sealBlock over a run, in this thread, after copying data (if given) in. */
+export function sealRun(buf: Buffer, n: number, run: BlockRun, data?: Buffer): void {
+  if (data !== undefined) checkDataBytes(data, n);
   for (let i = 0; i < n; i++) {
-    sealBlock(buf, i * BLOCK_STRIDE_BYTES, { volumeId: run.volumeId, objectIndex: run.objectIndex, blockIndex: run.firstBlock + i, generation: run.generation });
+    const bo = i * BLOCK_STRIDE_BYTES;
+    if (data !== undefined) data.copy(buf, bo, i * BLOCK_DATA_BYTES, (i + 1) * BLOCK_DATA_BYTES);
+    sealBlock(buf, bo, { volumeId: run.volumeId, objectIndex: run.objectIndex, blockIndex: run.firstBlock + i, generation: run.generation });
   }
 }
 
-/** checkBlock over a run, in this thread, into out[0..n). */
-export function checkRun(buf: Buffer, n: number, run: BlockRun, out: Uint8Array): void {
+/** checkBlock over a run, in this thread, into out[0..n); with data, valid blocks are copied out and unwritten ones zeroed. */
+export function checkRun(buf: Buffer, n: number, run: BlockRun, out: Uint8Array, data?: Buffer): void {
+  if (data !== undefined) checkDataBytes(data, n);
   for (let i = 0; i < n; i++) {
-    out[i] = checkBlock(buf, i * BLOCK_STRIDE_BYTES, { volumeId: run.volumeId, objectIndex: run.objectIndex, blockIndex: run.firstBlock + i, generation: run.generation }) as BlockCheck;
+    const bo = i * BLOCK_STRIDE_BYTES;
+    const check = checkBlock(buf, bo, { volumeId: run.volumeId, objectIndex: run.objectIndex, blockIndex: run.firstBlock + i, generation: run.generation });
+    out[i] = check;
+    if (data === undefined) continue;
+    if (check === BlockCheck.Valid) buf.copy(data, i * BLOCK_DATA_BYTES, bo, bo + BLOCK_DATA_BYTES);
+    else if (check === BlockCheck.Unwritten) data.fill(0, i * BLOCK_DATA_BYTES, (i + 1) * BLOCK_DATA_BYTES);
   }
+}
+
+/** sealTrailer over a gathered run, in this thread. */
+export function sealTrailerRun(trailers: Buffer, n: number, run: BlockRun, data: Buffer): void {
+  checkDataBytes(data, n);
+  checkTrailerBytes(trailers, n);
+  for (let i = 0; i < n; i++) {
+    sealTrailer(data, i * BLOCK_DATA_BYTES, trailers, i * BLOCK_TRAILER_BYTES, { volumeId: run.volumeId, objectIndex: run.objectIndex, blockIndex: run.firstBlock + i, generation: run.generation });
+  }
+}
+
+/** checkTrailer over a gathered run, in this thread, into out[0..n); unwritten blocks' data is zeroed. */
+export function checkTrailerRun(trailers: Buffer, n: number, run: BlockRun, out: Uint8Array, data: Buffer): void {
+  checkDataBytes(data, n);
+  checkTrailerBytes(trailers, n);
+  for (let i = 0; i < n; i++) {
+    const check = checkTrailer(data, i * BLOCK_DATA_BYTES, trailers, i * BLOCK_TRAILER_BYTES, { volumeId: run.volumeId, objectIndex: run.objectIndex, blockIndex: run.firstBlock + i, generation: run.generation });
+    out[i] = check;
+    if (check === BlockCheck.Unwritten) data.fill(0, i * BLOCK_DATA_BYTES, (i + 1) * BLOCK_DATA_BYTES);
+  }
+}
+
+function checkTrailerBytes(trailers: Buffer, n: number): void {
+  if (trailers.length !== n * BLOCK_TRAILER_BYTES) fail(`${trailers.length} trailer bytes for ${n} blocks`);
+}
+
+function checkDataBytes(data: Buffer, n: number): void {
+  if (data.length !== n * BLOCK_DATA_BYTES) fail(`run data of ${data.length} bytes for ${n} blocks`);
 }

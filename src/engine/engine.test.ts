@@ -119,6 +119,35 @@ test('ENG5: a flipped bit is reported as ERR_CHECKSUM, never served; other block
   await engine.close();
 });
 
+test('gathered IO: runs of 16+ whole blocks are one vectored IO of the caller\'s data and the trailers; unwritten blocks read as zeros; damage is ERR_CHECKSUM', async () => {
+  const { dev, engine } = await fresh();
+  const calls = { readParts: 0, writeParts: 0 };
+  const readParts = dev.readParts.bind(dev);
+  const writeParts = dev.writeParts.bind(dev);
+  dev.readParts = (parts, at) => (calls.readParts++, readParts(parts, at));
+  dev.writeParts = (parts, at) => (calls.writeParts++, writeParts(parts, at));
+  await engine.create('v', 4 * MiB);
+  const vol = engine.open('v');
+  await vol.write(OBJECT + 4096, pattern(4096, 3), false); // one block of object 1: staged
+  assert.equal(calls.writeParts, 0, 'a one-block write is staged');
+  const whole = pattern(OBJECT, 4);
+  await vol.write(0, whole, false); // object 0 whole: gathered
+  assert.equal(calls.writeParts, 1);
+  assert.ok((await readAll(vol, 0, OBJECT)).equals(whole));
+  const obj1 = await readAll(vol, OBJECT, OBJECT);
+  assert.equal(calls.readParts, 2);
+  assert.ok(obj1.subarray(4096, 8192).equals(pattern(4096, 3)));
+  assert.ok(obj1.subarray(0, 4096).equals(Buffer.alloc(4096)) && obj1.subarray(8192).equals(Buffer.alloc(OBJECT - 8192)), 'unwritten blocks of a gathered read are zeros');
+  // The gathered write stored data and trailers as the staged path reads them.
+  assert.ok((await readAll(vol, 5 * 4096 + 100, 1000)).equals(whole.subarray(5 * 4096 + 100, 5 * 4096 + 1100)));
+  // Object 1 took the first chunk, object 0 the second.
+  dev.scribble(engine.layout.dataOffset + engine.layout.chunkStrideBytes + 7 * 4608 + 4096, 512); // trailer of object 0's block 7
+  await rejectsCode(vol.read(0, OBJECT, Buffer.alloc(OBJECT), 0), 'ERR_CHECKSUM');
+  dev.scribble(engine.layout.dataOffset + 9 * 4608, 4096); // data of object 1's block 9 (unwritten, zero trailer)
+  assert.ok((await readAll(vol, OBJECT, OBJECT)).equals(obj1), 'an unwritten block stays zeros whatever its data bytes hold');
+  await engine.close();
+});
+
 test('ENG5: a damaged trailer is corruption, not an unwritten block', async () => {
   const { dev, engine } = await fresh();
   await engine.create('v', 4 * MiB);

@@ -5,7 +5,7 @@
 // generation: reads as zeros) or corruption (bad checksum: an error, never data).
 // A trailer is one sector, so it is never torn. Pure codec.
 import { crc32cRange } from '../stdx/crc32c.js';
-import { BLOCK_DATA_BYTES } from './layout.js';
+import { BLOCK_DATA_BYTES, BLOCK_TRAILER_BYTES } from './layout.js';
 import { readU64, writeU64 } from './superblock.js';
 
 export const TRAILER_MAGIC = 0x4b4c4254; // "TBLK"
@@ -20,15 +20,23 @@ export interface BlockIdentity {
 
 /** Write the trailer of the block whose data starts at `blockOffset` in `buf` (trailer follows the data). */
 export function sealBlock(buf: Buffer, blockOffset: number, id: BlockIdentity): void {
-  const t = blockOffset + BLOCK_DATA_BYTES;
-  buf.fill(0, t, t + 64);
-  buf.writeUInt32LE(TRAILER_MAGIC, t);
-  buf.writeUInt32LE(crc32cRange(buf, blockOffset, t), t + 8);
-  buf.writeUInt32LE(id.volumeId, t + 12);
-  writeU64(buf, t + 16, id.objectIndex);
-  buf.writeUInt32LE(id.blockIndex, t + 24);
-  writeU64(buf, t + 32, id.generation);
-  buf.writeUInt32LE(crc32cRange(buf, t, t + TRAILER_CRC_OFFSET), t + TRAILER_CRC_OFFSET);
+  sealTrailer(buf, blockOffset, buf, blockOffset + BLOCK_DATA_BYTES, id);
+}
+
+/**
+ * Write at trailers[t] the trailer of the 4096 data bytes at data[dataOffset] (the
+ * two may live in different buffers: gathered IO writes them side by side).
+ */
+export function sealTrailer(data: Buffer, dataOffset: number, trailers: Buffer, t: number, id: BlockIdentity): void {
+  // The whole sector: staging buffers are reused, and no stale bytes go to disk.
+  trailers.fill(0, t, t + BLOCK_TRAILER_BYTES);
+  trailers.writeUInt32LE(TRAILER_MAGIC, t);
+  trailers.writeUInt32LE(crc32cRange(data, dataOffset, dataOffset + BLOCK_DATA_BYTES), t + 8);
+  trailers.writeUInt32LE(id.volumeId, t + 12);
+  writeU64(trailers, t + 16, id.objectIndex);
+  trailers.writeUInt32LE(id.blockIndex, t + 24);
+  writeU64(trailers, t + 32, id.generation);
+  trailers.writeUInt32LE(crc32cRange(trailers, t, t + TRAILER_CRC_OFFSET), t + TRAILER_CRC_OFFSET);
 }
 
 export const enum BlockCheck {
@@ -41,19 +49,23 @@ export const enum BlockCheck {
 }
 
 export function checkBlock(buf: Buffer, blockOffset: number, id: BlockIdentity): BlockCheck {
-  const t = blockOffset + BLOCK_DATA_BYTES;
-  const magic = buf.readUInt32LE(t);
+  return checkTrailer(buf, blockOffset, buf, blockOffset + BLOCK_DATA_BYTES, id);
+}
+
+/** checkBlock for data and trailer in different places (gathered IO). */
+export function checkTrailer(data: Buffer, dataOffset: number, trailers: Buffer, t: number, id: BlockIdentity): BlockCheck {
+  const magic = trailers.readUInt32LE(t);
   if (magic !== TRAILER_MAGIC) {
     // An all-zero trailer is a block never written since the chunk was zeroed.
-    for (let i = t; i < t + 64; i += 4) if (buf.readUInt32LE(i) !== 0) return BlockCheck.Corrupt;
+    for (let i = t; i < t + 64; i += 4) if (trailers.readUInt32LE(i) !== 0) return BlockCheck.Corrupt;
     return BlockCheck.Unwritten;
   }
-  if (buf.readUInt32LE(t + TRAILER_CRC_OFFSET) !== crc32cRange(buf, t, t + TRAILER_CRC_OFFSET)) return BlockCheck.Corrupt;
-  const generation = readU64(buf, t + 32);
+  if (trailers.readUInt32LE(t + TRAILER_CRC_OFFSET) !== crc32cRange(trailers, t, t + TRAILER_CRC_OFFSET)) return BlockCheck.Corrupt;
+  const generation = readU64(trailers, t + 32);
   if (generation !== id.generation) return BlockCheck.Unwritten;
-  if (buf.readUInt32LE(t + 12) !== id.volumeId || readU64(buf, t + 16) !== id.objectIndex || buf.readUInt32LE(t + 24) !== id.blockIndex) {
+  if (trailers.readUInt32LE(t + 12) !== id.volumeId || readU64(trailers, t + 16) !== id.objectIndex || trailers.readUInt32LE(t + 24) !== id.blockIndex) {
     return BlockCheck.Corrupt;
   }
-  if (buf.readUInt32LE(t + 8) !== crc32cRange(buf, blockOffset, t)) return BlockCheck.Corrupt;
+  if (trailers.readUInt32LE(t + 8) !== crc32cRange(data, dataOffset, dataOffset + BLOCK_DATA_BYTES)) return BlockCheck.Corrupt;
   return BlockCheck.Valid;
 }

@@ -1,21 +1,35 @@
 // The data path of one volume on the local engine: read, write, flush, trim,
 // write-zeroes and block status, cut into per-object pieces of at most
 // MAX_IO_BLOCKS blocks. Each piece is one device IO of whole stored blocks
-// (4096 data + 512 trailer); partial blocks at a piece's ends are read, merged
-// and rewritten under a per-block lock so concurrent sub-block writes never
-// undo each other.
+// (4096 data + 512 trailer): staged (copied through a buffer that holds both), or,
+// for runs of GATHER_MIN_BLOCKS+ whole blocks on a device with vectored IO, gathered
+// (the data stays in the caller's buffer, only the trailers are staged); partial
+// blocks at a piece's ends are read, merged and rewritten under a per-block lock so
+// concurrent sub-block writes never undo each other.
+//
+// The staging buffers may be shared memory (the block worker's), where a copy at
+// unequal alignment is V8's byte loop: copies to and from them use copyBytes.
 //
 // Invariants: a block is returned only after its trailer and data checksum
 // verify (else ERR_CHECKSUM); blocks of unallocated objects and blocks not written
 // in the chunk's current generation read as zeros; a chunk is held (refcount)
 // for the duration of every IO that uses it.
 import { TesseraError } from '../stdx/errors.js';
+import { copyBytes } from '../stdx/shared-copy.js';
 import type { IoStatsSnapshot } from '../stdx/stats.js';
 import type { Extent, Volume } from '../volume/types.js';
 import type { LocalEngine, VolumeState } from './engine.js';
 import { MAX_IO_BLOCKS } from './engine.js';
-import { BLOCK_DATA_BYTES, BLOCK_STRIDE_BYTES, chunkOffset } from './layout.js';
+import { checkTrailerRun, sealTrailerRun } from './block-codec.js';
+import { BLOCK_DATA_BYTES, BLOCK_STRIDE_BYTES, BLOCK_TRAILER_BYTES, chunkOffset } from './layout.js';
 import { BlockCheck, checkBlock, sealBlock, type BlockIdentity } from './trailer.js';
+
+/**
+ * Runs of at least this many whole blocks go to the device as one vectored IO of the
+ * caller's data and a staging buffer of trailers (no copy); shorter ones are staged
+ * (copied) so that a small IO keeps the device's synchronous fast path.
+ */
+const GATHER_MIN_BLOCKS = 16;
 
 /** Re-reads of a block that failed its checksum before it counts as corrupt (see fromRedundancy). */
 const TORN_READ_RETRIES = 3;
@@ -71,13 +85,22 @@ export class LocalVolume implements Volume {
     const last = Math.floor((inObj + len - 1) / BLOCK_DATA_BYTES);
     const n = last - first + 1;
     const e = this.engine;
+    if (inObj % BLOCK_DATA_BYTES === 0 && len % BLOCK_DATA_BYTES === 0 && this.gathers(n)) {
+      return this.readGathered(v, obj, chunk, first, n, out.subarray(at, at + len));
+    }
     e.holdChunk(chunk);
     const buf = await e.pool.acquire(n * BLOCK_STRIDE_BYTES);
     try {
       await e.device.read(buf, chunkOffset(e.layout, chunk) + first * BLOCK_STRIDE_BYTES);
       const gen = e.chunkGeneration(chunk);
       // A large run is checked by the engine's codec (another thread); a small one here.
-      const checks = e.codec?.offloads(buf, n) ? await e.codec.checkBlocks(buf, n, { volumeId: v.id, objectIndex: obj, firstBlock: first, generation: gen }) : null;
+      // When the piece is whole blocks, the codec also copies valid blocks out (and
+      // zeroes unwritten ones): only corrupt blocks are left to the loop below.
+      const aligned = inObj % BLOCK_DATA_BYTES === 0 && len % BLOCK_DATA_BYTES === 0;
+      const whole = aligned ? out.subarray(at, at + len) : undefined;
+      const codec = e.codec !== null && e.codec.offloads(buf, n, whole) ? e.codec : null;
+      const checks = codec !== null ? await codec.checkBlocks(buf, n, { volumeId: v.id, objectIndex: obj, firstBlock: first, generation: gen }, whole) : null;
+      const copied = whole !== undefined && checks !== null;
       let pos = inObj;
       let dst = at;
       for (let i = 0; i < n; i++) {
@@ -87,11 +110,16 @@ export class LocalVolume implements Volume {
         const take = Math.min(BLOCK_DATA_BYTES - from, inObj + len - pos);
         const bo = i * BLOCK_STRIDE_BYTES;
         let check = checks !== null ? (checks[i] as BlockCheck) : checkBlock(buf, bo, { volumeId: v.id, objectIndex: obj, blockIndex: block, generation: gen });
+        if (copied && check !== BlockCheck.Corrupt) {
+          pos += take;
+          dst += take;
+          continue;
+        }
         if (check === BlockCheck.Corrupt) {
           const devOffset = chunkOffset(e.layout, chunk) + (first + i) * BLOCK_STRIDE_BYTES;
           check = await this.fromRedundancy(buf, bo, devOffset, { volumeId: v.id, objectIndex: obj, blockIndex: block, generation: gen });
         }
-        if (check === BlockCheck.Valid) buf.copy(out, dst, bo + from, bo + from + take);
+        if (check === BlockCheck.Valid) copyBytes(buf, bo + from, bo + from + take, out, dst);
         else if (check === BlockCheck.Unwritten) out.fill(0, dst, dst + take);
         else {
           e.checksumErrors++;
@@ -103,6 +131,56 @@ export class LocalVolume implements Volume {
     } finally {
       e.pool.release(buf);
       e.releaseChunk(chunk);
+    }
+  }
+
+  /** Whether a run of n whole blocks goes to the device as one vectored IO of data and trailers. */
+  private gathers(n: number): boolean {
+    const d = this.engine.device;
+    return n >= GATHER_MIN_BLOCKS && !d.directIo && d.readParts !== undefined && d.writeParts !== undefined;
+  }
+
+  /**
+   * Reads n whole blocks straight into out (their data) and a staging buffer (their
+   * trailers) with one vectored read, then checks them (in the codec's thread when it
+   * takes the run). A block that fails its check is read again on its own, from
+   * redundancy if need be (fromRedundancy), before the read fails.
+   */
+  private async readGathered(v: VolumeState, obj: number, chunk: number, first: number, n: number, out: Buffer): Promise<void> {
+    const e = this.engine;
+    e.holdChunk(chunk);
+    const trailers = await e.pool.acquire(n * BLOCK_TRAILER_BYTES);
+    try {
+      const base = chunkOffset(e.layout, chunk) + first * BLOCK_STRIDE_BYTES;
+      await e.device.readParts!(gatherParts(out, trailers, n), base);
+      const run = { volumeId: v.id, objectIndex: obj, firstBlock: first, generation: e.chunkGeneration(chunk) };
+      let checks: Uint8Array;
+      if (e.codec !== null && e.codec.offloads(trailers, n, out)) checks = await e.codec.checkTrailers(trailers, n, run, out);
+      else checkTrailerRun(trailers, n, run, (checks = new Uint8Array(n)), out);
+      for (let i = 0; i < n; i++) {
+        if (checks[i] !== BlockCheck.Corrupt) continue;
+        await this.repairInto(v, obj, base + i * BLOCK_STRIDE_BYTES, { ...run, blockIndex: first + i }, out, i * BLOCK_DATA_BYTES);
+      }
+    } finally {
+      e.pool.release(trailers);
+      e.releaseChunk(chunk);
+    }
+  }
+
+  /** A block of a gathered read failed its check: its data from another read or source into out[at], or ERR_CHECKSUM. */
+  private async repairInto(v: VolumeState, obj: number, devOffset: number, id: BlockIdentity, out: Buffer, at: number): Promise<void> {
+    const e = this.engine;
+    const one = await e.pool.acquire(BLOCK_STRIDE_BYTES);
+    try {
+      const check = await this.fromRedundancy(one, 0, devOffset, id);
+      if (check === BlockCheck.Valid) copyBytes(one, 0, BLOCK_DATA_BYTES, out, at);
+      else if (check === BlockCheck.Unwritten) out.fill(0, at, at + BLOCK_DATA_BYTES);
+      else {
+        e.checksumErrors++;
+        throw new TesseraError('ERR_CHECKSUM', `checksum mismatch in volume "${v.name}" at byte ${obj * e.layout.objectSizeBytes + id.blockIndex * BLOCK_DATA_BYTES}`);
+      }
+    } finally {
+      e.pool.release(one);
     }
   }
 
@@ -139,6 +217,13 @@ export class LocalVolume implements Volume {
       for (let b = first; b <= last; b++) lockKeys.push(obj * bpo + b);
     }
     const unlock = lockKeys.length > 0 ? await this.lockBlocks(lockKeys, headPartial || tailPartial) : null;
+    if (data !== null && !headPartial && !tailPartial && this.gathers(n)) {
+      try {
+        return await this.writeGathered(v, obj, chunk, first, n, data.subarray(src, src + len));
+      } finally {
+        unlock?.();
+      }
+    }
     e.holdChunk(chunk);
     const buf = await e.pool.acquire(n * BLOCK_STRIDE_BYTES);
     try {
@@ -148,17 +233,25 @@ export class LocalVolume implements Volume {
       if (tailPartial && (last !== first || !headPartial)) {
         await this.loadBlock(v, obj, chunk, gen, last, buf, (n - 1) * BLOCK_STRIDE_BYTES, base + (n - 1) * BLOCK_STRIDE_BYTES);
       }
+      // A large run is sealed by the engine's codec (another thread); when the piece is
+      // whole blocks, the codec copies the data in too (off the event loop).
+      const whole = data !== null && !headPartial && !tailPartial ? data.subarray(src, src + len) : undefined;
+      const codec = e.codec !== null && e.codec.offloads(buf, n, whole) ? e.codec : null;
+      if (codec !== null && whole !== undefined) {
+        await codec.sealBlocks(buf, n, { volumeId: v.id, objectIndex: obj, firstBlock: first, generation: gen }, whole);
+        await e.device.write(buf, base);
+        e.dataWrites++;
+        return;
+      }
       let pos = inObj;
       let from = src;
-      // A large run is sealed by the engine's codec (another thread) once filled; a small one here.
-      const codec = e.codec !== null && e.codec.offloads(buf, n) ? e.codec : null;
       for (let i = 0; i < n; i++) {
         const block = first + i;
         const blockStart = block * BLOCK_DATA_BYTES;
         const at = pos - blockStart;
         const take = Math.min(BLOCK_DATA_BYTES - at, inObj + len - pos);
         const bo = i * BLOCK_STRIDE_BYTES;
-        if (data) data.copy(buf, bo + at, from, from + take);
+        if (data) copyBytes(data, from, from + take, buf, bo + at);
         else buf.fill(0, bo + at, bo + at + take);
         if (codec === null) sealBlock(buf, bo, { volumeId: v.id, objectIndex: obj, blockIndex: block, generation: gen });
         pos += take;
@@ -171,6 +264,28 @@ export class LocalVolume implements Volume {
       e.pool.release(buf);
       e.releaseChunk(chunk);
       unlock?.();
+    }
+  }
+
+  /**
+   * Writes n whole blocks from data (where the caller has it) and their trailers
+   * (sealed in the codec's thread when it takes the run) with one vectored write:
+   * nothing copies the data. The caller keeps data unchanged until write() settles,
+   * as for any write.
+   */
+  private async writeGathered(v: VolumeState, obj: number, chunk: number, first: number, n: number, data: Buffer): Promise<void> {
+    const e = this.engine;
+    e.holdChunk(chunk);
+    const trailers = await e.pool.acquire(n * BLOCK_TRAILER_BYTES);
+    try {
+      const run = { volumeId: v.id, objectIndex: obj, firstBlock: first, generation: e.chunkGeneration(chunk) };
+      if (e.codec !== null && e.codec.offloads(trailers, n, data)) await e.codec.sealTrailers(trailers, n, run, data);
+      else sealTrailerRun(trailers, n, run, data);
+      await e.device.writeParts!(gatherParts(data, trailers, n), chunkOffset(e.layout, chunk) + first * BLOCK_STRIDE_BYTES);
+      e.dataWrites++;
+    } finally {
+      e.pool.release(trailers);
+      e.releaseChunk(chunk);
     }
   }
 
@@ -369,6 +484,16 @@ export class LocalVolume implements Volume {
     if (!first) return Promise.resolve();
     return rest ? Promise.allSettled(rest).then(firstFailure) : first;
   }
+}
+
+/** The 2n parts of a gathered run: block i's data, then its trailer, for i = 0..n-1. */
+function gatherParts(data: Buffer, trailers: Buffer, n: number): Uint8Array[] {
+  const parts = new Array<Uint8Array>(2 * n);
+  for (let i = 0; i < n; i++) {
+    parts[2 * i] = new Uint8Array(data.buffer, data.byteOffset + i * BLOCK_DATA_BYTES, BLOCK_DATA_BYTES);
+    parts[2 * i + 1] = new Uint8Array(trailers.buffer, trailers.byteOffset + i * BLOCK_TRAILER_BYTES, BLOCK_TRAILER_BYTES);
+  }
+  return parts;
 }
 
 /** Throws the reason of the first rejected piece, if any. */

@@ -38,3 +38,14 @@ test('the free lists hold at most cacheBytesMax bytes', () => {
   for (let i = 0; i < 4; i++) r.take(1 << 20);
   assert.deepEqual({ reused: r.reused, allocated: r.allocated }, { reused: 2, allocated: 6 });
 });
+
+test('a shared recycler hands out SharedArrayBuffer views and takes them back', () => {
+  const r = new BufferRecycler(1 << 20, 64 * 1024, true);
+  const a = r.take(100_000);
+  assert.ok(a.buffer instanceof SharedArrayBuffer);
+  assert.equal(a.length, 100_000);
+  r.give(a);
+  const b = r.take(70_000);
+  assert.equal(b.buffer, a.buffer, 'reused');
+  assert.ok(!(new BufferRecycler().take(65536).buffer instanceof SharedArrayBuffer), 'private by default');
+});

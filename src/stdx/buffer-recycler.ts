@@ -14,6 +14,8 @@
 //   refers to it (the bookkeeping is weak).
 // - sizes are classes (powers of two from minClassBytes); take(n) returns a view of
 //   exactly n bytes of a whole class buffer, uninitialized.
+// - with shared, every buffer is a SharedArrayBuffer, so the engine's block worker
+//   can copy a large IO's data in or out of it (engine/block-codec.ts).
 import { assert } from './assert.js';
 
 export class BufferRecycler {
@@ -28,6 +30,7 @@ export class BufferRecycler {
   constructor(
     private readonly cacheBytesMax = 64 * 1024 * 1024,
     private readonly minClassBytes = 64 * 1024,
+    private readonly shared = false,
   ) {}
 
   classBytes(lengthBytes: number): number {
@@ -45,7 +48,7 @@ export class BufferRecycler {
       this.cachedBytes -= cls;
       this.reused++;
     } else {
-      whole = Buffer.allocUnsafeSlow(cls);
+      whole = this.shared ? Buffer.from(new SharedArrayBuffer(cls)) : Buffer.allocUnsafeSlow(cls);
       this.allocated++;
     }
     this.out.set(whole.buffer, cls);

@@ -421,12 +421,27 @@ export class IscsiConnection implements SessionConnection {
     this.digests = o.digests;
     this.reader.setDigests(o.digests);
     this.reader.setMaxDataSegmentBytes(this.host.maxRecvDataSegmentBytes);
+    if (o.sessionType === 'Normal') this.reader.setDataPlacement(this.placeDataOut);
     this.initiatorMrdslBytes = o.initiatorMaxRecvDataSegmentBytes;
     this.phase = 'full';
     this.host.log('info', `${this.label}: ${o.sessionType} session ${s.tsih} of ${o.initiatorName}${o.targetName ? ` to ${o.targetName}` : ''}, connection ${o.cid}`);
   }
 
   // ---- full feature phase ----
+
+  /**
+   * The reader's data placement: a Data-Out segment for one of this connection's
+   * tasks goes straight into the task's buffer (Task.dataOutTarget says where, or
+   * that it cannot). onDataOut checks the PDU as for any other.
+   */
+  private readonly placeDataOut = (bhs: Buffer, dataBytes: number): Buffer | null => {
+    if ((bhs[0] & 0x3f) !== P.OP_DATA_OUT || this.session === null) return null;
+    const open = this.session.tasks.get(bhs.readUInt32BE(16));
+    if (open === undefined || open.conn !== this) return null;
+    const ttt = bhs.readUInt32BE(20);
+    if (ttt !== P.TAG_NONE && this.byTtt.get(ttt) !== open.task) return null;
+    return open.task.dataOutTarget(bhs.readUInt32BE(40), dataBytes);
+  };
 
   private onFullFeaturePdu(pdu: InPdu): void {
     const s = this.session!;

@@ -827,6 +827,39 @@ test('PduReader: headers are private copies; a data segment inside one chunk is 
   assert.ok(p2.data.equals(target.data));
 });
 
+test('PduReader: a data placement receives the segment (also into shared memory at any alignment); null keeps the usual path', () => {
+  for (const digests of [NO_DIGESTS, BOTH_DIGESTS]) {
+    const { bytes, pdus } = sampleStream(digests);
+    for (const chunkBytes of [1, 3, 7, 64, 100000]) {
+      const reader = new PduReader({ maxDataSegmentBytes: 8192 });
+      reader.setDigests(digests);
+      const placed: Buffer[] = [];
+      const asked: number[] = [];
+      reader.setDataPlacement((bhs, dataBytes) => {
+        asked.push(bhs[0] & 0x3f);
+        if ((bhs[0] & 0x3f) !== 0x05) return null; // only Data-Out
+        const t = Buffer.from(new SharedArrayBuffer(dataBytes + 13)).subarray(5, 5 + dataBytes);
+        placed.push(t);
+        return t;
+      });
+      const got: InPdu[] = [];
+      for (let i = 0; i < bytes.length; i += chunkBytes) {
+        reader.push(Buffer.from(bytes.subarray(i, i + chunkBytes)));
+        got.push(...drain(reader));
+      }
+      assert.deepEqual(got.map((p) => [p.bhs, p.data, p.dataDigestOk]), pdus.map((p) => [p.bhs, p.data, true]), `chunks of ${chunkBytes}`);
+      assert.equal(placed.length, 1, 'the Data-Out segment was placed');
+      assert.equal(got[2].data, placed[0], 'InPdu.data is the placement target');
+      assert.deepEqual(asked, [0x01, 0x05, 0x04, 0x00], 'asked once per PDU with data, never for an empty segment');
+    }
+  }
+  const { bytes } = sampleStream(NO_DIGESTS);
+  const reader = new PduReader({ maxDataSegmentBytes: 8192 });
+  reader.setDataPlacement((_bhs, dataBytes) => Buffer.alloc(dataBytes + 1));
+  reader.push(bytes);
+  assert.throws(() => reader.next(), /data placement of/);
+});
+
 test('PduReader: a 64 KiB PDU pushed one byte at a time (no quadratic behaviour)', () => {
   const data = Buffer.alloc(65536, 7);
   const frame = frameToBuffer(encodeDataOut({ final: true, lun: 0, itt: 1, ttt: 2, expStatSN: 0, dataSN: 0, bufferOffset: 0 }, data.length), null, data, BOTH_DIGESTS);

@@ -23,6 +23,7 @@
 //   do not fit their fields. Decoders throw PduFramingError (ERR_PROTOCOL) only
 //   for a malformed AHS; semantic checks belong to the session.
 import { assert, fail } from '../../stdx/assert.js';
+import { copyBytes } from '../../stdx/shared-copy.js';
 import { crc32c, crc32cRange } from '../../stdx/crc32c.js';
 import { TesseraError } from '../../stdx/errors.js';
 import {
@@ -282,7 +283,7 @@ class ChunkQueue {
     while (n > 0) {
       const chunk = this.chunks[this.first];
       const take = Math.min(n, chunk.length - this.firstOffset);
-      if (dst !== null) chunk.copy(dst, dstOffset, this.firstOffset, this.firstOffset + take);
+      if (dst !== null) copyBytes(chunk, this.firstOffset, this.firstOffset + take, dst, dstOffset);
       dstOffset += take;
       n -= take;
       this.firstOffset += take;
@@ -320,6 +321,13 @@ interface PendingPdu {
   totalBytes: number;
 }
 
+/**
+ * Where a PDU's data segment should land: called once the header is checked, with
+ * the BHS and the segment's length; returns a buffer of exactly dataBytes to copy
+ * the segment into (it becomes InPdu.data), or null to get it the usual way.
+ */
+export type DataPlacement = (bhs: Buffer, dataBytes: number) => Buffer | null;
+
 export interface PduReaderOptions {
   /** Our declared MaxRecvDataSegmentLength: a longer DataSegmentLength is a protocol error. */
   maxDataSegmentBytes: number;
@@ -346,6 +354,7 @@ export class PduReader {
   private pending: PendingPdu | null = null;
   private failure: PduFramingError | null = null;
   private readonly scratch = Buffer.alloc(DIGEST_BYTES);
+  private placement: DataPlacement | null = null;
 
   constructor(opts: PduReaderOptions) {
     this.maxDataSegmentBytes = checkedMaxDataSegmentBytes(opts.maxDataSegmentBytes);
@@ -362,6 +371,14 @@ export class PduReader {
   /** Applies to the next PDU whose BHS has not been examined yet (see the class comment). */
   setDigests(d: DigestSettings): void {
     this.digests = { header: d.header, data: d.data };
+  }
+
+  /**
+   * Lets the caller choose where data segments land (Data-Out payloads straight into
+   * their task's buffer: one copy from the socket's chunks instead of two).
+   */
+  setDataPlacement(fn: DataPlacement | null): void {
+    this.placement = fn;
   }
 
   /** Bytes pushed and not yet returned as part of a PDU. */
@@ -454,7 +471,14 @@ export class PduReader {
     this.queue.read(null, 0, p.headerBytes);
     const dataBytes = header.dataSegmentBytes;
     if (dataBytes === 0) return { header, bhs: p.bhs, ahs: p.ahs, data: EMPTY, dataDigestOk: true };
-    const data = this.queue.take(dataBytes);
+    const target = this.placement === null ? null : this.placement(p.bhs, dataBytes);
+    let data: Buffer;
+    if (target === null) data = this.queue.take(dataBytes);
+    else {
+      if (!(target.length === dataBytes)) fail(`data placement of ${target.length} bytes for a ${dataBytes}-byte segment`);
+      this.queue.read(target, 0, dataBytes);
+      data = target;
+    }
     const padBytes = pad4(dataBytes) - dataBytes;
     // Padding SHOULD be zero but is covered by the digest as received (RFC 7143 §13.1).
     if (padBytes > 0) this.queue.read(this.scratch, 0, padBytes);

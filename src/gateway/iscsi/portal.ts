@@ -231,7 +231,8 @@ export class Portal implements ConnectionHost, LoginTargets {
   readonly maxRecvDataSegmentBytes: number;
   readonly maxTaskDataBytes: number;
   readonly bufferedBytesMax: number;
-  readonly writeBuffers = new BufferRecycler();
+  /** Shared memory: the local engine's block worker copies whole blocks straight out of it. */
+  readonly writeBuffers = new BufferRecycler(undefined, undefined, true);
   private readonly limits: TargetLimits;
   private readonly targets = new Map<string, PortalTarget>();
   private readonly gates = new Map<number, ReservationGate>();

@@ -179,3 +179,33 @@ test('a write whose data arrives in one piece keeps that buffer (no copy)', () =
   assert.ok(task.complete());
   assert.equal(task.dataOut(), data);
 });
+
+test('Data-Out placed before acceptance: in-order segments get a view of the task buffer, accepted without a second copy', () => {
+  const task = new Task(cmd({ expectedDataTransferLength: 32768 }), 32768, 32768);
+  assert.equal(task.begin(Buffer.alloc(0), LIMITS), null);
+  const [r] = task.nextR2ts(LIMITS, () => 9);
+  assert.equal(task.dataOutTarget(4096, 4096), null, 'out of order: not placed');
+  assert.equal(task.dataOutTarget(0, 0), null, 'an empty segment: not placed');
+  const t0 = task.dataOutTarget(0, 16384)!;
+  assert.equal(t0.length, 16384);
+  t0.fill(3);
+  task.acceptDataOut({ final: false, lun: 0, itt: 1, ttt: r.ttt, expStatSN: 0, dataSN: 0, bufferOffset: 0 }, t0);
+  assert.equal(task.dataOutTarget(0, 16384), null, 'already received');
+  assert.equal(task.dataOutTarget(16384, 16385), null, 'beyond the kept bytes');
+  const t1 = task.dataOutTarget(16384, 16384)!;
+  assert.equal(t1.buffer, t0.buffer, 'the same task buffer');
+  t1.fill(4);
+  assert.equal(task.acceptDataOut({ final: true, lun: 0, itt: 1, ttt: r.ttt, expStatSN: 0, dataSN: 1, bufferOffset: 16384 }, t1), r.ttt);
+  assert.ok(task.complete());
+  const d = task.dataOut()!;
+  assert.ok(d.subarray(0, 16384).equals(Buffer.alloc(16384, 3)) && d.subarray(16384).equals(Buffer.alloc(16384, 4)));
+  // A segment carrying the whole write keeps the received buffer instead (no copy at all).
+  const whole = new Task(cmd({ expectedDataTransferLength: 4096 }), 4096, 4096);
+  whole.begin(Buffer.alloc(0), LIMITS);
+  assert.equal(whole.dataOutTarget(0, 4096), null);
+  // An aborted task places nothing.
+  const aborted = new Task(cmd({ expectedDataTransferLength: 8192 }), 8192, 8192);
+  aborted.begin(Buffer.alloc(0), LIMITS);
+  aborted.aborted = true;
+  assert.equal(aborted.dataOutTarget(0, 4096), null);
+});

@@ -16,6 +16,7 @@ import { TesseraError } from '../../stdx/errors.js';
 import type { DataOutPdu, ScsiCommandPdu } from './pdu-types.js';
 import { TAG_NONE } from './pdu-types.js';
 import type { BufferRecycler } from '../../stdx/buffer-recycler.js';
+import { copyBytes } from '../../stdx/shared-copy.js';
 
 export type TaskState = 'data-out' | 'waiting-order' | 'executing' | 'done';
 
@@ -154,6 +155,22 @@ export class Task {
     return TAG_NONE;
   }
 
+  /**
+   * Where a Data-Out segment of dataBytes at bufferOffset may be copied before it is
+   * accepted: the part of this task's buffer it would be stored at, when the segment
+   * continues the data in order and lies within the kept bytes; else null (the
+   * segment then arrives as its own buffer and acceptDataOut copies or rejects it).
+   * acceptDataOut still checks the PDU; one it rejects ends the connection, and the
+   * bytes it left lie past receivedBytes, where nothing reads them.
+   */
+  dataOutTarget(bufferOffset: number, dataBytes: number): Buffer | null {
+    if (this.aborted || bufferOffset !== this.receivedBytes || dataBytes === 0 || bufferOffset + dataBytes > this.keepBytes) return null;
+    // One segment carrying all the data is used as received (no copy at all).
+    if (this.data === null && bufferOffset === 0 && dataBytes >= this.keepBytes) return null;
+    const data = this.data ?? this.allocate();
+    return data.subarray(bufferOffset, bufferOffset + dataBytes);
+  }
+
   /** The write data kept: the first keepBytes of what arrived (null when none). */
   dataOut(): Buffer | null {
     if (this.keepBytes === 0 || this.data === null) return null;
@@ -174,14 +191,19 @@ export class Task {
       this.data = chunk;
       return;
     }
-    if (this.data === null) {
-      if (this.buffers !== null && this.keepBytes >= 64 * 1024) {
-        this.pooled = this.buffers.take(this.keepBytes);
-        this.data = this.pooled;
-      } else {
-        this.data = Buffer.allocUnsafe(this.keepBytes);
-      }
+    const data = this.data ?? this.allocate();
+    // Already in place: the reader copied it there (dataOutTarget).
+    if (chunk.buffer === data.buffer && chunk.byteOffset === data.byteOffset + offsetBytes) return;
+    copyBytes(chunk, 0, Math.min(chunk.length, this.keepBytes - offsetBytes), data, offsetBytes);
+  }
+
+  private allocate(): Buffer {
+    if (this.buffers !== null && this.keepBytes >= 64 * 1024) {
+      this.pooled = this.buffers.take(this.keepBytes);
+      this.data = this.pooled;
+    } else {
+      this.data = Buffer.allocUnsafe(this.keepBytes);
     }
-    chunk.copy(this.data, offsetBytes, 0, Math.min(chunk.length, this.keepBytes - offsetBytes));
+    return this.data;
   }
 }

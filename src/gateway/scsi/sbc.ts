@@ -48,9 +48,10 @@ let slabUsedBytes = 0;
 
 /**
  * Read results over SLAB_ITEM_BYTES_MAX. The transport gives one back (give()) once
- * its socket sent it; one it never gives back is collected by the GC.
+ * its socket sent it; one it never gives back is collected by the GC. Shared
+ * memory: the local engine's block worker copies whole blocks straight into it.
  */
-export const largeReadBuffers = new BufferRecycler();
+export const largeReadBuffers = new BufferRecycler(undefined, undefined, true);
 
 /**
  * A buffer for a read result. Small ones come from a bump allocator over 1 MiB

@@ -2,12 +2,16 @@
 // - sealing in the worker writes byte for byte the trailers sealRun writes here;
 // - checking in the worker gives checkRun's verdicts: valid, unwritten (zero trailer,
 //   older generation) and corrupt (flipped data byte, wrong identity);
+// - with a run's data (whole blocks in shared memory), the worker copies it in before
+//   sealing and copies valid blocks out (zeroing unwritten ones, leaving corrupt ones
+//   alone) after checking, exactly as the in-thread codec does;
 // - offloads() only for shared buffers of at least minBlocks blocks, and not past
 //   inFlightMax runs in flight;
 // - runs pending when the worker goes away are done in this thread, and so is
 //   everything after;
 // - through openLocalStore (the daemons' entry point), 1 MiB writes and reads go
-//   through the worker and read back what was written;
+//   through the worker and read back what was written, also when the client's
+//   buffers are shared (the worker then moves the data too);
 // - the worker never holds a process that is otherwise done (session 8: a 'message'
 //   listener added after unref() held every process that opened a store).
 // Random contents come from a seeded generator; the seed is printed.
@@ -82,6 +86,43 @@ test('the worker checks as checkRun does: valid, unwritten, older generation, co
   }
 });
 
+test('with the run data: the worker copies in and seals, and checks and copies out, as the in-thread codec does', async () => {
+  const codec = new WorkerBlockCodec();
+  try {
+    const data = Buffer.from(new SharedArrayBuffer(N * BLOCK_DATA_BYTES + 8)).subarray(8); // a view at an offset
+    fillRandom(data, SEED + 4);
+    const a = await sharedBuffer(N * BLOCK_STRIDE_BYTES);
+    fillRandom(a, SEED + 5); // stale staging contents: data bytes are all replaced
+    const b = Buffer.from(a); // a private copy, filled and sealed here
+    assert.equal(codec.offloads(a, N, data), true);
+    assert.equal(codec.offloads(a, N, Buffer.alloc(data.length)), false, 'private run data stays in this thread');
+    await codec.sealBlocks(a, N, RUN, data);
+    sealRun(b, N, RUN, data);
+    assert.ok(a.equals(b), 'staging after copy-in and seal differs');
+    for (let i = 0; i < N; i++) assert.ok(a.subarray(i * BLOCK_STRIDE_BYTES, i * BLOCK_STRIDE_BYTES + BLOCK_DATA_BYTES).equals(data.subarray(i * BLOCK_DATA_BYTES, (i + 1) * BLOCK_DATA_BYTES)));
+
+    a.fill(0, 5 * BLOCK_STRIDE_BYTES + BLOCK_DATA_BYTES, 6 * BLOCK_STRIDE_BYTES); // block 5: unwritten
+    a[17 * BLOCK_STRIDE_BYTES + 99] ^= 0x01; // block 17: corrupt
+    const out = Buffer.from(new SharedArrayBuffer(N * BLOCK_DATA_BYTES));
+    out.fill(0xab);
+    const statuses = await codec.checkBlocks(a, N, RUN, out);
+    const want = new Uint8Array(N);
+    const outHere = Buffer.alloc(out.length, 0xab);
+    checkRun(a, N, RUN, want, outHere);
+    assert.deepEqual([...statuses], [...want]);
+    assert.equal(statuses[5], BlockCheck.Unwritten);
+    assert.equal(statuses[17], BlockCheck.Corrupt);
+    assert.ok(out.equals(outHere), 'copied-out data differs from the in-thread codec');
+    assert.ok(out.subarray(5 * BLOCK_DATA_BYTES, 6 * BLOCK_DATA_BYTES).equals(Buffer.alloc(BLOCK_DATA_BYTES)), 'unwritten block zeroed');
+    assert.ok(out.subarray(17 * BLOCK_DATA_BYTES, 18 * BLOCK_DATA_BYTES).equals(Buffer.alloc(BLOCK_DATA_BYTES, 0xab)), 'corrupt block left alone');
+    assert.ok(out.subarray(0, BLOCK_DATA_BYTES).equals(data.subarray(0, BLOCK_DATA_BYTES)), 'valid block copied out');
+    assert.equal(codec.offloadedRuns, 2);
+    assert.throws(() => sealRun(b, N, RUN, data.subarray(1)), /run data/);
+  } finally {
+    await codec.close();
+  }
+});
+
 test('offloads() only shared buffers of at least minBlocks blocks, and at most inFlightMax runs at once', async () => {
   const codec = new WorkerBlockCodec({ minBlocks: 16, inFlightMax: 2 });
   try {
@@ -130,8 +171,19 @@ test('openLocalStore: 1 MiB writes and reads go through the block worker and rea
     await vol.read(512, back.length, back, 0);
     assert.ok(back.equals(data.subarray(0, data.length - 1024)));
     assert.ok(sharedBlockCodec().offloadedRuns > before, 'runs went through the worker');
+    // Shared client buffers (the iSCSI gateway's): aligned pieces move through the worker too.
+    const sharedData = Buffer.from(new SharedArrayBuffer(2 << 20));
+    fillRandom(sharedData, SEED + 6);
+    await vol.write(8 << 20, sharedData, false);
+    const sharedBack = Buffer.from(new SharedArrayBuffer(sharedData.length + 4096));
+    await vol.read(8 << 20, sharedData.length + 4096, sharedBack, 0); // the last block was never written
+    assert.ok(sharedBack.subarray(0, sharedData.length).equals(sharedData));
+    assert.ok(sharedBack.subarray(sharedData.length).equals(Buffer.alloc(4096)), 'an unwritten block reads as zeros');
     await opened.store.close();
     const plain = await openLocalStore({ devicePath: join(dir, 'dev0.img'), directIo: 'off', blockWorker: false });
+    const plainShared = Buffer.alloc(sharedData.length);
+    await plain.store.open('v').read(8 << 20, plainShared.length, plainShared, 0);
+    assert.ok(plainShared.equals(sharedData), 'what the worker copied in and sealed verifies in this thread');
     assert.equal(plain.engine.codec, null);
     const again = Buffer.alloc(back.length);
     await plain.store.open('v').read(512, again.length, again, 0);

@@ -1,8 +1,9 @@
 // WorkerBlockCodec: a BlockCodec (engine/block-codec.ts) that seals and checks runs
 // of at least minBlocks blocks in one worker thread, so that the crc32c of large
-// IOs runs on another core than the event loop. Buffers must live in shared memory
-// (BufferPool with shared: true); other buffers, small runs, and runs beyond
-// inFlightMax are left to the engine's thread (offloads() says false).
+// IOs (and the copy of their data in or out) runs on another core than the event
+// loop. Buffers, and the run's data if any, must live in shared memory (BufferPool
+// with shared: true, BufferRecycler with shared: true); other buffers, small runs,
+// and runs beyond inFlightMax are left to the engine's thread (offloads() says false).
 //
 // Invariants:
 // - the worker is referenced (keeps the process alive) only while a run is pending;
@@ -14,8 +15,8 @@
 import { Worker } from 'node:worker_threads';
 import { assert } from '../../stdx/assert.js';
 import type { LogFn } from '../../stdx/log.js';
-import { checkRun, sealRun, type BlockCodec, type BlockRun } from '../../engine/block-codec.js';
-import type { BlockWorkerReply, BlockWorkerRequest } from './block-worker-main.js';
+import { checkRun, checkTrailerRun, sealRun, sealTrailerRun, type BlockCodec, type BlockRun } from '../../engine/block-codec.js';
+import type { BlockWorkerOp, BlockWorkerReply, BlockWorkerRequest } from './block-worker-main.js';
 
 /** Runs shorter than this stay in the engine's thread: a round trip costs ~20 us of CPU. */
 export const OFFLOAD_MIN_BLOCKS_DEFAULT = 16;
@@ -23,10 +24,11 @@ export const OFFLOAD_MIN_BLOCKS_DEFAULT = 16;
 export const OFFLOAD_IN_FLIGHT_MAX_DEFAULT = 64;
 
 interface Pending {
-  op: 0 | 1;
+  op: BlockWorkerOp;
   buf: Buffer;
   n: number;
   run: BlockRun;
+  data: Buffer | undefined;
   resolve: (statuses: Uint8Array | undefined) => void;
 }
 
@@ -61,16 +63,26 @@ export class WorkerBlockCodec implements BlockCodec {
     this.worker = w;
   }
 
-  offloads(buf: Buffer, n: number): boolean {
-    return this.worker !== null && n >= this.minBlocks && this.pending.size < this.inFlightMax && buf.buffer instanceof SharedArrayBuffer;
+  offloads(buf: Buffer, n: number, data?: Buffer): boolean {
+    return this.worker !== null && n >= this.minBlocks && this.pending.size < this.inFlightMax && isShared(buf) && (data === undefined || isShared(data));
   }
 
-  async sealBlocks(buf: Buffer, n: number, run: BlockRun): Promise<void> {
-    await this.submit(0, buf, n, run);
+  async sealBlocks(buf: Buffer, n: number, run: BlockRun, data?: Buffer): Promise<void> {
+    await this.submit(0, buf, n, run, data);
   }
 
-  async checkBlocks(buf: Buffer, n: number, run: BlockRun): Promise<Uint8Array> {
-    const statuses = await this.submit(1, buf, n, run);
+  async checkBlocks(buf: Buffer, n: number, run: BlockRun, data?: Buffer): Promise<Uint8Array> {
+    const statuses = await this.submit(1, buf, n, run, data);
+    assert(statuses !== undefined && statuses.length === n, 'block worker answered a check without one status per block');
+    return statuses;
+  }
+
+  async sealTrailers(trailers: Buffer, n: number, run: BlockRun, data: Buffer): Promise<void> {
+    await this.submit(2, trailers, n, run, data);
+  }
+
+  async checkTrailers(trailers: Buffer, n: number, run: BlockRun, data: Buffer): Promise<Uint8Array> {
+    const statuses = await this.submit(3, trailers, n, run, data);
     assert(statuses !== undefined && statuses.length === n, 'block worker answered a check without one status per block');
     return statuses;
   }
@@ -89,13 +101,25 @@ export class WorkerBlockCodec implements BlockCodec {
     this.redoPending();
   }
 
-  private submit(op: 0 | 1, buf: Buffer, n: number, run: BlockRun): Promise<Uint8Array | undefined> {
+  private submit(op: BlockWorkerOp, buf: Buffer, n: number, run: BlockRun, data: Buffer | undefined): Promise<Uint8Array | undefined> {
     const w = this.worker;
-    if (w === null || !(buf.buffer instanceof SharedArrayBuffer)) return Promise.resolve(this.inline(op, buf, n, run));
+    if (w === null || !isShared(buf) || (data !== undefined && !isShared(data))) return Promise.resolve(this.inline(op, buf, n, run, data));
     const id = this.nextId++;
     if (this.pending.size === 0) w.ref();
-    const p = new Promise<Uint8Array | undefined>((resolve) => this.pending.set(id, { op, buf, n, run, resolve }));
-    const req: BlockWorkerRequest = { id, op, mem: buf.buffer, byteOffset: buf.byteOffset, n, volumeId: run.volumeId, objectIndex: run.objectIndex, firstBlock: run.firstBlock, generation: run.generation };
+    const p = new Promise<Uint8Array | undefined>((resolve) => this.pending.set(id, { op, buf, n, run, data, resolve }));
+    const req: BlockWorkerRequest = {
+      id,
+      op,
+      mem: buf.buffer as SharedArrayBuffer,
+      byteOffset: buf.byteOffset,
+      n,
+      volumeId: run.volumeId,
+      objectIndex: run.objectIndex,
+      firstBlock: run.firstBlock,
+      generation: run.generation,
+      data: data === undefined ? null : (data.buffer as SharedArrayBuffer),
+      dataByteOffset: data === undefined ? 0 : data.byteOffset,
+    };
     w.postMessage(req);
     return p;
   }
@@ -108,7 +132,7 @@ export class WorkerBlockCodec implements BlockCodec {
     if (this.pending.size === 0) this.worker?.unref();
     if ('error' in m) {
       this.log('error', `block worker: run ${m.id} failed (done in the main thread instead): ${m.error}`);
-      p.resolve(this.inline(p.op, p.buf, p.n, p.run));
+      p.resolve(this.inline(p.op, p.buf, p.n, p.run, p.data));
       return;
     }
     this.offloadedRuns++;
@@ -126,20 +150,24 @@ export class WorkerBlockCodec implements BlockCodec {
   private redoPending(): void {
     for (const [id, p] of this.pending) {
       this.pending.delete(id);
-      p.resolve(this.inline(p.op, p.buf, p.n, p.run));
+      p.resolve(this.inline(p.op, p.buf, p.n, p.run, p.data));
     }
   }
 
-  private inline(op: 0 | 1, buf: Buffer, n: number, run: BlockRun): Uint8Array | undefined {
+  private inline(op: BlockWorkerOp, buf: Buffer, n: number, run: BlockRun, data: Buffer | undefined): Uint8Array | undefined {
     this.fallbackRuns++;
-    if (op === 0) {
-      sealRun(buf, n, run);
-      return undefined;
-    }
+    if (op === 0) sealRun(buf, n, run, data);
+    else if (op === 2) sealTrailerRun(buf, n, run, data!);
+    if (op === 0 || op === 2) return undefined;
     const statuses = new Uint8Array(n);
-    checkRun(buf, n, run, statuses);
+    if (op === 1) checkRun(buf, n, run, statuses, data);
+    else checkTrailerRun(buf, n, run, statuses, data!);
     return statuses;
   }
+}
+
+function isShared(b: Buffer): boolean {
+  return b.buffer instanceof SharedArrayBuffer;
 }
 
 let shared: WorkerBlockCodec | null = null;

@@ -76,3 +76,22 @@ test('small reads are synchronous, reads over 64 KiB use the thread pool', async
     await d.close();
   }
 });
+
+test('readParts/writeParts: the parts are one range back to back (preadv/pwritev); a short transfer is ERR_DEVICE_IO', async () => {
+  const dev = await device();
+  try {
+    const parts = [Buffer.alloc(4096, 1), Buffer.from(new SharedArrayBuffer(512)).fill(2), Buffer.alloc(4096, 3)];
+    await dev.writeParts(parts, 8192);
+    const whole = Buffer.alloc(4096 + 512 + 4096);
+    await dev.read(whole, 8192);
+    assert.ok(whole.equals(Buffer.concat(parts)));
+    const back = [Buffer.alloc(4096), Buffer.from(new SharedArrayBuffer(512)), Buffer.alloc(4096)];
+    await dev.readParts(back, 8192);
+    assert.ok(Buffer.concat(back).equals(whole));
+    const before = dev.stats.read.snapshot().errors;
+    await assert.rejects(dev.readParts([Buffer.alloc(4096), Buffer.alloc(4096)], dev.sizeBytes - 4096), (e: Error & { code?: string }) => e.code === 'ERR_DEVICE_IO');
+    assert.equal(dev.stats.read.snapshot().errors, before + 1);
+  } finally {
+    await dev.close();
+  }
+});

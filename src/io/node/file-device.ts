@@ -8,6 +8,7 @@
 // TesseraError (ERR_DEVICE_IO / ERR_DEVICE_FLUSH) and counted in `stats`.
 import * as fs from 'node:fs';
 import { basename, dirname } from 'node:path';
+import { fail } from '../../stdx/assert.js';
 import { TesseraError } from '../../stdx/errors.js';
 import { IoStats } from '../../stdx/stats.js';
 import { alignedBuffer } from '../../stdx/buffer-pool.js';
@@ -24,6 +25,8 @@ const SYNC_BACKOFF_MS = 250;
 const SYNC_SLOW_BUDGET = 4;
 /** Larger IOs always go to the thread pool: copying them would hold the event loop too long. */
 const SYNC_IO_BYTES_MAX = 64 * 1024;
+/** Parts of one readParts/writeParts: Linux's IOV_MAX. */
+const IOV_PARTS_MAX = 1024;
 
 export class FileDevice implements BlockDevice {
   readonly sectorBytes = SECTOR_BYTES;
@@ -157,6 +160,39 @@ export class FileDevice implements BlockDevice {
         this.stats.write.record(buf.length, (performance.now() - t0) * 1000);
         resolve();
       });
+    });
+  }
+
+  readParts(parts: Uint8Array[], offsetBytes: number): Promise<void> {
+    return this.vectored('read', parts, offsetBytes);
+  }
+
+  writeParts(parts: Uint8Array[], offsetBytes: number): Promise<void> {
+    return this.vectored('write', parts, offsetBytes);
+  }
+
+  /** One preadv/pwritev on the thread pool; a short transfer is an IO error like any other. */
+  private vectored(op: 'read' | 'write', parts: Uint8Array[], offsetBytes: number): Promise<void> {
+    if (!(parts.length > 0 && parts.length <= IOV_PARTS_MAX)) fail(`${op}Parts with ${parts.length} parts`);
+    let lengthBytes = 0;
+    for (const p of parts) lengthBytes += p.length;
+    this.asyncIos++;
+    const t0 = performance.now();
+    const stats = op === 'read' ? this.stats.read : this.stats.write;
+    this.stats.inFlight++;
+    return new Promise((resolve, reject) => {
+      const done = (err: NodeJS.ErrnoException | null, n: number): void => {
+        this.stats.inFlight--;
+        if (err || n !== lengthBytes) {
+          stats.recordError();
+          reject(new TesseraError('ERR_DEVICE_IO', `${op} ${this.path} at ${offsetBytes}+${lengthBytes}: ${err ? err.code : `short ${op} ${n}`}`));
+          return;
+        }
+        stats.record(lengthBytes, (performance.now() - t0) * 1000);
+        resolve();
+      };
+      if (op === 'read') fs.readv(this.fd, parts, offsetBytes, done);
+      else fs.writev(this.fd, parts, offsetBytes, done);
     });
   }
 
