@@ -3,8 +3,8 @@
 # clients and peers (qemu-img/qemu-io/qemu-nbd, nbdinfo/nbdcopy/nbdsh, fio, nbdkit,
 # etcd for the monitor's etcd store tests, libiscsi's iscsi-test-cu/iscsi-inq and
 # qemu's iscsi:// driver, tgtd as the iSCSI benchmark peer), and fio with its
-# libiscsi engine (scripts/build-fio-libiscsi.sh; Debian's fio lacks it),
-# if any is missing. Runs `apt-get update` first, as the machine image may have no lists.
+# libiscsi engine (scripts/build-fio-libiscsi.sh; Debian's fio lacks it), and a
+# C compiler for the native crc32c kernel, if any is missing. Runs `apt-get update` first, as the machine image may have no lists.
 # Needs root (or sudo); prints what it installs. Safe to run repeatedly.
 set -euo pipefail
 
@@ -21,6 +21,9 @@ PATH=/usr/bin:$PATH nbdsh -c 'pass' >/dev/null 2>&1 || need+=(libnbd-bin python3
 have iscsi-test-cu || need+=(libiscsi-bin)
 have iscsi-inq || need+=(libiscsi-bin)
 have tgtd || [ -x /usr/sbin/tgtd ] || need+=(tgt)
+# A C compiler for the native crc32c kernel (scripts/build-native.mjs; without it,
+# crc32c falls back to @node-rs/crc32 and the test that expects the kernel fails).
+have cc || need+=(gcc libc6-dev)
 # qemu-img's iscsi:// driver lives in qemu-block-extra.
 dpkg -s qemu-block-extra >/dev/null 2>&1 || need+=(qemu-block-extra)
 

@@ -27,7 +27,9 @@
 // - a codec that cannot run (its worker died) still answers, by doing the work here.
 import { fail } from '../stdx/assert.js';
 import { BLOCK_DATA_BYTES, BLOCK_STRIDE_BYTES, BLOCK_TRAILER_BYTES } from './layout.js';
-import { BlockCheck, checkBlock, checkTrailer, sealBlock, sealTrailer } from './trailer.js';
+import { crc32cBlocks } from '../stdx/crc32c.js';
+import { copyBytes } from '../stdx/shared-copy.js';
+import { BlockCheck, checkTrailerCrc, writeTrailer, type BlockIdentity } from './trailer.js';
 
 /** The identity of a run of blocks of one object (block i has blockIndex firstBlock + i). */
 export interface BlockRun {
@@ -55,23 +57,24 @@ export interface BlockCodec {
 
 /** sealBlock over a run, in this thread, after copying data (if given) in. */
 export function sealRun(buf: Buffer, n: number, run: BlockRun, data?: Buffer): void {
-  if (data !== undefined) checkDataBytes(data, n);
-  for (let i = 0; i < n; i++) {
-    const bo = i * BLOCK_STRIDE_BYTES;
-    if (data !== undefined) data.copy(buf, bo, i * BLOCK_DATA_BYTES, (i + 1) * BLOCK_DATA_BYTES);
-    sealBlock(buf, bo, { volumeId: run.volumeId, objectIndex: run.objectIndex, blockIndex: run.firstBlock + i, generation: run.generation });
+  if (data !== undefined) {
+    checkDataBytes(data, n);
+    for (let i = 0; i < n; i++) copyBytes(data, i * BLOCK_DATA_BYTES, (i + 1) * BLOCK_DATA_BYTES, buf, i * BLOCK_STRIDE_BYTES);
   }
+  const crcs = dataCrcs(buf, BLOCK_STRIDE_BYTES, n);
+  for (let i = 0; i < n; i++) writeTrailer(buf, i * BLOCK_STRIDE_BYTES + BLOCK_DATA_BYTES, blockId(run, i), crcs[i]);
 }
 
 /** checkBlock over a run, in this thread, into out[0..n); with data, valid blocks are copied out and unwritten ones zeroed. */
 export function checkRun(buf: Buffer, n: number, run: BlockRun, out: Uint8Array, data?: Buffer): void {
   if (data !== undefined) checkDataBytes(data, n);
+  const crcs = dataCrcs(buf, BLOCK_STRIDE_BYTES, n);
   for (let i = 0; i < n; i++) {
     const bo = i * BLOCK_STRIDE_BYTES;
-    const check = checkBlock(buf, bo, { volumeId: run.volumeId, objectIndex: run.objectIndex, blockIndex: run.firstBlock + i, generation: run.generation });
+    const check = checkTrailerCrc(buf, bo + BLOCK_DATA_BYTES, blockId(run, i), crcs[i]);
     out[i] = check;
     if (data === undefined) continue;
-    if (check === BlockCheck.Valid) buf.copy(data, i * BLOCK_DATA_BYTES, bo, bo + BLOCK_DATA_BYTES);
+    if (check === BlockCheck.Valid) copyBytes(buf, bo, bo + BLOCK_DATA_BYTES, data, i * BLOCK_DATA_BYTES);
     else if (check === BlockCheck.Unwritten) data.fill(0, i * BLOCK_DATA_BYTES, (i + 1) * BLOCK_DATA_BYTES);
   }
 }
@@ -80,20 +83,33 @@ export function checkRun(buf: Buffer, n: number, run: BlockRun, out: Uint8Array,
 export function sealTrailerRun(trailers: Buffer, n: number, run: BlockRun, data: Buffer): void {
   checkDataBytes(data, n);
   checkTrailerBytes(trailers, n);
-  for (let i = 0; i < n; i++) {
-    sealTrailer(data, i * BLOCK_DATA_BYTES, trailers, i * BLOCK_TRAILER_BYTES, { volumeId: run.volumeId, objectIndex: run.objectIndex, blockIndex: run.firstBlock + i, generation: run.generation });
-  }
+  const crcs = dataCrcs(data, BLOCK_DATA_BYTES, n);
+  for (let i = 0; i < n; i++) writeTrailer(trailers, i * BLOCK_TRAILER_BYTES, blockId(run, i), crcs[i]);
 }
 
 /** checkTrailer over a gathered run, in this thread, into out[0..n); unwritten blocks' data is zeroed. */
 export function checkTrailerRun(trailers: Buffer, n: number, run: BlockRun, out: Uint8Array, data: Buffer): void {
   checkDataBytes(data, n);
   checkTrailerBytes(trailers, n);
+  const crcs = dataCrcs(data, BLOCK_DATA_BYTES, n);
   for (let i = 0; i < n; i++) {
-    const check = checkTrailer(data, i * BLOCK_DATA_BYTES, trailers, i * BLOCK_TRAILER_BYTES, { volumeId: run.volumeId, objectIndex: run.objectIndex, blockIndex: run.firstBlock + i, generation: run.generation });
+    const check = checkTrailerCrc(trailers, i * BLOCK_TRAILER_BYTES, blockId(run, i), crcs[i]);
     out[i] = check;
     if (check === BlockCheck.Unwritten) data.fill(0, i * BLOCK_DATA_BYTES, (i + 1) * BLOCK_DATA_BYTES);
   }
+}
+
+let crcScratch = new Uint32Array(256);
+
+/** The crc32c of the data of blocks 0..n-1 (at strideBytes apart), in one call; valid until the next call. */
+function dataCrcs(buf: Buffer, strideBytes: number, n: number): Uint32Array {
+  if (crcScratch.length < n) crcScratch = new Uint32Array(n);
+  crc32cBlocks(buf, 0, BLOCK_DATA_BYTES, strideBytes, n, crcScratch);
+  return crcScratch;
+}
+
+function blockId(run: BlockRun, i: number): BlockIdentity {
+  return { volumeId: run.volumeId, objectIndex: run.objectIndex, blockIndex: run.firstBlock + i, generation: run.generation };
 }
 
 function checkTrailerBytes(trailers: Buffer, n: number): void {

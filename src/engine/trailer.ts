@@ -28,10 +28,15 @@ export function sealBlock(buf: Buffer, blockOffset: number, id: BlockIdentity): 
  * two may live in different buffers: gathered IO writes them side by side).
  */
 export function sealTrailer(data: Buffer, dataOffset: number, trailers: Buffer, t: number, id: BlockIdentity): void {
+  writeTrailer(trailers, t, id, crc32cRange(data, dataOffset, dataOffset + BLOCK_DATA_BYTES));
+}
+
+/** Write at trailers[t] the trailer of a block whose data has crc32c dataCrc (runs compute them in one call). */
+export function writeTrailer(trailers: Buffer, t: number, id: BlockIdentity, dataCrc: number): void {
   // The whole sector: staging buffers are reused, and no stale bytes go to disk.
   trailers.fill(0, t, t + BLOCK_TRAILER_BYTES);
   trailers.writeUInt32LE(TRAILER_MAGIC, t);
-  trailers.writeUInt32LE(crc32cRange(data, dataOffset, dataOffset + BLOCK_DATA_BYTES), t + 8);
+  trailers.writeUInt32LE(dataCrc, t + 8);
   trailers.writeUInt32LE(id.volumeId, t + 12);
   writeU64(trailers, t + 16, id.objectIndex);
   trailers.writeUInt32LE(id.blockIndex, t + 24);
@@ -54,6 +59,20 @@ export function checkBlock(buf: Buffer, blockOffset: number, id: BlockIdentity):
 
 /** checkBlock for data and trailer in different places (gathered IO). */
 export function checkTrailer(data: Buffer, dataOffset: number, trailers: Buffer, t: number, id: BlockIdentity): BlockCheck {
+  const check = checkTrailerOnly(trailers, t, id);
+  if (check !== BlockCheck.Valid) return check;
+  return trailers.readUInt32LE(t + 8) === crc32cRange(data, dataOffset, dataOffset + BLOCK_DATA_BYTES) ? BlockCheck.Valid : BlockCheck.Corrupt;
+}
+
+/** checkTrailer given the data's crc32c (runs compute them in one call). */
+export function checkTrailerCrc(trailers: Buffer, t: number, id: BlockIdentity, dataCrc: number): BlockCheck {
+  const check = checkTrailerOnly(trailers, t, id);
+  if (check !== BlockCheck.Valid) return check;
+  return trailers.readUInt32LE(t + 8) === dataCrc ? BlockCheck.Valid : BlockCheck.Corrupt;
+}
+
+/** The trailer's own verdict: Unwritten, Corrupt, or Valid if the data's crc32c matches (not checked here). */
+function checkTrailerOnly(trailers: Buffer, t: number, id: BlockIdentity): BlockCheck {
   const magic = trailers.readUInt32LE(t);
   if (magic !== TRAILER_MAGIC) {
     // An all-zero trailer is a block never written since the chunk was zeroed.
@@ -66,6 +85,5 @@ export function checkTrailer(data: Buffer, dataOffset: number, trailers: Buffer,
   if (trailers.readUInt32LE(t + 12) !== id.volumeId || readU64(trailers, t + 16) !== id.objectIndex || trailers.readUInt32LE(t + 24) !== id.blockIndex) {
     return BlockCheck.Corrupt;
   }
-  if (trailers.readUInt32LE(t + 8) !== crc32cRange(data, dataOffset, dataOffset + BLOCK_DATA_BYTES)) return BlockCheck.Corrupt;
   return BlockCheck.Valid;
 }

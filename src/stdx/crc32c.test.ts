@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { crc32c as nativeCrc32c } from '@node-rs/crc32';
-import { crc32c, crc32cRange } from './crc32c.js';
+import { crc32c, crc32cBlocks, crc32cImplementation, crc32cRange } from './crc32c.js';
 import { Prng, seedFromEnv } from './prng.js';
 
 test('crc32c of "123456789" is the Castagnoli check value 0xe3069283', () => {
@@ -21,4 +21,29 @@ test('JavaScript and native crc32c agree on every length up to 600 bytes and on 
     assert.equal(crc32cRange(buf, start, start + len), want, `seed ${seed} len ${len}`);
     assert.equal(crc32c(buf.subarray(start, start + len)), want, `seed ${seed} len ${len}`);
   }
+});
+
+test('the native kernel is built and serves large ranges on x86-64 (scripts/build-native.mjs)', () => {
+  if (process.arch !== 'x64' || process.env.TESSERA_NATIVE_CRC === '0') return;
+  assert.equal(crc32cImplementation, 'native', 'dist/native/crc32c.node missing or not loadable: run node scripts/build-native.mjs');
+});
+
+test('crc32cBlocks equals crc32cRange per block, at strides, for block sizes on both sides of the native threshold', () => {
+  const seed = seedFromEnv();
+  const prng = new Prng(seed);
+  const buf = Buffer.from(new SharedArrayBuffer(64 * 4608 + 100)).subarray(7); // a shared view at an odd offset
+  prng.fill(buf);
+  for (const [block, stride, count, start] of [[4096, 4608, 64, 0], [4096, 4096, 70, 13], [100, 128, 50, 3], [512, 512, 1, 0], [4096, 4608, 0, 0]]) {
+    const out = new Uint32Array(count + 1).fill(0xdeadbeef);
+    crc32cBlocks(buf, start, block, stride, count, out);
+    for (let i = 0; i < count; i++) assert.equal(out[i], crc32cRange(buf, start + i * stride, start + i * stride + block), `seed ${seed} block ${block} #${i}`);
+    assert.equal(out[count], 0xdeadbeef, 'nothing written past count');
+  }
+});
+
+test('native ranges are checked before any byte is read', () => {
+  const buf = Buffer.alloc(1024);
+  assert.throws(() => crc32cRange(buf, 0, 2048));
+  assert.throws(() => crc32cBlocks(buf, 0, 512, 512, 3, new Uint32Array(3)));
+  assert.throws(() => crc32cBlocks(buf, 0, 512, 512, 2, new Uint32Array(1)));
 });
