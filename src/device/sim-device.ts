@@ -93,8 +93,15 @@ export class SimDevice implements BlockDevice {
     }
   }
 
-  /** Vectored write: exactly write() of the parts' concatenation (same faults, same tearing at a power cut). */
+  /**
+   * Vectored write: write() of the parts' concatenation (same faults, same tearing at
+   * a power cut), taken only after the device's latency, as a real device reads the
+   * caller's memory while the IO runs: a caller that changes or reuses a part before
+   * the write settled stores the changed bytes here too, so tests see it.
+   */
   async writeParts(parts: Uint8Array[], offsetBytes: number): Promise<void> {
+    await Promise.resolve();
+    await this.delay();
     await this.write(Buffer.concat(parts), offsetBytes);
   }
 

@@ -438,6 +438,27 @@ test('torn read: a block caught mid-write by a read (checksum mismatch once) is 
   await engine.close();
 });
 
+test('torn gathered read: a block of a vectored read caught mid-write is read again on its own and served (review, session 9)', async () => {
+  const { dev, engine } = await fresh(64 * MiB, 43);
+  await engine.create('v', 4 * MiB);
+  const vol = engine.open('v');
+  const data = pattern(OBJECT, 44);
+  await vol.write(0, data, true); // 16 whole blocks: gathered
+  const realReadParts = dev.readParts.bind(dev);
+  let torn = 0;
+  dev.readParts = async (parts: Uint8Array[], off: number) => {
+    await realReadParts(parts, off);
+    if (torn++ === 0) parts[2 * 9].fill(0x5a, 100, 900); // block 9's data, half rewritten
+  };
+  const errorsBefore = engine.devices()[0].checksumErrors;
+  const back = Buffer.alloc(OBJECT, 0xee);
+  await vol.read(0, OBJECT, back, 0);
+  assert.ok(back.equals(data), 'the re-read block replaced the torn bytes');
+  assert.equal(torn, 1, 'one gathered read, torn');
+  assert.equal(engine.devices()[0].checksumErrors, errorsBefore);
+  await engine.close();
+});
+
 for (const op of ['read', 'write'] as const) {
   test(`a ${op} over several pieces settles only after every piece settled, with the failure (review, session 8)`, async () => {
     const { dev, engine } = await fresh();

@@ -152,7 +152,8 @@ export class LocalVolume implements Volume {
    * Reads n whole blocks straight into out (their data) and a staging buffer (their
    * trailers) with one vectored read, then checks them (in the codec's thread when it
    * takes the run). A block that fails its check is read again on its own, from
-   * redundancy if need be (fromRedundancy), before the read fails.
+   * redundancy if need be (fromRedundancy), before the read fails. On failure out
+   * holds unverified bytes: callers never use out of a failed read.
    */
   private async readGathered(v: VolumeState, obj: number, chunk: number, first: number, n: number, out: Buffer): Promise<void> {
     const e = this.engine;
@@ -178,17 +179,15 @@ export class LocalVolume implements Volume {
   /** A block of a gathered read failed its check: its data from another read or source into out[at], or ERR_CHECKSUM. */
   private async repairInto(v: VolumeState, obj: number, devOffset: number, id: BlockIdentity, out: Buffer, at: number): Promise<void> {
     const e = this.engine;
-    const one = await e.pool.acquire(BLOCK_STRIDE_BYTES);
-    try {
-      const check = await this.fromRedundancy(one, 0, devOffset, id);
-      if (check === BlockCheck.Valid) copyBytes(one, 0, BLOCK_DATA_BYTES, out, at);
-      else if (check === BlockCheck.Unwritten) out.fill(0, at, at + BLOCK_DATA_BYTES);
-      else {
-        e.checksumErrors++;
-        throw new TesseraError('ERR_CHECKSUM', `checksum mismatch in volume "${v.name}" at byte ${obj * e.layout.objectSizeBytes + id.blockIndex * BLOCK_DATA_BYTES}`);
-      }
-    } finally {
-      e.pool.release(one);
+    // Not from the pool: this IO already holds its trailers buffer, and many corrupt
+    // blocks at once must not wait on each other for budget (review, session 9).
+    const one = Buffer.alloc(BLOCK_STRIDE_BYTES);
+    const check = await this.fromRedundancy(one, 0, devOffset, id);
+    if (check === BlockCheck.Valid) copyBytes(one, 0, BLOCK_DATA_BYTES, out, at);
+    else if (check === BlockCheck.Unwritten) out.fill(0, at, at + BLOCK_DATA_BYTES);
+    else {
+      e.checksumErrors++;
+      throw new TesseraError('ERR_CHECKSUM', `checksum mismatch in volume "${v.name}" at byte ${obj * e.layout.objectSizeBytes + id.blockIndex * BLOCK_DATA_BYTES}`);
     }
   }
 
@@ -279,7 +278,9 @@ export class LocalVolume implements Volume {
    * Writes n whole blocks from data (where the caller has it) and their trailers
    * (sealed in the codec's thread when it takes the run) with one vectored write:
    * nothing copies the data. The caller keeps data unchanged until write() settles,
-   * as for any write.
+   * as for any write: the checksums are taken before the device reads the bytes, so a
+   * change in between would store a block that fails its check (the staged path
+   * would store a consistent mix). The gateways hand over buffers they no longer touch.
    */
   private async writeGathered(v: VolumeState, obj: number, chunk: number, first: number, n: number, data: Buffer): Promise<void> {
     const e = this.engine;

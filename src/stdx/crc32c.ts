@@ -46,6 +46,7 @@ export function crc32c(data: Uint8Array, initial = 0): number {
 export function crc32cRange(data: Uint8Array, start: number, end: number, initial = 0): number {
   if (end - start >= SMALL_BYTES) {
     if (native !== null) return native.crc32c(data, start, end, initial);
+    if (!(start >= 0 && end <= data.length)) fail(`crc32c range ${start}..${end} of ${data.length} bytes`);
     return nodeRsCrc32c(Buffer.from(data.buffer, data.byteOffset + start, end - start), initial) >>> 0;
   }
   let c = ~initial >>> 0;

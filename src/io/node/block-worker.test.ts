@@ -4,7 +4,10 @@
 //   older generation) and corrupt (flipped data byte, wrong identity);
 // - with a run's data (whole blocks in shared memory), the worker copies it in before
 //   sealing and copies valid blocks out (zeroing unwritten ones, leaving corrupt ones
-//   alone) after checking, exactly as the in-thread codec does;
+//   alone) after checking, exactly as the in-thread codec does; through an engine on
+//   a device without vectored IO, reads fill every byte of a stale buffer;
+// - gathered runs (data in place, trailers apart): the same verdicts and trailers as
+//   the in-thread codec, also when redone after the worker went away;
 // - offloads() only for shared buffers of at least minBlocks blocks, and not past
 //   inFlightMax runs in flight;
 // - runs pending when the worker goes away are done in this thread, and so is
@@ -22,8 +25,11 @@ import { tmpdir } from 'node:os';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { BufferPool } from '../../stdx/buffer-pool.js';
-import { checkRun, sealRun, type BlockRun } from '../../engine/block-codec.js';
-import { BLOCK_DATA_BYTES, BLOCK_STRIDE_BYTES } from '../../engine/layout.js';
+import { checkRun, checkTrailerRun, sealRun, sealTrailerRun, type BlockRun } from '../../engine/block-codec.js';
+import { BLOCK_DATA_BYTES, BLOCK_STRIDE_BYTES, BLOCK_TRAILER_BYTES } from '../../engine/layout.js';
+import { LocalEngine } from '../../engine/engine.js';
+import { SimDevice } from '../../device/sim-device.js';
+import { Prng } from '../../stdx/prng.js';
 import { BlockCheck } from '../../engine/trailer.js';
 import { openLocalStore } from '../../engine/store.js';
 import { sharedBlockCodec, WorkerBlockCodec } from './block-worker.js';
@@ -118,6 +124,75 @@ test('with the run data: the worker copies in and seals, and checks and copies o
     assert.ok(out.subarray(0, BLOCK_DATA_BYTES).equals(data.subarray(0, BLOCK_DATA_BYTES)), 'valid block copied out');
     assert.equal(codec.offloadedRuns, 2);
     assert.throws(() => sealRun(b, N, RUN, data.subarray(1)), /run data/);
+  } finally {
+    await codec.close();
+  }
+});
+
+test('gathered runs (ops 2, 3): the worker seals and checks trailers of data in place as the in-thread codec does, and redoes them after close', async () => {
+  const codec = new WorkerBlockCodec();
+  try {
+    const data = Buffer.from(new SharedArrayBuffer(N * BLOCK_DATA_BYTES));
+    fillRandom(data, SEED + 7);
+    const trailers = await sharedBuffer(N * BLOCK_TRAILER_BYTES);
+    fillRandom(trailers, SEED + 8); // stale bytes: every trailer sector is rewritten whole
+    const here = Buffer.alloc(trailers.length);
+    await codec.sealTrailers(trailers, N, RUN, data);
+    sealTrailerRun(here, N, RUN, data);
+    assert.ok(trailers.equals(here), 'worker trailers differ from in-thread trailers');
+    // Damage: 5 unwritten (zero trailer), 9 older generation, 17 a flipped data bit, 33 another block's trailer.
+    trailers.fill(0, 5 * BLOCK_TRAILER_BYTES, 6 * BLOCK_TRAILER_BYTES);
+    sealTrailerRun(trailers.subarray(9 * BLOCK_TRAILER_BYTES, 10 * BLOCK_TRAILER_BYTES), 1, { ...RUN, firstBlock: RUN.firstBlock + 9, generation: RUN.generation - 1 }, data.subarray(9 * BLOCK_DATA_BYTES, 10 * BLOCK_DATA_BYTES));
+    data[17 * BLOCK_DATA_BYTES + 5] ^= 0x10;
+    sealTrailerRun(trailers.subarray(33 * BLOCK_TRAILER_BYTES, 34 * BLOCK_TRAILER_BYTES), 1, { ...RUN, firstBlock: RUN.firstBlock + 34 }, data.subarray(33 * BLOCK_DATA_BYTES, 34 * BLOCK_DATA_BYTES));
+    const dataHere = Buffer.from(data);
+    const want = new Uint8Array(N);
+    checkTrailerRun(trailers, N, RUN, want, dataHere);
+    const got = await codec.checkTrailers(trailers, N, RUN, data);
+    assert.deepEqual([...got], [...want]);
+    assert.deepEqual([got[0], got[5], got[9], got[17], got[33]], [BlockCheck.Valid, BlockCheck.Unwritten, BlockCheck.Unwritten, BlockCheck.Corrupt, BlockCheck.Corrupt]);
+    assert.ok(data.equals(dataHere), 'unwritten blocks zeroed alike');
+    assert.ok(data.subarray(5 * BLOCK_DATA_BYTES, 6 * BLOCK_DATA_BYTES).equals(Buffer.alloc(BLOCK_DATA_BYTES)), 'an unwritten block reads as zeros');
+    assert.equal(codec.offloadedRuns, 2);
+    // Pending when the worker goes: done in this thread, same result.
+    const resealed = Buffer.from(new SharedArrayBuffer(trailers.length));
+    const pending = codec.sealTrailers(resealed, N, RUN, data);
+    await codec.close();
+    await pending;
+    const again = Buffer.alloc(trailers.length);
+    sealTrailerRun(again, N, RUN, data);
+    assert.ok(resealed.equals(again));
+    assert.deepEqual([...(await codec.checkTrailers(resealed, N, RUN, data))], new Array(N).fill(BlockCheck.Valid));
+  } finally {
+    await codec.close();
+  }
+});
+
+test('staged runs with the client\'s data (a device without vectored IO, as with O_DIRECT or pools): the worker moves the data, reads fill every byte', async () => {
+  const codec = new WorkerBlockCodec();
+  try {
+    const dev = new SimDevice(64 << 20, new Prng(SEED));
+    const noParts = dev as unknown as { readParts?: unknown; writeParts?: unknown };
+    noParts.readParts = undefined;
+    noParts.writeParts = undefined;
+    const pool = new BufferPool(64 << 20, 8 << 20, true);
+    await LocalEngine.format(dev, { bufferPool: pool, dataZeroed: true });
+    const engine = await LocalEngine.open(dev, { bufferPool: pool, blockCodec: codec });
+    await engine.create('v', 32 << 20);
+    const vol = engine.open('v');
+    const data = Buffer.from(new SharedArrayBuffer(2 << 20));
+    fillRandom(data, SEED + 9);
+    const before = codec.offloadedRuns;
+    await vol.write(4 << 20, data, false);
+    const back = Buffer.from(new SharedArrayBuffer((2 << 20) + (1 << 20)));
+    back.fill(0xee); // a recycled buffer: stale bytes must not survive a read
+    await vol.read(4 << 20, back.length, back, 0);
+    assert.ok(back.subarray(0, data.length).equals(data), 'written data');
+    assert.ok(back.subarray(data.length).equals(Buffer.alloc(1 << 20)), 'the unwritten MiB of an allocated object reads as zeros');
+    assert.ok(codec.offloadedRuns >= before + 5, `runs went through the worker (${codec.offloadedRuns - before})`);
+    dev.flipBit(engine.layout.dataOffset + 3 * 4608 + 7, 1); // block 3 of the first chunk
+    await assert.rejects(vol.read(4 << 20, 1 << 20, Buffer.from(new SharedArrayBuffer(1 << 20)), 0), (e: Error & { code?: string }) => e.code === 'ERR_CHECKSUM');
+    await engine.close();
   } finally {
     await codec.close();
   }

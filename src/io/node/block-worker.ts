@@ -8,7 +8,8 @@
 // Invariants:
 // - the worker is referenced (keeps the process alive) only while a run is pending;
 // - if the worker fails or exits, every pending run and every later one is done in
-//   this thread: sealing is idempotent and checking reads only, so redoing a run the
+//   this thread: sealing is idempotent, and checking writes only what follows from
+//   the verdict and unchanged bytes (copied-out or zeroed data), so redoing a run the
 //   worker had half done is safe once the worker no longer runs (close() waits for
 //   terminate() first). The failure is logged once.
 // - a reply for an unknown id is a bug: asserted.
