@@ -98,9 +98,11 @@ export class LocalVolume implements Volume {
       // zeroes unwritten ones): only corrupt blocks are left to the loop below.
       const aligned = inObj % BLOCK_DATA_BYTES === 0 && len % BLOCK_DATA_BYTES === 0;
       const whole = aligned ? out.subarray(at, at + len) : undefined;
-      const codec = e.codec !== null && e.codec.offloads(buf, n, whole) ? e.codec : null;
-      const checks = codec !== null ? await codec.checkBlocks(buf, n, { volumeId: v.id, objectIndex: obj, firstBlock: first, generation: gen }, whole) : null;
-      const copied = whole !== undefined && checks !== null;
+      // With private data (out not shared) the codec still checks; this thread copies.
+      const movesData = whole !== undefined && e.codec !== null && e.codec.offloads(buf, n, whole);
+      const codec = e.codec !== null && (movesData || e.codec.offloads(buf, n)) ? e.codec : null;
+      const checks = codec !== null ? await codec.checkBlocks(buf, n, { volumeId: v.id, objectIndex: obj, firstBlock: first, generation: gen }, movesData ? whole : undefined) : null;
+      const copied = movesData;
       let pos = inObj;
       let dst = at;
       for (let i = 0; i < n; i++) {
@@ -243,8 +245,10 @@ export class LocalVolume implements Volume {
       // A large run is sealed by the engine's codec (another thread); when the piece is
       // whole blocks, the codec copies the data in too (off the event loop).
       const whole = data !== null && !headPartial && !tailPartial ? data.subarray(src, src + len) : undefined;
-      const codec = e.codec !== null && e.codec.offloads(buf, n, whole) ? e.codec : null;
-      if (codec !== null && whole !== undefined) {
+      // With private data the codec still seals; this thread copies (the loop below).
+      const movesData = whole !== undefined && e.codec !== null && e.codec.offloads(buf, n, whole);
+      const codec = e.codec !== null && (movesData || e.codec.offloads(buf, n)) ? e.codec : null;
+      if (codec !== null && movesData) {
         await codec.sealBlocks(buf, n, { volumeId: v.id, objectIndex: obj, firstBlock: first, generation: gen }, whole);
         await e.device.write(buf, base);
         e.dataWrites++;

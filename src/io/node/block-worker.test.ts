@@ -246,6 +246,16 @@ test('openLocalStore: 1 MiB writes and reads go through the block worker and rea
     await vol.read(512, back.length, back, 0);
     assert.ok(back.equals(data.subarray(0, data.length - 1024)));
     assert.ok(sharedBlockCodec().offloadedRuns > before, 'runs went through the worker');
+    // Aligned private buffers (NBD's, the OSDs'): staged, still sealed and checked in
+    // the worker; this thread only copies (a regression in session 9 sealed them here).
+    const alignedBefore = sharedBlockCodec().offloadedRuns;
+    const priv = Buffer.alloc(1 << 20);
+    fillRandom(priv, SEED + 10);
+    await vol.write(16 << 20, priv, false);
+    const privBack = Buffer.alloc(priv.length, 0xee);
+    await vol.read(16 << 20, privBack.length, privBack, 0);
+    assert.ok(privBack.equals(priv));
+    assert.ok(sharedBlockCodec().offloadedRuns >= alignedBefore + 2, `aligned private runs went through the worker (${sharedBlockCodec().offloadedRuns - alignedBefore})`);
     // Shared client buffers (the iSCSI gateway's): aligned pieces move through the worker too.
     const sharedData = Buffer.from(new SharedArrayBuffer(2 << 20));
     fillRandom(sharedData, SEED + 6);
