@@ -12,6 +12,8 @@
 // - Encoders produce exactly the bytes doc/proto.md describes; the golden tests in
 //   codec.test.ts pin them.
 import { assert, fail } from '../../stdx/assert.js';
+import { copyBytes } from '../../stdx/shared-copy.js';
+import { writePayloadBuffers } from '../buffers.js';
 import {
   CLIENT_FLAGS_BYTES,
   EXPORT_NAME_REPLY_ZEROES_BYTES,
@@ -372,6 +374,8 @@ const S_OPTION_HEADER = 1;
 const S_OPTION_DATA = 2;
 const S_REQUEST_HEADER = 3;
 const S_REQUEST_PAYLOAD = 4;
+/** Write payloads from this size on come from writePayloadBuffers. */
+export const LARGE_PAYLOAD_BYTES = 64 * 1024;
 const S_REQUEST_SKIP = 5;
 const S_STOPPED = 6;
 
@@ -576,12 +580,15 @@ export class NbdDecoder {
         this.deliverBody(view);
         return pos + view.length;
       }
-      // allocUnsafe: every byte is copied in below before the body is handed out.
-      this.body = Buffer.allocUnsafe(this.bodyBytes);
+      // Uninitialized either way: every byte is copied in below before the body is
+      // handed out. A large write payload comes from the gateways' shared recycled
+      // buffers (gateway/buffers.ts; the session gives it back after the write).
+      this.body =
+        this.state === S_REQUEST_PAYLOAD && this.bodyBytes >= LARGE_PAYLOAD_BYTES ? writePayloadBuffers.take(this.bodyBytes) : Buffer.allocUnsafe(this.bodyBytes);
     }
     const body = this.body;
     const n = Math.min(chunk.length - pos, body.length - this.bodyFill);
-    chunk.copy(body, this.bodyFill, pos, pos + n);
+    copyBytes(chunk, pos, pos + n, body, this.bodyFill);
     this.bodyFill += n;
     if (this.bodyFill === body.length) this.deliverBody(body);
     return pos + n;

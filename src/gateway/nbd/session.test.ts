@@ -11,6 +11,7 @@ import type { Extent, Volume, VolumeStore } from '../../volume/types.js';
 import * as C from './constants.js';
 import { SharedBudget } from './budget.js';
 import { NbdSession } from './session.js';
+import { largeReadBuffers, writePayloadBuffers } from '../buffers.js';
 import type { Connection, LogLevel, SessionOptions } from './session.js';
 
 // --- Fakes ----------------------------------------------------------------------
@@ -24,9 +25,10 @@ class FakeConnection implements Connection {
   writeReturns = true;
   writesAfterClose = 0;
 
-  write(buf: Buffer): boolean {
+  write(buf: Buffer, onSent?: () => void): boolean {
     if (this.closed) this.writesAfterClose++;
     this.chunks.push(Buffer.from(buf));
+    onSent?.(); // copied: the session may reuse buf
     return this.writeReturns;
   }
   pauseReading(): void {
@@ -497,6 +499,39 @@ test('NBD_CMD_WRITE / READ / FLUSH / TRIM / WRITE_ZEROES / CACHE with simple rep
   h.session.onData(request(C.NBD_CMD_READ, { cookie: 6n, offset: 65536, lengthBytes: 4096 }));
   await settle();
   assert.ok(readSimple(h.conn, 4096).data.equals(Buffer.alloc(4096)));
+});
+
+test('large payloads: multi-chunk write bodies and large read replies use the shared recycled buffers and go back after use, not after a failure', async () => {
+  const h = await transmission();
+  const data = Buffer.alloc(128 * 1024);
+  new Prng(seedFromEnv()).fill(data);
+  const wrote = async (cookie: bigint): Promise<number> => {
+    const req = request(C.NBD_CMD_WRITE, { cookie, offset: 4096, data });
+    for (let at = 0; at < req.length; at += 10_003) h.session.onData(req.subarray(at, at + 10_003)); // odd chunks: the body is assembled
+    await settle();
+    return readSimple(h.conn).errno;
+  };
+  const w0 = { taken: writePayloadBuffers.allocated + writePayloadBuffers.reused, reused: writePayloadBuffers.reused };
+  assert.equal(await wrote(1n), 0);
+  assert.equal(await wrote(2n), 0);
+  assert.equal(writePayloadBuffers.allocated + writePayloadBuffers.reused, w0.taken + 2, 'both bodies from the recycler');
+  assert.ok(writePayloadBuffers.reused >= w0.reused + 1, 'the first body came back and served the second');
+  const r0 = largeReadBuffers.reused;
+  for (const cookie of [3n, 4n]) {
+    h.session.onData(request(C.NBD_CMD_READ, { cookie, offset: 4096, lengthBytes: data.length }));
+    await settle();
+    const r = readSimple(h.conn, data.length);
+    assert.deepEqual([r.errno, r.cookie], [0, cookie]);
+    assert.ok(r.data.equals(data), 'read back what was written');
+  }
+  assert.ok(largeReadBuffers.reused >= r0 + 1, 'the first reply buffer came back once sent');
+  // A failed write keeps its body away from the recycler: a backend may still hold it.
+  h.store.last().failWith.write = new TesseraError('ERR_DEVICE_IO', 'injected');
+  assert.notEqual(await wrote(5n), 0);
+  h.store.last().failWith = {};
+  const allocatedBefore = writePayloadBuffers.allocated;
+  assert.equal(await wrote(6n), 0);
+  assert.equal(writePayloadBuffers.allocated, allocatedBefore + 1, 'the failed write\'s body did not come back (the next body is a new one)');
 });
 
 test('NBD_CMD_WRITE_ZEROES: NO_HOLE keeps the space allocated, plain zeroing may free it, FAST_ZERO just works', async () => {

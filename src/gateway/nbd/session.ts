@@ -41,9 +41,11 @@ import {
   writeSimpleReplyHeader,
 } from './codec.js';
 import type { BlockDescriptor, DecodeFailure, DecoderHandler, NbdRequest } from './codec.js';
+import { LARGE_PAYLOAD_BYTES } from './codec.js';
 import * as C from './constants.js';
 
 import type { Connection, LogFn } from '../transport.js';
+import { largeReadBuffers, writePayloadBuffers } from '../buffers.js';
 export type { Connection, LogFn, LogLevel } from '../transport.js';
 
 export interface SessionOptions {
@@ -399,6 +401,8 @@ export class NbdSession implements DecoderHandler {
       const rejection = this.validate(request);
       if (rejection !== null) this.replyError(request, rejection.errno, rejection.message);
       else await this.dispatch(request);
+      // The volume wrote it (a failed write may leave a backend holding it: dropped instead).
+      if (request.data !== null && writePayloadBuffers.owns(request.data)) writePayloadBuffers.give(request.data);
     } catch (err) {
       const { errno, unexpected } = errnoForError(err);
       if (unexpected) this.log('error', `${this.label}: unexpected failure in command ${request.type}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
@@ -481,24 +485,24 @@ export class NbdSession implements DecoderHandler {
     this.send(encodeSimpleReply(0, request.cookie));
   }
 
-  /** One buffer per reply: header, then the volume reads straight into it. */
+  /**
+   * One buffer per reply: header, then the volume reads straight into it. Uninitialized:
+   * Volume.read fills every byte of the range or throws, and a reply whose read threw
+   * is never sent, so no uninitialised memory leaves the process. A large one comes
+   * from the gateways' shared recycled buffers and goes back once the socket sent it.
+   */
   private async read(volume: Volume, request: NbdRequest): Promise<void> {
     const lengthBytes = request.lengthBytes;
-    if (this.structuredReplies) {
-      if (lengthBytes === 0) return this.send(encodeNoneChunk(request.cookie)); // OFFSET_DATA needs ≥ 1 byte
-      // allocUnsafe: Volume.read fills every byte of the range or throws, and a reply
-      // whose read threw is never sent, so no uninitialised memory leaves the process.
-      const out = Buffer.allocUnsafe(C.OFFSET_DATA_HEADER_BYTES + lengthBytes);
-      // DONE on the data chunk is safe: the whole read completes before the chunk is sent.
-      writeOffsetDataHeader(out, 0, C.NBD_REPLY_FLAG_DONE, request.cookie, request.offsetBytes, lengthBytes);
-      await volume.read(request.offsetBytes, lengthBytes, out, C.OFFSET_DATA_HEADER_BYTES);
-      this.send(out);
-      return;
-    }
-    const out = Buffer.allocUnsafe(C.SIMPLE_REPLY_HEADER_BYTES + lengthBytes); // filled whole, as above
-    writeSimpleReplyHeader(out, 0, 0, request.cookie);
-    if (lengthBytes > 0) await volume.read(request.offsetBytes, lengthBytes, out, C.SIMPLE_REPLY_HEADER_BYTES);
-    this.send(out);
+    if (this.structuredReplies && lengthBytes === 0) return this.send(encodeNoneChunk(request.cookie)); // OFFSET_DATA needs ≥ 1 byte
+    const headerBytes = this.structuredReplies ? C.OFFSET_DATA_HEADER_BYTES : C.SIMPLE_REPLY_HEADER_BYTES;
+    const large = lengthBytes >= LARGE_PAYLOAD_BYTES;
+    const out = large ? largeReadBuffers.take(headerBytes + lengthBytes) : Buffer.allocUnsafe(headerBytes + lengthBytes);
+    // DONE on the data chunk is safe: the whole read completes before the chunk is sent.
+    if (this.structuredReplies) writeOffsetDataHeader(out, 0, C.NBD_REPLY_FLAG_DONE, request.cookie, request.offsetBytes, lengthBytes);
+    else writeSimpleReplyHeader(out, 0, 0, request.cookie);
+    // A read that throws drops out to the GC (a backend may still write into it).
+    if (lengthBytes > 0) await volume.read(request.offsetBytes, lengthBytes, out, headerBytes);
+    this.send(out, large ? () => largeReadBuffers.give(out) : undefined);
   }
 
   private async blockStatus(volume: Volume, request: NbdRequest): Promise<void> {
@@ -527,9 +531,13 @@ export class NbdSession implements DecoderHandler {
 
   // --- Output, flow control, closing ---------------------------------------
 
-  private send(buf: Buffer): void {
-    if (this.phase === 'closed') return;
-    if (!this.conn.write(buf)) {
+  /** onSent: called once the transport is done with buf (sent, or the connection gone). */
+  private send(buf: Buffer, onSent?: () => void): void {
+    if (this.phase === 'closed') {
+      onSent?.();
+      return;
+    }
+    if (!this.conn.write(buf, onSent)) {
       this.writeBlocked = true;
       this.updateBackpressure();
     }

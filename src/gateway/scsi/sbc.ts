@@ -33,12 +33,12 @@ import {
   cdbBlocksOffset,
   cdbLba,
 } from './cdb.js';
-import { BufferRecycler } from '../../stdx/buffer-recycler.js';
 import { deviceErrorResult } from './device-errors.js';
 import { CHUNK_BYTES, capacityBlocks, checkRange, firstDifference } from './media.js';
 import type { MediaContext } from './media.js';
 import { SAM_GOOD } from './types.js';
 import { good, invalidFieldInCdb, lbaOutOfRange, miscompare } from './sense.js';
+import { largeReadBuffers } from '../buffers.js';
 
 /** Read results up to this size are carved from a shared slab instead of one ArrayBuffer each. */
 const SLAB_ITEM_BYTES_MAX = 64 * 1024;
@@ -47,11 +47,11 @@ let slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
 let slabUsedBytes = 0;
 
 /**
- * Read results over SLAB_ITEM_BYTES_MAX. The transport gives one back (give()) once
- * its socket sent it; one it never gives back is collected by the GC. Shared
- * memory: the local engine's block worker copies whole blocks straight into it.
+ * Read results over SLAB_ITEM_BYTES_MAX come from largeReadBuffers (gateway/buffers.ts).
+ * The transport gives one back (give()) once its socket sent it; one it never gives
+ * back is collected by the GC.
  */
-export const largeReadBuffers = new BufferRecycler(undefined, undefined, true);
+export { largeReadBuffers };
 
 /**
  * A buffer for a read result. Small ones come from a bump allocator over 1 MiB
