@@ -25,7 +25,16 @@ import { ClusterPrStore } from './pr-store-cluster.js';
 import type { PrRecord } from './types.js';
 
 const root = mkdtempSync(join(tmpdir(), 'tessera-pr-cluster-'));
-after(() => rmSync(root, { recursive: true, force: true }));
+// The node clock's timers are unref'd (in a daemon, its servers keep the process
+// alive). Here a wait that only such a timer ends (the restarted monitor's CAS hold,
+// a store's retry sleep) let the event loop run dry under load in a full run
+// (session 9: "Promise resolution is still pending but the event loop has already
+// resolved"). A real daemon always has a listening server; the test keeps a timer.
+const keepAlive = setInterval(() => undefined, 1000);
+after(() => {
+  clearInterval(keepAlive);
+  rmSync(root, { recursive: true, force: true });
+});
 let seq = 0;
 const newDir = (): string => join(root, `mon-${++seq}`);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
