@@ -340,6 +340,20 @@ async function runCrashPoint(seed: number, counters: Counters): Promise<void> {
   }
 }
 
+/**
+ * Crash points that once failed, replayed on every run. 146069065 (session 9): a
+ * rollover segment's unsynced start held, after the cut, a stale copy of the first
+ * checkpoint (a recycled block); open started replay there and deleted the real
+ * log, acknowledged commits included.
+ */
+const REPRODUCER_SEEDS = [146069065];
+
+test('CLU4 WAL: crash points that once failed (reproducers)', async () => {
+  const counters: Counters = { cuts: 0, ops: 0, cutsTorn: 0, tornTails: 0, abandoned: 0, checkpoints: 0, rollovers: 0, acked: 0 };
+  for (const seed of REPRODUCER_SEEDS) await runCrashPoint(seed, counters);
+  assert.ok(counters.acked > 0, 'the reproducers acknowledged commits');
+});
+
 test('CLU4 WAL: every acknowledged commit survives a power cut, nothing unwritten appears, torn tails are dropped, recovery is stable (seeded crash points)', async () => {
   const single = process.env.TESSERA_SEED !== undefined && process.env.TESSERA_SEED !== '';
   const base = seedFromEnv();

@@ -230,9 +230,20 @@ export class Wal {
   static async open(store: SegmentStore, options: WalOptions): Promise<WalOpenResult> {
     const names = (await store.list()).filter((n) => SEGMENT_NAME.test(n)).sort();
     const nextSegmentNumber = names.length === 0 ? 1 : segmentNumber(names[names.length - 1]) + 1;
+    // Replay starts at the complete checkpoint with the highest sequence number (the
+    // older segment on a tie), not at the newest segment that starts with one: a
+    // segment whose unsynced start is garbage can hold a stale copy of an older
+    // checkpoint (a recycled block), which must not hide the real one before it.
+    // Taking it deleted the real log, acknowledged commits included (seeded crash
+    // test, seed 146069065, session 9).
     let startAt = -1;
-    for (let i = names.length - 1; i >= 0 && startAt < 0; i--) {
-      if (await beginsWithCheckpoint(store, names[i])) startAt = i;
+    let startSeq = -1;
+    for (let i = names.length - 1; i >= 0; i--) {
+      const seq = await checkpointSeqAtStart(store, names[i]);
+      if (seq !== null && seq >= startSeq) {
+        startAt = i;
+        startSeq = seq;
+      }
     }
     if (startAt < 0) {
       // No complete checkpoint: a log whose creation never completed (only pieces of the
@@ -568,8 +579,8 @@ function segmentNumber(name: string): number {
   return parseInt(SEGMENT_NAME.exec(name)![1], 16);
 }
 
-/** Does the segment start (offset 0) with a complete, valid checkpoint span? */
-async function beginsWithCheckpoint(store: SegmentStore, name: string): Promise<boolean> {
+/** The CKPT_BEGIN seq when the segment starts (offset 0) with a complete, valid checkpoint span, else null. */
+async function checkpointSeqAtStart(store: SegmentStore, name: string): Promise<number | null> {
   const seg = await store.open(name);
   let begin: { seq: number; groupCount: number; recordCount: number } | null = null;
   let records = 0;
@@ -595,7 +606,8 @@ async function beginsWithCheckpoint(store: SegmentStore, name: string): Promise<
   } finally {
     await seg.close();
   }
-  return complete;
+  const found = begin as { seq: number } | null;
+  return complete && found !== null ? found.seq : null;
 }
 
 async function holdsRecordAfter(store: SegmentStore, names: string[], seq: number): Promise<boolean> {
