@@ -32,8 +32,9 @@
 //   ENTRIES records per group, CKPT_END), which is synced with its directory
 //   entry; then every older segment is removed. bytesSinceCheckpoint() tells the
 //   caller when to checkpoint again.
-// - open(store): replays from the newest segment that begins with a complete
-//   checkpoint (older ones are removed), fdatasyncs the replayed segments (a
+// - open(store): replays from the segment that begins with the complete checkpoint
+//   of the highest sequence number (older segments are removed; a newer segment's
+//   garbage start may hold a stale copy of an older one), fdatasyncs the replayed segments (a
 //   process crash can leave unsynced data in the page cache, and the caller will
 //   act on what open returns), then appends to a new segment: the writer never
 //   appends after bytes it did not write in this life.
