@@ -79,7 +79,7 @@ export function checkRun(buf: Buffer, n: number, run: BlockRun, out: Uint8Array,
   }
 }
 
-/** sealTrailer over a gathered run, in this thread. */
+/** Trailers of a gathered run, in this thread. */
 export function sealTrailerRun(trailers: Buffer, n: number, run: BlockRun, data: Buffer): void {
   checkDataBytes(data, n);
   checkTrailerBytes(trailers, n);
@@ -87,7 +87,7 @@ export function sealTrailerRun(trailers: Buffer, n: number, run: BlockRun, data:
   for (let i = 0; i < n; i++) writeTrailer(trailers, i * BLOCK_TRAILER_BYTES, blockId(run, i), crcs[i]);
 }
 
-/** checkTrailer over a gathered run, in this thread, into out[0..n); unwritten blocks' data is zeroed. */
+/** Checks of a gathered run, in this thread, into out[0..n); unwritten blocks' data is zeroed. */
 export function checkTrailerRun(trailers: Buffer, n: number, run: BlockRun, out: Uint8Array, data: Buffer): void {
   checkDataBytes(data, n);
   checkTrailerBytes(trailers, n);

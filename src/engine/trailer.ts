@@ -20,15 +20,7 @@ export interface BlockIdentity {
 
 /** Write the trailer of the block whose data starts at `blockOffset` in `buf` (trailer follows the data). */
 export function sealBlock(buf: Buffer, blockOffset: number, id: BlockIdentity): void {
-  sealTrailer(buf, blockOffset, buf, blockOffset + BLOCK_DATA_BYTES, id);
-}
-
-/**
- * Write at trailers[t] the trailer of the 4096 data bytes at data[dataOffset] (the
- * two may live in different buffers: gathered IO writes them side by side).
- */
-export function sealTrailer(data: Buffer, dataOffset: number, trailers: Buffer, t: number, id: BlockIdentity): void {
-  writeTrailer(trailers, t, id, crc32cRange(data, dataOffset, dataOffset + BLOCK_DATA_BYTES));
+  writeTrailer(buf, blockOffset + BLOCK_DATA_BYTES, id, crc32cRange(buf, blockOffset, blockOffset + BLOCK_DATA_BYTES));
 }
 
 /** Write at trailers[t] the trailer of a block whose data has crc32c dataCrc (runs compute them in one call). */
@@ -54,17 +46,13 @@ export const enum BlockCheck {
 }
 
 export function checkBlock(buf: Buffer, blockOffset: number, id: BlockIdentity): BlockCheck {
-  return checkTrailer(buf, blockOffset, buf, blockOffset + BLOCK_DATA_BYTES, id);
-}
-
-/** checkBlock for data and trailer in different places (gathered IO). */
-export function checkTrailer(data: Buffer, dataOffset: number, trailers: Buffer, t: number, id: BlockIdentity): BlockCheck {
-  const check = checkTrailerOnly(trailers, t, id);
+  const t = blockOffset + BLOCK_DATA_BYTES;
+  const check = checkTrailerOnly(buf, t, id);
   if (check !== BlockCheck.Valid) return check;
-  return trailers.readUInt32LE(t + 8) === crc32cRange(data, dataOffset, dataOffset + BLOCK_DATA_BYTES) ? BlockCheck.Valid : BlockCheck.Corrupt;
+  return buf.readUInt32LE(t + 8) === crc32cRange(buf, blockOffset, t) ? BlockCheck.Valid : BlockCheck.Corrupt;
 }
 
-/** checkTrailer given the data's crc32c (runs compute them in one call). */
+/** The check of a trailer at trailers[t] given its data's crc32c (runs compute them in one call; the data may lie elsewhere). */
 export function checkTrailerCrc(trailers: Buffer, t: number, id: BlockIdentity, dataCrc: number): BlockCheck {
   const check = checkTrailerOnly(trailers, t, id);
   if (check !== BlockCheck.Valid) return check;
