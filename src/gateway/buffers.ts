@@ -11,5 +11,5 @@ import { BufferRecycler } from '../stdx/buffer-recycler.js';
 /** Read results over the small-read slab size (iSCSI) or 64 KiB (NBD). */
 export const largeReadBuffers = new BufferRecycler(undefined, undefined, true);
 
-/** Write payloads that arrive in several socket chunks (NBD; iSCSI keeps its own per portal). */
+/** Write payloads that arrive in several socket chunks (NBD) or PDUs (iSCSI). */
 export const writePayloadBuffers = new BufferRecycler(undefined, undefined, true);

@@ -48,7 +48,7 @@ import { IscsiSession } from './session.js';
 import type { SessionConnection, SessionTable, TargetView, OpenTask, SessionLimits } from './session.js';
 import { Task } from './task.js';
 import type { BufferRecycler } from '../../stdx/buffer-recycler.js';
-import { largeReadBuffers } from '../scsi/sbc.js';
+import { largeReadBuffers } from '../buffers.js';
 import type { DataOutLimits } from './task.js';
 
 import type { Connection, LogFn } from '../transport.js';

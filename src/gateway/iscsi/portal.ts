@@ -19,7 +19,6 @@ import { SK_ILLEGAL_REQUEST, checkCondition } from '../scsi/sense.js';
 import { answerMissingLun } from '../scsi/luns.js';
 import { accessClass } from '../scsi/lu.js';
 import type { Task } from './task.js';
-import { BufferRecycler } from '../../stdx/buffer-recycler.js';
 import type { LoginDriver, LoginOutcome, LoginStepView, LogFn, ConnectionHost } from './connection.js';
 import { LoginMachine, sendTargetsResponse } from './login.js';
 import type { LoginResult, LoginTarget, LoginTargets } from './login.js';
@@ -32,6 +31,7 @@ import { SessionTable } from './session.js';
 import { DEFAULT_TARGET_NAME, syncDefaultLuns } from './targets.js';
 import type { IscsiConfig, LunMapping } from './targets.js';
 import { encodeTextKeys, parseTextKeys } from './text.js';
+import { writePayloadBuffers } from '../buffers.js';
 
 /** What the portal needs to build a LU for one volume. */
 export interface LuSpec {
@@ -231,8 +231,8 @@ export class Portal implements ConnectionHost, LoginTargets {
   readonly maxRecvDataSegmentBytes: number;
   readonly maxTaskDataBytes: number;
   readonly bufferedBytesMax: number;
-  /** Shared memory: the local engine's block worker copies whole blocks straight out of it. */
-  readonly writeBuffers = new BufferRecycler(undefined, undefined, true);
+  /** The gateways' one recycler of write payloads (gateway/buffers.ts), shared with NBD. */
+  readonly writeBuffers = writePayloadBuffers;
   private readonly limits: TargetLimits;
   private readonly targets = new Map<string, PortalTarget>();
   private readonly gates = new Map<number, ReservationGate>();

@@ -46,12 +46,9 @@ const SLAB_BYTES = 1024 * 1024;
 let slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
 let slabUsedBytes = 0;
 
-/**
- * Read results over SLAB_ITEM_BYTES_MAX come from largeReadBuffers (gateway/buffers.ts).
- * The transport gives one back (give()) once its socket sent it; one it never gives
- * back is collected by the GC.
- */
-export { largeReadBuffers };
+// Read results over SLAB_ITEM_BYTES_MAX come from largeReadBuffers (gateway/buffers.ts).
+// The transport gives one back (give()) once its socket sent it; one it never gives
+// back is collected by the GC.
 
 /**
  * A buffer for a read result. Small ones come from a bump allocator over 1 MiB
