@@ -8,8 +8,11 @@
 // failed IO it is dropped to the GC instead (a backend may still hold it).
 import { BufferRecycler } from '../stdx/buffer-recycler.js';
 
-/** Read results over the small-read slab size (iSCSI) or 64 KiB (NBD). */
-export const largeReadBuffers = new BufferRecycler(undefined, undefined, true);
+/** IO buffers from this size on come from these recyclers (their smallest class). */
+export const LARGE_BUFFER_BYTES = 64 * 1024;
+
+/** Read results over the small-read slab size (iSCSI) or from LARGE_BUFFER_BYTES (NBD). */
+export const largeReadBuffers = new BufferRecycler(undefined, LARGE_BUFFER_BYTES, true);
 
 /** Write payloads that arrive in several socket chunks (NBD) or PDUs (iSCSI). */
-export const writePayloadBuffers = new BufferRecycler(undefined, undefined, true);
+export const writePayloadBuffers = new BufferRecycler(undefined, LARGE_BUFFER_BYTES, true);

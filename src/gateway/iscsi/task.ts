@@ -17,6 +17,7 @@ import type { DataOutPdu, ScsiCommandPdu } from './pdu-types.js';
 import { TAG_NONE } from './pdu-types.js';
 import type { BufferRecycler } from '../../stdx/buffer-recycler.js';
 import { copyBytes } from '../../stdx/shared-copy.js';
+import { LARGE_BUFFER_BYTES } from '../buffers.js';
 
 export type TaskState = 'data-out' | 'waiting-order' | 'executing' | 'done';
 
@@ -198,7 +199,7 @@ export class Task {
   }
 
   private allocate(): Buffer {
-    if (this.buffers !== null && this.keepBytes >= 64 * 1024) {
+    if (this.buffers !== null && this.keepBytes >= LARGE_BUFFER_BYTES) {
       this.pooled = this.buffers.take(this.keepBytes);
       this.data = this.pooled;
     } else {

@@ -13,7 +13,7 @@
 //   codec.test.ts pin them.
 import { assert, fail } from '../../stdx/assert.js';
 import { copyBytes } from '../../stdx/shared-copy.js';
-import { writePayloadBuffers } from '../buffers.js';
+import { LARGE_BUFFER_BYTES, writePayloadBuffers } from '../buffers.js';
 import {
   CLIENT_FLAGS_BYTES,
   EXPORT_NAME_REPLY_ZEROES_BYTES,
@@ -374,8 +374,6 @@ const S_OPTION_HEADER = 1;
 const S_OPTION_DATA = 2;
 const S_REQUEST_HEADER = 3;
 const S_REQUEST_PAYLOAD = 4;
-/** Write payloads from this size on come from writePayloadBuffers. */
-export const LARGE_PAYLOAD_BYTES = 64 * 1024;
 const S_REQUEST_SKIP = 5;
 const S_STOPPED = 6;
 
@@ -584,7 +582,7 @@ export class NbdDecoder {
       // handed out. A large write payload comes from the gateways' shared recycled
       // buffers (gateway/buffers.ts; the session gives it back after the write).
       this.body =
-        this.state === S_REQUEST_PAYLOAD && this.bodyBytes >= LARGE_PAYLOAD_BYTES ? writePayloadBuffers.take(this.bodyBytes) : Buffer.allocUnsafe(this.bodyBytes);
+        this.state === S_REQUEST_PAYLOAD && this.bodyBytes >= LARGE_BUFFER_BYTES ? writePayloadBuffers.take(this.bodyBytes) : Buffer.allocUnsafe(this.bodyBytes);
     }
     const body = this.body;
     const n = Math.min(chunk.length - pos, body.length - this.bodyFill);

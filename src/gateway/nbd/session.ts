@@ -41,11 +41,10 @@ import {
   writeSimpleReplyHeader,
 } from './codec.js';
 import type { BlockDescriptor, DecodeFailure, DecoderHandler, NbdRequest } from './codec.js';
-import { LARGE_PAYLOAD_BYTES } from './codec.js';
 import * as C from './constants.js';
 
 import type { Connection, LogFn } from '../transport.js';
-import { largeReadBuffers, writePayloadBuffers } from '../buffers.js';
+import { LARGE_BUFFER_BYTES, largeReadBuffers, writePayloadBuffers } from '../buffers.js';
 export type { Connection, LogFn, LogLevel } from '../transport.js';
 
 export interface SessionOptions {
@@ -495,7 +494,7 @@ export class NbdSession implements DecoderHandler {
     const lengthBytes = request.lengthBytes;
     if (this.structuredReplies && lengthBytes === 0) return this.send(encodeNoneChunk(request.cookie)); // OFFSET_DATA needs ≥ 1 byte
     const headerBytes = this.structuredReplies ? C.OFFSET_DATA_HEADER_BYTES : C.SIMPLE_REPLY_HEADER_BYTES;
-    const large = lengthBytes >= LARGE_PAYLOAD_BYTES;
+    const large = lengthBytes >= LARGE_BUFFER_BYTES;
     const out = large ? largeReadBuffers.take(headerBytes + lengthBytes) : Buffer.allocUnsafe(headerBytes + lengthBytes);
     // DONE on the data chunk is safe: the whole read completes before the chunk is sent.
     if (this.structuredReplies) writeOffsetDataHeader(out, 0, C.NBD_REPLY_FLAG_DONE, request.cookie, request.offsetBytes, lengthBytes);
