@@ -81,6 +81,9 @@ export class TestInitiator {
   initiatorName = 'iqn.2026-11.io.tessera.test:initiator';
   /** What the target declared it accepts per PDU. */
   targetMrdsl = 8192;
+  /** Tests: rewrites the fields of each solicited Data-Out before it is sent (n counts them per connection). */
+  dataOutHook: ((f: { dataSN: number; bufferOffset: number }, n: number) => void) | null = null;
+  private dataOutsSent = 0;
   /** Negotiated results. */
   params = new Map<string, string>();
   readonly closed: Promise<void>;
@@ -277,7 +280,9 @@ export class TestInitiator {
         for (let off = f.bufferOffset; off < f.bufferOffset + f.desiredDataTransferLength; off += this.targetMrdsl) {
           const end = Math.min(f.bufferOffset + f.desiredDataTransferLength, off + this.targetMrdsl);
           const seg = p.dataOut.subarray(off, end);
-          const bhs = encodeDataOut({ final: end === f.bufferOffset + f.desiredDataTransferLength, lun: p.lun ?? 0, itt, ttt: f.ttt, expStatSN: this.expStatSN, dataSN: dataSN++, bufferOffset: off }, seg.length);
+          const fields = { final: end === f.bufferOffset + f.desiredDataTransferLength, lun: p.lun ?? 0, itt, ttt: f.ttt, expStatSN: this.expStatSN, dataSN: dataSN++, bufferOffset: off };
+          this.dataOutHook?.(fields, this.dataOutsSent++);
+          const bhs = encodeDataOut(fields, seg.length);
           this.send(bhs, null, seg);
         }
         return;

@@ -94,6 +94,28 @@ test('RFC 7143 §11.8: a 1 MiB write without immediate data arrives through R2T 
   await c.closed;
 });
 
+test('RFC 7143 §11.7: a Data-Out placed in its task buffer and then refused (wrong DataSN) ends the connection and writes nothing', async () => {
+  const at = 8 * MiB;
+  const before = pattern(MiB, 5); // Data-Out segments of 256 KiB (our MaxRecvDataSegmentLength): four
+  const c0 = await session();
+  assert.equal((await c0.scsi(0, cdb.write10(at / BLOCK, before.length / BLOCK), { dataOut: before })).status, 0);
+  assert.equal(await c0.logout(), 0);
+  // The second Data-Out continues at the right offset (so the reader places it in the
+  // task buffer) but carries a wrong DataSN: acceptDataOut refuses it afterwards.
+  const c = await session({ keys: [['ImmediateData', 'No']] });
+  c.dataOutHook = (f, n) => {
+    if (n === 1) f.dataSN += 5;
+  };
+  await assert.rejects(c.scsi(0, cdb.write10(at / BLOCK, before.length / BLOCK), { dataOut: pattern(before.length, 6) }), /closed/);
+  await c.closed;
+  const r = await session();
+  const back = await r.scsi(0, cdb.read10(at / BLOCK, before.length / BLOCK), { readBytes: before.length });
+  assert.equal(back.status, 0);
+  assert.ok(back.dataIn.equals(before), 'the refused write left the old data');
+  assert.equal(await r.logout(), 0);
+  errors.length = 0; // the protocol error is logged as such; it is this test's point
+});
+
 test('RFC 7143 §13.1: header and data digests (CRC32C) on every full-feature PDU', async () => {
   const c = await session({ headerDigest: true, dataDigest: true });
   assert.equal(c.params.get('HeaderDigest'), 'CRC32C');
