@@ -16,7 +16,9 @@
 //    6   2   flags      bit 0 MORE: an ENTRIES piece continued by the next record
 //    8   4   bodyBytes  <= RECORD_BODY_BYTES_MAX (checked, with the header CRC,
 //                       before anything is allocated or read for the body)
-//   12   4   group      the caller's raft group key (u32), 0 for log-wide records
+//   12   4   group      the caller's raft group key (u32), 0 for log-wide records;
+//                       CKPT_BEGIN: the tag of the segment it was written to
+//                       (checkpointSegmentTag), or 0 in logs written before the tag
 //   16   8   seq        global sequence number: +1 per record, never reused for
 //                       a record that was ever acknowledged
 //   24   8   syncedSeq  every record with seq <= syncedSeq had been made durable
@@ -44,7 +46,10 @@
 //   CKPT_END     u32 groupCount, u32 recordCount (must equal BEGIN's)
 //
 // A checkpoint is the span BEGIN, (GROUP_STATE, ENTRIES*)*, END with
-// consecutive sequence numbers, written at the start of a fresh segment.
+// consecutive sequence numbers, written at the start of a fresh segment. BEGIN
+// names that segment, so that a copy of the checkpoint found at the start of
+// another segment (stale bytes of a recycled block in a segment's unsynced start)
+// is recognised as not belonging there.
 import { crc32c, crc32cRange } from '../stdx/crc32c.js';
 import { assert, fail } from '../stdx/assert.js';
 import type { Entry, HardState, SnapshotMeta } from '../raft/types.js';
@@ -168,6 +173,36 @@ export function makeRecord(type: RecordType, flags: number, group: number, seq: 
   const pad = alignUp(bodyBytes) - bodyBytes;
   const parts = pad > 0 ? [...body, ZERO_PAD.subarray(0, pad)] : body;
   return { seq, header, parts, totalBytes: RECORD_HEADER_BYTES + bodyBytes + pad };
+}
+
+/** Segment files of the log: wal-<number, 16 hex digits>.seg, numbered from 1 and never reused by a running log. */
+export const WAL_SEGMENT_NAME = /^wal-([0-9a-f]{16})\.seg$/;
+
+/** The number in a segment's name (the name must match WAL_SEGMENT_NAME). */
+export function walSegmentNumber(name: string): number {
+  const m = WAL_SEGMENT_NAME.exec(name);
+  if (m === null) fail(`${name} is not a WAL segment name`);
+  return parseInt(m[1], 16);
+}
+
+/**
+ * The u32 a CKPT_BEGIN carries in its group field for the segment numbered
+ * segmentNumber (>= 1): never 0, which marks a checkpoint written before tags.
+ */
+export function checkpointSegmentTag(segmentNumber: number): number {
+  if (!(Number.isSafeInteger(segmentNumber) && segmentNumber >= 1)) fail(`segment number ${segmentNumber}`);
+  return ((segmentNumber - 1) % 0xffffffff) + 1;
+}
+
+/** Writes the segment's tag into an unsealed CKPT_BEGIN (the segment is chosen when the checkpoint is written). */
+export function stampCheckpointSegment(rec: PendingRecord, segmentNumber: number): void {
+  if (!(rec.header.readUInt8(5) === RecordType.CkptBegin)) fail('only a CKPT_BEGIN names its segment');
+  rec.header.writeUInt32LE(checkpointSegmentTag(segmentNumber), 12);
+}
+
+/** True when a CKPT_BEGIN with this group field may start the segment numbered segmentNumber. */
+export function checkpointBelongsTo(group: number, segmentNumber: number): boolean {
+  return group === 0 || group === checkpointSegmentTag(segmentNumber);
 }
 
 /** Fills in syncedSeq and the header CRC; returns the buffers to append. */

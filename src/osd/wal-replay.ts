@@ -40,9 +40,14 @@
 //
 // Operations spanning several records (ENTRIES pieces with FLAG_MORE, and
 // checkpoints) apply atomically: a partial one at a tear or restart is dropped.
+// A CKPT_BEGIN counts only at offset 0 of the segment it names (see wal-format.ts);
+// anywhere else it is a stale copy and reads as a bad span. Records from another
+// life of the log with higher seqs than this one's (a lost segment's blocks) can
+// still read as DAMAGE: safe (the groups are repaired from peers) but spurious;
+// only a log identity in every record would tell them apart.
 import { NONE, type Entry, type HardState, type SnapshotMeta } from '../raft/types.js';
 import { TesseraError } from '../stdx/errors.js';
-import { FLAG_MORE, RecordType, type CheckpointGroupState, type RecordHeader, type ScanItem, type WalBody } from './wal-format.js';
+import { FLAG_MORE, RecordType, checkpointBelongsTo, walSegmentNumber, type CheckpointGroupState, type RecordHeader, type ScanItem, type WalBody } from './wal-format.js';
 
 /** Records held while a region is judged; beyond this the log is not one this writer produced. */
 export const REPLAY_PENDING_BYTES_MAX = 256 * 1024 * 1024;
@@ -179,6 +184,11 @@ export class Replayer {
   // ------------------------------------------------------------ the chain
 
   private step(item: ReplayItem): void {
+    if (item.kind === 'record' && item.header.type === RecordType.CkptBegin && !(item.offsetBytes === 0 && checkpointBelongsTo(item.header.group, walSegmentNumber(item.segment)))) {
+      // A checkpoint starts its own segment: one anywhere else is a stale copy (a recycled
+      // block), however high its seq, and must never replace the groups replayed so far.
+      item = asJunk(item);
+    }
     if (this.pending) return this.stepPending(item);
     if (item.kind === 'bad') return this.openRegion(item);
     const seq = item.header.seq;

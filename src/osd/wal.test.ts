@@ -21,6 +21,8 @@ import {
   FLAG_MORE,
   RECORD_HEADER_BYTES,
   RecordType,
+  checkpointBelongsTo,
+  checkpointSegmentTag,
   countsBody,
   decodeBody,
   entriesBody,
@@ -417,6 +419,78 @@ test('checkpoint: older segments are removed, bytesSinceCheckpoint resets, and r
   assert.deepEqual([...third.groups.keys()], [2]);
   assert.equal(third.groups.get(2)!.damaged, false);
   await third.wal.close();
+});
+
+test('a checkpoint copied to the start of another segment (a recycled block) never starts replay or replaces the log, even with a higher seq', async () => {
+  // The copy: a checkpoint of another log with a much higher sequence number, as
+  // stale bytes of a recycled block could put it at the unsynced start of a new
+  // segment. Before CKPT_BEGIN named its segment, open started replay at the copy
+  // (the highest complete checkpoint) and removed the real log.
+  const other = newStore(11);
+  const { wal: donor } = await open(other);
+  for (let round = 0; round < 4; round++) {
+    for (let i = 1; i <= 10; i++) {
+      donor.entries(7, [ent(round * 10 + i, 1)]);
+      await donor.commit();
+    }
+    await donor.checkpoint(new Map([[7, { hardState: { term: 1, vote: 1, commit: round * 10 + 10 }, snapshot: { index: round * 10 + 10, term: 1, conf: CONF }, entries: [] }]]));
+  }
+  const donorSegment = other.names().at(-1)!;
+  const copy = other.contents(donorSegment);
+  const copied = (await items(other, donorSegment)).find((it) => it.kind === 'record')!;
+  assert.ok(copied.kind === 'record' && copied.header.type === RecordType.CkptBegin && copied.header.group !== 0, 'the donor checkpoint names its segment');
+  await donor.close();
+
+  const store = newStore(12);
+  const { wal } = await open(store);
+  for (let i = 1; i <= 3; i++) {
+    wal.entries(1, [ent(i, 1)]);
+    wal.hardState(1, { term: 1, vote: 1, commit: i });
+    await wal.commit();
+  }
+  await wal.close();
+  const last = store.names().at(-1)!;
+  const alien = `wal-${(parseInt(last.slice(4, 20), 16) + 1).toString(16).padStart(16, '0')}.seg`;
+  assert.notEqual(alien, donorSegment, 'the copy sits in a segment other than its own');
+  const seg = await store.create(alien);
+  await seg.append([copy]);
+  await seg.sync();
+  await seg.close();
+  await store.syncDir();
+  assert.ok((copied as { header: { seq: number } }).header.seq > 10, 'the copy has the higher seq');
+
+  const res = await open(store);
+  // Replay starts at the real checkpoint and keeps every acknowledged entry. The copy's
+  // later records claim (syncedSeq) that seqs past the real log's end were synced, so
+  // recovery reports damage (repair from peers) rather than call them a torn tail; a
+  // log identity in every record would be needed to tell a foreign record apart.
+  // Nothing of the copy is presented as valid.
+  const g1 = res.groups.get(1)!;
+  assert.deepEqual(g1.entries.map((e) => e.index), [1, 2, 3], 'the real log was replayed, not the copy');
+  assert.equal(g1.hardState.commit, 3);
+  for (const [key, g] of res.groups) {
+    if (key !== 1) assert.ok(g.damaged && g.entries.length === 0 && g.snapshot === undefined, `group ${key} of the copy is not presented as valid`);
+  }
+  assert.ok(res.damage.length > 0);
+  await res.wal.close();
+  // The copy alone at a segment's start is refused too: a log whose only checkpoint is a copy cannot start anywhere.
+  const lone = newStore(13);
+  const s2 = await lone.create(alien);
+  await s2.append([copy]);
+  await s2.sync();
+  await s2.close();
+  await lone.syncDir();
+  await assert.rejects(open(lone), (err: unknown) => isTesseraError(err) && err.code === 'ERR_FORMAT');
+});
+
+test('checkpoint segment tags: never 0, wrap at 2^32 - 1, and a tag of 0 (a log written before tags) is accepted anywhere', () => {
+  assert.equal(checkpointSegmentTag(1), 1);
+  assert.equal(checkpointSegmentTag(0xffffffff), 0xffffffff);
+  assert.equal(checkpointSegmentTag(0x100000000), 1);
+  assert.throws(() => checkpointSegmentTag(0));
+  assert.equal(checkpointBelongsTo(0, 5), true);
+  assert.equal(checkpointBelongsTo(5, 5), true);
+  assert.equal(checkpointBelongsTo(4, 5), false);
 });
 
 test('recovery after restart on real files (NodeSegmentStore): rollover, checkpoint, reopen', async () => {

@@ -33,8 +33,9 @@
 //   entry; then every older segment is removed. bytesSinceCheckpoint() tells the
 //   caller when to checkpoint again.
 // - open(store): replays from the segment that begins with the complete checkpoint
-//   of the highest sequence number (older segments are removed; a newer segment's
-//   garbage start may hold a stale copy of an older one), fdatasyncs the replayed segments (a
+//   of the highest sequence number that names that segment (older segments are
+//   removed; a newer segment's garbage start may hold a stale copy of another
+//   segment's checkpoint), fdatasyncs the replayed segments (a
 //   process crash can leave unsynced data in the page cache, and the caller will
 //   act on what open returns), then appends to a new segment: the writer never
 //   appends after bytes it did not write in this life.
@@ -76,6 +77,7 @@ import {
   FLAG_MORE,
   RECORD_BODY_TARGET_BYTES,
   RecordType,
+  checkpointBelongsTo,
   countsBody,
   entriesBody,
   entryEncodedBytes,
@@ -85,6 +87,9 @@ import {
   scanSegment,
   sealRecord,
   snapshotBody,
+  stampCheckpointSegment,
+  walSegmentNumber,
+  WAL_SEGMENT_NAME,
   type GroupDamageMark,
   type PendingRecord,
 } from './wal-format.js';
@@ -98,7 +103,6 @@ export const WAL_COMMIT_THRESHOLD_BYTES_DEFAULT = 8 * 1024 * 1024;
 export const WAL_BUFFERED_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
 /** The first checkpoint of a fresh log is CKPT_BEGIN (seq 1) and CKPT_END (seq 2). */
 const FRESH_LOG_LAST_SEQ = 2;
-const SEGMENT_NAME = /^wal-([0-9a-f]{16})\.seg$/;
 /** Looking for a checkpoint at the start of a segment reads this much at a time (most segments have none). */
 const CHECKPOINT_PROBE_WINDOW_BYTES = 64 * 1024;
 
@@ -229,8 +233,8 @@ export class Wal {
 
   /** Recovers the log in `store` (creating a fresh one if it is empty); see the header. */
   static async open(store: SegmentStore, options: WalOptions): Promise<WalOpenResult> {
-    const names = (await store.list()).filter((n) => SEGMENT_NAME.test(n)).sort();
-    const nextSegmentNumber = names.length === 0 ? 1 : segmentNumber(names[names.length - 1]) + 1;
+    const names = (await store.list()).filter((n) => WAL_SEGMENT_NAME.test(n)).sort();
+    const nextSegmentNumber = names.length === 0 ? 1 : walSegmentNumber(names[names.length - 1]) + 1;
     // Replay starts at the complete checkpoint with the highest sequence number (the
     // older segment on a tie), not at the newest segment that starts with one: a
     // segment whose unsynced start is garbage can hold a stale copy of an older
@@ -509,6 +513,7 @@ export class Wal {
 
   private async writeCheckpoint(records: PendingRecord[]): Promise<void> {
     const name = this.newSegmentName();
+    stampCheckpointSegment(records[0], walSegmentNumber(name));
     const seg = await this.store.create(name);
     this.stats.segmentsCreated++;
     try {
@@ -576,10 +581,6 @@ export class Wal {
   }
 }
 
-function segmentNumber(name: string): number {
-  return parseInt(SEGMENT_NAME.exec(name)![1], 16);
-}
-
 /** The CKPT_BEGIN seq when the segment starts (offset 0) with a complete, valid checkpoint span, else null. */
 async function checkpointSeqAtStart(store: SegmentStore, name: string): Promise<number | null> {
   const seg = await store.open(name);
@@ -592,6 +593,7 @@ async function checkpointSeqAtStart(store: SegmentStore, name: string): Promise<
       const { header: h, body: b } = item;
       if (begin === null) {
         if (item.offsetBytes !== 0 || b.type !== 'checkpointBegin') return false;
+        if (!checkpointBelongsTo(h.group, walSegmentNumber(name))) return false; // a copy from another segment
         begin = { seq: h.seq, groupCount: b.groupCount, recordCount: b.recordCount };
         return true;
       }
