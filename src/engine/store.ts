@@ -1,7 +1,7 @@
 // Opens (formatting if new) the local engine on a device file or block device:
 // the one entry point daemons use. A new regular file is created sparse, so its
 // data area reads as zeros and never-used chunks need no zeroing.
-import { FileDevice, type DirectIoMode } from '../io/node/file-device.js';
+import { FileDevice, type DirectIoMode, type InlineWrites } from '../io/node/file-device.js';
 import { sharedBlockCodec } from '../io/node/block-worker.js';
 import { BufferPool } from '../stdx/buffer-pool.js';
 import { TesseraError } from '../stdx/errors.js';
@@ -13,6 +13,8 @@ export interface LocalStoreOptions {
   /** Size of a new device file; the device is created and formatted only if it does not exist. */
   createSizeBytes?: number;
   directIo?: DirectIoMode;
+  /** Small buffered writes on the calling thread: see InlineWrites (default 'first-per-turn'). */
+  inlineWrites?: InlineWrites;
   objectSizeBytes?: number;
   log?: LogFn;
   onFatal?: (err: Error) => void;
@@ -47,7 +49,7 @@ export async function openLocalStore(opts: LocalStoreOptions): Promise<{ store: 
     created = true;
     opts.log?.('info', `formatted new device ${opts.devicePath} (${opts.createSizeBytes} bytes)`);
   }
-  const device = await FileDevice.open(opts.devicePath, opts.directIo ?? 'auto');
+  const device = await FileDevice.open(opts.devicePath, opts.directIo ?? 'auto', undefined, opts.inlineWrites);
   try {
     const offload = opts.blockWorker ?? process.env.TESSERA_BLOCK_WORKER !== '0';
     const engine = await LocalEngine.open(

@@ -13,16 +13,16 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { FileDevice } from './file-device.js';
+import { FileDevice, type InlineWrites } from './file-device.js';
 
 const root = mkdtempSync(join(tmpdir(), 'tessera-filedev-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 let seq = 0;
 
-async function device(): Promise<FileDevice> {
+async function device(inlineWrites: InlineWrites = 'first-per-turn'): Promise<FileDevice> {
   const path = join(root, `dev-${++seq}.img`);
   await FileDevice.create(path, 16 << 20);
-  return FileDevice.open(path, 'off');
+  return FileDevice.open(path, 'off', undefined, inlineWrites);
 }
 
 const block = (fill: number, bytes = 4608): Buffer => Buffer.alloc(bytes, fill);
@@ -49,6 +49,23 @@ test('of 32 writes issued in one turn, only the first is synchronous; all land',
     // The next turn starts afresh: a lone write is synchronous again.
     await d.write(block(0xee), 40 * 4608);
     assert.equal(d.syncIos, 2);
+    for (let i = 0; i < 32; i++) {
+      const back = Buffer.alloc(4608);
+      await d.read(back, i * 4608);
+      assert.ok(back.equals(block(i + 1)), `block ${i}`);
+    }
+  } finally {
+    await d.close();
+  }
+});
+
+test("inlineWrites 'all' (OSDs): 32 small writes of one turn are all synchronous, a large one still uses the pool; all land", async () => {
+  const d = await device('all');
+  try {
+    await Promise.all(Array.from({ length: 32 }, (_, i) => d.write(block(i + 1), i * 4608)));
+    assert.deepEqual({ sync: d.syncIos, async: d.asyncIos }, { sync: 32, async: 0 });
+    await d.write(block(0x5a, 128 * 1024), 64 * 4608);
+    assert.equal(d.asyncIos, 1, 'a write over 64 KiB would hold the event loop too long');
     for (let i = 0; i < 32; i++) {
       const back = Buffer.alloc(4608);
       await d.read(back, i * 4608);

@@ -16,6 +16,14 @@ import type { BlockDevice } from '../../device/device.js';
 import { SECTOR_BYTES } from '../../device/device.js';
 
 export type DirectIoMode = 'auto' | 'on' | 'off';
+/**
+ * Which small buffered writes run synchronously on the calling thread (see
+ * FileDevice): 'first-per-turn' sends the others of a turn to the thread pool,
+ * overlapping their copy with this thread's work, which pays when a core is idle;
+ * 'all' saves the pool's hand-off (futex wake-ups, a context switch each way) for
+ * processes that share busy cores, such as several OSDs on one host.
+ */
+export type InlineWrites = 'first-per-turn' | 'all';
 
 /** A synchronous IO slower than this most likely waited for the disk (page-cache miss, dirty throttling). */
 const SYNC_SLOW_US = 150;
@@ -41,8 +49,11 @@ export class FileDevice implements BlockDevice {
    * row switch this device back to the thread pool for SYNC_BACKOFF_MS.
    * Writes go synchronous only when no other device IO is in flight (queue depth
    * 1: it saves the pool's round trip, ~20 us here); under load they use the pool,
-   * which overlaps the copy into the page cache (~25 us of kernel time per 4 KiB
-   * write on this machine) with the main thread's network work.
+   * which overlaps the copy into the page cache with the main thread's network
+   * work; with inlineWrites 'all' they stay synchronous (see InlineWrites).
+   * A 4 KiB write costs ~6 us of kernel time into small page-cache folios but ~25 us
+   * into a large folio (one left by a large sequential write: ext4 walks every
+   * block of the folio on each write; Linux 6.18 here, session 10).
    */
   private syncSlowScore = 0;
   private syncBackoffUntilMs = 0;
@@ -59,10 +70,11 @@ export class FileDevice implements BlockDevice {
     readonly sizeBytes: number,
     readonly directIo: boolean,
     private readonly fd: number,
+    readonly inlineWrites: InlineWrites = 'first-per-turn',
   ) {}
 
   /** Open an existing device file or block device. */
-  static async open(path: string, mode: DirectIoMode = 'auto', name = basename(path)): Promise<FileDevice> {
+  static async open(path: string, mode: DirectIoMode = 'auto', name = basename(path), inlineWrites: InlineWrites = 'first-per-turn'): Promise<FileDevice> {
     const st = await fs.promises.stat(path).catch((err: NodeJS.ErrnoException) => {
       throw new TesseraError('ERR_NOT_FOUND', `device ${path}: ${err.code ?? err.message}`);
     });
@@ -74,12 +86,12 @@ export class FileDevice implements BlockDevice {
     const flags = fs.constants.O_RDWR;
     if (mode !== 'off') {
       const fd = await openFd(path, flags | fs.constants.O_DIRECT).catch(() => -1);
-      if (fd >= 0 && (await probeDirect(fd))) return new FileDevice(name, path, sizeBytes, true, fd);
+      if (fd >= 0 && (await probeDirect(fd))) return new FileDevice(name, path, sizeBytes, true, fd, inlineWrites);
       if (fd >= 0) fs.closeSync(fd);
       if (mode === 'on') throw new TesseraError('ERR_INVALID', `device ${path}: the file system does not support O_DIRECT`);
     }
     const fd = await openFd(path, flags);
-    return new FileDevice(name, path, sizeBytes, false, fd);
+    return new FileDevice(name, path, sizeBytes, false, fd, inlineWrites);
   }
 
   /** Create a sparse regular file of `sizeBytes` (fails if it exists). */
@@ -137,7 +149,7 @@ export class FileDevice implements BlockDevice {
   }
 
   write(buf: Uint8Array, offsetBytes: number): Promise<void> {
-    if (this.stats.inFlight === 0 && !this.syncWroteThisTurn && this.syncAllowed(buf.length)) {
+    if ((this.inlineWrites === 'all' || (this.stats.inFlight === 0 && !this.syncWroteThisTurn)) && this.syncAllowed(buf.length)) {
       // A synchronous write never counts as in flight, so "queue depth 1" also means:
       // the first write of this event-loop turn. Commands that arrived together (one
       // socket read at QD32) send their other writes to the pool, overlapping the
