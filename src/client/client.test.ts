@@ -87,6 +87,49 @@ test('an IO crossing objects is split at object boundaries into one request per 
   }
 });
 
+test('read data a transport lends (release) is copied out first and released exactly once per response, aligned or not', async () => {
+  const b = await bed({ cluster: { objectSizeBytes: 4 * KiB } });
+  try {
+    const vol = b.store.open('v');
+    const data = pattern(5 * 4096, 9);
+    await vol.write(4096, data, false);
+    const inner = b.cluster.transport.request;
+    let lent = 0;
+    let released = 0;
+    b.cluster.transport.request = async (osd, req, timeoutMs) => {
+      const resp = await inner(osd, req, timeoutMs);
+      if (resp.status !== Status.Ok || resp.data === undefined) return resp;
+      const buf = Buffer.from(resp.data);
+      lent++;
+      let given = false;
+      // The transport reuses a released buffer at once: a caller reading it later sees 0xee.
+      const release = (): void => {
+        assert.ok(!given, 'released twice');
+        given = true;
+        released++;
+        buf.fill(0xee);
+      };
+      return { status: Status.Ok, data: buf, release };
+    };
+    const out = Buffer.alloc(data.length);
+    await vol.read(4096, data.length, out, 0);
+    assert.ok(out.equals(data), 'aligned read across objects');
+    const odd = Buffer.alloc(3000);
+    await vol.read(4096 + 700, odd.length, odd, 0);
+    assert.ok(odd.equals(data.subarray(700, 3700)), 'unaligned read');
+    const rmw = pattern(1000, 4);
+    await vol.write(4096 + 100, rmw, false); // read-modify-write of its edge sectors
+    await vol.read(4096, data.length, out, 0);
+    const want = Buffer.from(data);
+    rmw.copy(want, 100);
+    assert.ok(out.equals(want), 'read after a read-modify-write');
+    assert.ok(lent >= 8);
+    assert.equal(released, lent);
+  } finally {
+    await b.close();
+  }
+});
+
 test('unaligned writes, zeroes and reads use whole sectors (read-modify-write of the edges)', async () => {
   const b = await bed({ cluster: { objectSizeBytes: 4 * KiB } });
   try {

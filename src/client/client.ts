@@ -606,6 +606,9 @@ export class ClusterClient {
     } catch (err) {
       // A bug in this file: fail the piece rather than leave its op hanging.
       this.finish(p, err instanceof Error ? err : new Error(String(err)));
+    } finally {
+      // Read data was copied out (absorb) and nothing here keeps a view of it.
+      if (resp.status === Status.Ok) resp.release?.();
     }
   }
 

@@ -39,6 +39,8 @@ export interface GatewayServerOptions<S extends GatewaySession> {
   negotiationTimeoutMs: number;
   shutdownDrainMs: number;
   log: GatewayLogFn;
+  /** Read into one lent buffer (TcpListenOptions.borrowReads): the sessions' decoders must copy what they keep. */
+  borrowReads?: boolean;
   createSession(conn: TcpConnection, label: string): S;
 }
 
@@ -65,6 +67,7 @@ export class GatewayTcpServer<S extends GatewaySession> {
       host: opts.host,
       port: opts.port,
       log: opts.log,
+      borrowReads: opts.borrowReads,
       onConnection: (conn) => {
         if (server === null || server.closing !== null || server.sessions.size >= opts.maxConnections) {
           opts.log('warn', `${opts.name}: refusing ${conn.remoteLabel}: ${server?.closing ? 'shutting down' : `limit of ${opts.maxConnections} connections reached`}`);

@@ -16,4 +16,6 @@ export interface Connection {
   resumeReading(): void;
   /** Sends what is queued, then closes. Idempotent. The transport later calls onClose(). */
   close(): void;
+  /** True when a data chunk is lent for the delivering call only (the session must copy what it keeps); absent means false. */
+  readonly borrowsReads?: boolean;
 }

@@ -103,6 +103,12 @@ export interface OkResponse {
   data?: Buffer;
   /** BlockStatus. */
   extents?: ExtentWire[];
+  /**
+   * Read, optional: gives data's buffer back to the transport for reuse. A caller
+   * that copied the data out and keeps no view of it calls this once; one that does
+   * not just lets the buffer be collected.
+   */
+  release?: () => void;
 }
 
 export interface ErrorResponse {

@@ -196,6 +196,38 @@ test('decoder: a payload inside one chunk is a view of it; one spanning chunks i
   assert.deepEqual(r.frames[0].payload, whole.frames[0].payload);
 });
 
+test('decoder of borrowed chunks (a socket reading into one reused buffer): every payload is a copy, so overwriting the chunk after feed() changes no frame, paused or not', (t) => {
+  const { bytes, headers } = sampleStream();
+  const want = decodeChunks([Buffer.from(bytes)]).frames.map((f) => Buffer.from(f.payload));
+  const seed = seedFromEnv();
+  t.diagnostic(`seed ${seed} (replay with TESSERA_SEED=${seed})`);
+  const prng = new Prng(seed);
+  const { sink, handler } = collector();
+  // Every frame pauses the decoder (as a server at its in-flight bound does); it is resumed before the next read.
+  const decoder: FrameDecoder = new FrameDecoder(
+    {
+      ...handler,
+      onFrame: (f) => {
+        handler.onFrame(f);
+        if (prng.int(2) === 0) decoder.pause();
+      },
+    },
+    { borrowedChunks: true },
+  );
+  const lent = Buffer.alloc(bytes.length);
+  for (let at = 0; at < bytes.length; ) {
+    const n = Math.min(bytes.length - at, 1 + prng.int(bytes.length));
+    bytes.copy(lent, 0, at, at + n);
+    decoder.feed(lent.subarray(0, n));
+    lent.fill(0xee); // the socket reads the next bytes into the same memory
+    while (decoder.isPaused()) decoder.resume();
+    at += n;
+  }
+  assert.deepEqual(sink.frames.map(headerOf), headers);
+  assert.deepEqual(sink.frames.map((f) => f.payload), want);
+  assert.equal(decoder.heldBytes(), 0);
+});
+
 // --- Rejections ---------------------------------------------------------------------
 
 test('reject: bad magic (garbage, and an NBD request) is fatal with ERR_PROTOCOL', () => {

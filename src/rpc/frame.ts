@@ -189,6 +189,12 @@ export interface FrameDecoderOptions {
   pausedQueueBytesMax?: number;
   /** Allocates a buffer for a payload spanning chunks; every byte is overwritten before use. */
   allocate?: (bytes: number) => Buffer;
+  /**
+   * Chunks are lent for the duration of feed() only (a socket reading into one
+   * reused buffer): every payload is copied into an allocate()d buffer, and what a
+   * paused decoder still holds of the chunk is copied before feed() returns.
+   */
+  borrowedChunks?: boolean;
 }
 
 const S_HEADER = 0;
@@ -206,6 +212,7 @@ export class FrameDecoder {
   private readonly payloadBytesMax: number;
   private readonly pausedQueueBytesMax: number;
   private readonly allocate: (bytes: number) => Buffer;
+  private readonly borrowedChunks: boolean;
   private readonly scratch = Buffer.alloc(FRAME_HEADER_BYTES);
   private scratchFill = 0;
   private header: FrameHeader | null = null;
@@ -227,6 +234,7 @@ export class FrameDecoder {
     this.payloadBytesMax = options.payloadBytesMax ?? FRAME_PAYLOAD_BYTES_MAX_DEFAULT;
     this.pausedQueueBytesMax = options.pausedQueueBytesMax ?? FRAME_PAUSED_QUEUE_BYTES_MAX_DEFAULT;
     this.allocate = options.allocate ?? ((bytes) => Buffer.alloc(bytes));
+    this.borrowedChunks = options.borrowedChunks ?? false;
     assert(Number.isInteger(this.payloadBytesMax) && this.payloadBytesMax >= 0 && this.payloadBytesMax <= U32_MAX, 'payloadBytesMax must be a u32');
   }
 
@@ -238,12 +246,25 @@ export class FrameDecoder {
       this.queuedBytes += chunk.length;
       if (!(!this.paused || this.queuedBytes - this.queuePos <= this.pausedQueueBytesMax)) fail(`fed ${this.queuedBytes - this.queuePos} bytes while paused`);
       this.drain();
+      if (this.borrowedChunks) this.keepRestOf(chunk);
     }
     return !this.paused && this.state !== S_FAILED;
   }
 
   pause(): void {
     this.paused = true;
+  }
+
+  /** A lent chunk still queued (paused mid-chunk) is replaced by a copy of its unread bytes. */
+  private keepRestOf(chunk: Buffer): void {
+    const i = this.queue.lastIndexOf(chunk);
+    if (i < 0) return;
+    const from = i === 0 ? this.queuePos : 0;
+    this.queue[i] = Buffer.from(chunk.subarray(from));
+    if (i === 0) {
+      this.queuedBytes -= from;
+      this.queuePos = 0;
+    }
   }
 
   resume(): void {
@@ -338,7 +359,7 @@ export class FrameDecoder {
   private stepPayload(chunk: Buffer, pos: number): number {
     const availBytes = chunk.length - pos;
     if (this.body === null) {
-      if (availBytes >= this.payloadBytes) {
+      if (availBytes >= this.payloadBytes && !this.borrowedChunks) {
         const end = pos + this.payloadBytes;
         this.complete(chunk.subarray(pos, end)); // whole payload in this chunk: no copy
         return end;

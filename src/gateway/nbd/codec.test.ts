@@ -183,19 +183,23 @@ type Event =
 
 class Recorder implements DecoderHandler {
   readonly events: Event[] = [];
+  /** Every body handed out, kept as is (a lent chunk overwritten later would show in them). */
+  readonly bodies: Buffer[] = [];
   decoder: NbdDecoder;
   pauseOnRequest = false;
-  constructor() {
-    this.decoder = new NbdDecoder(this);
+  constructor(borrowedChunks = false) {
+    this.decoder = new NbdDecoder(this, borrowedChunks);
   }
   onClientFlags(flags: number): void {
     this.events.push({ kind: 'flags', flags });
   }
   onOption(option: number, data: Buffer): void {
+    this.bodies.push(data);
     this.events.push({ kind: 'option', option, data: data.toString('hex') });
     if (option === C.NBD_OPT_GO) this.decoder.enterTransmission();
   }
   onRequest(r: NbdRequest): void {
+    if (r.data) this.bodies.push(r.data);
     this.events.push({ kind: 'request', type: r.type, flags: r.flags, cookie: r.cookie, offset: r.offset, offsetSafe: r.offsetSafe, lengthBytes: r.lengthBytes, data: r.data?.toString('hex') ?? null, skipped: r.payloadSkipped });
     if (this.pauseOnRequest) this.decoder.pause();
   }
@@ -247,6 +251,31 @@ test('Request message: the stream fed one byte at a time decodes identically', (
   const r = new Recorder();
   for (let i = 0; i < CLIENT_STREAM.length; i++) r.decoder.feed(CLIENT_STREAM.subarray(i, i + 1));
   assert.deepEqual(r.events, EXPECTED);
+});
+
+test('borrowed chunks (a socket reading into one reused buffer): bodies are copies and a paused decoder keeps a copy of the rest, at every split', () => {
+  const owned = new Recorder();
+  owned.decoder.feed(CLIENT_STREAM);
+  const want = owned.bodies.map((b) => b.toString('hex'));
+  for (let cut = 1; cut < CLIENT_STREAM.length; cut++) {
+    for (const pause of [false, true]) {
+      const r = new Recorder(true);
+      r.pauseOnRequest = pause;
+      const lent = Buffer.alloc(CLIENT_STREAM.length);
+      for (const [from, to] of [
+        [0, cut],
+        [cut, CLIENT_STREAM.length],
+      ]) {
+        CLIENT_STREAM.copy(lent, 0, from, to);
+        r.decoder.feed(lent.subarray(0, to - from));
+        lent.fill(0xee); // the next read lands in the same memory
+        while (r.decoder.isPaused()) r.decoder.resume();
+      }
+      assert.deepEqual(r.events, EXPECTED, `split at byte ${cut}, pause ${pause}`);
+      assert.deepEqual(r.bodies.map((b) => b.toString('hex')), want, `bodies kept, split at byte ${cut}, pause ${pause}`);
+      assert.equal(r.decoder.heldBytes(), 0);
+    }
+  }
 });
 
 test('Request message: offset 2^53 is the largest offset marked safe', () => {

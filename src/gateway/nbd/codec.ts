@@ -14,6 +14,7 @@
 import { assert, fail } from '../../stdx/assert.js';
 import { copyBytes } from '../../stdx/shared-copy.js';
 import { LARGE_BUFFER_BYTES, writePayloadBuffers } from '../buffers.js';
+import { Slab } from '../../stdx/slab.js';
 import {
   CLIENT_FLAGS_BYTES,
   EXPORT_NAME_REPLY_ZEROES_BYTES,
@@ -377,6 +378,9 @@ const S_REQUEST_PAYLOAD = 4;
 const S_REQUEST_SKIP = 5;
 const S_STOPPED = 6;
 
+/** Small bodies (option data, writes under LARGE_BUFFER_BYTES) copied out of a lent chunk. */
+const bodySlab = new Slab(256 * 1024, 32 * 1024);
+
 /**
  * Byte-level state machine. feed() takes fragments of any size; each complete message
  * is handed to the handler synchronously. The handler may call pause(), stop() or
@@ -400,12 +404,30 @@ export class NbdDecoder {
   private paused = false;
   private draining = false;
 
-  constructor(private readonly handler: DecoderHandler) {}
+  /**
+   * borrowedChunks: a chunk is lent for the duration of feed() only (the socket reads
+   * into one reused buffer, io/node/tcp.ts borrowReads): bodies are always copied
+   * out, and what a paused decoder still holds of the chunk is copied before feed()
+   * returns.
+   */
+  constructor(
+    private readonly handler: DecoderHandler,
+    private readonly borrowedChunks = false,
+  ) {}
 
   feed(chunk: Buffer): void {
     if (this.state === S_STOPPED || chunk.length === 0) return;
     this.queue.push(chunk);
     this.drain();
+    if (this.borrowedChunks) this.keepRestOf(chunk);
+  }
+
+  /** A lent chunk still queued (paused mid-chunk) is replaced by a copy of its unread bytes. */
+  private keepRestOf(chunk: Buffer): void {
+    const i = this.queue.lastIndexOf(chunk);
+    if (i < 0) return;
+    this.queue[i] = Buffer.from(chunk.subarray(i === 0 ? this.queuePos : 0));
+    if (i === 0) this.queuePos = 0;
   }
 
   pause(): void {
@@ -571,18 +593,23 @@ export class NbdDecoder {
 
   private stepBody(chunk: Buffer, pos: number): number {
     if (this.body === null) {
-      if (chunk.length - pos >= this.bodyBytes) {
+      if (chunk.length - pos >= this.bodyBytes && !this.borrowedChunks) {
         // The whole body is inside this chunk: hand out a view, no allocation, no copy.
-        // Socket chunks are fresh memory that nothing writes to after delivery.
+        // Owned socket chunks are fresh memory that nothing writes to after delivery.
         const view = chunk.subarray(pos, pos + this.bodyBytes);
         this.deliverBody(view);
         return pos + view.length;
       }
       // Uninitialized either way: every byte is copied in below before the body is
       // handed out. A large write payload comes from the gateways' shared recycled
-      // buffers (gateway/buffers.ts; the session gives it back after the write).
+      // buffers (gateway/buffers.ts; the session gives it back after the write), a
+      // small one from a slab.
       this.body =
-        this.state === S_REQUEST_PAYLOAD && this.bodyBytes >= LARGE_BUFFER_BYTES ? writePayloadBuffers.take(this.bodyBytes) : Buffer.allocUnsafe(this.bodyBytes);
+        this.state === S_REQUEST_PAYLOAD && this.bodyBytes >= LARGE_BUFFER_BYTES
+          ? writePayloadBuffers.take(this.bodyBytes)
+          : this.bodyBytes <= bodySlab.pieceBytesMax
+            ? bodySlab.take(this.bodyBytes)
+            : Buffer.allocUnsafe(this.bodyBytes);
     }
     const body = this.body;
     const n = Math.min(chunk.length - pos, body.length - this.bodyFill);

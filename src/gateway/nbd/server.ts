@@ -57,6 +57,7 @@ export class NbdServer {
       negotiationTimeoutMs: opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS_DEFAULT,
       shutdownDrainMs: SHUTDOWN_DRAIN_MS,
       log,
+      borrowReads: true, // NbdDecoder copies bodies out (1 MiB writes churned ~16 fresh buffers each)
       createSession: (conn, label) => new NbdSession(conn, { store: opts.store, log, label, sharedBudget: budget }),
     });
     return new NbdServer(tcp);

@@ -115,7 +115,7 @@ export function errnoForError(err: unknown): { errno: number; unexpected: boolea
 
 export class NbdSession implements DecoderHandler {
   private phase: SessionPhase = 'greeting';
-  private readonly decoder = new NbdDecoder(this);
+  private readonly decoder: NbdDecoder;
   private readonly log: LogFn;
   private readonly label: string;
   private readonly defaultExportName: string;
@@ -148,6 +148,7 @@ export class NbdSession implements DecoderHandler {
     this.defaultExportName = opts.defaultExportName ?? C.DEFAULT_EXPORT_NAME;
     this.inFlightRequestsMax = opts.inFlightRequestsMax ?? C.IN_FLIGHT_REQUESTS_MAX;
     this.bufferedBytesMax = opts.bufferedBytesMax ?? C.BUFFERED_BYTES_MAX;
+    this.decoder = new NbdDecoder(this, conn.borrowsReads === true);
   }
 
   // --- Transport events -----------------------------------------------------

@@ -39,32 +39,18 @@ import type { MediaContext } from './media.js';
 import { SAM_GOOD } from './types.js';
 import { good, invalidFieldInCdb, lbaOutOfRange, miscompare } from './sense.js';
 import { largeReadBuffers } from '../buffers.js';
+import { Slab } from '../../stdx/slab.js';
 
-/** Read results up to this size are carved from a shared slab instead of one ArrayBuffer each. */
-const SLAB_ITEM_BYTES_MAX = 64 * 1024;
-const SLAB_BYTES = 1024 * 1024;
-let slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
-let slabUsedBytes = 0;
+/** Read results up to 64 KiB are carved from 1 MiB slabs instead of one ArrayBuffer each. */
+const readSlab = new Slab(1024 * 1024, 64 * 1024);
 
-// Read results over SLAB_ITEM_BYTES_MAX come from largeReadBuffers (gateway/buffers.ts).
+// Larger read results come from largeReadBuffers (gateway/buffers.ts).
 // The transport gives one back (give()) once its socket sent it; one it never gives
 // back is collected by the GC.
 
-/**
- * A buffer for a read result. Small ones come from a bump allocator over 1 MiB
- * slabs: slices are never handed out twice (a full slab is replaced, not reused),
- * and a slab is freed by the GC once its last slice is gone — so a 4 KiB read
- * costs no ArrayBuffer and little GC work. Large ones come from largeReadBuffers.
- */
+/** A buffer for a read result: small ones from the slab (a 4 KiB read costs no ArrayBuffer), large ones from largeReadBuffers. */
 function readBuffer(lengthBytes: number): Buffer {
-  if (lengthBytes > SLAB_ITEM_BYTES_MAX) return largeReadBuffers.take(lengthBytes);
-  if (slabUsedBytes + lengthBytes > SLAB_BYTES) {
-    slab = Buffer.allocUnsafeSlow(SLAB_BYTES);
-    slabUsedBytes = 0;
-  }
-  const out = slab.subarray(slabUsedBytes, slabUsedBytes + lengthBytes);
-  slabUsedBytes += (lengthBytes + 7) & ~7;
-  return out;
+  return lengthBytes > readSlab.pieceBytesMax ? largeReadBuffers.take(lengthBytes) : readSlab.take(lengthBytes);
 }
 
 /** READ (6) 0x08, (10) 0x28, (12) 0xA8, (16) 0x88 (SBC-4 5.13-5.16). */

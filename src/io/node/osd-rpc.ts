@@ -4,10 +4,10 @@
 // OSD stay in order (transport contract in client/transport.ts).
 import type { OsdAddress, OsdTransport } from '../../client/transport.js';
 import type { OsdNet } from '../../osd/osd.js';
-import { Method, type ClientRequest, type ClientResponse, type RaftBatch, type SnapshotChunk } from '../../osd/proto.js';
+import { Method, Status, type ClientRequest, type ClientResponse, type RaftBatch, type SnapshotChunk } from '../../osd/proto.js';
 import { decodeClientResponse, encodeClientRequest, encodeRaftBatch, encodeSnapshotChunk } from '../../rpc/messages.js';
 import { TesseraError } from '../../stdx/errors.js';
-import { RpcPool } from './rpc.js';
+import { RpcPool, responsePayloadBuffers } from './rpc.js';
 import { FRAME_HEADROOM_BYTES } from '../../rpc/headroom.js';
 
 export const SNAPSHOT_CHUNK_TIMEOUT_MS = 30_000;
@@ -18,7 +18,12 @@ export class RpcOsdTransport implements OsdTransport {
   async request(osd: OsdAddress, req: ClientRequest, timeoutMs: number): Promise<ClientResponse> {
     const client = this.pool.get(`${osd.addr}:${osd.port}`);
     const resp = await client.request(req.method, encodeClientRequest(req, FRAME_HEADROOM_BYTES), timeoutMs, { headroom: true });
-    return decodeClientResponse(req.method, resp.status, resp.payload);
+    const decoded = decodeClientResponse(req.method, resp.status, resp.payload);
+    if (decoded.status === Status.Ok && decoded.data !== undefined && responsePayloadBuffers.owns(resp.payload)) {
+      const payload = resp.payload;
+      decoded.release = () => responsePayloadBuffers.give(payload);
+    }
+    return decoded;
   }
 
   close(): Promise<void> {

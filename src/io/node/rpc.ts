@@ -35,6 +35,12 @@
 //   raft tolerates loss and the caller retries requests.
 // - TCP_NODELAY on every socket; writes of one event-loop pass leave corked in one
 //   writev (TcpConnection in tcp.ts).
+// - Client connections read into one buffer each (net `onread`), so the decoder
+//   copies every response payload out (FrameDecoder borrowedChunks): small ones
+//   into a shared slab, large ones into responsePayloadBuffers, which the consumer
+//   may give back (OkResponse.release). Server connections read into their
+//   listener's one buffer (TcpListenOptions.borrowReads) and copy requests the same
+//   way (large ones into fresh buffers: an OSD keeps a write as a raft entry).
 // - Payload buffers are handed to the socket as they are (no copy); a caller must
 //   not modify them until the request settles. With `headroom`, parts[0] begins with
 //   FRAME_HEADROOM_BYTES reserved for the frame header (no allocation per frame).
@@ -43,6 +49,8 @@ import * as net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { assert, fail } from '../../stdx/assert.js';
 import { TesseraError } from '../../stdx/errors.js';
+import { BufferRecycler } from '../../stdx/buffer-recycler.js';
+import { Slab } from '../../stdx/slab.js';
 import { FRAME_PAYLOAD_BYTES_MAX_DEFAULT, FrameDecoder, FrameKind } from '../../rpc/frame.js';
 import type { Frame, FrameError, FrameHeader } from '../../rpc/frame.js';
 import { FRAME_HEADROOM_BYTES, framePayload } from '../../rpc/headroom.js';
@@ -54,6 +62,32 @@ import type { TcpLogFn } from './tcp.js';
 export { FRAME_HEADROOM_BYTES };
 
 const KEEPALIVE_INITIAL_DELAY_MS = 30_000;
+/** The one buffer a client connection reads into (onread). */
+const CLIENT_READ_BUFFER_BYTES = 256 * 1024;
+/** Payloads up to 16 KiB read from a lent socket buffer are copied into regions of 256 KiB slabs. */
+const payloadSlab = new Slab(256 * 1024, 16 * 1024);
+
+/**
+ * Response payloads over PAYLOAD_SLAB_PIECE_BYTES_MAX (read results): the consumer
+ * gives one back once it copied the data out (OkResponse.release, osd-rpc.ts), so
+ * 1 MiB reads reuse a few buffers instead of a fresh ArrayBuffer each.
+ */
+export const responsePayloadBuffers = new BufferRecycler(32 * 1024 * 1024, 32 * 1024);
+
+/**
+ * Buffers for payloads read from a lent socket buffer (every byte is overwritten):
+ * small ones are regions of a shared slab, so that a frame costs no ArrayBuffer;
+ * large ones come from `large`.
+ */
+function slabOr(large: (bytes: number) => Buffer): (bytes: number) => Buffer {
+  return (bytes) => (bytes > payloadSlab.pieceBytesMax ? large(bytes) : payloadSlab.take(bytes));
+}
+
+/** Responses: large read results are given back by their consumer. */
+const allocResponsePayload = slabOr((bytes) => responsePayloadBuffers.take(bytes));
+/** Requests: a large write becomes a raft entry the OSD keeps until compaction, so it is never given back. */
+const allocRequestPayload = slabOr((bytes) => Buffer.allocUnsafeSlow(bytes));
+
 const CLOSE_LINGER_MS = 5_000;
 const EMPTY_PARTS: readonly Buffer[] = [];
 
@@ -130,7 +164,7 @@ export class RpcServerConnection {
         onCorruptFrame: (header, error) => this.onCorruptFrame(header, error),
         onFailure: (error) => this.fatal(error.message),
       },
-      { payloadBytesMax },
+      { payloadBytesMax, borrowedChunks: true, allocate: allocRequestPayload },
     );
   }
 
@@ -297,6 +331,7 @@ export class RpcServer {
       keepAliveInitialDelayMs: this.options.keepAliveInitialDelayMs ?? KEEPALIVE_INITIAL_DELAY_MS,
       writeBufferBytesMax: this.outputBytesMax,
       closeLingerMs: this.options.closeLingerMs ?? CLOSE_LINGER_MS,
+      borrowReads: true,
       onConnection: (tcp) => {
         this.stats.connectionsAccepted++;
         const conn = new RpcServerConnection(tcp, this.handler, this.stats, this.requestsInFlightMax, this.payloadBytesMax, this.log);
@@ -534,7 +569,25 @@ export class RpcClient {
   private connect(): void {
     this.stateValue = 'connecting';
     this.reconnectTimer = null;
-    const socket = net.connect({ host: this.host, port: this.port, noDelay: true, keepAlive: true, keepAliveInitialDelay: this.keepAliveInitialDelayMs });
+    // Responses are read into one buffer per connection (onread) instead of a fresh
+    // ArrayBuffer per socket read: 1 MiB read results arrived as ~16 such buffers, and
+    // that churn kept the gateway in major GCs (half its CPU at 1 MiB reads, session 10).
+    // The decoder copies each payload out before the buffer is read into again.
+    let feedChunk: (chunk: Buffer) => void = () => fail('data before connect');
+    const socket = net.connect({
+      host: this.host,
+      port: this.port,
+      noDelay: true,
+      keepAlive: true,
+      keepAliveInitialDelay: this.keepAliveInitialDelayMs,
+      onread: {
+        buffer: Buffer.allocUnsafe(CLIENT_READ_BUFFER_BYTES),
+        callback: (bytes: number, buf: Uint8Array) => {
+          feedChunk((buf as Buffer).subarray(0, bytes));
+          return true;
+        },
+      },
+    });
     this.socket = socket;
     let established = false;
     let lastError: Error | null = null;
@@ -558,10 +611,11 @@ export class RpcClient {
           },
           onFailure: (error) => this.protocolFailure(socket, error.message),
         },
-        { payloadBytesMax: this.payloadBytesMax },
+        { payloadBytesMax: this.payloadBytesMax, borrowedChunks: true, allocate: allocResponsePayload },
       );
+      feedChunk = (chunk) => decoder.feed(chunk);
       tcp.attach({
-        onData: (chunk) => decoder.feed(chunk),
+        onData: () => fail('a client socket reads through onread'),
         onDrain: () => {
           this.outputFull = false;
           this.pump();

@@ -18,6 +18,7 @@ import { TesseraError } from '../../stdx/errors.js';
 export type TcpLogFn = (level: 'info' | 'warn' | 'error', msg: string) => void;
 
 export interface TcpHandlers {
+  /** With TcpListenOptions.borrowReads the chunk is valid only during this call: copy what you keep. */
   onData(chunk: Buffer): void;
   onDrain(): void;
   /** Called once, when the socket is fully closed for any reason. */
@@ -33,7 +34,17 @@ export interface TcpListenOptions {
   keepAliveInitialDelayMs?: number;
   writeBufferBytesMax?: number;
   closeLingerMs?: number;
+  /**
+   * Read every connection into one reused buffer (net `onread`) instead of a fresh
+   * ArrayBuffer per socket read: onData's chunk is then lent for the call only.
+   * 1 MiB writes arrive as ~16 reads, and that churn of external memory kept V8 in
+   * back-to-back full GCs (half the gateway's CPU at 1 MiB writes, session 10).
+   */
+  borrowReads?: boolean;
 }
+
+/** The buffer a borrowing listener's connections read into (one per listener: reads are delivered one at a time). */
+const BORROWED_READ_BUFFER_BYTES = 256 * 1024;
 
 const KEEPALIVE_INITIAL_DELAY_MS = 30_000;
 const WRITE_BUFFER_BYTES_MAX = 8 * 1024 * 1024;
@@ -54,14 +65,27 @@ export class TcpConnection {
     private readonly socket: net.Socket,
     private readonly writeBufferBytesMax: number,
     private readonly closeLingerMs: number,
+    /** The socket reads through onread into a lent buffer (see borrowReads), delivered by deliverBorrowed. */
+    private readonly borrowed = false,
   ) {
     this.remoteLabel = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
+  }
+
+  /** True when onData's chunks are lent for the call only (TcpListenOptions.borrowReads). */
+  get borrowsReads(): boolean {
+    return this.borrowed;
+  }
+
+  /** onread's callback: the bytes the socket just read into the lent buffer. */
+  deliverBorrowed(chunk: Buffer): void {
+    this.handlers?.onData(chunk);
   }
 
   /** Starts delivering events; data flows only after this. */
   attach(handlers: TcpHandlers): void {
     this.handlers = handlers;
-    this.socket.on('data', (chunk: Buffer) => handlers.onData(chunk));
+    if (this.borrowed) this.socket.resume(); // created paused: onread delivers to handlers from now on
+    else this.socket.on('data', (chunk: Buffer) => handlers.onData(chunk));
     this.socket.on('drain', () => {
       if (!this.reportedFull) return;
       this.reportedFull = false;
@@ -150,14 +174,19 @@ export class TcpListener {
     const keepAliveMs = opts.keepAliveInitialDelayMs ?? KEEPALIVE_INITIAL_DELAY_MS;
     const writeBufferBytesMax = opts.writeBufferBytesMax ?? WRITE_BUFFER_BYTES_MAX;
     const closeLingerMs = opts.closeLingerMs ?? CLOSE_LINGER_MS;
-    const server = net.createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: keepAliveMs });
+    // Borrowing: connections arrive paused, so that no byte is read before the socket is re-created with onread.
+    const server = net.createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: keepAliveMs, pauseOnConnect: opts.borrowReads === true });
+    const readBuffer = opts.borrowReads === true ? Buffer.allocUnsafe(BORROWED_READ_BUFFER_BYTES) : null;
     let listener: TcpListener | null = null;
-    server.on('connection', (socket) => {
+    server.on('connection', (accepted) => {
       if (listener === null) {
-        socket.destroy();
+        accepted.destroy();
         return;
       }
-      listener.accept(socket, opts, log, keepAliveMs, writeBufferBytesMax, closeLingerMs);
+      let conn: TcpConnection | null = null;
+      const socket = readBuffer === null ? accepted : withReadBuffer(accepted, readBuffer, (chunk) => conn?.deliverBorrowed(chunk));
+      conn = new TcpConnection(socket, writeBufferBytesMax, closeLingerMs, socket !== accepted);
+      listener.accept(socket, conn, opts, log, keepAliveMs);
     });
     return new Promise((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => {
@@ -176,11 +205,10 @@ export class TcpListener {
     });
   }
 
-  private accept(socket: net.Socket, opts: TcpListenOptions, log: TcpLogFn, keepAliveMs: number, writeBufferBytesMax: number, closeLingerMs: number): void {
+  private accept(socket: net.Socket, conn: TcpConnection, opts: TcpListenOptions, log: TcpLogFn, keepAliveMs: number): void {
     socket.setNoDelay(true); // never leave Nagle on, whatever the server defaults were
     socket.setKeepAlive(true, keepAliveMs);
     this.sockets.add(socket);
-    const conn = new TcpConnection(socket, writeBufferBytesMax, closeLingerMs);
     socket.on('error', (err) => log('warn', `tcp ${conn.remoteLabel}: ${err.message}`));
     socket.once('close', () => {
       this.sockets.delete(socket);
@@ -216,4 +244,46 @@ export class TcpListener {
     this.destroyAll();
     await closed;
   }
+}
+
+/** The parts of an accepted net.Socket that withReadBuffer moves to its replacement (Node internals, checked). */
+interface AcceptedInternals {
+  _handle: { useUserBuffer?: unknown } | null;
+  _server: net.Server | null;
+  server: net.Server | null;
+}
+
+/**
+ * The accepted (paused) socket `accepted` as a socket that reads into `buffer`
+ * through net's public `onread` option, delivering each read to `onChunk`. Node
+ * offers onread only to sockets it creates for connect(), so the accepted socket's
+ * handle moves to a new Socket (created paused: TcpConnection.attach resumes it),
+ * with the server's connection count. Falls back to `accepted` itself (fresh
+ * buffers per read) should a Node release not have these internals.
+ */
+function withReadBuffer(accepted: net.Socket, buffer: Buffer, onChunk: (chunk: Buffer) => void): net.Socket {
+  const inner = accepted as unknown as AcceptedInternals;
+  const handle = inner._handle;
+  if (handle === null || typeof handle.useUserBuffer !== 'function' || inner._server === undefined) {
+    return accepted; // paused by pauseOnConnect: attach()'s 'data' listener starts reading
+  }
+  const socket = new net.Socket({
+    handle: handle as never,
+    readable: true,
+    writable: true,
+    pauseOnCreate: true,
+    onread: {
+      buffer,
+      callback: (bytes: number, buf: Uint8Array) => {
+        onChunk((buf as Buffer).subarray(0, bytes));
+        return true;
+      },
+    },
+  } as net.SocketConstructorOpts);
+  const moved = socket as unknown as AcceptedInternals;
+  moved._server = inner._server; // its close decrements the server's connection count
+  moved.server = inner.server;
+  inner._server = null;
+  inner._handle = null;
+  return socket;
 }

@@ -1,0 +1,86 @@
+// Tests of the TCP listener's borrowed reads (tcp.ts borrowReads): accepted sockets
+// re-created with net's onread deliver every byte in order through one lent
+// buffer, pause and resume, write back, and keep the server's connection count, so
+// that closing the listener completes.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as net from 'node:net';
+import { TcpListener, type TcpConnection } from './tcp.js';
+
+const HOST = '127.0.0.1';
+
+async function waitFor(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const start = Date.now();
+  while (!cond()) {
+    if (Date.now() - start > timeoutMs) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+test('borrowReads: 8 MiB arrive intact through one lent buffer, with pauses; replies flow; closing the listener completes', async () => {
+  const received: Buffer[] = [];
+  const lentBuffers = new Set<ArrayBufferLike>();
+  let conn: TcpConnection | null = null;
+  let closed = false;
+  const listener = await TcpListener.listen({
+    host: HOST,
+    port: 0,
+    borrowReads: true,
+    onConnection: (c) => {
+      conn = c;
+      assert.equal(c.borrowsReads, true);
+      let chunks = 0;
+      c.attach({
+        onData: (chunk) => {
+          lentBuffers.add(chunk.buffer);
+          received.push(Buffer.from(chunk)); // lent: copy what is kept
+          if (++chunks % 7 === 0) {
+            c.pauseReading();
+            setTimeout(() => c.resumeReading(), 2);
+          }
+        },
+        onDrain: () => {},
+        onClose: () => {
+          closed = true;
+        },
+      });
+    },
+  });
+  const data = Buffer.alloc(8 << 20);
+  for (let i = 0; i < data.length; i += 4) data.writeUInt32LE(i, i);
+  const client = net.connect({ host: HOST, port: listener.port });
+  const replies: Buffer[] = [];
+  client.on('data', (d: Buffer) => replies.push(d));
+  await new Promise<void>((resolve) => client.once('connect', () => resolve()));
+  client.write(data);
+  await waitFor(() => received.reduce((n, b) => n + b.length, 0) >= data.length, 'all bytes');
+  assert.ok(Buffer.concat(received).equals(data), 'every byte, in order');
+  assert.equal(lentBuffers.size, 1, 'every read landed in the one lent buffer');
+  assert.ok(received.length > 7, 'several reads, some while paused and resumed');
+  assert.equal(listener.connectionCount(), 1);
+  conn!.write(Buffer.from('ok'));
+  await waitFor(() => Buffer.concat(replies).toString() === 'ok', 'the reply');
+  client.end();
+  await waitFor(() => closed && listener.connectionCount() === 0, 'the connection to close');
+  await listener.close(); // hangs if the moved socket did not take the server's connection count along
+});
+
+test('without borrowReads chunks are the socket\'s own fresh buffers', async () => {
+  const received: Buffer[] = [];
+  const listener = await TcpListener.listen({
+    host: HOST,
+    port: 0,
+    onConnection: (c) => {
+      assert.equal(c.borrowsReads, false);
+      c.attach({ onData: (chunk) => received.push(chunk), onDrain: () => {}, onClose: () => {} });
+    },
+  });
+  const client = net.connect({ host: HOST, port: listener.port });
+  await new Promise<void>((resolve) => client.once('connect', () => resolve()));
+  const data = Buffer.alloc(1 << 20, 5);
+  client.write(data);
+  await waitFor(() => received.reduce((n, b) => n + b.length, 0) >= data.length, 'all bytes');
+  assert.ok(Buffer.concat(received).equals(data));
+  client.destroy();
+  await listener.close();
+});
