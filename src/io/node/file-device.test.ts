@@ -27,6 +27,15 @@ async function device(inlineWrites: InlineWrites = 'first-per-turn'): Promise<Fi
 
 const block = (fill: number, bytes = 4608): Buffer => Buffer.alloc(bytes, fill);
 
+/** Blocks 0..count-1 hold block(i + 1). */
+async function expectBlocks(d: FileDevice, count: number): Promise<void> {
+  for (let i = 0; i < count; i++) {
+    const back = Buffer.alloc(4608);
+    await d.read(back, i * 4608);
+    assert.ok(back.equals(block(i + 1)), `block ${i}`);
+  }
+}
+
 test('a write alone in its event-loop turn is synchronous', async () => {
   const d = await device();
   try {
@@ -49,11 +58,7 @@ test('of 32 writes issued in one turn, only the first is synchronous; all land',
     // The next turn starts afresh: a lone write is synchronous again.
     await d.write(block(0xee), 40 * 4608);
     assert.equal(d.syncIos, 2);
-    for (let i = 0; i < 32; i++) {
-      const back = Buffer.alloc(4608);
-      await d.read(back, i * 4608);
-      assert.ok(back.equals(block(i + 1)), `block ${i}`);
-    }
+    await expectBlocks(d, 32);
   } finally {
     await d.close();
   }
@@ -66,11 +71,7 @@ test("inlineWrites 'all' (OSDs): 32 small writes of one turn are all synchronous
     assert.deepEqual({ sync: d.syncIos, async: d.asyncIos }, { sync: 32, async: 0 });
     await d.write(block(0x5a, 128 * 1024), 64 * 4608);
     assert.equal(d.asyncIos, 1, 'a write over 64 KiB would hold the event loop too long');
-    for (let i = 0; i < 32; i++) {
-      const back = Buffer.alloc(4608);
-      await d.read(back, i * 4608);
-      assert.ok(back.equals(block(i + 1)), `block ${i}`);
-    }
+    await expectBlocks(d, 32);
   } finally {
     await d.close();
   }

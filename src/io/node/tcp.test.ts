@@ -84,3 +84,36 @@ test('without borrowReads chunks are the socket\'s own fresh buffers', async () 
   client.destroy();
   await listener.close();
 });
+
+test('borrowReads: close() of a connection paused for backpressure still sees the peer\'s FIN and closes at once, not after closeLingerMs', async () => {
+  let closedAtMs = 0;
+  let conn: TcpConnection | null = null;
+  const listener = await TcpListener.listen({
+    host: HOST,
+    port: 0,
+    borrowReads: true,
+    closeLingerMs: 30_000,
+    onConnection: (c) => {
+      conn = c;
+      c.attach({
+        onData: () => c.pauseReading(),
+        onDrain: () => {},
+        onClose: () => {
+          closedAtMs = Date.now();
+        },
+      });
+    },
+  });
+  const client = net.connect({ host: HOST, port: listener.port });
+  client.on('end', () => client.end()); // a peer that closes when we do
+  client.on('error', () => {});
+  await new Promise<void>((resolve) => client.once('connect', () => resolve()));
+  client.write(Buffer.alloc(1000));
+  await waitFor(() => conn !== null, 'the connection');
+  await new Promise((r) => setTimeout(r, 50));
+  const t0 = Date.now();
+  conn!.close();
+  await waitFor(() => closedAtMs > 0, 'the close', 3000);
+  assert.ok(closedAtMs - t0 < 2000, `closed after ${closedAtMs - t0} ms`);
+  await listener.close();
+});

@@ -78,6 +78,7 @@ export class TcpConnection {
 
   /** onread's callback: the bytes the socket just read into the lent buffer. */
   deliverBorrowed(chunk: Buffer): void {
+    if (this.ending) return; // read only to see the peer's FIN (close())
     this.handlers?.onData(chunk);
   }
 
@@ -141,6 +142,9 @@ export class TcpConnection {
     this.ending = true;
     if (this.corked) this.uncork();
     this.socket.end();
+    // A paused onread socket reads nothing, not even the peer's FIN, and would linger
+    // until closeLingerMs (Node's own buffers keep reading up to their high-water mark).
+    if (this.borrowed) this.socket.resume();
     this.socket.setTimeout(this.closeLingerMs, () => this.socket.destroy());
   }
 
