@@ -220,9 +220,12 @@ test('decoder of borrowed chunks (a socket reading into one reused buffer): ever
     bytes.copy(lent, 0, at, at + n);
     decoder.feed(lent.subarray(0, n));
     lent.fill(0xee); // the socket reads the next bytes into the same memory
-    while (decoder.isPaused()) decoder.resume();
+    // Sometimes the next chunk comes while still paused: the rest of this one is then
+    // kept behind earlier ones (keepRestOf's i > 0 case).
+    if (prng.int(3) !== 0) while (decoder.isPaused()) decoder.resume();
     at += n;
   }
+  while (decoder.isPaused()) decoder.resume();
   assert.deepEqual(sink.frames.map(headerOf), headers);
   assert.deepEqual(sink.frames.map((f) => f.payload), want);
   assert.equal(decoder.heldBytes(), 0);

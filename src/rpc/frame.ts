@@ -245,8 +245,11 @@ export class FrameDecoder {
       this.queue.push(chunk);
       this.queuedBytes += chunk.length;
       if (!(!this.paused || this.queuedBytes - this.queuePos <= this.pausedQueueBytesMax)) fail(`fed ${this.queuedBytes - this.queuePos} bytes while paused`);
-      this.drain();
-      if (this.borrowedChunks) this.keepRestOf(chunk);
+      try {
+        this.drain();
+      } finally {
+        if (this.borrowedChunks) this.keepRestOf(chunk); // even if a handler threw
+      }
     }
     return !this.paused && this.state !== S_FAILED;
   }

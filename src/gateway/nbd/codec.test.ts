@@ -188,7 +188,7 @@ class Recorder implements DecoderHandler {
   decoder: NbdDecoder;
   pauseOnRequest = false;
   constructor(borrowedChunks = false) {
-    this.decoder = new NbdDecoder(this, borrowedChunks);
+    this.decoder = new NbdDecoder(this, { borrowedChunks });
   }
   onClientFlags(flags: number): void {
     this.events.push({ kind: 'flags', flags });

@@ -13,8 +13,6 @@
 //   codec.test.ts pin them.
 import { assert, fail } from '../../stdx/assert.js';
 import { copyBytes } from '../../stdx/shared-copy.js';
-import { LARGE_BUFFER_BYTES, writePayloadBuffers } from '../buffers.js';
-import { Slab } from '../../stdx/slab.js';
 import {
   CLIENT_FLAGS_BYTES,
   EXPORT_NAME_REPLY_ZEROES_BYTES,
@@ -378,8 +376,24 @@ const S_REQUEST_PAYLOAD = 4;
 const S_REQUEST_SKIP = 5;
 const S_STOPPED = 6;
 
-/** Small bodies (option data, writes under LARGE_BUFFER_BYTES) copied out of a lent chunk. */
-const bodySlab = new Slab(256 * 1024, 32 * 1024);
+/**
+ * Where a body (option data or a write payload) is copied to: `bytes` uninitialized
+ * bytes, every one overwritten before the body is handed out. The session decides
+ * (recycled buffers for large writes, a slab for small bodies).
+ */
+export type BodyAllocator = (bytes: number, writePayload: boolean) => Buffer;
+
+export interface NbdDecoderOptions {
+  /**
+   * A chunk is lent for the duration of feed() only (the socket reads into one
+   * reused buffer, io/node/tcp.ts borrowReads): bodies are always copied out, and
+   * what a paused decoder still holds of the chunk is copied before feed() returns.
+   */
+  borrowedChunks?: boolean;
+  allocateBody?: BodyAllocator;
+}
+
+const allocateUnpooled: BodyAllocator = (bytes) => Buffer.allocUnsafe(bytes);
 
 /**
  * Byte-level state machine. feed() takes fragments of any size; each complete message
@@ -404,22 +418,25 @@ export class NbdDecoder {
   private paused = false;
   private draining = false;
 
-  /**
-   * borrowedChunks: a chunk is lent for the duration of feed() only (the socket reads
-   * into one reused buffer, io/node/tcp.ts borrowReads): bodies are always copied
-   * out, and what a paused decoder still holds of the chunk is copied before feed()
-   * returns.
-   */
+  private readonly borrowedChunks: boolean;
+  private readonly allocateBody: BodyAllocator;
+
   constructor(
     private readonly handler: DecoderHandler,
-    private readonly borrowedChunks = false,
-  ) {}
+    options: NbdDecoderOptions = {},
+  ) {
+    this.borrowedChunks = options.borrowedChunks ?? false;
+    this.allocateBody = options.allocateBody ?? allocateUnpooled;
+  }
 
   feed(chunk: Buffer): void {
     if (this.state === S_STOPPED || chunk.length === 0) return;
     this.queue.push(chunk);
-    this.drain();
-    if (this.borrowedChunks) this.keepRestOf(chunk);
+    try {
+      this.drain();
+    } finally {
+      if (this.borrowedChunks) this.keepRestOf(chunk); // even if a handler threw
+    }
   }
 
   /** A lent chunk still queued (paused mid-chunk) is replaced by a copy of its unread bytes. */
@@ -600,16 +617,9 @@ export class NbdDecoder {
         this.deliverBody(view);
         return pos + view.length;
       }
-      // Uninitialized either way: every byte is copied in below before the body is
-      // handed out. A large write payload comes from the gateways' shared recycled
-      // buffers (gateway/buffers.ts; the session gives it back after the write), a
-      // small one from a slab.
-      this.body =
-        this.state === S_REQUEST_PAYLOAD && this.bodyBytes >= LARGE_BUFFER_BYTES
-          ? writePayloadBuffers.take(this.bodyBytes)
-          : this.bodyBytes <= bodySlab.pieceBytesMax
-            ? bodySlab.take(this.bodyBytes)
-            : Buffer.allocUnsafe(this.bodyBytes);
+      // Uninitialized: every byte is copied in below before the body is handed out.
+      this.body = this.allocateBody(this.bodyBytes, this.state === S_REQUEST_PAYLOAD);
+      if (!(this.body.length === this.bodyBytes)) fail(`body allocator returned ${this.body.length} bytes for ${this.bodyBytes}`);
     }
     const body = this.body;
     const n = Math.min(chunk.length - pos, body.length - this.bodyFill);

@@ -40,11 +40,12 @@ import {
   writeOffsetDataHeader,
   writeSimpleReplyHeader,
 } from './codec.js';
-import type { BlockDescriptor, DecodeFailure, DecoderHandler, NbdRequest } from './codec.js';
+import type { BlockDescriptor, BodyAllocator, DecodeFailure, DecoderHandler, NbdRequest } from './codec.js';
 import * as C from './constants.js';
 
 import type { Connection, LogFn } from '../transport.js';
 import { LARGE_BUFFER_BYTES, largeReadBuffers, writePayloadBuffers } from '../buffers.js';
+import { Slab } from '../../stdx/slab.js';
 export type { Connection, LogFn, LogLevel } from '../transport.js';
 
 export interface SessionOptions {
@@ -90,6 +91,18 @@ function allowedFlags(type: number, structured: boolean): number {
       return C.NBD_CMD_FLAG_FUA;
   }
 }
+
+
+/** Small bodies (option data, writes under LARGE_BUFFER_BYTES) copied out of socket chunks. */
+const bodySlab = new Slab(256 * 1024, 32 * 1024);
+
+/**
+ * The decoder's body buffers: a large write payload comes from the gateways' shared
+ * recycled buffers (given back once the volume wrote it, see execute), a small body
+ * from a slab, so that neither costs an ArrayBuffer of its own.
+ */
+const allocateBody: BodyAllocator = (bytes, writePayload) =>
+  writePayload && bytes >= LARGE_BUFFER_BYTES ? writePayloadBuffers.take(bytes) : bytes <= bodySlab.pieceBytesMax ? bodySlab.take(bytes) : Buffer.allocUnsafe(bytes);
 
 /**
  * Maps a failure from the volume to an NBD error ("Error values"). Non-Tessera errors
@@ -148,7 +161,7 @@ export class NbdSession implements DecoderHandler {
     this.defaultExportName = opts.defaultExportName ?? C.DEFAULT_EXPORT_NAME;
     this.inFlightRequestsMax = opts.inFlightRequestsMax ?? C.IN_FLIGHT_REQUESTS_MAX;
     this.bufferedBytesMax = opts.bufferedBytesMax ?? C.BUFFERED_BYTES_MAX;
-    this.decoder = new NbdDecoder(this, conn.borrowsReads === true);
+    this.decoder = new NbdDecoder(this, { borrowedChunks: conn.borrowsReads === true, allocateBody });
   }
 
   // --- Transport events -----------------------------------------------------

@@ -261,9 +261,12 @@ test('payload crc failure of a response: that request fails with ERR_CHECKSUM, t
   await new Promise<void>((r) => rawServer.close(() => r()));
 });
 
-test('fatal frame errors close the connection: oversized length, bad magic, a response sent to a server, a reused request id', async () => {
+test('fatal frame errors close the connection at once: oversized length, bad magic, a response sent to a server, a reused request id', async () => {
   const held: Frame[] = [];
-  const server = await startServer((_conn, frame) => held.push(frame), { payloadBytesMax: 1024 * 1024, closeLingerMs: 200 });
+  // A long linger: the socket must close on the peer's FIN, not on this timer. The
+  // decoder's failure asks for a pause after the close, which once stopped the
+  // borrowed socket from reading that FIN (review, session 10).
+  const server = await startServer((_conn, frame) => held.push(frame), { payloadBytesMax: 1024 * 1024, closeLingerMs: 30_000 });
   const oversized = Buffer.alloc(FRAME_HEADER_BYTES);
   writeFrameHeader(oversized, 0, request(1n), 1024 * 1024 + 1, 0);
   const response = Buffer.concat(encodeFrame({ kind: FrameKind.Response, flags: 0, method: 1, requestId: 5n, status: 0 }));

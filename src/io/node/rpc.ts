@@ -62,13 +62,17 @@ import type { TcpLogFn } from './tcp.js';
 export { FRAME_HEADROOM_BYTES };
 
 const KEEPALIVE_INITIAL_DELAY_MS = 30_000;
-/** The one buffer a client connection reads into (onread). */
-const CLIENT_READ_BUFFER_BYTES = 256 * 1024;
+/**
+ * The one buffer every client connection of this process reads into (onread): reads
+ * are delivered one at a time and each is consumed (copied out) before its callback
+ * returns, so one buffer serves all connections, as a listener's does (tcp.ts).
+ */
+const clientReadBuffer = Buffer.allocUnsafe(256 * 1024);
 /** Payloads up to 16 KiB read from a lent socket buffer are copied into regions of 256 KiB slabs. */
 const payloadSlab = new Slab(256 * 1024, 16 * 1024);
 
 /**
- * Response payloads over PAYLOAD_SLAB_PIECE_BYTES_MAX (read results): the consumer
+ * Response payloads over payloadSlab.pieceBytesMax (read results): the consumer
  * gives one back once it copied the data out (OkResponse.release, osd-rpc.ts), so
  * 1 MiB reads reuse a few buffers instead of a fresh ArrayBuffer each.
  */
@@ -382,7 +386,7 @@ export interface RpcClientOptions {
 export interface RpcResponse {
   status: number;
   flags: number;
-  /** Verified against the frame crc; a view of a socket read (copy it to keep it long). */
+  /** Verified against the frame crc; a copy out of the socket buffer (large ones from responsePayloadBuffers). */
   payload: Buffer;
 }
 
@@ -573,7 +577,8 @@ export class RpcClient {
     // ArrayBuffer per socket read: 1 MiB read results arrived as ~16 such buffers, and
     // that churn kept the gateway in major GCs (half its CPU at 1 MiB reads, session 10).
     // The decoder copies each payload out before the buffer is read into again.
-    let feedChunk: (chunk: Buffer) => void = () => fail('data before connect');
+    // Reading starts once 'connect' set feedChunk; should bytes come earlier, drop the connection.
+    let feedChunk: (chunk: Buffer) => void = () => socket.destroy(new Error('data before connect'));
     const socket = net.connect({
       host: this.host,
       port: this.port,
@@ -581,7 +586,7 @@ export class RpcClient {
       keepAlive: true,
       keepAliveInitialDelay: this.keepAliveInitialDelayMs,
       onread: {
-        buffer: Buffer.allocUnsafe(CLIENT_READ_BUFFER_BYTES),
+        buffer: clientReadBuffer,
         callback: (bytes: number, buf: Uint8Array) => {
           feedChunk((buf as Buffer).subarray(0, bytes));
           return true;

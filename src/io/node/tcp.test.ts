@@ -28,7 +28,6 @@ test('borrowReads: 8 MiB arrive intact through one lent buffer, with pauses; rep
     borrowReads: true,
     onConnection: (c) => {
       conn = c;
-      assert.equal(c.borrowsReads, true);
       let chunks = 0;
       c.attach({
         onData: (chunk) => {
@@ -58,6 +57,7 @@ test('borrowReads: 8 MiB arrive intact through one lent buffer, with pauses; rep
   assert.equal(lentBuffers.size, 1, 'every read landed in the one lent buffer');
   assert.ok(received.length > 7, 'several reads, some while paused and resumed');
   assert.equal(listener.connectionCount(), 1);
+  assert.equal(conn!.borrowsReads, true); // (an assert inside onConnection would be caught by accept())
   conn!.write(Buffer.from('ok'));
   await waitFor(() => Buffer.concat(replies).toString() === 'ok', 'the reply');
   client.end();
@@ -67,11 +67,12 @@ test('borrowReads: 8 MiB arrive intact through one lent buffer, with pauses; rep
 
 test('without borrowReads chunks are the socket\'s own fresh buffers', async () => {
   const received: Buffer[] = [];
+  let borrows: boolean | null = null;
   const listener = await TcpListener.listen({
     host: HOST,
     port: 0,
     onConnection: (c) => {
-      assert.equal(c.borrowsReads, false);
+      borrows = c.borrowsReads;
       c.attach({ onData: (chunk) => received.push(chunk), onDrain: () => {}, onClose: () => {} });
     },
   });
@@ -81,8 +82,46 @@ test('without borrowReads chunks are the socket\'s own fresh buffers', async () 
   client.write(data);
   await waitFor(() => received.reduce((n, b) => n + b.length, 0) >= data.length, 'all bytes');
   assert.ok(Buffer.concat(received).equals(data));
+  assert.equal(borrows, false);
   client.destroy();
   await listener.close();
+});
+
+test('borrowReads on a Node without the internals it needs falls back to fresh buffers per read, and still reads', async () => {
+  // Hide the handle's useUserBuffer, as a Node release without it would.
+  const probe = net.connect({ host: HOST, port: 9 });
+  probe.on('error', () => {});
+  let proto: object | null = Object.getPrototypeOf((probe as unknown as { _handle: object })._handle) as object;
+  while (proto !== null && !Object.prototype.hasOwnProperty.call(proto, 'useUserBuffer')) proto = Object.getPrototypeOf(proto) as object | null;
+  probe.destroy();
+  assert.ok(proto !== null, 'found the prototype with useUserBuffer');
+  const owner = proto as { useUserBuffer?: unknown };
+  const saved = owner.useUserBuffer;
+  delete owner.useUserBuffer;
+  try {
+    const received: Buffer[] = [];
+    let borrows: boolean | null = null;
+    const listener = await TcpListener.listen({
+      host: HOST,
+      port: 0,
+      borrowReads: true,
+      onConnection: (c) => {
+        borrows = c.borrowsReads;
+        c.attach({ onData: (chunk) => received.push(chunk), onDrain: () => {}, onClose: () => {} });
+      },
+    });
+    const client = net.connect({ host: HOST, port: listener.port });
+    await new Promise<void>((resolve) => client.once('connect', () => resolve()));
+    const data = Buffer.alloc(300_000, 9);
+    client.write(data);
+    await waitFor(() => received.reduce((n, b) => n + b.length, 0) >= data.length, 'all bytes on the fallback path');
+    assert.ok(Buffer.concat(received).equals(data));
+    assert.equal(borrows, false);
+    client.destroy();
+    await listener.close();
+  } finally {
+    owner.useUserBuffer = saved;
+  }
 });
 
 test('borrowReads: close() of a connection paused for backpressure still sees the peer\'s FIN and closes at once, not after closeLingerMs', async () => {

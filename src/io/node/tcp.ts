@@ -85,8 +85,10 @@ export class TcpConnection {
   /** Starts delivering events; data flows only after this. */
   attach(handlers: TcpHandlers): void {
     this.handlers = handlers;
-    if (this.borrowed) this.socket.resume(); // created paused: onread delivers to handlers from now on
-    else this.socket.on('data', (chunk: Buffer) => handlers.onData(chunk));
+    if (!this.borrowed) this.socket.on('data', (chunk: Buffer) => handlers.onData(chunk));
+    // Created paused (pauseOnCreate, or pauseOnConnect on the fallback path, where a
+    // 'data' listener alone does not start a stream whose flowing state is false).
+    this.socket.resume();
     this.socket.on('drain', () => {
       if (!this.reportedFull) return;
       this.reportedFull = false;
@@ -129,7 +131,9 @@ export class TcpConnection {
   }
 
   pauseReading(): void {
-    this.socket.pause();
+    // After close() a borrowed socket must keep reading to see the peer's FIN (a
+    // decoder that failed mid-chunk asks for a pause after its close: review, session 10).
+    if (!this.ending) this.socket.pause();
   }
 
   resumeReading(): void {
@@ -269,7 +273,7 @@ function withReadBuffer(accepted: net.Socket, buffer: Buffer, onChunk: (chunk: B
   const inner = accepted as unknown as AcceptedInternals;
   const handle = inner._handle;
   if (handle === null || typeof handle.useUserBuffer !== 'function' || inner._server === undefined) {
-    return accepted; // paused by pauseOnConnect: attach()'s 'data' listener starts reading
+    return accepted; // paused by pauseOnConnect: attach() resumes it
   }
   const socket = new net.Socket({
     handle: handle as never,
