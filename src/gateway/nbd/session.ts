@@ -92,7 +92,6 @@ function allowedFlags(type: number, structured: boolean): number {
   }
 }
 
-
 /** Small bodies (option data, writes under LARGE_BUFFER_BYTES) copied out of socket chunks. */
 const bodySlab = new Slab(256 * 1024, 32 * 1024);
 

@@ -35,12 +35,12 @@
 //   raft tolerates loss and the caller retries requests.
 // - TCP_NODELAY on every socket; writes of one event-loop pass leave corked in one
 //   writev (TcpConnection in tcp.ts).
-// - Client connections read into one buffer each (net `onread`), so the decoder
-//   copies every response payload out (FrameDecoder borrowedChunks): small ones
-//   into a shared slab, large ones into responsePayloadBuffers, which the consumer
-//   may give back (OkResponse.release). Server connections read into their
-//   listener's one buffer (TcpListenOptions.borrowReads) and copy requests the same
-//   way (large ones into fresh buffers: an OSD keeps a write as a raft entry).
+// - Every connection reads into the process's one lent buffer (net `onread`,
+//   tcp.ts lentReads; servers through TcpListenOptions.borrowReads), so the decoder
+//   copies every payload out (FrameDecoder borrowedChunks): small ones into a
+//   shared slab; large responses into responsePayloadBuffers, which the consumer
+//   may give back (OkResponse.release); large requests into fresh buffers (an OSD
+//   keeps a write as a raft entry).
 // - Payload buffers are handed to the socket as they are (no copy); a caller must
 //   not modify them until the request settles. With `headroom`, parts[0] begins with
 //   FRAME_HEADROOM_BYTES reserved for the frame header (no allocation per frame).
@@ -56,18 +56,12 @@ import type { Frame, FrameError, FrameHeader } from '../../rpc/frame.js';
 import { FRAME_HEADROOM_BYTES, framePayload } from '../../rpc/headroom.js';
 import { encodeClientResponse } from '../../rpc/messages.js';
 import { Status } from '../../osd/proto.js';
-import { TcpConnection, TcpListener } from './tcp.js';
+import { TcpConnection, TcpListener, lentReads } from './tcp.js';
 import type { TcpLogFn } from './tcp.js';
 
 export { FRAME_HEADROOM_BYTES };
 
 const KEEPALIVE_INITIAL_DELAY_MS = 30_000;
-/**
- * The one buffer every client connection of this process reads into (onread): reads
- * are delivered one at a time and each is consumed (copied out) before its callback
- * returns, so one buffer serves all connections, as a listener's does (tcp.ts).
- */
-const clientReadBuffer = Buffer.allocUnsafe(256 * 1024);
 /** Payloads up to 16 KiB read from a lent socket buffer are copied into regions of 256 KiB slabs. */
 const payloadSlab = new Slab(256 * 1024, 16 * 1024);
 
@@ -573,25 +567,18 @@ export class RpcClient {
   private connect(): void {
     this.stateValue = 'connecting';
     this.reconnectTimer = null;
-    // Responses are read into one buffer per connection (onread) instead of a fresh
-    // ArrayBuffer per socket read: 1 MiB read results arrived as ~16 such buffers, and
-    // that churn kept the gateway in major GCs (half its CPU at 1 MiB reads, session 10).
-    // The decoder copies each payload out before the buffer is read into again.
-    // Reading starts once 'connect' set feedChunk; should bytes come earlier, drop the connection.
-    let feedChunk: (chunk: Buffer) => void = () => socket.destroy(new Error('data before connect'));
+    // Responses are read into the lent buffer (onread) instead of a fresh ArrayBuffer per
+    // socket read: 1 MiB read results arrived as ~16 such buffers, and that churn kept
+    // the gateway in major GCs (half its CPU at 1 MiB reads, session 10). Reading starts
+    // at 'connect'; should bytes come earlier, the connection is dropped.
+    let conn: TcpConnection | null = null;
     const socket = net.connect({
       host: this.host,
       port: this.port,
       noDelay: true,
       keepAlive: true,
       keepAliveInitialDelay: this.keepAliveInitialDelayMs,
-      onread: {
-        buffer: clientReadBuffer,
-        callback: (bytes: number, buf: Uint8Array) => {
-          feedChunk((buf as Buffer).subarray(0, bytes));
-          return true;
-        },
-      },
+      onread: lentReads((chunk) => (conn !== null ? conn.deliverBorrowed(chunk) : socket.destroy(new Error('data before connect')))),
     });
     this.socket = socket;
     let established = false;
@@ -607,7 +594,8 @@ export class RpcClient {
       this.connectedAtMs = performance.now();
       this.stats.connects++;
       socket.setNoDelay(true);
-      const tcp = new TcpConnection(socket, this.outputBytesMax, CLOSE_LINGER_MS);
+      const tcp = new TcpConnection(socket, this.outputBytesMax, CLOSE_LINGER_MS, true);
+      conn = tcp;
       const decoder = new FrameDecoder(
         {
           onFrame: (frame) => this.onFrame(frame, socket),
@@ -618,9 +606,8 @@ export class RpcClient {
         },
         { payloadBytesMax: this.payloadBytesMax, borrowedChunks: true, allocate: allocResponsePayload },
       );
-      feedChunk = (chunk) => decoder.feed(chunk);
       tcp.attach({
-        onData: () => fail('a client socket reads through onread'),
+        onData: (chunk) => decoder.feed(chunk),
         onDrain: () => {
           this.outputFull = false;
           this.pump();

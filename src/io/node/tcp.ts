@@ -43,8 +43,23 @@ export interface TcpListenOptions {
   borrowReads?: boolean;
 }
 
-/** The buffer a borrowing listener's connections read into (one per listener: reads are delivered one at a time). */
-const BORROWED_READ_BUFFER_BYTES = 256 * 1024;
+/**
+ * The one buffer every borrowing socket of this process reads into (listeners' and
+ * rpc.ts's clients'): libuv delivers reads one at a time, and each is consumed
+ * (copied out) before its callback returns.
+ */
+const lentReadBuffer = Buffer.allocUnsafe(256 * 1024);
+
+/** net's `onread` option for a borrowing socket: every read goes to `deliver` as a chunk lent for the call. */
+export function lentReads(deliver: (chunk: Buffer) => void): net.OnReadOpts {
+  return {
+    buffer: lentReadBuffer,
+    callback: (bytes: number, buf: Uint8Array) => {
+      deliver((buf as Buffer).subarray(0, bytes));
+      return true;
+    },
+  };
+}
 
 const KEEPALIVE_INITIAL_DELAY_MS = 30_000;
 const WRITE_BUFFER_BYTES_MAX = 8 * 1024 * 1024;
@@ -184,7 +199,6 @@ export class TcpListener {
     const closeLingerMs = opts.closeLingerMs ?? CLOSE_LINGER_MS;
     // Borrowing: connections arrive paused, so that no byte is read before the socket is re-created with onread.
     const server = net.createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: keepAliveMs, pauseOnConnect: opts.borrowReads === true });
-    const readBuffer = opts.borrowReads === true ? Buffer.allocUnsafe(BORROWED_READ_BUFFER_BYTES) : null;
     let listener: TcpListener | null = null;
     server.on('connection', (accepted) => {
       if (listener === null) {
@@ -192,7 +206,7 @@ export class TcpListener {
         return;
       }
       let conn: TcpConnection | null = null;
-      const socket = readBuffer === null ? accepted : withReadBuffer(accepted, readBuffer, (chunk) => conn?.deliverBorrowed(chunk));
+      const socket = opts.borrowReads === true ? withLentReads(accepted, (chunk) => conn?.deliverBorrowed(chunk)) : accepted;
       conn = new TcpConnection(socket, writeBufferBytesMax, closeLingerMs, socket !== accepted);
       listener.accept(socket, conn, opts, log, keepAliveMs);
     });
@@ -254,7 +268,7 @@ export class TcpListener {
   }
 }
 
-/** The parts of an accepted net.Socket that withReadBuffer moves to its replacement (Node internals, checked). */
+/** The parts of an accepted net.Socket that withLentReads moves to its replacement (Node internals, checked). */
 interface AcceptedInternals {
   _handle: { useUserBuffer?: unknown } | null;
   _server: net.Server | null;
@@ -262,14 +276,14 @@ interface AcceptedInternals {
 }
 
 /**
- * The accepted (paused) socket `accepted` as a socket that reads into `buffer`
- * through net's public `onread` option, delivering each read to `onChunk`. Node
+ * The accepted (paused) socket `accepted` as a socket that reads into the lent
+ * buffer through net's public `onread` option, delivering each read to `onChunk`. Node
  * offers onread only to sockets it creates for connect(), so the accepted socket's
  * handle moves to a new Socket (created paused: TcpConnection.attach resumes it),
  * with the server's connection count. Falls back to `accepted` itself (fresh
  * buffers per read) should a Node release not have these internals.
  */
-function withReadBuffer(accepted: net.Socket, buffer: Buffer, onChunk: (chunk: Buffer) => void): net.Socket {
+function withLentReads(accepted: net.Socket, onChunk: (chunk: Buffer) => void): net.Socket {
   const inner = accepted as unknown as AcceptedInternals;
   const handle = inner._handle;
   if (handle === null || typeof handle.useUserBuffer !== 'function' || inner._server === undefined) {
@@ -280,13 +294,7 @@ function withReadBuffer(accepted: net.Socket, buffer: Buffer, onChunk: (chunk: B
     readable: true,
     writable: true,
     pauseOnCreate: true,
-    onread: {
-      buffer,
-      callback: (bytes: number, buf: Uint8Array) => {
-        onChunk((buf as Buffer).subarray(0, bytes));
-        return true;
-      },
-    },
+    onread: lentReads(onChunk),
   } as net.SocketConstructorOpts);
   const moved = socket as unknown as AcceptedInternals;
   moved._server = inner._server; // its close decrements the server's connection count
