@@ -14,6 +14,7 @@ import { MemoryVolumeStore } from '../../volume/memory.js';
 import * as C from './constants.js';
 import { NbdServer } from './server.js';
 import type { LogLevel } from './session.js';
+import { waitFor } from '../../../test/helpers/wait.js';
 
 const execFileAsync = promisify(execFile);
 // nbdsh runs `python3 -m nbd`; the system python has the libnbd bindings.
@@ -51,14 +52,6 @@ async function nbdsh(script: string, opts: { exportName?: string; baseAllocation
   const args = [...(opts.baseAllocation ? ['--base-allocation'] : []), '-u', uri(opts.exportName), '-c', script];
   const { stdout } = await execFileAsync('nbdsh', args, { env: CLIENT_ENV, timeout: CLIENT_TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 });
   return stdout;
-}
-
-async function waitFor(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const start = performance.now();
-  while (!cond()) {
-    if (performance.now() - start > timeoutMs) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 // --- A raw client for abuse cases ------------------------------------------------------

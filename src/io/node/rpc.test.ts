@@ -18,16 +18,9 @@ import type { Frame, FrameHeader } from '../../rpc/frame.js';
 import { decodeClientRequest, decodeClientResponse, decodeRaftBatch, encodeClientRequest, encodeClientResponse } from '../../rpc/messages.js';
 import { FRAME_HEADROOM_BYTES, RpcClient, RpcPool, RpcServer, parseHostPort } from './rpc.js';
 import type { RpcClientOptions, RpcHandler, RpcServerConnection, RpcServerOptions } from './rpc.js';
+import { waitFor } from '../../../test/helpers/wait.js';
 
 const HOST = '127.0.0.1';
-
-async function waitFor(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const start = performance.now();
-  while (!cond()) {
-    if (performance.now() - start > timeoutMs) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 async function startServer(handler: RpcHandler, options: RpcServerOptions = {}): Promise<RpcServer> {
   const server = new RpcServer(handler, options);

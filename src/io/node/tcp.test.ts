@@ -6,16 +6,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { TcpListener, type TcpConnection } from './tcp.js';
+import { waitFor } from '../../../test/helpers/wait.js';
 
 const HOST = '127.0.0.1';
-
-async function waitFor(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const start = Date.now();
-  while (!cond()) {
-    if (Date.now() - start > timeoutMs) assert.fail(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 test('borrowReads: 8 MiB arrive intact through one lent buffer, with pauses; replies flow; closing the listener completes', async () => {
   const received: Buffer[] = [];
@@ -65,26 +58,33 @@ test('borrowReads: 8 MiB arrive intact through one lent buffer, with pauses; rep
   await listener.close(); // hangs if the moved socket did not take the server's connection count along
 });
 
-test('without borrowReads chunks are the socket\'s own fresh buffers', async () => {
+/** Sends `data` to a fresh listener and returns what arrived and whether the connection lent its chunks. */
+async function sendThrough(borrowReads: boolean, data: Buffer): Promise<{ received: Buffer; borrows: boolean | null }> {
   const received: Buffer[] = [];
   let borrows: boolean | null = null;
   const listener = await TcpListener.listen({
     host: HOST,
     port: 0,
+    borrowReads,
     onConnection: (c) => {
       borrows = c.borrowsReads;
-      c.attach({ onData: (chunk) => received.push(chunk), onDrain: () => {}, onClose: () => {} });
+      c.attach({ onData: (chunk) => received.push(Buffer.from(chunk)), onDrain: () => {}, onClose: () => {} });
     },
   });
   const client = net.connect({ host: HOST, port: listener.port });
   await new Promise<void>((resolve) => client.once('connect', () => resolve()));
-  const data = Buffer.alloc(1 << 20, 5);
   client.write(data);
   await waitFor(() => received.reduce((n, b) => n + b.length, 0) >= data.length, 'all bytes');
-  assert.ok(Buffer.concat(received).equals(data));
-  assert.equal(borrows, false);
   client.destroy();
   await listener.close();
+  return { received: Buffer.concat(received), borrows };
+}
+
+test('without borrowReads a connection gets the socket\'s own buffers', async () => {
+  const data = Buffer.alloc(1 << 20, 5);
+  const r = await sendThrough(false, data);
+  assert.ok(r.received.equals(data));
+  assert.equal(r.borrows, false);
 });
 
 test('borrowReads on a Node without the internals it needs falls back to fresh buffers per read, and still reads', async () => {
@@ -99,26 +99,10 @@ test('borrowReads on a Node without the internals it needs falls back to fresh b
   const saved = owner.useUserBuffer;
   delete owner.useUserBuffer;
   try {
-    const received: Buffer[] = [];
-    let borrows: boolean | null = null;
-    const listener = await TcpListener.listen({
-      host: HOST,
-      port: 0,
-      borrowReads: true,
-      onConnection: (c) => {
-        borrows = c.borrowsReads;
-        c.attach({ onData: (chunk) => received.push(chunk), onDrain: () => {}, onClose: () => {} });
-      },
-    });
-    const client = net.connect({ host: HOST, port: listener.port });
-    await new Promise<void>((resolve) => client.once('connect', () => resolve()));
     const data = Buffer.alloc(300_000, 9);
-    client.write(data);
-    await waitFor(() => received.reduce((n, b) => n + b.length, 0) >= data.length, 'all bytes on the fallback path');
-    assert.ok(Buffer.concat(received).equals(data));
-    assert.equal(borrows, false);
-    client.destroy();
-    await listener.close();
+    const r = await sendThrough(true, data);
+    assert.ok(r.received.equals(data), 'every byte on the fallback path');
+    assert.equal(r.borrows, false);
   } finally {
     owner.useUserBuffer = saved;
   }
