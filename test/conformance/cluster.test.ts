@@ -35,6 +35,7 @@ import { after, before, describe, test } from 'node:test';
 import type { ClusterStatus } from '../../src/mon/api-types.js';
 import type { ClusterMap } from '../../src/mon/map-types.js';
 import { objectToPg } from '../../src/placement/placement.js';
+import { DAEMON_NODE_ARGS } from '../../src/main/cluster-up.js';
 import { seedFromEnv } from '../../src/stdx/prng.js';
 import { childPids, ClusterFixture, pidAlive, probeLeader, sleep, startDaemon, type OsdSlot, type Proc } from '../helpers/cluster.js';
 import { freePort, makeTempDir, READY_LINE } from '../helpers/daemon.js';
@@ -640,6 +641,11 @@ describe('issue 3 part 1: `tessera up --osds 3` as one process', () => {
         // SIGTERM stops it and all its children.
         kids = await childPids(p.pid);
         assert.ok(kids.length >= 4, `expected mon + 3 OSD children of pid ${p.pid}, found ${JSON.stringify(kids)}`);
+        // The daemons run with DAEMON_NODE_ARGS (without them an OSD sat in back-to-back full GCs at 1 MiB writes).
+        for (const k of kids) {
+          const argv = (await readFile(`/proc/${k}/cmdline`, 'utf8')).split('\0');
+          for (const flag of DAEMON_NODE_ARGS) assert.ok(argv.includes(flag), `child ${k} runs without ${flag}: ${argv.join(' ')}`);
+        }
         const tStop = Date.now();
         p.signal('SIGTERM');
         const exit = await Promise.race([p.exited, sleep(30_000).then(() => null)]);
