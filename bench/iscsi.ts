@@ -8,7 +8,8 @@
 //                                             # DIR/iscsi-<workload>.cpuprofile per workload + summary
 //
 // Environment: BENCH_RUNTIME [15] s per job, BENCH_RAMP [2] s, BENCH_ONLY
-// (e.g. rr4k-qd32,rw4k-qd32), BENCH_ISCSI_SIZE [1G] size of both LUNs (written
+// (e.g. rr4k-qd32,rw4k-qd32), BENCH_ROUNDS [3] runs per system and workload
+// (alternating which system goes first; the median is reported), BENCH_ISCSI_SIZE [1G] size of both LUNs (written
 // once, then benchmarked), BENCH_DIR [/var/tmp] parent of the scratch dir (must
 // not be tmpfs), BENCH_SYSTEMS [tgtd,tessera], BENCH_FIO_ISCSI
 // [/opt/fio-libiscsi/bin/fio] fio built with the libiscsi engine, BENCH_URING [0]
@@ -27,7 +28,11 @@
 // writes overwrite allocated blocks on both; both back onto the page cache (tgtd
 // rdwr = pread/pwrite; Tessera --direct-io off). For each workload tgtd runs,
 // then Tessera — never both at once, every fio run holds the machine-wide bench
-// lock. Server CPU is utime+stime of the server PID from /proc/PID/stat (all
+// lock. Each workload runs BENCH_ROUNDS times per system, alternating which one
+// goes first (tgtd, Tessera, Tessera, tgtd, ...), and the tables report each
+// system's median-IOPS run: single runs of the same server vary by up to ~10 %
+// on this shared VM, as much as the gaps being measured. The ratio table also
+// lists every round's own IOPS ratio. Server CPU is utime+stime of the server PID from /proc/PID/stat (all
 // threads), from the end of the ramp to fio's exit, reported per IO.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -74,6 +79,7 @@ interface Options {
   profileDir?: string;
   runtime: number;
   ramp: number;
+  rounds: number;
   sizeBytes: number;
   workloads: Workload[];
   systems: Set<string>;
@@ -92,7 +98,8 @@ function usage(): never {
 function parseOptions(argv: string[]): Options {
   const o: Options = {
     md: false,
-    runtime: Number(process.env.BENCH_RUNTIME ?? 15),
+    runtime: Number(process.env.BENCH_RUNTIME ?? 10),
+    rounds: Number(process.env.BENCH_ROUNDS ?? 3),
     ramp: Number(process.env.BENCH_RAMP ?? 2),
     sizeBytes: parseSize(process.env.BENCH_ISCSI_SIZE ?? '1G'),
     workloads: [...WORKLOADS],
@@ -115,6 +122,8 @@ function parseOptions(argv: string[]): Options {
   if (o.profileDir) o.systems = new Set(['tessera']);
   for (const s of o.systems) if (s !== PEER && s !== 'tessera') throw new Error(`BENCH_SYSTEMS: unknown system ${s}`);
   if (!(o.runtime > 0) || !(o.ramp >= 0)) throw new Error('BENCH_RUNTIME must be > 0 and BENCH_RAMP >= 0');
+  if (!(Number.isInteger(o.rounds) && o.rounds >= 1 && o.rounds <= 9)) throw new Error('BENCH_ROUNDS must be an integer from 1 to 9');
+  if (o.profileDir) o.rounds = 1;
   if (o.sizeBytes % (1 << 20) !== 0 || o.sizeBytes < 64 << 20 || o.sizeBytes > 4 * GiB) throw new Error('BENCH_ISCSI_SIZE must be a multiple of 1M between 64M and 4G');
   return o;
 }
@@ -189,8 +198,31 @@ interface Result {
 
 interface Row {
   workload: Workload;
+  /** The median-IOPS run of each system (see medianRun). */
   peer?: Result;
   tessera?: Result;
+  /** Every round, in order: round i ran both systems back to back. */
+  peerRuns: Result[];
+  tesseraRuns: Result[];
+}
+
+/** The run with the median IOPS (the lower middle one for an even count); a failed run wins, so errors show. */
+function medianRun(runs: Result[]): Result | undefined {
+  const failed = runs.find((r) => r.error !== undefined);
+  if (failed !== undefined || runs.length === 0) return failed;
+  const sorted = [...runs].sort((a, b) => a.iops - b.iops);
+  return sorted[Math.floor((sorted.length - 1) / 2)];
+}
+
+/** Each round's own Tessera/tgtd IOPS ratio (rounds where both ran without error). */
+function roundRatios(r: Row): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < Math.min(r.peerRuns.length, r.tesseraRuns.length); i++) {
+    const p = r.peerRuns[i];
+    const t = r.tesseraRuns[i];
+    if (!p.error && !t.error) out.push(t.iops / p.iops);
+  }
+  return out;
 }
 
 function toResult(system: string, workload: string, run: FioRun): Result {
@@ -263,10 +295,11 @@ function verdict(r: Row): 'PASS' | 'MISS' | '-' {
 }
 
 function ratioTable(rows: Row[], md: boolean): string {
-  const hdr = ['workload', `target (tessera/${PEER})`, 'IOPS x', 'MB/s x', 'lat mean x', 'lat p99 x', 'CPU/IO x', 'verdict'];
+  const hdr = ['workload', `target (tessera/${PEER})`, 'IOPS x', 'MB/s x', 'lat mean x', 'lat p99 x', 'CPU/IO x', 'verdict', 'IOPS x per round'];
   const out = rows.map((r) => {
     const q = ratios(r);
-    return [r.workload.name, `IOPS, MB/s >= ${TARGET.toFixed(1)}x`, q ? f2(q.iops) : '-', q ? f2(q.mbps) : '-', q ? f2(q.lat) : '-', q ? f2(q.p99) : '-', q ? f2(q.cpu) : '-', verdict(r)];
+    const rounds = roundRatios(r).map(f2).join(' ');
+    return [r.workload.name, `IOPS, MB/s >= ${TARGET.toFixed(1)}x`, q ? f2(q.iops) : '-', q ? f2(q.mbps) : '-', q ? f2(q.lat) : '-', q ? f2(q.p99) : '-', q ? f2(q.cpu) : '-', verdict(r), rounds || '-'];
   });
   return table(hdr, out, md);
 }
@@ -405,18 +438,36 @@ async function fill(o: Options, t: Target, resDir: string): Promise<void> {
   log(`${t.system} prefill: ${(w.bw_bytes / 1e6).toFixed(0)} MB/s, ${run.serverCpuSec.toFixed(1)} s server CPU`);
 }
 
+/** One profiled Tessera run: a daemon of its own, so that each profile holds one workload. Returns the (stopped) target. */
+async function runProfiled(o: Options, row: Row, tessera: Target, dataDir: string, work: string, resDir: string, profiles: string[]): Promise<Target> {
+  const profileDir = o.profileDir!;
+  await stopServer(tessera.server);
+  const tmp = path.join(profileDir, `.iscsi-${row.workload.name}`);
+  fs.rmSync(tmp, { recursive: true, force: true });
+  fs.mkdirSync(tmp, { recursive: true });
+  await quiet(o); // before the profiled daemon starts, so its profile holds no waiting
+  const t = await startTessera(o, dataDir, work, tmp);
+  row.tesseraRuns.push(await runOne(o, row.workload, t, resDir, 0, false));
+  await stopServer(t.server);
+  const main = collectProfiles(tmp, path.join(profileDir, `iscsi-${row.workload.name}`));
+  if (main !== null) profiles.push(main);
+  fs.rmSync(tmp, { recursive: true, force: true });
+  return t;
+}
+
 async function quiet(o: Options): Promise<void> {
   if (o.quietMaxSec <= 0) return;
   const waited = await waitQuiet(o.quietBusyPct, o.quietMaxSec);
   if (waited > 1.5) log(`waited ${waited.toFixed(0)} s for other load to drop below ${o.quietBusyPct}% of a CPU`);
 }
 
-async function runOne(o: Options, w: Workload, t: Target, resDir: string, waitForQuiet = true): Promise<Result> {
+async function runOne(o: Options, w: Workload, t: Target, resDir: string, round: number, waitForQuiet = true): Promise<Result> {
   if (waitForQuiet) await quiet(o);
-  log(`${w.name} on ${t.system} (${o.runtime} s + ${o.ramp} s ramp)`);
+  log(`${w.name} on ${t.system} (${o.runtime} s + ${o.ramp} s ramp${o.rounds > 1 ? `, round ${round + 1} of ${o.rounds}` : ''})`);
+  const tag = o.rounds > 1 ? `.r${round + 1}` : '';
   const run = await runFio({
     args: fioArgs(o, w, t.url),
-    outPath: path.join(resDir, `${t.system}-${w.name}.json`),
+    outPath: path.join(resDir, `${t.system}-${w.name}${tag}.json`),
     serverPid: t.server.pid,
     rampSec: o.ramp,
     perThread: true,
@@ -436,7 +487,7 @@ async function runOne(o: Options, w: Workload, t: Target, resDir: string, waitFo
       .map(([n, s]) => `${n} ${((100 * s) / run.windowSec).toFixed(0)}%`)
       .join(', ');
     log(`  server threads: ${threads}`);
-    fs.writeFileSync(path.join(resDir, `${t.system}-${w.name}.threads.json`), JSON.stringify({ windowSec: run.windowSec, threads: run.threads, syscalls: run.syscalls }));
+    fs.writeFileSync(path.join(resDir, `${t.system}-${w.name}${tag}.threads.json`), JSON.stringify({ windowSec: run.windowSec, threads: run.threads, syscalls: run.syscalls }));
   }
   return r;
 }
@@ -472,7 +523,7 @@ async function main(): Promise<number> {
   process.on('SIGTERM', onSignal);
   process.on('exit', killAllSync);
 
-  const rows: Row[] = o.workloads.map((workload) => ({ workload }));
+  const rows: Row[] = o.workloads.map((workload) => ({ workload, peerRuns: [], tesseraRuns: [] }));
   const profiles: string[] = [];
   try {
     const dataDir = path.join(work, 'tessera');
@@ -489,24 +540,16 @@ async function main(): Promise<number> {
       await fill(o, tessera, resDir);
     }
     for (const row of rows) {
-      if (interrupted) break;
-      if (peer) row.peer = await runOne(o, row.workload, peer, resDir);
-      if (tessera && o.profileDir) {
-        // one daemon per workload so that each profile holds one workload
-        await stopServer(tessera.server);
-        const tmp = path.join(o.profileDir, `.iscsi-${row.workload.name}`);
-        fs.rmSync(tmp, { recursive: true, force: true });
-        fs.mkdirSync(tmp, { recursive: true });
-        await quiet(o); // before the profiled daemon starts, so its profile holds no waiting
-        tessera = await startTessera(o, dataDir, work, tmp);
-        row.tessera = await runOne(o, row.workload, tessera, resDir, false);
-        await stopServer(tessera.server);
-        const main = collectProfiles(tmp, path.join(o.profileDir, `iscsi-${row.workload.name}`));
-        if (main !== null) profiles.push(main);
-        fs.rmSync(tmp, { recursive: true, force: true });
-      } else if (tessera && !interrupted) {
-        row.tessera = await runOne(o, row.workload, tessera, resDir);
+      for (let round = 0; round < o.rounds && !interrupted; round++) {
+        // ABBA order: drift in the machine's speed over a workload falls on both systems.
+        const peerFirst = round % 2 === 0;
+        if (peer && peerFirst) row.peerRuns.push(await runOne(o, row.workload, peer, resDir, round));
+        if (tessera && o.profileDir) tessera = await runProfiled(o, row, tessera, dataDir, work, resDir, profiles);
+        else if (tessera && !interrupted) row.tesseraRuns.push(await runOne(o, row.workload, tessera, resDir, round));
+        if (peer && !peerFirst && !interrupted) row.peerRuns.push(await runOne(o, row.workload, peer, resDir, round));
       }
+      row.peer = medianRun(row.peerRuns);
+      row.tessera = medianRun(row.tesseraRuns);
     }
   } finally {
     if (peer) await stopTgtd(peer);
@@ -517,6 +560,7 @@ async function main(): Promise<number> {
 
   const header =
     `Tessera vs ${PEER} ${facts.tgtd}, ${facts.fio.split(' ')[0]} libiscsi engine over loopback, ${o.runtime} s per job after ${o.ramp} s ramp, ` +
+    (o.rounds > 1 ? `${o.rounds} rounds per system (alternating order; each row is the median-IOPS round), ` : '') +
     `LUNs of ${o.sizeBytes / GiB} GiB written once before the jobs, numjobs=1; lat = completion latency (clat); CPU = server utime+stime per IO`;
   const out: string[] = [];
   if (o.md) out.push(`_${header}_`, '', resultsTable(rows, true), '', ratioTable(rows, true));

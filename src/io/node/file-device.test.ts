@@ -9,11 +9,12 @@
 // - whichever path, the bytes land where they were written.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { FileDevice, type InlineWrites } from './file-device.js';
+import { FileDevice, WRITE_PIECE_BYTES_MAX, splitWrite, type InlineWrites } from './file-device.js';
 
 const root = mkdtempSync(join(tmpdir(), 'tessera-filedev-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -112,4 +113,66 @@ test('readParts/writeParts: the parts are one range back to back (preadv/pwritev
   } finally {
     await dev.close();
   }
+});
+
+test('splitWrite: consecutive pieces of at most pieceBytes, parts cut into views at the boundaries', () => {
+  const a = Buffer.alloc(10, 1);
+  const b = Buffer.alloc(3, 2);
+  const c = Buffer.alloc(9, 3);
+  const pieces = splitWrite([a, b, c], 1000, 8);
+  assert.deepEqual(
+    pieces.map((p) => [p.offsetBytes, p.parts.map((x) => x.length)]),
+    [
+      [1000, [8]],
+      [1008, [2, 3, 3]],
+      [1016, [6]],
+    ],
+  );
+  // views, not copies: the bytes are the caller's
+  assert.equal(pieces[0].parts[0].buffer, a.buffer);
+  assert.equal(pieces[1].parts[0].byteOffset, a.byteOffset + 8);
+  assert.equal(pieces[1].parts[1], b, 'a part inside one piece is passed as is');
+  assert.ok(Buffer.concat(pieces.flatMap((p) => p.parts)).equals(Buffer.concat([a, b, c])));
+  assert.deepEqual(splitWrite([a], 0, 10).map((p) => p.parts.length), [1], 'exactly one piece');
+  // at most IOV_MAX (1024) parts per piece, whatever their size
+  const tiny = Array.from({ length: 1500 }, () => Buffer.alloc(1));
+  assert.deepEqual(splitWrite(tiny, 0, 1 << 20).map((p) => p.parts.length), [1024, 476]);
+  assert.throws(() => splitWrite([a], 0, 0));
+});
+
+test('a buffered write over WRITE_PIECE_BYTES_MAX goes to the kernel in pieces (small page-cache folios) and lands whole', async () => {
+  const dev = await device();
+  try {
+    // 1 MiB of 4 KiB blocks, each followed by a 512-byte trailer, as the engine gathers them
+    const parts: Buffer[] = [];
+    for (let i = 0; i < 256; i++) parts.push(Buffer.alloc(4096, i), Buffer.alloc(512, 255 - i));
+    const total = 256 * 4608;
+    await dev.writeParts(parts, 4608);
+    const pieces = Math.ceil(total / WRITE_PIECE_BYTES_MAX);
+    assert.equal(dev.splitWriteCalls, pieces, 'one pwritev per piece');
+    const back = Buffer.alloc(total);
+    await dev.read(back, 4608);
+    assert.ok(back.equals(Buffer.concat(parts)));
+    // a single large buffer is split too; a small one is not
+    const big = Buffer.alloc(3 * WRITE_PIECE_BYTES_MAX + 100, 7);
+    await dev.write(big, 2 << 20);
+    assert.equal(dev.splitWriteCalls, pieces + 4);
+    await dev.write(Buffer.alloc(WRITE_PIECE_BYTES_MAX, 8), 6 << 20);
+    assert.equal(dev.splitWriteCalls, pieces + 4);
+    const back2 = Buffer.alloc(big.length);
+    await dev.read(back2, 2 << 20);
+    assert.ok(back2.equals(big));
+  } finally {
+    await dev.close();
+  }
+});
+
+test('a split write whose pwritev fails is one ERR_DEVICE_IO, counted once, and leaves nothing in flight', async () => {
+  const dev = await device();
+  // the descriptor is gone (EBADF): every piece fails; the write fails once
+  fs.closeSync((dev as unknown as { fd: number }).fd);
+  await assert.rejects(dev.write(Buffer.alloc(4 * WRITE_PIECE_BYTES_MAX), 0), (e: Error & { code?: string }) => e.code === 'ERR_DEVICE_IO' && /EBADF/.test(e.message));
+  assert.equal(dev.splitWriteCalls, 4);
+  assert.equal(dev.stats.write.snapshot().errors, 1);
+  assert.equal(dev.stats.inFlight, 0);
 });

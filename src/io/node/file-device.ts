@@ -35,6 +35,53 @@ const SYNC_SLOW_BUDGET = 4;
 const SYNC_IO_BYTES_MAX = 64 * 1024;
 /** Parts of one readParts/writeParts: Linux's IOV_MAX. */
 const IOV_PARTS_MAX = 1024;
+/**
+ * Buffered writes larger than this reach the kernel as consecutive pwritev calls of
+ * at most this many bytes each. A write allocates page-cache folios as large as
+ * itself (Linux 6.x, ext4), and every later small write into a large folio pays for
+ * the folio's size: ext4 walks each of its blocks (ext4_block_write_begin). Measured
+ * here (session 11), a random 4,608-byte pwrite costs 16 us in a file written with
+ * 1 MiB writes, 5.6 us after 256 KiB writes, 3.8 us after 64 KiB, 1.9 us after
+ * 4 KiB. Rewriting 1 MiB in 128 KiB pieces (issued together) kept the throughput of
+ * 1 MiB writes over iSCSI (1,554 against 1,546 IOPS) for ~4 % more CPU.
+ * Random 4 KiB writes over data first written sequentially (an image copied in,
+ * then used) is the common case of a VM disk.
+ */
+export const WRITE_PIECE_BYTES_MAX = 128 * 1024;
+
+/** One pwritev of a split write: its parts and where they go. */
+export interface WritePiece {
+  parts: Uint8Array[];
+  offsetBytes: number;
+}
+
+/**
+ * parts (written from offsetBytes on) as consecutive pieces of at most pieceBytes
+ * each; a part that crosses a piece boundary is cut into views (no copy). Each
+ * piece also holds at most IOV_PARTS_MAX parts.
+ */
+export function splitWrite(parts: readonly Uint8Array[], offsetBytes: number, pieceBytes: number): WritePiece[] {
+  if (!(Number.isInteger(pieceBytes) && pieceBytes > 0)) fail(`splitWrite: pieceBytes ${pieceBytes}`);
+  const pieces: WritePiece[] = [];
+  let cur: WritePiece = { parts: [], offsetBytes };
+  let curBytes = 0;
+  for (const part of parts) {
+    let from = 0;
+    while (from < part.length) {
+      if (curBytes === pieceBytes || cur.parts.length === IOV_PARTS_MAX) {
+        pieces.push(cur);
+        cur = { parts: [], offsetBytes: cur.offsetBytes + curBytes };
+        curBytes = 0;
+      }
+      const take = Math.min(part.length - from, pieceBytes - curBytes);
+      cur.parts.push(from === 0 && take === part.length ? part : part.subarray(from, from + take));
+      curBytes += take;
+      from += take;
+    }
+  }
+  if (cur.parts.length > 0) pieces.push(cur);
+  return pieces;
+}
 
 export class FileDevice implements BlockDevice {
   readonly sectorBytes = SECTOR_BYTES;
@@ -63,6 +110,8 @@ export class FileDevice implements BlockDevice {
   };
   syncIos = 0;
   asyncIos = 0;
+  /** pwritev calls made for writes split into WRITE_PIECE_BYTES_MAX pieces (tests; see splitWrite). */
+  splitWriteCalls = 0;
 
   private constructor(
     readonly name: string,
@@ -149,6 +198,7 @@ export class FileDevice implements BlockDevice {
   }
 
   write(buf: Uint8Array, offsetBytes: number): Promise<void> {
+    if (!this.directIo && buf.length > WRITE_PIECE_BYTES_MAX) return this.vectored('write', [buf], offsetBytes);
     if ((this.inlineWrites === 'all' || (this.stats.inFlight === 0 && !this.syncWroteThisTurn)) && this.syncAllowed(buf.length)) {
       // A synchronous write never counts as in flight, so "queue depth 1" also means:
       // the first write of this event-loop turn. Commands that arrived together (one
@@ -183,7 +233,13 @@ export class FileDevice implements BlockDevice {
     return this.vectored('write', parts, offsetBytes);
   }
 
-  /** One preadv/pwritev on the thread pool; a short transfer is an IO error like any other. */
+  /**
+   * One preadv/pwritev on the thread pool; a large buffered write as one pwritev per
+   * WRITE_PIECE_BYTES_MAX, all issued at once (one after the other cost ~15 % of the
+   * throughput of 1 MiB writes: a pool round trip each). It settles once every piece
+   * did, so no piece is in flight when the caller reuses its buffers. A short transfer
+   * is an IO error like any other.
+   */
   private vectored(op: 'read' | 'write', parts: Uint8Array[], offsetBytes: number): Promise<void> {
     if (!(parts.length > 0 && parts.length <= IOV_PARTS_MAX)) fail(`${op}Parts with ${parts.length} parts`);
     let lengthBytes = 0;
@@ -191,20 +247,35 @@ export class FileDevice implements BlockDevice {
     this.asyncIos++;
     const t0 = performance.now();
     const stats = op === 'read' ? this.stats.read : this.stats.write;
+    const pieces = op === 'write' && !this.directIo && lengthBytes > WRITE_PIECE_BYTES_MAX ? splitWrite(parts, offsetBytes, WRITE_PIECE_BYTES_MAX) : [{ parts, offsetBytes }];
     this.stats.inFlight++;
     return new Promise((resolve, reject) => {
-      const done = (err: NodeJS.ErrnoException | null, n: number): void => {
+      let pending = pieces.length;
+      let failure: string | null = null;
+      const settle = (): void => {
         this.stats.inFlight--;
-        if (err || n !== lengthBytes) {
+        if (failure !== null) {
           stats.recordError();
-          reject(new TesseraError('ERR_DEVICE_IO', `${op} ${this.path} at ${offsetBytes}+${lengthBytes}: ${err ? err.code : `short ${op} ${n}`}`));
+          reject(new TesseraError('ERR_DEVICE_IO', `${op} ${this.path} at ${offsetBytes}+${lengthBytes}: ${failure}`));
           return;
         }
         stats.record(lengthBytes, (performance.now() - t0) * 1000);
         resolve();
       };
-      if (op === 'read') fs.readv(this.fd, parts, offsetBytes, done);
-      else fs.writev(this.fd, parts, offsetBytes, done);
+      for (const piece of pieces) {
+        let expected = 0;
+        for (const p of piece.parts) expected += p.length;
+        const done = (err: NodeJS.ErrnoException | null, n: number): void => {
+          if ((err || n !== expected) && failure === null) {
+            const where = pieces.length > 1 ? ` (piece at ${piece.offsetBytes}+${expected})` : '';
+            failure = `${err ? err.code : `short ${op} ${n}`}${where}`;
+          }
+          if (--pending === 0) settle();
+        };
+        if (pieces.length > 1) this.splitWriteCalls++;
+        if (op === 'read') fs.readv(this.fd, piece.parts, piece.offsetBytes, done);
+        else fs.writev(this.fd, piece.parts, piece.offsetBytes, done);
+      }
     });
   }
 
