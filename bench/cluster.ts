@@ -358,8 +358,13 @@ function machineFacts(o: Options, disk: string): Record<string, string> {
     facts.libnbd = capture('nbdinfo', ['--version']).split('\n')[0] ?? '';
     facts.tessera = `git ${git}${dirty}`;
   }
-  if (o.systems.has('ceph')) facts.ceph = capture('ceph', ['--version']).replace(/ \([0-9a-f]{40}\)/, '') || '(not installed yet)';
+  if (o.systems.has('ceph')) facts.ceph = cephVersion() || '(not installed yet)';
   return facts;
+}
+
+/** `ceph --version` without the commit hash; empty when Ceph is not installed. */
+function cephVersion(): string {
+  return capture('ceph', ['--version']).replace(/ \([0-9a-f]{40}\)/, '');
 }
 
 // ---------------------------------------------------------------- the Tessera cluster
@@ -793,6 +798,8 @@ async function main(): Promise<number> {
       try {
         const res = await runCephBaseline(cephOptions(o, path.join(resDir, 'ceph')));
         facts['steal during ceph'] = stealPct(s0, stealSample());
+        // ceph.sh installs the packages on first use: the version is known only now.
+        facts.ceph = cephVersion() || facts.ceph;
         for (const c of res) {
           const row = rows.find((r) => r.workload.name === c.workload);
           if (row) row.ceph = fromCeph(c);

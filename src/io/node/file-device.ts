@@ -100,7 +100,8 @@ export class FileDevice implements BlockDevice {
    * work; with inlineWrites 'all' they stay synchronous (see InlineWrites).
    * A 4 KiB write costs ~6 us of kernel time into small page-cache folios but ~25 us
    * into a large folio (one left by a large sequential write: ext4 walks every
-   * block of the folio on each write; Linux 6.18 here, session 10).
+   * block of the folio on each write; Linux 6.18 here, session 10), which is why large
+   * writes are split (WRITE_PIECE_BYTES_MAX).
    */
   private syncSlowScore = 0;
   private syncBackoffUntilMs = 0;
