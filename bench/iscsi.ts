@@ -7,7 +7,7 @@
 //   node dist/bench/iscsi.js --profile DIR    # Tessera only, under node --cpu-prof: one
 //                                             # DIR/iscsi-<workload>.cpuprofile per workload + summary
 //
-// Environment: BENCH_RUNTIME [15] s per job, BENCH_RAMP [2] s, BENCH_ONLY
+// Environment: BENCH_RUNTIME [10] s per job, BENCH_RAMP [2] s, BENCH_ONLY
 // (e.g. rr4k-qd32,rw4k-qd32), BENCH_ROUNDS [3] runs per system and workload
 // (alternating which system goes first; the median is reported), BENCH_ISCSI_SIZE [1G] size of both LUNs (written
 // once, then benchmarked), BENCH_DIR [/var/tmp] parent of the scratch dir (must

@@ -10,12 +10,14 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { FileDevice, WRITE_PIECE_BYTES_MAX, splitWrite, type InlineWrites } from './file-device.js';
+import { FileDevice, WRITE_PIECE_BYTES, splitWrite, type InlineWrites } from './file-device.js';
 
+const cjsFs = createRequire(import.meta.url)('node:fs') as typeof import('node:fs');
 const root = mkdtempSync(join(tmpdir(), 'tessera-filedev-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 let seq = 0;
@@ -115,11 +117,11 @@ test('readParts/writeParts: the parts are one range back to back (preadv/pwritev
   }
 });
 
-test('splitWrite: consecutive pieces of at most pieceBytes, parts cut into views at the boundaries', () => {
+test('splitWrite: consecutive pieces of exactly pieceBytes (the last shorter), parts cut into views at the cuts', () => {
   const a = Buffer.alloc(10, 1);
   const b = Buffer.alloc(3, 2);
   const c = Buffer.alloc(9, 3);
-  const pieces = splitWrite([a, b, c], 1000, 8);
+  const pieces = splitWrite([a, b, Buffer.alloc(0), c], 1000, 8);
   assert.deepEqual(
     pieces.map((p) => [p.offsetBytes, p.parts.map((x) => x.length)]),
     [
@@ -134,13 +136,25 @@ test('splitWrite: consecutive pieces of at most pieceBytes, parts cut into views
   assert.equal(pieces[1].parts[1], b, 'a part inside one piece is passed as is');
   assert.ok(Buffer.concat(pieces.flatMap((p) => p.parts)).equals(Buffer.concat([a, b, c])));
   assert.deepEqual(splitWrite([a], 0, 10).map((p) => p.parts.length), [1], 'exactly one piece');
-  // at most IOV_MAX (1024) parts per piece, whatever their size
-  const tiny = Array.from({ length: 1500 }, () => Buffer.alloc(1));
-  assert.deepEqual(splitWrite(tiny, 0, 1 << 20).map((p) => p.parts.length), [1024, 476]);
   assert.throws(() => splitWrite([a], 0, 0));
 });
 
-test('a buffered write over WRITE_PIECE_BYTES_MAX goes to the kernel in pieces (small page-cache folios) and lands whole', async () => {
+test('a write is cut only between stored blocks: 4,096 data + 512 trailer bytes, as the engine gathers them', () => {
+  assert.equal(WRITE_PIECE_BYTES % 4608, 0);
+  const parts: Buffer[] = [];
+  for (let i = 0; i < 256; i++) parts.push(Buffer.alloc(4096), Buffer.alloc(512));
+  const base = 7 * 4608 + 12345 * 4608; // a block boundary anywhere in the device
+  const pieces = splitWrite(parts, base, WRITE_PIECE_BYTES);
+  assert.equal(pieces.length, Math.ceil((256 * 4608) / WRITE_PIECE_BYTES));
+  for (const [i, p] of pieces.entries()) {
+    assert.equal(p.offsetBytes, base + i * WRITE_PIECE_BYTES, `piece ${i} offset`);
+    assert.equal((p.offsetBytes - base) % 4608, 0, `piece ${i} starts at a block`);
+    // whole parts only: no data block or trailer is cut
+    assert.ok(p.parts.every((x, k) => x.length === (k % 2 === 0 ? 4096 : 512)), `piece ${i} holds whole blocks`);
+  }
+});
+
+test('a buffered write over WRITE_PIECE_BYTES goes to the kernel in pieces (small page-cache folios) and lands whole', async () => {
   const dev = await device();
   try {
     // 1 MiB of 4 KiB blocks, each followed by a 512-byte trailer, as the engine gathers them
@@ -148,16 +162,16 @@ test('a buffered write over WRITE_PIECE_BYTES_MAX goes to the kernel in pieces (
     for (let i = 0; i < 256; i++) parts.push(Buffer.alloc(4096, i), Buffer.alloc(512, 255 - i));
     const total = 256 * 4608;
     await dev.writeParts(parts, 4608);
-    const pieces = Math.ceil(total / WRITE_PIECE_BYTES_MAX);
+    const pieces = Math.ceil(total / WRITE_PIECE_BYTES);
     assert.equal(dev.splitWriteCalls, pieces, 'one pwritev per piece');
     const back = Buffer.alloc(total);
     await dev.read(back, 4608);
     assert.ok(back.equals(Buffer.concat(parts)));
-    // a single large buffer is split too; a small one is not
-    const big = Buffer.alloc(3 * WRITE_PIECE_BYTES_MAX + 100, 7);
+    // a single large buffer is split too; one of exactly WRITE_PIECE_BYTES is not
+    const big = Buffer.alloc(3 * WRITE_PIECE_BYTES + 100, 7);
     await dev.write(big, 2 << 20);
     assert.equal(dev.splitWriteCalls, pieces + 4);
-    await dev.write(Buffer.alloc(WRITE_PIECE_BYTES_MAX, 8), 6 << 20);
+    await dev.write(Buffer.alloc(WRITE_PIECE_BYTES, 8), 6 << 20);
     assert.equal(dev.splitWriteCalls, pieces + 4);
     const back2 = Buffer.alloc(big.length);
     await dev.read(back2, 2 << 20);
@@ -167,11 +181,81 @@ test('a buffered write over WRITE_PIECE_BYTES_MAX goes to the kernel in pieces (
   }
 });
 
+/**
+ * Runs fn with fs.writev replaced by a recorder: the device's pwritev calls are held
+ * (not performed) until the test runs them, in the order it chooses.
+ */
+async function withHeldWrites(fn: (held: Array<{ parts: Uint8Array[]; pos: number; cb: (err: Error | null, n: number) => void }>) => Promise<void>): Promise<void> {
+  const held: Array<{ parts: Uint8Array[]; pos: number; cb: (err: Error | null, n: number) => void }> = [];
+  const real = cjsFs.writev;
+  (cjsFs as { writev: unknown }).writev = (_fd: number, parts: Uint8Array[], pos: number, cb: (err: Error | null, n: number) => void) => held.push({ parts, pos, cb });
+  syncBuiltinESMExports();
+  try {
+    await fn(held);
+  } finally {
+    (cjsFs as { writev: unknown }).writev = real;
+    syncBuiltinESMExports();
+  }
+}
+
+test('a split write settles only once its last piece is done', async () => {
+  const dev = await device();
+  try {
+    await withHeldWrites(async (held) => {
+      let settled = false;
+      const p = dev.write(Buffer.alloc(3 * WRITE_PIECE_BYTES, 1), 0).then(() => (settled = true));
+      assert.equal(held.length, 3, 'all pieces issued at once');
+      for (let i = 0; i < held.length; i++) {
+        await nextTurn();
+        assert.equal(settled, false, `settled after ${i} of ${held.length} pieces`);
+        assert.equal(dev.stats.inFlight, 1);
+        const h = held[i];
+        h.cb(null, h.parts.reduce((n, x) => n + x.length, 0));
+      }
+      await p;
+      assert.equal(dev.stats.inFlight, 0);
+    });
+  } finally {
+    await dev.close();
+  }
+});
+
+test('overlapping split writes racing in the kernel leave every block whole, from one write or the other (reproducer: cuts inside a block tore it)', async () => {
+  const dev = await device();
+  try {
+    const blocks = 64;
+    const fromA = Buffer.alloc(blocks * 4608, 0xaa);
+    const fromB = Buffer.alloc(blocks * 4608, 0xbb);
+    await withHeldWrites(async (held) => {
+      const a = dev.write(fromA, 4608);
+      const aPieces = held.splice(0);
+      const b = dev.write(fromB, 4608);
+      const bPieces = held.splice(0);
+      assert.ok(aPieces.length > 1 && bPieces.length > 1);
+      // The worst order the kernel may choose: A's first piece, all of B, then the rest of A.
+      for (const h of [aPieces[0], ...bPieces, ...aPieces.slice(1)]) {
+        const n = fs.writevSync((dev as unknown as { fd: number }).fd, h.parts as NodeJS.ArrayBufferView[], h.pos);
+        h.cb(null, n);
+      }
+      await Promise.all([a, b]);
+    });
+    const back = Buffer.alloc(blocks * 4608);
+    await dev.read(back, 4608);
+    for (let i = 0; i < blocks; i++) {
+      const blk = back.subarray(i * 4608, (i + 1) * 4608);
+      assert.ok(blk.every((x) => x === 0xaa) || blk.every((x) => x === 0xbb), `block ${i} mixes both writes`);
+    }
+  } finally {
+    await dev.close();
+  }
+});
+
 test('a split write whose pwritev fails is one ERR_DEVICE_IO, counted once, and leaves nothing in flight', async () => {
   const dev = await device();
   // the descriptor is gone (EBADF): every piece fails; the write fails once
-  fs.closeSync((dev as unknown as { fd: number }).fd);
-  await assert.rejects(dev.write(Buffer.alloc(4 * WRITE_PIECE_BYTES_MAX), 0), (e: Error & { code?: string }) => e.code === 'ERR_DEVICE_IO' && /EBADF/.test(e.message));
+  const fd = (dev as unknown as { fd: number }).fd;
+  fs.closeSync(fd);
+  await assert.rejects(dev.write(Buffer.alloc(4 * WRITE_PIECE_BYTES), 0), (e: Error & { code?: string }) => e.code === 'ERR_DEVICE_IO' && /EBADF/.test(e.message));
   assert.equal(dev.splitWriteCalls, 4);
   assert.equal(dev.stats.write.snapshot().errors, 1);
   assert.equal(dev.stats.inFlight, 0);

@@ -14,6 +14,7 @@ import { IoStats } from '../../stdx/stats.js';
 import { alignedBuffer } from '../../stdx/buffer-pool.js';
 import type { BlockDevice } from '../../device/device.js';
 import { SECTOR_BYTES } from '../../device/device.js';
+import { BLOCK_STRIDE_BYTES } from '../../engine/layout.js';
 
 export type DirectIoMode = 'auto' | 'on' | 'off';
 /**
@@ -36,18 +37,25 @@ const SYNC_IO_BYTES_MAX = 64 * 1024;
 /** Parts of one readParts/writeParts: Linux's IOV_MAX. */
 const IOV_PARTS_MAX = 1024;
 /**
- * Buffered writes larger than this reach the kernel as consecutive pwritev calls of
- * at most this many bytes each. A write allocates page-cache folios as large as
- * itself (Linux 6.x, ext4), and every later small write into a large folio pays for
- * the folio's size: ext4 walks each of its blocks (ext4_block_write_begin). Measured
- * here (session 11), a random 4,608-byte pwrite costs 16 us in a file written with
- * 1 MiB writes, 5.6 us after 256 KiB writes, 3.8 us after 64 KiB, 1.9 us after
- * 4 KiB. Rewriting 1 MiB in 128 KiB pieces (issued together) kept the throughput of
- * 1 MiB writes over iSCSI (1,554 against 1,546 IOPS) for ~4 % more CPU.
- * Random 4 KiB writes over data first written sequentially (an image copied in,
- * then used) is the common case of a VM disk.
+ * Buffered writes larger than this reach the kernel as several pwritev calls, cut
+ * every WRITE_PIECE_BYTES from the write's start. A write allocates page-cache
+ * folios as large as itself (Linux 6.x, ext4), and every later small write into a
+ * large folio pays for the folio's size: ext4 walks each of its blocks
+ * (ext4_block_write_begin). Measured here (session 11), a random 4,608-byte pwrite
+ * costs 16 us in a file written with 1 MiB writes, 5.6 us after 256 KiB writes,
+ * 3.8 us after 64 KiB, 1.9 us after 4 KiB. Random 4 KiB writes over data first
+ * written sequentially (an image copied in, then used) is the common case of a VM
+ * disk. Issued together, 128 KiB pieces kept the throughput of 1 MiB writes over
+ * iSCSI (1,554 against 1,546 IOPS) for ~4 % more CPU.
+ *
+ * The size is a whole number of stored blocks (28 x 4,608 bytes), and the engine's
+ * large writes start at a block and hold whole blocks, so every cut falls between
+ * two blocks: each block, data and trailer, still reaches the kernel in one call.
+ * Whole-block writes to the same block may run concurrently (range-lock.ts), and a
+ * cut inside a block would let another write land between the two halves, leaving
+ * a block that fails its checksum for good (review, session 11).
  */
-export const WRITE_PIECE_BYTES_MAX = 128 * 1024;
+export const WRITE_PIECE_BYTES = 28 * BLOCK_STRIDE_BYTES;
 
 /** One pwritev of a split write: its parts and where they go. */
 export interface WritePiece {
@@ -56,9 +64,10 @@ export interface WritePiece {
 }
 
 /**
- * parts (written from offsetBytes on) as consecutive pieces of at most pieceBytes
- * each; a part that crosses a piece boundary is cut into views (no copy). Each
- * piece also holds at most IOV_PARTS_MAX parts.
+ * parts (written from offsetBytes on) as consecutive pieces of exactly pieceBytes
+ * each, the last one possibly shorter; a part that crosses a cut is cut into views
+ * (no copy). A piece holds a contiguous run of the parts, so never more of them
+ * than the write itself. Empty parts are dropped.
  */
 export function splitWrite(parts: readonly Uint8Array[], offsetBytes: number, pieceBytes: number): WritePiece[] {
   if (!(Number.isInteger(pieceBytes) && pieceBytes > 0)) fail(`splitWrite: pieceBytes ${pieceBytes}`);
@@ -68,7 +77,7 @@ export function splitWrite(parts: readonly Uint8Array[], offsetBytes: number, pi
   for (const part of parts) {
     let from = 0;
     while (from < part.length) {
-      if (curBytes === pieceBytes || cur.parts.length === IOV_PARTS_MAX) {
+      if (curBytes === pieceBytes) {
         pieces.push(cur);
         cur = { parts: [], offsetBytes: cur.offsetBytes + curBytes };
         curBytes = 0;
@@ -101,7 +110,7 @@ export class FileDevice implements BlockDevice {
    * A 4 KiB write costs ~6 us of kernel time into small page-cache folios but ~25 us
    * into a large folio (one left by a large sequential write: ext4 walks every
    * block of the folio on each write; Linux 6.18 here, session 10), which is why large
-   * writes are split (WRITE_PIECE_BYTES_MAX).
+   * writes are split (WRITE_PIECE_BYTES).
    */
   private syncSlowScore = 0;
   private syncBackoffUntilMs = 0;
@@ -111,7 +120,7 @@ export class FileDevice implements BlockDevice {
   };
   syncIos = 0;
   asyncIos = 0;
-  /** pwritev calls made for writes split into WRITE_PIECE_BYTES_MAX pieces (tests; see splitWrite). */
+  /** pwritev calls made for writes split into WRITE_PIECE_BYTES pieces (tests; see splitWrite). */
   splitWriteCalls = 0;
 
   private constructor(
@@ -199,7 +208,7 @@ export class FileDevice implements BlockDevice {
   }
 
   write(buf: Uint8Array, offsetBytes: number): Promise<void> {
-    if (!this.directIo && buf.length > WRITE_PIECE_BYTES_MAX) return this.vectored('write', [buf], offsetBytes);
+    if (!this.directIo && buf.length > WRITE_PIECE_BYTES) return this.vectored('write', [buf], offsetBytes);
     if ((this.inlineWrites === 'all' || (this.stats.inFlight === 0 && !this.syncWroteThisTurn)) && this.syncAllowed(buf.length)) {
       // A synchronous write never counts as in flight, so "queue depth 1" also means:
       // the first write of this event-loop turn. Commands that arrived together (one
@@ -236,7 +245,7 @@ export class FileDevice implements BlockDevice {
 
   /**
    * One preadv/pwritev on the thread pool; a large buffered write as one pwritev per
-   * WRITE_PIECE_BYTES_MAX, all issued at once (one after the other cost ~15 % of the
+   * WRITE_PIECE_BYTES, all issued at once (one after the other cost ~15 % of the
    * throughput of 1 MiB writes: a pool round trip each). It settles once every piece
    * did, so no piece is in flight when the caller reuses its buffers. A short transfer
    * is an IO error like any other.
@@ -248,7 +257,7 @@ export class FileDevice implements BlockDevice {
     this.asyncIos++;
     const t0 = performance.now();
     const stats = op === 'read' ? this.stats.read : this.stats.write;
-    const pieces = op === 'write' && !this.directIo && lengthBytes > WRITE_PIECE_BYTES_MAX ? splitWrite(parts, offsetBytes, WRITE_PIECE_BYTES_MAX) : [{ parts, offsetBytes }];
+    const pieces = op === 'write' && !this.directIo && lengthBytes > WRITE_PIECE_BYTES ? splitWrite(parts, offsetBytes, WRITE_PIECE_BYTES) : [{ parts, offsetBytes }];
     this.stats.inFlight++;
     return new Promise((resolve, reject) => {
       let pending = pieces.length;
@@ -269,13 +278,19 @@ export class FileDevice implements BlockDevice {
         const done = (err: NodeJS.ErrnoException | null, n: number): void => {
           if ((err || n !== expected) && failure === null) {
             const where = pieces.length > 1 ? ` (piece at ${piece.offsetBytes}+${expected})` : '';
-            failure = `${err ? err.code : `short ${op} ${n}`}${where}`;
+            failure = `${err ? (err.code ?? err.message) : `short ${op} ${n}`}${where}`;
           }
           if (--pending === 0) settle();
         };
         if (pieces.length > 1) this.splitWriteCalls++;
-        if (op === 'read') fs.readv(this.fd, piece.parts, piece.offsetBytes, done);
-        else fs.writev(this.fd, piece.parts, piece.offsetBytes, done);
+        try {
+          if (op === 'read') fs.readv(this.fd, piece.parts, piece.offsetBytes, done);
+          else fs.writev(this.fd, piece.parts, piece.offsetBytes, done);
+        } catch (err) {
+          // Refused before it was queued (bad arguments): this piece is done, failed;
+          // the promise still waits for the pieces already on their way.
+          done(err as NodeJS.ErrnoException, 0);
+        }
       }
     });
   }
