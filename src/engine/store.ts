@@ -13,7 +13,7 @@ export interface LocalStoreOptions {
   /** Size of a new device file; the device is created and formatted only if it does not exist. */
   createSizeBytes?: number;
   directIo?: DirectIoMode;
-  /** Small buffered writes on the calling thread: see InlineWrites (default 'first-per-turn'). */
+  /** Small buffered writes on the calling thread: see InlineWrites (default 'all'). */
   inlineWrites?: InlineWrites;
   objectSizeBytes?: number;
   log?: LogFn;
@@ -49,7 +49,7 @@ export async function openLocalStore(opts: LocalStoreOptions): Promise<{ store: 
     created = true;
     opts.log?.('info', `formatted new device ${opts.devicePath} (${opts.createSizeBytes} bytes)`);
   }
-  const device = await FileDevice.open(opts.devicePath, opts.directIo ?? 'auto', undefined, opts.inlineWrites);
+  const device = await FileDevice.open(opts.devicePath, opts.directIo ?? 'auto', undefined, opts.inlineWrites ?? 'all');
   try {
     const offload = opts.blockWorker ?? process.env.TESSERA_BLOCK_WORKER !== '0';
     const engine = await LocalEngine.open(
