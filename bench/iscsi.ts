@@ -9,9 +9,9 @@
 //
 // Environment: BENCH_RUNTIME [10] s per job, BENCH_RAMP [2] s, BENCH_ONLY
 // (e.g. rr4k-qd32,rw4k-qd32), BENCH_ROUNDS [3] runs per system and workload
-// (alternating which system goes first; the median is reported), BENCH_ISCSI_SIZE [1G] size of both LUNs (written
-// once, then benchmarked), BENCH_DIR [/var/tmp] parent of the scratch dir (must
-// not be tmpfs), BENCH_SYSTEMS [tgtd,tessera], BENCH_FIO_ISCSI
+// (alternating which system goes first; the median is reported),
+// BENCH_ISCSI_SIZE [1G] size of both LUNs (written once, then benchmarked),
+// BENCH_DIR [/var/tmp] parent of the scratch dir (must not be tmpfs), BENCH_SYSTEMS [tgtd,tessera], BENCH_FIO_ISCSI
 // [/opt/fio-libiscsi/bin/fio] fio built with the libiscsi engine, BENCH_URING [0]
 // (UV_USE_IO_URING for the daemon), BENCH_QUIET_MAX [3] s to wait before each
 // job for the machine to be nearly idle (below BENCH_QUIET_BUSY [40] % of one
@@ -26,14 +26,15 @@
 // same size, LUN 0 of its default target. Both LUNs are then written once end
 // to end over iSCSI (fio libiscsi, sequential 1 MiB, QD8), so reads hit data and
 // writes overwrite allocated blocks on both; both back onto the page cache (tgtd
-// rdwr = pread/pwrite; Tessera --direct-io off). For each workload tgtd runs,
-// then Tessera — never both at once, every fio run holds the machine-wide bench
-// lock. Each workload runs BENCH_ROUNDS times per system, alternating which one
-// goes first (tgtd, Tessera, Tessera, tgtd, ...), and the tables report each
+// rdwr = pread/pwrite; Tessera --direct-io off). Never both servers at once:
+// every fio run holds the machine-wide bench lock. Each workload runs
+// BENCH_ROUNDS times per system, alternating which one goes first (tgtd,
+// Tessera, Tessera, tgtd, ...), and the tables report each
 // system's median-IOPS run: single runs of the same server vary by up to ~10 %
 // on this shared VM, as much as the gaps being measured. The ratio table also
-// lists every round's own IOPS ratio. Server CPU is utime+stime of the server PID from /proc/PID/stat (all
-// threads), from the end of the ramp to fio's exit, reported per IO.
+// lists every round's own IOPS ratio. Server CPU is utime+stime of the server
+// PID from /proc/PID/stat (all threads), from the end of the ramp to fio's exit,
+// reported per IO.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';

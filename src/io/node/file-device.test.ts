@@ -80,6 +80,28 @@ test("inlineWrites 'all' (OSDs): 32 small writes of one turn are all synchronous
   }
 });
 
+test("inlineWrites 'all' (the engine's default): after a few slow synchronous writes (page cache throttled), writes go to the pool for a while", async () => {
+  const d = await device('all');
+  const real = cjsFs.writeSync;
+  // Every synchronous write takes ~300 us, as when the kernel throttles dirty pages.
+  (cjsFs as { writeSync: unknown }).writeSync = (...args: Parameters<typeof fs.writeSync>) => {
+    const until = performance.now() + 0.3;
+    while (performance.now() < until);
+    return (real as (...a: Parameters<typeof fs.writeSync>) => number)(...args);
+  };
+  syncBuiltinESMExports();
+  try {
+    for (let i = 0; i < 8; i++) await d.write(block(i + 1), i * 4608);
+    // SYNC_SLOW_BUDGET (4) slow ones, then the event loop is no longer blocked by them
+    assert.deepEqual({ sync: d.syncIos, async: d.asyncIos }, { sync: 4, async: 4 });
+    await expectBlocks(d, 8);
+  } finally {
+    (cjsFs as { writeSync: unknown }).writeSync = real;
+    syncBuiltinESMExports();
+    await d.close();
+  }
+});
+
 test('small reads are synchronous, reads over 64 KiB use the thread pool', async () => {
   const d = await device();
   try {
