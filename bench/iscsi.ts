@@ -11,7 +11,8 @@
 // (e.g. rr4k-qd32,rw4k-qd32), BENCH_ROUNDS [3] runs per system and workload
 // (alternating which system goes first; the median is reported),
 // BENCH_ISCSI_SIZE [1G] size of both LUNs (written once, then benchmarked),
-// BENCH_DIR [/var/tmp] parent of the scratch dir (must not be tmpfs), BENCH_SYSTEMS [tgtd,tessera], BENCH_FIO_ISCSI
+// BENCH_DIR [/var/tmp] parent of the scratch dir (must not be tmpfs),
+// BENCH_SYSTEMS [tgtd,tessera], BENCH_FIO_ISCSI
 // [/opt/fio-libiscsi/bin/fio] fio built with the libiscsi engine, BENCH_URING [0]
 // (UV_USE_IO_URING for the daemon), BENCH_QUIET_MAX [3] s to wait before each
 // job for the machine to be nearly idle (below BENCH_QUIET_BUSY [40] % of one
