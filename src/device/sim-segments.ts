@@ -25,6 +25,19 @@
 //   appended, unsynced), flipBit (silent corruption of stored data), jitterTurns
 //   (random microtask turns per IO, so a seeded test can cut the power in the
 //   middle of an append or a sync).
+// - Recycling (spareSegmentsMax > 0, see io/segments.ts): remove() renames the
+//   file to a spare name (`spare-<n>`, not listed) while fewer than the limit are
+//   held, and create() renames the oldest spare to the new name. The reused file
+//   keeps the bytes of its earlier life as durable "stale" bytes: appends
+//   overwrite them, and after a power cut the file is as long as the longer of
+//   its stale bytes and its surviving new bytes, with stale bytes wherever no
+//   new byte survived (a dropped or cut tail uncovers them). seal() cuts the
+//   stale bytes off and syncs. Renames follow the namespace rules above, so both
+//   ends of an unsynced rename may survive: one file under two names (a hard
+//   link, as a file system without a journal can leave). Like the real store, the
+//   store after a cut unlinks a spare name that shares its file, and remove()
+//   unlinks rather than keeps a file that another name still reaches: reusing it
+//   would overwrite that name's data.
 import { TesseraError } from '../stdx/errors.js';
 import { assert, fail } from '../stdx/assert.js';
 import type { Prng } from '../stdx/prng.js';
@@ -36,6 +49,8 @@ class SimFile {
   data: Buffer;
   lengthBytes = 0;
   durableBytes = 0;
+  /** Durable bytes of the file's earlier life (a recycled file), beyond what this life wrote. */
+  stale: Buffer | null = null;
 
   constructor(initial?: Buffer) {
     this.data = Buffer.alloc(Math.max(4096, initial?.length ?? 0));
@@ -56,7 +71,22 @@ class SimFile {
     this.data.set(src, this.lengthBytes);
     this.lengthBytes = need;
   }
+
+  /** Reuse: whatever the file holds now (as it would read after a cut with nothing in flight: its durable bytes at least) becomes stale. */
+  recycle(): void {
+    const old = Buffer.from(this.data.subarray(0, this.lengthBytes));
+    this.stale = this.stale && this.stale.length > old.length ? Buffer.concat([old, this.stale.subarray(old.length)]) : old;
+    this.lengthBytes = 0;
+    this.durableBytes = 0;
+  }
 }
+
+export interface SimSegmentStoreOptions {
+  /** Keep up to this many removed files as spares for create() (recycling). Default 0. */
+  spareSegmentsMax?: number;
+}
+
+const SPARE_NAME = /^spare-(\d+)$/;
 
 export interface SimSegmentFaults {
   failNextSync: boolean;
@@ -78,6 +108,8 @@ export interface SimSegmentCounters {
   syncDirs: number;
   creates: number;
   removes: number;
+  /** Creates served by a spare file. */
+  recycles: number;
 }
 
 export interface PowerCutResult {
@@ -92,19 +124,32 @@ export interface PowerCutResult {
 
 export class SimSegmentStore implements SegmentStore {
   readonly faults: SimSegmentFaults = { failNextSync: false, failNextSyncDir: false, failNextAppend: false, jitterTurns: 0, syncWait: null };
-  readonly counters: SimSegmentCounters = { appends: 0, syncs: 0, syncDirs: 0, creates: 0, removes: 0 };
+  readonly counters: SimSegmentCounters = { appends: 0, syncs: 0, syncDirs: 0, creates: 0, removes: 0, recycles: 0 };
   private current = new Map<string, SimFile>();
   private durable = new Map<string, SimFile>();
   /** Set by powerCut(): every later IO through this store or its handles fails. */
   dead = false;
 
-  constructor(private readonly prng: Prng) {}
+  private readonly spareSegmentsMax: number;
+  private nextSpareNumber = 1;
+
+  constructor(
+    private readonly prng: Prng,
+    private readonly options: SimSegmentStoreOptions = {},
+  ) {
+    this.spareSegmentsMax = options.spareSegmentsMax ?? 0;
+  }
 
   async list(): Promise<string[]> {
     this.checkAlive();
     if (this.faults.jitterTurns > 0) await this.delay();
     this.checkAlive();
-    return [...this.current.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    return [...this.current.keys()].filter((n) => !SPARE_NAME.test(n)).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  }
+
+  /** Spare names held now, oldest first. */
+  spareNames(): string[] {
+    return [...this.current.keys()].filter((n) => SPARE_NAME.test(n)).sort((a, b) => Number(SPARE_NAME.exec(a)![1]) - Number(SPARE_NAME.exec(b)![1]));
   }
 
   async create(name: string): Promise<Segment> {
@@ -113,9 +158,18 @@ export class SimSegmentStore implements SegmentStore {
     if (this.faults.jitterTurns > 0) await this.delay();
     this.checkAlive();
     if (this.current.has(name)) throw new TesseraError('ERR_EXISTS', `segment ${name} exists`);
+    this.counters.creates++;
+    const spare = this.spareNames()[0];
+    if (spare !== undefined) {
+      const file = this.current.get(spare)!;
+      this.current.delete(spare);
+      this.current.set(name, file);
+      file.recycle();
+      this.counters.recycles++;
+      return new SimSegment(this, name, file);
+    }
     const file = new SimFile();
     this.current.set(name, file);
-    this.counters.creates++;
     return new SimSegment(this, name, file);
   }
 
@@ -134,7 +188,18 @@ export class SimSegmentStore implements SegmentStore {
     this.checkAlive();
     if (this.faults.jitterTurns > 0) await this.delay();
     this.checkAlive();
-    if (this.current.delete(name)) this.counters.removes++;
+    const file = this.current.get(name);
+    if (!file) return;
+    this.current.delete(name);
+    this.counters.removes++;
+    // A file still reachable by another name (a cut left both ends of a rename) is unlinked, never kept: reusing it would overwrite that name's data.
+    if (this.spareNames().length < this.spareSegmentsMax && !this.linked(file)) this.current.set(`spare-${this.nextSpareNumber++}`, file);
+  }
+
+  /** True when some name in the current namespace reaches `file`. */
+  private linked(file: SimFile): boolean {
+    for (const f of this.current.values()) if (f === file) return true;
+    return false;
   }
 
   async syncDir(): Promise<void> {
@@ -180,10 +245,11 @@ export class SimSegmentStore implements SegmentStore {
   powerCut(): PowerCutResult {
     this.checkAlive();
     this.dead = true;
-    const result: PowerCutResult = { store: new SimSegmentStore(this.prng), kept: 0, dropped: 0, torn: 0, namesReverted: 0 };
+    const result: PowerCutResult = { store: new SimSegmentStore(this.prng, this.options), kept: 0, dropped: 0, torn: 0, namesReverted: 0 };
     result.store.faults.jitterTurns = this.faults.jitterTurns;
     const names = new Set([...this.current.keys(), ...this.durable.keys()]);
     const allFiles = [...new Set([...this.current.values(), ...this.durable.values()])];
+    const survivors = new Map<SimFile, SimFile>(); // one outcome per file, whatever names reach it
     for (const name of [...names].sort()) {
       const now = this.current.get(name);
       const was = this.durable.get(name);
@@ -196,12 +262,47 @@ export class SimSegmentStore implements SegmentStore {
         }
       }
       if (!file) continue;
-      const survived = this.survivingBytes(file, allFiles, result);
-      const copy = new SimFile(survived);
+      let copy = survivors.get(file);
+      if (!copy) {
+        copy = new SimFile(this.withStale(file, this.survivingBytes(file, allFiles, result)));
+        survivors.set(file, copy);
+      }
       result.store.current.set(name, copy);
       result.store.durable.set(name, copy);
+      const spare = SPARE_NAME.exec(name);
+      if (spare) result.store.nextSpareNumber = Math.max(result.store.nextSpareNumber, Number(spare[1]) + 1);
     }
+    result.store.dropLinkedSpares();
     return result;
+  }
+
+  /**
+   * As a store opening a directory does: a spare whose file another name also
+   * reaches (both ends of an unsynced rename survived, a hard link) is unlinked,
+   * so that a later create() cannot overwrite that name's data.
+   */
+  private dropLinkedSpares(): void {
+    const names = new Map<SimFile, number>();
+    for (const f of this.current.values()) names.set(f, (names.get(f) ?? 0) + 1);
+    for (const spare of this.spareNames()) {
+      if (names.get(this.current.get(spare)!)! > 1) {
+        names.set(this.current.get(spare)!, names.get(this.current.get(spare)!)! - 1);
+        this.current.delete(spare);
+        this.durable.delete(spare);
+        this.linkedSparesDropped++;
+      }
+    }
+  }
+
+  /** Spares dropped on "open" because another name reached the same file. */
+  linkedSparesDropped = 0;
+
+  /** A recycled file's surviving new bytes laid over its stale ones (see the header). */
+  private withStale(file: SimFile, fresh: Buffer): Buffer {
+    if (!file.stale || file.stale.length <= fresh.length) return fresh;
+    const out = Buffer.from(file.stale);
+    fresh.copy(out, 0);
+    return out;
   }
 
   private survivingBytes(file: SimFile, allFiles: SimFile[], counts: PowerCutResult): Buffer {
@@ -294,6 +395,7 @@ class SimSegment implements Segment {
 
   async append(buffers: readonly Uint8Array[]): Promise<void> {
     this.check();
+    if (this.sealed) throw new TesseraError('ERR_CLOSED', `segment ${this.name} is sealed`);
     if (!(!this.appending)) fail(`concurrent appends to segment ${this.name}`);
     const data = Buffer.concat(buffers.map((b) => (Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength)))); // copy now: the caller may reuse its buffers
     this.appending = true;
@@ -326,6 +428,14 @@ class SimSegment implements Segment {
     this.file.durableBytes = Math.max(this.file.durableBytes, upToBytes);
   }
 
+  async seal(): Promise<void> {
+    this.check();
+    if (this.sealed) throw new TesseraError('ERR_CLOSED', `segment ${this.name} is sealed`);
+    await this.sync();
+    this.sealed = true;
+    this.file.stale = null;
+  }
+
   async read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     this.check();
     if (this.store.faults.jitterTurns > 0) await this.store.delay();
@@ -339,6 +449,8 @@ class SimSegment implements Segment {
   async close(): Promise<void> {
     this.closed = true;
   }
+
+  private sealed = false;
 
   private check(): void {
     if (this.closed) throw new TesseraError('ERR_CLOSED', `segment ${this.name} is closed`);

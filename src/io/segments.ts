@@ -22,6 +22,16 @@
 //   ERR_CLOSED after close() (or, in the simulation, after a power cut).
 // - One writer per segment: the caller never issues two appends to the same
 //   segment concurrently (append is "at the end", so they could not be ordered).
+// - Recycling (optional, per store): remove() may keep a segment's file as a
+//   spare, and create() may hand a spare out under the new name instead of a
+//   new file. Overwriting blocks a file already owns is much cheaper than
+//   appending at a file's end, where every fdatasync must also write the inode
+//   (the new size) and allocate blocks (docs/ARCHITECTURE.md "Replication").
+//   A recycled segment starts with sizeBytes 0 like a new one, but its file
+//   still holds the bytes of its earlier life beyond what was appended: open()
+//   after a crash returns them (the file's size is at least its old size), and
+//   a torn tail may mix new, zero, garbage and old sectors. seal() cuts them
+//   off. Spares are not listed, and their names are the store's own.
 
 /** Segment names: a letter or digit, then letters, digits, '.', '_' or '-'; no path separators. */
 export const SEGMENT_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -34,6 +44,12 @@ export interface Segment {
   append(buffers: readonly Uint8Array[]): Promise<void>;
   /** fdatasync: every append that resolved before this call started is durable when it resolves. */
   sync(): Promise<void>;
+  /**
+   * Ends the segment at sizeBytes: drops any bytes a recycled file still holds
+   * beyond it, then makes the segment durable (ftruncate + fdatasync). No
+   * append may follow. Errors as sync().
+   */
+  seal(): Promise<void>;
   /** Reads exactly lengthBytes at offsetBytes (within sizeBytes) into a new Buffer. */
   read(offsetBytes: number, lengthBytes: number): Promise<Buffer>;
   close(): Promise<void>;
@@ -42,11 +58,14 @@ export interface Segment {
 export interface SegmentStore {
   /** Names of the segments present, sorted in ascending code-unit order. */
   list(): Promise<string[]>;
-  /** Creates an empty segment (fails with ERR_EXISTS if the name is taken). The name is durable only after syncDir(). */
+  /**
+   * Creates an empty segment (fails with ERR_EXISTS if the name is taken), possibly
+   * on a recycled file (see the header). The name is durable only after syncDir().
+   */
   create(name: string): Promise<Segment>;
   /** Opens an existing segment for reading and appending at its end. */
   open(name: string): Promise<Segment>;
-  /** Removes a segment (no-op if absent). Durable only after syncDir(). */
+  /** Removes a segment (no-op if absent), or keeps its file as a spare for a later create(). Durable only after syncDir(). */
   remove(name: string): Promise<void>;
   /** fsync of the directory: makes every completed create and remove durable. */
   syncDir(): Promise<void>;

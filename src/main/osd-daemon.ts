@@ -28,6 +28,14 @@ import type { ClusterConfig } from './cluster-config.js';
 
 /** WAL flushes with at most this much appended since the previous one run on the loop thread (segment-store.ts). */
 const WAL_SYNC_INLINE_BYTES_MAX = 16 * 1024;
+/**
+ * Old WAL segment files kept for reuse (recycling, io/segments.ts): overwriting a
+ * file's blocks makes each fdatasync about half as costly as appending at its end
+ * (no inode write, no block allocation), which took ~0.13 ms off a 3-replica QD1
+ * write here. Six cover one checkpoint cycle (256 MiB of 64 MiB segments, plus
+ * the checkpoint's own), at the price of up to 384 MiB of disk per OSD.
+ */
+const WAL_SPARE_SEGMENTS = 6;
 
 export const REPORT_INTERVAL_MS = 1000;
 export const OSD_READY_PREFIX = 'tessera-osd: ready';
@@ -120,7 +128,11 @@ async function startOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Error) =
   // The WAL writes on the loop thread (cheaper in CPU than libuv's pool) and flushes
   // there too while little was appended since the last flush, else on the pool (see
   // segment-store.ts); its writer starts in the check phase, after this turn's sends.
-  const segments = await NodeSegmentStore.openDir(path.join(cfg.osd.dataDir, 'wal'), { blockingIo: true, syncInlineBytesMax: WAL_SYNC_INLINE_BYTES_MAX });
+  const segments = await NodeSegmentStore.openDir(path.join(cfg.osd.dataDir, 'wal'), {
+    blockingIo: true,
+    syncInlineBytesMax: WAL_SYNC_INLINE_BYTES_MAX,
+    spareSegmentsMax: WAL_SPARE_SEGMENTS,
+  });
   const { wal, groups, damage, tornTail } = await Wal.open(segments, { selfId: osdId, schedule: (run) => setImmediate(run) });
   undo.push(() => wal.close());
   if (damage.length > 0) log.warn(`osd.${osdId}: WAL damaged in the middle at ${damage.length} place(s); affected PGs stay out of elections until repaired from peers`);

@@ -4,7 +4,8 @@
 // segments.ts) with random rollover sizes; the power is cut at a random point
 // (often in the middle of an append, a sync, a rollover or a checkpoint), which
 // drops, keeps or tears (in order or scattered, with garbage) every unsynced byte
-// and may undo unsynced creates and removes. The log is reopened and checked
+// and may undo unsynced creates and removes; half the crash points recycle
+// segment files, so stale records of earlier segments lie after the log's end. The log is reopened and checked
 // against a model (written independently of wal-replay.ts):
 //   - the recovered state is exactly the model's state after some prefix of the
 //     operations issued (per group: hard state, snapshot, every entry byte):
@@ -128,6 +129,8 @@ interface Counters {
   checkpoints: number;
   rollovers: number;
   acked: number;
+  /** Segments created on a recycled file (holding an earlier life's records). */
+  recycled: number;
 }
 
 /** Per-group generator state, derived from the model. */
@@ -300,7 +303,10 @@ function checkRecovered(seed: number, what: string, life: Life, res: WalOpenResu
 
 async function runCrashPoint(seed: number, counters: Counters): Promise<void> {
   const prng = new Prng(seed);
-  let store = new SimSegmentStore(prng);
+  // Half the crash points recycle segment files. Drawn from a second generator so
+  // that a seed replays the same workload and cuts as before recycling existed.
+  const recycling = new Prng((seed ^ 0x5bd1e995) >>> 0);
+  let store = new SimSegmentStore(prng, { spareSegmentsMax: recycling.chance(0.5) ? 1 + recycling.int(4) : 0 });
   store.faults.jitterTurns = prng.int(4);
   const options: WalOptions = {
     selfId: 1,
@@ -317,6 +323,7 @@ async function runCrashPoint(seed: number, counters: Counters): Promise<void> {
     await life.run(2 + prng.int(10));
     counters.acked += life.ops.filter((o) => o.seq <= life.acked).length;
     counters.rollovers += life.wal.stats.segmentsCreated;
+    counters.recycled += store.counters.recycles;
     const cut = store.powerCut();
     if (cut.torn > 0) counters.cutsTorn++;
     store = cut.store;
@@ -344,12 +351,14 @@ async function runCrashPoint(seed: number, counters: Counters): Promise<void> {
  * Crash points that once failed, replayed on every run. 146069065 (session 9): a
  * rollover segment's unsynced start held, after the cut, a stale copy of the first
  * checkpoint (a recycled block); open started replay there and deleted the real
- * log, acknowledged commits included.
+ * log, acknowledged commits included. 1608499745 (session 12, recycled segment
+ * files): a cut left both ends of an unsynced rename, one file under a segment's
+ * name and a spare's; the spare was reused and overwrote the segment (DAMAGE).
  */
-const REPRODUCER_SEEDS = [146069065];
+const REPRODUCER_SEEDS = [146069065, 1608499745];
 
 test('CLU4 WAL: crash points that once failed (reproducers)', async () => {
-  const counters: Counters = { cuts: 0, ops: 0, cutsTorn: 0, tornTails: 0, abandoned: 0, checkpoints: 0, rollovers: 0, acked: 0 };
+  const counters: Counters = { cuts: 0, ops: 0, cutsTorn: 0, tornTails: 0, abandoned: 0, checkpoints: 0, rollovers: 0, acked: 0, recycled: 0 };
   for (const seed of REPRODUCER_SEEDS) await runCrashPoint(seed, counters);
   assert.ok(counters.acked > 0, 'the reproducers acknowledged commits');
 });
@@ -358,7 +367,7 @@ test('CLU4 WAL: every acknowledged commit survives a power cut, nothing unwritte
   const single = process.env.TESSERA_SEED !== undefined && process.env.TESSERA_SEED !== '';
   const base = seedFromEnv();
   const count = single ? 1 : Number(process.env.CRASH_POINTS ?? 1000);
-  const counters: Counters = { cuts: 0, ops: 0, cutsTorn: 0, tornTails: 0, abandoned: 0, checkpoints: 0, rollovers: 0, acked: 0 };
+  const counters: Counters = { cuts: 0, ops: 0, cutsTorn: 0, tornTails: 0, abandoned: 0, checkpoints: 0, rollovers: 0, acked: 0, recycled: 0 };
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
   for (let i = 0; i < count; i++) {
@@ -375,11 +384,12 @@ test('CLU4 WAL: every acknowledged commit survives a power cut, nothing unwritte
   console.log(
     `WAL crash points: ${count}, power cuts ${counters.cuts} (first seed ${base}, ${ms} ms, ${cpuMs} ms CPU): ops ${counters.ops}, acknowledged ${counters.acked}, ` +
       `cuts that tore a tail ${counters.cutsTorn}, torn tails dropped on open ${counters.tornTails}, earlier tails skipped ${counters.abandoned}, ` +
-      `checkpoints ${counters.checkpoints}, segments created ${counters.rollovers}`,
+      `checkpoints ${counters.checkpoints}, segments created ${counters.rollovers} (${counters.recycled} on recycled files)`,
   );
   if (count >= 100) {
     assert.ok(counters.cutsTorn > 0 && counters.tornTails > 0, 'the power cuts never tore a tail: the test is not exercising torn writes');
     assert.ok(counters.abandoned > 0, 'no torn tail of an earlier life was ever skipped: the restart path is not exercised');
     assert.ok(counters.checkpoints > 0);
+    assert.ok(counters.recycled > 0, 'no segment was created on a recycled file: stale records after the log end are not exercised');
   }
 });

@@ -308,6 +308,10 @@ class CountingStore implements SegmentStore {
         this.syncs++;
         return seg.sync();
       },
+      seal: () => {
+        this.syncs++;
+        return seg.seal();
+      },
       read: (o, l) => seg.read(o, l),
       close: () => seg.close(),
     };
@@ -522,6 +526,53 @@ test('recovery after restart on real files (NodeSegmentStore): rollover, checkpo
     const again = await open(store);
     assert.equal(again.groups.get(1)!.entries.at(-1)!.index, 52);
     assert.deepEqual(again.damage, []);
+    await again.wal.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('recycled segment files (NodeSegmentStore spares): the log recovers whole, every rolled-over segment ends at its last record, stale records after the end are dropped as a tail', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'tessera-wal-'));
+  try {
+    const store = await NodeSegmentStore.openDir(dir, { blockingIo: true, spareSegmentsMax: 3 });
+    const { wal } = await open(store, { segmentBytesMax: 8192 });
+    let index = 0;
+    const write = async (n: number, bytes: number) => {
+      for (let i = 0; i < n; i++) {
+        index++;
+        wal.entries(1, [ent(index, 1, `${index}`.padEnd(bytes, '.'))]);
+        await wal.commit();
+      }
+    };
+    // Three checkpoint cycles: the segments of each are removed into spares, which the
+    // next reuses. Then smaller records: segments overshoot 8 KiB less than before, so
+    // the recycled files they roll over from still hold stale records after their end.
+    for (let cycle = 0; cycle < 3; cycle++) {
+      await write(40, 2500);
+      await wal.checkpoint(new Map([[1, { hardState: { term: 1, vote: 1, commit: index }, snapshot: { index: index - 5, term: 1, conf: CONF }, entries: Array.from({ length: 5 }, (_, k) => ent(index - 4 + k, 1, `${index - 4 + k}`.padEnd(700, '.'))) }]]));
+    }
+    await write(60, 700); // rolls over into recycled files, the last one left with stale bytes after the log's end
+    await wal.close();
+    assert.ok(store.recycledCreates >= 3, `recycled creates: ${store.recycledCreates}`);
+    const names = await store.list();
+    assert.ok(names.length >= 3, `segments: ${names.join(' ')}`);
+    const reopened = await open(await NodeSegmentStore.openDir(dir, { spareSegmentsMax: 3 }));
+    assert.deepEqual(reopened.damage, []);
+    // A rolled-over segment holding stale bytes after its last record would read as a
+    // region cut by the next segment's start (an abandoned tail): seal() prevents that.
+    assert.equal(reopened.abandonedRegions, 0, 'no stale bytes between segments');
+    const g1 = reopened.groups.get(1)!;
+    assert.equal(g1.entries.at(-1)!.index, index);
+    assert.deepEqual(g1.entries.map((e) => e.index), Array.from({ length: g1.entries.length }, (_, k) => index - g1.entries.length + 1 + k));
+    assert.ok(Buffer.from(g1.entries.at(-1)!.data).toString().startsWith(`${index}.`));
+    assert.ok(reopened.tornTail === null || reopened.tornTail.segment === names.at(-1), 'stale bytes only after the newest segment\'s last record');
+    reopened.wal.entries(1, [ent(index + 1, 2)]);
+    await reopened.wal.commit();
+    await reopened.wal.close();
+    const again = await open(await NodeSegmentStore.openDir(dir, { spareSegmentsMax: 3 }));
+    assert.deepEqual(again.damage, []);
+    assert.equal(again.groups.get(1)!.entries.at(-1)!.index, index + 1);
     await again.wal.close();
   } finally {
     await rm(dir, { recursive: true, force: true });

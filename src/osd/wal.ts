@@ -22,9 +22,19 @@
 //   by proof that it was synced. This is what lets recovery tell a torn tail
 //   (dropped) from corruption in the middle of the log (reported): wal-replay.ts.
 // - A segment rolls over once it holds segmentBytesMax; the new segment's name is
-//   fsync'ed (syncDir) before any commit in it resolves. Before a roll, an
-//   unsynced SYNC_MARK in the old segment is synced (otherwise its tear would look
-//   like a hole between two synced segments).
+//   fsync'ed (syncDir) before any commit in it resolves. Before a roll (and
+//   before a checkpoint starts its segment) the old segment is sealed: cut at its
+//   last record and synced, unsynced SYNC_MARK included (otherwise its tear would
+//   look like a hole between two synced segments).
+// - Segment files may be recycled (io/segments.ts): a new segment can be an old
+//   one's file, still holding that file's earlier records beyond what this life
+//   wrote. Overwriting them makes each fdatasync cheaper than appending at a
+//   file's end (docs/ARCHITECTURE.md "Replication"). Recovery stays sound because
+//   only the newest segment can hold such bytes (every older one was sealed), and
+//   there they read as what follows the log's end: stale records have lower
+//   sequence numbers, and their syncedSeq is below any record of this life they
+//   follow, so they can never make a region read as DAMAGE (wal-replay.ts); a
+//   stale checkpoint names another segment (CKPT_BEGIN's tag).
 // - checkpoint(state): the caller, having made its object store durable, passes
 //   every live group's hardState, applied point (snapshot) and entries after it.
 //   Whatever was queued before the call is committed to the current segment; then
@@ -487,17 +497,26 @@ export class Wal {
 
   private async roll(): Promise<void> {
     const old = this.current;
-    if (old && this.markPending) {
-      await old.sync(); // see the header: an unsynced mark must not end a segment that is followed by others
-      this.stats.syncs++;
-      this.durableSeq = this.markSeq;
-      this.markPending = false;
-    }
+    if (old) await this.seal(old);
     const name = this.newSegmentName();
     this.current = await this.store.create(name);
     this.stats.segmentsCreated++;
     this.liveSegments.push(name);
     await old?.close();
+  }
+
+  /**
+   * Ends `seg` at its last record before a newer segment starts (see the header):
+   * an unsynced mark must not end a segment that is followed by others, and stale
+   * bytes of a recycled file must not lie between two segments' records.
+   */
+  private async seal(seg: Segment): Promise<void> {
+    await seg.seal();
+    this.stats.syncs++;
+    if (this.markPending) {
+      this.durableSeq = this.markSeq;
+      this.markPending = false;
+    }
   }
 
   private async writeSyncMark(): Promise<void> {
@@ -512,6 +531,7 @@ export class Wal {
   }
 
   private async writeCheckpoint(records: PendingRecord[]): Promise<void> {
+    if (this.current) await this.seal(this.current);
     const name = this.newSegmentName();
     stampCheckpointSegment(records[0], walSegmentNumber(name));
     const seg = await this.store.create(name);

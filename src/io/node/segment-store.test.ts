@@ -1,9 +1,9 @@
 // Tests of the node:fs segment store on a temporary directory: create/append
 // (writev of many buffers, past IOV_MAX)/read/sync/list/remove, reopen sizes,
-// error codes, and name validation.
+// error codes, name validation, and recycling (spares, stale bytes, seal, links).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile, mkdir, stat } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile, mkdir, stat, readdir, readFile, link } from 'node:fs/promises';
 import { closeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -109,5 +109,90 @@ test('NodeSegmentStore (blockingIo, syncInlineBytesMax): a flush of at most that
     await p.append([Buffer.alloc(10)]);
     await p.sync();
     assert.deepEqual([p.inlineSyncs, p.poolSyncs], [0, 1], 'without the option every flush uses the pool');
+  });
+});
+
+test('NodeSegmentStore (spareSegmentsMax): remove keeps files as unlisted spares, create reuses them with stale bytes beyond sizeBytes, seal cuts them off', async () => {
+  await withDir(async (dir) => {
+    const store = await NodeSegmentStore.openDir(dir, { blockingIo: true, spareSegmentsMax: 2 });
+    for (const [i, fill] of [[1, 0xa1], [2, 0xa2], [3, 0xa3]]) {
+      const seg = await store.create(`wal-000${i}.seg`);
+      await seg.append([Buffer.alloc(8192, fill)]);
+      await seg.sync();
+      await seg.close();
+    }
+    for (const i of [1, 2, 3]) await store.remove(`wal-000${i}.seg`);
+    assert.equal(store.spareCount, 2, 'two kept, the third unlinked');
+    assert.deepEqual(await store.list(), [], 'spares are not listed');
+    assert.deepEqual((await readdir(dir)).sort(), ['spare-1', 'spare-2']);
+
+    // create() takes the oldest spare: the file keeps its old bytes beyond what is appended.
+    const seg = await store.create('wal-0004.seg');
+    assert.equal(store.recycledCreates, 1);
+    assert.equal(seg.sizeBytes, 0, 'a recycled segment starts empty');
+    await seg.append([Buffer.alloc(1000, 0xb4)]);
+    assert.equal(seg.sizeBytes, 1000);
+    await assert.rejects(seg.read(1000, 1), (e) => isTesseraError(e, 'ERR_RANGE'), 'stale bytes are not readable through the writer');
+    assert.equal((await stat(join(dir, 'wal-0004.seg'))).size, 8192, 'the old size stays until seal');
+    await seg.sync();
+    // After a crash the file would be reopened whole: the stale bytes of wal-0001 follow the new ones.
+    const reopened = await store.open('wal-0004.seg');
+    assert.equal(reopened.sizeBytes, 8192);
+    const all = await reopened.read(0, 8192);
+    assert.ok(all.subarray(0, 1000).equals(Buffer.alloc(1000, 0xb4)));
+    assert.ok(all.subarray(1000).equals(Buffer.alloc(7192, 0xa1)), 'stale bytes of the earlier life');
+    await reopened.close();
+
+    await seg.seal();
+    assert.equal((await stat(join(dir, 'wal-0004.seg'))).size, 1000, 'seal cut the stale bytes off');
+    await assert.rejects(seg.append([Buffer.from('x')]), (e) => isTesseraError(e, 'ERR_CLOSED'), 'no append after seal');
+    await seg.close();
+
+    // A name that exists is refused even when a spare is there (rename would replace it).
+    await assert.rejects(store.create('wal-0004.seg'), (e) => isTesseraError(e, 'ERR_EXISTS'));
+    assert.equal(store.spareCount, 1, 'the spare was not consumed by the refused create');
+    await assert.rejects(store.create('spare-9'), /bad segment name/, 'spare names are the store\'s own');
+
+    // A new store on the directory finds the spare; a fresh (not recycled) segment seals cleanly.
+    const again = await NodeSegmentStore.openDir(dir, { spareSegmentsMax: 2 });
+    assert.equal(again.spareCount, 1);
+    const s5 = await again.create('wal-0005.seg');
+    assert.equal(again.recycledCreates, 1);
+    await s5.append([Buffer.alloc(10, 5)]);
+    await s5.seal();
+    assert.equal((await stat(join(dir, 'wal-0005.seg'))).size, 10);
+    const s6 = await again.create('wal-0006.seg');
+    assert.equal(again.recycledCreates, 1, 'no spare left: a new file');
+    await s6.append([Buffer.alloc(10, 6)]);
+    await s6.seal();
+    await s6.close();
+    await s5.close();
+  });
+});
+
+test('NodeSegmentStore (spareSegmentsMax): a file with a second link is never kept or reused (both ends of a rename survived a crash)', async () => {
+  await withDir(async (dir) => {
+    const store = await NodeSegmentStore.openDir(dir, { spareSegmentsMax: 4 });
+    const seg = await store.create('wal-0001.seg');
+    await seg.append([Buffer.alloc(4096, 1)]);
+    await seg.sync();
+    await seg.close();
+    // As after a cut in the middle of "wal-0001 -> spare-7": both names reach the file.
+    await link(join(dir, 'wal-0001.seg'), join(dir, 'spare-7'));
+    const reopened = await NodeSegmentStore.openDir(dir, { spareSegmentsMax: 4 });
+    assert.equal(reopened.spareCount, 0, 'the linked spare name is not a spare');
+    assert.deepEqual((await readdir(dir)).sort(), ['wal-0001.seg'], 'openDir unlinked the spare name, not the segment');
+    const fresh = await reopened.create('wal-0002.seg');
+    assert.equal(reopened.recycledCreates, 0);
+    await fresh.close();
+    assert.ok((await readFile(join(dir, 'wal-0001.seg'))).equals(Buffer.alloc(4096, 1)), 'the segment is intact');
+
+    // remove() of a name whose file another name reaches unlinks the name instead of keeping the file.
+    await link(join(dir, 'wal-0002.seg'), join(dir, 'wal-0003.seg'));
+    await reopened.remove('wal-0002.seg');
+    assert.equal(reopened.spareCount, 0);
+    assert.deepEqual((await readdir(dir)).sort(), ['wal-0001.seg', 'wal-0003.seg']);
+    await reopened.remove('wal-0003.seg');
+    assert.equal(reopened.spareCount, 1, 'the last link may be kept');
   });
 });

@@ -26,6 +26,14 @@
 //   ~1.26 ms on the pool); a busy one (about ten writes per flush at QD32) flushes
 //   on the pool and keeps receiving, replicating and applying meanwhile (QD32:
 //   ~3.2k against ~2.7k writes/s). Measured in session 8, docs/benchmarks.md.
+// - `spareSegmentsMax` (recycling, see io/segments.ts): remove() renames up to
+//   that many files to `spare-<n>` instead of unlinking them, and create()
+//   renames a spare to the new name. A spare is never listed; create() checks
+//   that the new name is free first (rename would replace it). One writer per
+//   directory, so the check and the rename do not race. A file with more than
+//   one link is never kept or reused: a crash in the middle of an unsynced
+//   rename can leave both names (ext4 without a journal), and reusing the file
+//   would overwrite the other name's data. openDir() unlinks such spare names.
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { TesseraError } from '../../stdx/errors.js';
@@ -39,12 +47,23 @@ export interface NodeSegmentStoreOptions {
   syncInline?: boolean;
   /** With blockingIo: fdatasync on the calling thread when at most this many bytes were appended since the last one (see the header). */
   syncInlineBytesMax?: number;
+  /** Keep up to this many removed segments' files for reuse by create() (see the header). Default 0. */
+  spareSegmentsMax?: number;
 }
+
+/** Names of spare files (recycling); never listed, never valid segment names for callers. */
+const SPARE_NAME = /^spare-(\d{1,15})$/;
 
 export class NodeSegmentStore implements SegmentStore {
   private readonly blockingIo: boolean;
   /** Largest appended-since-last-flush byte count flushed on the calling thread (-1: never). */
   private readonly syncInlineBytesMax: number;
+  private readonly spareSegmentsMax: number;
+  /** Spare file numbers, oldest first. */
+  private readonly spares: number[] = [];
+  private nextSpareNumber = 1;
+  /** Creates served by a spare (counter for tests and stats). */
+  recycledCreates = 0;
 
   constructor(
     readonly dirPath: string,
@@ -52,35 +71,89 @@ export class NodeSegmentStore implements SegmentStore {
   ) {
     this.blockingIo = options.blockingIo ?? false;
     this.syncInlineBytesMax = !this.blockingIo ? -1 : options.syncInline === true ? Infinity : (options.syncInlineBytesMax ?? -1);
+    this.spareSegmentsMax = options.spareSegmentsMax ?? 0;
+    if (!(Number.isSafeInteger(this.spareSegmentsMax) && this.spareSegmentsMax >= 0)) fail(`spareSegmentsMax ${this.spareSegmentsMax} must be a non-negative integer`);
   }
 
-  /** Creates the directory (and parents) if needed. */
+  /** Creates the directory (and parents) if needed, and finds the spares a previous process left. */
   static async openDir(dirPath: string, options: NodeSegmentStoreOptions = {}): Promise<NodeSegmentStore> {
     await fs.promises.mkdir(dirPath, { recursive: true, mode: 0o700 }).catch((err: NodeJS.ErrnoException) => {
       throw new TesseraError('ERR_DEVICE_IO', `mkdir ${dirPath}: ${err.code ?? err.message}`);
     });
-    return new NodeSegmentStore(dirPath, options);
+    const store = new NodeSegmentStore(dirPath, options);
+    const numbers = (await store.readNames()).map((n) => SPARE_NAME.exec(n)).filter((m) => m !== null).map((m) => Number(m[1]));
+    numbers.sort((a, b) => a - b);
+    store.nextSpareNumber = numbers.length === 0 ? 1 : numbers[numbers.length - 1] + 1;
+    for (const n of numbers) {
+      const sparePath = join(dirPath, `spare-${n}`);
+      if ((await linkCount(sparePath)) === 1) store.spares.push(n);
+      else await unlink(sparePath); // another name reaches the same file (see the header), or it vanished
+    }
+    return store;
+  }
+
+  /** Spare files held now (recycling). */
+  get spareCount(): number {
+    return this.spares.length;
   }
 
   async list(): Promise<string[]> {
+    return (await this.readNames()).filter((n) => !SPARE_NAME.test(n)).sort(compareNames);
+  }
+
+  private async readNames(): Promise<string[]> {
     let dirents: fs.Dirent[];
     try {
       dirents = await fs.promises.readdir(this.dirPath, { withFileTypes: true });
     } catch (err) {
       throw new TesseraError('ERR_DEVICE_IO', `readdir ${this.dirPath}: ${(err as NodeJS.ErrnoException).code}`);
     }
-    return dirents
-      .filter((d) => d.isFile() && SEGMENT_NAME_PATTERN.test(d.name))
-      .map((d) => d.name)
-      .sort(compareNames);
+    return dirents.filter((d) => d.isFile() && SEGMENT_NAME_PATTERN.test(d.name)).map((d) => d.name);
   }
 
   async create(name: string): Promise<Segment> {
     const path = this.pathOf(name);
+    const recycled = await this.takeSpare(name, path);
+    if (recycled) return recycled;
     const fd = await openFd(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, (code) =>
       code === 'EEXIST' ? 'ERR_EXISTS' : 'ERR_DEVICE_IO',
     );
-    return new NodeSegment(name, path, fd, 0, this.blockingIo, this.syncInlineBytesMax);
+    return new NodeSegment(name, path, fd, 0, 0, this.blockingIo, this.syncInlineBytesMax);
+  }
+
+  /** create() on a spare file: null when there is none (or it vanished). */
+  private async takeSpare(name: string, path: string): Promise<Segment | null> {
+    while (this.spares.length > 0) {
+      const exists = await fs.promises.lstat(path).then(
+        () => true,
+        (err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOENT') return false;
+          throw new TesseraError('ERR_DEVICE_IO', `lstat ${path}: ${err.code}`);
+        },
+      );
+      if (exists) throw new TesseraError('ERR_EXISTS', `open ${path}: EEXIST`);
+      const spare = this.spares.shift()!;
+      const sparePath = join(this.dirPath, `spare-${spare}`);
+      const renamed = await fs.promises.rename(sparePath, path).then(
+        () => true,
+        (err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOENT') return false; // removed behind our back: try the next one
+          throw new TesseraError('ERR_DEVICE_IO', `rename ${sparePath} to ${path}: ${err.code}`);
+        },
+      );
+      if (!renamed) continue;
+      const fd = await openFd(path, fs.constants.O_RDWR, () => 'ERR_DEVICE_IO');
+      let fileBytes: number;
+      try {
+        fileBytes = fs.fstatSync(fd).size;
+      } catch (err) {
+        fs.closeSync(fd);
+        throw new TesseraError('ERR_DEVICE_IO', `fstat ${path}: ${(err as NodeJS.ErrnoException).code}`);
+      }
+      this.recycledCreates++;
+      return new NodeSegment(name, path, fd, 0, fileBytes, this.blockingIo, this.syncInlineBytesMax);
+    }
+    return null;
   }
 
   async open(name: string): Promise<Segment> {
@@ -93,14 +166,24 @@ export class NodeSegmentStore implements SegmentStore {
       fs.closeSync(fd);
       throw new TesseraError('ERR_DEVICE_IO', `fstat ${path}: ${(err as NodeJS.ErrnoException).code}`);
     }
-    return new NodeSegment(name, path, fd, sizeBytes, this.blockingIo, this.syncInlineBytesMax);
+    return new NodeSegment(name, path, fd, sizeBytes, sizeBytes, this.blockingIo, this.syncInlineBytesMax);
   }
 
   async remove(name: string): Promise<void> {
     const path = this.pathOf(name);
-    await fs.promises.rm(path, { force: true }).catch((err: NodeJS.ErrnoException) => {
-      throw new TesseraError('ERR_DEVICE_IO', `remove ${path}: ${err.code ?? err.message}`);
-    });
+    if (this.spares.length < this.spareSegmentsMax && (await linkCount(path)) === 1) {
+      const spare = this.nextSpareNumber++;
+      const kept = await fs.promises.rename(path, join(this.dirPath, `spare-${spare}`)).then(
+        () => true,
+        (err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOENT') return false;
+          throw new TesseraError('ERR_DEVICE_IO', `rename ${path} to a spare: ${err.code}`);
+        },
+      );
+      if (kept) this.spares.push(spare);
+      return;
+    }
+    await unlink(path);
   }
 
   async syncDir(): Promise<void> {
@@ -115,7 +198,7 @@ export class NodeSegmentStore implements SegmentStore {
   }
 
   private pathOf(name: string): string {
-    if (!(SEGMENT_NAME_PATTERN.test(name))) fail(`bad segment name ${JSON.stringify(name)}`);
+    if (!(SEGMENT_NAME_PATTERN.test(name)) || SPARE_NAME.test(name)) fail(`bad segment name ${JSON.stringify(name)}`);
     return join(this.dirPath, name);
   }
 }
@@ -131,9 +214,13 @@ class NodeSegment implements Segment {
     private readonly path: string,
     private readonly fd: number,
     public sizeBytes: number,
+    /** The file's size: above sizeBytes while a recycled file holds bytes of its earlier life. */
+    private fileBytes: number,
     private readonly blockingIo = false,
     private readonly syncInlineBytesMax = -1,
   ) {}
+
+  private sealed = false;
 
   append(buffers: readonly Uint8Array[]): Promise<void> {
     const err = this.unusable();
@@ -152,6 +239,7 @@ class NodeSegment implements Segment {
         return this.failure;
       }
       this.sizeBytes = offsetBytes + totalBytes;
+      if (this.sizeBytes > this.fileBytes) this.fileBytes = this.sizeBytes;
       return null;
     };
     if (this.blockingIo) {
@@ -202,6 +290,25 @@ class NodeSegment implements Segment {
     });
   }
 
+  async seal(): Promise<void> {
+    const err = this.unusable();
+    if (err) throw err;
+    if (!(!this.appending)) fail(`seal of segment ${this.name} during an append`);
+    this.sealed = true;
+    if (this.fileBytes > this.sizeBytes) {
+      await new Promise<void>((resolve, reject) => {
+        fs.ftruncate(this.fd, this.sizeBytes, (terr) => {
+          if (terr) reject(new TesseraError('ERR_DEVICE_IO', `ftruncate ${this.path} to ${this.sizeBytes}: ${terr.code}`));
+          else resolve();
+        });
+      });
+      this.fileBytes = this.sizeBytes;
+    }
+    await new Promise<void>((resolve, reject) => {
+      fs.fdatasync(this.fd, (serr) => (serr ? reject(new TesseraError('ERR_DEVICE_FLUSH', `fdatasync ${this.path}: ${serr.code}`)) : resolve()));
+    });
+  }
+
   read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
     if (this.closed) return Promise.reject(new TesseraError('ERR_CLOSED', `segment ${this.name} is closed`));
     if (offsetBytes < 0 || lengthBytes < 0 || offsetBytes + lengthBytes > this.sizeBytes) {
@@ -226,6 +333,7 @@ class NodeSegment implements Segment {
 
   private unusable(): TesseraError | null {
     if (this.closed) return new TesseraError('ERR_CLOSED', `segment ${this.name} is closed`);
+    if (this.sealed && this.failure === null) return new TesseraError('ERR_CLOSED', `segment ${this.name} is sealed`);
     return this.failure;
   }
 }
@@ -236,6 +344,23 @@ function openFd(path: string, flags: number, codeOf: (errno: string | undefined)
       if (err) reject(new TesseraError(codeOf(err.code), `open ${path}: ${err.code}`));
       else resolve(fd);
     });
+  });
+}
+
+/** The file's link count, 0 when it does not exist. */
+async function linkCount(path: string): Promise<number> {
+  return fs.promises.lstat(path).then(
+    (st) => st.nlink,
+    (err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return 0;
+      throw new TesseraError('ERR_DEVICE_IO', `lstat ${path}: ${err.code}`);
+    },
+  );
+}
+
+async function unlink(path: string): Promise<void> {
+  await fs.promises.rm(path, { force: true }).catch((err: NodeJS.ErrnoException) => {
+    throw new TesseraError('ERR_DEVICE_IO', `remove ${path}: ${err.code ?? err.message}`);
   });
 }
 
