@@ -262,9 +262,12 @@ test('weights: an OSD of weight 2 gets about twice the replicas of a weight-1 OS
       ratios.push(ratio);
       // Size 1 is exactly proportional in expectation; for size 3 picking without
       // replacement gives heavy OSDs slightly less than proportional (Ceph's
-      // "multipick anomaly"): on 20 OSDs the expectation is about 1.85.
-      const low = size === 1 ? 1.85 : 1.7;
-      assert.ok(ratio >= low && ratio <= 2.2, `seed ${seed} size ${size} map ${n}: ratio ${ratio.toFixed(2)}`);
+      // "multipick anomaly"). Measured over 680 maps (session 12): size 1 mean 2.00,
+      // sd 0.053 (the sampling noise of ~1,560 PGs); size 3 mean 1.89, sd 0.027. The
+      // bounds sit ~5 sd out: at 1.85 for size 1 (2.8 sd), seed 1621609769 failed
+      // with 1.83, about one run in a hundred.
+      const [low, high] = size === 1 ? [1.73, 2.27] : [1.75, 2.03];
+      assert.ok(ratio >= low && ratio <= high, `seed ${seed} size ${size} map ${n}: ratio ${ratio.toFixed(2)}`);
     }
   }
   console.log(`weights: heavy/light ratios ${ratios.map((r) => r.toFixed(2)).join(' ')}`);
