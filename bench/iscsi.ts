@@ -33,9 +33,13 @@
 // Tessera, Tessera, tgtd, ...), and the tables report each
 // system's median-IOPS run: single runs of the same server vary by up to ~10 %
 // on this shared VM, as much as the gaps being measured. The ratio table also
-// lists every round's own IOPS ratio. Server CPU is utime+stime of the server
-// PID from /proc/PID/stat (all threads), from the end of the ramp to fio's exit,
-// reported per IO.
+// lists every round's own IOPS ratio. Before every run the page cache's dirty
+// data is flushed (sync, not timed): both servers write through the page cache,
+// and a run that starts with earlier runs' writeback pending (often the other
+// server's) pays for it in dirty-page throttling and disk time, a likely cause
+// of sw1m-qd8 swinging between 0.99x and 2.06x in session 11. Server CPU is
+// utime+stime of the server PID from /proc/PID/stat (all threads), from the end
+// of the ramp to fio's exit, reported per IO.
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
@@ -464,6 +468,7 @@ async function quiet(o: Options): Promise<void> {
 }
 
 async function runOne(o: Options, w: Workload, t: Target, resDir: string, round: number, waitForQuiet = true): Promise<Result> {
+  spawnSync('sync', [], { stdio: 'ignore' }); // see the header: no run pays for an earlier one's writeback
   if (waitForQuiet) await quiet(o);
   log(`${w.name} on ${t.system} (${o.runtime} s + ${o.ramp} s ramp${o.rounds > 1 ? `, round ${round + 1} of ${o.rounds}` : ''})`);
   const tag = o.rounds > 1 ? `.r${round + 1}` : '';

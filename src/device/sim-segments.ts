@@ -24,14 +24,16 @@
 //   durable), failNextAppend (ERR_DEVICE_IO after a random prefix of the data was
 //   appended, unsynced), flipBit (silent corruption of stored data), jitterTurns
 //   (random microtask turns per IO, so a seeded test can cut the power in the
-//   middle of an append or a sync).
+//   middle of an append or a sync). powerCut(how) can force the outcome of the
+//   namespace and of the tails, for tests that need one exact case.
 // - Recycling (spareSegmentsMax > 0, see io/segments.ts): remove() renames the
 //   file to a spare name (`spare-<n>`, not listed) while fewer than the limit are
 //   held, and create() renames the oldest spare to the new name. The reused file
 //   keeps the bytes of its earlier life as durable "stale" bytes: appends
 //   overwrite them, and after a power cut the file is as long as the longer of
 //   its stale bytes and its surviving new bytes, with stale bytes wherever no
-//   new byte survived (a dropped or cut tail uncovers them). seal() cuts the
+//   new byte survived (a dropped or cut tail uncovers them, and so does a sector
+//   of a scattered tear that "reads zero" in a new file). seal() cuts the
 //   stale bytes off and syncs. Renames follow the namespace rules above, so both
 //   ends of an unsynced rename may survive: one file under two names (a hard
 //   link, as a file system without a journal can leave). Like the real store, the
@@ -110,6 +112,14 @@ export interface SimSegmentCounters {
   removes: number;
   /** Creates served by a spare file. */
   recycles: number;
+}
+
+/** Forces a power cut's random choices (tests that need one exact outcome). */
+export interface PowerCutOptions {
+  /** Unsynced creates, removes and renames: each undone ('revert'), each kept ('apply'), or either (default). */
+  readonly names?: 'revert' | 'apply' | 'random';
+  /** 'drop': every unsynced tail is lost (default: dropped, kept or torn at random). */
+  readonly tails?: 'drop' | 'random';
 }
 
 export interface PowerCutResult {
@@ -242,7 +252,7 @@ export class SimSegmentStore implements SegmentStore {
   }
 
   /** Simulated power cut: see the header. This store dies; the returned one holds what survived. */
-  powerCut(): PowerCutResult {
+  powerCut(how: PowerCutOptions = {}): PowerCutResult {
     this.checkAlive();
     this.dead = true;
     const result: PowerCutResult = { store: new SimSegmentStore(this.prng, this.options), kept: 0, dropped: 0, torn: 0, namesReverted: 0 };
@@ -256,7 +266,7 @@ export class SimSegmentStore implements SegmentStore {
       let file: SimFile | undefined = now;
       if (now !== was) {
         // An unsynced create, remove, or remove-then-create: either side may survive.
-        if (this.prng.chance(0.5)) {
+        if (how.names === 'revert' || (how.names !== 'apply' && this.prng.chance(0.5))) {
           file = was;
           result.namesReverted++;
         }
@@ -264,7 +274,7 @@ export class SimSegmentStore implements SegmentStore {
       if (!file) continue;
       let copy = survivors.get(file);
       if (!copy) {
-        copy = new SimFile(this.withStale(file, this.survivingBytes(file, allFiles, result)));
+        copy = new SimFile(this.withStale(file, this.survivingBytes(file, allFiles, result, how.tails === 'drop')));
         survivors.set(file, copy);
       }
       result.store.current.set(name, copy);
@@ -305,12 +315,12 @@ export class SimSegmentStore implements SegmentStore {
     return out;
   }
 
-  private survivingBytes(file: SimFile, allFiles: SimFile[], counts: PowerCutResult): Buffer {
+  private survivingBytes(file: SimFile, allFiles: SimFile[], counts: PowerCutResult, dropTails: boolean): Buffer {
     const durableBytes = file.durableBytes;
     const lengthBytes = file.lengthBytes;
     const out = Buffer.from(file.data.subarray(0, lengthBytes));
     if (lengthBytes === durableBytes) return out;
-    const mode = this.prng.int(4);
+    const mode = dropTails ? 0 : this.prng.int(4);
     if (mode === 0) {
       counts.dropped++;
       return out.subarray(0, durableBytes);
@@ -338,10 +348,20 @@ export class SimSegmentStore implements SegmentStore {
       if (r < 0.5) continue;
       const from = Math.max(s, durableBytes); // the durable bytes of a shared sector never change
       const to = Math.min(s + S, tornOut.length);
-      if (r < 0.75 || s < durableBytes) tornOut.fill(0, from, to);
+      if (r < 0.75 || s < durableBytes) this.unwritten(tornOut, from, to, file.stale);
       else this.garbage(tornOut, s, allFiles);
     }
     return tornOut;
+  }
+
+  /**
+   * A sector whose new bytes never reached the disk: what the file held there
+   * before, i.e. zeros in a new file, the earlier life's bytes in a recycled one
+   * (possibly an intact old record in the middle of the tear).
+   */
+  private unwritten(buf: Buffer, from: number, to: number, stale: Buffer | null): void {
+    buf.fill(0, from, to);
+    if (stale && from < stale.length) stale.copy(buf, from, from, Math.min(to, stale.length));
   }
 
   /** Fills the sector at `at` (clipped to the buffer) with random bytes or a stale sector of some file. */

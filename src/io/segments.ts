@@ -32,6 +32,9 @@
 //   after a crash returns them (the file's size is at least its old size), and
 //   a torn tail may mix new, zero, garbage and old sectors. seal() cuts them
 //   off. Spares are not listed, and their names are the store's own.
+//   A caller must syncDir() after create() and before writing into the segment:
+//   a crash can undo an unsynced rename yet keep the data written through it, so
+//   the data would lie in a spare that a later create() hands out again.
 
 /** Segment names: a letter or digit, then letters, digits, '.', '_' or '-'; no path separators. */
 export const SEGMENT_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;

@@ -339,7 +339,7 @@ test('group commit: 200 concurrent commits from 100 groups cost one append and o
   await wal.close();
   // The only other append is the unsynced 40-byte SYNC_MARK written once the log went idle.
   assert.ok(counting.appends.length <= 2 && counting.appends.slice(1).every((b) => b === 40), `appends ${JSON.stringify(counting.appends)}`);
-  assert.equal(counting.syncs, 1);
+  assert.equal(counting.syncs, 2, 'one sync for the batch, one for the seal at close (which makes the mark durable)');
   const { groups } = await open(counting);
   assert.equal(groups.size, 101);
 });
@@ -577,6 +577,80 @@ test('recycled segment files (NodeSegmentStore spares): the log recovers whole, 
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+/** Passes through to a SimSegmentStore; the first create() served by a spare makes the next syncDir() fail. */
+class FailDirSyncAfterRecycle implements SegmentStore {
+  fired = false;
+  constructor(readonly inner: SimSegmentStore) {}
+  list(): Promise<string[]> {
+    return this.inner.list();
+  }
+  async create(name: string): Promise<Segment> {
+    const before = this.inner.counters.recycles;
+    const seg = await this.inner.create(name);
+    if (!this.fired && this.inner.counters.recycles > before) {
+      this.inner.faults.failNextSyncDir = true;
+      this.fired = true;
+    }
+    return seg;
+  }
+  open(name: string): Promise<Segment> {
+    return this.inner.open(name);
+  }
+  remove(name: string): Promise<void> {
+    return this.inner.remove(name);
+  }
+  syncDir(): Promise<void> {
+    return this.inner.syncDir();
+  }
+}
+
+test('recycling: a crash that undoes the rename of a spare never lets the dead life\'s records continue the next life\'s log (session 12 review)', async () => {
+  // Life A rolls into a recycled file; the directory sync of its new name fails and
+  // the power goes. If A had written (and fdatasynced) records into the file before
+  // the name was durable, the cut would keep them under the spare's name; life B
+  // takes the same spare for the same segment name and the same sequence numbers,
+  // writes one record of the same size, and its unsynced tail is lost: A's second
+  // record then sits exactly where B's log ends and was replayed as B's next entry.
+  const sim = new SimSegmentStore(new Prng(42), { spareSegmentsMax: 2 });
+  const store = new FailDirSyncAfterRecycle(sim);
+  const opts = { segmentBytesMax: 1024 };
+  const a = (await open(store, opts)).wal;
+  let index = 0;
+  const data = (who: string, i: number) => `${who}${i}`.padEnd(120, '.');
+  for (let i = 0; i < 12; i++) {
+    a.entries(1, [ent(++index, 1, data('a', index))]);
+    await a.commit();
+  }
+  await a.checkpoint(new Map([[1, { hardState: { term: 1, vote: 1, commit: index }, snapshot: { index, term: 1, conf: CONF }, entries: [] }]]));
+  assert.ok(sim.spareNames().length > 0, 'the checkpoint left spares');
+  const base = index;
+  // Write until a roll lands on a spare: that batch's directory sync fails.
+  while (!store.fired) {
+    a.entries(1, [ent(index + 1, 1, data('A', index + 1))]);
+    a.entries(1, [ent(index + 2, 1, data('A', index + 2))]);
+    a.entries(1, [ent(index + 3, 1, data('A', index + 3))]);
+    const done = await a.commit().then(() => true, () => false);
+    if (!done) break;
+    index += 3;
+  }
+  assert.ok(store.fired && a.failed !== null, 'the roll onto a spare failed');
+  const committed = index;
+  const simB = sim.powerCut({ names: 'revert', tails: 'drop' }).store;
+  const b = await open(simB, opts);
+  assert.deepEqual(b.damage, []);
+  assert.equal(b.groups.get(1)!.entries.at(-1)?.index ?? b.groups.get(1)!.snapshot!.index, committed);
+  b.wal.entries(1, [ent(committed + 1, 2, data('B', committed + 1))]);
+  await b.wal.commit();
+  // B's commit is acknowledged; its later unsynced bytes (the sync mark) are lost.
+  const c = await open(simB.powerCut({ names: 'apply', tails: 'drop' }).store, opts);
+  assert.deepEqual(c.damage, []);
+  const entries = c.groups.get(1)!.entries;
+  assert.equal(entries.at(-1)!.index, committed + 1, `recovered up to ${entries.at(-1)!.index}: records of the dead life were replayed after B's`);
+  assert.equal(Buffer.from(entries.at(-1)!.data).toString(), data('B', committed + 1));
+  assert.ok(committed >= base);
+  await c.wal.close();
 });
 
 test('a large append is split into pieces that recover atomically; a maximal entry round-trips', async () => {

@@ -22,7 +22,8 @@
 //   by proof that it was synced. This is what lets recovery tell a torn tail
 //   (dropped) from corruption in the middle of the log (reported): wal-replay.ts.
 // - A segment rolls over once it holds segmentBytesMax; the new segment's name is
-//   fsync'ed (syncDir) before any commit in it resolves. Before a roll (and
+//   fsync'ed (syncDir) before anything is written into it (see recycling below).
+//   Before a roll (and
 //   before a checkpoint starts its segment) the old segment is sealed: cut at its
 //   last record and synced, unsynced SYNC_MARK included (otherwise its tear would
 //   look like a hole between two synced segments).
@@ -30,11 +31,18 @@
 //   one's file, still holding that file's earlier records beyond what this life
 //   wrote. Overwriting them makes each fdatasync cheaper than appending at a
 //   file's end (docs/ARCHITECTURE.md "Replication"). Recovery stays sound because
-//   only the newest segment can hold such bytes (every older one was sealed), and
-//   there they read as what follows the log's end: stale records have lower
-//   sequence numbers, and their syncedSeq is below any record of this life they
-//   follow, so they can never make a region read as DAMAGE (wal-replay.ts); a
-//   stale checkpoint names another segment (CKPT_BEGIN's tag).
+//   only the newest segment can hold such bytes (every older one was sealed, and
+//   close() seals the last), and there they read as what follows the log's end:
+//   stale records have lower sequence numbers, and their syncedSeq is below any
+//   record of this life they follow, so they can never make a region read as
+//   DAMAGE (wal-replay.ts); a stale checkpoint names another segment (CKPT_BEGIN's
+//   tag). That lower-seq rule holds only because a segment's name is made durable
+//   BEFORE the first byte is written into it: otherwise a crash could keep the
+//   written (even fdatasynced) records and undo the rename, leaving them in a
+//   spare that the next life takes again, under the same name, for the same
+//   sequence numbers at the same offsets. A record of the dead life lying exactly
+//   where the new life's log ends would then be replayed as its continuation
+//   (found by a review in session 12; reproducer in wal.test.ts).
 // - checkpoint(state): the caller, having made its object store durable, passes
 //   every live group's hardState, applied point (snapshot) and entries after it.
 //   Whatever was queued before the call is committed to the current segment; then
@@ -406,13 +414,16 @@ export class Wal {
     return this.failure;
   }
 
-  /** Commits what is queued, then closes. Later calls fail with ERR_CLOSED. */
+  /** Commits what is queued, seals the current segment, then closes. Later calls fail with ERR_CLOSED. */
   async close(): Promise<void> {
     if (this.closed) return;
     const flushed = this.failure ? Promise.resolve() : this.waitFor(this.queuedSeq);
     this.closed = true;
     await flushed.catch(() => undefined);
     if (this.running || this.scheduled) await new Promise<void>((r) => this.idleWaiters.push(r));
+    // Sealed, a recycled last segment does not leave stale bytes for the next open to
+    // read as a torn tail. Best effort: everything acknowledged is already durable.
+    if (this.current && this.failure === null) await this.seal(this.current).catch(() => undefined);
     await this.current?.close().catch(() => undefined);
     this.current = null;
   }
@@ -480,16 +491,11 @@ export class Wal {
   }
 
   private async writeBatch(records: PendingRecord[]): Promise<void> {
-    let created = false;
-    if (this.current === null || this.current.sizeBytes >= this.segmentBytesMax) {
-      await this.roll();
-      created = true;
-    }
+    if (this.current === null || this.current.sizeBytes >= this.segmentBytesMax) await this.roll();
     const seg = this.current!;
     const bytes = await this.appendSealed(seg, records);
     await seg.sync();
     this.stats.syncs++;
-    if (created) await this.store.syncDir();
     this.markPending = false;
     this.durableSeq = records[records.length - 1].seq;
     this.bytesSinceCheckpointCount += bytes;
@@ -502,6 +508,7 @@ export class Wal {
     this.current = await this.store.create(name);
     this.stats.segmentsCreated++;
     this.liveSegments.push(name);
+    await this.store.syncDir(); // before the first write into it: see the header (recycling)
     await old?.close();
   }
 
@@ -537,10 +544,10 @@ export class Wal {
     const seg = await this.store.create(name);
     this.stats.segmentsCreated++;
     try {
+      await this.store.syncDir(); // before the first write into it: see the header (recycling)
       await this.appendSealed(seg, records);
       await seg.sync();
       this.stats.syncs++;
-      await this.store.syncDir();
     } catch (err) {
       await seg.close().catch(() => undefined);
       throw err;

@@ -196,3 +196,25 @@ test('NodeSegmentStore (spareSegmentsMax): a file with a second link is never ke
     assert.equal(reopened.spareCount, 1, 'the last link may be kept');
   });
 });
+
+test('NodeSegmentStore (spareSegmentsMax): openDir keeps at most the limit of the spares it finds; 0 turns recycling off', async () => {
+  await withDir(async (dir) => {
+    const store = await NodeSegmentStore.openDir(dir, { spareSegmentsMax: 3 });
+    for (const i of [1, 2, 3]) {
+      const seg = await store.create(`s${i}`);
+      await seg.append([Buffer.alloc(100, i)]);
+      await seg.close();
+    }
+    for (const i of [1, 2, 3]) await store.remove(`s${i}`);
+    assert.deepEqual((await readdir(dir)).sort(), ['spare-1', 'spare-2', 'spare-3']);
+    const fewer = await NodeSegmentStore.openDir(dir, { spareSegmentsMax: 1 });
+    assert.equal(fewer.spareCount, 1);
+    assert.deepEqual((await readdir(dir)).sort(), ['spare-1'], 'the oldest is kept');
+    const off = await NodeSegmentStore.openDir(dir);
+    assert.equal(off.spareCount, 0);
+    assert.deepEqual(await readdir(dir), []);
+    const fresh = await off.create('s4');
+    assert.equal(off.recycledCreates, 0);
+    await fresh.close();
+  });
+});

@@ -86,8 +86,10 @@ export class NodeSegmentStore implements SegmentStore {
     store.nextSpareNumber = numbers.length === 0 ? 1 : numbers[numbers.length - 1] + 1;
     for (const n of numbers) {
       const sparePath = join(dirPath, `spare-${n}`);
-      if ((await linkCount(sparePath)) === 1) store.spares.push(n);
-      else await unlink(sparePath); // another name reaches the same file (see the header), or it vanished
+      // Beyond the limit (it may have been lowered, to 0 to turn recycling off), or another
+      // name reaches the same file (see the header): unlinked, never reused.
+      if (store.spares.length < store.spareSegmentsMax && (await linkCount(sparePath)) === 1) store.spares.push(n);
+      else await unlink(sparePath);
     }
     return store;
   }
