@@ -68,6 +68,7 @@ import {
 } from './harness.js';
 import { parseSize } from '../src/stdx/size.js';
 import { WORKLOADS, type FioFigures, type Workload } from './report.js';
+import { DAEMON_NODE_ARGS } from '../src/main/node-flags.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const TESSERA_BIN = path.join(REPO, 'bin', 'tessera.js');
@@ -430,6 +431,7 @@ async function freeMonPort(): Promise<number> {
 
 function upArgs(o: Options, dataDir: string, monPort: number, nbdPort: number): string[] {
   return [
+    ...DAEMON_NODE_ARGS, // as `npx tessera up` runs it (the bin's shebang): see src/main/node-flags.ts
     TESSERA_BIN,
     'up',
     '--osds',

@@ -70,6 +70,7 @@ import {
 } from './harness.js';
 import { WORKLOADS, type Workload } from './report.js';
 import { parseSize } from '../src/stdx/size.js';
+import { DAEMON_NODE_ARGS } from '../src/main/node-flags.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const TESSERA_BIN = path.join(REPO, 'bin', 'tessera.js');
@@ -404,6 +405,7 @@ async function startTessera(o: Options, dataDir: string, logDir: string, profile
   const env: NodeJS.ProcessEnv = { ...process.env, UV_USE_IO_URING: o.uring };
   const nodeArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`, ...(process.env.BENCH_PROFILE_FLAGS ?? '').split(' ').filter(Boolean)] : [];
   const args = [
+    ...DAEMON_NODE_ARGS, // as `npx tessera up` runs it (the bin's shebang): see src/main/node-flags.ts
     ...nodeArgs,
     TESSERA_BIN,
     'up',

@@ -53,6 +53,7 @@ import {
 } from './harness.js';
 import { parseSize } from '../src/stdx/size.js';
 import { WORKLOADS, ratioTable, recordSection, resultsTable, verdict, type Result, type Row, type Workload } from './report.js';
+import { DAEMON_NODE_ARGS } from '../src/main/node-flags.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const TESSERA_BIN = path.join(REPO, 'bin', 'tessera.js');
@@ -209,6 +210,7 @@ async function startTessera(o: Options, dataDir: string, logDir: string, profile
   if (o.threadpool) env.UV_THREADPOOL_SIZE = o.threadpool;
   const nodeArgs = profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
   const args = [
+    ...DAEMON_NODE_ARGS, // as `npx tessera up` runs it (the bin's shebang): see src/main/node-flags.ts
     ...nodeArgs,
     TESSERA_BIN,
     'up',

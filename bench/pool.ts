@@ -21,6 +21,7 @@ import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, log, printHeaderAndExit, runBenchMain, runFio, startServer, stopAll, waitNbd, waitQuiet, type FioRun, type Server } from './harness.js';
 import { parseSize } from '../src/stdx/size.js';
+import { DAEMON_NODE_ARGS } from '../src/main/node-flags.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const TESSERA_BIN = path.join(REPO, 'bin', 'tessera.js');
@@ -103,7 +104,7 @@ async function main(): Promise<number> {
     await fill(peerUri, o.sizeBytes, path.join(resDir, 'fill-peer.json'));
 
     const port = await freePort();
-    const server = await startServer('tessera', process.execPath, [TESSERA_BIN, 'up', '--data-dir', dataDir, '--nbd-port', String(port), '--device-size', '1G', '--volume-size', '64M'], path.join(resDir, 'tessera.log'), {
+    const server = await startServer('tessera', process.execPath, [...DAEMON_NODE_ARGS, TESSERA_BIN, 'up', '--data-dir', dataDir, '--nbd-port', String(port), '--device-size', '1G', '--volume-size', '64M'], path.join(resDir, 'tessera.log'), {
       readyLine: 'tessera: ready',
       readyTimeoutMs: 120_000,
     });

@@ -95,6 +95,7 @@ export function addClusterCommands(program: Command, { io, setStatus }: { io: Cl
       const f = cmd.optsWithGlobals<DaemonFlags>();
       const cfg = clusterConfigFromFlags(f, io.cwd);
       const log = new Logger('mon');
+      (await import('../main/node-flags.js')).warnMissingNodeArgs(log);
       const { runMonitor, MON_READY_PREFIX } = await import('../main/cluster-up.js');
       const mon = await runMonitor(cfg, f.id ?? `mon-${cfg.mon.port}`, log);
       io.out(`${MON_READY_PREFIX} ${mon.addr} (${cfg.etcd.length > 0 ? `etcd ${cfg.etcd.join(',')}` : `embedded store in ${cfg.mon.dataDir}`})\n`);
@@ -118,6 +119,7 @@ export function addClusterCommands(program: Command, { io, setStatus }: { io: Cl
       const f = cmd.optsWithGlobals<DaemonFlags>();
       const cfg = clusterConfigFromFlags(f, io.cwd);
       const log = new Logger('osd');
+      (await import('../main/node-flags.js')).warnMissingNodeArgs(log);
       const { runOsd, OSD_READY_PREFIX } = await import('../main/osd-daemon.js');
       const running = await runOsd(cfg, log, () => process.exit(1));
       io.out(`${OSD_READY_PREFIX} osd.${running.id} ${cfg.osd.host}:${running.port}\n`);
@@ -160,7 +162,9 @@ export function addClusterCommands(program: Command, { io, setStatus }: { io: Cl
       const f = cmd.optsWithGlobals<DaemonFlags>();
       const cfg = clusterConfigFromFlags(f, io.cwd);
       const { runGateway } = await import('../main/cluster-up.js');
-      setStatus(await runGateway(cfg, { log: new Logger('gateway'), out: (l) => io.out(l + '\n') }, { createDefault: false }));
+      const log = new Logger('gateway');
+      (await import('../main/node-flags.js')).warnMissingNodeArgs(log);
+      setStatus(await runGateway(cfg, { log, out: (l) => io.out(l + '\n') }, { createDefault: false }));
     });
 }
 

@@ -84,6 +84,7 @@ Examples:
       const flags = cmd.optsWithGlobals<UpFlags & { osds?: string; monPort?: string }>();
       const config = configFromFlags(flags, ctx.io.cwd);
       const log = new Logger('tessera');
+      (await import('../main/node-flags.js')).warnMissingNodeArgs(log);
       if (flags.osds !== undefined) {
         const osds = Number(flags.osds);
         if (!Number.isInteger(osds) || osds < 1 || osds > 64) throw new UsageError(`--osds must be an integer in [1, 64], got ${flags.osds}`);

@@ -17,6 +17,7 @@ import type { Logger } from '../stdx/log.js';
 import type { ClusterConfig } from './cluster-config.js';
 import { resolveConfig } from './config.js';
 import { loadRealDeps, runUp, type UpIo } from './up.js';
+import { DAEMON_NODE_ARGS } from './node-flags.js';
 
 export const MON_READY_PREFIX = 'tessera-mon: ready';
 
@@ -99,17 +100,8 @@ function childNodeArgs(): string[] {
   return (process.env.TESSERA_CHILD_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
 }
 
-/**
- * V8 flags for the daemons (bin/tessera.js's shebang has the same for a daemon
- * started by hand). With its default limits V8 starts a full GC whenever the old
- * generation's headroom falls under the young generation's size, which for a
- * daemon whose heap is ~15 MB but which moves 1 MiB buffers meant back-to-back
- * mark-compacts: an OSD ran ~18 per second at 1 MiB writes and spent ~30 % of its
- * CPU on them (session 10). A 256 MB initial old-space limit cut them to ~4 per
- * second and the OSDs' CPU per 1 MiB write by ~25 %; the heap still grows only
- * as the live data does.
- */
-export const DAEMON_NODE_ARGS: readonly string[] = ['--initial-old-space-size=256'];
+/** V8 flags for the spawned daemons: see node-flags.ts. */
+export { DAEMON_NODE_ARGS };
 
 /** A child's start-up deadline: a daemon that never prints its ready line is a failed start. */
 export const CHILD_READY_TIMEOUT_MS = 60_000;
