@@ -145,13 +145,7 @@ export class NodeSegmentStore implements SegmentStore {
       );
       if (!renamed) continue;
       const fd = await openFd(path, fs.constants.O_RDWR, () => 'ERR_DEVICE_IO');
-      let fileBytes: number;
-      try {
-        fileBytes = fs.fstatSync(fd).size;
-      } catch (err) {
-        fs.closeSync(fd);
-        throw new TesseraError('ERR_DEVICE_IO', `fstat ${path}: ${(err as NodeJS.ErrnoException).code}`);
-      }
+      const fileBytes = sizeOrClose(fd, path);
       this.recycledCreates++;
       return new NodeSegment(name, path, fd, 0, fileBytes, this.blockingIo, this.syncInlineBytesMax);
     }
@@ -161,13 +155,7 @@ export class NodeSegmentStore implements SegmentStore {
   async open(name: string): Promise<Segment> {
     const path = this.pathOf(name);
     const fd = await openFd(path, fs.constants.O_RDWR, (code) => (code === 'ENOENT' ? 'ERR_NOT_FOUND' : 'ERR_DEVICE_IO'));
-    let sizeBytes: number;
-    try {
-      sizeBytes = fs.fstatSync(fd).size;
-    } catch (err) {
-      fs.closeSync(fd);
-      throw new TesseraError('ERR_DEVICE_IO', `fstat ${path}: ${(err as NodeJS.ErrnoException).code}`);
-    }
+    const sizeBytes = sizeOrClose(fd, path);
     return new NodeSegment(name, path, fd, sizeBytes, sizeBytes, this.blockingIo, this.syncInlineBytesMax);
   }
 
@@ -347,6 +335,16 @@ function openFd(path: string, flags: number, codeOf: (errno: string | undefined)
       else resolve(fd);
     });
   });
+}
+
+/** fstat size of an fd just opened; on failure the fd is closed and ERR_DEVICE_IO thrown. */
+function sizeOrClose(fd: number, path: string): number {
+  try {
+    return fs.fstatSync(fd).size;
+  } catch (err) {
+    fs.closeSync(fd);
+    throw new TesseraError('ERR_DEVICE_IO', `fstat ${path}: ${(err as NodeJS.ErrnoException).code}`);
+  }
 }
 
 /** The file's link count, 0 when it does not exist. */
