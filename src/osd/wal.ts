@@ -23,10 +23,9 @@
 //   (dropped) from corruption in the middle of the log (reported): wal-replay.ts.
 // - A segment rolls over once it holds segmentBytesMax; the new segment's name is
 //   fsync'ed (syncDir) before anything is written into it (see recycling below).
-//   Before a roll (and
-//   before a checkpoint starts its segment) the old segment is sealed: cut at its
-//   last record and synced, unsynced SYNC_MARK included (otherwise its tear would
-//   look like a hole between two synced segments).
+//   Before a roll (and before a checkpoint starts its segment) the old segment is
+//   sealed: cut at its last record and synced, unsynced SYNC_MARK included
+//   (otherwise its tear would look like a hole between two synced segments).
 // - Segment files may be recycled (io/segments.ts): a new segment can be an old
 //   one's file, still holding that file's earlier records beyond what this life
 //   wrote. Overwriting them makes each fdatasync cheaper than appending at a
