@@ -124,7 +124,8 @@ interface Region {
   offsetBytes: number;
   lastGoodSeq: number;
   opBoundarySeq: number;
-  spots: BadItem[];
+  /** What the region's bad spans (those before any held record) say about their groups: see attribute(). */
+  spots: SpotAttribution;
   buffered: ReplayItem[];
   bufferedBytes: number;
 }
@@ -212,16 +213,18 @@ export class Replayer {
   }
 
   private openRegion(spot: BadItem): void {
-    this.pending = {
+    const p: Region = {
       segmentIndex: spot.segmentIndex,
       segment: spot.segment,
       offsetBytes: spot.offsetBytes,
       lastGoodSeq: this.expectedSeq - 1,
       opBoundarySeq: this.lastCompleteSeq,
-      spots: [spot],
+      spots: newAttribution(this.expectedSeq),
       buffered: [],
       bufferedBytes: 0,
     };
+    noteSpot(p.spots, spot);
+    this.pending = p;
   }
 
   private stepPending(item: ReplayItem): void {
@@ -238,7 +241,7 @@ export class Replayer {
     }
     if (item.kind === 'bad' || item.header.seq <= p.lastGoodSeq) {
       const junk = item.kind === 'bad' ? item : asJunk(item);
-      if (p.buffered.length === 0) p.spots.push(junk);
+      if (p.buffered.length === 0) noteSpot(p.spots, junk);
       else this.hold(p, junk);
       return;
     }
@@ -498,17 +501,37 @@ function asJunk(item: ReplayItem): BadItem {
   return { kind: 'bad', offsetBytes: item.offsetBytes, lengthBytes, header: null, segmentIndex: item.segmentIndex, segment: item.segment };
 }
 
+/**
+ * The attribution of a region's bad spans, folded in as they come (a recycled
+ * segment's stale tail can hold millions of them: nothing per span is kept).
+ * `groups` stays meaningful while every span so far was one intact-header record
+ * of a group with the next seq; once one is not, the region is 'all' for good.
+ */
+interface SpotAttribution {
+  /** The seq the next span must carry to keep the region attributable. */
+  expect: number;
+  groups: Set<number> | 'all';
+}
+
+/** Attribution of a region whose first bad span should be the record at seq firstSeq. */
+function newAttribution(firstSeq: number): SpotAttribution {
+  return { expect: firstSeq, groups: new Set() };
+}
+
+function noteSpot(a: SpotAttribution, spot: BadItem): void {
+  if (a.groups === 'all') return;
+  const h: RecordHeader | null = spot.header;
+  if (!h || h.seq !== a.expect || h.type === RecordType.CkptBegin || h.type === RecordType.GroupState || h.type === RecordType.CkptEnd) {
+    a.groups = 'all';
+    return;
+  }
+  if (h.type !== RecordType.SyncMark) a.groups.add(h.group);
+  a.expect++;
+}
+
 /** The groups a region's bytes belonged to: see the header. */
 function attribute(p: Region, firstSeqAfter: number): number[] | 'all' {
-  const groups = new Set<number>();
-  let expect = p.lastGoodSeq + 1;
-  for (const spot of p.spots) {
-    const h: RecordHeader | null = spot.header;
-    if (!h || h.seq !== expect) return 'all';
-    if (h.type === RecordType.CkptBegin || h.type === RecordType.GroupState || h.type === RecordType.CkptEnd) return 'all';
-    if (h.type !== RecordType.SyncMark) groups.add(h.group);
-    expect++;
-  }
-  if (expect !== firstSeqAfter) return 'all';
-  return [...groups].sort((a, b) => a - b);
+  const a = p.spots;
+  if (a.groups === 'all' || a.expect !== firstSeqAfter) return 'all';
+  return [...a.groups].sort((x, y) => x - y);
 }
