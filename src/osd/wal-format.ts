@@ -149,9 +149,10 @@ function alignUp(n: number): number {
 /**
  * Record headers and small ENTRIES scratch buffers are regions of shared slabs: one
  * Buffer.alloc each gave every record two ArrayBuffers (malloc, free, and V8's
- * tracking and sweeping of each; ~5 % of an OSD's CPU at 4 KiB QD32 went to
- * ArrayBuffer churn, session 13 profile). A region lives as long as its record's
- * buffers are referenced, at most until the record is written.
+ * tracking and sweeping of each). ArrayBuffer churn as a whole was ~5 % of an OSD's
+ * CPU at 4 KiB QD32 (session 13 profile); records were part of it, entry data the
+ * rest. A region lives as long as its record's buffers are referenced, at most
+ * until the record is written.
  */
 const recordSlab = new Slab(64 * 1024, 4 * 1024);
 
