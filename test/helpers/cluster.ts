@@ -62,9 +62,9 @@ export class Proc extends TrackedChild {
   }
 }
 
-/** Spawns `node bin/tessera.js ARGS` and resolves once a stdout line matches `ready`. */
-export async function startDaemon(name: string, args: string[], ready: RegExp, timeoutMs = READY_TIMEOUT_MS): Promise<{ proc: Proc; line: string }> {
-  const fullArgs = [TESSERA_BIN, ...args];
+/** Spawns `node [NODE_ARGS] bin/tessera.js ARGS` and resolves once a stdout line matches `ready`. */
+export async function startDaemon(name: string, args: string[], ready: RegExp, timeoutMs = READY_TIMEOUT_MS, nodeArgs: readonly string[] = []): Promise<{ proc: Proc; line: string }> {
+  const fullArgs = [...nodeArgs, TESSERA_BIN, ...args];
   const child = spawn(process.execPath, fullArgs, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
   const proc = new Proc(name, fullArgs, child);
   const outcome = await new Promise<{ kind: 'ready'; line: string } | { kind: 'exited' | 'timeout' | 'error' }>((resolve) => {
