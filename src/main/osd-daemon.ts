@@ -14,7 +14,7 @@ import { nodeClock } from '../io/node/clock.js';
 import { RpcOsdNet } from '../io/node/osd-rpc.js';
 import { RpcServer } from '../io/node/rpc.js';
 import { NodeSegmentStore } from '../io/node/segment-store.js';
-import type { FileDevice } from '../io/node/file-device.js';
+import { FileDevice } from '../io/node/file-device.js';
 import { MonClient } from '../mon/client.js';
 import type { ClusterMap } from '../mon/map-types.js';
 import { ObjectStore } from '../osd/objects.js';
@@ -205,8 +205,9 @@ async function startOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Error) =
       const mem = process.memoryUsage();
       const mib = (n: number) => Math.round(n / 2 ** 20);
       const memMiB = { rss: mib(mem.rss), heapUsed: mib(mem.heapUsed), heapTotal: mib(mem.heapTotal), arrayBuffers: mib(mem.arrayBuffers) };
-      const dev = engine.device as Partial<Pick<FileDevice, 'syncIos' | 'asyncIos'>>;
-      log.info(`osd.${osdId}: stats ${JSON.stringify({ ...running.counters, raftFramesDropped: net.dropped, wal: wal.stats, devIos: { sync: dev.syncIos, async: dev.asyncIos }, cpuMs: Math.round((cpu.user + cpu.system) / 1000), memMiB })}`);
+      const dev = engine.device;
+      const devIos = dev instanceof FileDevice ? { sync: dev.syncIos, async: dev.asyncIos } : null;
+      log.info(`osd.${osdId}: stats ${JSON.stringify({ ...running.counters, raftFramesDropped: net.dropped, wal: wal.stats, devIos, cpuMs: Math.round((cpu.user + cpu.system) / 1000), memMiB })}`);
     }, statsMs);
   }
   log.info(`osd.${osdId} listening on ${cfg.osd.host}:${port}`);
