@@ -7,6 +7,7 @@ import type { Command } from 'commander';
 import type { ClusterStatus } from '../mon/api-types.js';
 import { readConfigFileText } from '../io/node/api-files.js';
 import { resolveClusterConfig, type ClusterConfig, type ClusterConfigInput } from '../main/cluster-config.js';
+import { warnMissingNodeArgs } from '../main/node-flags.js';
 import { isTesseraError } from '../stdx/errors.js';
 import { Logger } from '../stdx/log.js';
 import { formatSize } from '../stdx/size.js';
@@ -95,7 +96,7 @@ export function addClusterCommands(program: Command, { io, setStatus }: { io: Cl
       const f = cmd.optsWithGlobals<DaemonFlags>();
       const cfg = clusterConfigFromFlags(f, io.cwd);
       const log = new Logger('mon');
-      (await import('../main/node-flags.js')).warnMissingNodeArgs(log);
+      warnMissingNodeArgs(log);
       const { runMonitor, MON_READY_PREFIX } = await import('../main/cluster-up.js');
       const mon = await runMonitor(cfg, f.id ?? `mon-${cfg.mon.port}`, log);
       io.out(`${MON_READY_PREFIX} ${mon.addr} (${cfg.etcd.length > 0 ? `etcd ${cfg.etcd.join(',')}` : `embedded store in ${cfg.mon.dataDir}`})\n`);
@@ -119,7 +120,7 @@ export function addClusterCommands(program: Command, { io, setStatus }: { io: Cl
       const f = cmd.optsWithGlobals<DaemonFlags>();
       const cfg = clusterConfigFromFlags(f, io.cwd);
       const log = new Logger('osd');
-      (await import('../main/node-flags.js')).warnMissingNodeArgs(log);
+      warnMissingNodeArgs(log);
       const { runOsd, OSD_READY_PREFIX } = await import('../main/osd-daemon.js');
       const running = await runOsd(cfg, log, () => process.exit(1));
       io.out(`${OSD_READY_PREFIX} osd.${running.id} ${cfg.osd.host}:${running.port}\n`);
@@ -163,7 +164,7 @@ export function addClusterCommands(program: Command, { io, setStatus }: { io: Cl
       const cfg = clusterConfigFromFlags(f, io.cwd);
       const { runGateway } = await import('../main/cluster-up.js');
       const log = new Logger('gateway');
-      (await import('../main/node-flags.js')).warnMissingNodeArgs(log);
+      warnMissingNodeArgs(log);
       setStatus(await runGateway(cfg, { log, out: (l) => io.out(l + '\n') }, { createDefault: false }));
     });
 }

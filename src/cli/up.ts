@@ -5,6 +5,7 @@ import type { Command } from 'commander';
 import { readConfigFileText } from '../io/node/api-files.js';
 import { resolveConfig, type Config, type ConfigInput, type DirectIoMode } from '../main/config.js';
 import { loadRealDeps, runUp, type UpDeps } from '../main/up.js';
+import { warnMissingNodeArgs } from '../main/node-flags.js';
 import { isTesseraError } from '../stdx/errors.js';
 import { Logger } from '../stdx/log.js';
 import { UsageError } from './exit.js';
@@ -84,7 +85,7 @@ Examples:
       const flags = cmd.optsWithGlobals<UpFlags & { osds?: string; monPort?: string }>();
       const config = configFromFlags(flags, ctx.io.cwd);
       const log = new Logger('tessera');
-      (await import('../main/node-flags.js')).warnMissingNodeArgs(log);
+      warnMissingNodeArgs(log);
       if (flags.osds !== undefined) {
         const osds = Number(flags.osds);
         if (!Number.isInteger(osds) || osds < 1 || osds > 64) throw new UsageError(`--osds must be an integer in [1, 64], got ${flags.osds}`);
