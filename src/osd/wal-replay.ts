@@ -125,7 +125,7 @@ interface Region {
   lastGoodSeq: number;
   opBoundarySeq: number;
   /** What the region's bad spans (those before any held record) say about their groups: see attribute(). */
-  spots: SpotAttribution;
+  attribution: SpotAttribution;
   buffered: ReplayItem[];
   bufferedBytes: number;
 }
@@ -219,11 +219,11 @@ export class Replayer {
       offsetBytes: spot.offsetBytes,
       lastGoodSeq: this.expectedSeq - 1,
       opBoundarySeq: this.lastCompleteSeq,
-      spots: newAttribution(this.expectedSeq),
+      attribution: newAttribution(this.expectedSeq),
       buffered: [],
       bufferedBytes: 0,
     };
-    noteSpot(p.spots, spot);
+    noteSpot(p.attribution, spot);
     this.pending = p;
   }
 
@@ -241,7 +241,7 @@ export class Replayer {
     }
     if (item.kind === 'bad' || item.header.seq <= p.lastGoodSeq) {
       const junk = item.kind === 'bad' ? item : asJunk(item);
-      if (p.buffered.length === 0) noteSpot(p.spots, junk);
+      if (p.buffered.length === 0) noteSpot(p.attribution, junk);
       else this.hold(p, junk);
       return;
     }
@@ -531,7 +531,7 @@ function noteSpot(a: SpotAttribution, spot: BadItem): void {
 
 /** The groups a region's bytes belonged to: see the header. */
 function attribute(p: Region, firstSeqAfter: number): number[] | 'all' {
-  const a = p.spots;
+  const a = p.attribution;
   if (a.groups === 'all' || a.expect !== firstSeqAfter) return 'all';
   return [...a.groups].sort((x, y) => x - y);
 }
