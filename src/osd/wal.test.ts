@@ -1003,3 +1003,19 @@ test('seeded bit flips anywhere in a synced record: always reported, attributed,
   }
   assert.ok(attributed > 50, `attributed ${attributed}`);
 });
+
+test('record buffers from the slab are zero where the format says 0 (ENTRIES reserved bytes), however dirty the memory they came from', () => {
+  // Slab regions are uninitialized memory (Buffer.allocUnsafeSlow): freed 0xff-filled
+  // blocks of the slab's size make a fresh slab likely to reuse such memory.
+  for (let round = 0; round < 8; round++) {
+    const junk: Buffer[] = [];
+    for (let i = 0; i < 32; i++) junk.push(Buffer.allocUnsafeSlow(64 * 1024).fill(0xff));
+    junk.length = 0;
+    for (let i = 0; i < 3000; i++) {
+      const rec = makeRecord(RecordType.Entries, 0, 7, 1 + i, entriesBody([ent(1 + i, 1, 'abc')], 0, 1));
+      const body = Buffer.concat(rec.parts);
+      assert.equal(body.readUInt32LE(4), 0, `record ${i}: ENTRIES u32 after the count`);
+      assert.equal(body.readUIntLE(8 + 17, 3), 0, `record ${i}: entry reserved bytes`);
+    }
+  }
+});
