@@ -15,6 +15,7 @@ import { alignedBuffer } from '../../stdx/buffer-pool.js';
 import type { BlockDevice } from '../../device/device.js';
 import { SECTOR_BYTES } from '../../device/device.js';
 import { BLOCK_STRIDE_BYTES } from '../../engine/layout.js';
+import { SyncGate } from '../sync-gate.js';
 
 export type DirectIoMode = 'auto' | 'on' | 'off';
 /**
@@ -31,10 +32,14 @@ export type InlineWrites = 'first-per-turn' | 'all';
 
 /** A synchronous IO slower than this most likely waited for the disk (page-cache miss, dirty throttling). */
 const SYNC_SLOW_US = 150;
-/** After a burst of slow synchronous IOs, use the thread pool for this long before trying again. */
+/** After slow synchronous IOs closed a gate, use the thread pool for this long before trying again. */
 const SYNC_BACKOFF_MS = 250;
-/** Slow synchronous IOs tolerated (decaying by one per 32 fast ones) before backing off. */
-const SYNC_SLOW_BUDGET = 4;
+/** Reads: slow synchronous reads tolerated (decaying by one per 32 fast ones) before backing off. */
+const SYNC_READ_SLOW_BUDGET = 4;
+/** Writes: slow synchronous writes may hold the event loop for this share of each window... */
+const SYNC_WRITE_STALL_FRACTION = 0.2;
+/** ...of this length (see io/sync-gate.ts). */
+const SYNC_WRITE_WINDOW_MS = 100;
 /** Larger IOs always go to the thread pool: copying them would hold the event loop too long. */
 const SYNC_IO_BYTES_MAX = 64 * 1024;
 /** Parts of one readParts/writeParts: Linux's IOV_MAX. */
@@ -104,8 +109,10 @@ export class FileDevice implements BlockDevice {
    * the page cache costs ~3 us as a direct syscall but ~10 us of main-thread CPU
    * through libuv's thread pool (queueing, futex wake-ups, completion callback),
    * so small IOs are issued synchronously while they stay fast. A synchronous IO
-   * that had to wait for the disk blocks the event loop, so a few slow ones in a
-   * row switch this device back to the thread pool for SYNC_BACKOFF_MS.
+   * that had to wait for the disk blocks the event loop, so slow ones switch this
+   * device's reads or writes back to the thread pool for SYNC_BACKOFF_MS: a few
+   * slow reads in a row, or writes that held the loop for a fifth of the time
+   * (io/sync-gate.ts says why the two differ).
    * Writes go synchronous only when no other device IO is in flight (queue depth
    * 1: it saves the pool's round trip, ~20 us here); under load they use the pool,
    * which overlaps the copy into the page cache with the main thread's network
@@ -115,8 +122,9 @@ export class FileDevice implements BlockDevice {
    * block of the folio on each write; Linux 6.18 here, session 10), which is why large
    * writes are split (WRITE_PIECE_BYTES).
    */
-  private syncSlowScore = 0;
-  private syncBackoffUntilMs = 0;
+  /** Whether small reads / writes may run synchronously (see above). */
+  readonly readGate = new SyncGate({ policy: 'count', slowUs: SYNC_SLOW_US, backoffMs: SYNC_BACKOFF_MS, slowBudget: SYNC_READ_SLOW_BUDGET });
+  readonly writeGate = new SyncGate({ policy: 'stall', slowUs: SYNC_SLOW_US, backoffMs: SYNC_BACKOFF_MS, windowMs: SYNC_WRITE_WINDOW_MS, stallBudgetFraction: SYNC_WRITE_STALL_FRACTION });
   private syncWroteThisTurn = false;
   private readonly endTurn = (): void => {
     this.syncWroteThisTurn = false;
@@ -192,7 +200,7 @@ export class FileDevice implements BlockDevice {
   }
 
   read(buf: Uint8Array, offsetBytes: number): Promise<void> {
-    if (this.syncAllowed(buf.length)) return this.readSync(buf, offsetBytes);
+    if (this.syncAllowed(this.readGate, buf.length)) return this.readSync(buf, offsetBytes);
     this.asyncIos++;
     const t0 = performance.now(); // one clock for every path (no BigInt per IO)
     this.stats.inFlight++;
@@ -212,7 +220,7 @@ export class FileDevice implements BlockDevice {
 
   write(buf: Uint8Array, offsetBytes: number): Promise<void> {
     if (!this.directIo && buf.length > WRITE_PIECE_BYTES) return this.vectored('write', [buf], offsetBytes);
-    if ((this.inlineWrites === 'all' || (this.stats.inFlight === 0 && !this.syncWroteThisTurn)) && this.syncAllowed(buf.length)) {
+    if ((this.inlineWrites === 'all' || (this.stats.inFlight === 0 && !this.syncWroteThisTurn)) && this.syncAllowed(this.writeGate, buf.length)) {
       // A synchronous write never counts as in flight, so "queue depth 1" also means:
       // the first write of this event-loop turn. Commands that arrived together (one
       // socket read at QD32) send their other writes to the pool, overlapping the
@@ -298,26 +306,8 @@ export class FileDevice implements BlockDevice {
     });
   }
 
-  private syncAllowed(lengthBytes: number): boolean {
-    return !this.directIo && lengthBytes <= SYNC_IO_BYTES_MAX && (this.syncBackoffUntilMs === 0 || this.leaveBackoff());
-  }
-
-  private leaveBackoff(): boolean {
-    if (performance.now() < this.syncBackoffUntilMs) return false;
-    this.syncBackoffUntilMs = 0;
-    return true;
-  }
-
-  private noteSyncLatency(latencyUs: number): void {
-    this.syncIos++;
-    if (latencyUs > SYNC_SLOW_US) {
-      if (++this.syncSlowScore >= SYNC_SLOW_BUDGET) {
-        this.syncSlowScore = 0;
-        this.syncBackoffUntilMs = performance.now() + SYNC_BACKOFF_MS;
-      }
-    } else if (this.syncSlowScore > 0) {
-      this.syncSlowScore = Math.max(0, this.syncSlowScore - 1 / 32);
-    }
+  private syncAllowed(gate: SyncGate, lengthBytes: number): boolean {
+    return !this.directIo && lengthBytes <= SYNC_IO_BYTES_MAX && gate.allowed(performance.now());
   }
 
   private readSync(buf: Uint8Array, offsetBytes: number): Promise<void> {
@@ -329,8 +319,10 @@ export class FileDevice implements BlockDevice {
       this.stats.read.recordError();
       return Promise.reject(new TesseraError('ERR_DEVICE_IO', `read ${this.path} at ${offsetBytes}+${buf.length}: ${(err as NodeJS.ErrnoException).code}`));
     }
-    const us = (performance.now() - t0) * 1000;
-    this.noteSyncLatency(us);
+    const t1 = performance.now();
+    const us = (t1 - t0) * 1000;
+    this.syncIos++;
+    this.readGate.note(us, t1);
     if (n !== buf.length) {
       this.stats.read.recordError();
       return Promise.reject(new TesseraError('ERR_DEVICE_IO', `read ${this.path} at ${offsetBytes}+${buf.length}: short read ${n}`));
@@ -348,8 +340,10 @@ export class FileDevice implements BlockDevice {
       this.stats.write.recordError();
       return Promise.reject(new TesseraError('ERR_DEVICE_IO', `write ${this.path} at ${offsetBytes}+${buf.length}: ${(err as NodeJS.ErrnoException).code}`));
     }
-    const us = (performance.now() - t0) * 1000;
-    this.noteSyncLatency(us);
+    const t1 = performance.now();
+    const us = (t1 - t0) * 1000;
+    this.syncIos++;
+    this.writeGate.note(us, t1);
     if (n !== buf.length) {
       this.stats.write.recordError();
       return Promise.reject(new TesseraError('ERR_DEVICE_IO', `write ${this.path} at ${offsetBytes}+${buf.length}: short write ${n}`));
