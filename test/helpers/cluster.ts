@@ -63,9 +63,16 @@ export class Proc extends TrackedChild {
 }
 
 /** Spawns `node [NODE_ARGS] bin/tessera.js ARGS` and resolves once a stdout line matches `ready`. */
-export async function startDaemon(name: string, args: string[], ready: RegExp, timeoutMs = READY_TIMEOUT_MS, nodeArgs: readonly string[] = []): Promise<{ proc: Proc; line: string }> {
+export async function startDaemon(
+  name: string,
+  args: string[],
+  ready: RegExp,
+  timeoutMs = READY_TIMEOUT_MS,
+  nodeArgs: readonly string[] = [],
+  env: Readonly<Record<string, string>> = {},
+): Promise<{ proc: Proc; line: string }> {
   const fullArgs = [...nodeArgs, TESSERA_BIN, ...args];
-  const child = spawn(process.execPath, fullArgs, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+  const child = spawn(process.execPath, fullArgs, { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const proc = new Proc(name, fullArgs, child);
   const outcome = await new Promise<{ kind: 'ready'; line: string } | { kind: 'exited' | 'timeout' | 'error' }>((resolve) => {
     let buf = '';
@@ -113,6 +120,8 @@ export interface ClusterOptions {
   recoveryBytesPerSec?: number;
   tickMs?: number;
   electionTicks?: number;
+  /** Extra environment of every OSD process (e.g. TESSERA_OSD_STATS_MS). */
+  osdEnv?: Readonly<Record<string, string>>;
   /**
    * Serve iSCSI from the gateway on a free port with this target portal group tag.
    * Default: none — the config says `"iscsi": {"port": "off"}`, since the default
@@ -270,7 +279,7 @@ export class ClusterFixture {
     // A restart reuses the port: the killed process's socket may linger a moment.
     for (let attempt = 1; started === undefined; attempt++) {
       try {
-        started = await startDaemon(name, args, /^tessera-osd: ready osd\.\d+ /);
+        started = await startDaemon(name, args, /^tessera-osd: ready osd\.\d+ /, undefined, undefined, this.opts.osdEnv);
       } catch (err) {
         if (attempt >= 3 || !/EADDRINUSE|in use/i.test((err as Error).message)) throw err;
         await sleep(500 * attempt);
