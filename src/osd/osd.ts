@@ -67,6 +67,8 @@ export interface OsdCounters {
   raftBatchesOut: number;
   raftMsgsOut: number;
   clientRequests: number;
+  /** Snapshot installs this OSD began as a receiver (whole-PG copies from a leader). */
+  snapshotInstalls: number;
 }
 
 export interface OsdNet {
@@ -87,6 +89,16 @@ export interface OsdConfig {
   keepEntries: number;
   /** ...and at most this many bytes of their data (per PG). */
   keepBytes: number;
+  /**
+   * Entries kept below the applied point when every peer holds them. Beyond it a
+   * replica keeps, up to keepEntries/keepBytes, what the slowest peer lacks: the
+   * leader from its progress, a follower from the leader's heartbeats, so that a
+   * follower which becomes leader can still serve a lagging peer from its log.
+   * Each entry kept is a live buffer V8's GC visits: with ~870 kept 4 KiB entries
+   * per PG, the GC took 9-11 % of a 3-OSD cluster's OSD CPU at QD32, with ~100
+   * 6 % (session 15, docs/benchmarks.md).
+   */
+  keepMinEntries: number;
   /** Recovery (snapshot transfer) bandwidth cap. */
   recoveryBytesPerSec: number;
   /** Recovery pauses while more client requests than this are in flight on this OSD. */
@@ -105,17 +117,31 @@ export interface OsdConfig {
 export const COMPACT_STEP_ENTRIES = 64;
 
 /**
- * The index to compact a log to so that at most keepEntries entries and keepBytes
- * of their data stay in (floor, top] (floor: the log's snapshot index, top: the
- * applied point), or null when that would move less than COMPACT_STEP_ENTRIES and
- * the bytes do not force it. `bytesAt(i)` is entry i's data size (undefined: not
- * in memory). Pure.
+ * The index to compact a log to, or null for "not now". Entries (floor, top] are
+ * in memory (floor: the log's snapshot index, top: the applied point). The log
+ * keeps what a peer may still need: the entries after `wanted` (the lowest peer
+ * match the leader knows) and at least keepMinEntries below top, but never more
+ * than keepEntries entries or keepBytes of their data (`bytesAt(i)`: entry i's
+ * data size, undefined when not in memory). Compacts in steps of at least
+ * COMPACT_STEP_ENTRIES unless the bytes force it. The defaults (no minimum below
+ * the caps, nothing known wanted) keep as much as the caps allow. Pure.
  */
-export function compactIndex(top: number, floor: number, bytesAt: (index: number) => number | undefined, keepEntries: number, keepBytes: number): number | null {
+export function compactIndex(
+  top: number,
+  floor: number,
+  bytesAt: (index: number) => number | undefined,
+  keepEntries: number,
+  keepBytes: number,
+  keepMinEntries = keepEntries,
+  wanted = floor,
+): number | null {
+  // Walk down from top until what must stay is covered or a cap is reached: the
+  // walk is as long as the tail kept, short while every peer is up to date.
+  const want = Math.max(floor, Math.min(wanted, top - keepMinEntries));
   let i = top;
   let bytes = 0;
   let byBytes = false;
-  while (i > floor && top - i < keepEntries) {
+  while (i > want && top - i < keepEntries) {
     const b = bytesAt(i);
     if (b === undefined) break;
     bytes += b;
@@ -144,6 +170,7 @@ export const OSD_CONFIG_DEFAULTS: OsdConfig = {
   checkpointBytes: 256 * 1024 * 1024,
   keepEntries: 1024,
   keepBytes: 4 * 1024 * 1024,
+  keepMinEntries: 64,
   recoveryBytesPerSec: 128 * 1024 * 1024,
   recoveryYieldInFlight: 64,
   orphanGraceMs: 30_000,
@@ -187,7 +214,7 @@ export class OsdCore {
   /** Client requests in flight on this OSD (recovery yields to them). */
   clientInFlight = 0;
   /** Monotonic counters (metrics, benchmarks). */
-  readonly counters: OsdCounters = { passes: 0, walCommits: 0, walCommitsOverlapped: 0, raftBatchesIn: 0, raftMsgsIn: 0, raftBatchesOut: 0, raftMsgsOut: 0, clientRequests: 0 };
+  readonly counters: OsdCounters = { passes: 0, walCommits: 0, walCommitsOverlapped: 0, raftBatchesIn: 0, raftMsgsIn: 0, raftBatchesOut: 0, raftMsgsOut: 0, clientRequests: 0, snapshotInstalls: 0 };
   /** Recovered WAL groups waiting for the map to tell their pool's pgCount. */
   private pendingRecovered: Map<number, RecoveredGroup>;
 
@@ -682,29 +709,38 @@ export class OsdCore {
 
   /**
    * Where to compact pg's in-memory log, or null for "not now": below the applied
-   * point at most keepEntries entries AND keepBytes of entry data stay. The byte
+   * point keepMinEntries stay, more while a peer still lacks them (a follower that
+   * lags a little catches up from the log, not from a snapshot), but at most
+   * keepEntries entries AND keepBytes of entry data (compactIndex). The byte
    * bound matters for large writes: 1024 entries of 1 MiB in each of 64 PGs
    * would be 64 GiB (a 2 GiB sequential fill once left 2.3 GB in each OSD).
    * Compacts in steps of at least COMPACT_STEP_ENTRIES unless bytes force it,
-   * and walks the log only when the applied point moved.
+   * and walks the log only when the applied point or the peers' need moved.
    */
   private compactPoint(pg: PgReplica): number | null {
     // A checkpoint in progress needs every entry after the point it captured.
     const top = Math.min(pg.apply.doneIndex, pg.node.applied, pg.compactCap);
     const log = pg.node.log;
-    // The walk visits up to keepEntries entries: do it once COMPACT_STEP_ENTRIES entries
-    // were applied since the last one (a compaction moves at least that far anyway), or
-    // when the newest entry is large. With 4 KiB writes a walk covers ~1000 entries, so
-    // walking every 16 cost ~60 visits per write (OSD profile, session 8).
-    const moved = top - pg.compactCheckedAt;
-    if (moved <= 0 || (moved < COMPACT_STEP_ENTRIES && (log.entryAt(top)?.data.length ?? 0) < this.config.keepBytes / 16)) return null;
+    const c = this.config;
+    const n = pg.node;
+    const wanted = n.role === 'leader' ? (n.minPeerMatch() ?? top) : n.leaderRetain;
+    // The walk visits the entries kept (up to keepEntries): do it once
+    // COMPACT_STEP_ENTRIES entries were applied, or the peers' need moved that far,
+    // since the last one (a compaction moves at least that far anyway), or when the
+    // newest entry is large. When ~1000 4 KiB entries were kept, walking every 16
+    // cost ~60 visits per write (session 8). The need moves on its own once writes
+    // stop (the last heartbeats tell the followers that every peer caught up).
+    const moved = Math.max(top - pg.compactCheckedAt, Math.abs(wanted - pg.compactWantedAt));
+    if (moved <= 0 || (moved < COMPACT_STEP_ENTRIES && (log.entryAt(top)?.data.length ?? 0) < c.keepBytes / 16)) return null;
     pg.compactCheckedAt = top;
-    return compactIndex(top, pg.node.snapshotMeta.index, (i) => log.entryAt(i)?.data.length, this.config.keepEntries, this.config.keepBytes);
+    pg.compactWantedAt = wanted;
+    return compactIndex(top, n.snapshotMeta.index, (i) => log.entryAt(i)?.data.length, c.keepEntries, c.keepBytes, c.keepMinEntries, wanted);
   }
 
   /** The snapshot receiver begins replacing a PG's data (see checkpoint()). */
   noteInstallStart(): void {
     this.installsStarted++;
+    this.counters.snapshotInstalls++;
   }
   private installsStarted = 0;
 

@@ -51,3 +51,26 @@ test('log compaction keeps at most keepEntries entries and keepBytes of data bel
   // Everything fits: nothing to drop.
   assert.equal(compactIndex(100, 0, () => 4096, 1024, 4 * MiB), null);
 });
+
+test('log compaction keeps only keepMinEntries while every peer has the entries, and what the slowest peer lacks up to the caps', async () => {
+  const { compactIndex, COMPACT_STEP_ENTRIES } = await import('./osd.js');
+  const MiB = 2 ** 20;
+  const visits: number[] = [];
+  const bytesAt = (i: number) => (visits.push(i), 4096);
+  // Every peer holds everything (wanted = top): 64 stay, and the walk visits only
+  // those (not the ~1000 the caps would allow).
+  assert.equal(compactIndex(5000, 0, bytesAt, 1024, 4 * MiB, 64, 5000), 5000 - 64);
+  assert.ok(visits.length <= 64, `walk visited ${visits.length} entries`);
+  // A peer at 4500 (behind by 500, within the caps): everything after 4500 stays.
+  assert.equal(compactIndex(5000, 0, bytesAt, 1024, 4 * MiB, 64, 4500), 4500);
+  // A peer far behind, or unknown (0): the caps bound the log, as without a minimum.
+  assert.equal(compactIndex(5000, 0, bytesAt, 1024, 4 * MiB, 64, 0), 5000 - 1024);
+  assert.equal(compactIndex(5000, 0, () => MiB, 1024, 4 * MiB, 64, 0), 4996);
+  // A peer ahead of the applied point (it holds entries not applied here yet).
+  assert.equal(compactIndex(5000, 0, bytesAt, 1024, 4 * MiB, 64, 5100), 5000 - 64);
+  // Steps: a compaction under COMPACT_STEP_ENTRIES waits, also for the minimum.
+  assert.equal(compactIndex(5000, 5000 - 64 - COMPACT_STEP_ENTRIES + 1, bytesAt, 1024, 4 * MiB, 64, 5000), null);
+  // Nothing below the snapshot index, nothing when all of it is wanted.
+  assert.equal(compactIndex(100, 90, bytesAt, 1024, 4 * MiB, 64, 100), null);
+  assert.equal(compactIndex(100, 0, bytesAt, 1024, 4 * MiB, 64, 0), null);
+});

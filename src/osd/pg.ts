@@ -105,6 +105,8 @@ export class PgReplica {
   removed = false;
   /** Applied point at the last compaction check (osd.ts compactPoint). */
   compactCheckedAt = -1;
+  /** The peers' need (compactIndex `wanted`) at the last compaction check. */
+  compactWantedAt = 0;
   /** The log is not compacted past this while a checkpoint is being taken (osd.ts checkpoint). */
   compactCap = Infinity;
   /** Between ready() and advance(): the pass holding this PG's Ready waits for its WAL commit. */

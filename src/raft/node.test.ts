@@ -403,6 +403,42 @@ test('broadcastCommit false: a commit costs no extra messages; followers learn i
   assert.equal(net.get(3).commit, idx);
 });
 
+test('retain: the leader\'s heartbeats carry its lowest peer match; followers keep it until the term changes', () => {
+  const net = new Net([1, 2, 3]);
+  net.elect(1);
+  const enc = new TextEncoder();
+  for (let k = 0; k < 3; k++) net.get(1).propose(enc.encode(`a${k}`));
+  net.stabilize();
+  const last = net.get(1).lastIndex;
+  assert.equal(net.get(1).minPeerMatch(), last, 'every peer holds everything');
+  assert.equal(net.get(2).minPeerMatch(), null, 'not the leader');
+  for (let t = 0; t < HEARTBEAT_TICKS; t++) net.get(1).tick();
+  net.stabilize();
+  assert.equal(net.get(2).leaderRetain, last);
+  assert.equal(net.get(3).leaderRetain, last);
+  // Node 3 is cut off: the leader's lowest peer match stays where 3 stopped, and
+  // node 2 learns that, so it would keep those entries should it lead.
+  net.cut.add(3);
+  for (let k = 0; k < 5; k++) net.get(1).propose(enc.encode(`b${k}`));
+  net.stabilize();
+  for (let t = 0; t < HEARTBEAT_TICKS; t++) net.get(1).tick();
+  net.stabilize();
+  assert.equal(net.get(1).minPeerMatch(), last);
+  assert.equal(net.get(2).leaderRetain, last);
+  assert.equal(net.get(2).commit, last + 5);
+  // A new term forgets it (0: unknown) until the new leader says otherwise.
+  net.cut.clear();
+  net.cut.add(1);
+  const leader = net.electByTimeout();
+  assert.notEqual(leader, 1);
+  const follower = leader === 2 ? 3 : 2;
+  assert.equal(net.get(leader).leaderRetain, 0);
+  for (let t = 0; t < HEARTBEAT_TICKS; t++) net.get(leader).tick();
+  net.stabilize();
+  assert.equal(net.get(follower).leaderRetain, net.get(leader).minPeerMatch(), 'the new leader\'s figure (node 1 unreachable: its match is 0)');
+  assert.equal(net.get(follower).leaderRetain, 0);
+});
+
 test('voteQuietTicksAfterStart: a (re)started node refuses higher-term votes for that many ticks, then grants them', () => {
   const node = new RaftNode({ id: 2, peers: [1, 2, 3], electionTicks: ELECTION_TICKS, heartbeatTicks: HEARTBEAT_TICKS, prng: new Prng(2), storage: new MemStorage(), maxInflightMsgs: 4, maxMsgBytes: 1 << 20, voteQuietTicksAfterStart: 3 });
   const vote = (term: number): Message => ({ type: 'vote', from: 3, to: 2, term, lastLogIndex: 0, lastLogTerm: 0 });

@@ -104,6 +104,7 @@ export class RaftNode {
 
   private electionElapsedTicks = 0;
   private heartbeatElapsedTicks = 0;
+  private leaderRetainValue = 0;
   private randomizedElectionTicks = 0;
 
   private votes = new Map<number, boolean>();
@@ -215,6 +216,23 @@ export class RaftNode {
   /** Leader only: the progress of a peer (tests and metrics). */
   progress(peer: number): Readonly<Progress> | undefined {
     return this.prs.get(peer);
+  }
+
+  /**
+   * Leader: the lowest index its peers (voters and learners) are known to hold;
+   * the entries after it may still have to be sent from the log. Null when not
+   * leader or alone. Heartbeats carry it to the followers (leaderRetain).
+   */
+  minPeerMatch(): number | null {
+    if (this.roleValue !== 'leader') return null;
+    let min: number | null = null;
+    for (const [p, pr] of this.prs) if (p !== this.id && (min === null || pr.match < min)) min = pr.match;
+    return min;
+  }
+
+  /** Follower: the minPeerMatch its leader of this term last sent; 0 = not known. */
+  get leaderRetain(): number {
+    return this.leaderRetainValue;
   }
 
   /**
@@ -499,6 +517,7 @@ export class RaftNode {
       this.voteValue = NONE;
     }
     this.leadValue = NONE;
+    this.leaderRetainValue = 0;
     this.electionElapsedTicks = 0;
     this.heartbeatElapsedTicks = 0;
     this.randomizedElectionTicks = this.electionTicks + this.prng.int(this.electionTicks);
@@ -750,6 +769,7 @@ export class RaftNode {
   }
 
   private handleHeartbeat(m: MsgHeartbeat): void {
+    this.leaderRetainValue = m.retain ?? 0;
     if (this.repairUntil > 0) {
       // Commit only through appends that proved our log matches (handleApp).
       if (m.commit > this.log.lastIndex()) {
@@ -822,9 +842,10 @@ export class RaftNode {
   }
 
   private bcastHeartbeat(ctx: number): void {
+    const retain = this.minPeerMatch() ?? 0;
     for (const [p, pr] of this.prs) {
       if (p === this.id) continue;
-      this.send({ type: 'heartbeat', from: this.id, to: p, term: this.termValue, commit: Math.min(pr.match, this.log.committed), ctx });
+      this.send({ type: 'heartbeat', from: this.id, to: p, term: this.termValue, commit: Math.min(pr.match, this.log.committed), ctx, retain });
     }
   }
 

@@ -113,6 +113,12 @@ export interface MsgHeartbeat extends MsgBase {
   readonly commit: number;
   /** ReadIndex round (Raft thesis §6.4) this heartbeat confirms leadership for; 0 = none. */
   readonly ctx: number;
+  /**
+   * The leader's lowest peer match (RaftNode.minPeerMatch): entries after it may
+   * still have to be sent to a peer, so a follower that may lead next keeps them
+   * in memory (OSD log compaction). Absent or 0: unknown, keep what the caps allow.
+   */
+  readonly retain?: number;
 }
 
 export interface MsgHeartbeatResp extends MsgBase {

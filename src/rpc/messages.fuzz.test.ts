@@ -138,8 +138,11 @@ function randomMessage(prng: Prng, from: number): Message {
     }
     case 3:
       return { type: 'appResp', from, to, term, reject: prng.chance(0.5), index: u64(prng), rejectHint: u64(prng), hintTerm: u64(prng) };
-    case 4:
-      return { type: 'heartbeat', from, to, term, commit: u64(prng), ctx: u64(prng) };
+    case 4: {
+      // retain 0 means unknown and decodes as absent: only a positive one round-trips as a field.
+      const retain = u64(prng);
+      return { type: 'heartbeat', from, to, term, commit: u64(prng), ctx: u64(prng), ...(retain > 0 ? { retain } : {}) };
+    }
     case 5:
       return { type: 'heartbeatResp', from, to, term, ctx: u64(prng) };
     default:

@@ -82,7 +82,7 @@ const GOLDEN_EXTENTS = '03000000 00000000  00100000 03000000  00020000 00000000 
 const GOLDEN_BATCH: RaftBatch = {
   fromOsd: 5,
   envelopes: [
-    { poolId: 1, pg: 2, pgEpoch: 3, msg: { type: 'heartbeat', from: 5, to: 6, term: 9, commit: 100, ctx: 0x0102 } },
+    { poolId: 1, pg: 2, pgEpoch: 3, msg: { type: 'heartbeat', from: 5, to: 6, term: 9, commit: 100, ctx: 0x0102, retain: 99 } },
     {
       poolId: 1,
       pg: 4,
@@ -106,8 +106,8 @@ const GOLDEN_BATCH: RaftBatch = {
 const GOLDEN_BATCH_BYTES = `
   0500000000000000 02000000 00000000
   01000000 02000000 0300000000000000
-    05 00 0000 10000000 0500000000000000 0600000000000000 0900000000000000
-    6400000000000000 0201000000000000
+    05 00 0000 18000000 0500000000000000 0600000000000000 0900000000000000
+    6400000000000000 0201000000000000 6300000000000000
   01000000 04000000 0300000000000000
     03 00 0000 55000000 0500000000000000 0700000000000000 0900000000000000
     0a00000000000000 0800000000000000 0a00000000000000 02000000 00000000
@@ -524,8 +524,8 @@ test('reject: counts checked against the bytes left and the limits before any wo
     x.writeUInt32LE(count, 8);
     expectProtocolError(() => decodeRaftBatch(x), pattern);
   }
-  // entryCount of the app (second envelope): body starts after 16 + (16+32+16) + 16 + 32.
-  const entryCountAt = 16 + 16 + 32 + 16 + 16 + 32 + 24;
+  // entryCount of the app (second envelope): body starts after 16 + (16+32+24) + 16 + 32.
+  const entryCountAt = 16 + 16 + 32 + 24 + 16 + 32 + 24;
   assert.equal(b.readUInt32LE(entryCountAt), 2);
   for (const count of [0xffffffff, 3, 1]) {
     const x = Buffer.from(b);
@@ -535,7 +535,7 @@ test('reject: counts checked against the bytes left and the limits before any wo
   // bodyBytes larger or smaller than the body.
   for (const bodyBytes of [0xffffffff, 86, 84, 0]) {
     const x = Buffer.from(b);
-    x.writeUInt32LE(bodyBytes, 16 + 16 + 32 + 16 + 16 + 4);
+    x.writeUInt32LE(bodyBytes, 16 + 16 + 32 + 24 + 16 + 4);
     expectProtocolError(() => decodeRaftBatch(x));
   }
   // An entry's dataBytes reaching past the message body.

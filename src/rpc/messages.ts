@@ -44,7 +44,8 @@
 //                   then entries: u64 term, u64 index, u8 type (0 normal, 1 conf), 3 rsvd,
 //                   u32 dataBytes, data
 //     appResp       u64 index, u64 rejectHint, u64 hintTerm
-//     heartbeat     u64 commit, u64 ctx
+//     heartbeat     u64 commit, u64 ctx, u64 retain (the leader's lowest peer match;
+//                   0 = unknown, decoded as absent)
 //     heartbeatResp u64 ctx
 //     snap          u64 index, u64 term, u32 voterCount, u32 learnerCount, u64 ids of voters then learners
 //

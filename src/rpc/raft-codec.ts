@@ -95,7 +95,7 @@ export function raftMessageProblem(m: Message): string | null {
       if (!isSafeU64(m.index) || !isSafeU64(m.rejectHint) || !isSafeU64(m.hintTerm)) return 'raft appResp: index/rejectHint/hintTerm not safe integers';
       return null;
     case 'heartbeat':
-      return isSafeU64(m.commit) && isSafeU64(m.ctx) ? null : 'raft heartbeat: commit/ctx not safe integers';
+      return isSafeU64(m.commit) && isSafeU64(m.ctx) && (m.retain === undefined || isSafeU64(m.retain)) ? null : 'raft heartbeat: commit/ctx/retain not safe integers';
     case 'heartbeatResp':
       return isSafeU64(m.ctx) ? null : 'raft heartbeatResp: ctx not a safe integer';
     case 'snap': {
@@ -127,7 +127,7 @@ export function messageBodyBytes(m: WireMessage): number {
     case 'appResp':
       return 24;
     case 'heartbeat':
-      return 16;
+      return 24;
     case 'heartbeatResp':
       return 8;
     case 'snap':
@@ -182,6 +182,7 @@ export function writeMessage(w: PartsWriter, m: WireMessage): void {
     case 'heartbeat':
       w.u64(m.commit);
       w.u64(m.ctx);
+      w.u64(m.retain ?? 0);
       return;
     case 'heartbeatResp':
       w.u64(m.ctx);
@@ -253,8 +254,12 @@ export function readMessage(r: PayloadReader): WireMessage {
       }
       case 'appResp':
         return { type, from, to, term, reject, index: r.u64('index'), rejectHint: r.u64('rejectHint'), hintTerm: r.u64('hintTerm') };
-      case 'heartbeat':
-        return { type, from, to, term, commit: r.u64('commit'), ctx: r.u64('ctx') };
+      case 'heartbeat': {
+        const commit = r.u64('commit');
+        const ctx = r.u64('ctx');
+        const retain = r.u64('retain'); // 0 = unknown: decoded as absent (canonical either way)
+        return retain > 0 ? { type, from, to, term, commit, ctx, retain } : { type, from, to, term, commit, ctx };
+      }
       case 'heartbeatResp':
         return { type, from, to, term, ctx: r.u64('ctx') };
       case 'snap': {
