@@ -101,3 +101,17 @@ for (const size of [3, 5]) {
     }
   });
 }
+
+// Known liveness gap, found in session 15 by running 20,000 seeds per size
+// (SEEDS_PER_SIZE 150 runs in CI): a leader appends its own removal and loses
+// leadership before replicating it; it then holds the longest log but, using the
+// latest configuration in its log (thesis §4.1), is no longer a voter and never
+// campaigns. The others need its vote (§5.4.1 refuses: its log is longer) or that
+// of a voter still repairing a damaged log (never votes): no quorum, terms rise
+// forever. Seed 300145 of the same sim reaches it with pre-vote too. Likely fix:
+// let a server whose latest configuration removed it by an uncommitted entry still
+// campaign (as etcd, which applies configuration changes on commit). Kept as a
+// todo test so the reproducer runs and reports without failing CI.
+test('raft simulation: known liveness gap — a leader that removed itself (uncommitted) plus a repairing voter leave no quorum (seed 300316)', { todo: 'liveness gap: see the comment above' }, () => {
+  runSeed(300316, 3);
+});
