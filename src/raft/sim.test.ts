@@ -103,15 +103,14 @@ for (const size of [3, 5]) {
 }
 
 // Known liveness gap, found in session 15 by running 20,000 seeds per size
-// (SEEDS_PER_SIZE 150 runs in CI): a leader appends its own removal and loses
-// leadership before replicating it; it then holds the longest log but, using the
-// latest configuration in its log (thesis §4.1), is no longer a voter and never
-// campaigns. The others need its vote (§5.4.1 refuses: its log is longer) or that
-// of a voter still repairing a damaged log (never votes): no quorum, terms rise
-// forever. Seed 300145 of the same sim reaches it with pre-vote too. Likely fix:
-// let a server whose latest configuration removed it by an uncommitted entry still
-// campaign (as etcd, which applies configuration changes on commit). Kept as a
-// todo test so the reproducer runs and reports without failing CI.
-test('raft simulation: known liveness gap — a leader that removed itself (uncommitted) plus a repairing voter leave no quorum (seed 300316)', { todo: 'liveness gap: see the comment above' }, () => {
+// (SEEDS_PER_SIZE 150 runs in CI): a voter's removal commits with the
+// acknowledgement of a node that then loses it to log damage (it restarts
+// repairing and never votes until a leader repaired it). The removed node applied
+// its removal and no longer campaigns, yet holds a longer uncommitted tail than the
+// only other holder of the removal, whose candidacy it therefore refuses (§5.4.1);
+// the others lack the entry. No candidate reaches a majority of the old
+// configuration; terms rise forever. Seed 300145 reaches it with pre-vote too.
+// Kept as a todo test so the reproducer runs and reports without failing CI.
+test('raft simulation: known liveness gap — a committed removal held by the removed node and one candidate, its third ack lost to log damage: no quorum (seed 300316)', { todo: 'liveness gap: see the comment above' }, () => {
   runSeed(300316, 3);
 });
