@@ -105,6 +105,12 @@ export class RaftNode {
   private electionElapsedTicks = 0;
   private heartbeatElapsedTicks = 0;
   private leaderRetainValue = 0;
+  /**
+   * Repairing node: the highest index an append of this term proved to match the
+   * leader's log (handleApp). Heartbeats may commit up to it: a damaged log may hold
+   * stale entries below its last index, but not below this.
+   */
+  private verifiedIndex = 0;
   private randomizedElectionTicks = 0;
 
   private votes = new Map<number, boolean>();
@@ -518,6 +524,7 @@ export class RaftNode {
     }
     this.leadValue = NONE;
     this.leaderRetainValue = 0;
+    this.verifiedIndex = 0;
     this.electionElapsedTicks = 0;
     this.heartbeatElapsedTicks = 0;
     this.randomizedElectionTicks = this.electionTicks + this.prng.int(this.electionTicks);
@@ -754,6 +761,7 @@ export class RaftNode {
     }
     const lastNew = this.log.maybeAppend(m.prevLogIndex, m.prevLogTerm, m.commit, m.entries);
     if (lastNew !== undefined) {
+      if (lastNew > this.verifiedIndex) this.verifiedIndex = lastNew;
       // Our log now matches the leader's up to lastNew: whatever we acknowledged
       // before the damage and was committed is held again.
       if (this.repairUntil > 0 && lastNew >= this.repairUntil) this.repairUntil = 0;
@@ -771,9 +779,13 @@ export class RaftNode {
   private handleHeartbeat(m: MsgHeartbeat): void {
     this.leaderRetainValue = m.retain ?? 0;
     if (this.repairUntil > 0) {
-      // Commit only through appends that proved our log matches (handleApp).
+      // Commit only what appends of this term proved to match (handleApp). Without
+      // this, a repaired-up-to-date node whose damage mark lies past the leader's
+      // last index stayed behind until the next write (raft sim seed 517814).
       if (m.commit > this.log.lastIndex()) {
         this.send({ type: 'appResp', from: this.id, to: m.from, term: this.termValue, reject: true, index: 0, rejectHint: this.log.lastIndex(), hintTerm: this.log.lastTerm() });
+      } else {
+        this.log.commitTo(Math.min(m.commit, this.verifiedIndex));
       }
     } else {
       this.log.commitTo(m.commit);

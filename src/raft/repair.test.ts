@@ -5,7 +5,7 @@
 // damage it must neither campaign nor grant votes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MemStorage, Net, drain, ent, newNode } from './testkit.js';
+import { HEARTBEAT_TICKS, MemStorage, Net, drain, ent, newNode } from './testkit.js';
 import type { MsgVoteResp } from './types.js';
 
 /** Node `id` restarts keeping only its first `keep` entries (the driver cut the log at the damage). */
@@ -100,4 +100,37 @@ test('repair: a damaged tail beyond the leader log stays under repair until the 
   net.heartbeat(1);
   assert.equal(net.collected(2).snapshots.length, 1);
   assert.equal(net.get(2).repairing, false);
+});
+
+test('repair: heartbeats commit a repairing node up to what appends of this term proved, never a stale entry (reproducer: raft sim seed 517814 stayed behind while idle)', () => {
+  const net = new Net([1, 2, 3]);
+  net.elect(1);
+  net.propose(1, 'a');
+  net.heartbeat(1);
+  // Node 3 restarts claiming it held up to index 6: it stays under repair while the leader's log is shorter.
+  net.restart(3, { storage: net.nodes.get(3)!.storage, peers: [1, 2, 3], repairUntilIndex: 6 });
+  net.heartbeat(1);
+  // The entry reaches node 3; every commit announcement (an empty append) to it is lost.
+  net.filter = (m) => !(m.type === 'app' && m.to === 3 && m.entries.length === 0);
+  const x = net.propose(1, 'x');
+  assert.equal(net.get(3).lastIndex, x);
+  assert.ok(net.get(3).commit < x, 'the entry came without its commit');
+  net.heartbeat(1);
+  assert.equal(net.get(3).commit, x, 'the heartbeat commits what the append proved');
+  assert.equal(net.get(3).repairing, true);
+
+  // A stale entry at x (an old term) after a damaged restart: the leader still
+  // believes node 3 matches up to x, but a heartbeat must not commit it.
+  net.filter = () => true;
+  const st = new MemStorage();
+  st.hardState = { ...net.nodes.get(3)!.storage.hardState, commit: x - 1 };
+  st.entries = [...net.nodes.get(3)!.storage.entries.slice(0, x - 1), ent(x, 1, 'stale')];
+  net.nodes.get(3)!.storage = st;
+  net.restart(3, { storage: st, peers: [1, 2, 3], repairUntilIndex: 6 });
+  for (let t = 0; t < HEARTBEAT_TICKS; t++) net.get(1).tick();
+  const hb = drain(net.nodes.get(1)!).filter((m) => m.type === 'heartbeat' && m.to === 3);
+  assert.equal(hb.length, 1);
+  assert.equal((hb[0] as { commit: number }).commit, x, 'the leader\'s progress still says x');
+  net.get(3).step(hb[0]);
+  assert.equal(net.get(3).commit, x - 1, 'not committed through a heartbeat');
 });
