@@ -343,6 +343,9 @@ export class OsdCore {
       this.deps.store,
       (err) => this.failFatal(err),
       recovered?.damaged ? recovered.maxIndexSeen : undefined,
+      // The highest term the damaged log held: at least its last entry's, so a vote
+      // for a log at least as up-to-date as (maxTermSeen, maxIndexSeen) is safe.
+      recovered?.damaged ? recovered.maxTermSeen : undefined,
     );
     if (recovered?.damaged) pg.damage = { maxIndexSeen: recovered.maxIndexSeen ?? 0, maxTermSeen: recovered.maxTermSeen ?? 0 };
     if (!rec.osds.includes(this.id)) pg.orphanSinceMs = this.deps.clock.nowMs();

@@ -130,6 +130,7 @@ export class PgReplica {
     store: ObjectStore,
     onFatal: (err: Error) => void,
     repairUntilIndex?: number,
+    repairUntilTerm?: number,
   ) {
     this.node = new RaftNode({
       id: selfId,
@@ -141,6 +142,7 @@ export class PgReplica {
       maxInflightMsgs: tuning.maxInflightMsgs,
       maxMsgBytes: tuning.maxMsgBytes,
       repairUntilIndex,
+      repairUntilTerm,
       // Lease reads (see the header) need a restarted replica to stay out of elections for a while.
       voteQuietTicksAfterStart: tuning.electionTicks,
       // Followers learn the commit index from the next append or heartbeat (raft/config.ts).

@@ -64,4 +64,13 @@ export interface RaftConfig {
    * lowered to it. A single-voter group cannot be repaired this way.
    */
   readonly repairUntilIndex?: number;
+  /**
+   * The term of the last entry the damaged log held (with repairUntilIndex). A
+   * repairing node may then vote for a candidate whose log is at least as
+   * up-to-date as that (§5.4.1 against what it may have acknowledged): such a
+   * candidate holds every entry this node ever acknowledged. Without it a
+   * repairing node grants no vote, which can leave a group without a quorum for
+   * good (raft sim seed 300316 of 20,000).
+   */
+  readonly repairUntilTerm?: number;
 }

@@ -101,6 +101,8 @@ export class RaftNode {
   private pendingConfIndex = 0;
   /** 0 once repaired (or never damaged); see RaftConfig.repairUntilIndex. */
   private repairUntil: number;
+  /** RaftConfig.repairUntilTerm; Infinity when unknown (no vote while repairing). */
+  private readonly repairTerm: number;
 
   private electionElapsedTicks = 0;
   private heartbeatElapsedTicks = 0;
@@ -149,6 +151,7 @@ export class RaftNode {
     const snapIndex = snap?.index ?? 0;
     const hs = st.hardState;
     this.repairUntil = cfg.repairUntilIndex !== undefined && cfg.repairUntilIndex > snapIndex ? cfg.repairUntilIndex : 0;
+    this.repairTerm = cfg.repairUntilTerm ?? Number.POSITIVE_INFINITY;
     // The snapshot point is committed by definition. A damaged log may have lost
     // committed entries: they come back from the leader, commit follows them.
     let commit = Math.max(hs.commit, snapIndex);
@@ -551,8 +554,11 @@ export class RaftNode {
    * no membership yet holds nothing to vote on; a repairing node may have lost
    * entries it acknowledged (see RaftConfig.repairUntilIndex).
    */
-  private mayVote(): boolean {
-    return this.repairUntil === 0 && !isEmptyConf(this.confValue);
+  private mayVote(lastLogIndex: number, lastLogTerm: number): boolean {
+    if (isEmptyConf(this.confValue)) return false;
+    // Repairing: only for a log at least as up-to-date as the one it had (§5.4.1
+    // against what it may have acknowledged before the damage).
+    return this.repairUntil === 0 || lastLogTerm > this.repairTerm || (lastLogTerm === this.repairTerm && lastLogIndex >= this.repairUntil);
   }
 
   private hup(): void {
@@ -610,7 +616,7 @@ export class RaftNode {
 
   private handleVote(m: MsgVote): void {
     const canVote = this.voteValue === m.from || (this.voteValue === NONE && this.leadValue === NONE);
-    const grant = canVote && this.mayVote() && this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm);
+    const grant = canVote && this.mayVote(m.lastLogIndex, m.lastLogTerm) && this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm);
     if (grant) {
       this.voteValue = m.from;
       this.electionElapsedTicks = 0;

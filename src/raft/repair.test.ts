@@ -134,3 +134,28 @@ test('repair: heartbeats commit a repairing node up to what appends of this term
   net.get(3).step(hb[0]);
   assert.equal(net.get(3).commit, x - 1, 'not committed through a heartbeat');
 });
+
+test('repair (§5.4.1): with the term of its lost log, a damaged node votes for a candidate at least as up-to-date as what it held, and for no other', () => {
+  const mk = (repairUntilTerm?: number) => {
+    const st = new MemStorage();
+    st.entries = [ent(1, 1), ent(2, 1), ent(3, 2)];
+    st.hardState = { term: 3, vote: 0, commit: 2 };
+    // It held up to index 6 of term 2 before the damage.
+    return newNode(2, { peers: [1, 2, 3], storage: st, repairUntilIndex: 6, repairUntilTerm });
+  };
+  const answer = (n: ReturnType<typeof mk>, term: number, lastLogIndex: number, lastLogTerm: number): boolean => {
+    n.node.step({ type: 'vote', from: 3, to: 2, term, lastLogIndex, lastLogTerm });
+    const out = drain(n).filter((m) => m.type === 'voteResp') as MsgVoteResp[];
+    assert.equal(out.length, 1);
+    return !out[0].reject;
+  };
+  assert.equal(answer(mk(2), 4, 5, 2), false, 'shorter than what it held in term 2');
+  assert.equal(answer(mk(2), 4, 6, 2), true, 'as long, same term');
+  assert.equal(answer(mk(2), 4, 4, 3), true, 'a later last term');
+  assert.equal(answer(mk(undefined), 4, 9, 3), false, 'term unknown: no vote while repairing (as before)');
+  const n = mk(2);
+  assert.equal(answer(n, 4, 6, 2), true);
+  assert.equal(n.node.repairing, true, 'voting does not end the repair');
+  n.node.campaign();
+  assert.equal(n.node.role, 'follower', 'nor may it campaign');
+});

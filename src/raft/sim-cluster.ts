@@ -57,6 +57,8 @@ interface Stored {
   readonly peers: number[];
   /** The driver's damage marker: repairUntilIndex until the node reports it repaired, else 0. */
   repairUntil: number;
+  /** The term of the last entry the log held when it was damaged (with repairUntil). */
+  repairTerm?: number;
   started: boolean;
 }
 
@@ -180,6 +182,7 @@ export class SimCluster {
     if (st.started && st.entries.length > 1 && this.damageAllowed(id) && this.prng.chance(0.3)) {
       // The middle of the stored log is unreadable: keep the prefix before it.
       st.repairUntil = (st.snapshot?.index ?? 0) + st.entries.length;
+      st.repairTerm = st.entries[st.entries.length - 1].term;
       st.entries = st.entries.slice(0, this.prng.int(st.entries.length));
       this.stats.damagedRestarts++;
     }
@@ -196,6 +199,7 @@ export class SimCluster {
       maxUncommittedEntries: 64,
       checkQuorum: this.checkQuorum,
       repairUntilIndex: st.repairUntil > 0 ? st.repairUntil : undefined,
+      repairUntilTerm: st.repairUntil > 0 ? st.repairTerm : undefined,
     });
     this.nodes.set(id, node);
     // The state machine restarts from the snapshot point (the driver keeps that state durable).

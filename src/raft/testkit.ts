@@ -50,6 +50,7 @@ export interface NodeOpts {
   maxMsgBytes: number;
   maxUncommittedEntries: number;
   repairUntilIndex: number;
+  repairUntilTerm: number;
   applied: number;
 }
 
@@ -71,6 +72,7 @@ export function newNode(id: number, opts: Partial<NodeOpts> = {}): TestNode {
     maxMsgBytes: opts.maxMsgBytes ?? 1 << 20,
     maxUncommittedEntries: opts.maxUncommittedEntries,
     repairUntilIndex: opts.repairUntilIndex,
+    repairUntilTerm: opts.repairUntilTerm,
     applied: opts.applied,
   });
   return { node, storage };
