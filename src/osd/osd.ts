@@ -155,6 +155,19 @@ export function compactIndex(
   return byBytes || i - floor >= COMPACT_STEP_ENTRIES ? i : null;
 }
 
+/**
+ * The raft repairUntilTerm of a damaged group: a term at least that of the last
+ * entry it may have acknowledged. The highest entry term the WAL still shows
+ * (maxTermSeen) can miss one in the unreadable region, so the recovered term
+ * (the highest term of any readable record, hard states included, which no
+ * acknowledged entry's term exceeds) counts too. Undefined (no vote while
+ * repairing) when nothing is known. Pure.
+ */
+export function repairTermOf(g: Pick<RecoveredGroup, 'hardState' | 'maxTermSeen'>): number | undefined {
+  const term = Math.max(g.maxTermSeen ?? 0, g.hardState.term);
+  return term > 0 ? term : undefined;
+}
+
 /** Entry bytes per RaftBatch frame (the RPC frame limit is 16 MiB; raft messages are at most maxMsgBytes). */
 export const RAFT_BATCH_BYTES_MAX = 4 * 1024 * 1024;
 /**
@@ -343,9 +356,7 @@ export class OsdCore {
       this.deps.store,
       (err) => this.failFatal(err),
       recovered?.damaged ? recovered.maxIndexSeen : undefined,
-      // The highest term the damaged log held: at least its last entry's, so a vote
-      // for a log at least as up-to-date as (maxTermSeen, maxIndexSeen) is safe.
-      recovered?.damaged ? recovered.maxTermSeen : undefined,
+      recovered?.damaged ? repairTermOf(recovered) : undefined,
     );
     if (recovered?.damaged) pg.damage = { maxIndexSeen: recovered.maxIndexSeen ?? 0, maxTermSeen: recovered.maxTermSeen ?? 0 };
     if (!rec.osds.includes(this.id)) pg.orphanSinceMs = this.deps.clock.nowMs();

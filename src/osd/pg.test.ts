@@ -74,3 +74,10 @@ test('log compaction keeps only keepMinEntries while every peer has the entries,
   assert.equal(compactIndex(100, 90, bytesAt, 1024, 4 * MiB, 64, 100), null);
   assert.equal(compactIndex(100, 0, bytesAt, 1024, 4 * MiB, 64, 0), null);
 });
+
+test('repairTermOf: a damaged group votes only for logs as up-to-date as the highest term it saw, entries or hard states; nothing known, no vote', async () => {
+  const { repairTermOf } = await import('./osd.js');
+  assert.equal(repairTermOf({ hardState: { term: 7, vote: 0, commit: 0 }, maxTermSeen: 5 }), 7, 'the term record outlived the entry records');
+  assert.equal(repairTermOf({ hardState: { term: 4, vote: 0, commit: 0 }, maxTermSeen: 6 }), 6);
+  assert.equal(repairTermOf({ hardState: { term: 0, vote: 0, commit: 0 } }), undefined);
+});

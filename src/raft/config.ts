@@ -59,15 +59,17 @@ export interface RaftConfig {
    * that it no longer holds, so its vote or candidacy could elect a leader that
    * lacks committed entries (§5.4.1 assumes acknowledged entries are durable).
    * Until a leader's append matched its log up to this index (or a snapshot
-   * covered it) it neither campaigns nor grants votes. The driver keeps its marker
+   * covered it) it does not campaign, and votes only as repairUntilTerm allows
+   * (not at all without it). The driver keeps its marker
    * until status().repairing is false. Stored commit beyond the held log is
    * lowered to it. A single-voter group cannot be repaired this way.
    */
   readonly repairUntilIndex?: number;
   /**
-   * The term of the last entry the damaged log held (with repairUntilIndex). A
-   * repairing node may then vote for a candidate whose log is at least as
-   * up-to-date as that (§5.4.1 against what it may have acknowledged): such a
+   * At least the term of the last entry the damaged log held (with
+   * repairUntilIndex; a higher term is safe, only stricter). A repairing node may
+   * then vote for a candidate whose log is at least as up-to-date as (this term,
+   * repairUntilIndex) (§5.4.1 against what it may have acknowledged): such a
    * candidate holds every entry this node ever acknowledged. Without it a
    * repairing node grants no vote, which can leave a group without a quorum for
    * good (raft sim seed 300316 of 20,000).

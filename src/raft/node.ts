@@ -26,8 +26,9 @@
 // - check-quorum: a leader that heard from no quorum during an election timeout
 //   steps down; a node with a live leader ignores higher-term vote requests during
 //   that lease (so a rejoining node cannot depose a healthy leader by vote).
-// - repair: a node whose stored log was damaged (repairUntilIndex) neither
-//   campaigns nor votes until a leader replicated its log past the damage.
+// - repair: a node whose stored log was damaged (repairUntilIndex) does not
+//   campaign until a leader replicated its log past the damage, and votes only
+//   for a log at least as up-to-date as the one it lost (repairUntilTerm).
 //
 // "Reset" answers: an appResp with reject=true and index=0 (impossible as an
 // ordinary reject: every log matches at index 0) means "forget what you think

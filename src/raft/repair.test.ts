@@ -2,7 +2,8 @@
 // repairUntilIndex). Raft's election restriction (§5.4.1) assumes that what a
 // node acknowledged stays in its log; a damaged node may have acknowledged
 // committed entries it lost, so until a leader has replicated its log past the
-// damage it must neither campaign nor grant votes.
+// damage it must not campaign, and may vote only for a candidate whose log is at
+// least as up-to-date as the one it lost (repairUntilTerm; no vote without it).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HEARTBEAT_TICKS, MemStorage, Net, drain, ent, newNode } from './testkit.js';

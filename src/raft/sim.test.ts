@@ -105,7 +105,7 @@ for (const size of [3, 5]) {
 // Known liveness gap, found in session 15 by running 20,000 seeds per size
 // (SEEDS_PER_SIZE 150 runs in CI): a voter's removal commits with the
 // acknowledgement of a node that then loses it to log damage (it restarts
-// repairing and never votes until a leader repaired it). The removed node applied
+// repairing and votes only for a log as up-to-date as the one it lost). The removed node applied
 // its removal and no longer campaigns, yet holds a longer uncommitted tail than the
 // only other holder of the removal, whose candidacy it therefore refuses (§5.4.1);
 // the others lack the entry. No candidate reaches a majority of the old

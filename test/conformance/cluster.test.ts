@@ -451,7 +451,8 @@ describe('issue 3: a real cluster of separate processes (tessera mon + 3×osd + 
         assert.ok(last.devIos !== null && last.devIos.sync + last.devIos.async > 0, `osd.${slot.id}: no device IO counted: ${JSON.stringify(last.devIos)}`);
         assert.equal(typeof last.wal, 'object');
         assert.ok(Number.isInteger(last.raftFramesDropped) && last.raftFramesDropped >= 0);
-        assert.ok(Number.isInteger(last.cpuMs) && last.cpuMs >= 0 && last.cpuMs <= 2 * OSD_STATS_MS * 4, `cpuMs ${last.cpuMs} per ${OSD_STATS_MS} ms interval`);
+        // Per interval: at most two cores' worth, plus half an interval for a late timer.
+        assert.ok(Number.isInteger(last.cpuMs) && last.cpuMs >= 0 && last.cpuMs <= 3 * OSD_STATS_MS, `cpuMs ${last.cpuMs} per ${OSD_STATS_MS} ms interval`);
         assert.ok(last.memMiB.rss > 0 && last.memMiB.heapUsed > 0, JSON.stringify(last.memMiB));
         // Counters are cumulative for the process's life; cpuMs is per interval.
         const prev = stats[stats.length - 2] as { passes: number };
