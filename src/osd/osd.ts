@@ -712,7 +712,9 @@ export class OsdCore {
       // Keep a bounded tail of applied entries in memory for followers that lag a little.
       const compactTo = this.compactPoint(pg);
       if (compactTo !== null) this.runLater(pg, () => pg.node.compact(compactTo));
-      if (pg.orphanSinceMs >= 0 && now - pg.orphanSinceMs > this.config.orphanGraceMs && !pg.isLeader && !pg.node.isMember) {
+      // Deleted only as a follower: a removed replica may campaign and lead once, to
+      // pass on entries only it holds (raft node.ts, "removed nodes").
+      if (pg.orphanSinceMs >= 0 && now - pg.orphanSinceMs > this.config.orphanGraceMs && pg.node.role === 'follower' && !pg.node.isMember) {
         this.removeReplica(pg);
       }
     }

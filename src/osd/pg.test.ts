@@ -29,6 +29,20 @@ test('inbox: bounded by entry bytes as well as count; one oversized message alon
   assert.equal(pg.enqueue(app(chunk)), true, 'budget freed by drive()');
 });
 
+test('a replica dropped from the map restarts its grace period when a voter asks for its vote (it may be needed to elect a leader)', () => {
+  const pg = replica();
+  pg.enqueue({ type: 'vote', from: 2, to: 1, term: 1, lastLogIndex: 0, lastLogTerm: 0 });
+  pg.drive(100, 0, () => undefined);
+  assert.equal(pg.orphanSinceMs, -1, 'a replica in the map stays so');
+  pg.orphanSinceMs = 100;
+  pg.enqueue({ type: 'heartbeat', from: 2, to: 1, term: 5, commit: 0, ctx: 0 } as Message);
+  pg.drive(200, 0, () => undefined);
+  assert.equal(pg.orphanSinceMs, 100, 'other traffic does not');
+  pg.enqueue({ type: 'vote', from: 3, to: 1, term: 6, lastLogIndex: 0, lastLogTerm: 0 });
+  pg.drive(300, 0, () => undefined);
+  assert.equal(pg.orphanSinceMs, 300);
+});
+
 test('proposals: bounded by bytes; the refused one is left for the caller to answer Busy', () => {
   const pg = replica();
   const chunk = 4 * 1024 * 1024;

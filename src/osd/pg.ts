@@ -99,7 +99,7 @@ export class PgReplica {
   installingTransfer = 0;
   /** Peers with a snapshot transfer in progress from this (leader) replica. */
   readonly sendingSnapshotTo = new Set<number>();
-  /** When this replica noticed it is no longer in the map's acting set (ms), or -1. */
+  /** When this replica noticed it is no longer in the map's acting set, or last after that a voter asked for its vote (ms); -1 while in the map. */
   orphanSinceMs = -1;
   lastRole: string;
   removed = false;
@@ -186,7 +186,12 @@ export class PgReplica {
       this.node.tick();
     }
     if (this.inbox.length > 0) {
-      for (const m of this.inbox.splice(0)) this.node.step(m);
+      for (const m of this.inbox.splice(0)) {
+        // A replica dropped from the map that a voter still asks for its vote may be
+        // needed to elect a leader (raft node.ts, "removed nodes"): its grace restarts.
+        if (m.type === 'vote' && this.orphanSinceMs >= 0) this.orphanSinceMs = nowMs;
+        this.node.step(m);
+      }
       this.inboxEntryBytes = 0;
     }
     if (this.proposals.length > 0) {

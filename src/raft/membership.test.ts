@@ -5,8 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decodeConfChange } from './confchange.js';
 import { RaftError } from './errors.js';
-import { ELECTION_TICKS, MemStorage, Net, drain, newNode } from './testkit.js';
-import type { ConfChange, MsgAppResp, MsgVoteResp } from './types.js';
+import { ELECTION_TICKS, MemStorage, Net, drain, newNode, text } from './testkit.js';
+import type { ConfChange, Message, MsgAppResp, MsgVoteResp } from './types.js';
 
 function change(net: Net, leader: number, cc: ConfChange): number {
   const r = net.get(leader).proposeConfChange(cc);
@@ -102,6 +102,106 @@ test('a removed node still votes: peers that have not applied its removal may ne
   assert.ok(l !== 0, 'no leader elected without the removed node');
   net.heartbeat(l);
   assert.deepEqual(net.get(l).voters, [1, 2, 4]);
+});
+
+/**
+ * Voters {1,2,3,4}, leader 1 (2 cut off). Leader 1 appends its own removal at r and
+ * an entry at r + 1; 3 gets r only, 4 gets both. r commits with 1, 3 and 4; the
+ * commit never reaches 3 or 4, and 1 applies its removal and steps down. Then 4
+ * restarts with a damaged log that lost r and r + 1 (repairing: it votes only for
+ * a log as up-to-date as (term, r + 1)). The family of raft sim seed 300316.
+ */
+function removedHolderScenario(): { net: Net; r: number } {
+  const net = new Net([1, 2, 3, 4]);
+  net.elect(1);
+  net.propose(1, 'a');
+  net.heartbeat(1);
+  net.cut.add(2);
+  const r = net.get(1).proposeConfChange({ type: 'remove', node: 1 }) as number;
+  assert.equal(typeof r, 'number');
+  net.filter = (m) => !(m.from === 1 && (m.type === 'heartbeat' || (m.type === 'app' && (m.commit >= r || (m.to === 3 && m.entries.some((e) => e.index > r))))));
+  const b = net.get(1).propose(new TextEncoder().encode('b'));
+  assert.equal(b, r + 1);
+  net.stabilize();
+  assert.equal(net.get(1).isMember, false, 'the removal committed and applied on 1');
+  assert.equal(net.get(1).role, 'follower');
+  assert.equal(net.get(3).lastIndex, r);
+  assert.equal(net.get(4).lastIndex, r + 1);
+  for (const id of [3, 4]) assert.ok(net.get(id).commit < r, `${id} never heard the commit`);
+  const term = net.get(1).term;
+  const st4 = net.nodes.get(4)!.storage;
+  const cut = new MemStorage();
+  cut.hardState = st4.hardState;
+  cut.entries = st4.entries.slice(0, r - 1);
+  net.nodes.get(4)!.storage = cut;
+  net.restart(4, { peers: [1, 2, 3, 4], repairUntilIndex: r + 1, repairUntilTerm: term });
+  net.filter = () => true;
+  net.cut.clear();
+  return { net, r };
+}
+
+test('thesis §4.2.2: a removed node holding entries the candidates lack campaigns once, leads, commits them, steps down (raft sim seed 300316)', () => {
+  // 3 is the only candidate that can win without 1 (2 lacks r, 4 is repairing), but
+  // it needs three of {1,2,3,4}: 1 refuses (its log is longer), 4 refuses (it lost
+  // r + 1). Only 1 can gather a majority of its own membership {2,3,4}.
+  const { net, r } = removedHolderScenario();
+  const term0 = net.get(1).term;
+  let l = 0;
+  for (let t = 0; t < 20 * ELECTION_TICKS && l === 0; t++) {
+    net.tick();
+    l = [2, 3, 4].find((id) => net.get(id).role === 'leader') ?? 0;
+  }
+  // (It leads and steps down within one delivery round: its appends show it.)
+  assert.ok(net.log.some((m) => m.from === 1 && m.type === 'app' && m.term > term0), 'the removed node led');
+  assert.equal(net.get(1).role, 'follower', 'and stepped down after its first entry applied');
+  assert.ok(l !== 0, 'a leader of the new membership was elected');
+  net.propose(l, 'c');
+  net.heartbeat(l);
+  for (const id of [2, 3, 4]) {
+    assert.deepEqual(net.get(id).voters, [2, 3, 4], `membership on ${id}`);
+    assert.equal(text(net.get(id).log.entryAt(r + 1)!), 'b', `entry r + 1 on ${id}`);
+    assert.equal(net.get(id).commit, net.get(l).lastIndex);
+  }
+  assert.equal(net.get(4).repairing, false);
+});
+
+test('a removed node never campaigns unprompted, nor after a vote request it can grant; a failed candidacy ends', () => {
+  const net = new Net([1, 2, 3]);
+  net.elect(3);
+  net.propose(3, 'a');
+  const r = net.get(3).proposeConfChange({ type: 'remove', node: 1 }) as number;
+  net.stabilize();
+  net.heartbeat(3);
+  assert.equal(net.get(1).isMember, false);
+  // The leader no longer contacts 1: it times out again and again, silently.
+  net.cut = new Set([2, 3]);
+  for (let t = 0; t < 10 * ELECTION_TICKS; t++) net.tick([1]);
+  assert.equal(net.get(1).role, 'follower');
+  assert.equal(net.get(1).term, net.get(3).term);
+  // A candidate as up-to-date as 1 gets its vote; 1 stays quiet.
+  const n1 = net.nodes.get(1)!;
+  n1.node.step({ type: 'vote', from: 2, to: 1, term: 9, lastLogIndex: r, lastLogTerm: net.get(1).log.lastTerm() });
+  assert.equal((drain(n1).find((m) => m.type === 'voteResp') as MsgVoteResp).reject, false);
+  for (let t = 0; t < 10 * ELECTION_TICKS; t++) n1.node.tick();
+  assert.equal(n1.node.role, 'follower');
+  assert.equal(n1.node.term, 9);
+  // A less up-to-date one is refused, and 1 stands once; its voters ignore it here,
+  // so it returns to follower and waits for the next prompt.
+  n1.node.step({ type: 'vote', from: 2, to: 1, term: 10, lastLogIndex: r - 1, lastLogTerm: net.get(1).log.lastTerm() });
+  assert.equal((drain(n1).find((m) => m.type === 'voteResp') as MsgVoteResp).reject, true);
+  let votes: Message[] = [];
+  for (let t = 0; t < 2 * ELECTION_TICKS && votes.length === 0; t++) {
+    n1.node.tick();
+    votes = drain(n1).filter((m) => m.type === 'vote');
+  }
+  assert.deepEqual(votes.map((m) => m.to).sort(), [2, 3], 'asks the voters of its membership');
+  assert.equal(n1.node.role, 'candidate');
+  assert.equal(n1.node.term, 11);
+  for (let t = 0; t < 2 * ELECTION_TICKS; t++) n1.node.tick();
+  assert.equal(n1.node.role, 'follower');
+  for (let t = 0; t < 10 * ELECTION_TICKS; t++) n1.node.tick();
+  assert.equal(drain(n1).filter((m) => m.type === 'vote').length, 0, 'one candidacy per prompt');
+  assert.equal(n1.node.term, 11);
 });
 
 test('learners never count for commit: a leader and two learners are not a quorum of three voters', () => {

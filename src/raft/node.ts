@@ -29,6 +29,13 @@
 // - repair: a node whose stored log was damaged (repairUntilIndex) does not
 //   campaign until a leader replicated its log past the damage, and votes only
 //   for a log at least as up-to-date as the one it lost (repairUntilTerm).
+// - removed nodes (thesis §4.2.2: a server not in its latest configuration may
+//   still be needed to elect a leader): a node that applied its own removal does
+//   not campaign, except after refusing a candidate whose log is less
+//   up-to-date than its own (that candidate still counts it as a voter, so has not
+//   applied the removal, and may lack entries only we and a damaged node held).
+//   It then campaigns once, counting the votes of its membership's voters only;
+//   if it wins it leads until an entry of its term is applied, then steps down.
 //
 // "Reset" answers: an appResp with reject=true and index=0 (impossible as an
 // ordinary reject: every log matches at index 0) means "forget what you think
@@ -108,6 +115,8 @@ export class RaftNode {
   private electionElapsedTicks = 0;
   private heartbeatElapsedTicks = 0;
   private leaderRetainValue = 0;
+  /** Removed node (not a member of its applied membership): may campaign once (see header, "removed nodes"). */
+  private removedMayCampaign = false;
   /**
    * Repairing node: the highest index an append of this term proved to match the
    * leader's log (handleApp). Heartbeats may commit up to it: a damaged log may hold
@@ -480,8 +489,12 @@ export class RaftNode {
     if (this.roleValue === 'leader') {
       // The leader counts itself only for entries it has persisted: a commit must
       // survive the crash of any minority, the leader included.
-      const self = this.prs.get(this.id) as Progress;
-      if (self.maybeUpdate(this.log.stable()) && this.maybeCommit()) this.bcastAppend(this.announceCommit);
+      const self = this.prs.get(this.id);
+      if (self === undefined) {
+        // A removed node leading (see header): its first entry is applied, so every
+        // entry before it is committed and the voters learned it; hand over.
+        if (this.log.applied >= this.pendingConfIndex) this.becomeFollower(this.termValue, NONE);
+      } else if (self.maybeUpdate(this.log.stable()) && this.maybeCommit()) this.bcastAppend(this.announceCommit);
     }
   }
 
@@ -538,9 +551,15 @@ export class RaftNode {
     this.pendingConfIndex = 0;
   }
 
-  /** May stand for election: a voter whose log is intact. */
+  /** May stand for election: a voter whose log is intact, or a removed node asked to (see header). */
   private promotable(): boolean {
-    return this.confValue.voters.includes(this.id) && this.repairUntil === 0;
+    if (this.repairUntil > 0) return false;
+    return this.confValue.voters.includes(this.id) || (this.removedMayCampaign && this.isRemoved());
+  }
+
+  /** Not a member of the applied membership, and not a joiner (which has none yet). */
+  private isRemoved(): boolean {
+    return !this.isMember && !isEmptyConf(this.confValue);
   }
 
   /**
@@ -564,6 +583,7 @@ export class RaftNode {
 
   private hup(): void {
     if (this.roleValue === 'leader' || !this.promotable()) return;
+    this.removedMayCampaign = false; // one candidacy per refused candidate
     this.becomeCandidate();
     this.votes.set(this.id, true);
     if (this.countVotes(true) >= quorumSize(this.confValue.voters.length)) {
@@ -585,9 +605,14 @@ export class RaftNode {
   private tickElection(): void {
     // A node that may not campaign keeps counting, so its leader lease expires.
     if (this.electionElapsedTicks < Number.MAX_SAFE_INTEGER) this.electionElapsedTicks++;
-    if (this.electionElapsedTicks >= this.randomizedElectionTicks && this.promotable()) {
+    if (this.electionElapsedTicks < this.randomizedElectionTicks) return;
+    if (this.promotable()) {
       this.electionElapsedTicks = 0;
       this.hup();
+    } else if (this.roleValue === 'candidate') {
+      // A removed node's single candidacy failed (its voters may ignore it, in a
+      // leader's lease): it is a follower again, retired once nobody needs it.
+      this.becomeFollower(this.termValue, NONE);
     }
   }
 
@@ -617,11 +642,16 @@ export class RaftNode {
 
   private handleVote(m: MsgVote): void {
     const canVote = this.voteValue === m.from || (this.voteValue === NONE && this.leadValue === NONE);
-    const grant = canVote && this.mayVote(m.lastLogIndex, m.lastLogTerm) && this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm);
+    const upToDate = this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm);
+    const grant = canVote && this.mayVote(m.lastLogIndex, m.lastLogTerm) && upToDate;
     if (grant) {
       this.voteValue = m.from;
       this.electionElapsedTicks = 0;
     }
+    // The candidate still counts us as a voter and lacks entries we hold; without
+    // our candidacy a damaged voter that held them too can block every election
+    // (raft sim seed 300316).
+    if (!upToDate && this.isRemoved() && this.repairUntil === 0) this.removedMayCampaign = true;
     this.send({ type: 'voteResp', from: this.id, to: m.from, term: this.termValue, reject: !grant });
   }
 
@@ -635,6 +665,7 @@ export class RaftNode {
   // ---- per-role message handling -------------------------------------------
 
   private stepFollower(m: Message): void {
+    if (m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap') this.removedMayCampaign = false;
     switch (m.type) {
       case 'app':
         this.electionElapsedTicks = 0;

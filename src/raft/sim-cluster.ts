@@ -6,7 +6,10 @@
 // §6.4) served from a key-value state machine, and restarts with a log damaged in
 // the middle (the driver keeps the good prefix and sets repairUntilIndex).
 // A repairing node counts as a fault, like a crashed one, and only one at a time
-// is damaged: losing the same committed entry on two replicas is data loss.
+// is damaged: losing the same committed entry on two replicas is data loss. A
+// replaced voter is retired (crashed for good) by the OSD's rule: once a leader
+// of the new membership applied its removal, it is a follower or still a member
+// in its own view, and no vote request reached it for RETIRE_QUIET_TICKS.
 //
 // Checked after every tick (a failure throws; the caller names the seed):
 //   - election safety (§5.2): at most one leader per term, ever;
@@ -38,6 +41,8 @@ export const HEARTBEAT_TICKS = 2;
 const NET_QUEUE_MAX = 4096;
 const DELAY_TICKS_MAX = 3;
 const KEYS = 4;
+/** A removed node is retired only after this long without a vote request (mayRetire). */
+const RETIRE_QUIET_TICKS = 3 * ELECTION_TICKS;
 
 export interface SimStats {
   compactions: number;
@@ -139,6 +144,8 @@ export class SimCluster {
   private nextCtx = 1;
   private readonly faultsMax: number;
   replacement: { old: number; neu: number } | null = null;
+  /** node → last tick a vote request reached it (mayRetire). */
+  private readonly voteAskedAt = new Map<number, number>();
 
   // global facts for the checkers
   readonly leaderOfTerm = new Map<number, number>();
@@ -360,6 +367,7 @@ export class SimCluster {
       this.lost(m);
       return;
     }
+    if (m.type === 'vote') this.voteAskedAt.set(m.to, this.nowTick);
     if (m.type === 'snap') {
       // The driver installs the shipped state only if the node will take it.
       if (node.acceptsSnapshot(m)) {
@@ -483,8 +491,9 @@ export class SimCluster {
       cc = { type: 'remove', node: r.old };
     }
     if (cc === undefined) {
-      if (isVoter(r.neu) && !isVoter(r.old) && !isLearner(r.old)) {
-        // The removal is applied on a leader, hence committed: retire the old node.
+      if (isVoter(r.neu) && !isVoter(r.old) && !isLearner(r.old) && leader !== r.old && this.mayRetire(r.old)) {
+        // The removal is applied on a leader of the new membership, hence committed:
+        // retire the old node.
         this.crash(r.old);
         this.retired.add(r.old);
         this.replacement = null;
@@ -496,6 +505,19 @@ export class SimCluster {
     const res = l.proposeConfChange(cc);
     if (typeof res === 'number') this.process(leader);
     else assert.ok(res.code === 'ERR_RAFT_CONF_CHANGE' || res.code === 'ERR_LIMIT', res.message);
+  }
+
+  /**
+   * The OSD's rule for deleting a removed replica (osd.ts housekeeping): no voter
+   * asked for its vote for a while, and it is not campaigning or leading after
+   * its removal. A voter that has not applied the removal may need its vote, or
+   * its log (node.ts, "removed nodes"). One that never learned of its removal
+   * and campaigns in vain is retired like any other.
+   */
+  private mayRetire(id: number): boolean {
+    const n = this.nodes.get(id);
+    if (n && n.role !== 'follower' && !n.isMember) return false;
+    return this.nowTick - (this.voteAskedAt.get(id) ?? -Infinity) >= RETIRE_QUIET_TICKS;
   }
 
   private anyLeader(): number | undefined {

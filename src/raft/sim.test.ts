@@ -37,7 +37,9 @@ function runSeed(seed: number, size: number): SimStats {
   for (let t = 0; t < STABLE_LEADER_TICKS_MAX && (stableTicks < STABLE_TICKS || sim.replacement !== null); t++) {
     sim.tick();
     const l = sim.stableLeader();
-    stableTicks = l !== undefined && l === leader ? stableTicks + 1 : 0;
+    // Stability counts from the replacement's end: the retired node's last vote
+    // requests may still be in flight (without check-quorum they depose a leader).
+    stableTicks = l !== undefined && l === leader && sim.replacement === null ? stableTicks + 1 : 0;
     leader = l;
   }
   assert.ok(sim.replacement === null, `liveness: replacement ${JSON.stringify(sim.replacement)} not done ${STABLE_LEADER_TICKS_MAX} ticks after healing`);
@@ -102,17 +104,24 @@ for (const size of [3, 5]) {
   });
 }
 
-// Known liveness gap, found in session 15 by running 20,000 seeds per size
-// (SEEDS_PER_SIZE 150 runs in CI): a voter's removal commits with the
-// acknowledgement of a node that then loses it to log damage (it restarts
-// repairing and votes only for a log as up-to-date as the one it lost). The removed node applied
-// its removal and no longer campaigns, yet holds a longer uncommitted tail than the
-// only other holder of the removal, whose candidacy it therefore refuses (§5.4.1);
-// the others lack the entry. No candidate reaches a majority of the old
-// configuration; terms rise forever. Seed 300145 reaches it with pre-vote too.
-// Over 20,000 3-voter seeds, 82 end in such stalls (126 before damaged nodes could
-// vote for up-to-date candidates); 0 of 20,000 5-voter seeds. Kept as a todo test
-// so the reproducer runs and reports without failing CI.
-test('raft simulation: known liveness gap — a committed removal held by the removed node and one candidate, its third ack lost to log damage: no quorum (seed 300316)', { todo: 'liveness gap: see the comment above' }, () => {
+// Reproducer of a liveness gap found by running 20,000 seeds per size (CI runs
+// 150): a voter's removal commits with the acknowledgement of a node that then
+// loses it to log damage (it restarts repairing and votes only for a log as
+// up-to-date as the one it lost). The removed node applied its removal, holds a
+// longer tail than the only other holder of the removal and refuses its
+// candidacy (§5.4.1); nobody else holds the entries. It now campaigns once
+// (node.ts, "removed nodes"; thesis §4.2.2), leads its membership and commits
+// them. Over 20,000 3-voter seeds, stalls fell 82 -> 23 (0 of 20,000 with 5 voters).
+test('raft simulation: a committed removal held by the removed node and one candidate, its third ack lost to log damage (seed 300316)', () => {
   runSeed(300316, 3);
+});
+
+// Known liveness gap, still open: a repairing node that led its term lost
+// entries it had appended and no live node holds (47 of term 13 here; the
+// others stop at 46). It may have acknowledged them, so it votes only for a log
+// that has them: none exists, and it may not campaign. 23 of 20,000 3-voter seeds
+// stall in this way or alike (none with 5 voters). Kept as a todo test so the
+// reproducer runs and reports without failing CI.
+test('raft simulation: known liveness gap — a repairing ex-leader lost entries no live node holds: no vote it can give (seed 300843)', { todo: 'liveness gap: see the comment above' }, () => {
+  runSeed(300843, 3);
 });
