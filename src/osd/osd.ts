@@ -53,6 +53,8 @@ export interface RecoveredGroup {
   damaged?: boolean;
   maxIndexSeen?: number;
   maxTermSeen?: number;
+  /** wal-replay RecoveredGroup.damageExtentUnknown. */
+  damageExtentUnknown?: boolean;
 }
 
 export interface OsdCounters {
@@ -355,10 +357,12 @@ export class OsdCore {
       new Prng((this.deps.seed ^ Math.imul(key + 1, 0x9e3779b1)) >>> 0),
       this.deps.store,
       (err) => this.failFatal(err),
-      recovered?.damaged ? recovered.maxIndexSeen : undefined,
-      recovered?.damaged ? repairTermOf(recovered) : undefined,
+      recovered?.damaged ? { untilIndex: recovered.maxIndexSeen ?? 0, untilTerm: repairTermOf(recovered), extentUnknown: recovered.damageExtentUnknown === true } : undefined,
     );
-    if (recovered?.damaged) pg.damage = { maxIndexSeen: recovered.maxIndexSeen ?? 0, maxTermSeen: recovered.maxTermSeen ?? 0 };
+    if (recovered?.damaged) {
+      const mark = { maxIndexSeen: recovered.maxIndexSeen ?? 0, maxTermSeen: recovered.maxTermSeen ?? 0 };
+      pg.damage = recovered.damageExtentUnknown ? { ...mark, extentUnknown: true } : mark;
+    }
     if (!rec.osds.includes(this.id)) pg.orphanSinceMs = this.deps.clock.nowMs();
     this.pgs.set(key, pg);
     this.dirty.add(pg);

@@ -33,6 +33,7 @@ import type { Prng } from '../stdx/prng.js';
 import { ApplyQueue } from './apply.js';
 import type { ObjectStore } from './objects.js';
 import { Status, type ClientResponse } from './proto.js';
+import type { GroupDamageMark } from './wal-format.js';
 
 export const INBOX_MAX = 4096;
 /**
@@ -52,6 +53,13 @@ export interface PendingRead {
   offsetBytes: number;
   lengthBytes: number;
   reply: Reply;
+}
+
+/** A damaged group's raft repair (RaftConfig.repairUntilIndex / repairUntilTerm / repairExtentUnknown). */
+export interface PgRepair {
+  readonly untilIndex: number;
+  readonly untilTerm: number | undefined;
+  readonly extentUnknown: boolean;
 }
 
 export interface PgIdentity {
@@ -114,9 +122,9 @@ export class PgReplica {
   /** Term and vote last written to the WAL (a change must be synced before messages go out). */
   walTermVote: { term: number; vote: number };
   /** Set when the WAL found this group's log damaged; kept across checkpoints until raft has repaired it. */
-  damage: { maxIndexSeen: number; maxTermSeen: number } | null = null;
+  damage: GroupDamageMark | null = null;
 
-  get damageMark(): { maxIndexSeen: number; maxTermSeen: number } | undefined {
+  get damageMark(): GroupDamageMark | undefined {
     if (this.damage && !this.node.repairing) this.damage = null;
     return this.damage ?? undefined;
   }
@@ -129,8 +137,7 @@ export class PgReplica {
     prng: Prng,
     store: ObjectStore,
     onFatal: (err: Error) => void,
-    repairUntilIndex?: number,
-    repairUntilTerm?: number,
+    repair?: PgRepair,
   ) {
     this.node = new RaftNode({
       id: selfId,
@@ -141,8 +148,9 @@ export class PgReplica {
       storage: { hardState: storage.hardState, snapshot: storage.snapshot, entries: storage.entries },
       maxInflightMsgs: tuning.maxInflightMsgs,
       maxMsgBytes: tuning.maxMsgBytes,
-      repairUntilIndex,
-      repairUntilTerm,
+      repairUntilIndex: repair?.untilIndex,
+      repairUntilTerm: repair?.untilTerm,
+      repairExtentUnknown: repair?.extentUnknown,
       // Lease reads (see the header) need a restarted replica to stay out of elections for a while.
       voteQuietTicksAfterStart: tuning.electionTicks,
       // Followers learn the commit index from the next append or heartbeat (raft/config.ts).

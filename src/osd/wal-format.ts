@@ -40,7 +40,8 @@
 //                that the last synced batch is followed by a record proving it
 //                was synced (see wal-replay.ts)
 //   CKPT_BEGIN   u32 groupCount, u32 recordCount (records between BEGIN and END)
-//   GROUP_STATE  u8 flags (bit 0 snapshot present, bit 1 damaged), u8[7] 0,
+//   GROUP_STATE  u8 flags (bit 0 snapshot present, bit 1 damaged, bit 2 damage
+//                extent unknown: only with bit 1), u8[7] 0,
 //                HARD_STATE body, then the SNAPSHOT body if present, then
 //                u64 maxIndexSeen, u64 maxTermSeen if damaged
 //   CKPT_END     u32 groupCount, u32 recordCount (must equal BEGIN's)
@@ -115,6 +116,8 @@ export type WalBody =
 export interface GroupDamageMark {
   readonly maxIndexSeen: number;
   readonly maxTermSeen: number;
+  /** No readable record bounded the damage: raft RaftConfig.repairExtentUnknown. */
+  readonly extentUnknown?: boolean;
 }
 
 export interface CheckpointGroupState {
@@ -294,7 +297,7 @@ export function countsBody(groupCount: number, recordCount: number): Buffer {
 
 export function groupStateBody(s: CheckpointGroupState): Buffer[] {
   const head = Buffer.alloc(8);
-  head.writeUInt8((s.snapshot ? 1 : 0) | (s.damaged ? 2 : 0), 0);
+  head.writeUInt8((s.snapshot ? 1 : 0) | (s.damaged ? 2 : 0) | (s.damaged?.extentUnknown ? 4 : 0), 0);
   const parts = [head, hardStateBody(s.hardState)];
   if (s.snapshot) parts.push(snapshotBody(s.snapshot));
   if (s.damaged) {
@@ -423,7 +426,7 @@ function decodeSnapshot(b: Buffer, at: number): { meta: SnapshotMeta; end: numbe
 function decodeGroupState(body: Buffer): WalBody | null {
   if (body.length < 32) return null;
   const flags = body[0];
-  if (flags > 3) return null;
+  if (flags > 7 || (flags & 6) === 4) return null; // bit 2 (extent unknown) only with bit 1 (damaged)
   const hardState = decodeHardState(body, 8);
   if (!hardState) return null;
   let at = 32;
@@ -440,7 +443,7 @@ function decodeGroupState(body: Buffer): WalBody | null {
     const maxIndexSeen = readU64(body, at);
     const maxTermSeen = readU64(body, at + 8);
     if (maxIndexSeen < 0 || maxTermSeen < 0) return null;
-    damaged = { maxIndexSeen, maxTermSeen };
+    damaged = flags & 4 ? { maxIndexSeen, maxTermSeen, extentUnknown: true } : { maxIndexSeen, maxTermSeen };
     at += 16;
   }
   if (at !== body.length) return null;

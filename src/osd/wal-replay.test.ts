@@ -83,6 +83,31 @@ test('a flipped record whose seq does not follow makes the region unattributable
   assert.deepEqual(ok.damage[0].groups, [2]);
 });
 
+test('damage extent: bounded for a group with an entries or snapshot record after the damage, unknown for one without (a hard state does not bound it); a checkpoint carries it', () => {
+  const r = new Replayer(1);
+  let seq = 0;
+  const feed = (item: ScanItem): void => r.feed(item, 0, SEGMENT);
+  const hs = (group: number, term: number) => record(0, header(RecordType.HardState, ++seq, group, seq - 1), { type: 'hardState', hardState: { term, vote: 0, commit: 0 } });
+  feed(record(0, header(RecordType.CkptBegin, ++seq, checkpointSegmentTag(1), 0), { type: 'checkpointBegin', groupCount: 1, recordCount: 1 }));
+  // Group 9 was damaged before, with nothing bounding it: the mark says so.
+  feed(record(0, header(RecordType.GroupState, ++seq, 9, seq - 1), { type: 'groupState', state: { hardState: { term: 2, vote: 0, commit: 0 }, damaged: { maxIndexSeen: 4, maxTermSeen: 2, extentUnknown: true } } }));
+  feed(record(0, header(RecordType.CkptEnd, ++seq, 0, seq - 1), { type: 'checkpointEnd', groupCount: 1, recordCount: 1 }));
+  for (const g of [1, 2, 3, 4]) feed(entryRecord(0, ++seq, g, 1, seq - 1));
+  for (const g of [1, 2, 3, 4]) feed(flipped(0, ++seq, g));
+  feed(entryRecord(0, ++seq, 1, 3, seq - 1)); // group 1: an append after the damage bounds it
+  feed(hs(2, 5)); // group 2: only a hard state after it
+  feed(record(0, header(RecordType.Snapshot, ++seq, 3, seq - 1), { type: 'snapshot', snapshot: { index: 7, term: 1, conf: { voters: [1, 2, 3], learners: [] } } }));
+  feed(entryRecord(0, ++seq, 9, 5, seq - 1)); // group 9: its old mark stays unknown
+  const res = r.finish();
+  assert.deepEqual(res.damage[0].groups, [1, 2, 3, 4]);
+  const g = (k: number) => res.groups.get(k)!;
+  assert.deepEqual([g(1).damaged, g(1).damageExtentUnknown, g(1).maxIndexSeen], [true, false, 3]);
+  assert.deepEqual([g(2).damaged, g(2).damageExtentUnknown], [true, true]);
+  assert.deepEqual([g(3).damaged, g(3).damageExtentUnknown, g(3).maxIndexSeen], [true, false, 7]);
+  assert.deepEqual([g(4).damaged, g(4).damageExtentUnknown, g(4).maxIndexSeen], [true, true, 1]);
+  assert.deepEqual([g(9).damaged, g(9).damageExtentUnknown], [true, true]);
+});
+
 test('memory: a stale tail of a million bad spans (a recycled segment) is scanned without keeping anything per span', () => {
   // Before, every span before the first held record was kept for attribution: ~176 bytes
   // each, so a 64-128 MiB stale tail of small records could cost hundreds of MB.

@@ -37,6 +37,11 @@
 // is certain for that term, else `selfId` (recording a vote for itself in a term
 // in which it will not campaign can never make it vote twice). A later
 // DROP_GROUP or complete checkpoint heals a group (its state is fully known again).
+// maxIndexSeen bounds what the damage hid only when an entries or snapshot
+// record of the group follows it (a committed entry is never truncated, so later
+// appends lie beyond it); without one the group's newest records may be the
+// unreadable ones, and it is recovered with damageExtentUnknown (raft then
+// repairs it up to a leader's own-term commit and it grants no vote meanwhile).
 //
 // Operations spanning several records (ENTRIES pieces with FLAG_MORE, and
 // checkpoints) apply atomically: a partial one at a tear or restart is dropped.
@@ -83,6 +88,12 @@ export interface RecoveredGroup {
   readonly maxIndexSeen: number;
   /** Highest entry or snapshot term in any record of this group (after the damage too). */
   readonly maxTermSeen: number;
+  /**
+   * Damaged, and no readable entries or snapshot record of the group follows the
+   * damage: the unreadable region may have held entries beyond maxIndexSeen
+   * (raft RaftConfig.repairExtentUnknown). Also carried by checkpoints.
+   */
+  readonly damageExtentUnknown: boolean;
 }
 
 export interface ReplayResult {
@@ -110,6 +121,10 @@ interface GroupReplay {
   damagedAtSeq: number | null;
   /** Damaged mark carried over by a checkpoint. */
   carriedMark: boolean;
+  /** The carried mark's extent is unknown (GroupDamageMark.extentUnknown). */
+  carriedExtentUnknown: boolean;
+  /** An entries or snapshot record of the group came after its damage: maxIndexSeen bounds what the damage hid. */
+  boundAfterDamage: boolean;
   lastHs: HardState | null;
   lastHsAfterDamage: boolean;
 }
@@ -390,6 +405,7 @@ export class Replayer {
     if (g.damagedAtSeq !== null) return;
     if (!entriesFit(g, entries)) {
       markDamaged(g, item.header.seq);
+      g.boundAfterDamage = true; // the missing entries precede these
       this.damage.push({
         segment: item.segment,
         offsetBytes: item.offsetBytes,
@@ -418,19 +434,33 @@ export class Replayer {
     const maxIndexSeen = Math.max(g.maxIndexSeen, lastIndex);
     const base = { ...(g.snapshot ? { snapshot: g.snapshot } : {}), entries: g.entries, maxIndexSeen, maxTermSeen: g.maxTermSeen };
     if (g.damagedAtSeq === null) {
-      return { hardState: g.hardState ?? { term: 0, vote: NONE, commit: 0 }, ...base, damaged: g.carriedMark };
+      return { hardState: g.hardState ?? { term: 0, vote: NONE, commit: 0 }, ...base, damaged: g.carriedMark, damageExtentUnknown: g.carriedMark && g.carriedExtentUnknown };
     }
+    const damageExtentUnknown = g.carriedExtentUnknown || !g.boundAfterDamage;
     const term = Math.max(g.maxTermSeen, g.maxHsTermSeen);
     const hs = g.lastHs;
     const voteKnown = hs !== null && hs.term === term && (g.lastHsAfterDamage || hs.vote !== NONE);
     const snapIndex = g.snapshot?.index ?? 0;
     const commit = Math.max(snapIndex, Math.min(hs?.commit ?? 0, lastIndex));
-    return { hardState: { term, vote: voteKnown ? hs.vote : this.selfId, commit }, ...base, damaged: true };
+    return { hardState: { term, vote: voteKnown ? hs.vote : this.selfId, commit }, ...base, damaged: true, damageExtentUnknown };
   }
 }
 
 function newGroup(): GroupReplay {
-  return { hardState: null, snapshot: undefined, entries: [], maxIndexSeen: 0, maxTermSeen: 0, maxHsTermSeen: 0, damagedAtSeq: null, carriedMark: false, lastHs: null, lastHsAfterDamage: false };
+  return {
+    hardState: null,
+    snapshot: undefined,
+    entries: [],
+    maxIndexSeen: 0,
+    maxTermSeen: 0,
+    maxHsTermSeen: 0,
+    damagedAtSeq: null,
+    carriedMark: false,
+    carriedExtentUnknown: false,
+    boundAfterDamage: false,
+    lastHs: null,
+    lastHsAfterDamage: false,
+  };
 }
 
 function fromCheckpoint(s: CheckpointGroupState): GroupReplay {
@@ -444,6 +474,7 @@ function fromCheckpoint(s: CheckpointGroupState): GroupReplay {
   }
   if (s.damaged) {
     g.carriedMark = true;
+    g.carriedExtentUnknown = s.damaged.extentUnknown === true;
     g.maxIndexSeen = Math.max(g.maxIndexSeen, s.damaged.maxIndexSeen);
     g.maxTermSeen = Math.max(g.maxTermSeen, s.damaged.maxTermSeen);
   }
@@ -455,12 +486,14 @@ function markDamaged(g: GroupReplay, atSeq: number): void {
 }
 
 function raiseMaxima(g: GroupReplay, entries: readonly Entry[]): void {
+  if (g.damagedAtSeq !== null) g.boundAfterDamage = true;
   const last = entries[entries.length - 1]; // terms never decrease within a record
   g.maxIndexSeen = Math.max(g.maxIndexSeen, last.index);
   g.maxTermSeen = Math.max(g.maxTermSeen, last.term);
 }
 
 function raiseSnapshotMaxima(g: GroupReplay, s: SnapshotMeta): void {
+  if (g.damagedAtSeq !== null) g.boundAfterDamage = true;
   g.maxIndexSeen = Math.max(g.maxIndexSeen, s.index);
   g.maxTermSeen = Math.max(g.maxTermSeen, s.term);
 }

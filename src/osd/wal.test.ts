@@ -135,6 +135,10 @@ test('record codec: every record type round-trips, padded to 8 bytes; chained CR
       { type: 'groupState', state: { hardState: { term: 4, vote: 2, commit: 40 }, snapshot: snap, damaged: { maxIndexSeen: 50, maxTermSeen: 5 } } },
     ],
     [makeRecord(RecordType.GroupState, 0, 3, 17, groupStateBody({ hardState: { term: 1, vote: 0, commit: 0 } })), { type: 'groupState', state: { hardState: { term: 1, vote: 0, commit: 0 } } }],
+    [
+      makeRecord(RecordType.GroupState, 0, 3, 18, groupStateBody({ hardState: { term: 4, vote: 2, commit: 9 }, damaged: { maxIndexSeen: 12, maxTermSeen: 4, extentUnknown: true } })),
+      { type: 'groupState', state: { hardState: { term: 4, vote: 2, commit: 9 }, damaged: { maxIndexSeen: 12, maxTermSeen: 4, extentUnknown: true } } },
+    ],
   ];
   for (const [rec, want] of cases) {
     const bytes = sealed(rec, rec.seq - 1);
@@ -146,6 +150,17 @@ test('record codec: every record type round-trips, padded to 8 bytes; chained CR
     assert.equal(nativeCrc32c(body) >>> 0, h.bodyCrc, 'chained CRC over parts equals the CRC of the whole body');
     const got = decodeBody(h, Buffer.from(body));
     assert.deepEqual(JSON.parse(JSON.stringify(got)), JSON.parse(JSON.stringify(want)));
+  }
+});
+
+test('record codec: a GROUP_STATE flag "damage extent unknown" without "damaged", or an unknown flag, is rejected', () => {
+  const body = Buffer.concat(groupStateBody({ hardState: { term: 1, vote: 0, commit: 0 } }));
+  const h = { type: RecordType.GroupState, flags: 0, bodyBytes: body.length, group: 3, seq: 2, syncedSeq: 1, bodyCrc: 0 } as const;
+  assert.ok(decodeBody(h, body));
+  for (const flags of [4, 8]) {
+    const bad = Buffer.from(body);
+    bad[0] = flags;
+    assert.equal(decodeBody(h, bad), null, `flags ${flags}`);
   }
 });
 

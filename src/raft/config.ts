@@ -75,4 +75,14 @@ export interface RaftConfig {
    * good (raft sim seed 300316 of 20,000).
    */
   readonly repairUntilTerm?: number;
+  /**
+   * With repairUntilIndex: the damage may have hidden entries beyond it (the WAL
+   * holds no readable record of the group after the unreadable region, so
+   * nothing bounds what the region held). The node then grants no vote while
+   * repairing, and is repaired only once its log matches a leader's up to a
+   * commit index of that leader's term (every entry committed before, those it
+   * acknowledged included, lies below such a commit: Leader Completeness, §5.4),
+   * or a snapshot of an entry of the leader's term covers it.
+   */
+  readonly repairExtentUnknown?: boolean;
 }

@@ -111,6 +111,8 @@ export class RaftNode {
   private repairUntil: number;
   /** RaftConfig.repairUntilTerm; Infinity when unknown (no vote while repairing). */
   private readonly repairTerm: number;
+  /** RaftConfig.repairExtentUnknown: repaired only up to a commit of a leader's own term. */
+  private readonly repairToLeaderCommit: boolean;
 
   private electionElapsedTicks = 0;
   private heartbeatElapsedTicks = 0;
@@ -160,8 +162,12 @@ export class RaftNode {
     this.snapConf = normalizeConf(snap !== undefined ? snap.conf : { voters: peers, learners: [] });
     const snapIndex = snap?.index ?? 0;
     const hs = st.hardState;
+    this.repairToLeaderCommit = cfg.repairUntilIndex !== undefined && cfg.repairExtentUnknown === true;
     this.repairUntil = cfg.repairUntilIndex !== undefined && cfg.repairUntilIndex > snapIndex ? cfg.repairUntilIndex : 0;
-    this.repairTerm = cfg.repairUntilTerm ?? Number.POSITIVE_INFINITY;
+    // Nothing bounds the damage: under repair even if the readable log reaches no
+    // further than the snapshot point.
+    if (this.repairToLeaderCommit) this.repairUntil = Math.max(this.repairUntil, snapIndex + 1);
+    this.repairTerm = this.repairToLeaderCommit ? Number.POSITIVE_INFINITY : (cfg.repairUntilTerm ?? Number.POSITIVE_INFINITY);
     // The snapshot point is committed by definition. A damaged log may have lost
     // committed entries: they come back from the leader, commit follows them.
     let commit = Math.max(hs.commit, snapIndex);
@@ -802,7 +808,7 @@ export class RaftNode {
       if (lastNew > this.verifiedIndex) this.verifiedIndex = lastNew;
       // Our log now matches the leader's up to lastNew: whatever we acknowledged
       // before the damage and was committed is held again.
-      if (this.repairUntil > 0 && lastNew >= this.repairUntil) this.repairUntil = 0;
+      if (this.repairUntil > 0 && lastNew >= this.repairUntil && this.repairCovered(lastNew, m.commit)) this.repairUntil = 0;
       this.send(this.appResp(m, false, lastNew, 0, 0));
       return;
     }
@@ -812,6 +818,18 @@ export class RaftNode {
     // A repairing node may be asked for entries the leader saw it acknowledge:
     // an ordinary reject would look stale to the leader, so ask for a reset.
     this.send(this.appResp(m, true, this.repairUntil > 0 ? 0 : m.prevLogIndex, hint, hintTerm));
+  }
+
+  /**
+   * Our log now matches the leader's up to lastNew (>= repairUntil): is the
+   * repair complete? With an unknown damage extent only if that covers the
+   * leader's commit and the commit is an entry of its term: every entry known
+   * committed so far lies at or below it (RaftConfig.repairExtentUnknown). Only
+   * an append carries the leader's whole commit (a heartbeat's is capped at our
+   * match).
+   */
+  private repairCovered(lastNew: number, leaderCommit: number): boolean {
+    return !this.repairToLeaderCommit || (lastNew >= leaderCommit && this.log.term(leaderCommit) === this.termValue);
   }
 
   private handleHeartbeat(m: MsgHeartbeat): void {
@@ -849,7 +867,9 @@ export class RaftNode {
     this.snapConf = conf;
     this.confValue = conf;
     this.snapshotToPersist = { index: s.index, term: s.term, conf };
-    if (this.repairUntil > 0 && s.index >= this.repairUntil) this.repairUntil = 0;
+    // (With an unknown damage extent the appends that follow complete the repair: a
+    // snapshot does not carry the leader's commit.)
+    if (this.repairUntil > 0 && s.index >= this.repairUntil && !this.repairToLeaderCommit) this.repairUntil = 0;
     this.send(this.appResp(m, false, s.index, 0, 0));
   }
 

@@ -6,7 +6,7 @@
 // least as up-to-date as the one it lost (repairUntilTerm; no vote without it).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { HEARTBEAT_TICKS, MemStorage, Net, drain, ent, newNode } from './testkit.js';
+import { HEARTBEAT_TICKS, MemStorage, Net, drain, ent, newNode, text } from './testkit.js';
 import type { MsgVoteResp } from './types.js';
 
 /** Node `id` restarts keeping only its first `keep` entries (the driver cut the log at the damage). */
@@ -159,4 +159,51 @@ test('repair (§5.4.1): with the term of its lost log, a damaged node votes for 
   assert.equal(n.node.repairing, true, 'voting does not end the repair');
   n.node.campaign();
   assert.equal(n.node.role, 'follower', 'nor may it campaign');
+});
+
+test('repair, damage extent unknown (no readable record after the damage bounds it): no vote at all, repaired only up to a commit of the leader\'s own term', () => {
+  const net = new Net([1, 2, 3]);
+  net.elect(1);
+  net.propose(1, 'a');
+  net.heartbeat(1);
+  net.cut.add(2);
+  const x = net.propose(1, 'x'); // committed on 1 and 3 only
+  net.heartbeat(1);
+  // Node 3 loses x; the WAL's readable records of it end at x - 1 (its maxIndexSeen).
+  const st = net.nodes.get(3)!.storage;
+  const cut = new MemStorage();
+  cut.hardState = st.hardState;
+  cut.entries = st.entries.slice(0, x - 1);
+  net.nodes.get(3)!.storage = cut;
+  const term = net.get(1).term;
+  const answer = (unknown: boolean): boolean => {
+    const n = newNode(3, { peers: [1, 2, 3], storage: cut, repairUntilIndex: x - 1, repairUntilTerm: term, repairExtentUnknown: unknown });
+    n.node.step({ type: 'vote', from: 2, to: 3, term: term + 1, lastLogIndex: x - 1, lastLogTerm: term });
+    return !(drain(n).find((m) => m.type === 'voteResp') as MsgVoteResp).reject;
+  };
+  // Node 2 lacks x: taking the readable mark as the bound would elect it (x lost).
+  assert.equal(answer(false), true, 'the hole the flag closes');
+  assert.equal(answer(true), false);
+  net.restart(3, { storage: cut, peers: [1, 2, 3], repairUntilIndex: x - 1, repairUntilTerm: term, repairExtentUnknown: true });
+  assert.equal(net.get(3).repairing, true);
+  net.cut = new Set([1]);
+  for (let t = 0; t < 10 * 10; t++) net.tick([2, 3]);
+  assert.notEqual(net.get(2).role, 'leader', 'node 2 lacks committed entry x');
+  // Node 1 comes back and wins. Its first append to node 3 carries a commit of an
+  // older term: not enough to end the repair; the commit of its own first entry is.
+  net.cut.clear();
+  let ended: { commit: number; commitTerm: number } | undefined;
+  net.filter = (m) => {
+    if (m.type === 'app' && m.to === 3 && net.get(3).repairing) ended = { commit: m.commit, commitTerm: net.get(1).log.term(m.commit) ?? 0 };
+    return true;
+  };
+  let l = 0;
+  for (let t = 0; t < 100 && (l === 0 || net.get(3).repairing); t++) {
+    net.tick();
+    l = net.get(1).role === 'leader' && net.get(1).term > term ? 1 : 0;
+  }
+  assert.equal(l, 1, 'only node 1 holds x and can win');
+  assert.equal(net.get(3).repairing, false);
+  assert.ok(ended !== undefined && ended.commit > x && ended.commitTerm === net.get(1).term, `the append that ended the repair carried ${JSON.stringify(ended)}`);
+  assert.equal(text(net.get(3).log.entryAt(x)!), 'x');
 });

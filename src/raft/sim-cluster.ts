@@ -48,6 +48,8 @@ export interface SimStats {
   compactions: number;
   damagedRestarts: number;
   repairs: number;
+  /** Of those, repairs of a log damaged with an unknown extent. */
+  repairsExtentUnknown: number;
   snapshotsInstalled: number;
   replacementsDone: number;
   readsIssued: number;
@@ -64,6 +66,8 @@ interface Stored {
   repairUntil: number;
   /** The term of the last entry the log held when it was damaged (with repairUntil). */
   repairTerm?: number;
+  /** With repairUntil: no readable record bounds the damage (RaftConfig.repairExtentUnknown). */
+  repairExtentUnknown?: boolean;
   started: boolean;
 }
 
@@ -131,7 +135,7 @@ export class SimCluster {
   readonly nodes = new Map<number, RaftNode | null>();
   readonly retired = new Set<number>();
   readonly sms = new Map<number, Sm>();
-  readonly stats: SimStats = { compactions: 0, damagedRestarts: 0, repairs: 0, snapshotsInstalled: 0, replacementsDone: 0, readsIssued: 0, readsServed: 0 };
+  readonly stats: SimStats = { compactions: 0, damagedRestarts: 0, repairs: 0, repairsExtentUnknown: 0, snapshotsInstalled: 0, replacementsDone: 0, readsIssued: 0, readsServed: 0 };
   events: Event[] = [];
   nowTick = 0;
   /** node → side of the partition; null when connected. */
@@ -188,9 +192,14 @@ export class SimCluster {
     const st = this.stored.get(id)!;
     if (st.started && st.entries.length > 1 && this.damageAllowed(id) && this.prng.chance(0.3)) {
       // The middle of the stored log is unreadable: keep the prefix before it.
-      st.repairUntil = (st.snapshot?.index ?? 0) + st.entries.length;
+      // The driver knows how far the log went only when a readable record of the
+      // group follows the damage (the OSD's maxIndexSeen); else nothing bounds it.
+      const base = st.snapshot?.index ?? 0;
+      const keep = this.prng.int(st.entries.length);
+      st.repairExtentUnknown = this.prng.chance(0.5);
+      st.repairUntil = st.repairExtentUnknown ? base + Math.max(keep, 1) : base + st.entries.length;
       st.repairTerm = st.entries[st.entries.length - 1].term;
-      st.entries = st.entries.slice(0, this.prng.int(st.entries.length));
+      st.entries = st.entries.slice(0, keep);
       this.stats.damagedRestarts++;
     }
     st.started = true;
@@ -207,6 +216,7 @@ export class SimCluster {
       checkQuorum: this.checkQuorum,
       repairUntilIndex: st.repairUntil > 0 ? st.repairUntil : undefined,
       repairUntilTerm: st.repairUntil > 0 ? st.repairTerm : undefined,
+      repairExtentUnknown: st.repairUntil > 0 && st.repairExtentUnknown,
     });
     this.nodes.set(id, node);
     // The state machine restarts from the snapshot point (the driver keeps that state durable).
@@ -275,6 +285,7 @@ export class SimCluster {
     if (st.repairUntil > 0 && !node.repairing) {
       st.repairUntil = 0;
       this.stats.repairs++;
+      if (st.repairExtentUnknown) this.stats.repairsExtentUnknown++;
     }
     this.serveReads(id);
   }

@@ -51,6 +51,7 @@ export interface NodeOpts {
   maxUncommittedEntries: number;
   repairUntilIndex: number;
   repairUntilTerm: number;
+  repairExtentUnknown: boolean;
   applied: number;
 }
 
@@ -73,6 +74,7 @@ export function newNode(id: number, opts: Partial<NodeOpts> = {}): TestNode {
     maxUncommittedEntries: opts.maxUncommittedEntries,
     repairUntilIndex: opts.repairUntilIndex,
     repairUntilTerm: opts.repairUntilTerm,
+    repairExtentUnknown: opts.repairExtentUnknown,
     applied: opts.applied,
   });
   return { node, storage };
