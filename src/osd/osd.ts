@@ -717,8 +717,11 @@ export class OsdCore {
       const compactTo = this.compactPoint(pg);
       if (compactTo !== null) this.runLater(pg, () => pg.node.compact(compactTo));
       // Deleted only as a follower: a removed replica may campaign and lead once, to
-      // pass on entries only it holds (raft node.ts, "removed nodes").
-      if (pg.orphanSinceMs >= 0 && now - pg.orphanSinceMs > this.config.orphanGraceMs && pg.node.role === 'follower' && !pg.node.isMember) {
+      // pass on entries only it holds (raft node.ts, "removed nodes"). One that
+      // missed its removal (it was away) learns it from a member's answer to its
+      // vote request (removalNotified) and stops campaigning.
+      const removed = !pg.node.isMember || pg.node.removalNotified;
+      if (pg.orphanSinceMs >= 0 && now - pg.orphanSinceMs > this.config.orphanGraceMs && pg.node.role === 'follower' && removed) {
         this.removeReplica(pg);
       }
     }

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { decodeConfChange } from './confchange.js';
 import { RaftError } from './errors.js';
-import { ELECTION_TICKS, MemStorage, Net, drain, newNode, text } from './testkit.js';
+import { ELECTION_TICKS, MemStorage, Net, drain, ent, newNode, text } from './testkit.js';
 import type { ConfChange, Message, MsgAppResp, MsgVoteResp } from './types.js';
 
 function change(net: Net, leader: number, cc: ConfChange): number {
@@ -202,6 +202,57 @@ test('a removed node never campaigns unprompted, nor after a vote request it can
   for (let t = 0; t < 10 * ELECTION_TICKS; t++) n1.node.tick();
   assert.equal(drain(n1).filter((m) => m.type === 'vote').length, 0, 'one candidacy per prompt');
   assert.equal(n1.node.term, 11);
+});
+
+test('a voter removed while cut off learns it from a member\'s "removed" answer to its vote request: no term change in the group, it stops campaigning until a leader contacts it', () => {
+  const net = new Net([1, 2, 3]);
+  net.elect(1);
+  net.propose(1, 'a');
+  net.heartbeat(1);
+  net.cut.add(3); // 3 misses its own removal
+  const r = net.get(1).proposeConfChange({ type: 'remove', node: 3 }) as number;
+  net.stabilize();
+  net.heartbeat(1);
+  assert.deepEqual(net.get(1).voters, [1, 2]);
+  assert.deepEqual(net.get(3).voters, [1, 2, 3], '3 still counts itself');
+  assert.ok(net.get(3).lastIndex < r);
+  const term = net.get(1).term;
+  net.cut.clear();
+  // 3 campaigns; 2 (in 1's lease) and 1 answer with the notice instead of ignoring it.
+  let notified = false;
+  for (let t = 0; t < 4 * ELECTION_TICKS && !notified; t++) {
+    net.tick([3]);
+    notified = net.get(3).removalNotified;
+  }
+  assert.ok(notified, 'the removed voter was told');
+  assert.ok(net.log.some((m) => m.type === 'voteResp' && m.to === 3 && m.removed === true));
+  assert.equal(net.get(3).role, 'follower');
+  assert.equal(net.get(1).term, term, 'its higher term did not reach the group');
+  assert.equal(net.get(1).role, 'leader');
+  const votesBefore = net.log.filter((m) => m.type === 'vote').length;
+  for (let t = 0; t < 10 * ELECTION_TICKS; t++) net.tick([3]);
+  assert.equal(net.log.filter((m) => m.type === 'vote').length, votesBefore, 'no more candidacies');
+  // Re-added (a leader contacts it): the notice is forgotten.
+  net.get(3).step({ type: 'heartbeat', from: 1, to: 3, term: net.get(3).term, commit: 0, ctx: 0 });
+  drain(net.nodes.get(3)!);
+  assert.equal(net.get(3).removalNotified, false);
+});
+
+test('no "removed" answer to a voter missing from an older membership: its log holds the promotion the answering node has not applied', () => {
+  const st = new MemStorage();
+  st.entries = [ent(1, 1), ent(2, 1)];
+  st.hardState = { term: 2, vote: 0, commit: 2 };
+  const n = newNode(2, { peers: [1, 2, 3], storage: st, applied: 2 });
+  drain(n);
+  // Voter 4 was added and promoted at 3 and 4 (node 2 applied up to 2 only).
+  n.node.step({ type: 'vote', from: 4, to: 2, term: 3, lastLogIndex: 4, lastLogTerm: 1 });
+  const resp = drain(n).find((m) => m.type === 'voteResp') as MsgVoteResp;
+  assert.equal(resp.removed, undefined);
+  assert.equal(resp.reject, false, 'an ordinary vote');
+  // A stranger whose log ends at or before what node 2 applied was removed by then.
+  n.node.step({ type: 'vote', from: 5, to: 2, term: 9, lastLogIndex: 2, lastLogTerm: 1 });
+  const notice = drain(n).find((m) => m.type === 'voteResp') as MsgVoteResp;
+  assert.deepEqual([notice.reject, notice.removed, notice.term], [true, true, 3], 'the notice, at our term');
 });
 
 test('learners never count for commit: a leader and two learners are not a quorum of three voters', () => {

@@ -36,6 +36,11 @@
 //   applied the removal, and may lack entries only we and a damaged node held).
 //   It then campaigns once, counting the votes of its membership's voters only;
 //   if it wins it leads until an entry of its term is applied, then steps down.
+//   A node that never learned of its removal (it was away) still campaigns; a
+//   member that has applied a membership without it answers its vote request,
+//   even in a lease or at a lower term, with a "removed" notice (voteResp
+//   removed): it then stops campaigning (removalNotified, until a leader
+//   contacts it) so the driver can delete it.
 //
 // "Reset" answers: an appResp with reject=true and index=0 (impossible as an
 // ordinary reject: every log matches at index 0) means "forget what you think
@@ -119,6 +124,8 @@ export class RaftNode {
   private leaderRetainValue = 0;
   /** Removed node (not a member of its applied membership): may campaign once (see header, "removed nodes"). */
   private removedMayCampaign = false;
+  /** A member's applied membership no longer lists this node (voteResp removed); cleared by a leader's contact. */
+  private removalNotifiedValue = false;
   /**
    * Repairing node: the highest index an append of this term proved to match the
    * leader's log (handleApp). Heartbeats may commit up to it: a damaged log may hold
@@ -237,6 +244,10 @@ export class RaftNode {
   }
   get repairing(): boolean {
     return this.repairUntil > 0;
+  }
+  /** A member told this node it is no longer in the group (see header, "removed nodes"); it does not campaign. */
+  get removalNotified(): boolean {
+    return this.removalNotifiedValue;
   }
   /** Leader only: the progress of a peer (tests and metrics). */
   progress(peer: number): Readonly<Progress> | undefined {
@@ -407,6 +418,20 @@ export class RaftNode {
       return;
     }
     if (!(m.to === this.id)) fail(`message for ${m.to} delivered to ${this.id}`);
+    if (m.type === 'voteResp' && m.removed === true) {
+      // Whatever its term: a member that applied our removal says so (see header).
+      if (m.reject && this.roleValue !== 'leader') {
+        this.removalNotifiedValue = true;
+        if (this.roleValue === 'candidate') this.becomeFollower(this.termValue, NONE);
+      }
+      return;
+    }
+    if (m.type === 'vote' && this.isStranger(m)) {
+      // Its removal is committed and it does not know: tell it, and nothing else
+      // (its higher term must not disturb this group).
+      this.sendRemovedNotice(m);
+      return;
+    }
     const fromLeader = m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap';
     if (m.term > this.termValue) {
       if (m.type === 'vote' && (this.inLease() || this.voteQuietTicksLeft > 0)) return; // §6 / check-quorum: a live leader is not disrupted
@@ -557,10 +582,30 @@ export class RaftNode {
     this.pendingConfIndex = 0;
   }
 
-  /** May stand for election: a voter whose log is intact, or a removed node asked to (see header). */
+  /** May stand for election: a voter whose log is intact and not told it was removed, or a removed node asked to (see header). */
   private promotable(): boolean {
     if (this.repairUntil > 0) return false;
-    return this.confValue.voters.includes(this.id) || (this.removedMayCampaign && this.isRemoved());
+    return (this.confValue.voters.includes(this.id) && !this.removalNotifiedValue) || (this.removedMayCampaign && this.isRemoved());
+  }
+
+  /**
+   * The candidate of m is not in this member's applied membership and its log is
+   * no more up-to-date than our applied point: it was removed at or before that
+   * point, so its removal is committed (with an equal log it even holds the
+   * removal, without knowing it committed). Absence alone proves nothing: a node
+   * may hold an old membership lacking a voter added since (raft sim seeds
+   * 300137, 304043, 304257), but such a voter's log holds its promotion, beyond
+   * our applied point.
+   */
+  private isStranger(m: MsgVote): boolean {
+    if (!this.isMember || this.confValue.voters.includes(m.from) || this.confValue.learners.includes(m.from)) return false;
+    const applied = this.log.applied;
+    const appliedTerm = this.log.term(applied) ?? 0;
+    return m.lastLogTerm < appliedTerm || (m.lastLogTerm === appliedTerm && m.lastLogIndex <= applied);
+  }
+
+  private sendRemovedNotice(m: MsgVote): void {
+    this.send({ type: 'voteResp', from: this.id, to: m.from, term: this.termValue, reject: true, removed: true });
   }
 
   /** Not a member of the applied membership, and not a joiner (which has none yet). */
@@ -671,7 +716,10 @@ export class RaftNode {
   // ---- per-role message handling -------------------------------------------
 
   private stepFollower(m: Message): void {
-    if (m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap') this.removedMayCampaign = false;
+    if (m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap') {
+      this.removedMayCampaign = false;
+      this.removalNotifiedValue = false;
+    }
     switch (m.type) {
       case 'app':
         this.electionElapsedTicks = 0;

@@ -83,6 +83,12 @@ export interface MsgVote extends MsgBase {
 export interface MsgVoteResp extends MsgBase {
   readonly type: 'voteResp';
   readonly reject: boolean;
+  /**
+   * With reject: the candidate is neither voter nor learner of the sender's
+   * applied membership, so its removal is committed (a "removed" notice; the
+   * candidate never learned it, having been away). Taken at any term.
+   */
+  readonly removed?: boolean;
 }
 
 /** AppendEntries RPC (§5.3). */

@@ -130,7 +130,7 @@ function randomMessage(prng: Prng, from: number): Message {
     case 0:
       return { type: 'vote', from, to, term, lastLogIndex: u64(prng), lastLogTerm: below() };
     case 1:
-      return { type: 'voteResp', from, to, term, reject: prng.chance(0.5) };
+      return prng.chance(0.2) ? { type: 'voteResp', from, to, term, reject: true, removed: true } : { type: 'voteResp', from, to, term, reject: prng.chance(0.5) };
     case 2: {
       const prevLogIndex = prng.int(1000);
       const prevLogTerm = below();

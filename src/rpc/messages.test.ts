@@ -223,6 +223,7 @@ function allRaftMessages(): Message[] {
     { type: 'heartbeatResp', from: 2, to: 1, term: 4, ctx: 17 },
     { type: 'snap', from: 1, to: 4, term: 4, snapshot: { index: 1000, term: 3, conf: { voters: [1, 2, 3], learners: [] } } },
     { type: 'snap', from: 1, to: 4, term: 4, snapshot: { index: 0, term: 0, conf: { voters: [BIG], learners: [4, 5] } } },
+    { type: 'voteResp', from: 2, to: 1, term: 3, reject: true, removed: true },
   ];
 }
 
@@ -446,8 +447,13 @@ test('reject: hup is never sent (encoder assertion; no wire code), unknown types
     expectProtocolError(() => decodeRaftBatch(x), /unknown raft message type/);
   }
   const x = Buffer.from(b);
-  x[MSG_AT + 1] = 2;
+  x[MSG_AT + 1] = 4;
   expectProtocolError(() => decodeRaftBatch(x), /unknown flags/);
+  x[MSG_AT + 1] = 2; // "removed" without "reject"
+  expectProtocolError(() => decodeRaftBatch(x), /removed without reject/);
+  const app0 = batchBytes({ type: 'appResp', from: 2, to: 1, term: 3, reject: true, index: 1, rejectHint: 0, hintTerm: 0 });
+  app0[MSG_AT + 1] = 3; // "removed" is for voteResp only
+  expectProtocolError(() => decodeRaftBatch(app0), /unknown flags/);
   const hb = batchBytes({ type: 'heartbeat', from: 1, to: 2, term: 3, commit: 1, ctx: 0 });
   hb[MSG_AT + 1] = 1; // reject bit on a heartbeat
   expectProtocolError(() => decodeRaftBatch(hb), /unknown flags/);

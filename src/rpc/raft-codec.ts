@@ -21,6 +21,8 @@ export const ENTRY_HEAD_BYTES = 24;
 export const CONF_MEMBERS_MAX = 256;
 
 const MSG_REJECT = 1;
+/** voteResp only, with MSG_REJECT: MsgVoteResp.removed. */
+const MSG_REMOVED = 2;
 const ENTRY_TYPE_NORMAL = 0;
 const ENTRY_TYPE_CONF = 1;
 
@@ -146,7 +148,7 @@ export function messageHeadBytes(m: WireMessage): number {
 
 export function writeMessage(w: PartsWriter, m: WireMessage): void {
   w.u8(MESSAGE_TYPE_CODE[m.type]);
-  w.u8((m.type === 'voteResp' || m.type === 'appResp') && m.reject ? MSG_REJECT : 0);
+  w.u8(((m.type === 'voteResp' || m.type === 'appResp') && m.reject ? MSG_REJECT : 0) | (m.type === 'voteResp' && m.removed === true ? MSG_REMOVED : 0));
   w.zeros(2);
   w.u32(messageBodyBytes(m));
   w.u64(m.from);
@@ -231,8 +233,10 @@ export function readMessage(r: PayloadReader): WireMessage {
   if (type === undefined) r.fail(`unknown raft message type ${code}`);
   const flags = r.u8('message flags');
   const mayReject = type === 'voteResp' || type === 'appResp';
-  if ((flags & ~(mayReject ? MSG_REJECT : 0)) !== 0) r.fail(`raft ${type}: unknown flags 0x${flags.toString(16)}`);
+  const known = (mayReject ? MSG_REJECT : 0) | (type === 'voteResp' ? MSG_REMOVED : 0);
+  if ((flags & ~known) !== 0) r.fail(`raft ${type}: unknown flags 0x${flags.toString(16)}`);
   const reject = (flags & MSG_REJECT) !== 0;
+  if ((flags & MSG_REMOVED) !== 0 && !reject) r.fail(`raft ${type}: removed without reject`);
   r.zeros(2, 'message reserved');
   const bodyBytes = r.u32('message bodyBytes');
   const from = r.u64('from');
@@ -243,7 +247,7 @@ export function readMessage(r: PayloadReader): WireMessage {
       case 'vote':
         return { type, from, to, term, lastLogIndex: r.u64('lastLogIndex'), lastLogTerm: r.u64('lastLogTerm') };
       case 'voteResp':
-        return { type, from, to, term, reject };
+        return (flags & MSG_REMOVED) !== 0 ? { type, from, to, term, reject, removed: true } : { type, from, to, term, reject };
       case 'app': {
         const prevLogIndex = r.u64('prevLogIndex');
         const prevLogTerm = r.u64('prevLogTerm');
