@@ -25,8 +25,8 @@ function hex(text: string): Buffer {
 }
 
 // magic    ver kind flags method rsvd rsvd2    requestId        status   payloadBytes payloadCrc headerCrc
-const GOLDEN_REQUEST_HEADER = '54535250 01 01 0300 0201 0000 00000000 0102030405060708 00000000 09000000 839206e3 f6298857';
-const GOLDEN_RESPONSE_HEADER = '54535250 01 02 0000 0201 0000 00000000 0102030405060708 05000000 00000000 00000000 69a4da02';
+const GOLDEN_REQUEST_HEADER = '54535250 02 01 0300 0201 0000 00000000 0102030405060708 00000000 09000000 839206e3 ab586311';
+const GOLDEN_RESPONSE_HEADER = '54535250 02 02 0000 0201 0000 00000000 0102030405060708 05000000 00000000 00000000 34d53144';
 const GOLDEN_REQUEST: FrameHeader = { kind: FrameKind.Request, flags: 3, method: 0x0102, requestId: 0x0807060504030201n, status: 0 };
 const GOLDEN_RESPONSE: FrameHeader = { kind: FrameKind.Response, flags: 0, method: 0x0102, requestId: 0x0807060504030201n, status: 5 };
 const CHECK_PAYLOAD = Buffer.from('123456789'); // crc32c check value 0xe3069283
@@ -242,7 +242,9 @@ test('reject: bad magic (garbage, and an NBD request) is fatal with ERR_PROTOCOL
 });
 
 test('reject: unsupported version (valid crc) and a version byte flipped in transit', () => {
-  expectFailure([patchedHeader(GOLDEN_REQUEST, 0, (b) => b.writeUInt8(2, 4))], 'bad-version');
+  // A version 1 peer (a daemon from before the raft payload changes of sessions 15-16), and a future one.
+  expectFailure([patchedHeader(GOLDEN_REQUEST, 0, (b) => b.writeUInt8(1, 4))], 'bad-version');
+  expectFailure([patchedHeader(GOLDEN_REQUEST, 0, (b) => b.writeUInt8(3, 4))], 'bad-version');
   const flipped = Buffer.from(hex(GOLDEN_REQUEST_HEADER));
   flipped[4] ^= 0x02;
   expectFailure([flipped], 'bad-version');

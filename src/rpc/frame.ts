@@ -3,18 +3,22 @@
 // payload, and an incremental decoder fed chunks of any size. No sockets, no
 // timers, no clock; the transport (src/io/) owns the connection.
 //
-// Wire format, version 1. A frame is a fixed 40-byte header, then payloadBytes
-// of payload. Every field is little-endian.
+// Wire format, version 2. A frame is a fixed 40-byte header, then payloadBytes
+// of payload. Every field is little-endian. The version covers the payload
+// formats of messages.ts too: version 2 (session 16) is version 1 with the raft
+// heartbeat's `retain` field (body 16 -> 24 bytes) and the voteResp "removed"
+// flag; a version 1 daemon is refused at its first frame ("unsupported frame
+// version"), not half-understood.
 //
 //   offset size field         meaning
 //   ------ ---- ------------- ---------------------------------------------------
 //        0    4 magic         bytes "TSRP" (54 53 52 50; 0x50525354 as a LE u32)
-//        4    1 version       1
+//        4    1 version       2
 //        5    1 kind          1 request, 2 response, 3 one-way
 //        6    2 flags         opaque to the codec; meaning is per method
 //        8    2 method        opaque to the codec; the method table lives above
-//       10    2 reserved      0 in version 1; receivers reject anything else
-//       12    4 reserved2     0 in version 1; receivers reject anything else
+//       10    2 reserved      0; receivers reject anything else
+//       12    4 reserved2     0; receivers reject anything else
 //                             (pads requestId to an 8-byte boundary, header to 40)
 //       16    8 requestId     u64, exposed as bigint; a response echoes its request's
 //       24    4 status        0 = ok; nonzero only in responses (an error code)
@@ -54,7 +58,7 @@ import { crc32c, crc32cRange } from '../stdx/crc32c.js';
 import { TesseraError } from '../stdx/errors.js';
 
 export const FRAME_MAGIC = 0x50525354; // "TSRP" on the wire
-export const FRAME_VERSION = 1;
+export const FRAME_VERSION = 2;
 export const FRAME_HEADER_BYTES = 40;
 /** Bytes covered by headerCrc: everything before it. */
 export const FRAME_HEADER_CRC_COVERED_BYTES = 36;

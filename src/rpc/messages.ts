@@ -12,7 +12,7 @@
 // Decoders return subarray views of the payload for data (no copy): they pin the
 // payload's memory for as long as they are held.
 //
-// Wire format, version 1. Little-endian; "u64" fields carry non-negative safe
+// Wire format: frame version 2 (frame.ts). Little-endian; "u64" fields carry non-negative safe
 // integers (≤ 2^53 - 1, refused above); "rsvd" fields are zero. Offsets and data
 // lengths are multiples of SECTOR_BYTES (512).
 //
