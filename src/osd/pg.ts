@@ -155,6 +155,9 @@ export class PgReplica {
       voteQuietTicksAfterStart: tuning.electionTicks,
       // Followers learn the commit index from the next append or heartbeat (raft/config.ts).
       broadcastCommit: false,
+      // A replica that cannot win (cut off, stale) raises no term: leaders are not
+      // deposed and electable candidates not held back by its candidacies.
+      preVote: true,
     });
     this.confHistory = [{ index: storage.snapshot.index, conf: storage.snapshot.conf }];
     this.walTermVote = { term: storage.hardState.term, vote: storage.hardState.vote };

@@ -36,6 +36,14 @@ export interface RaftConfig {
   /** Default true. */
   readonly checkQuorum?: boolean;
   /**
+   * Pre-vote (thesis §9.6, default false): a node whose election timer fires
+   * first asks whether a quorum would vote for it, without raising any term; only
+   * then does it campaign. A node that cannot win (a stale log, or cut off) no
+   * longer raises the terms of the others, deposing leaders and resetting the
+   * timers of candidates that could win.
+   */
+  readonly preVote?: boolean;
+  /**
    * After construction (a start or restart), refuse higher-term votes for this
    * many ticks (default 0). A restarted node forgot which leader it heard from
    * last; without this quiet period it could help elect a new leader while the

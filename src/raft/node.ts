@@ -23,6 +23,11 @@
 //   and after committing an entry of its own term (the fix to the single-server
 //   change bug described on raft-dev, 2015).
 // - thesis §6.4 ReadIndex (readindex.ts).
+// - pre-vote (thesis §9.6, RaftConfig.preVote): a node whose timer fires first
+//   asks the voters whether they would vote for it at its term + 1 (MsgVote.pre),
+//   changing no term or vote anywhere; it campaigns only once a quorum said yes.
+//   A pre-vote is granted like a vote (log up-to-date, not in a leader's lease,
+//   the repair rule) by a node that has not voted in a term >= the asked one.
 // - check-quorum: a leader that heard from no quorum during an election timeout
 //   steps down; a node with a live leader ignores higher-term vote requests during
 //   that lease (so a rejoining node cannot depose a healthy leader by vote).
@@ -94,6 +99,9 @@ export class RaftNode {
   private readonly maxMsgBytes: number;
   private readonly maxUncommittedEntries: number;
   private readonly checkQuorum: boolean;
+  private readonly preVote: boolean;
+  /** Role 'candidate' in its pre-vote phase: term and vote not raised yet. */
+  private preCandidate = false;
   /** Ticks left of the post-start period in which higher-term votes are refused (voteQuietTicksAfterStart). */
   private voteQuietTicksLeft: number;
   private readonly broadcastCommit: boolean;
@@ -118,6 +126,8 @@ export class RaftNode {
   private readonly repairTerm: number;
   /** RaftConfig.repairExtentUnknown: repaired only up to a commit of a leader's own term. */
   private readonly repairToLeaderCommit: boolean;
+  /** The term this node restarted in (with repairToLeaderCommit): its leader may hold acknowledgements it lost. */
+  private readonly repairRestartTerm: number;
 
   private electionElapsedTicks = 0;
   private heartbeatElapsedTicks = 0;
@@ -156,6 +166,7 @@ export class RaftNode {
     this.maxMsgBytes = cfg.maxMsgBytes;
     this.maxUncommittedEntries = cfg.maxUncommittedEntries ?? MAX_UNCOMMITTED_ENTRIES_DEFAULT;
     this.checkQuorum = cfg.checkQuorum ?? true;
+    this.preVote = cfg.preVote ?? false;
     this.voteQuietTicksLeft = cfg.voteQuietTicksAfterStart ?? 0;
     this.broadcastCommit = cfg.broadcastCommit ?? true;
 
@@ -175,6 +186,7 @@ export class RaftNode {
     // further than the snapshot point.
     if (this.repairToLeaderCommit) this.repairUntil = Math.max(this.repairUntil, snapIndex + 1);
     this.repairTerm = this.repairToLeaderCommit ? Number.POSITIVE_INFINITY : (cfg.repairUntilTerm ?? Number.POSITIVE_INFINITY);
+    this.repairRestartTerm = hs.term;
     // The snapshot point is committed by definition. A damaged log may have lost
     // committed entries: they come back from the leader, commit follows them.
     let commit = Math.max(hs.commit, snapIndex);
@@ -435,13 +447,17 @@ export class RaftNode {
     const fromLeader = m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap';
     if (m.term > this.termValue) {
       if (m.type === 'vote' && (this.inLease() || this.voteQuietTicksLeft > 0)) return; // §6 / check-quorum: a live leader is not disrupted
-      this.becomeFollower(m.term, fromLeader ? m.from : NONE);
+      // A pre-vote asks about a future term and changes none; a granted one comes
+      // back with that term (§9.6). Any other higher term makes us its follower.
+      const preVoteAsked = m.type === 'vote' && m.pre === true;
+      const preVoteGranted = m.type === 'voteResp' && m.pre === true && !m.reject;
+      if (!preVoteAsked && !preVoteGranted) this.becomeFollower(m.term, fromLeader ? m.from : NONE);
     } else if (m.term < this.termValue) {
       if (fromLeader) {
         // §5.1: tell a stale leader about the newer term so it steps down.
         this.send({ type: 'appResp', from: this.id, to: m.from, term: this.termValue, reject: false, index: 0, rejectHint: 0, hintTerm: 0 });
       } else if (m.type === 'vote') {
-        this.send({ type: 'voteResp', from: this.id, to: m.from, term: this.termValue, reject: true });
+        this.send({ type: 'voteResp', from: this.id, to: m.from, term: this.termValue, reject: true, ...(m.pre === true ? { pre: true } : {}) });
       }
       return;
     }
@@ -580,6 +596,7 @@ export class RaftNode {
     this.prs = new Map();
     this.reads.reset();
     this.pendingConfIndex = 0;
+    this.preCandidate = false;
   }
 
   /** May stand for election: a voter whose log is intact and not told it was removed, or a removed node asked to (see header). */
@@ -635,15 +652,40 @@ export class RaftNode {
   private hup(): void {
     if (this.roleValue === 'leader' || !this.promotable()) return;
     this.removedMayCampaign = false; // one candidacy per refused candidate
+    if (this.preVote) this.becomePreCandidate();
+    else this.campaignNow();
+  }
+
+  /** Pre-vote phase (§9.6): a candidate without raising its term or vote. */
+  private becomePreCandidate(): void {
+    this.roleValue = 'candidate';
+    this.preCandidate = true;
+    this.leadValue = NONE;
+    this.votes = new Map();
+    this.votes.set(this.id, true);
+    if (this.countVotes(true) >= quorumSize(this.confValue.voters.length)) {
+      this.campaignNow();
+      return;
+    }
+    this.sendVotes(true);
+  }
+
+  private campaignNow(): void {
     this.becomeCandidate();
     this.votes.set(this.id, true);
     if (this.countVotes(true) >= quorumSize(this.confValue.voters.length)) {
       this.becomeLeader();
       return;
     }
+    this.sendVotes(false);
+  }
+
+  private sendVotes(pre: boolean): void {
+    const term = pre ? this.termValue + 1 : this.termValue;
     for (const p of this.confValue.voters) {
       if (p === this.id) continue;
-      this.send({ type: 'vote', from: this.id, to: p, term: this.termValue, lastLogIndex: this.log.lastIndex(), lastLogTerm: this.log.lastTerm() });
+      const m: MsgVote = { type: 'vote', from: this.id, to: p, term, lastLogIndex: this.log.lastIndex(), lastLogTerm: this.log.lastTerm() };
+      this.send(pre ? { ...m, pre: true } : m);
     }
   }
 
@@ -692,10 +734,12 @@ export class RaftNode {
   // ---- votes (§5.2, §5.4.1) ------------------------------------------------
 
   private handleVote(m: MsgVote): void {
-    const canVote = this.voteValue === m.from || (this.voteValue === NONE && this.leadValue === NONE);
+    const pre = m.pre === true;
+    // A pre-vote for a term above ours binds nothing: we have voted in no such term.
+    const canVote = this.voteValue === m.from || (this.voteValue === NONE && this.leadValue === NONE) || (pre && m.term > this.termValue);
     const upToDate = this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm);
     const grant = canVote && this.mayVote(m.lastLogIndex, m.lastLogTerm) && upToDate;
-    if (grant) {
+    if (grant && !pre) {
       this.voteValue = m.from;
       this.electionElapsedTicks = 0;
     }
@@ -703,7 +747,8 @@ export class RaftNode {
     // our candidacy a damaged voter that held them too can block every election
     // (raft sim seed 300316).
     if (!upToDate && this.isRemoved() && this.repairUntil === 0) this.removedMayCampaign = true;
-    this.send({ type: 'voteResp', from: this.id, to: m.from, term: this.termValue, reject: !grant });
+    if (pre) this.send({ type: 'voteResp', from: this.id, to: m.from, term: grant ? m.term : this.termValue, reject: !grant, pre: true });
+    else this.send({ type: 'voteResp', from: this.id, to: m.from, term: this.termValue, reject: !grant });
   }
 
   /** Votes from voters of our membership only: a learner's or stranger's answer does not count. */
@@ -717,6 +762,7 @@ export class RaftNode {
 
   private stepFollower(m: Message): void {
     if (m.type === 'app' || m.type === 'heartbeat' || m.type === 'snap') {
+      if (this.leaveRestartTerm(m)) return;
       this.removedMayCampaign = false;
       this.removalNotifiedValue = false;
     }
@@ -751,10 +797,13 @@ export class RaftNode {
         this.stepFollower(m);
         break;
       case 'voteResp': {
+        if ((m.pre === true) !== this.preCandidate) break; // an answer to the other phase
         if (!this.votes.has(m.from)) this.votes.set(m.from, !m.reject);
         const q = quorumSize(this.confValue.voters.length);
-        if (this.countVotes(true) >= q) this.becomeLeader();
-        else if (this.countVotes(false) >= q) this.becomeFollower(this.termValue, NONE);
+        if (this.countVotes(true) >= q) {
+          if (this.preCandidate) this.campaignNow();
+          else this.becomeLeader();
+        } else if (this.countVotes(false) >= q) this.becomeFollower(this.termValue, NONE);
         break;
       }
       default:
@@ -877,7 +926,23 @@ export class RaftNode {
    * match).
    */
   private repairCovered(lastNew: number, leaderCommit: number): boolean {
-    return !this.repairToLeaderCommit || (lastNew >= leaderCommit && this.log.term(leaderCommit) === this.termValue);
+    if (!this.repairToLeaderCommit) return true;
+    return this.termValue > this.repairRestartTerm && lastNew >= leaderCommit && this.log.term(leaderCommit) === this.termValue;
+  }
+
+  /**
+   * Unknown damage extent: a leader of the term we restarted in may still count
+   * acknowledgements we gave before the damage, for entries we no longer hold (a
+   * stale append then "repaired" us while its leader believed we held more: raft
+   * sim seed 316155 with pre-vote). At its first message we raise our term: it
+   * steps down at our answer, and the next leader knows only what we acknowledge
+   * from now on. Returns whether m was answered so.
+   */
+  private leaveRestartTerm(m: MsgApp | MsgHeartbeat | MsgSnap): boolean {
+    if (!this.repairToLeaderCommit || this.repairUntil === 0 || m.term > this.repairRestartTerm) return false;
+    this.becomeFollower(m.term + 1, NONE);
+    this.send({ type: 'appResp', from: this.id, to: m.from, term: this.termValue, reject: false, index: 0, rejectHint: 0, hintTerm: 0 });
+    return true;
   }
 
   private handleHeartbeat(m: MsgHeartbeat): void {

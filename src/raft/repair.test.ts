@@ -207,3 +207,28 @@ test('repair, damage extent unknown (no readable record after the damage bounds 
   assert.ok(ended !== undefined && ended.commit > x && ended.commitTerm === net.get(1).term, `the append that ended the repair carried ${JSON.stringify(ended)}`);
   assert.equal(text(net.get(3).log.entryAt(x)!), 'x');
 });
+
+test('repair, damage extent unknown, under the leader of the term it restarted in: it raises its term at the first message, so no leader counts what it acknowledged before the damage (raft sim seed 316155)', () => {
+  const net = new Net([1, 2, 3]);
+  net.elect(1);
+  for (const v of ['a', 'b', 'c']) net.propose(1, v);
+  net.heartbeat(1);
+  const term = net.get(1).term;
+  assert.equal(net.get(1).progress(3)!.match, 4, 'the leader counts 3 as holding 4');
+  // Node 3 restarts having lost its last two entries, nothing bounding the damage.
+  const cut = new MemStorage();
+  cut.hardState = net.nodes.get(3)!.storage.hardState;
+  cut.entries = net.nodes.get(3)!.storage.entries.slice(0, 2);
+  net.nodes.get(3)!.storage = cut;
+  net.restart(3, { storage: cut, peers: [1, 2, 3], repairUntilIndex: 2, repairUntilTerm: term, repairExtentUnknown: true });
+  net.heartbeat(1);
+  assert.equal(net.get(3).term, term + 1, 'raised at the leader\'s first message');
+  assert.equal(net.get(3).repairing, true);
+  assert.notEqual(net.get(1).role, 'leader', 'the leader stepped down at its answer');
+  const l = net.electByTimeout();
+  net.propose(l, 'd');
+  net.heartbeat(l);
+  assert.ok(net.get(l).term > term);
+  assert.equal(net.get(3).repairing, false, 'repaired under the next leader');
+  assert.deepEqual(net.get(3).log.all().map((e) => [e.index, e.term]), net.get(l).log.all().map((e) => [e.index, e.term]));
+});

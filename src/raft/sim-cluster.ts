@@ -175,6 +175,8 @@ export class SimCluster {
     readonly size: number,
     /** Without check-quorum a leader cut off from the others stays leader until it hears a higher term. */
     readonly checkQuorum = true,
+    /** RaftConfig.preVote. */
+    readonly preVote = false,
   ) {
     this.prng = new Prng(seed);
     this.ids = Array.from({ length: size }, (_, k) => k + 1);
@@ -214,6 +216,7 @@ export class SimCluster {
       maxMsgBytes: 256,
       maxUncommittedEntries: 64,
       checkQuorum: this.checkQuorum,
+      preVote: this.preVote,
       repairUntilIndex: st.repairUntil > 0 ? st.repairUntil : undefined,
       repairUntilTerm: st.repairUntil > 0 ? st.repairTerm : undefined,
       repairExtentUnknown: st.repairUntil > 0 && st.repairExtentUnknown,

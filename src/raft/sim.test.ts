@@ -3,7 +3,8 @@
 // snapshot catch-up (§7), voter replacement by addLearner → promote → remove
 // (thesis §4.1), ReadIndex reads (thesis §6.4) and restarts with a damaged log
 // repaired from the leader (RaftConfig.repairUntilIndex; half of them with an
-// unknown extent, RaftConfig.repairExtentUnknown), with the safety checks of
+// unknown extent, RaftConfig.repairExtentUnknown), half the seeds with pre-vote
+// (RaftConfig.preVote), with the safety checks of
 // sim-cluster.ts after every tick. At the end the network heals and every
 // crashed member restarts; a stable leader must emerge, commit new proposals on
 // every member and serve a read, within bounded ticks (liveness).
@@ -20,10 +21,11 @@ const COMMIT_TICKS_MAX = 5 * ELECTION_TICKS;
 const FINAL_PROPOSALS = 5;
 const STABLE_TICKS = 2 * ELECTION_TICKS;
 
-function runSeed(seed: number, size: number): SimStats {
+function runSeed(seed: number, size: number, preVote = seed % 2 === 0): SimStats {
   // A third of the seeds run without check-quorum: deposed leaders then linger in
   // minority partitions, which is what ReadIndex's quorum round must defend against.
-  const sim = new SimCluster(seed, size, seed % 3 !== 0);
+  // Half run with pre-vote (as the OSD does).
+  const sim = new SimCluster(seed, size, seed % 3 !== 0, preVote);
   for (let t = 0; t < CHAOS_TICKS; t++) {
     sim.chaos();
     sim.tick();
@@ -114,15 +116,25 @@ for (const size of [3, 5]) {
 // candidacy (§5.4.1); nobody else holds the entries. It now campaigns once
 // (node.ts, "removed nodes"; thesis §4.2.2), leads its membership and commits
 // them. Over 20,000 3-voter seeds, stalls fell 82 -> 23 (0 of 20,000 with 5 voters);
-// 30 since half the damaged restarts have an unknown extent (no vote until repaired).
+// 30 once half the damaged restarts had an unknown extent (no vote until
+// repaired); 28 with pre-vote on half the seeds (as here), 26 with it on all.
 test('raft simulation: a committed removal held by the removed node and one candidate, its third ack lost to log damage (seed 300316)', () => {
   runSeed(300316, 3);
+});
+
+// Reproducer (with pre-vote; CI's seeds run it on even seeds only): a log damaged
+// with an unknown extent was "repaired" by a stale duplicate of an append from
+// the leader of the term it restarted in, while that leader still counted the
+// node's pre-damage acknowledgement of an entry it no longer held; the node then
+// voted as if whole. It now raises its term at that leader's first message.
+test('raft simulation: unknown damage extent under the same leader, with pre-vote (seed 316155)', () => {
+  runSeed(316155, 3, true);
 });
 
 // Known liveness gap, still open: a repairing node that led its term lost
 // entries it had appended and no live node holds (47 of term 13 here; the
 // others stop at 46). It may have acknowledged them, so it votes only for a log
-// that has them: none exists, and it may not campaign. 30 of 20,000 3-voter seeds
+// that has them: none exists, and it may not campaign. 28 of 20,000 3-voter seeds
 // stall in this way or alike (none with 5 voters). Kept as a todo test so the
 // reproducer runs and reports without failing CI.
 test('raft simulation: known liveness gap — a repairing ex-leader lost entries no live node holds: no vote it can give (seed 300843)', { todo: 'liveness gap: see the comment above' }, () => {

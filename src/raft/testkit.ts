@@ -53,6 +53,8 @@ export interface NodeOpts {
   repairUntilTerm: number;
   repairExtentUnknown: boolean;
   applied: number;
+  preVote: boolean;
+  checkQuorum: boolean;
 }
 
 export interface TestNode {
@@ -75,6 +77,8 @@ export function newNode(id: number, opts: Partial<NodeOpts> = {}): TestNode {
     repairUntilIndex: opts.repairUntilIndex,
     repairUntilTerm: opts.repairUntilTerm,
     repairExtentUnknown: opts.repairExtentUnknown,
+    preVote: opts.preVote,
+    checkQuorum: opts.checkQuorum,
     applied: opts.applied,
   });
   return { node, storage };
@@ -115,12 +119,17 @@ export class Net {
   /** Every message delivered, in order (tests inspect it). */
   readonly log: Message[] = [];
 
-  constructor(ids: number[], peers: number[] = ids) {
+  constructor(
+    ids: number[],
+    peers: number[] = ids,
+    /** Options every node of the net starts (and restarts) with. */
+    readonly nodeOpts: Partial<NodeOpts> = {},
+  ) {
     for (const id of ids) this.add(id, { peers });
   }
 
   add(id: number, opts: Partial<NodeOpts> = {}): TestNode {
-    const n = newNode(id, opts);
+    const n = newNode(id, { ...this.nodeOpts, ...opts });
     this.nodes.set(id, n);
     this.out.set(id, { applied: [], readStates: [], snapshots: [] });
     return n;

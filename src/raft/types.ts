@@ -78,6 +78,12 @@ export interface MsgVote extends MsgBase {
   readonly type: 'vote';
   readonly lastLogIndex: number;
   readonly lastLogTerm: number;
+  /**
+   * Pre-vote (thesis §9.6): "would you vote for me at `term`?" The receiver
+   * changes neither its term nor its vote; the sender's term stays too until a
+   * quorum said yes.
+   */
+  readonly pre?: boolean;
 }
 
 export interface MsgVoteResp extends MsgBase {
@@ -89,6 +95,8 @@ export interface MsgVoteResp extends MsgBase {
    * candidate never learned it, having been away). Taken at any term.
    */
   readonly removed?: boolean;
+  /** The answer to a pre-vote (MsgVote.pre); a granted one carries the asked term. */
+  readonly pre?: boolean;
 }
 
 /** AppendEntries RPC (§5.3). */

@@ -6,8 +6,9 @@
 // Wire format, version 2. A frame is a fixed 40-byte header, then payloadBytes
 // of payload. Every field is little-endian. The version covers the payload
 // formats of messages.ts too: version 2 (session 16) is version 1 with the raft
-// heartbeat's `retain` field (body 16 -> 24 bytes) and the voteResp "removed"
-// flag; a version 1 daemon is refused at its first frame ("unsupported frame
+// heartbeat's `retain` field (body 16 -> 24 bytes), the voteResp "removed"
+// flag and the vote/voteResp "pre" (pre-vote) flag; a version 1 daemon is
+// refused at its first frame ("unsupported frame
 // version"), not half-understood.
 //
 //   offset size field         meaning

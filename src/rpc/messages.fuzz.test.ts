@@ -128,9 +128,11 @@ function randomMessage(prng: Prng, from: number): Message {
   const below = (): number => prng.int(term + 1);
   switch (prng.int(7)) {
     case 0:
-      return { type: 'vote', from, to, term, lastLogIndex: u64(prng), lastLogTerm: below() };
+      return { type: 'vote', from, to, term, lastLogIndex: u64(prng), lastLogTerm: below(), ...(prng.chance(0.3) ? { pre: true } : {}) };
     case 1:
-      return prng.chance(0.2) ? { type: 'voteResp', from, to, term, reject: true, removed: true } : { type: 'voteResp', from, to, term, reject: prng.chance(0.5) };
+      return prng.chance(0.2)
+        ? { type: 'voteResp', from, to, term, reject: true, removed: true }
+        : { type: 'voteResp', from, to, term, reject: prng.chance(0.5), ...(prng.chance(0.3) ? { pre: true } : {}) };
     case 2: {
       const prevLogIndex = prng.int(1000);
       const prevLogTerm = below();

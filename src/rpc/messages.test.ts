@@ -224,6 +224,9 @@ function allRaftMessages(): Message[] {
     { type: 'snap', from: 1, to: 4, term: 4, snapshot: { index: 1000, term: 3, conf: { voters: [1, 2, 3], learners: [] } } },
     { type: 'snap', from: 1, to: 4, term: 4, snapshot: { index: 0, term: 0, conf: { voters: [BIG], learners: [4, 5] } } },
     { type: 'voteResp', from: 2, to: 1, term: 3, reject: true, removed: true },
+    { type: 'vote', from: 1, to: 3, term: 7, lastLogIndex: 12, lastLogTerm: 6, pre: true },
+    { type: 'voteResp', from: 3, to: 1, term: 7, reject: false, pre: true },
+    { type: 'voteResp', from: 3, to: 1, term: 9, reject: true, pre: true },
   ];
 }
 
@@ -447,7 +450,7 @@ test('reject: hup is never sent (encoder assertion; no wire code), unknown types
     expectProtocolError(() => decodeRaftBatch(x), /unknown raft message type/);
   }
   const x = Buffer.from(b);
-  x[MSG_AT + 1] = 4;
+  x[MSG_AT + 1] = 8;
   expectProtocolError(() => decodeRaftBatch(x), /unknown flags/);
   x[MSG_AT + 1] = 2; // "removed" without "reject"
   expectProtocolError(() => decodeRaftBatch(x), /removed without reject/);
@@ -456,6 +459,8 @@ test('reject: hup is never sent (encoder assertion; no wire code), unknown types
   expectProtocolError(() => decodeRaftBatch(app0), /unknown flags/);
   const hb = batchBytes({ type: 'heartbeat', from: 1, to: 2, term: 3, commit: 1, ctx: 0 });
   hb[MSG_AT + 1] = 1; // reject bit on a heartbeat
+  expectProtocolError(() => decodeRaftBatch(hb), /unknown flags/);
+  hb[MSG_AT + 1] = 4; // pre-vote bit on a heartbeat
   expectProtocolError(() => decodeRaftBatch(hb), /unknown flags/);
 });
 

@@ -36,7 +36,8 @@
 //    0 u8 type (1 vote, 2 voteResp, 3 app, 4 appResp, 5 heartbeat, 6 heartbeatResp, 7 snap;
 //      hup is local-only and has no code)
 //    1 u8 flags (bit 0 reject: voteResp and appResp only; bit 1 removed:
-//      voteResp with reject only, MsgVoteResp.removed)   2 u16 rsvd
+//      voteResp with reject only, MsgVoteResp.removed; bit 2 pre: vote and
+//      voteResp only, pre-vote)   2 u16 rsvd
 //    4 u32 bodyBytes (what follows the 32-byte head)   8 u64 from   16 u64 to   24 u64 term
 //   32 body:
 //     vote          u64 lastLogIndex, u64 lastLogTerm

@@ -23,6 +23,8 @@ export const CONF_MEMBERS_MAX = 256;
 const MSG_REJECT = 1;
 /** voteResp only, with MSG_REJECT: MsgVoteResp.removed. */
 const MSG_REMOVED = 2;
+/** vote and voteResp: MsgVote.pre / MsgVoteResp.pre. */
+const MSG_PRE = 4;
 const ENTRY_TYPE_NORMAL = 0;
 const ENTRY_TYPE_CONF = 1;
 
@@ -148,7 +150,11 @@ export function messageHeadBytes(m: WireMessage): number {
 
 export function writeMessage(w: PartsWriter, m: WireMessage): void {
   w.u8(MESSAGE_TYPE_CODE[m.type]);
-  w.u8(((m.type === 'voteResp' || m.type === 'appResp') && m.reject ? MSG_REJECT : 0) | (m.type === 'voteResp' && m.removed === true ? MSG_REMOVED : 0));
+  w.u8(
+    ((m.type === 'voteResp' || m.type === 'appResp') && m.reject ? MSG_REJECT : 0) |
+      (m.type === 'voteResp' && m.removed === true ? MSG_REMOVED : 0) |
+      ((m.type === 'vote' || m.type === 'voteResp') && m.pre === true ? MSG_PRE : 0),
+  );
   w.zeros(2);
   w.u32(messageBodyBytes(m));
   w.u64(m.from);
@@ -233,7 +239,7 @@ export function readMessage(r: PayloadReader): WireMessage {
   if (type === undefined) r.fail(`unknown raft message type ${code}`);
   const flags = r.u8('message flags');
   const mayReject = type === 'voteResp' || type === 'appResp';
-  const known = (mayReject ? MSG_REJECT : 0) | (type === 'voteResp' ? MSG_REMOVED : 0);
+  const known = (mayReject ? MSG_REJECT : 0) | (type === 'voteResp' ? MSG_REMOVED : 0) | (type === 'vote' || type === 'voteResp' ? MSG_PRE : 0);
   if ((flags & ~known) !== 0) r.fail(`raft ${type}: unknown flags 0x${flags.toString(16)}`);
   const reject = (flags & MSG_REJECT) !== 0;
   if ((flags & MSG_REMOVED) !== 0 && !reject) r.fail(`raft ${type}: removed without reject`);
@@ -244,10 +250,16 @@ export function readMessage(r: PayloadReader): WireMessage {
   const term = r.u64('term');
   const m = r.within(bodyBytes, `raft ${type} body`, (): WireMessage => {
     switch (type) {
-      case 'vote':
-        return { type, from, to, term, lastLogIndex: r.u64('lastLogIndex'), lastLogTerm: r.u64('lastLogTerm') };
-      case 'voteResp':
-        return (flags & MSG_REMOVED) !== 0 ? { type, from, to, term, reject, removed: true } : { type, from, to, term, reject };
+      case 'vote': {
+        const lastLogIndex = r.u64('lastLogIndex');
+        const lastLogTerm = r.u64('lastLogTerm');
+        return (flags & MSG_PRE) !== 0 ? { type, from, to, term, lastLogIndex, lastLogTerm, pre: true } : { type, from, to, term, lastLogIndex, lastLogTerm };
+      }
+      case 'voteResp': {
+        const base = { type, from, to, term, reject };
+        if ((flags & (MSG_REMOVED | MSG_PRE)) === 0) return base;
+        return { ...base, ...((flags & MSG_REMOVED) !== 0 ? { removed: true } : {}), ...((flags & MSG_PRE) !== 0 ? { pre: true } : {}) };
+      }
       case 'app': {
         const prevLogIndex = r.u64('prevLogIndex');
         const prevLogTerm = r.u64('prevLogTerm');
