@@ -37,6 +37,8 @@ export interface ClusterStatus {
   pgStates: Record<string, number>;
   capacity: { totalBytes: number; usedBytes: number };
   recovery: { pgsRecovering: number; bytesLeft: number };
+  /** PG replicas on up OSDs still repairing a raft log the WAL found damaged (OsdReport.repairingReplicas). */
+  replicasRepairing: number;
   pools: { id: number; name: string; size: number; minSize: number; pgCount: number }[];
   volumes: number;
 }

@@ -91,6 +91,7 @@ const OsdReportBody = z.strictObject({
   capacityBytes: safeInt,
   usedBytes: safeInt,
   pgs: z.array(PgReportBody).max(REPORT_PGS_MAX),
+  repairingReplicas: safeInt.optional(),
 });
 const WaitQuery = z.strictObject({
   after: z.coerce.number().pipe(safeInt),

@@ -113,4 +113,10 @@ export interface OsdReport {
   usedBytes: number;
   /** Only PGs this OSD leads, plus any it cannot find a leader for. */
   pgs: PgReport[];
+  /**
+   * PG replicas here whose raft log the WAL found damaged and that no leader has
+   * re-replicated yet: until then they do not campaign and vote only for logs that
+   * hold what they may have acknowledged (or not at all). Absent: 0.
+   */
+  repairingReplicas?: number;
 }

@@ -111,3 +111,20 @@ test('a report about an older PG epoch than the map counts as peering, not as it
   assert.equal(s.health, 'HEALTH_WARN');
   assert.ok(s.checks.some((c) => /1 PG\(s\) peering/.test(c)), s.checks.join('; '));
 });
+
+test('replicas repairing a WAL-damaged raft log: summed over fresh reports of up OSDs, a warning while any remains', () => {
+  let map = cluster();
+  const all = (osdId: number, repairing: number | undefined): ReceivedReport => {
+    const r = rep(osdId, osdId === 1 ? [0, 1, 2, 3, 4, 5, 6, 7].map((pg) => pgRep(pg, 'active')) : []);
+    return repairing === undefined ? r : { ...r, report: { ...r.report, repairingReplicas: repairing } };
+  };
+  const ok = aggregateStatus({ map, reports: [all(1, 0), all(2, undefined), all(3, 0)], ...base });
+  assert.equal(ok.health, 'HEALTH_OK', ok.checks.join('; '));
+  assert.equal(ok.replicasRepairing, 0);
+  const s = aggregateStatus({ map, reports: [all(1, 0), all(2, 2), all(3, 1)], ...base });
+  assert.equal(s.replicasRepairing, 3);
+  assert.equal(s.health, 'HEALTH_WARN');
+  assert.ok(s.checks.some((c) => /^3 PG replica\(s\) repairing a raft log the WAL found damaged/.test(c)), s.checks.join('; '));
+  map = M.markDown(map, [3]);
+  assert.equal(aggregateStatus({ map, reports: [all(1, 0), all(2, 2), all(3, 1)], ...base }).replicasRepairing, 2, 'a down OSD\'s report no longer counts');
+});

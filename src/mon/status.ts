@@ -120,6 +120,11 @@ export function aggregateStatus(input: StatusInput): ClusterStatus {
   for (const state of ['degraded', 'recovering', 'peering'] as const) if (n(state) > 0) warns.push(`${n(state)} PG(s) ${state}`);
   if (n('unknown') > 0) warns.push(`${n('unknown')} PG(s) in unknown state (no report from their OSDs)`);
   if (undersized > 0) warns.push(`${undersized} PG(s) have fewer acting OSDs than their pool's size`);
+  let replicasRepairing = 0;
+  for (const rep of fresh.values()) replicasRepairing += rep.repairingReplicas ?? 0;
+  if (replicasRepairing > 0) {
+    warns.push(`${replicasRepairing} PG replica(s) repairing a raft log the WAL found damaged (they hold no vote until a leader re-replicated them)`);
+  }
 
   return {
     fsid: map.fsid,
@@ -131,6 +136,7 @@ export function aggregateStatus(input: StatusInput): ClusterStatus {
     pgStates,
     capacity: { totalBytes, usedBytes },
     recovery: { pgsRecovering, bytesLeft },
+    replicasRepairing,
     pools: map.pools.map((p) => ({ id: p.id, name: p.name, size: p.size, minSize: p.minSize, pgCount: p.pgCount })),
     volumes: map.volumes.length,
   };

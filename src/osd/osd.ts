@@ -868,12 +868,15 @@ export class OsdCore {
     }
     const engine = this.deps.store.engine;
     const dev = engine.devices()[0];
+    let repairingReplicas = 0;
+    for (const pg of this.pgs.values()) if (pg.node.repairing) repairingReplicas++;
     return {
       osdId: this.id,
       uuid: '',
       capacityBytes: dev ? dev.chunksTotal * dev.chunkSizeBytes : 0,
       usedBytes: dev ? dev.chunksUsed * dev.chunkSizeBytes : 0,
       pgs,
+      repairingReplicas,
     };
   }
 }

@@ -190,6 +190,14 @@ async function runSeed(seed: number, opts: { faults: boolean; durationMs: number
       }
     }
   }
+  // The monitor's "repairing" health check counts what the OSDs report.
+  for (const o of c.osds.values()) {
+    if (!o.core) continue;
+    let repairing = 0;
+    for (let pg = 0; pg < pool.pgCount; pg++) if (o.core.replica(pool.id, pg)?.node.repairing) repairing++;
+    const reported = o.core.report().repairingReplicas;
+    if (reported !== repairing) violations.push(`osd.${o.id} reports ${reported} repairing replicas, holds ${repairing}`);
+  }
   violations.push(...c.fatalErrors().map((f) => `fatal: ${f}`));
   if (violations.length > 0) {
     // Diagnosis: every replica of every PG (role, term, log, apply, install state).
