@@ -81,15 +81,23 @@ test("inlineWrites 'all' (OSDs): 32 small writes of one turn are all synchronous
   }
 });
 
-/** Runs fn with fs.writeSync taking at least slowMs more for the calls that slow(n) picks (n counts from 1). */
+/** What a fast write costs on the virtual clock of withSlowWrites. */
+const FAST_WRITE_MS = 0.01;
+
+/**
+ * Runs fn with fs.writeSync taking slowMs for the calls that slow(n) picks (n
+ * counts from 1) and FAST_WRITE_MS for the others, on a virtual clock
+ * (performance.now, which the gates read) that moves only inside writeSync: the
+ * gates see exactly these durations, not the machine's load (real writes timed
+ * under a busy test run once closed the gate in the "occasional slow write" test).
+ */
 async function withSlowWrites(slowMs: number, slow: (n: number) => boolean, fn: () => Promise<void>): Promise<void> {
   const real = cjsFs.writeSync;
   let n = 0;
+  let nowMs = performance.now();
+  performance.now = () => nowMs;
   (cjsFs as { writeSync: unknown }).writeSync = (...args: Parameters<typeof fs.writeSync>) => {
-    if (slow(++n)) {
-      const until = performance.now() + slowMs;
-      while (performance.now() < until);
-    }
+    nowMs += slow(++n) ? slowMs : FAST_WRITE_MS;
     return (real as (...a: Parameters<typeof fs.writeSync>) => number)(...args);
   };
   syncBuiltinESMExports();
@@ -98,6 +106,7 @@ async function withSlowWrites(slowMs: number, slow: (n: number) => boolean, fn: 
   } finally {
     (cjsFs as { writeSync: unknown }).writeSync = real;
     syncBuiltinESMExports();
+    delete (performance as { now?: unknown }).now;
   }
 }
 
