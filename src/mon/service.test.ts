@@ -341,6 +341,17 @@ test("status: reports aggregate into PG states, 'unknown' for unreported PGs, he
     await assert.rejects(client.osdReport({ ...report(1), uuid: 'someone-else' }), code('ERR_NOT_FOUND'));
     const bad = await httpJson({ host: '127.0.0.1', port: m.port }, 'POST', '/v1/osds/report', { ...report(1), pgs: [{ ...pg(0, 'active'), state: 'happy' }] }, { timeoutMs: 2000 });
     assert.equal(bad.status, 400);
+    // Replicas repairing a damaged raft log: counted over the wire, a warning.
+    await client.osdReport({ ...report(2, [4, 5, 6, 7].map((n) => pg(n, 'active'))), repairingReplicas: 2 });
+    st = await client.status();
+    assert.equal(st.replicasRepairing, 2);
+    assert.equal(st.health, 'HEALTH_WARN');
+    assert.ok(st.checks.some((c) => /^2 PG replica\(s\) repairing/.test(c)), st.checks.join('; '));
+    for (const v of [-1, 1.5, '2']) {
+      const r = await httpJson({ host: '127.0.0.1', port: m.port }, 'POST', '/v1/osds/report', { ...report(2), repairingReplicas: v }, { timeoutMs: 2000 });
+      assert.equal(r.status, 400, `repairingReplicas ${JSON.stringify(v)}`);
+    }
+    assert.equal((await client.status()).replicasRepairing, 2, 'a refused report changes nothing');
   } finally {
     await m.close();
   }
