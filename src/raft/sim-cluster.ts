@@ -7,9 +7,9 @@
 // the middle (the driver keeps the good prefix and sets repairUntilIndex).
 // A repairing node counts as a fault, like a crashed one, and only one at a time
 // is damaged: losing the same committed entry on two replicas is data loss. A
-// replaced voter is retired (crashed for good) by the OSD's rule: once a leader
-// of the new membership applied its removal, it is a follower or still a member
-// in its own view, and no vote request reached it for RETIRE_QUIET_TICKS.
+// replaced voter is retired (crashed for good) on a model of the OSD's rule: once
+// a leader of the new membership applied its removal, it is a follower or still a
+// member in its own view, and no vote request reached it for RETIRE_QUIET_TICKS.
 //
 // Checked after every tick (a failure throws; the caller names the seed):
 //   - election safety (§5.2): at most one leader per term, ever;
@@ -522,11 +522,13 @@ export class SimCluster {
   }
 
   /**
-   * The OSD's rule for deleting a removed replica (osd.ts housekeeping): no voter
-   * asked for its vote for a while, and it is not campaigning or leading after
-   * its removal. A voter that has not applied the removal may need its vote, or
-   * its log (node.ts, "removed nodes"). One that never learned of its removal
-   * and campaigns in vain is retired like any other.
+   * Modelled on the OSD's rule for deleting a removed replica (osd.ts
+   * housekeeping): no voter asked for its vote for a while, and it is not
+   * campaigning or leading after its removal. A voter that has not applied the
+   * removal may need its vote, or its log (node.ts, "removed nodes"). One that
+   * never learned of its removal is retired here however it campaigns (the OSD
+   * deletes it only once a member's "removed" notice made it a follower, which
+   * the OSD-level sim checks: test/sim/cluster.test.ts).
    */
   private mayRetire(id: number): boolean {
     const n = this.nodes.get(id);
