@@ -278,6 +278,12 @@ test('cluster commands: bad flags are usage errors naming the flag; an unreachab
   r = await cli(['gateway', '--nbd-port', '70000', '--monitors', '127.0.0.1:1'], { cwd: '/tmp' });
   assert.equal(r.status, 2, r.err);
   assert.match(r.err, /--nbd-port must be a port number/);
+  r = await cli(['gateway', '--idle-poll-us', 'fast', '--monitors', '127.0.0.1:1'], { cwd: '/tmp' });
+  assert.equal(r.status, 2, r.err);
+  assert.match(r.err, /--idle-poll-us must be 0-10000 microseconds \(0 = off\), got "fast"/);
+  r = await cli(['up', '--idle-poll-us', '20000'], { cwd: '/tmp' });
+  assert.equal(r.status, 2, r.err);
+  assert.match(r.err, /--idle-poll-us: must be 0..10000 \(0 = off\)/);
   r = await cli(['up', '--osds', '3', '--mon-port', '65530'], { cwd: '/tmp' });
   assert.equal(r.status, 2, r.err);
   assert.match(r.err, /leaves no room for 3 OSD ports/);

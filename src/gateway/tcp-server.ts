@@ -10,6 +10,10 @@
 //   exception) ends that connection only, never the process or other sessions.
 // - close() stops accepting, lets sessions answer what is in flight, then
 //   destroys whatever is left after shutdownDrainMs.
+// - With `idlePoll`, a session that answered its last in-flight request calls
+//   its `quiet` hook, which opens a polling window (io/node/idle-poll.ts); every
+//   chunk received is reported to the poller before the session sees it.
+import type { IdlePoll } from '../io/node/idle-poll.js';
 import { TcpListener } from '../io/node/tcp.js';
 import type { TcpConnection } from '../io/node/tcp.js';
 
@@ -41,8 +45,13 @@ export interface GatewayServerOptions<S extends GatewaySession> {
   log: GatewayLogFn;
   /** Read into one lent buffer (TcpListenOptions.borrowReads): the sessions' decoders must copy what they keep. */
   borrowReads?: boolean;
-  createSession(conn: TcpConnection, label: string): S;
+  /** Keep the loop polling briefly after a session goes quiet (shared by every server of the process). */
+  idlePoll?: IdlePoll;
+  /** `quiet`: the session calls it whenever it has just answered its last in-flight request. */
+  createSession(conn: TcpConnection, label: string, quiet: () => void): S;
 }
+
+const noop = (): void => {};
 
 export class GatewayTcpServer<S extends GatewaySession> {
   private readonly sessions = new Set<S>();
@@ -100,7 +109,8 @@ export class GatewayTcpServer<S extends GatewaySession> {
   private accept(conn: TcpConnection): void {
     const { log, name, negotiationTimeoutMs } = this.opts;
     const label = `${name} ${conn.remoteLabel}`;
-    const session = this.opts.createSession(conn, label);
+    const idlePoll = this.opts.idlePoll;
+    const session = this.opts.createSession(conn, label, idlePoll ? () => idlePoll.poke() : noop);
     this.sessions.add(session);
     const timer = setTimeout(() => {
       if (!session.negotiating()) return;
@@ -118,7 +128,10 @@ export class GatewayTcpServer<S extends GatewaySession> {
       }
     };
     conn.attach({
-      onData: (chunk) => guarded('input', () => session.onData(chunk)),
+      onData: (chunk) => {
+        idlePoll?.noteArrival();
+        guarded('input', () => session.onData(chunk));
+      },
       onDrain: () => guarded('drain', () => session.onDrain()),
       onClose: () => {
         clearTimeout(timer);

@@ -34,6 +34,20 @@ test('bad values name the field', () => {
   bad('{', /not valid JSON/);
 });
 
+test('gateway.idlePollUs: 100 by default, from the file, flags override; bad values name the field', () => {
+  assert.equal(resolveClusterConfig({ cwd: '/' }).gateway.idlePollUs, 100);
+  const text = JSON.stringify({ gateway: { idlePollUs: 40 } });
+  assert.equal(resolveClusterConfig({ cwd: '/', file: { path: 'c.json', text } }).gateway.idlePollUs, 40);
+  assert.equal(resolveClusterConfig({ cwd: '/', file: { path: 'c.json', text }, flags: { gateway: { idlePollUs: 0 } } }).gateway.idlePollUs, 0);
+  for (const v of ['-1', '10001', '2.5', '"fast"']) {
+    assert.throws(
+      () => resolveClusterConfig({ cwd: '/', file: { path: 'c.json', text: `{"gateway":{"idlePollUs":${v}}}` } }),
+      (err: Error & { code?: string }) => err.code === 'ERR_INVALID' && /gateway\.idlePollUs/.test(err.message),
+      v,
+    );
+  }
+});
+
 test('osd.directIo: off by default, from the file or the flags; other values name the field', () => {
   assert.equal(resolveClusterConfig({ cwd: '/' }).osd.directIo, 'off');
   const text = JSON.stringify({ osd: { directIo: 'auto' } });

@@ -19,6 +19,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { TesseraError } from '../stdx/errors.js';
 import { parseSize } from '../stdx/size.js';
+import { DEFAULTS, idlePollUsField } from './config.js';
 
 export interface ClusterConfig {
   monitors: string[];
@@ -35,7 +36,8 @@ export interface ClusterConfig {
   /** directIo: the OSD's device file with O_DIRECT (see osdDirectIo in osd-daemon.ts). */
   osd: { host: string; port: number; dataDir: string; deviceSizeBytes: number; hostName: string; weight: number; directIo: 'auto' | 'on' | 'off' };
   /** iscsi.port null = no iSCSI; tpgt: this gateway's target portal group tag (give each gateway its own). */
-  gateway: { dataDir: string; nbd: { host: string; port: number }; iscsi: { host: string; port: number | null; tpgt: number } };
+  /** idlePollUs: config.ts Config.gateway.idlePollUs. */
+  gateway: { dataDir: string; nbd: { host: string; port: number }; iscsi: { host: string; port: number | null; tpgt: number }; idlePollUs: number };
 }
 
 export const CLUSTER_DEFAULTS = {
@@ -109,6 +111,7 @@ const Schema = z.strictObject({
           tpgt: z.int({ error: 'must be an integer' }).min(1, 'must be 1..65535').max(65535, 'must be 1..65535').optional(),
         })
         .optional(),
+      idlePollUs: idlePollUsField.optional(),
     })
     .optional(),
 });
@@ -176,6 +179,7 @@ export function resolveClusterConfig(opts: { cwd: string; file?: { path: string;
         port: offToNull(pick<number | 'off'>(flagIn.gateway?.iscsi?.port, fileIn.gateway?.iscsi?.port, 3260)),
         tpgt: pick(flagIn.gateway?.iscsi?.tpgt, fileIn.gateway?.iscsi?.tpgt, 1),
       },
+      idlePollUs: pick(flagIn.gateway?.idlePollUs, fileIn.gateway?.idlePollUs, DEFAULTS.idlePollUs),
     },
   };
   return cfg;

@@ -44,7 +44,10 @@ export async function runMonitor(cfg: ClusterConfig, id: string, log: Logger): P
  */
 export async function runGateway(cfg: ClusterConfig, io: UpIo, opts: { createDefault: boolean; volume?: { name: string; sizeBytes: number } }): Promise<number> {
   const iscsiCfg = cfg.gateway.iscsi;
-  const config = resolveConfig({ cwd: process.cwd(), flags: { dataDir: cfg.gateway.dataDir, nbd: cfg.gateway.nbd, iscsi: { host: iscsiCfg.host, port: iscsiCfg.port ?? -1 } } });
+  const config = resolveConfig({
+    cwd: process.cwd(),
+    flags: { dataDir: cfg.gateway.dataDir, nbd: cfg.gateway.nbd, iscsi: { host: iscsiCfg.host, port: iscsiCfg.port ?? -1 }, gateway: { idlePollUs: cfg.gateway.idlePollUs } },
+  });
   if (opts.volume) config.defaultVolume = opts.volume;
   const real = await loadRealDeps();
   const marker = path.join(cfg.gateway.dataDir, 'default-volume.created');
@@ -59,7 +62,7 @@ export async function runGateway(cfg: ClusterConfig, io: UpIo, opts: { createDef
         const { ClusterPrStore } = await import('../gateway/scsi/pr-store-cluster.js');
         const fsid = (await new MonClient({ addrs: cfg.monitors }).getMap()).fsid;
         const prStore = new ClusterPrStore({ monitors: cfg.monitors, log: io.log.child('pr') });
-        return IscsiService.start({ dataDir: opts.dataDir, host: opts.host, port: opts.port, tpgt: iscsiCfg.tpgt, store: opts.store, log: opts.log, prStore, clusterId: fsid });
+        return IscsiService.start({ dataDir: opts.dataDir, host: opts.host, port: opts.port, tpgt: iscsiCfg.tpgt, store: opts.store, log: opts.log, prStore, clusterId: fsid, idlePoll: opts.idlePoll });
       },
       openStore: async () => {
         const mon = new MonClient({ addrs: cfg.monitors });
@@ -158,6 +161,8 @@ export interface ClusterUpOptions {
   nbd: { host: string; port: number };
   /** The gateway's iSCSI portal (port null = none). */
   iscsi: { host: string; port: number | null };
+  /** The gateway's idle polling window (config.ts gateway.idlePollUs). */
+  idlePollUs: number;
   deviceSizeBytes: number;
   /** The OSDs' device files with O_DIRECT (`up --direct-io`). */
   directIo: 'auto' | 'on' | 'off';
@@ -177,7 +182,7 @@ export async function runClusterUp(o: ClusterUpOptions, io: UpIo): Promise<numbe
     },
     mon: { port: o.monPort, dataDir: 'mon' },
     osd: { deviceSizeBytes: o.deviceSizeBytes, directIo: o.directIo },
-    gateway: { dataDir: 'gateway', nbd: o.nbd, iscsi: { host: o.iscsi.host, port: o.iscsi.port ?? ('off' as const) } },
+    gateway: { dataDir: 'gateway', nbd: o.nbd, iscsi: { host: o.iscsi.host, port: o.iscsi.port ?? ('off' as const) }, idlePollUs: o.idlePollUs },
   };
   await writePrivateFile(configPath, JSON.stringify(shared, null, 2) + '\n');
   const children: ChildProcess[] = [];

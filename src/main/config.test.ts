@@ -25,8 +25,21 @@ test('defaults: everything under ./tessera-data', () => {
     api: { socket: '/srv/work/tessera-data/tessera.sock', port: undefined },
     device: { path: '/srv/work/tessera-data/dev0.img', sizeBytes: 16 * 2 ** 30, directIo: 'off' },
     defaultVolume: { name: 'vol0', sizeBytes: 10 * 2 ** 30 },
+    gateway: { idlePollUs: 100 },
   });
   assert.equal(DEFAULTS.nbdPort, 10809);
+});
+
+test('gateway.idlePollUs: 100 by default, from the file, the flag over the file, 0 = off; bad values named by flag or field', () => {
+  const text = JSON.stringify({ gateway: { idlePollUs: 250 } });
+  const file = { path: '/etc/tessera.json', text };
+  assert.equal(resolveConfig({ cwd, file }).gateway.idlePollUs, 250);
+  assert.equal(resolveConfig({ cwd, file, flags: { gateway: { idlePollUs: 0 } } }).gateway.idlePollUs, 0);
+  fails(() => resolveConfig({ cwd, flags: { gateway: { idlePollUs: Number('abc') } } }), /--idle-poll-us: must be an integer number of microseconds/);
+  fails(() => resolveConfig({ cwd, flags: { gateway: { idlePollUs: -1 } } }), /--idle-poll-us: must be 0..10000 \(0 = off\)/);
+  fails(() => resolveConfig({ cwd, flags: { gateway: { idlePollUs: 10_001 } } }), /--idle-poll-us: must be 0..10000/);
+  fails(() => resolveConfig({ cwd, file: { path: 'c.json', text: '{"gateway":{"idlePollUs":1.5}}' } }), /field "gateway.idlePollUs"/);
+  fails(() => resolveConfig({ cwd, file: { path: 'c.json', text: '{"gateway":{"idlePoll":5}}' } }), /gateway/);
 });
 
 test('iSCSI portal: a port, -1 (the flag "off") for none, and bad values named by flag or field', () => {
@@ -68,7 +81,7 @@ test('file errors name the file and the field', () => {
   fails(() => resolveConfig({ cwd, file: file({ device: { directIo: 'maybe' } }) }), /field "device\.directIo": must be "auto", "on" or "off"/);
   fails(() => resolveConfig({ cwd, file: file({ defaultVolume: { name: '-bad' } }) }), /field "defaultVolume\.name": must be 1-64/);
   fails(() => resolveConfig({ cwd, file: file({ nbd: { prot: 1 } }) }), /field "nbd\.prot": unknown field \(known fields: nbd\.host, nbd\.port\)/);
-  fails(() => resolveConfig({ cwd, file: file({ datadir: 'x' }) }), /field "datadir": unknown field \(known fields: dataDir, nbd, iscsi, api, device, defaultVolume\)/);
+  fails(() => resolveConfig({ cwd, file: file({ datadir: 'x' }) }), /field "datadir": unknown field \(known fields: dataDir, nbd, iscsi, api, device, defaultVolume, gateway\)/);
   fails(() => resolveConfig({ cwd, file: file([1]) }), /config file t\.json: must be a JSON object/);
   fails(() => resolveConfig({ cwd, file: { path: 't.json', text: '{ "nbd": ' } }), /config file t\.json: not valid JSON/);
 });

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { TesseraError } from '../stdx/errors.js';
 import { parseSize } from '../stdx/size.js';
+import { IDLE_POLL_US_DEFAULT, IDLE_POLL_US_MAX } from '../io/node/idle-poll.js';
 import { VOLUME_NAME_RE } from '../volume/types.js';
 
 export type DirectIoMode = 'auto' | 'on' | 'off';
@@ -26,6 +27,8 @@ export interface Config {
   /** sizeBytes is used only when formatting a new device (a sparse file). */
   device: { path: string; sizeBytes: number; directIo: DirectIoMode };
   defaultVolume: { name: string; sizeBytes: number };
+  /** idlePollUs: the NBD/iSCSI gateway polls this long after answering a connection's last request (io/node/idle-poll.ts); 0 = off. */
+  gateway: { idlePollUs: number };
 }
 
 /** A partial config, as in a file or from flags. Sizes may be "16G" strings. */
@@ -37,6 +40,7 @@ export interface ConfigInput {
   api?: { socket?: string; port?: number };
   device?: { path?: string; sizeBytes?: number | string; directIo?: DirectIoMode };
   defaultVolume?: { name?: string; sizeBytes?: number | string };
+  gateway?: { idlePollUs?: number };
 }
 
 export const DEFAULTS = {
@@ -52,6 +56,7 @@ export const DEFAULTS = {
   directIo: 'off' as DirectIoMode,
   volumeName: 'vol0',
   volumeSizeBytes: 10 * 2 ** 30,
+  idlePollUs: IDLE_POLL_US_DEFAULT,
 } as const;
 
 /** sun_path is 108 bytes on Linux, including the terminating NUL. */
@@ -72,6 +77,7 @@ export const FLAG_OF_FIELD: Record<string, string> = {
   'device.directIo': '--direct-io',
   'defaultVolume.sizeBytes': '--volume-size',
   'defaultVolume.name': '--volume-name',
+  'gateway.idlePollUs': '--idle-poll-us',
 };
 
 const sizeField = z.union([z.number(), z.string()]).transform((v, ctx) => {
@@ -91,6 +97,11 @@ const sizeField = z.union([z.number(), z.string()]).transform((v, ctx) => {
 
 const portField = z.int({ error: 'must be an integer port number' }).min(0, 'must be 0..65535').max(65535, 'must be 0..65535');
 const pathField = z.string().min(1, 'must not be empty');
+/** Shared with cluster-config.ts (its gateway section). */
+export const idlePollUsField = z
+  .int({ error: 'must be an integer number of microseconds' })
+  .min(0, `must be 0..${IDLE_POLL_US_MAX} (0 = off)`)
+  .max(IDLE_POLL_US_MAX, `must be 0..${IDLE_POLL_US_MAX} (0 = off)`);
 
 /** Schema of one source (file or flags): every field optional, unknown fields rejected (typos). */
 const InputSchema = z.strictObject({
@@ -111,6 +122,7 @@ const InputSchema = z.strictObject({
       sizeBytes: sizeField.optional(),
     })
     .optional(),
+  gateway: z.strictObject({ idlePollUs: idlePollUsField.optional() }).optional(),
 });
 
 type ParsedInput = z.infer<typeof InputSchema>;
@@ -170,6 +182,7 @@ export function resolveConfig(opts: ResolveOptions): Config {
       name: fromFlags.defaultVolume?.name ?? fromFile.defaultVolume?.name ?? DEFAULTS.volumeName,
       sizeBytes: fromFlags.defaultVolume?.sizeBytes ?? fromFile.defaultVolume?.sizeBytes ?? DEFAULTS.volumeSizeBytes,
     },
+    gateway: { idlePollUs: fromFlags.gateway?.idlePollUs ?? fromFile.gateway?.idlePollUs ?? DEFAULTS.idlePollUs },
   };
   const socketBytes = Buffer.byteLength(config.api.socket);
   if (socketBytes > UNIX_SOCKET_PATH_BYTES_MAX) {

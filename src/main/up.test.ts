@@ -16,7 +16,8 @@ import { MemoryVolumeStore } from '../volume/memory.js';
 import { Logger } from '../stdx/log.js';
 import { ApiClient } from '../api/client.js';
 import { resolveConfig, type Config } from './config.js';
-import { Daemon, READY_LINE, runUp, type SignalSource, type UpDeps } from './up.js';
+import { Daemon, READY_LINE, runUp, type IscsiHandle, type SignalSource, type UpDeps } from './up.js';
+import { IdlePoll } from '../io/node/idle-poll.js';
 import { run as runProcess } from '../../test/helpers/run.js';
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/tessera.js');
@@ -114,6 +115,33 @@ test('a second daemon on the same data dir, or on a live socket, is refused; a s
     await d2.stop();
   } finally {
     rmSync(config.dataDir, { recursive: true, force: true });
+  }
+});
+
+test('the NBD and iSCSI servers share one idle poller with the configured window (gateway.idlePollUs)', async () => {
+  for (const idlePollUs of [100, 0, 750]) {
+    const config = tempConfig({ gateway: { idlePollUs } });
+    try {
+      const seen: Array<IdlePoll | undefined> = [];
+      const deps = fakeDeps();
+      const startNbd = deps.startNbd;
+      deps.startNbd = (opts) => {
+        seen.push(opts.idlePoll);
+        return startNbd(opts);
+      };
+      deps.startIscsi = async (opts) => {
+        seen.push(opts.idlePoll);
+        return { host: opts.host, port: 40001, connectionCount: () => 0, close: async () => {} } as unknown as IscsiHandle;
+      };
+      const d = await Daemon.start(config, deps, quietIo());
+      await d.stop();
+      assert.equal(seen.length, 2);
+      assert.ok(seen[0] instanceof IdlePoll);
+      assert.equal(seen[0], seen[1], 'one poller per process');
+      assert.equal(seen[0]!.windowUs, idlePollUs);
+    } finally {
+      rmSync(config.dataDir, { recursive: true, force: true });
+    }
   }
 });
 

@@ -31,6 +31,7 @@ import { MultiStore } from '../volume/multi-store.js';
 import type { VolumeStore } from '../volume/types.js';
 import { DEFAULT_POOL } from '../pool/registry.js';
 import type { PoolManagerOptions } from './pools.js';
+import { IdlePoll } from '../io/node/idle-poll.js';
 import { DEFAULTS, pidFilePath, type Config, type DirectIoMode } from './config.js';
 import { TESSERA_VERSION } from './version.js';
 
@@ -51,11 +52,11 @@ export interface UpDeps {
     /** Called once if the engine hits a fatal error (a failed flush). */
     onFatal?: (err: Error) => void;
   }): Promise<{ store: VolumeStore; created: boolean }>;
-  startNbd(opts: { host: string; port: number; store: VolumeStore; log?: LogFn }): Promise<NbdHandle>;
+  startNbd(opts: { host: string; port: number; store: VolumeStore; log?: LogFn; idlePoll?: IdlePoll }): Promise<NbdHandle>;
   /** Opens the disk pools of pools.json (main/pools.ts); without it the daemon has only its own device. */
   openPools?(opts: PoolManagerOptions): Promise<PoolService>;
   /** Starts the iSCSI portal (main/iscsi.ts); without it the daemon serves NBD only. */
-  startIscsi?(opts: { dataDir: string; host: string; port: number; store: VolumeStore; log: LogFn; onFatal: (err: Error) => void }): Promise<IscsiHandle>;
+  startIscsi?(opts: { dataDir: string; host: string; port: number; store: VolumeStore; log: LogFn; onFatal: (err: Error) => void; idlePoll?: IdlePoll }): Promise<IscsiHandle>;
 }
 
 export interface IscsiHandle extends IscsiAdmin {
@@ -93,7 +94,7 @@ export async function loadRealDeps(): Promise<UpDeps> {
       const { LocalPrStore } = await import('../gateway/scsi/pr-store-local.js');
       const clusterId = await daemonId(opts.dataDir);
       const prStore = fatalOnFlushError(new LocalPrStore({ dataDir: opts.dataDir }), opts.onFatal);
-      return IscsiService.start({ dataDir: opts.dataDir, host: opts.host, port: opts.port, store: opts.store, log: opts.log, prStore, clusterId });
+      return IscsiService.start({ dataDir: opts.dataDir, host: opts.host, port: opts.port, store: opts.store, log: opts.log, prStore, clusterId, idlePoll: opts.idlePoll });
     },
   };
 }
@@ -172,11 +173,13 @@ export class Daemon {
         log.info(`reopened device ${config.device.path} with ${store.list().length} volume(s)`);
       }
 
-      const nbd = await deps.startNbd({ host: config.nbd.host, port: config.nbd.port, store, log: log.child('gateway').fn() });
+      // One poller for both protocols: a window opened by either keeps the whole loop awake.
+      const idlePoll = new IdlePoll(config.gateway.idlePollUs);
+      const nbd = await deps.startNbd({ host: config.nbd.host, port: config.nbd.port, store, log: log.child('gateway').fn(), idlePoll });
       undo.push({ what: 'NBD server', run: () => nbd.close() });
       let iscsi: IscsiHandle | undefined;
       if (deps.startIscsi && config.iscsi.port !== null) {
-        const started = await deps.startIscsi({ dataDir: config.dataDir, host: config.iscsi.host, port: config.iscsi.port, store, log: log.child('gateway').fn(), onFatal });
+        const started = await deps.startIscsi({ dataDir: config.dataDir, host: config.iscsi.host, port: config.iscsi.port, store, log: log.child('gateway').fn(), onFatal, idlePoll });
         iscsi = started;
         undo.push({ what: 'iSCSI server', run: () => started.close() });
       }

@@ -153,6 +153,8 @@ export class IscsiConnection implements SessionConnection {
     private readonly conn: Connection,
     private readonly host: ConnectionHost,
     readonly label: string,
+    /** Called whenever the last open task of this connection is finished (the server's idle polling). */
+    private readonly onQuiet: () => void = () => {},
   ) {
     this.reader = new PduReader({ maxDataSegmentBytes: LOGIN_DATA_SEGMENT_BYTES_MAX });
     this.login = host.newLogin();
@@ -709,6 +711,7 @@ export class IscsiConnection implements SessionConnection {
       this.idleWaiters = [];
       for (const w of waiters) w();
       if (this.logoutPending !== null && this.phase !== 'closed') this.answerLogout();
+      else if (this.phase !== 'closed') this.onQuiet();
     }
   }
 

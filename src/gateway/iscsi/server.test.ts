@@ -17,6 +17,7 @@ import { PrGate } from '../scsi/pr-gate.js';
 import { MemoryPrStore } from '../scsi/pr-store-memory.js';
 import { Portal } from './portal.js';
 import { IscsiServer } from './server.js';
+import { IdlePoll } from '../../io/node/idle-poll.js';
 import { DEFAULT_TARGET_NAME, emptyIscsiConfig } from './targets.js';
 import { encodeTextRequest } from './pdu.js';
 import { TAG_NONE } from './pdu-types.js';
@@ -28,6 +29,8 @@ let dev: SimDevice;
 let engine: LocalEngine;
 let server: IscsiServer;
 const errors: string[] = [];
+/** The server's idle poller: 5 ms, so that the test client's next command lands inside a window even on a loaded machine. */
+const idlePoll = new IdlePoll(5000);
 
 before(async () => {
   dev = new SimDevice(64 * MiB, new Prng(7));
@@ -39,6 +42,7 @@ before(async () => {
   server = await IscsiServer.start({
     host: '127.0.0.1',
     port: 0,
+    idlePoll,
     log: (level, msg) => {
       if (level === 'error') errors.push(msg);
     },
@@ -90,6 +94,21 @@ test('RFC 7143 §11.8: a 1 MiB write without immediate data arrives through R2T 
   const r = await c.scsi(0, cdb.read10(0, MiB / BLOCK), { readBytes: MiB });
   assert.equal(r.status, 0);
   assert.ok(r.dataIn.equals(data));
+  assert.equal(await c.logout(), 0);
+  await c.closed;
+});
+
+test('idle polling (io/node/idle-poll.ts): every command that leaves the connection idle pokes the poller; the next command counts as a hit', async () => {
+  const c = await session();
+  const before = { ...idlePoll.stats };
+  const commands = 20;
+  for (let i = 0; i < commands; i++) {
+    const r = await c.scsi(0, cdb.read10(i * 8, 8), { readBytes: 4096 });
+    assert.equal(r.status, 0);
+  }
+  const after = idlePoll.stats;
+  assert.ok(after.windows + after.skipped - (before.windows + before.skipped) >= commands, `pokes: ${JSON.stringify(before)} -> ${JSON.stringify(after)}`);
+  assert.ok(after.hits - before.hits >= 1, `no command arrived inside a window: ${JSON.stringify(after)}`);
   assert.equal(await c.logout(), 0);
   await c.closed;
 });

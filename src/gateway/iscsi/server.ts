@@ -10,6 +10,7 @@
 //   exception) ends that connection only, never the process or other sessions.
 // - close() stops accepting, lets connections answer what is in flight, then
 //   destroys whatever is left after shutdownDrainMs.
+import type { IdlePoll } from '../../io/node/idle-poll.js';
 import { GatewayTcpServer } from '../tcp-server.js';
 import { IscsiConnection } from './connection.js';
 import type { LogFn } from './connection.js';
@@ -28,6 +29,8 @@ export interface IscsiServerOptions {
   /** Builds the portal once the port is known (TargetAddress answers name it). */
   portal: (address: { host: string; port: number }) => Portal;
   log?: LogFn;
+  /** Poll briefly after a connection answered its last task (io/node/idle-poll.ts); shared per process. */
+  idlePoll?: IdlePoll;
   maxConnections?: number;
   loginTimeoutMs?: number;
 }
@@ -59,7 +62,8 @@ export class IscsiServer {
       negotiationTimeoutMs: opts.loginTimeoutMs ?? LOGIN_TIMEOUT_MS_DEFAULT,
       shutdownDrainMs: SHUTDOWN_DRAIN_MS,
       log,
-      createSession: (conn, label) => new IscsiConnection(conn, portal!, label),
+      idlePoll: opts.idlePoll,
+      createSession: (conn, label, quiet) => new IscsiConnection(conn, portal!, label, quiet),
     });
     portal = opts.portal({ host: tcp.host, port: tcp.port });
     return new IscsiServer(tcp, portal);

@@ -10,6 +10,7 @@
 // - close() stops accepting, lets sessions in transmission answer what is in flight
 //   (proto.md "Terminating the transmission phase": a server shutting down SHOULD
 //   wait for in-flight requests), then destroys whatever is left after shutdownDrainMs.
+import type { IdlePoll } from '../../io/node/idle-poll.js';
 import type { VolumeStore } from '../../volume/types.js';
 import { GatewayTcpServer } from '../tcp-server.js';
 import { NbdSession } from './session.js';
@@ -33,6 +34,8 @@ export interface NbdServerOptions {
   maxConnections?: number;
   handshakeTimeoutMs?: number;
   sharedBufferBytesMax?: number;
+  /** Poll briefly after a connection answered its last request (io/node/idle-poll.ts); shared per process. */
+  idlePoll?: IdlePoll;
 }
 
 export class NbdServer {
@@ -58,7 +61,8 @@ export class NbdServer {
       shutdownDrainMs: SHUTDOWN_DRAIN_MS,
       log,
       borrowReads: true, // NbdDecoder copies bodies out (1 MiB writes churned ~16 fresh buffers each)
-      createSession: (conn, label) => new NbdSession(conn, { store: opts.store, log, label, sharedBudget: budget }),
+      idlePoll: opts.idlePoll,
+      createSession: (conn, label, quiet) => new NbdSession(conn, { store: opts.store, log, label, sharedBudget: budget, onQuiet: quiet }),
     });
     return new NbdServer(tcp);
   }

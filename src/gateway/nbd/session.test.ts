@@ -744,6 +744,27 @@ test('Transmission: requests run concurrently and replies may be out of order', 
   assert.equal(readSimple(h.conn, 512).cookie, 1n);
 });
 
+test('Idle polling hook: onQuiet fires once the last in-flight request is answered, not before (io/node/idle-poll.ts)', async () => {
+  let quiet = 0;
+  const h = await transmission({ session: { onQuiet: () => quiet++ } });
+  const v = h.store.last();
+  v.hold = true;
+  h.session.onData(request(C.NBD_CMD_READ, { cookie: 1n, offset: 0, lengthBytes: 512 }));
+  v.hold = false;
+  h.session.onData(request(C.NBD_CMD_FLUSH, { cookie: 2n }));
+  await settle();
+  assert.equal(readSimple(h.conn).cookie, 2n);
+  assert.equal(quiet, 0, 'the held read is still in flight');
+  v.release();
+  await settle();
+  assert.equal(readSimple(h.conn, 512).cookie, 1n);
+  assert.equal(quiet, 1);
+  h.session.onData(request(C.NBD_CMD_FLUSH, { cookie: 3n }));
+  await settle();
+  assert.equal(readSimple(h.conn).cookie, 3n);
+  assert.equal(quiet, 2);
+});
+
 test('Limits: at most 64 requests in flight; reading pauses and resumes', async () => {
   const h = await transmission();
   const v = h.store.last();

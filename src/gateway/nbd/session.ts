@@ -58,6 +58,8 @@ export interface SessionOptions {
   bufferedBytesMax?: number;
   /** Server-wide bound on buffered bytes across connections (see budget.ts). */
   sharedBudget?: SharedBudget;
+  /** Called whenever the last in-flight request has been answered (the server's idle polling). */
+  onQuiet?: () => void;
 }
 
 export type SessionPhase = 'greeting' | 'options' | 'transmission' | 'draining' | 'closed';
@@ -424,7 +426,10 @@ export class NbdSession implements DecoderHandler {
       this.bufferedBytes -= costBytes;
       this.opts.sharedBudget?.give(costBytes);
       this.updateBackpressure();
-      if (this.phase === 'draining' && this.inFlightRequests === 0) this.closeNow();
+      if (this.inFlightRequests === 0) {
+        if (this.phase === 'draining') this.closeNow();
+        else this.opts.onQuiet?.();
+      }
       this.notifyIdle();
     }
   }
