@@ -10,10 +10,11 @@
 //   exception) ends that connection only, never the process or other sessions.
 // - close() stops accepting, lets sessions answer what is in flight, then
 //   destroys whatever is left after shutdownDrainMs.
-// - With `idlePoll`, a session that answered its last in-flight request calls
-//   its `quiet` hook, which opens a polling window (io/node/idle-poll.ts); every
-//   chunk received is reported to the poller before the session sees it.
-import type { IdlePoll } from '../io/node/idle-poll.js';
+// - With `idlePoll`, each session reports its connection's first request in
+//   flight and its last one answered through QuietHooks (io/node/idle-poll.ts),
+//   one quiet per busy; once this server is closing no quiet opens a window.
+//   Every chunk received is reported to the poller before the session sees it.
+import type { IdlePoll, QuietHooks } from '../io/node/idle-poll.js';
 import { TcpListener } from '../io/node/tcp.js';
 import type { TcpConnection } from '../io/node/tcp.js';
 
@@ -47,11 +48,11 @@ export interface GatewayServerOptions<S extends GatewaySession> {
   borrowReads?: boolean;
   /** Keep the loop polling briefly after a session goes quiet (shared by every server of the process). */
   idlePoll?: IdlePoll;
-  /** `quiet`: the session calls it whenever it has just answered its last in-flight request. */
-  createSession(conn: TcpConnection, label: string, quiet: () => void): S;
+  /** `hooks`: the session reports its in-flight count going 0 -> 1 (busy) and 1 -> 0 (quiet). */
+  createSession(conn: TcpConnection, label: string, hooks: QuietHooks): S;
 }
 
-const noop = (): void => {};
+const NO_HOOKS: QuietHooks = { busy: () => {}, quiet: () => {} };
 
 export class GatewayTcpServer<S extends GatewaySession> {
   private readonly sessions = new Set<S>();
@@ -110,7 +111,10 @@ export class GatewayTcpServer<S extends GatewaySession> {
     const { log, name, negotiationTimeoutMs } = this.opts;
     const label = `${name} ${conn.remoteLabel}`;
     const idlePoll = this.opts.idlePoll;
-    const session = this.opts.createSession(conn, label, idlePoll ? () => idlePoll.poke() : noop);
+    const hooks: QuietHooks = idlePoll
+      ? { busy: () => idlePoll.busy(), quiet: (stayOpen) => idlePoll.quiet(stayOpen && this.closing === null) }
+      : NO_HOOKS;
+    const session = this.opts.createSession(conn, label, hooks);
     this.sessions.add(session);
     const timer = setTimeout(() => {
       if (!session.negotiating()) return;

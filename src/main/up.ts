@@ -175,6 +175,14 @@ export class Daemon {
 
       // One poller for both protocols: a window opened by either keeps the whole loop awake.
       const idlePoll = new IdlePoll(config.gateway.idlePollUs);
+      // Undone last (after both servers closed): how the polling fared, for an operator weighing --idle-poll-us.
+      undo.push({
+        what: 'idle poll stats',
+        run: async () => {
+          const st = idlePoll.stats;
+          if (idlePoll.windowUs > 0) log.info(`gateway idle polling (${idlePoll.windowUs} us): ${st.windows} windows, ${st.hits} caught a request, ${st.misses} missed, ${st.skipped} pokes skipped while backed off`);
+        },
+      });
       const nbd = await deps.startNbd({ host: config.nbd.host, port: config.nbd.port, store, log: log.child('gateway').fn(), idlePoll });
       undo.push({ what: 'NBD server', run: () => nbd.close() });
       let iscsi: IscsiHandle | undefined;

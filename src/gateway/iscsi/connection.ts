@@ -15,6 +15,7 @@
 //   accept a PDU longer than the one we declared (PduReader enforces it).
 // - Reading stops while the transport's write buffer is full or the session has
 //   more than `bufferedBytesMax` of write data in flight (backpressure).
+import type { QuietHooks } from '../../io/node/idle-poll.js';
 import { TesseraError, isTesseraError } from '../../stdx/errors.js';
 import type { LogicalUnit, ScsiResult } from '../scsi/types.js';
 import { SAM_CHECK_CONDITION, SAM_GOOD } from '../scsi/types.js';
@@ -153,8 +154,8 @@ export class IscsiConnection implements SessionConnection {
     private readonly conn: Connection,
     private readonly host: ConnectionHost,
     readonly label: string,
-    /** Called whenever the last open task of this connection is finished (the server's idle polling). */
-    private readonly onQuiet: () => void = () => {},
+    /** Open tasks 0 -> 1 and 1 -> 0, for the server's idle polling (io/node/idle-poll.ts). */
+    private readonly quietHooks: QuietHooks = { busy: () => {}, quiet: () => {} },
   ) {
     this.reader = new PduReader({ maxDataSegmentBytes: LOGIN_DATA_SEGMENT_BYTES_MAX });
     this.login = host.newLogin();
@@ -517,6 +518,7 @@ export class IscsiConnection implements SessionConnection {
       return;
     }
     this.mine.add(task);
+    if (this.mine.size === 1) this.quietHooks.busy();
     const cost = Math.min(writeBytes, this.host.maxTaskDataBytes) + (cmd.read ? Math.min(cmd.expectedDataTransferLength, this.host.maxTaskDataBytes) : 0);
     this.taskCost.set(task, cost);
     this.taskBytes += cost;
@@ -701,17 +703,19 @@ export class IscsiConnection implements SessionConnection {
     task.state = 'done';
     this.session?.removeTask(task);
     for (const r of task.r2ts) this.byTtt.delete(r.ttt);
-    if (this.mine.delete(task)) {
+    const wasMine = this.mine.delete(task);
+    if (wasMine) {
       this.taskBytes -= this.taskCost.get(task) ?? 0;
       this.taskCost.delete(task);
     }
     this.updateReading();
     if (this.mine.size === 0) {
+      const stayOpen = this.phase !== 'closed' && this.logoutPending === null;
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
       for (const w of waiters) w();
       if (this.logoutPending !== null && this.phase !== 'closed') this.answerLogout();
-      else if (this.phase !== 'closed') this.onQuiet();
+      if (wasMine) this.quietHooks.quiet(stayOpen);
     }
   }
 

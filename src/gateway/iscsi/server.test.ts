@@ -29,8 +29,8 @@ let dev: SimDevice;
 let engine: LocalEngine;
 let server: IscsiServer;
 const errors: string[] = [];
-/** The server's idle poller: 5 ms, so that the test client's next command lands inside a window even on a loaded machine. */
-const idlePoll = new IdlePoll(5000);
+/** The server's idle poller: 2 ms, so that the test client's next command lands inside a window even on a loaded machine. */
+const idlePoll = new IdlePoll(2000);
 
 before(async () => {
   dev = new SimDevice(64 * MiB, new Prng(7));
@@ -66,6 +66,8 @@ before(async () => {
 
 after(async () => {
   await server.close();
+  // Every connection's busy was matched by one quiet, whatever ended its tasks (aborts, resets, logouts, teardown).
+  assert.equal(idlePoll.busyCount, 0, `idle poller left with ${idlePoll.busyCount} busy connection(s)`);
   await engine.close();
   assert.deepEqual(errors, [], 'no connection may end in an unexpected (non-operating) error');
 });

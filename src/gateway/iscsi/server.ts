@@ -63,7 +63,7 @@ export class IscsiServer {
       shutdownDrainMs: SHUTDOWN_DRAIN_MS,
       log,
       idlePoll: opts.idlePoll,
-      createSession: (conn, label, quiet) => new IscsiConnection(conn, portal!, label, quiet),
+      createSession: (conn, label, hooks) => new IscsiConnection(conn, portal!, label, hooks),
     });
     portal = opts.portal({ host: tcp.host, port: tcp.port });
     return new IscsiServer(tcp, portal);

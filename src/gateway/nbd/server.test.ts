@@ -13,6 +13,7 @@ import { Prng, seedFromEnv } from '../../stdx/prng.js';
 import { MemoryVolumeStore } from '../../volume/memory.js';
 import * as C from './constants.js';
 import { NbdServer } from './server.js';
+import { IdlePoll } from '../../io/node/idle-poll.js';
 import type { LogLevel } from './session.js';
 import { waitFor } from '../../../test/helpers/wait.js';
 
@@ -32,15 +33,20 @@ let store: MemoryVolumeStore;
 let server: NbdServer;
 const logs: Array<{ level: LogLevel; msg: string }> = [];
 
+/** The server's idle poller (io/node/idle-poll.ts): 2 ms, so that a client's next request lands inside a window on a loaded machine. */
+const idlePoll = new IdlePoll(2000);
+
 before(async () => {
   store = new MemoryVolumeStore();
   await store.create('vol0', VOL_BYTES);
   await store.create('small', 1024 * 1024);
-  server = await NbdServer.start({ host: '127.0.0.1', port: 0, store, log: (level, msg) => logs.push({ level, msg }) });
+  server = await NbdServer.start({ host: '127.0.0.1', port: 0, store, idlePoll, log: (level, msg) => logs.push({ level, msg }) });
 });
 
 after(async () => {
   await server.close();
+  // Every connection's busy was matched by one quiet, whatever ended it (garbage, resets, close with requests in flight).
+  assert.equal(idlePoll.busyCount, 0, `idle poller left with ${idlePoll.busyCount} busy connection(s)`);
   assert.equal(logs.filter((l) => l.level === 'error').length, 0, JSON.stringify(logs.filter((l) => l.level === 'error')));
 });
 
@@ -223,6 +229,16 @@ test('qemu-io: QEMU\'s NBD client writes and reads back a pattern', async () => 
   assert.match(stdout, /wrote 262144\/262144 bytes/);
   assert.match(stdout, /read 262144\/262144 bytes/);
   assert.doesNotMatch(stdout, /Pattern verification failed/);
+});
+
+test('idle polling: QEMU\'s sequential requests open windows that catch the next request (hits), and the poller ends balanced', async () => {
+  const before = { ...idlePoll.stats };
+  const args = ['-f', 'raw', '-c', 'read 0 4k', '-c', 'read 4k 4k', '-c', 'read 8k 4k', '-c', 'read 12k 4k', '-c', 'read 16k 4k', uri()];
+  await execFileAsync('qemu-io', args, { env: CLIENT_ENV, timeout: CLIENT_TIMEOUT_MS });
+  const after = idlePoll.stats;
+  assert.ok(after.windows + after.skipped - (before.windows + before.skipped) >= 5, `pokes: ${JSON.stringify(before)} -> ${JSON.stringify(after)}`);
+  assert.ok(after.hits > before.hits, `no request arrived inside a window: ${JSON.stringify(after)}`);
+  await waitFor(() => idlePoll.busyCount === 0, 'no connection busy after qemu-io exits');
 });
 
 // --- Raw-socket abuse --------------------------------------------------------------------

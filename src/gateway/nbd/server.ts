@@ -62,7 +62,7 @@ export class NbdServer {
       log,
       borrowReads: true, // NbdDecoder copies bodies out (1 MiB writes churned ~16 fresh buffers each)
       idlePoll: opts.idlePoll,
-      createSession: (conn, label, quiet) => new NbdSession(conn, { store: opts.store, log, label, sharedBudget: budget, onQuiet: quiet }),
+      createSession: (conn, label, hooks) => new NbdSession(conn, { store: opts.store, log, label, sharedBudget: budget, quietHooks: hooks }),
     });
     return new NbdServer(tcp);
   }

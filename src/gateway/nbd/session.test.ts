@@ -744,9 +744,10 @@ test('Transmission: requests run concurrently and replies may be out of order', 
   assert.equal(readSimple(h.conn, 512).cookie, 1n);
 });
 
-test('Idle polling hook: onQuiet fires once the last in-flight request is answered, not before (io/node/idle-poll.ts)', async () => {
-  let quiet = 0;
-  const h = await transmission({ session: { onQuiet: () => quiet++ } });
+test('Idle polling hooks: busy on the first request in flight, quiet(stayOpen) on the last answer; a closed connection reports quiet(false) (io/node/idle-poll.ts)', async () => {
+  const calls: string[] = [];
+  const quietHooks = { busy: () => calls.push('busy'), quiet: (stayOpen: boolean) => calls.push(`quiet:${stayOpen}`) };
+  const h = await transmission({ session: { quietHooks } });
   const v = h.store.last();
   v.hold = true;
   h.session.onData(request(C.NBD_CMD_READ, { cookie: 1n, offset: 0, lengthBytes: 512 }));
@@ -754,15 +755,23 @@ test('Idle polling hook: onQuiet fires once the last in-flight request is answer
   h.session.onData(request(C.NBD_CMD_FLUSH, { cookie: 2n }));
   await settle();
   assert.equal(readSimple(h.conn).cookie, 2n);
-  assert.equal(quiet, 0, 'the held read is still in flight');
+  assert.deepEqual(calls, ['busy'], 'the held read is still in flight');
   v.release();
   await settle();
   assert.equal(readSimple(h.conn, 512).cookie, 1n);
-  assert.equal(quiet, 1);
+  assert.deepEqual(calls, ['busy', 'quiet:true']);
   h.session.onData(request(C.NBD_CMD_FLUSH, { cookie: 3n }));
   await settle();
   assert.equal(readSimple(h.conn).cookie, 3n);
-  assert.equal(quiet, 2);
+  assert.deepEqual(calls, ['busy', 'quiet:true', 'busy', 'quiet:true']);
+  // The client goes away with a request in flight: its answer comes after the close.
+  v.hold = true;
+  h.session.onData(request(C.NBD_CMD_READ, { cookie: 4n, offset: 0, lengthBytes: 512 }));
+  await settle();
+  h.session.onClose();
+  v.release();
+  await settle();
+  assert.deepEqual(calls.slice(4), ['busy', 'quiet:false']);
 });
 
 test('Limits: at most 64 requests in flight; reading pauses and resumes', async () => {

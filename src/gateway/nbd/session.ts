@@ -44,6 +44,7 @@ import type { BlockDescriptor, BodyAllocator, DecodeFailure, DecoderHandler, Nbd
 import * as C from './constants.js';
 
 import type { Connection, LogFn } from '../transport.js';
+import type { QuietHooks } from '../../io/node/idle-poll.js';
 import { LARGE_BUFFER_BYTES, largeReadBuffers, writePayloadBuffers } from '../buffers.js';
 import { Slab } from '../../stdx/slab.js';
 export type { Connection, LogFn, LogLevel } from '../transport.js';
@@ -58,8 +59,8 @@ export interface SessionOptions {
   bufferedBytesMax?: number;
   /** Server-wide bound on buffered bytes across connections (see budget.ts). */
   sharedBudget?: SharedBudget;
-  /** Called whenever the last in-flight request has been answered (the server's idle polling). */
-  onQuiet?: () => void;
+  /** In-flight count 0 -> 1 and 1 -> 0, for the server's idle polling (io/node/idle-poll.ts). */
+  quietHooks?: QuietHooks;
 }
 
 export type SessionPhase = 'greeting' | 'options' | 'transmission' | 'draining' | 'closed';
@@ -396,7 +397,7 @@ export class NbdSession implements DecoderHandler {
     if (this.phase !== 'transmission') return; // after DISC or close, input is ignored
     if (request.type === C.NBD_CMD_DISC) return this.beginDrain();
     const costBytes = this.costOf(request);
-    this.inFlightRequests++;
+    if (++this.inFlightRequests === 1) this.opts.quietHooks?.busy();
     this.bufferedBytes += costBytes;
     this.opts.sharedBudget?.take(costBytes);
     this.updateBackpressure();
@@ -427,8 +428,8 @@ export class NbdSession implements DecoderHandler {
       this.opts.sharedBudget?.give(costBytes);
       this.updateBackpressure();
       if (this.inFlightRequests === 0) {
+        this.opts.quietHooks?.quiet(this.phase === 'transmission');
         if (this.phase === 'draining') this.closeNow();
-        else this.opts.onQuiet?.();
       }
       this.notifyIdle();
     }

@@ -108,6 +108,23 @@ test(`after ${MISSES_BEFORE_BACKOFF} misses in a row only one poke in ${BACKOFF_
   }
 });
 
+test('busy/quiet: a window opens only when the last busy connection goes quiet and stays open', () => {
+  const h = harness(100);
+  h.poll.busy();
+  h.poll.busy();
+  h.poll.quiet(true);
+  assert.equal(h.poll.polling, false, 'another connection still waits on its request');
+  assert.equal(h.poll.busyCount, 1);
+  h.poll.quiet(false);
+  assert.equal(h.poll.polling, false, 'a closing connection opens no window');
+  assert.equal(h.poll.busyCount, 0);
+  h.poll.busy();
+  h.poll.quiet(true);
+  assert.equal(h.poll.polling, true);
+  assert.equal(h.poll.stats.windows, 1);
+  assert.throws(() => h.poll.quiet(true), /quiet\(\) without busy\(\)/);
+});
+
 test('window 0 is off: pokes schedule nothing', () => {
   const h = harness(0);
   h.poll.poke();

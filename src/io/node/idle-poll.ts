@@ -15,6 +15,11 @@
 // Invariants:
 // - Nothing polls unless poke() was called within the last `windowUs`; the
 //   process sleeps as before when idle for longer.
+// - Sessions report each connection's first request in flight (busy) and its
+//   last one answered (quiet), one quiet per busy. A window opens only when
+//   no connection of the process has a request in flight and the quiet
+//   connection stays open: while any request waits on the OSDs, their CPU
+//   is left to them.
 // - A request arriving (noteArrival) ends the window at once: a request that
 //   goes to the OSDs is answered on their reply, and spinning meanwhile would
 //   take the CPU they need (the cluster's processes share the machine's cores).
@@ -25,6 +30,7 @@
 //   1/BACKOFF_POKES of the windows.
 // - windowUs 0 turns polling off (every call is a no-op).
 // - At most one setImmediate is pending at any time.
+import { assert } from '../../stdx/assert.js';
 
 /** Misses in a row after which polling backs off. */
 export const MISSES_BEFORE_BACKOFF = 4;
@@ -40,6 +46,14 @@ export interface IdlePollDeps {
   nowMs(): number;
   /** Runs `fn` after the event loop has polled for IO once (setImmediate). */
   defer(fn: () => void): void;
+}
+
+/** What a protocol session reports (GatewayTcpServer hands one to each session). */
+export interface QuietHooks {
+  /** The connection's first request is in flight (its in-flight count went 0 -> 1). */
+  busy(): void;
+  /** Its last request was answered (1 -> 0); `stayOpen` false when the connection is closing or closed. */
+  quiet(stayOpen: boolean): void;
 }
 
 export interface IdlePollStats {
@@ -66,6 +80,8 @@ export class IdlePoll {
   private stepPending = false;
   private missesInRow = 0;
   private pokesWhileBackedOff = 0;
+  /** Connections with a request in flight (busy() minus quiet()). */
+  private busyConnections = 0;
   private readonly step = (): void => this.onStep();
 
   constructor(
@@ -83,7 +99,24 @@ export class IdlePoll {
     return this.deadlineMs !== 0;
   }
 
-  /** A connection has nothing in flight any more: its client's next request is likely close. */
+  /** Connections of the process with a request in flight. */
+  get busyCount(): number {
+    return this.busyConnections;
+  }
+
+  /** QuietHooks.busy of one connection. */
+  busy(): void {
+    this.busyConnections++;
+  }
+
+  /** QuietHooks.quiet of one connection: opens a window if it stays open and no other connection has work in flight. */
+  quiet(stayOpen: boolean): void {
+    assert(this.busyConnections > 0, 'idle poll: quiet() without busy()');
+    this.busyConnections--;
+    if (stayOpen && this.busyConnections === 0) this.poke();
+  }
+
+  /** Opens (or extends) a window now: the next request is likely close. */
   poke(): void {
     if (this.windowMs === 0) return;
     if (this.missesInRow >= MISSES_BEFORE_BACKOFF) {
