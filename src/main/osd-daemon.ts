@@ -134,7 +134,7 @@ async function startOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Error) =
     syncInlineBytesMax: WAL_SYNC_INLINE_BYTES_MAX,
     spareSegmentsMax: WAL_SPARE_SEGMENTS,
   });
-  const { wal, groups, damage, tornTail } = await Wal.open(segments, { selfId: osdId, schedule: (run) => setImmediate(run) });
+  const { wal, groups, damage, tornTail } = await Wal.open(segments, { selfId: osdId, schedule: (run) => setImmediate(run), gatherTurn: (resume) => setImmediate(resume) });
   undo.push(() => wal.close());
   if (damage.length > 0) log.warn(`osd.${osdId}: WAL damaged in the middle at ${damage.length} place(s); affected PGs stay out of elections until repaired from peers`);
   if (tornTail) log.info(`osd.${osdId}: dropped an unacknowledged torn WAL tail`);

@@ -381,6 +381,46 @@ test('commits made while a batch is in flight coalesce into exactly one more bat
   await wal.close();
 });
 
+test('gatherTurn: a batch that follows directly on the previous one waits one turn, so records queued during that turn join it; an idle log writes at once', async () => {
+  const counting = new CountingStore(newStore(6, 20));
+  const turns: Array<() => void> = [];
+  const { wal } = await open(counting, { syncMarks: false, gatherTurn: (resume) => turns.push(resume) });
+  counting.appends = [];
+  counting.syncs = 0;
+  // Idle log: the first batch is written without a turn.
+  wal.entries(1, [ent(1, 1)]);
+  const first = wal.commit();
+  await Promise.resolve();
+  await Promise.resolve(); // the first batch is in flight
+  wal.entries(2, [ent(1, 1)]);
+  const second = wal.commit(); // arrives during the first batch: the log is busy
+  await first;
+  assert.equal(wal.stats.gatherTurns, 0);
+  assert.equal(counting.appends.length, 1);
+  await waitUntil(() => turns.length === 1);
+  assert.equal(counting.appends.length, 1, 'the writer waits for its turn before taking the queue');
+  // What arrives during the turn joins the same batch.
+  wal.entries(3, [ent(1, 1)]);
+  const third = wal.commit();
+  turns.shift()!();
+  await Promise.all([second, third]);
+  assert.equal(wal.stats.gatherTurns, 1);
+  assert.equal(counting.appends.length, 2, 'groups 2 and 3 in one append');
+  assert.equal(counting.syncs, 2);
+  // Idle again: the next commit is written without a turn.
+  wal.entries(4, [ent(1, 1)]);
+  await wal.commit();
+  assert.equal(turns.length, 0);
+  assert.equal(wal.stats.gatherTurns, 1);
+  assert.equal(counting.appends.length, 3);
+  await wal.close();
+});
+
+async function waitUntil(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 10_000 && !cond(); i++) await new Promise<void>((r) => setImmediate(r));
+  assert.ok(cond(), 'condition never held');
+}
+
 test('rollover: segments roll at segmentBytesMax and every record is recovered across them', async () => {
   const store = newStore(6, 2);
   const { wal } = await open(store, { segmentBytesMax: 2048 });

@@ -142,6 +142,18 @@ export interface WalOptions {
    * the writer blocks in fdatasync.
    */
   readonly schedule?: (run: () => void) => void;
+  /**
+   * Busy log: when records arrived while the previous batch was being written
+   * and synced, the writer lets the event loop turn once through this before
+   * taking the next batch, so that the messages already received (peers'
+   * appends, client writes, acknowledgements) join it instead of the batch
+   * after. Fewer, larger fdatasyncs: each costs ~58 us of kernel CPU here
+   * (page writeback, virtio notify, cache flush; docs/benchmarks.md, session
+   * 17), and at QD32 the 3-OSD cluster is CPU-bound. An idle log (the first
+   * batch after a pause: every QD1 write) is written at once. The OSD passes
+   * setImmediate; default none (no turn).
+   */
+  readonly gatherTurn?: (resume: () => void) => void;
 }
 
 /** One live group's state handed to checkpoint(). */
@@ -177,6 +189,8 @@ export interface WalStats {
   segmentsCreated: number;
   segmentsRemoved: number;
   checkpoints: number;
+  /** Event-loop turns taken before a batch that followed directly on the previous one (WalOptions.gatherTurn). */
+  gatherTurns: number;
 }
 
 type QueueItem = { readonly kind: 'record'; readonly rec: PendingRecord } | { readonly kind: 'checkpoint'; readonly records: PendingRecord[] };
@@ -199,7 +213,7 @@ interface WriterStart {
 }
 
 export class Wal {
-  readonly stats: WalStats = { appends: 0, syncs: 0, syncMarks: 0, bytesAppended: 0, segmentsCreated: 0, segmentsRemoved: 0, checkpoints: 0 };
+  readonly stats: WalStats = { appends: 0, syncs: 0, syncMarks: 0, bytesAppended: 0, segmentsCreated: 0, segmentsRemoved: 0, checkpoints: 0, gatherTurns: 0 };
   private readonly segmentBytesMax: number;
   private readonly commitThresholdBytes: number;
   private readonly bufferedBytesMax: number;
@@ -224,6 +238,7 @@ export class Wal {
   private running = false;
   private scheduled = false;
   private readonly scheduleRun: (run: () => void) => void;
+  private readonly gatherTurn: ((resume: () => void) => void) | undefined;
   private failure: Error | null = null;
   private closed = false;
   private idleWaiters: Array<() => void> = [];
@@ -240,6 +255,7 @@ export class Wal {
     this.bufferedBytesMax = options.bufferedBytesMax ?? WAL_BUFFERED_BYTES_MAX_DEFAULT;
     this.syncMarks = options.syncMarks ?? true;
     this.scheduleRun = options.schedule ?? queueMicrotask;
+    this.gatherTurn = options.gatherTurn;
     assert(this.segmentBytesMax > 0 && this.commitThresholdBytes > 0 && this.bufferedBytesMax >= this.commitThresholdBytes, 'bad WAL size limits');
     this.nextSeq = start.nextSeq;
     this.durableSeq = start.nextSeq - 1;
@@ -463,7 +479,15 @@ export class Wal {
     if (this.running) return;
     this.running = true;
     try {
+      let busy = false;
       while (this.failure === null && this.waiters.length > 0 && this.queue.length > 0) {
+        if (busy && this.gatherTurn !== undefined) {
+          const turn = this.gatherTurn;
+          await new Promise<void>((resume) => turn(resume));
+          this.stats.gatherTurns++;
+          if (this.failure !== null) break;
+        }
+        busy = true;
         const items = this.queue;
         this.queue = [];
         this.queuedBytes = 0;
