@@ -2,7 +2,8 @@
 // `tessera osd`, `tessera gateway` (each reading the shared cluster config),
 // and the operator commands `tessera osd out|in|rm ID` and the cluster view of
 // `tessera status --monitors ADDR` — clients of the active monitor.
-import { IDLE_POLL_US_DEFAULT, IDLE_POLL_US_MAX } from '../io/node/idle-poll.js';
+import { IDLE_POLL_US_DEFAULT } from '../io/node/idle-poll.js';
+import { parseIdlePollFlag } from './up.js';
 import path from 'node:path';
 import type { Command } from 'commander';
 import type { ClusterStatus } from '../mon/api-types.js';
@@ -48,11 +49,6 @@ function tpgtFlag(s: string | undefined): number | undefined {
   if (!/^\d{1,5}$/.test(s.trim()) || Number(s) < 1 || Number(s) > 65535) throw new UsageError(`--iscsi-tpgt must be 1-65535, got ${JSON.stringify(s)}`);
   return Number(s);
 }
-function idlePollFlag(s: string | undefined): number | undefined {
-  if (s === undefined) return undefined;
-  if (!/^\d{1,5}$/.test(s.trim()) || Number(s) > IDLE_POLL_US_MAX) throw new UsageError(`--idle-poll-us must be 0-${IDLE_POLL_US_MAX} microseconds (0 = off), got ${JSON.stringify(s)}`);
-  return Number(s);
-}
 const list = (s: string | undefined) => (s === undefined ? undefined : s.split(',').map((x) => x.trim()).filter(Boolean));
 
 export function clusterConfigFromFlags(f: DaemonFlags, cwd: string): ClusterConfig {
@@ -64,7 +60,7 @@ export function clusterConfigFromFlags(f: DaemonFlags, cwd: string): ClusterConf
       dataDir: f.gatewayDataDir,
       nbd: { port: portFlag('--nbd-port', f.nbdPort), host: f.nbdHost },
       iscsi: { port: f.iscsiPort === 'off' ? 'off' : portFlag('--iscsi-port', f.iscsiPort), host: f.iscsiHost, tpgt: tpgtFlag(f.iscsiTpgt) },
-      idlePollUs: idlePollFlag(f.idlePollUs),
+      idlePollUs: parseIdlePollFlag(f.idlePollUs),
     },
   };
   try {

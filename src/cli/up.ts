@@ -36,7 +36,7 @@ export function configFromFlags(f: UpFlags, cwd: string): Config {
     api: { socket: f.socket, port: f.apiPort === undefined ? undefined : Number(f.apiPort) },
     device: { path: f.device, sizeBytes: f.deviceSize, directIo: f.directIo as DirectIoMode | undefined },
     defaultVolume: { name: f.volumeName, sizeBytes: f.volumeSize },
-    gateway: { idlePollUs: f.idlePollUs === undefined ? undefined : Number(f.idlePollUs) },
+    gateway: { idlePollUs: parseIdlePollFlag(f.idlePollUs) },
   };
   try {
     const file = f.config === undefined ? undefined : { path: f.config, text: readConfigFileText(path.resolve(cwd, f.config)) };
@@ -45,6 +45,15 @@ export function configFromFlags(f: UpFlags, cwd: string): Config {
     if (isTesseraError(err, 'ERR_INVALID')) throw new UsageError(err.message);
     throw err;
   }
+}
+
+/** `--idle-poll-us` (up and gateway): digits only, 0..IDLE_POLL_US_MAX; anything else is a usage error naming the flag. */
+export function parseIdlePollFlag(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^\d{1,5}$/.test(v.trim()) || Number(v) > IDLE_POLL_US_MAX) {
+    throw new UsageError(`--idle-poll-us must be 0-${IDLE_POLL_US_MAX} microseconds (0 = off), got ${JSON.stringify(v)}`);
+  }
+  return Number(v);
 }
 
 /** `--iscsi-port off` (or -1) disables the iSCSI server; malformed stays NaN for the schema. */

@@ -14,8 +14,8 @@ import { startMonitor, type RunningMonitor } from '../mon/run.js';
 import { isTesseraError } from '../stdx/errors.js';
 import { formatSize } from '../stdx/size.js';
 import type { Logger } from '../stdx/log.js';
-import type { ClusterConfig } from './cluster-config.js';
-import { resolveConfig } from './config.js';
+import type { ClusterConfig, ClusterConfigInput } from './cluster-config.js';
+import { resolveConfig, type Config } from './config.js';
 import { loadRealDeps, runUp, type UpIo } from './up.js';
 import { DAEMON_NODE_ARGS } from './node-flags.js';
 
@@ -42,12 +42,18 @@ export async function runMonitor(cfg: ClusterConfig, id: string, log: Logger): P
  * ClusterVolumeStore. `createDefault` creates the default volume when the
  * cluster has none and this gateway never did (marker file in its data dir).
  */
-export async function runGateway(cfg: ClusterConfig, io: UpIo, opts: { createDefault: boolean; volume?: { name: string; sizeBytes: number } }): Promise<number> {
+/** The single-machine daemon config of a cluster gateway: its part of the cluster config. */
+export function gatewayDaemonConfig(cfg: ClusterConfig, cwd: string): Config {
   const iscsiCfg = cfg.gateway.iscsi;
-  const config = resolveConfig({
-    cwd: process.cwd(),
+  return resolveConfig({
+    cwd,
     flags: { dataDir: cfg.gateway.dataDir, nbd: cfg.gateway.nbd, iscsi: { host: iscsiCfg.host, port: iscsiCfg.port ?? -1 }, gateway: { idlePollUs: cfg.gateway.idlePollUs } },
   });
+}
+
+export async function runGateway(cfg: ClusterConfig, io: UpIo, opts: { createDefault: boolean; volume?: { name: string; sizeBytes: number } }): Promise<number> {
+  const iscsiCfg = cfg.gateway.iscsi;
+  const config = gatewayDaemonConfig(cfg, process.cwd());
   if (opts.volume) config.defaultVolume = opts.volume;
   const real = await loadRealDeps();
   const marker = path.join(cfg.gateway.dataDir, 'default-volume.created');
@@ -169,21 +175,26 @@ export interface ClusterUpOptions {
   volume: { name: string; sizeBytes: number };
 }
 
+/** The cluster config file `up --osds N` writes for its daemons (relative paths: against the file's directory, o.dataDir). */
+export function clusterUpConfigFile(o: ClusterUpOptions): ClusterConfigInput {
+  const size = Math.min(3, o.osds);
+  return {
+    cluster: {
+      monitors: [`127.0.0.1:${o.monPort}`],
+      defaultPool: { size, minSize: Math.min(size, 2), pgCount: 64, failureDomain: 'osd' },
+    },
+    mon: { port: o.monPort, dataDir: 'mon' },
+    osd: { deviceSizeBytes: o.deviceSizeBytes, directIo: o.directIo },
+    gateway: { dataDir: 'gateway', nbd: o.nbd, iscsi: { host: o.iscsi.host, port: o.iscsi.port ?? 'off' }, idlePollUs: o.idlePollUs },
+  };
+}
+
 /** `tessera up --osds N`: monitor + N OSD children + the gateway here; stops them all on SIGINT/SIGTERM. */
 export async function runClusterUp(o: ClusterUpOptions, io: UpIo): Promise<number> {
   const log = io.log;
   await ensureDir(o.dataDir);
   const configPath = path.join(o.dataDir, 'cluster.json');
-  const size = Math.min(3, o.osds);
-  const shared = {
-    cluster: {
-      monitors: [`127.0.0.1:${o.monPort}`],
-      defaultPool: { size, minSize: Math.min(size, 2), pgCount: 64, failureDomain: 'osd' as const },
-    },
-    mon: { port: o.monPort, dataDir: 'mon' },
-    osd: { deviceSizeBytes: o.deviceSizeBytes, directIo: o.directIo },
-    gateway: { dataDir: 'gateway', nbd: o.nbd, iscsi: { host: o.iscsi.host, port: o.iscsi.port ?? ('off' as const) }, idlePollUs: o.idlePollUs },
-  };
+  const shared = clusterUpConfigFile(o);
   await writePrivateFile(configPath, JSON.stringify(shared, null, 2) + '\n');
   const children: ChildProcess[] = [];
   const stopChildren = () => {

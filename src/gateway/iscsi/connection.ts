@@ -15,6 +15,10 @@
 //   accept a PDU longer than the one we declared (PduReader enforces it).
 // - Reading stops while the transport's write buffer is full or the session has
 //   more than `bufferedBytesMax` of write data in flight (backpressure).
+// - quietHooks (idle polling): busy() when this connection's first task opens,
+//   quiet(stayOpen) when its last one is finished, exactly one quiet per busy,
+//   also for tasks finished by a teardown (stayOpen false once closed or
+//   logging out).
 import type { QuietHooks } from '../../io/node/idle-poll.js';
 import { TesseraError, isTesseraError } from '../../stdx/errors.js';
 import type { LogicalUnit, ScsiResult } from '../scsi/types.js';

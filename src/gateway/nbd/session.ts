@@ -14,6 +14,9 @@
 //   this connection only; volume failures become NBD errors.
 // - After close, in-flight work still settles (so whenIdle() resolves) but its
 //   replies are dropped, and no further input is parsed.
+// - quietHooks (idle polling): busy() when the in-flight count goes 0 -> 1,
+//   quiet(stayOpen) when it goes 1 -> 0, exactly one quiet per busy, also
+//   after a close (stayOpen false unless still in transmission).
 import { isTesseraError } from '../../stdx/errors.js';
 import type { Volume, VolumeStore } from '../../volume/types.js';
 import type { SharedBudget } from './budget.js';
