@@ -728,8 +728,8 @@ test('Request message: a bad request magic closes the connection', async () => {
 
 // --- Concurrency, limits, disconnects --------------------------------------------
 
-test('Transmission: requests run concurrently and replies may be out of order', async () => {
-  const h = await transmission();
+/** A READ held by the volume (cookie 1), then a FLUSH (cookie 2) that is answered first; returns the volume to release the read. */
+async function heldReadThenFlush(h: Harness): Promise<ControlledVolume> {
   const v = h.store.last();
   v.failWith = {};
   v.hold = true;
@@ -738,6 +738,12 @@ test('Transmission: requests run concurrently and replies may be out of order', 
   h.session.onData(request(C.NBD_CMD_FLUSH, { cookie: 2n }));
   await settle();
   assert.equal(readSimple(h.conn).cookie, 2n);
+  return v;
+}
+
+test('Transmission: requests run concurrently and replies may be out of order', async () => {
+  const h = await transmission();
+  const v = await heldReadThenFlush(h);
   assert.equal(h.session.inFlight(), 1);
   v.release();
   await settle();
@@ -748,13 +754,7 @@ test('Idle polling hooks: busy on the first request in flight, quiet(stayOpen) o
   const calls: string[] = [];
   const quietHooks = { busy: () => calls.push('busy'), quiet: (stayOpen: boolean) => calls.push(`quiet:${stayOpen}`) };
   const h = await transmission({ session: { quietHooks } });
-  const v = h.store.last();
-  v.hold = true;
-  h.session.onData(request(C.NBD_CMD_READ, { cookie: 1n, offset: 0, lengthBytes: 512 }));
-  v.hold = false;
-  h.session.onData(request(C.NBD_CMD_FLUSH, { cookie: 2n }));
-  await settle();
-  assert.equal(readSimple(h.conn).cookie, 2n);
+  const v = await heldReadThenFlush(h);
   assert.deepEqual(calls, ['busy'], 'the held read is still in flight');
   v.release();
   await settle();
