@@ -149,7 +149,8 @@ export interface WalOptions {
    * appends, client writes, acknowledgements) join it instead of the batch
    * after. Fewer, larger fdatasyncs: each costs ~58 us of kernel CPU here
    * (page writeback, virtio notify, cache flush; docs/benchmarks.md, session
-   * 17), and at QD32 the 3-OSD cluster is CPU-bound. An idle log (the first
+   * 17), and at QD32 the 3-OSD cluster was CPU-bound (~15 % more writes/s
+   * with the turn). The OSD-level simulation runs with it. An idle log (the first
    * batch after a pause: every QD1 write) is written at once. The OSD passes
    * setImmediate; default none (no turn).
    */

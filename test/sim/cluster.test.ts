@@ -26,6 +26,8 @@ interface RunResult {
   log: string[];
   /** WAL commits started while an earlier one was in flight, summed over the OSDs still running. */
   walCommitsOverlapped: number;
+  /** WAL gather turns (WalOptions.gatherTurn) over every incarnation of every OSD. */
+  walGatherTurns: number;
 }
 
 async function runSeed(seed: number, opts: { faults: boolean; durationMs: number }): Promise<RunResult> {
@@ -214,9 +216,13 @@ async function runSeed(seed: number, opts: { faults: boolean; durationMs: number
     }
   }
   let walCommitsOverlapped = 0;
-  for (const o of c.osds.values()) walCommitsOverlapped += o.core?.counters.walCommitsOverlapped ?? 0;
+  let walGatherTurns = 0;
+  for (const o of c.osds.values()) {
+    walCommitsOverlapped += o.core?.counters.walCommitsOverlapped ?? 0;
+    walGatherTurns += o.walGatherTurns + (o.wal?.stats.gatherTurns ?? 0);
+  }
   c.stop();
-  return { ops, violations, log: c.log, walCommitsOverlapped };
+  return { ops, violations, log: c.log, walCommitsOverlapped, walGatherTurns };
 }
 
 test('sim: a healthy 4-OSD cluster serves the register workload (smoke)', async () => {
@@ -225,6 +231,8 @@ test('sim: a healthy 4-OSD cluster serves the register workload (smoke)', async 
   assert.ok(r.ops > 100, `only ${r.ops} ops`);
   // fdatasync takes virtual time here, so passes overlap their WAL commits (the pipelined loop is exercised).
   assert.ok(r.walCommitsOverlapped > 0, 'no pass overlapped a WAL commit in flight');
+  // Records arrive while a batch syncs, so the WAL's gather turn (as in the daemon) is taken.
+  assert.ok(r.walGatherTurns > 0, 'the WAL never took a gather turn');
 });
 
 test('sim: seeded faults (drops, reordering, crashes with torn writes, partitions, OSD out) lose no acknowledged write and leave no replica behind', async () => {
@@ -234,12 +242,15 @@ test('sim: seeded faults (drops, reordering, crashes with torn writes, partition
   const range = Array.from({ length: Number(process.env.SIM_SEEDS ?? 200) }, (_, i) => 1000 + i);
   const seeds = envSeed ? [Number(envSeed) >>> 0] : [...range, ...REGRESSION_SEEDS.filter((s) => !range.includes(s))];
   let totalOps = 0;
+  let gatherTurns = 0;
   for (const seed of seeds) {
     const r = await runSeed(seed, { faults: true, durationMs: 2500 });
     totalOps += r.ops;
+    gatherTurns += r.walGatherTurns;
     if (r.violations.length > 0) {
       assert.fail(`seed ${seed} (replay: TESSERA_SEED=${seed}): ${r.violations.slice(0, 5).join('; ')}\n--- log ---\n${r.log.slice(-80).join('\n')}`);
     }
   }
-  console.log(`sim: ${seeds.length} seeds, ${totalOps} ops checked`);
+  console.log(`sim: ${seeds.length} seeds, ${totalOps} ops checked, ${gatherTurns} WAL gather turns`);
+  assert.ok(envSeed || gatherTurns > 0, 'the busy-log path of the WAL (gather turn) never ran under faults');
 });

@@ -36,6 +36,9 @@ export interface SimOsd {
   engine: LocalEngine | null;
   store: ObjectStore | null;
   fatal: Error | null;
+  /** WAL gather turns taken by every incarnation so far (WalOptions.gatherTurn: the busy-log path runs under faults). */
+  walGatherTurns: number;
+  wal: Wal | null;
 }
 
 export class SimCluster {
@@ -71,7 +74,7 @@ export class SimCluster {
       const device = new SimDevice(SIM_DEVICE_BYTES, new Prng(this.prng.u32()), `osd${o.id}`);
       await LocalEngine.format(device, { objectSizeBytes: SIM_OBJECT_BYTES, dataZeroed: true });
       const segments = new SimSegmentStore(new Prng(this.prng.u32()));
-      const osd: SimOsd = { id: o.id, incarnation: 0, device, segments, core: null, engine: null, store: null, fatal: null };
+      const osd: SimOsd = { id: o.id, incarnation: 0, device, segments, core: null, engine: null, store: null, fatal: null, wal: null, walGatherTurns: 0 };
       this.osds.set(o.id, osd);
       await this.boot(osd);
     }
@@ -106,7 +109,8 @@ export class SimCluster {
     osd.incarnation++;
     const inc = osd.incarnation;
     const engine = await LocalEngine.open(osd.device, { onFatal: (err) => this.onFatal(osd, inc, err) });
-    const { wal, groups, damage } = await Wal.open(osd.segments, { selfId: osd.id });
+    // As the daemon: a batch that follows directly on the previous one waits one loop turn (WalOptions.gatherTurn).
+    const { wal, groups, damage } = await Wal.open(osd.segments, { selfId: osd.id, gatherTurn: (resume) => this.sched.defer(resume) });
     if (damage.length > 0) this.log.push(`osd.${osd.id}: WAL damage ${JSON.stringify(damage)}`);
     if (process.env.SIM_DEBUG) this.log.push(`${this.sched.nowMs.toFixed(1)} boot osd.${osd.id}: groups ${[...groups.entries()].map(([k, g]) => `${k & 0xffff}:last${g.entries.at(-1)?.index ?? g.snapshot?.index ?? 0}`).join(' ')}`);
     const store = new ObjectStore(engine);
@@ -154,6 +158,7 @@ export class SimCluster {
     osd.engine = engine;
     osd.store = store;
     osd.core = core;
+    osd.wal = wal;
     osd.fatal = null;
     core.setMap(this.map);
     core.start();
@@ -246,6 +251,8 @@ export class SimCluster {
     this.log.push(`${this.sched.nowMs.toFixed(1)} crash osd.${id}${process.env.SIM_DEBUG ? ` counters ${JSON.stringify(osd.core?.counters)} segs ${JSON.stringify(osd.segments.counters)}` : ''}`);
     osd.incarnation++;
     osd.core?.stop();
+    if (osd.wal) osd.walGatherTurns += osd.wal.stats.gatherTurns;
+    osd.wal = null;
     osd.core = null;
     this.net.setDown(id, true);
     osd.device = osd.device.powerCut().device;

@@ -29,8 +29,8 @@ let dev: SimDevice;
 let engine: LocalEngine;
 let server: IscsiServer;
 const errors: string[] = [];
-/** The server's idle poller: 2 ms, so that the test client's next command lands inside a window even on a loaded machine. */
-const idlePoll = new IdlePoll(2000);
+/** The server's idle poller: 5 ms, so that the test client's next command lands inside a window even on a loaded machine. */
+const idlePoll = new IdlePoll(5000);
 
 before(async () => {
   dev = new SimDevice(64 * MiB, new Prng(7));

@@ -33,8 +33,8 @@ let store: MemoryVolumeStore;
 let server: NbdServer;
 const logs: Array<{ level: LogLevel; msg: string }> = [];
 
-/** The server's idle poller (io/node/idle-poll.ts): 2 ms, so that a client's next request lands inside a window on a loaded machine. */
-const idlePoll = new IdlePoll(2000);
+/** The server's idle poller (io/node/idle-poll.ts): 5 ms, so that a client's next request lands inside a window on a loaded machine. */
+const idlePoll = new IdlePoll(5000);
 
 before(async () => {
   store = new MemoryVolumeStore();
