@@ -118,7 +118,7 @@ test('a second daemon on the same data dir, or on a live socket, is refused; a s
   }
 });
 
-test('the NBD and iSCSI servers share one idle poller with the configured window (gateway.idlePollUs)', async () => {
+test('the NBD and iSCSI servers share one idle poller with the configured window (gateway.idlePollUs); its stats are logged at stop', async () => {
   for (const idlePollUs of [100, 0, 750]) {
     const config = tempConfig({ gateway: { idlePollUs } });
     try {
@@ -133,8 +133,15 @@ test('the NBD and iSCSI servers share one idle poller with the configured window
         seen.push(opts.idlePoll);
         return { host: opts.host, port: 40001, connectionCount: () => 0, close: async () => {} } as unknown as IscsiHandle;
       };
-      const d = await Daemon.start(config, deps, quietIo());
+      const logLines: string[] = [];
+      const d = await Daemon.start(config, deps, { log: new Logger('test', { sink: (l) => logLines.push(l) }), out: () => {} });
+      seen[0]?.busy();
+      seen[0]?.quiet(true); // one window, still open at stop
       await d.stop();
+      const summary = logLines.filter((l) => l.includes('gateway idle polling'));
+      assert.equal(summary.length, 1, logLines.join(''));
+      if (idlePollUs === 0) assert.match(summary[0], /gateway idle polling: off/);
+      else assert.match(summary[0], new RegExp(`gateway idle polling \\(${idlePollUs} us\\): 1 windows, 0 caught a request, [01] missed, 0 pokes skipped`)); // the window may close during stop()
       assert.equal(seen.length, 2);
       assert.ok(seen[0] instanceof IdlePoll);
       assert.equal(seen[0], seen[1], 'one poller per process');

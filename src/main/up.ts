@@ -99,6 +99,13 @@ export async function loadRealDeps(): Promise<UpDeps> {
   };
 }
 
+/** How the gateway's idle polling fared (logged at stop), for an operator weighing --idle-poll-us. */
+export function idlePollSummary(p: IdlePoll): string {
+  if (p.windowUs === 0) return 'gateway idle polling: off';
+  const st = p.stats;
+  return `gateway idle polling (${p.windowUs} us): ${st.windows} windows, ${st.hits} caught a request, ${st.misses} missed, ${st.skipped} pokes skipped while backed off`;
+}
+
 export interface UpIo {
   log: Logger;
   /** One line of operator-facing output (stdout). */
@@ -123,6 +130,7 @@ export class Daemon {
     private readonly api: ApiServer,
     private readonly io: UpIo,
     private readonly tokenPath: string | undefined,
+    readonly idlePoll: IdlePoll,
   ) {}
 
   /** Start everything, or undo what started and throw. */
@@ -175,14 +183,6 @@ export class Daemon {
 
       // One poller for both protocols: a window opened by either keeps the whole loop awake.
       const idlePoll = new IdlePoll(config.gateway.idlePollUs);
-      // Undone last (after both servers closed): how the polling fared, for an operator weighing --idle-poll-us.
-      undo.push({
-        what: 'idle poll stats',
-        run: async () => {
-          const st = idlePoll.stats;
-          if (idlePoll.windowUs > 0) log.info(`gateway idle polling (${idlePoll.windowUs} us): ${st.windows} windows, ${st.hits} caught a request, ${st.misses} missed, ${st.skipped} pokes skipped while backed off`);
-        },
-      });
       const nbd = await deps.startNbd({ host: config.nbd.host, port: config.nbd.port, store, log: log.child('gateway').fn(), idlePoll });
       undo.push({ what: 'NBD server', run: () => nbd.close() });
       let iscsi: IscsiHandle | undefined;
@@ -213,7 +213,7 @@ export class Daemon {
         tcp,
         status: () => daemon?.daemonStatus(),
       });
-      daemon = new Daemon(config, store, pools, nbd, iscsi, api, io, tokenPath);
+      daemon = new Daemon(config, store, pools, nbd, iscsi, api, io, tokenPath, idlePoll);
       return daemon;
     } catch (err) {
       for (const step of undo.reverse()) {
@@ -304,6 +304,7 @@ export class Daemon {
       await step('closing the iSCSI server', () => iscsi.close());
     }
     await step('closing the NBD server', () => this.nbd.close());
+    log.info(idlePollSummary(this.idlePoll));
     await step('closing the management API', () => this.api.close());
     if (this.pools) {
       const pools = this.pools;
