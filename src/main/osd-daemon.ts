@@ -27,8 +27,16 @@ import { TesseraError } from '../stdx/errors.js';
 import type { Logger } from '../stdx/log.js';
 import type { ClusterConfig } from './cluster-config.js';
 
-/** WAL flushes with at most this much appended since the previous one run on the loop thread (segment-store.ts). */
+/** WAL flushes with at most this much appended since the previous one run on the loop thread (segment-store.ts)... */
 const WAL_SYNC_INLINE_BYTES_MAX = 16 * 1024;
+/**
+ * ...when the previous flush ended at least this long ago: a QD1 write finds the
+ * log quiet (one flush every ~700 us here), QD32 flushes back to back. Blocking the
+ * loop there stalled peers and clients (session 18, 3-replica NBD, 1 GiB region:
+ * rw4k-qd32 7,170 against 6,892 writes/s, rw4k-qd1 719 against 733 us, means of
+ * interleaved runs; docs/benchmarks.md).
+ */
+const WAL_SYNC_INLINE_QUIET_US = 250;
 /**
  * Old WAL segment files kept for reuse (recycling, io/segments.ts): overwriting a
  * file's blocks makes each fdatasync about half as costly as appending at its end
@@ -127,11 +135,12 @@ async function startOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Error) =
   const osdId = boot.osdId;
   map = boot.map;
   // The WAL writes on the loop thread (cheaper in CPU than libuv's pool) and flushes
-  // there too while little was appended since the last flush, else on the pool (see
+  // there too while little was appended since the last flush and the log was quiet, else on the pool (see
   // segment-store.ts); its writer starts in the check phase, after this turn's sends.
   const segments = await NodeSegmentStore.openDir(path.join(cfg.osd.dataDir, 'wal'), {
     blockingIo: true,
     syncInlineBytesMax: WAL_SYNC_INLINE_BYTES_MAX,
+    syncInlineQuietUs: WAL_SYNC_INLINE_QUIET_US,
     spareSegmentsMax: WAL_SPARE_SEGMENTS,
   });
   const { wal, groups, damage, tornTail } = await Wal.open(segments, { selfId: osdId, schedule: (run) => setImmediate(run), gatherTurn: (resume) => setImmediate(resume) });

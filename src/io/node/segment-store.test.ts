@@ -112,6 +112,55 @@ test('NodeSegmentStore (blockingIo, syncInlineBytesMax): a flush of at most that
   });
 });
 
+test('NodeSegmentStore (syncInlineQuietUs): a small flush runs inline only when the store was quiet (last flush ended long enough ago, none in flight)', async () => {
+  await withDir(async (dir) => {
+    let nowMs = 1000;
+    const store = await NodeSegmentStore.openDir(dir, { blockingIo: true, syncInlineBytesMax: 16 * 1024, syncInlineQuietUs: 250, nowMs: () => nowMs });
+    type Counted = { inlineSyncs: number; poolSyncs: number } & Awaited<ReturnType<typeof store.create>>;
+    const seg = (await store.create('wal-0000000000000001.seg')) as unknown as Counted;
+    const record = Buffer.alloc(4096, 1);
+    await seg.append([record]);
+    await seg.sync();
+    assert.deepEqual([seg.inlineSyncs, seg.poolSyncs], [1, 0], 'the first flush: quiet, inline');
+    nowMs += 0.1;
+    await seg.append([record]);
+    await seg.sync();
+    assert.deepEqual([seg.inlineSyncs, seg.poolSyncs], [1, 1], '100 us after the last flush ended: busy, on the pool');
+    nowMs += 0.25;
+    await seg.append([record]);
+    await seg.sync();
+    assert.deepEqual([seg.inlineSyncs, seg.poolSyncs], [2, 1], '250 us after the pool flush ended: quiet again, inline');
+    nowMs += 1;
+    await seg.append([Buffer.alloc(20 * 1024, 2)]);
+    await seg.sync();
+    assert.deepEqual([seg.inlineSyncs, seg.poolSyncs], [2, 2], 'quiet but 20 KiB: on the pool (the byte limit still holds)');
+    // A flush in flight on the pool makes the store busy however long ago the last one ended.
+    nowMs += 1;
+    await seg.append([Buffer.alloc(20 * 1024, 3)]);
+    const inFlight = seg.sync();
+    nowMs += 1;
+    const other = (await store.create('wal-0000000000000002.seg')) as unknown as Counted;
+    await other.append([record]);
+    await other.sync();
+    assert.deepEqual([other.inlineSyncs, other.poolSyncs], [0, 1], 'another segment of the same store while a flush is in flight: on the pool');
+    await inFlight;
+    nowMs += 1;
+    await other.append([record]);
+    await other.sync();
+    assert.deepEqual([other.inlineSyncs, other.poolSyncs], [1, 1], 'the quiet clock is the store\'s, not the segment\'s');
+    assert.ok((await seg.read(2 * 4096, 4096)).equals(record));
+    // seal() flushes on the pool and counts as a flush of the store.
+    nowMs += 1;
+    await seg.seal();
+    await other.append([record]);
+    await other.sync();
+    assert.deepEqual([other.inlineSyncs, other.poolSyncs], [1, 2], 'right after a seal: busy');
+    await seg.close();
+    await other.close();
+    await assert.rejects(NodeSegmentStore.openDir(join(dir, 'bad'), { syncInlineQuietUs: -1 }), /syncInlineQuietUs/);
+  });
+});
+
 test('NodeSegmentStore (spareSegmentsMax): remove keeps files as unlisted spares, create reuses them with stale bytes beyond sizeBytes, seal cuts them off', async () => {
   await withDir(async (dir) => {
     const store = await NodeSegmentStore.openDir(dir, { blockingIo: true, spareSegmentsMax: 2 });

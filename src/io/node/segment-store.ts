@@ -26,6 +26,12 @@
 //   ~1.26 ms on the pool); a busy one (about ten writes per flush at QD32) flushes
 //   on the pool and keeps receiving, replicating and applying meanwhile (QD32:
 //   ~3.2k against ~2.7k writes/s). Measured in session 8, docs/benchmarks.md.
+//   `syncInlineQuietUs` adds a second condition: inline only when the store's
+//   previous flush ended at least that long ago. A quiet log (QD1: one write
+//   every few hundred us) has nothing else to do while it blocks; a busy one
+//   (QD32, flushes back to back) would stall every peer and client waiting on
+//   this loop, even for a small batch (session 18: with batches of 1-3 records
+//   flushed inline, each OSD loop stood still 12-15 % of the time at QD32).
 // - `spareSegmentsMax` (recycling, see io/segments.ts): remove() renames up to
 //   that many files to `spare-<n>` instead of unlinking them, and create()
 //   renames a spare to the new name. A spare is never listed; create() checks
@@ -47,17 +53,31 @@ export interface NodeSegmentStoreOptions {
   syncInline?: boolean;
   /** With blockingIo: fdatasync on the calling thread when at most this many bytes were appended since the last one (see the header). */
   syncInlineBytesMax?: number;
+  /** With syncInlineBytesMax: ...and only when the previous flush of this store ended at least this long ago (see the header). Default 0. */
+  syncInlineQuietUs?: number;
+  /** Clock for syncInlineQuietUs (tests); default performance.now. */
+  nowMs?: () => number;
   /** Keep up to this many removed segments' files for reuse by create() (see the header). Default 0. */
   spareSegmentsMax?: number;
+}
+
+/** Where each flush runs (see the header); shared by a store and its segments. */
+interface SyncPolicy {
+  readonly blockingIo: boolean;
+  /** Largest appended-since-last-flush byte count flushed on the calling thread (-1: never). */
+  readonly inlineBytesMax: number;
+  readonly inlineQuietMs: number;
+  readonly nowMs: () => number;
+  /** When the store's last flush ended (-Infinity: none yet). */
+  lastSyncEndMs: number;
+  poolSyncsInFlight: number;
 }
 
 /** Names of spare files (recycling); never listed, never valid segment names for callers. */
 const SPARE_NAME = /^spare-(\d{1,15})$/;
 
 export class NodeSegmentStore implements SegmentStore {
-  private readonly blockingIo: boolean;
-  /** Largest appended-since-last-flush byte count flushed on the calling thread (-1: never). */
-  private readonly syncInlineBytesMax: number;
+  private readonly policy: SyncPolicy;
   private readonly spareSegmentsMax: number;
   /** Spare file numbers, oldest first. */
   private readonly spares: number[] = [];
@@ -69,8 +89,17 @@ export class NodeSegmentStore implements SegmentStore {
     readonly dirPath: string,
     options: NodeSegmentStoreOptions = {},
   ) {
-    this.blockingIo = options.blockingIo ?? false;
-    this.syncInlineBytesMax = !this.blockingIo ? -1 : options.syncInline === true ? Infinity : (options.syncInlineBytesMax ?? -1);
+    const blockingIo = options.blockingIo ?? false;
+    const quietUs = options.syncInlineQuietUs ?? 0;
+    if (!(Number.isFinite(quietUs) && quietUs >= 0)) fail(`syncInlineQuietUs ${quietUs} must be a non-negative number`);
+    this.policy = {
+      blockingIo,
+      inlineBytesMax: !blockingIo ? -1 : options.syncInline === true ? Infinity : (options.syncInlineBytesMax ?? -1),
+      inlineQuietMs: quietUs / 1000,
+      nowMs: options.nowMs ?? (() => performance.now()),
+      lastSyncEndMs: -Infinity,
+      poolSyncsInFlight: 0,
+    };
     this.spareSegmentsMax = options.spareSegmentsMax ?? 0;
     if (!(Number.isSafeInteger(this.spareSegmentsMax) && this.spareSegmentsMax >= 0)) fail(`spareSegmentsMax ${this.spareSegmentsMax} must be a non-negative integer`);
   }
@@ -120,7 +149,7 @@ export class NodeSegmentStore implements SegmentStore {
     const fd = await openFd(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, (code) =>
       code === 'EEXIST' ? 'ERR_EXISTS' : 'ERR_DEVICE_IO',
     );
-    return new NodeSegment(name, path, fd, 0, 0, this.blockingIo, this.syncInlineBytesMax);
+    return new NodeSegment(name, path, fd, 0, 0, this.policy);
   }
 
   /** create() on a spare file: null when there is none (or it vanished). */
@@ -147,7 +176,7 @@ export class NodeSegmentStore implements SegmentStore {
       const fd = await openFd(path, fs.constants.O_RDWR, () => 'ERR_DEVICE_IO');
       const fileBytes = sizeOrClose(fd, path);
       this.recycledCreates++;
-      return new NodeSegment(name, path, fd, 0, fileBytes, this.blockingIo, this.syncInlineBytesMax);
+      return new NodeSegment(name, path, fd, 0, fileBytes, this.policy);
     }
     return null;
   }
@@ -156,7 +185,7 @@ export class NodeSegmentStore implements SegmentStore {
     const path = this.pathOf(name);
     const fd = await openFd(path, fs.constants.O_RDWR, (code) => (code === 'ENOENT' ? 'ERR_NOT_FOUND' : 'ERR_DEVICE_IO'));
     const sizeBytes = sizeOrClose(fd, path);
-    return new NodeSegment(name, path, fd, sizeBytes, sizeBytes, this.blockingIo, this.syncInlineBytesMax);
+    return new NodeSegment(name, path, fd, sizeBytes, sizeBytes, this.policy);
   }
 
   async remove(name: string): Promise<void> {
@@ -206,8 +235,7 @@ class NodeSegment implements Segment {
     public sizeBytes: number,
     /** The file's size: above sizeBytes while a recycled file holds bytes of its earlier life. */
     private fileBytes: number,
-    private readonly blockingIo = false,
-    private readonly syncInlineBytesMax = -1,
+    private readonly policy: SyncPolicy,
   ) {}
 
   private sealed = false;
@@ -232,7 +260,7 @@ class NodeSegment implements Segment {
       if (this.sizeBytes > this.fileBytes) this.fileBytes = this.sizeBytes;
       return null;
     };
-    if (this.blockingIo) {
+    if (this.policy.blockingIo) {
       let failure: TesseraError | null;
       try {
         failure = done(null, writevAllSync(this.fd, buffers, offsetBytes));
@@ -262,18 +290,36 @@ class NodeSegment implements Segment {
     if (err) return Promise.reject(err);
     const newBytes = this.syncedSizeBytes < 0 ? this.sizeBytes : this.sizeBytes - this.syncedSizeBytes;
     this.syncedSizeBytes = this.sizeBytes;
-    if (newBytes <= this.syncInlineBytesMax) {
+    if (this.syncsInline(newBytes)) {
       this.inlineSyncs++;
       try {
         fs.fdatasyncSync(this.fd);
-        return Promise.resolve();
       } catch (serr) {
         return Promise.reject(new TesseraError('ERR_DEVICE_FLUSH', `fdatasync ${this.path}: ${(serr as NodeJS.ErrnoException).code}`));
+      } finally {
+        this.policy.lastSyncEndMs = this.policy.nowMs();
       }
+      return Promise.resolve();
     }
     this.poolSyncs++;
+    return this.poolSync();
+  }
+
+  /** See the header: small, and the store quiet (no flush in flight, the last one ended long enough ago). */
+  private syncsInline(newBytes: number): boolean {
+    const p = this.policy;
+    if (!(newBytes <= p.inlineBytesMax)) return false;
+    if (p.inlineQuietMs === 0) return true;
+    return p.poolSyncsInFlight === 0 && p.nowMs() - p.lastSyncEndMs >= p.inlineQuietMs;
+  }
+
+  private poolSync(): Promise<void> {
+    const p = this.policy;
+    p.poolSyncsInFlight++;
     return new Promise((resolve, reject) => {
       fs.fdatasync(this.fd, (serr) => {
+        p.poolSyncsInFlight--;
+        p.lastSyncEndMs = p.nowMs();
         if (serr) reject(new TesseraError('ERR_DEVICE_FLUSH', `fdatasync ${this.path}: ${serr.code}`));
         else resolve();
       });
@@ -294,9 +340,7 @@ class NodeSegment implements Segment {
       });
       this.fileBytes = this.sizeBytes;
     }
-    await new Promise<void>((resolve, reject) => {
-      fs.fdatasync(this.fd, (serr) => (serr ? reject(new TesseraError('ERR_DEVICE_FLUSH', `fdatasync ${this.path}: ${serr.code}`)) : resolve()));
-    });
+    await this.poolSync();
   }
 
   read(offsetBytes: number, lengthBytes: number): Promise<Buffer> {
