@@ -33,8 +33,8 @@ const WAL_SYNC_INLINE_BYTES_MAX = 16 * 1024;
  * ...when the previous flush ended at least this long ago: a QD1 write finds the
  * log quiet (one flush every ~700 us here), QD32 flushes back to back. Blocking the
  * loop there stalled peers and clients (session 18, 3-replica NBD, 1 GiB region:
- * rw4k-qd32 7,170 against 6,892 writes/s, rw4k-qd1 719 against 733 us, means of
- * interleaved runs; docs/benchmarks.md).
+ * rw4k-qd32 7,062 against 6,892 writes/s, rw4k-qd1 711 against 733 us, means of
+ * 4 interleaved runs, inside the host's noise; docs/benchmarks.md "Session 18").
  */
 const WAL_SYNC_INLINE_QUIET_US = 250;
 /**
