@@ -23,6 +23,31 @@ test('JavaScript and native crc32c agree on every length up to 600 bytes and on 
   }
 });
 
+test('long ranges (the three-lane path of the native kernel and its joins) agree with @node-rs/crc32 around every lane boundary, at any alignment, continuing any initial value', () => {
+  const seed = seedFromEnv();
+  const prng = new Prng(seed);
+  const buf = Buffer.alloc(3 * 3 * 4096 + 3 * 3 * 256 + 64);
+  prng.fill(buf);
+  const lengths = [767, 768, 769, 775, 776, 1535, 1536, 1537, 4096, 4608, 12287, 12288, 12289, 12288 + 768, 12288 + 767, 2 * 12288 + 3 * 768 + 7];
+  for (let i = 0; i < 40; i++) lengths.push(prng.int(buf.length - 8));
+  for (const len of lengths) {
+    const start = prng.int(8);
+    const view = buf.subarray(start, start + len);
+    const initial = prng.int(0x100000000) >>> 0;
+    assert.equal(crc32cRange(buf, start, start + len, initial), nativeCrc32c(view, initial) >>> 0, `seed ${seed} len ${len} start ${start}`);
+    const cut = prng.int(len + 1);
+    const chained = crc32cRange(buf, start + cut, start + len, crc32cRange(buf, start, start + cut));
+    assert.equal(chained, crc32c(view), `seed ${seed} len ${len} cut at ${cut}`);
+  }
+  // One flipped bit anywhere in a long range changes the checksum (each lane counts).
+  const base = crc32c(buf);
+  for (const at of [0, 4095, 4096, 8192 + 17, 12288 + 300, buf.length - 1]) {
+    buf[at] ^= 0x10;
+    assert.notEqual(crc32c(buf), base, `flip at ${at}`);
+    buf[at] ^= 0x10;
+  }
+});
+
 test('the native kernel is built and serves large ranges on x86-64 (scripts/build-native.mjs)', () => {
   if (process.arch !== 'x64' || process.env.TESSERA_NATIVE_CRC === '0') return;
   assert.equal(crc32cImplementation, 'native', 'dist/native/crc32c.node missing or not loadable: run node scripts/build-native.mjs');

@@ -2,9 +2,11 @@
 // - ranges under SMALL_BYTES: JavaScript from a table (for a 60-byte trailer any
 //   native call costs more than the arithmetic);
 // - larger ranges: our native kernel (src/native/crc32c.c, the SSE4.2 crc32
-//   instruction, ~5 GB/s), which also checksums a run of blocks in one call;
+//   instruction in three lanes: ~19 GB/s on 4.6 KiB, ~29 GB/s from 64 KiB, 2-2.9x
+//   the single stream it replaced in session 18), which also checksums a run of
+//   blocks in one call;
 // - without that kernel (not built, not x86-64): @node-rs/crc32, whose prebuilt
-//   binary computes crc32c in software (~2x slower) and takes one view per range.
+//   binary computes crc32c in software (~4.5 GB/s) and takes one view per range.
 import { createRequire } from 'node:module';
 import { crc32c as nodeRsCrc32c } from '@node-rs/crc32';
 import { fail } from './assert.js';
