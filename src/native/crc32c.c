@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <nmmintrin.h>
+#include <pthread.h>
 
 /*
  * The crc32 instruction has a latency of 3 cycles and a throughput of 1: one
@@ -34,11 +35,18 @@ static uint32_t shift_long[4][256];
 __attribute__((target("sse4.2"))) static void make_shift(uint32_t table[4][256], size_t zeroBytes) {
   for (int k = 0; k < 4; k++) {
     for (uint32_t b = 0; b < 256; b++) {
-      uint64_t c = (uint64_t)(b << (8 * k));
+      uint64_t c = (uint64_t)b << (8 * k);
       for (size_t i = 0; i < zeroBytes; i += 8) c = _mm_crc32_u64(c, 0);
       table[k][b] = (uint32_t)c;
     }
   }
+}
+
+static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+
+static void make_tables(void) {
+  make_shift(shift_short, LANE_SHORT_BYTES);
+  make_shift(shift_long, LANE_LONG_BYTES);
 }
 
 static inline uint32_t shift(uint32_t table[4][256], uint32_t c) {
@@ -161,8 +169,8 @@ static napi_value js_crc32c_blocks(napi_env env, napi_callback_info info) {
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("sse4.2")) return exports; /* nothing exported: the caller falls back */
-  make_shift(shift_short, LANE_SHORT_BYTES);
-  make_shift(shift_long, LANE_LONG_BYTES);
+  /* Worker threads load the module too: the tables are built once per process, before any use. */
+  pthread_once(&tables_once, make_tables);
   napi_property_descriptor props[] = {
     {"crc32c", NULL, js_crc32c, NULL, NULL, NULL, napi_enumerable, NULL},
     {"crc32cBlocks", NULL, js_crc32c_blocks, NULL, NULL, NULL, napi_enumerable, NULL},
