@@ -2,7 +2,7 @@
 // `tessera osd`, `tessera gateway` (each reading the shared cluster config),
 // and the operator commands `tessera osd out|in|rm ID` and the cluster view of
 // `tessera status --monitors ADDR` — clients of the active monitor.
-import { IDLE_POLL_US_DEFAULT } from '../io/node/idle-poll.js';
+import { IDLE_POLL_US_DEFAULT } from '../gateway/idle-poll.js';
 import { parseIdlePollFlag } from './up.js';
 import path from 'node:path';
 import type { Command } from 'commander';

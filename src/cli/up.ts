@@ -4,7 +4,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { readConfigFileText } from '../io/node/api-files.js';
 import { resolveConfig, type Config, type ConfigInput, type DirectIoMode } from '../main/config.js';
-import { IDLE_POLL_US_DEFAULT, IDLE_POLL_US_MAX } from '../io/node/idle-poll.js';
+import { IDLE_POLL_US_DEFAULT, IDLE_POLL_US_MAX } from '../gateway/idle-poll.js';
 import { loadRealDeps, runUp, type UpDeps } from '../main/up.js';
 import { warnMissingNodeArgs } from '../main/node-flags.js';
 import { isTesseraError } from '../stdx/errors.js';

@@ -11,10 +11,10 @@
 // - close() stops accepting, lets sessions answer what is in flight, then
 //   destroys whatever is left after shutdownDrainMs.
 // - With `idlePoll`, each session reports its connection's first request in
-//   flight and its last one answered through QuietHooks (io/node/idle-poll.ts),
+//   flight and its last one answered through QuietHooks (gateway/idle-poll.ts),
 //   one quiet per busy; once this server is closing no quiet opens a window.
 //   Every chunk received is reported to the poller before the session sees it.
-import type { IdlePoll, QuietHooks } from '../io/node/idle-poll.js';
+import type { IdlePoll, QuietHooks } from './idle-poll.js';
 import { TcpListener } from '../io/node/tcp.js';
 import type { TcpConnection } from '../io/node/tcp.js';
 

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { TesseraError } from '../stdx/errors.js';
 import { parseSize } from '../stdx/size.js';
-import { IDLE_POLL_US_DEFAULT, IDLE_POLL_US_MAX } from '../io/node/idle-poll.js';
+import { IDLE_POLL_US_DEFAULT, IDLE_POLL_US_MAX } from '../gateway/idle-poll.js';
 import { VOLUME_NAME_RE } from '../volume/types.js';
 
 export type DirectIoMode = 'auto' | 'on' | 'off';
@@ -27,7 +27,7 @@ export interface Config {
   /** sizeBytes is used only when formatting a new device (a sparse file). */
   device: { path: string; sizeBytes: number; directIo: DirectIoMode };
   defaultVolume: { name: string; sizeBytes: number };
-  /** idlePollUs: the NBD/iSCSI gateway polls this long after answering a connection's last request (io/node/idle-poll.ts); 0 = off. */
+  /** idlePollUs: the NBD/iSCSI gateway polls this long after answering a connection's last request (gateway/idle-poll.ts); 0 = off. */
   gateway: { idlePollUs: number };
 }
 

@@ -9,7 +9,7 @@
 //   portal applies it; a damaged iscsi.json stops the start, naming the file.
 // - New volumes appear as LUNs of the default target within refreshMs, and at
 //   once after a change made through this daemon's API.
-import type { IdlePoll } from '../io/node/idle-poll.js';
+import type { IdlePoll } from '../gateway/idle-poll.js';
 import path from 'node:path';
 import type { IscsiAdmin, IscsiChapRequest, IscsiTargetInfo, IscsiTargetListResponse } from '../api/types.js';
 import { readStateFile, replaceStateFile } from '../io/node/registry-file.js';
@@ -54,7 +54,7 @@ export interface IscsiServiceOptions {
   clusterId: string;
   log: LogFn;
   refreshMs?: number;
-  /** The process's idle poller (io/node/idle-poll.ts), shared with the NBD server. */
+  /** The process's idle poller (gateway/idle-poll.ts), shared with the NBD server. */
   idlePoll?: IdlePoll;
 }
 

@@ -17,7 +17,7 @@ import { Logger } from '../stdx/log.js';
 import { ApiClient } from '../api/client.js';
 import { resolveConfig, type Config } from './config.js';
 import { Daemon, READY_LINE, runUp, type IscsiHandle, type SignalSource, type UpDeps } from './up.js';
-import { IdlePoll } from '../io/node/idle-poll.js';
+import { IdlePoll } from '../gateway/idle-poll.js';
 import { run as runProcess } from '../../test/helpers/run.js';
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/tessera.js');

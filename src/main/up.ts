@@ -31,7 +31,7 @@ import { MultiStore } from '../volume/multi-store.js';
 import type { VolumeStore } from '../volume/types.js';
 import { DEFAULT_POOL } from '../pool/registry.js';
 import type { PoolManagerOptions } from './pools.js';
-import { IdlePoll } from '../io/node/idle-poll.js';
+import { IdlePoll } from '../gateway/idle-poll.js';
 import { DEFAULTS, pidFilePath, type Config, type DirectIoMode } from './config.js';
 import { TESSERA_VERSION } from './version.js';
 

@@ -19,7 +19,7 @@
 //   quiet(stayOpen) when its last one is finished, exactly one quiet per busy,
 //   also for tasks finished by a teardown (stayOpen false once closed or
 //   logging out).
-import type { QuietHooks } from '../../io/node/idle-poll.js';
+import type { QuietHooks } from '../idle-poll.js';
 import { TesseraError, isTesseraError } from '../../stdx/errors.js';
 import type { LogicalUnit, ScsiResult } from '../scsi/types.js';
 import { SAM_CHECK_CONDITION, SAM_GOOD } from '../scsi/types.js';
@@ -158,7 +158,7 @@ export class IscsiConnection implements SessionConnection {
     private readonly conn: Connection,
     private readonly host: ConnectionHost,
     readonly label: string,
-    /** Open tasks 0 -> 1 and 1 -> 0, for the server's idle polling (io/node/idle-poll.ts). */
+    /** Open tasks 0 -> 1 and 1 -> 0, for the server's idle polling (gateway/idle-poll.ts). */
     private readonly quietHooks: QuietHooks = { busy: () => {}, quiet: () => {} },
   ) {
     this.reader = new PduReader({ maxDataSegmentBytes: LOGIN_DATA_SEGMENT_BYTES_MAX });

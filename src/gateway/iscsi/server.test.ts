@@ -17,7 +17,7 @@ import { PrGate } from '../scsi/pr-gate.js';
 import { MemoryPrStore } from '../scsi/pr-store-memory.js';
 import { Portal } from './portal.js';
 import { IscsiServer } from './server.js';
-import { IdlePoll } from '../../io/node/idle-poll.js';
+import { IdlePoll } from '../idle-poll.js';
 import { DEFAULT_TARGET_NAME, emptyIscsiConfig } from './targets.js';
 import { encodeTextRequest } from './pdu.js';
 import { TAG_NONE } from './pdu-types.js';
@@ -100,7 +100,7 @@ test('RFC 7143 §11.8: a 1 MiB write without immediate data arrives through R2T 
   await c.closed;
 });
 
-test('idle polling (io/node/idle-poll.ts): every command that leaves the connection idle pokes the poller; the next command counts as a hit', async () => {
+test('idle polling (gateway/idle-poll.ts): every command that leaves the connection idle pokes the poller; the next command counts as a hit', async () => {
   const c = await session();
   const before = { ...idlePoll.stats };
   const commands = 20;

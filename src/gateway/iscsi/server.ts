@@ -10,7 +10,7 @@
 //   exception) ends that connection only, never the process or other sessions.
 // - close() stops accepting, lets connections answer what is in flight, then
 //   destroys whatever is left after shutdownDrainMs.
-import type { IdlePoll } from '../../io/node/idle-poll.js';
+import type { IdlePoll } from '../idle-poll.js';
 import { GatewayTcpServer } from '../tcp-server.js';
 import { IscsiConnection } from './connection.js';
 import type { LogFn } from './connection.js';
@@ -29,7 +29,7 @@ export interface IscsiServerOptions {
   /** Builds the portal once the port is known (TargetAddress answers name it). */
   portal: (address: { host: string; port: number }) => Portal;
   log?: LogFn;
-  /** Poll briefly after a connection answered its last task (io/node/idle-poll.ts); shared per process. */
+  /** Poll briefly after a connection answered its last task (gateway/idle-poll.ts); shared per process. */
   idlePoll?: IdlePoll;
   maxConnections?: number;
   loginTimeoutMs?: number;

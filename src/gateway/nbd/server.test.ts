@@ -13,7 +13,7 @@ import { Prng, seedFromEnv } from '../../stdx/prng.js';
 import { MemoryVolumeStore } from '../../volume/memory.js';
 import * as C from './constants.js';
 import { NbdServer } from './server.js';
-import { IdlePoll } from '../../io/node/idle-poll.js';
+import { IdlePoll } from '../idle-poll.js';
 import type { LogLevel } from './session.js';
 import { waitFor } from '../../../test/helpers/wait.js';
 
@@ -33,7 +33,7 @@ let store: MemoryVolumeStore;
 let server: NbdServer;
 const logs: Array<{ level: LogLevel; msg: string }> = [];
 
-/** The server's idle poller (io/node/idle-poll.ts): 5 ms, so that a client's next request lands inside a window on a loaded machine. */
+/** The server's idle poller (gateway/idle-poll.ts): 5 ms, so that a client's next request lands inside a window on a loaded machine. */
 const idlePoll = new IdlePoll(5000);
 
 before(async () => {

@@ -10,7 +10,7 @@
 // - close() stops accepting, lets sessions in transmission answer what is in flight
 //   (proto.md "Terminating the transmission phase": a server shutting down SHOULD
 //   wait for in-flight requests), then destroys whatever is left after shutdownDrainMs.
-import type { IdlePoll } from '../../io/node/idle-poll.js';
+import type { IdlePoll } from '../idle-poll.js';
 import type { VolumeStore } from '../../volume/types.js';
 import { GatewayTcpServer } from '../tcp-server.js';
 import { NbdSession } from './session.js';
@@ -34,7 +34,7 @@ export interface NbdServerOptions {
   maxConnections?: number;
   handshakeTimeoutMs?: number;
   sharedBufferBytesMax?: number;
-  /** Poll briefly after a connection answered its last request (io/node/idle-poll.ts); shared per process. */
+  /** Poll briefly after a connection answered its last request (gateway/idle-poll.ts); shared per process. */
   idlePoll?: IdlePoll;
 }
 

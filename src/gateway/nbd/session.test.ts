@@ -750,7 +750,7 @@ test('Transmission: requests run concurrently and replies may be out of order', 
   assert.equal(readSimple(h.conn, 512).cookie, 1n);
 });
 
-test('Idle polling hooks: busy on the first request in flight, quiet(stayOpen) on the last answer; a closed connection reports quiet(false) (io/node/idle-poll.ts)', async () => {
+test('Idle polling hooks: busy on the first request in flight, quiet(stayOpen) on the last answer; a closed connection reports quiet(false) (gateway/idle-poll.ts)', async () => {
   const calls: string[] = [];
   const quietHooks = { busy: () => calls.push('busy'), quiet: (stayOpen: boolean) => calls.push(`quiet:${stayOpen}`) };
   const h = await transmission({ session: { quietHooks } });

@@ -47,7 +47,7 @@ import type { BlockDescriptor, BodyAllocator, DecodeFailure, DecoderHandler, Nbd
 import * as C from './constants.js';
 
 import type { Connection, LogFn } from '../transport.js';
-import type { QuietHooks } from '../../io/node/idle-poll.js';
+import type { QuietHooks } from '../idle-poll.js';
 import { LARGE_BUFFER_BYTES, largeReadBuffers, writePayloadBuffers } from '../buffers.js';
 import { Slab } from '../../stdx/slab.js';
 export type { Connection, LogFn, LogLevel } from '../transport.js';
@@ -62,7 +62,7 @@ export interface SessionOptions {
   bufferedBytesMax?: number;
   /** Server-wide bound on buffered bytes across connections (see budget.ts). */
   sharedBudget?: SharedBudget;
-  /** In-flight count 0 -> 1 and 1 -> 0, for the server's idle polling (io/node/idle-poll.ts). */
+  /** In-flight count 0 -> 1 and 1 -> 0, for the server's idle polling (gateway/idle-poll.ts). */
   quietHooks?: QuietHooks;
 }
 

@@ -30,7 +30,10 @@
 //   1/BACKOFF_POKES of the windows.
 // - windowUs 0 turns polling off (every call is a no-op).
 // - At most one setImmediate is pending at any time.
-import { assert } from '../../stdx/assert.js';
+// - The policy is pure (clock and defer injected; the defaults are
+//   performance.now and setImmediate, no file or socket IO), so it lives with
+//   the gateway and config.ts can share its limits without importing from io/.
+import { assert } from '../stdx/assert.js';
 
 /** Misses in a row after which polling backs off. */
 export const MISSES_BEFORE_BACKOFF = 4;
