@@ -16,6 +16,7 @@
 // Invariants: decode() validates every field against the entry length before
 // use; offsets and lengths are multiples of 512 and within IO_BYTES_MAX.
 import { TesseraError } from '../stdx/errors.js';
+import { Slab } from '../stdx/slab.js';
 import { IO_BYTES_MAX } from './proto.js';
 
 export const OP_HEADER_BYTES = 24;
@@ -33,8 +34,18 @@ export interface Op {
 
 const TWO32 = 2 ** 32;
 
+/**
+ * Encoded ops up to 16 KiB are regions of shared slabs: Buffer.allocUnsafe of a
+ * 4 KiB write's 4,120 bytes is over Node's pooling limit, so each leader write
+ * cost an ArrayBuffer of its own (malloc, free, V8's external-memory accounting
+ * and sweeping). Entries leave the raft log roughly in order, so a slab is
+ * released soon after its last entry is compacted away.
+ */
+const opSlab = new Slab(256 * 1024, 16 * 1024);
+
 export function encodeOp(kind: OpKind, volumeId: number, offsetBytes: number, lengthBytes: number, data: Buffer | null): Buffer {
-  const out = Buffer.allocUnsafe(OP_HEADER_BYTES + (data ? data.length : 0));
+  const bytes = OP_HEADER_BYTES + (data ? data.length : 0);
+  const out = bytes <= opSlab.pieceBytesMax ? opSlab.take(bytes) : Buffer.allocUnsafeSlow(bytes);
   out.writeUInt8(kind, 0);
   out.writeUInt8(0, 1);
   out.writeUInt16LE(0, 2);

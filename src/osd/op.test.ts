@@ -1,0 +1,40 @@
+// The raft entry codec of PG ops (osd/op.ts): round trips, validation, and where
+// the encoded bytes live (small ops share slabs: no ArrayBuffer per write).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { decodeOp, encodeOp, OP_HEADER_BYTES, OpKind } from './op.js';
+
+test('write and zero ops round-trip through encodeOp/decodeOp', () => {
+  const data = Buffer.alloc(4096, 0x5c);
+  const w = encodeOp(OpKind.Write, 7, 3 * 2 ** 32 + 8192, data.length, data);
+  assert.equal(w.length, OP_HEADER_BYTES + 4096);
+  const op = decodeOp(w)!;
+  assert.deepEqual({ kind: op.kind, volumeId: op.volumeId, offsetBytes: op.offsetBytes, lengthBytes: op.lengthBytes }, { kind: OpKind.Write, volumeId: 7, offsetBytes: 3 * 2 ** 32 + 8192, lengthBytes: 4096 });
+  assert.ok(op.data!.equals(data));
+  const z = decodeOp(encodeOp(OpKind.ZeroTrim, 1, 512, 1 << 20, null))!;
+  assert.deepEqual({ kind: z.kind, lengthBytes: z.lengthBytes, data: z.data }, { kind: OpKind.ZeroTrim, lengthBytes: 1 << 20, data: null });
+  assert.equal(decodeOp(new Uint8Array(0)), null, "an empty entry is the new leader's no-op");
+});
+
+test('small ops share a slab (no ArrayBuffer per 4 KiB write), never overlap, and the source may be reused at once', () => {
+  const src = Buffer.alloc(4096, 1);
+  const a = encodeOp(OpKind.Write, 1, 0, 4096, src);
+  src.fill(2); // the transport's buffer is reused: a must keep its own copy
+  const b = encodeOp(OpKind.Write, 1, 4096, 4096, src);
+  assert.equal(a.buffer, b.buffer, 'consecutive 4 KiB ops are regions of one slab');
+  assert.ok(a.byteOffset + a.length <= b.byteOffset || b.byteOffset + b.length <= a.byteOffset, 'regions do not overlap');
+  assert.ok(decodeOp(a)!.data!.equals(Buffer.alloc(4096, 1)));
+  assert.ok(decodeOp(b)!.data!.equals(Buffer.alloc(4096, 2)));
+  const big = Buffer.alloc(64 * 1024, 3);
+  const c = encodeOp(OpKind.Write, 1, 0, big.length, big);
+  assert.notEqual(c.buffer, b.buffer, 'a large op gets a buffer of its own');
+  assert.equal(c.byteOffset, 0);
+  assert.ok(decodeOp(c)!.data!.equals(big));
+});
+
+test('decodeOp refuses bytes that are not an op (ERR_FORMAT)', () => {
+  assert.throws(() => decodeOp(new Uint8Array(10)), { code: 'ERR_FORMAT' });
+  const bad = Buffer.from(encodeOp(OpKind.Write, 1, 0, 512, Buffer.alloc(512)));
+  bad.writeUInt8(9, 0);
+  assert.throws(() => decodeOp(bad), { code: 'ERR_FORMAT' });
+});
