@@ -20,7 +20,7 @@ import type { ClusterMap } from '../mon/map-types.js';
 import { ObjectStore } from '../osd/objects.js';
 import { OSD_CONFIG_DEFAULTS, OsdCore } from '../osd/osd.js';
 import { Method, Status, type ClientResponse } from '../osd/proto.js';
-import { Wal } from '../osd/wal.js';
+import { afterTurns, Wal } from '../osd/wal.js';
 import { FRAME_HEADROOM_BYTES } from '../rpc/headroom.js';
 import { decodeClientRequest, decodeRaftBatch, decodeSnapshotChunk, encodeClientResponse } from '../rpc/messages.js';
 import { TesseraError } from '../stdx/errors.js';
@@ -37,6 +37,8 @@ const WAL_SYNC_INLINE_BYTES_MAX = 16 * 1024;
  * 4 interleaved runs, inside the host's noise; docs/benchmarks.md "Session 18").
  */
 const WAL_SYNC_INLINE_QUIET_US = 250;
+/** Event-loop turns a busy WAL gathers records for before its next batch (osd/wal.ts, afterTurns). */
+const WAL_GATHER_TURNS = 2;
 /**
  * Old WAL segment files kept for reuse (recycling, io/segments.ts): overwriting a
  * file's blocks makes each fdatasync about half as costly as appending at its end
@@ -143,7 +145,7 @@ async function startOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Error) =
     syncInlineQuietUs: WAL_SYNC_INLINE_QUIET_US,
     spareSegmentsMax: WAL_SPARE_SEGMENTS,
   });
-  const { wal, groups, damage, tornTail } = await Wal.open(segments, { selfId: osdId, schedule: (run) => setImmediate(run), gatherTurn: (resume) => setImmediate(resume) });
+  const { wal, groups, damage, tornTail } = await Wal.open(segments, { selfId: osdId, schedule: (run) => setImmediate(run), gatherTurn: afterTurns(WAL_GATHER_TURNS, setImmediate) });
   undo.push(() => wal.close());
   if (damage.length > 0) log.warn(`osd.${osdId}: WAL damaged in the middle at ${damage.length} place(s); affected PGs stay out of elections until repaired from peers`);
   if (tornTail) log.info(`osd.${osdId}: dropped an unacknowledged torn WAL tail`);

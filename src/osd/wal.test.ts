@@ -35,7 +35,7 @@ import {
   snapshotBody,
   type ScanItem,
 } from './wal-format.js';
-import { Wal, type RecoveredGroup, type WalOptions } from './wal.js';
+import { afterTurns, Wal, type RecoveredGroup, type WalOptions } from './wal.js';
 
 const SELF = 9;
 const CONF = { voters: [1, 2, 3], learners: [] };
@@ -413,6 +413,51 @@ test('gatherTurn: a batch that follows directly on the previous one waits one tu
   assert.equal(turns.length, 0);
   assert.equal(wal.stats.gatherTurns, 1);
   assert.equal(counting.appends.length, 3);
+  await wal.close();
+});
+
+test('afterTurns: resumes after exactly count turns of its defer', () => {
+  const deferred: Array<() => void> = [];
+  const defer = (run: () => void): void => void deferred.push(run);
+  for (const count of [1, 2, 3]) {
+    let resumed = 0;
+    afterTurns(count, defer)(() => resumed++);
+    for (let turn = 1; turn <= count; turn++) {
+      assert.equal(resumed, 0, `count ${count}: not before turn ${turn}`);
+      assert.equal(deferred.length, 1, 'one turn pending at a time');
+      deferred.shift()!();
+    }
+    assert.equal(resumed, 1, `count ${count}: resumed after ${count} turns`);
+    assert.equal(deferred.length, 0);
+  }
+  assert.throws(() => afterTurns(0, defer), /positive integer/);
+  assert.throws(() => afterTurns(1.5, defer), /positive integer/);
+});
+
+test('gatherTurn of two turns: records queued in either turn join the next batch', async () => {
+  const counting = new CountingStore(newStore(7, 20));
+  const turns: Array<() => void> = [];
+  const { wal } = await open(counting, { syncMarks: false, gatherTurn: afterTurns(2, (run) => void turns.push(run)) });
+  counting.appends = [];
+  wal.entries(1, [ent(1, 1)]);
+  const first = wal.commit();
+  await Promise.resolve();
+  await Promise.resolve(); // the first batch is in flight
+  wal.entries(2, [ent(1, 1)]);
+  const second = wal.commit();
+  await first;
+  await waitUntil(() => turns.length === 1);
+  wal.entries(3, [ent(1, 1)]); // during the first turn
+  const third = wal.commit();
+  turns.shift()!();
+  assert.equal(turns.length, 1, 'a second turn before the batch');
+  assert.equal(counting.appends.length, 1);
+  wal.entries(4, [ent(1, 1)]); // during the second turn: what one turn would have left for the batch after
+  const fourth = wal.commit();
+  turns.shift()!();
+  await Promise.all([second, third, fourth]);
+  assert.equal(counting.appends.length, 2, 'groups 2, 3 and 4 in one append');
+  assert.equal(wal.stats.gatherTurns, 1, 'one gather (of two turns)');
   await wal.close();
 });
 

@@ -152,9 +152,29 @@ export interface WalOptions {
    * 17), and at QD32 the 3-OSD cluster was CPU-bound (~15 % more writes/s
    * with the turn). The OSD-level simulation runs with it. An idle log (the first
    * batch after a pause: every QD1 write) is written at once. The OSD passes
-   * setImmediate; default none (no turn).
+   * two turns of setImmediate (afterTurns); default none (no turn).
    */
   readonly gatherTurn?: (resume: () => void) => void;
+}
+
+/**
+ * A gatherTurn that resumes after `count` turns of `defer` (setImmediate in the
+ * OSD). A second turn also gathers what the first one's sends brought back: a
+ * follower's append or a client write answered to a reply sent in the first
+ * turn. At 4 KiB QD32 on 3 OSDs, two turns against one (7 interleaved pairs,
+ * session 19): 8,079 against 7,333 writes/s, 165 against 184 us of OSD CPU per
+ * write (ahead in 6 of 7 pairs); three turns were no better than two.
+ */
+export function afterTurns(count: number, defer: (run: () => void) => void): (resume: () => void) => void {
+  if (!(Number.isInteger(count) && count >= 1)) fail(`afterTurns: count ${count} must be a positive integer`);
+  return (resume) => {
+    let left = count;
+    const step = (): void => {
+      if (--left === 0) resume();
+      else defer(step);
+    };
+    defer(step);
+  };
 }
 
 /** One live group's state handed to checkpoint(). */
