@@ -16,7 +16,6 @@
 // Invariants: decode() validates every field against the entry length before
 // use; offsets and lengths are multiples of 512 and within IO_BYTES_MAX.
 import { TesseraError } from '../stdx/errors.js';
-import { Slab } from '../stdx/slab.js';
 import { IO_BYTES_MAX } from './proto.js';
 
 export const OP_HEADER_BYTES = 24;
@@ -34,18 +33,18 @@ export interface Op {
 
 const TWO32 = 2 ** 32;
 
-/**
- * Encoded ops up to 16 KiB are regions of shared slabs: Buffer.allocUnsafe of a
- * 4 KiB write's 4,120 bytes is over Node's pooling limit, so each leader write
- * cost an ArrayBuffer of its own (malloc, free, V8's external-memory accounting
- * and sweeping). Entries leave the raft log roughly in order, so a slab is
- * released soon after its last entry is compacted away.
+/*
+ * encodeOp gives every op a buffer of its own (for a 4 KiB write, 4,120 bytes: an
+ * ArrayBuffer each, over Node's pooling limit). Not slab regions, on purpose: an
+ * entry stays in its PG's raft log until compaction, and a PG written rarely keeps
+ * its last keepMinEntries (64) entries for as long as it stays quiet. In a slab
+ * shared with every other PG's writes, each of those would keep its whole slab
+ * alive: 64 PGs x 64 entries x 256 KiB is 1 GiB pinned by 16 MiB of data
+ * (session 19 review of a slab version).
  */
-const opSlab = new Slab(256 * 1024, 16 * 1024);
 
 export function encodeOp(kind: OpKind, volumeId: number, offsetBytes: number, lengthBytes: number, data: Buffer | null): Buffer {
-  const bytes = OP_HEADER_BYTES + (data ? data.length : 0);
-  const out = bytes <= opSlab.pieceBytesMax ? opSlab.take(bytes) : Buffer.allocUnsafeSlow(bytes);
+  const out = Buffer.allocUnsafe(OP_HEADER_BYTES + (data ? data.length : 0));
   out.writeUInt8(kind, 0);
   out.writeUInt8(0, 1);
   out.writeUInt16LE(0, 2);
