@@ -20,7 +20,7 @@ import type { ClusterMap } from '../mon/map-types.js';
 import { ObjectStore } from '../osd/objects.js';
 import { OSD_CONFIG_DEFAULTS, OsdCore } from '../osd/osd.js';
 import { Method, Status, type ClientResponse } from '../osd/proto.js';
-import { afterTurns, Wal } from '../osd/wal.js';
+import { afterTurns, Wal, WAL_GATHER_TURNS } from '../osd/wal.js';
 import { FRAME_HEADROOM_BYTES } from '../rpc/headroom.js';
 import { decodeClientRequest, decodeRaftBatch, decodeSnapshotChunk, encodeClientResponse } from '../rpc/messages.js';
 import { TesseraError } from '../stdx/errors.js';
@@ -37,8 +37,6 @@ const WAL_SYNC_INLINE_BYTES_MAX = 16 * 1024;
  * 4 interleaved runs, inside the host's noise; docs/benchmarks.md "Session 18").
  */
 const WAL_SYNC_INLINE_QUIET_US = 250;
-/** Event-loop turns a busy WAL gathers records for before its next batch (osd/wal.ts, afterTurns). */
-const WAL_GATHER_TURNS = 2;
 /**
  * Old WAL segment files kept for reuse (recycling, io/segments.ts): overwriting a
  * file's blocks makes each fdatasync about half as costly as appending at its end

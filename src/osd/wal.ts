@@ -157,6 +157,9 @@ export interface WalOptions {
   readonly gatherTurn?: (resume: () => void) => void;
 }
 
+/** Turns of the event loop a busy OSD WAL gathers for (the daemon and the OSD simulation; see afterTurns). */
+export const WAL_GATHER_TURNS = 2;
+
 /**
  * A gatherTurn that resumes after `count` turns of `defer` (setImmediate in the
  * OSD). A second turn also gathers what the first one's sends brought back: a

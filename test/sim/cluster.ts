@@ -18,7 +18,7 @@ import type { ClusterMap } from '../../src/mon/map-types.js';
 import { ObjectStore } from '../../src/osd/objects.js';
 import { OsdCore, type OsdConfig } from '../../src/osd/osd.js';
 import { Status, type ClientRequest, type ClientResponse } from '../../src/osd/proto.js';
-import { Wal } from '../../src/osd/wal.js';
+import { afterTurns, Wal, WAL_GATHER_TURNS } from '../../src/osd/wal.js';
 import { TesseraError } from '../../src/stdx/errors.js';
 import { Prng } from '../../src/stdx/prng.js';
 import { CLIENT_NODE, SimNetwork } from './network.js';
@@ -109,8 +109,8 @@ export class SimCluster {
     osd.incarnation++;
     const inc = osd.incarnation;
     const engine = await LocalEngine.open(osd.device, { onFatal: (err) => this.onFatal(osd, inc, err) });
-    // As the daemon: a batch that follows directly on the previous one waits one loop turn (WalOptions.gatherTurn).
-    const { wal, groups, damage } = await Wal.open(osd.segments, { selfId: osd.id, gatherTurn: (resume) => this.sched.defer(resume) });
+    // As the daemon: a batch that follows directly on the previous one waits WAL_GATHER_TURNS loop turns (WalOptions.gatherTurn).
+    const { wal, groups, damage } = await Wal.open(osd.segments, { selfId: osd.id, gatherTurn: afterTurns(WAL_GATHER_TURNS, (run) => this.sched.defer(run)) });
     if (damage.length > 0) this.log.push(`osd.${osd.id}: WAL damage ${JSON.stringify(damage)}`);
     if (process.env.SIM_DEBUG) this.log.push(`${this.sched.nowMs.toFixed(1)} boot osd.${osd.id}: groups ${[...groups.entries()].map(([k, g]) => `${k & 0xffff}:last${g.entries.at(-1)?.index ?? g.snapshot?.index ?? 0}`).join(' ')}`);
     const store = new ObjectStore(engine);
