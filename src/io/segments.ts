@@ -30,8 +30,11 @@
 //   A recycled segment starts with sizeBytes 0 like a new one, but its file
 //   still holds the bytes of its earlier life beyond what was appended: open()
 //   after a crash returns them (the file's size is at least its old size), and
-//   a torn tail may mix new, zero, garbage and old sectors. seal() cuts them
-//   off. Spares are not listed, and their names are the store's own.
+//   a torn tail may mix new, zero, garbage and old sectors. An append into
+//   those old bytes may also overwrite the rest of its last file block with
+//   zeros (io/node/segment-store.ts: it saves the kernel a disk read), so part
+//   of what follows the end may read zero even without a crash. seal() cuts
+//   them off. Spares are not listed, and their names are the store's own.
 //   A caller must syncDir() after create() and before writing into the segment:
 //   a crash can undo an unsynced rename yet keep the data written through it, so
 //   the data would lie in a spare that a later create() hands out again.

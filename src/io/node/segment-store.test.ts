@@ -4,11 +4,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile, mkdir, stat, readdir, readFile, link } from 'node:fs/promises';
-import { closeSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isTesseraError } from '../../stdx/errors.js';
-import { NodeSegmentStore } from './segment-store.js';
+import { NodeSegmentStore, padAfter } from './segment-store.js';
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'tessera-seg-'));
@@ -191,7 +192,11 @@ test('NodeSegmentStore (spareSegmentsMax): remove keeps files as unlisted spares
     assert.equal(reopened.sizeBytes, 8192);
     const all = await reopened.read(0, 8192);
     assert.ok(all.subarray(0, 1000).equals(Buffer.alloc(1000, 0xb4)));
-    assert.ok(all.subarray(1000).equals(Buffer.alloc(7192, 0xa1)), 'stale bytes of the earlier life');
+    // The append padded its block with zeros (an uncached partial block would be read from the disk first).
+    const blk = (await stat(join(dir, 'wal-0004.seg'))).blksize;
+    const padEnd = Math.min(8192, Math.ceil(1000 / blk) * blk);
+    assert.ok(all.subarray(1000, padEnd).equals(Buffer.alloc(padEnd - 1000)), 'the pad: zeros to the end of the block');
+    assert.ok(all.subarray(padEnd).equals(Buffer.alloc(8192 - padEnd, 0xa1)), 'stale bytes of the earlier life');
     await reopened.close();
 
     await seg.seal();
@@ -267,5 +272,97 @@ test('NodeSegmentStore (spareSegmentsMax): openDir keeps at most the limit of th
     const fresh = await off.create('s4');
     assert.equal(off.recycledCreates, 0);
     await fresh.close();
+  });
+});
+
+test('padAfter: zeros up to the block end only when older bytes of the file follow the append\'s end', () => {
+  assert.equal(padAfter(1000, 8192, 4096), 3096, 'inside a recycled file\'s old bytes');
+  assert.equal(padAfter(4096, 8192, 4096), 0, 'already on a block boundary');
+  assert.equal(padAfter(5000, 5000, 4096), 0, 'at the file\'s end: the rest of the block is new, nothing to read');
+  assert.equal(padAfter(6000, 5000, 4096), 0, 'past the file\'s end');
+  assert.equal(padAfter(4999, 5000, 4096), 3193, 'one old byte follows: still padded');
+  assert.equal(padAfter(100, 200, 512), 412, 'the unit is the given block');
+});
+
+/** Bytes this process made the kernel fetch from storage (/proc/self/io read_bytes); null where unreadable. */
+function storageReadBytes(): number | null {
+  try {
+    const m = /^read_bytes: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Drops a file's pages from the page cache (GNU dd: iflag=nocache count=0 advises DONTNEED for the whole file). */
+function dropCache(path: string): boolean {
+  return spawnSync('dd', [`if=${path}`, 'iflag=nocache', 'count=0'], { stdio: 'ignore' }).status === 0;
+}
+
+test('NodeSegmentStore (recycling): appends into a spare\'s uncached old blocks make the kernel read nothing from the disk (the pad; session 20)', async (t) => {
+  await withDir(async (dir) => {
+    const store = await NodeSegmentStore.openDir(dir, { blockingIo: true, spareSegmentsMax: 1 });
+    const old = await store.create('wal-0001.seg');
+    await old.append([Buffer.alloc(256 * 1024, 0xa1)]);
+    await old.sync();
+    await old.close();
+    await store.remove('wal-0001.seg');
+    const seg = await store.create('wal-0002.seg');
+    const path = join(dir, 'wal-0002.seg');
+    const blk = (await stat(path)).blksize;
+
+    // Can this machine show a read at all? A partial write into an uncached old block, made without the
+    // store (at the far end of the file), must count one block of storage reads.
+    const before = storageReadBytes();
+    const probeOk = before !== null && dropCache(path);
+    let detects = false;
+    if (probeOk) {
+      const fd = openSync(path, 'r+');
+      try {
+        writeSync(fd, Buffer.from('probe'), 0, 5, 200 * 1024 + 10);
+      } finally {
+        closeSync(fd);
+      }
+      detects = storageReadBytes()! - before! >= blk;
+    }
+
+    // Record-like appends of odd sizes, QD1 style (append, sync), each ending inside old bytes.
+    let expectEnd = 0;
+    const sizes = [4192, 40, 4192, 8400, 40, 12345];
+    if (detects) dropCache(path);
+    const readBefore = storageReadBytes();
+    for (const [i, n] of sizes.entries()) {
+      await seg.append([Buffer.alloc(n, 0xb0 + i)]);
+      await seg.sync();
+      expectEnd += n;
+    }
+    const readDuring = storageReadBytes()! - readBefore!;
+    assert.equal(seg.sizeBytes, expectEnd);
+    assert.equal((seg as unknown as { paddedAppends: number }).paddedAppends, sizes.filter((_, i) => sizes.slice(0, i + 1).reduce((a, b) => a + b, 0) % blk !== 0).length, 'every append ending mid-block was padded');
+    const file = await readFile(path);
+    let at = 0;
+    for (const [i, n] of sizes.entries()) {
+      assert.ok(file.subarray(at, at + n).equals(Buffer.alloc(n, 0xb0 + i)), `append ${i} intact`);
+      at += n;
+    }
+    const padEnd = Math.ceil(expectEnd / blk) * blk;
+    assert.ok(file.subarray(expectEnd, padEnd).equals(Buffer.alloc(padEnd - expectEnd)), 'zeros from the end to the block end');
+    assert.ok(file.subarray(padEnd, 200 * 1024).equals(Buffer.alloc(200 * 1024 - padEnd, 0xa1)), 'then the earlier life\'s bytes, untouched');
+    if (!detects) {
+      t.skip('this machine does not show storage reads of a partial write into an uncached block (no /proc/self/io, no GNU dd, or a memory file system)');
+      return;
+    }
+    assert.equal(readDuring, 0, `appends into uncached old blocks read ${readDuring} bytes from the disk (a missing or short pad)`);
+
+    // A fresh file is never padded: its size is exactly what was appended.
+    const fresh = await store.create('wal-0003.seg');
+    await fresh.append([Buffer.alloc(5000, 1)]);
+    await fresh.append([Buffer.alloc(40, 2)]);
+    assert.equal((await stat(join(dir, 'wal-0003.seg'))).size, 5040);
+    assert.equal((fresh as unknown as { paddedAppends: number }).paddedAppends, 0);
+    await fresh.close();
+    await seg.seal();
+    assert.equal((await stat(path)).size, expectEnd, 'seal cuts the pad off with the old bytes');
+    await seg.close();
   });
 });
