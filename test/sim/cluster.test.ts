@@ -254,3 +254,45 @@ test('sim: seeded faults (drops, reordering, crashes with torn writes, partition
   console.log(`sim: ${seeds.length} seeds, ${totalOps} ops checked, ${gatherTurns} WAL gather turns`);
   assert.ok(envSeed || gatherTurns > 0, 'the busy-log path of the WAL (gather turn) never ran under faults');
 });
+
+test('sim: entries a follower keeps do not pin the frames they arrived in (rpc/raft-codec.ts ownedEntryData)', async () => {
+  // The simulated network delivers raft batches through the real codec into memory laid out
+  // as the RPC layer's (cluster.ts frameOf): a 4 KiB entry decoded as a view into a 256 KiB
+  // slab would keep the whole slab alive for as long as the log keeps the entry (a rarely
+  // written PG keeps its last 64+ entries for minutes, each from a different frame).
+  const c = new SimCluster(7, { osds: 3, volumeBytes: VOLUME_BYTES, pgCount: 8, osdConfig: {} });
+  await c.start();
+  const vol = c.map.volumes[0];
+  const ref = { id: vol.id, poolId: vol.poolId };
+  const pool = c.map.pools[0];
+  let acked = 0;
+  c.sched.at(100, async () => {
+    for (let b = 0; b < 64; b++) {
+      const buf = Buffer.alloc(BLOCK_BYTES);
+      fillTagBlock(buf, b, b + 1);
+      await c.client.write(ref, b * BLOCK_BYTES * 4, buf);
+      acked++;
+    }
+  });
+  await c.sched.runUntil(60_000, () => acked === 64);
+  assert.equal(acked, 64, 'the writes did not finish');
+  let kept = 0;
+  const pinning: string[] = [];
+  for (const o of c.osds.values()) {
+    for (let pg = 0; pg < pool.pgCount; pg++) {
+      const r = o.core?.replica(pool.id, pg);
+      if (!r || r.isLeader) continue;
+      const log = r.node.log;
+      for (let i = log.firstIndex(); i <= log.lastIndex(); i++) {
+        const d = log.entryAt(i)!.data;
+        if (d.length < 1024) continue; // no-op and conf entries
+        kept++;
+        if (d.buffer.byteLength > 2 * d.length + 4096) pinning.push(`osd.${o.id} PG ${pg} entry ${i}: ${d.length} bytes in a buffer of ${d.buffer.byteLength}`);
+      }
+    }
+  }
+  assert.ok(kept >= 64, `followers keep only ${kept} data entries`);
+  assert.deepEqual(pinning.slice(0, 5), []);
+  assert.deepEqual(c.fatalErrors(), []);
+  c.stop();
+});

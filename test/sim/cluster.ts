@@ -21,10 +21,26 @@ import { Status, type ClientRequest, type ClientResponse } from '../../src/osd/p
 import { afterTurns, Wal, WAL_GATHER_TURNS } from '../../src/osd/wal.js';
 import { TesseraError } from '../../src/stdx/errors.js';
 import { Prng } from '../../src/stdx/prng.js';
+import { Slab } from '../../src/stdx/slab.js';
+import { decodeRaftBatch, encodeRaftBatch } from '../../src/rpc/messages.js';
 import { CLIENT_NODE, SimNetwork } from './network.js';
 import { Scheduler } from './scheduler.js';
 
 export const SIM_OBJECT_BYTES = 64 * 1024;
+
+/** As io/node/rpc.ts: frames up to 16 KiB are regions of 256 KiB slabs, larger ones buffers of their own. */
+const frameSlab = new Slab(256 * 1024, 16 * 1024);
+function frameOf(parts: readonly Uint8Array[]): Buffer {
+  let total = 0;
+  for (const p of parts) total += p.length;
+  const frame = total <= frameSlab.pieceBytesMax ? frameSlab.take(total) : Buffer.allocUnsafeSlow(total);
+  let at = 0;
+  for (const p of parts) {
+    frame.set(p, at);
+    at += p.length;
+  }
+  return frame;
+}
 const SIM_DEVICE_BYTES = 4 * 1024 * 1024;
 
 export interface SimOsd {
@@ -130,8 +146,12 @@ export class SimCluster {
       net: {
         sendRaft: (to, batch) => {
           const target = () => this.osds.get(to);
+          // Through the real codec, into memory laid out as the RPC layer's (a region
+          // of a shared slab, or a buffer of its own for a large frame): a follower's
+          // entries are views into it, as in the daemon, never the leader's objects.
+          const parts = encodeRaftBatch(batch);
           this.net.send(osd.id, to, () => {
-            if (osd.incarnation === inc) target()?.core?.handleRaftBatch(batch);
+            if (osd.incarnation === inc) target()?.core?.handleRaftBatch(decodeRaftBatch(frameOf(parts)));
           });
         },
         sendSnapshotChunk: (to, chunk) =>
