@@ -157,6 +157,48 @@ export function compactIndex(
   return byBytes || i - floor >= COMPACT_STEP_ENTRIES ? i : null;
 }
 
+/** A learner this many entries behind the commit index counts as caught up (it gets the rest before it matters). */
+export const PROMOTE_LAG_ENTRIES = 16;
+
+/**
+ * The next single-server membership change a PG's leader (`self`) proposes to
+ * move its raft membership toward the map's acting set `target`, or null: add a
+ * missing OSD as a learner; remove a learner the map dropped; promote a learner
+ * that caught up; once every target OSD votes, remove the other voters (the
+ * leader last). Pure.
+ *
+ * Caught up: the learner holds the log up to PROMOTE_LAG_ENTRIES below the
+ * commit index AND at least the last conf entry applied (`lastConfIndex`, the
+ * one that added it), and no snapshot is being sent. The second condition
+ * matters in a short log: with the commit index at 3 the lag bound alone
+ * promoted a learner that held nothing yet, which has no membership and so
+ * refuses to vote (raft/node.ts mayVote); when the old leader then left, the
+ * other two voters of four could never elect anyone (sim seed 1215, session 20).
+ */
+export function membershipStep(
+  self: number,
+  conf: { readonly voters: readonly number[]; readonly learners: readonly number[] },
+  target: readonly number[],
+  matchOf: (node: number) => number | undefined,
+  commit: number,
+  lastConfIndex: number,
+  sendingSnapshot: boolean,
+): { type: 'addLearner' | 'promote' | 'remove'; node: number } | null {
+  const { voters, learners } = conf;
+  const missing = target.find((o) => !voters.includes(o) && !learners.includes(o));
+  if (missing !== undefined) return { type: 'addLearner', node: missing };
+  for (const l of learners) {
+    if (!target.includes(l)) return { type: 'remove', node: l };
+    const match = matchOf(l);
+    if (match !== undefined && match >= Math.max(commit - PROMOTE_LAG_ENTRIES, lastConfIndex, 1) && !sendingSnapshot) return { type: 'promote', node: l };
+  }
+  if (learners.length > 0 || !target.every((o) => voters.includes(o))) return null;
+  const extra = voters.filter((v) => !target.includes(v));
+  // Remove others before ourselves; the leader leaves last and steps down.
+  const victim = extra.find((v) => v !== self) ?? extra[0];
+  return victim !== undefined ? { type: 'remove', node: victim } : null;
+}
+
 /**
  * The raft repairUntilTerm of a damaged group: a term at least that of the last
  * entry it may have acknowledged. The highest entry term the WAL still shows
@@ -674,30 +716,7 @@ export class OsdCore {
     if (!rec) return;
     const node = pg.node;
     if (node.pendingConfChange) return;
-    const { voters, learners } = node.conf;
-    const target = rec.osds;
-    let cc: { type: 'addLearner' | 'promote' | 'remove'; node: number } | null = null;
-    const missing = target.find((o) => !voters.includes(o) && !learners.includes(o));
-    if (missing !== undefined) cc = { type: 'addLearner', node: missing };
-    if (!cc) {
-      for (const l of learners) {
-        if (!target.includes(l)) {
-          cc = { type: 'remove', node: l };
-          break;
-        }
-        const pr = node.progress(l);
-        if (pr && pr.match >= node.commit - 16 && pg.sendingSnapshotTo.size === 0) {
-          cc = { type: 'promote', node: l };
-          break;
-        }
-      }
-    }
-    if (!cc && target.every((o) => voters.includes(o))) {
-      const extra = voters.filter((v) => !target.includes(v));
-      // Remove others before ourselves; the leader leaves last and steps down.
-      const victim = extra.find((v) => v !== this.id) ?? extra[0];
-      if (victim !== undefined) cc = { type: 'remove', node: victim };
-    }
+    const cc = membershipStep(this.id, node.conf, rec.osds, (l) => node.progress(l)?.match, node.commit, pg.lastConfIndex, pg.sendingSnapshotTo.size > 0);
     if (!cc) return;
     const change = cc;
     this.runLater(pg, () => {

@@ -95,3 +95,25 @@ test('repairTermOf: a damaged group votes only for logs as up-to-date as the hig
   assert.equal(repairTermOf({ hardState: { term: 4, vote: 0, commit: 0 }, maxTermSeen: 6 }), 6);
   assert.equal(repairTermOf({ hardState: { term: 0, vote: 0, commit: 0 } }), undefined);
 });
+
+test('membershipStep: a learner is promoted only once it holds the log near the commit index and the conf entry that added it (reproducer: sim seed 1215)', async () => {
+  const { membershipStep, PROMOTE_LAG_ENTRIES } = await import('./osd.js');
+  const conf = { voters: [1, 3, 4], learners: [2] };
+  const target = [1, 2, 4]; // osd.3 was taken out, osd.2 replaces it
+  const matchOf = (m: number) => (n: number) => (n === 2 ? m : 10);
+  // A short log: commit 3, the learner holds nothing. The lag bound alone (3 - 16 < 0) promoted it.
+  assert.equal(membershipStep(3, conf, target, matchOf(0), 3, 3, false), null, 'holds nothing: not promoted');
+  assert.equal(membershipStep(3, conf, target, matchOf(2), 3, 3, false), null, 'lacks the conf entry that added it');
+  assert.deepEqual(membershipStep(3, conf, target, matchOf(3), 3, 3, false), { type: 'promote', node: 2 });
+  assert.equal(membershipStep(3, conf, target, matchOf(3), 3, 3, true), null, 'a snapshot is still being sent');
+  // A long log: within PROMOTE_LAG_ENTRIES of the commit index counts as caught up.
+  assert.deepEqual(membershipStep(3, conf, target, matchOf(1000 - PROMOTE_LAG_ENTRIES), 1000, 900, false), { type: 'promote', node: 2 });
+  assert.equal(membershipStep(3, conf, target, matchOf(1000 - PROMOTE_LAG_ENTRIES - 1), 1000, 900, false), null);
+  assert.equal(membershipStep(3, conf, target, () => undefined, 1000, 900, false), null, 'no progress known');
+  // The other steps, in order: add the missing, drop a learner the map dropped, then remove extra voters, the leader last.
+  assert.deepEqual(membershipStep(3, { voters: [1, 3, 4], learners: [] }, target, matchOf(0), 3, 3, false), { type: 'addLearner', node: 2 });
+  assert.deepEqual(membershipStep(3, { voters: [1, 3, 4], learners: [5] }, [1, 3, 4], matchOf(0), 3, 3, false), { type: 'remove', node: 5 });
+  assert.deepEqual(membershipStep(3, { voters: [1, 2, 3, 4], learners: [] }, target, matchOf(0), 3, 3, false), { type: 'remove', node: 3 }, 'the leader itself goes last, but here it is the only extra');
+  assert.deepEqual(membershipStep(1, { voters: [1, 2, 3, 4, 5], learners: [] }, [2, 4, 5], matchOf(0), 3, 3, false), { type: 'remove', node: 3 }, 'others before the leader');
+  assert.equal(membershipStep(1, { voters: [1, 2, 4], learners: [] }, [1, 2, 4], matchOf(0), 3, 3, false), null, 'nothing to do');
+});

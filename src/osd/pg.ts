@@ -103,6 +103,10 @@ export class PgReplica {
   private nextReadCtx = 1;
   /** Membership as of each applied conf change, for snapshot points below the raft applied index. */
   private confHistory: { index: number; conf: ConfState }[];
+  /** Index of the last conf entry applied (or of the snapshot whose membership is current). */
+  get lastConfIndex(): number {
+    return this.confHistory[this.confHistory.length - 1].index;
+  }
   /** Snapshot transfer being received (transferId), or 0. */
   installingTransfer = 0;
   /** Peers with a snapshot transfer in progress from this (leader) replica. */

@@ -238,7 +238,7 @@ test('sim: a healthy 4-OSD cluster serves the register workload (smoke)', async 
 test('sim: seeded faults (drops, reordering, crashes with torn writes, partitions, OSD out) lose no acknowledged write and leave no replica behind', async () => {
   const envSeed = process.env.TESSERA_SEED;
   // Seeds outside the default range that once failed run too (reproducers).
-  const REGRESSION_SEEDS = [1958];
+  const REGRESSION_SEEDS = [1215, 1958];
   const range = Array.from({ length: Number(process.env.SIM_SEEDS ?? 200) }, (_, i) => 1000 + i);
   const seeds = envSeed ? [Number(envSeed) >>> 0] : [...range, ...REGRESSION_SEEDS.filter((s) => !range.includes(s))];
   let totalOps = 0;
