@@ -23,13 +23,14 @@ import { TesseraError } from '../../src/stdx/errors.js';
 import { Prng } from '../../src/stdx/prng.js';
 import { Slab } from '../../src/stdx/slab.js';
 import { decodeRaftBatch, encodeRaftBatch } from '../../src/rpc/messages.js';
+import { PAYLOAD_PIECE_BYTES_MAX, PAYLOAD_SLAB_BYTES } from '../../src/io/node/rpc.js';
 import { CLIENT_NODE, SimNetwork } from './network.js';
 import { Scheduler } from './scheduler.js';
 
 export const SIM_OBJECT_BYTES = 64 * 1024;
 
-/** As io/node/rpc.ts: frames up to 16 KiB are regions of 256 KiB slabs, larger ones buffers of their own. */
-const frameSlab = new Slab(256 * 1024, 16 * 1024);
+/** As io/node/rpc.ts: small frames are regions of shared slabs, larger ones buffers of their own. */
+const frameSlab = new Slab(PAYLOAD_SLAB_BYTES, PAYLOAD_PIECE_BYTES_MAX);
 function frameOf(parts: readonly Uint8Array[]): Buffer {
   let total = 0;
   for (const p of parts) total += p.length;
@@ -41,6 +42,7 @@ function frameOf(parts: readonly Uint8Array[]): Buffer {
   }
   return frame;
 }
+
 const SIM_DEVICE_BYTES = 4 * 1024 * 1024;
 
 export interface SimOsd {
@@ -148,7 +150,8 @@ export class SimCluster {
           const target = () => this.osds.get(to);
           // Through the real codec, into memory laid out as the RPC layer's (a region
           // of a shared slab, or a buffer of its own for a large frame): a follower's
-          // entries are views into it, as in the daemon, never the leader's objects.
+          // entries are decoded as in the daemon (the codec decides what to copy out),
+          // never the leader's objects.
           const parts = encodeRaftBatch(batch);
           this.net.send(osd.id, to, () => {
             if (osd.incarnation === inc) target()?.core?.handleRaftBatch(decodeRaftBatch(frameOf(parts)));

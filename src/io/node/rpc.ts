@@ -62,8 +62,10 @@ import type { TcpLogFn } from './tcp.js';
 export { FRAME_HEADROOM_BYTES };
 
 const KEEPALIVE_INITIAL_DELAY_MS = 30_000;
-/** Payloads up to 16 KiB read from a lent socket buffer are copied into regions of 256 KiB slabs. */
-const payloadSlab = new Slab(256 * 1024, 16 * 1024);
+/** Payloads up to PAYLOAD_PIECE_BYTES_MAX read from a lent socket buffer are copied into regions of PAYLOAD_SLAB_BYTES slabs. */
+export const PAYLOAD_SLAB_BYTES = 256 * 1024;
+export const PAYLOAD_PIECE_BYTES_MAX = 16 * 1024;
+const payloadSlab = new Slab(PAYLOAD_SLAB_BYTES, PAYLOAD_PIECE_BYTES_MAX);
 
 /**
  * Response payloads over payloadSlab.pieceBytesMax (read results): the consumer

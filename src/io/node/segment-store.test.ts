@@ -348,11 +348,11 @@ test('NodeSegmentStore (recycling): appends into a spare\'s uncached old blocks 
     const padEnd = Math.ceil(expectEnd / blk) * blk;
     assert.ok(file.subarray(expectEnd, padEnd).equals(Buffer.alloc(padEnd - expectEnd)), 'zeros from the end to the block end');
     assert.ok(file.subarray(padEnd, 200 * 1024).equals(Buffer.alloc(200 * 1024 - padEnd, 0xa1)), 'then the earlier life\'s bytes, untouched');
-    if (!detects) {
-      t.skip('this machine does not show storage reads of a partial write into an uncached block (no /proc/self/io, no GNU dd, or a memory file system)');
-      return;
-    }
-    assert.equal(readDuring, 0, `appends into uncached old blocks read ${readDuring} bytes from the disk (a missing or short pad)`);
+    // The read count is the point of the pad; it can only be asserted where the probe above
+    // saw a read (Linux, GNU dd, a disk-backed file system: this machine kind and CI). Elsewhere
+    // the contents and the pad's bytes above are still checked, and the test says what it could not see.
+    if (detects) assert.equal(readDuring, 0, `appends into uncached old blocks read ${readDuring} bytes from the disk (a missing or short pad)`);
+    else t.diagnostic('storage reads not observable here (no /proc/self/io, no GNU dd, or a memory file system): the read count was not asserted');
 
     // A fresh file is never padded: its size is exactly what was appended.
     const fresh = await store.create('wal-0003.seg');
