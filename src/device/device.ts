@@ -33,6 +33,12 @@ export interface BlockDevice {
    */
   readParts?(parts: Uint8Array[], offsetBytes: number): Promise<void>;
   writeParts?(parts: Uint8Array[], offsetBytes: number): Promise<void>;
+  /**
+   * Optional hint, for buffered devices: a write to this range will come soon.
+   * Starts reading the pages it covers only in part, so that the write does not
+   * read them synchronously (io/node/page-cache.ts). Returns at once; never fails.
+   */
+  prefetchWrite?(offsetBytes: number, lengthBytes: number): void;
   flush(): Promise<void>;
   close(): Promise<void>;
   /**

@@ -44,6 +44,8 @@ export class SimDevice implements BlockDevice {
   private writeSeq = 0;
   private closed = false;
   writesIssued = 0;
+  /** prefetchWrite hints received (nothing else happens: there is no page cache here). */
+  prefetchWrites = 0;
 
   constructor(
     readonly sizeBytes: number,
@@ -182,6 +184,15 @@ export class SimDevice implements BlockDevice {
 
   get unsyncedWrites(): number {
     return this.unsynced.length;
+  }
+
+  /** BlockDevice.prefetchWrite: counted; a range the engine could never write is a bug. */
+  prefetchWrite(offsetBytes: number, lengthBytes: number): void {
+    if (this.closed) return;
+    if (!(offsetBytes % SECTOR_BYTES === 0 && lengthBytes % SECTOR_BYTES === 0 && lengthBytes > 0 && offsetBytes >= 0 && offsetBytes + lengthBytes <= this.sizeBytes)) {
+      fail(`prefetchWrite of ${offsetBytes}+${lengthBytes} on a ${this.sizeBytes}-byte device`);
+    }
+    this.prefetchWrites++;
   }
 
   private check(offsetBytes: number, lengthBytes: number): void {

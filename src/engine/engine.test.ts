@@ -498,3 +498,39 @@ for (const op of ['read', 'write'] as const) {
     }
   });
 }
+
+test('Volume.prefetchWrite: tells the device which stored blocks a coming write covers, for objects that have a chunk only', async () => {
+  const { dev, engine } = await fresh();
+  await engine.create('p', 4 * OBJECT);
+  const vol = engine.open('p');
+  assert.ok(vol.prefetchWrite);
+  const calls: [number, number][] = [];
+  (dev as SimDevice & { prefetchWrite: (o: number, l: number) => void }).prefetchWrite = (o, l) => void calls.push([o, l]);
+  vol.prefetchWrite!(4096, 4096);
+  assert.equal(calls.length, 0, 'no chunk yet: the write will choose one');
+  await vol.write(OBJECT - 4096, Buffer.alloc(8192, 1), false); // the last block of object 0, the first of object 1
+  const stride = engine.layout.chunkStrideBytes;
+  const chunkOf = (deviceOffset: number) => Math.floor((deviceOffset - engine.layout.dataOffset) / stride);
+  // Blocks 1..2 of object 0 (bytes 4096+512 .. 8192+4096 of the volume, partial blocks included).
+  vol.prefetchWrite!(4096 + 512, 8192);
+  assert.equal(calls.length, 1);
+  const [at, len] = calls[0];
+  assert.equal(len, 3 * 4608, 'blocks 1, 2 and 3 (the last one in part)');
+  assert.equal((at - engine.layout.dataOffset) % stride, 4608, 'from block 1 of its chunk');
+  // Across the object boundary: one call per object.
+  calls.length = 0;
+  vol.prefetchWrite!(OBJECT - 4096, 8192);
+  assert.equal(calls.length, 2);
+  assert.notEqual(chunkOf(calls[0][0]), chunkOf(calls[1][0]));
+  assert.equal(calls[0][1], 4608);
+  assert.equal(calls[1][1], 4608);
+  assert.equal((calls[1][0] - engine.layout.dataOffset) % stride, 0);
+  // A range outside the volume, an empty one, or a deleted volume: nothing, and no throw.
+  calls.length = 0;
+  vol.prefetchWrite!(4 * OBJECT, 4096);
+  vol.prefetchWrite!(0, 0);
+  vol.prefetchWrite!(-512, 4096);
+  await engine.delete('p');
+  vol.prefetchWrite!(0, 4096);
+  assert.deepEqual(calls, []);
+});

@@ -211,6 +211,35 @@ export class LocalVolume implements Volume {
     }
   }
 
+  /**
+   * Volume.prefetchWrite: for each object of the range that already has a chunk,
+   * tells the device which stored blocks the write will cover (their pages covered
+   * in part are read ahead, BlockDevice.prefetchWrite). An object without a chunk is
+   * skipped: its chunk is chosen by the write. A range outside the volume, or a
+   * deleted volume, advises nothing (the write itself will fail).
+   */
+  prefetchWrite(offsetBytes: number, lengthBytes: number): void {
+    const e = this.engine;
+    const device = e.device;
+    if (device.prefetchWrite === undefined) return;
+    const v = e.volumeById(this.id);
+    if (!v || !Number.isSafeInteger(offsetBytes) || !Number.isSafeInteger(lengthBytes) || offsetBytes < 0 || lengthBytes <= 0 || offsetBytes + lengthBytes > v.sizeBytes) return;
+    const objectBytes = e.layout.objectSizeBytes;
+    const end = offsetBytes + lengthBytes;
+    for (let pos = offsetBytes; pos < end; ) {
+      const obj = Math.floor(pos / objectBytes);
+      const inObj = pos - obj * objectBytes;
+      const len = Math.min(objectBytes - inObj, end - pos);
+      const chunk = v.objects.get(obj);
+      if (chunk !== undefined) {
+        const first = Math.floor(inObj / BLOCK_DATA_BYTES);
+        const last = Math.floor((inObj + len - 1) / BLOCK_DATA_BYTES);
+        device.prefetchWrite(chunkOffset(e.layout, chunk) + first * BLOCK_STRIDE_BYTES, (last - first + 1) * BLOCK_STRIDE_BYTES);
+      }
+      pos += len;
+    }
+  }
+
   /** Write data[src, src+len) (or zeros when data is null) at byte inObj of object obj. */
   private async writePiece(v: VolumeState, obj: number, inObj: number, len: number, data: Buffer | null, src: number): Promise<void> {
     const e = this.engine;

@@ -215,7 +215,7 @@ async function startOsd(cfg: ClusterConfig, log: Logger, onFatal: (err: Error) =
       const mib = (n: number) => Math.round(n / 2 ** 20);
       const memMiB = { rss: mib(mem.rss), heapUsed: mib(mem.heapUsed), heapTotal: mib(mem.heapTotal), arrayBuffers: mib(mem.arrayBuffers) };
       const dev = engine.device;
-      const devIos = dev instanceof FileDevice ? { sync: dev.syncIos, async: dev.asyncIos } : null;
+      const devIos = dev instanceof FileDevice ? { sync: dev.syncIos, async: dev.asyncIos, pageAdvice: dev.pageAdvice.calls, pageAdviceErrors: dev.pageAdvice.errors } : null;
       log.info(`osd.${osdId}: stats ${JSON.stringify({ ...running.counters, raftFramesDropped: net.dropped, wal: wal.stats, devIos, cpuMs: Math.round((cpu.user + cpu.system) / 1000), memMiB })}`);
     }, statsMs);
   }

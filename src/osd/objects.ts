@@ -11,6 +11,8 @@ import type { LocalEngine } from '../engine/engine.js';
 import { objectToPg } from '../placement/placement.js';
 import { TesseraError } from '../stdx/errors.js';
 import type { Extent, Volume } from '../volume/types.js';
+import type { Entry } from '../raft/types.js';
+import { peekOpTarget, type OpTarget } from './op.js';
 
 /** Engine volume size of a cluster volume: the engine's limit (sizes live in the cluster map). */
 export const ENGINE_VOLUME_BYTES = 2 ** 50;
@@ -20,6 +22,8 @@ export class ObjectStore {
   private readonly creating = new Map<number, Promise<Volume>>();
   /** Volume ids known deleted: never re-created. */
   private readonly deleted = new Set<number>();
+  /** prefetchEntries' scratch (no allocation per entry). */
+  private readonly target: OpTarget = { volumeId: 0, offsetBytes: 0, lengthBytes: 0 };
 
   constructor(readonly engine: LocalEngine) {}
 
@@ -58,6 +62,19 @@ export class ObjectStore {
   async write(volumeId: number, offsetBytes: number, data: Buffer): Promise<void> {
     const v = await this.ensure(volumeId);
     if (v) await v.write(offsetBytes, data, false);
+  }
+
+  /**
+   * Hint: these raft entries will be applied soon (they are being appended to the
+   * WAL). Their writes' pages are read ahead where the engine volume is open
+   * (Volume.prefetchWrite); never opens or creates a volume, never throws.
+   */
+  prefetchEntries(entries: readonly Entry[]): void {
+    const t = this.target;
+    for (const e of entries) {
+      if (e.type === 'conf' || !peekOpTarget(e.data, t)) continue;
+      this.handles.get(t.volumeId)?.prefetchWrite?.(t.offsetBytes, t.lengthBytes);
+    }
   }
 
   async zero(volumeId: number, offsetBytes: number, lengthBytes: number, mayTrim: boolean): Promise<void> {

@@ -2,7 +2,7 @@
 // an encoded op owns its bytes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { decodeOp, encodeOp, OP_HEADER_BYTES, OpKind } from './op.js';
+import { decodeOp, encodeOp, OP_HEADER_BYTES, OpKind, peekOpTarget, type OpTarget } from './op.js';
 
 test('write and zero ops round-trip through encodeOp/decodeOp', () => {
   const data = Buffer.alloc(4096, 0x5c);
@@ -34,4 +34,27 @@ test('decodeOp refuses bytes that are not an op (ERR_FORMAT)', () => {
   const bad = Buffer.from(encodeOp(OpKind.Write, 1, 0, 512, Buffer.alloc(512)));
   bad.writeUInt8(9, 0);
   assert.throws(() => decodeOp(bad), { code: 'ERR_FORMAT' });
+});
+
+test('peekOpTarget reads the range of every op kind without decoding it, and refuses what decodeOp refuses for its header', () => {
+  const t: OpTarget = { volumeId: 0, offsetBytes: 0, lengthBytes: 0 };
+  const w = encodeOp(OpKind.Write, 7, 3 * 2 ** 32 + 8192, 4096, Buffer.alloc(4096));
+  assert.equal(peekOpTarget(w, t), true);
+  assert.deepEqual(t, { volumeId: 7, offsetBytes: 3 * 2 ** 32 + 8192, lengthBytes: 4096 });
+  // A view into a larger frame (as a follower's entries may be) reads from its own start.
+  const framed = Buffer.concat([Buffer.alloc(100, 0xff), encodeOp(OpKind.ZeroKeep, 2, 1 << 20, 65536, null)]).subarray(100);
+  assert.equal(peekOpTarget(framed, t), true);
+  assert.deepEqual(t, { volumeId: 2, offsetBytes: 1 << 20, lengthBytes: 65536 });
+  assert.equal(peekOpTarget(encodeOp(OpKind.ZeroTrim, 3, 0, 512, null), t), true);
+  assert.equal(t.volumeId, 3);
+  for (const bad of [new Uint8Array(0), new Uint8Array(10)]) assert.equal(peekOpTarget(bad, t), false);
+  const kind = Buffer.from(w);
+  kind.writeUInt8(9, 0);
+  assert.equal(peekOpTarget(kind, t), false);
+  const far = Buffer.from(w);
+  far.writeUInt32LE(2 ** 21, 12); // offset beyond 2^53
+  assert.equal(peekOpTarget(far, t), false);
+  const empty = Buffer.from(w);
+  empty.writeUInt32LE(0, 16);
+  assert.equal(peekOpTarget(empty, t), false);
 });

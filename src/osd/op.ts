@@ -57,6 +57,36 @@ export function encodeOp(kind: OpKind, volumeId: number, offsetBytes: number, le
   return out;
 }
 
+/** Where an op lands: see peekOpTarget. */
+export interface OpTarget {
+  volumeId: number;
+  offsetBytes: number;
+  lengthBytes: number;
+}
+
+/**
+ * The range an op's bytes target, read from its header without decoding the op
+ * (no allocation: out is the caller's). False for an empty entry and for a header
+ * decodeOp would refuse for its kind, offset or length. For hints only (the OSD's
+ * page-cache advice before apply): decodeOp stays the check before any apply.
+ */
+export function peekOpTarget(bytes: Uint8Array, out: OpTarget): boolean {
+  if (bytes.length < OP_HEADER_BYTES) return false;
+  const kind = bytes[0];
+  if (kind !== OpKind.Write && kind !== OpKind.ZeroTrim && kind !== OpKind.ZeroKeep) return false;
+  const high = u32le(bytes, 12);
+  const lengthBytes = u32le(bytes, 16);
+  if (high >= 2 ** 21 || lengthBytes === 0 || lengthBytes > IO_BYTES_MAX) return false;
+  out.volumeId = u32le(bytes, 4);
+  out.offsetBytes = high * TWO32 + u32le(bytes, 8);
+  out.lengthBytes = lengthBytes;
+  return true;
+}
+
+function u32le(b: Uint8Array, at: number): number {
+  return (b[at] | (b[at + 1] << 8) | (b[at + 2] << 16) | (b[at + 3] << 24)) >>> 0;
+}
+
 /** null for an empty (no-op) entry; throws ERR_FORMAT for bytes that are not an op. */
 export function decodeOp(bytes: Uint8Array): Op | null {
   if (bytes.length === 0) return null;

@@ -617,6 +617,10 @@ export class OsdCore {
       if (rd.entries.length > 0) {
         this.deps.wal.entries(key, rd.entries);
         walWork = true;
+        // Their apply comes after the WAL flush (and, on a follower, the leader's
+        // next message): start reading the pages their engine writes cover in part
+        // now, so the apply does not read them on the event loop (page-cache.ts).
+        this.deps.store.prefetchEntries(rd.entries);
       }
       if (rd.hardState) {
         const tv = pg.walTermVote;

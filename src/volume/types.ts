@@ -33,6 +33,11 @@ export interface Volume {
   /** Fill out[outOffset, outOffset+lengthBytes) with the volume's bytes. */
   read(offsetBytes: number, lengthBytes: number, out: Buffer, outOffset: number): Promise<void>;
   write(offsetBytes: number, data: Buffer, fua: boolean): Promise<void>;
+  /**
+   * Optional hint: a write of this range will come soon (the OSD knows it a WAL
+   * flush before it applies the write). Best effort; returns at once, never throws.
+   */
+  prefetchWrite?(offsetBytes: number, lengthBytes: number): void;
   flush(): Promise<void>;
   /** Discard: the range reads as zeros afterwards and space is given back where whole objects are freed. */
   trim(offsetBytes: number, lengthBytes: number, fua: boolean): Promise<void>;

@@ -16,6 +16,7 @@ import type { BlockDevice } from '../../device/device.js';
 import { SECTOR_BYTES } from '../../device/device.js';
 import { BLOCK_STRIDE_BYTES } from '../../engine/layout.js';
 import { SyncGate } from '../sync-gate.js';
+import { adviseWritePages, type PageAdviceCounters } from './page-cache.js';
 
 export type DirectIoMode = 'auto' | 'on' | 'off';
 /**
@@ -133,6 +134,8 @@ export class FileDevice implements BlockDevice {
   asyncIos = 0;
   /** pwritev calls made for writes split into WRITE_PIECE_BYTES pieces (tests; see splitWrite). */
   splitWriteCalls = 0;
+  /** Page-cache advice given by prefetchWrite. */
+  readonly pageAdvice: PageAdviceCounters = { calls: 0, errors: 0 };
 
   private constructor(
     readonly name: string,
@@ -244,6 +247,11 @@ export class FileDevice implements BlockDevice {
         resolve();
       });
     });
+  }
+
+  /** See BlockDevice.prefetchWrite; O_DIRECT writes never read pages, so nothing to do there. */
+  prefetchWrite(offsetBytes: number, lengthBytes: number): void {
+    if (!this.directIo) adviseWritePages(this.fd, offsetBytes, lengthBytes, this.pageAdvice);
   }
 
   readParts(parts: Uint8Array[], offsetBytes: number): Promise<void> {
