@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { FileDevice, WRITE_PIECE_BYTES, splitWrite, type InlineWrites } from './file-device.js';
+import { pageAdviceAvailable } from './page-cache.js';
 
 const cjsFs = createRequire(import.meta.url)('node:fs') as typeof import('node:fs');
 const root = mkdtempSync(join(tmpdir(), 'tessera-filedev-'));
@@ -348,4 +349,15 @@ test('a split write whose pwritev fails is one ERR_DEVICE_IO, counted once, and 
   assert.equal(dev.splitWriteCalls, 4);
   assert.equal(dev.stats.write.snapshot().errors, 1);
   assert.equal(dev.stats.inFlight, 0);
+});
+
+test('prefetchWrite advises the partial pages of a stored block (page-cache.ts), never after close, never throws', async () => {
+  const d = await device();
+  d.prefetchWrite(4608, 4608); // block 1: pages 1 and 2 in part, one call
+  d.prefetchWrite(0, 8 * 4608); // eight blocks from 0: nine whole pages, no call
+  const expected = pageAdviceAvailable ? 1 : 0;
+  assert.deepEqual(d.pageAdvice, { calls: expected, errors: 0 });
+  await d.close();
+  d.prefetchWrite(4608, 4608);
+  assert.deepEqual(d.pageAdvice, { calls: expected, errors: 0 }, 'the closed fd number may name another file by now');
 });

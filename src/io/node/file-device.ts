@@ -251,7 +251,8 @@ export class FileDevice implements BlockDevice {
 
   /** See BlockDevice.prefetchWrite; O_DIRECT writes never read pages, so nothing to do there. */
   prefetchWrite(offsetBytes: number, lengthBytes: number): void {
-    if (!this.directIo) adviseWritePages(this.fd, offsetBytes, lengthBytes, this.pageAdvice);
+    // After close the fd number may belong to another file: advise nothing.
+    if (!this.directIo && !this.closed) adviseWritePages(this.fd, offsetBytes, lengthBytes, this.pageAdvice);
   }
 
   readParts(parts: Uint8Array[], offsetBytes: number): Promise<void> {
