@@ -167,6 +167,34 @@ test('§5.4.1: a candidate whose log is less up-to-date gets no vote', () => {
   n.node.advance(rd);
 });
 
+test('§5.2 liveness: a candidate yields to a rival of its term with a longer log, keeping its vote; never to one with a log no longer (raft sim seed 300843)', () => {
+  const st = new MemStorage();
+  st.entries = [ent(1, 1), ent(2, 2), ent(3, 2)];
+  st.hardState = { term: 2, vote: 0, commit: 1 };
+  const n = newNode(1, [1, 2, 3], st);
+  n.node.campaign();
+  drain(n);
+  assert.equal(n.node.role, 'candidate');
+  assert.equal(n.node.term, 3);
+  // A rival of term 3 with a log no longer than ours (same last term, same length): refused, we stay candidate.
+  n.node.step({ type: 'vote', from: 2, to: 1, term: 3, lastLogIndex: 3, lastLogTerm: 2 });
+  let out = drain(n);
+  assert.deepEqual(out.map((m) => m.type === 'voteResp' && m.reject), [true]);
+  assert.equal(n.node.role, 'candidate');
+  // A rival of term 3 whose log is longer: still refused (we voted for ourselves), but we step back.
+  n.node.step({ type: 'vote', from: 3, to: 1, term: 3, lastLogIndex: 4, lastLogTerm: 2 });
+  out = drain(n);
+  assert.deepEqual(out.map((m) => m.type === 'voteResp' && m.reject), [true]);
+  assert.equal(n.node.role, 'follower');
+  assert.equal(n.node.term, 3);
+  assert.equal(n.node.vote, 1, 'the vote of term 3 is kept');
+  // The rival's next term gets our vote.
+  n.node.step({ type: 'vote', from: 3, to: 1, term: 4, lastLogIndex: 4, lastLogTerm: 2 });
+  out = drain(n);
+  assert.deepEqual(out.map((m) => m.type === 'voteResp' && m.reject), [false]);
+  assert.equal(n.node.vote, 3);
+});
+
 test('§5.3: a follower rejects AppendEntries whose prevLogTerm does not match, with a backoff hint', () => {
   const st = new MemStorage();
   st.entries = [ent(1, 1), ent(2, 1), ent(3, 2), ent(4, 2)];

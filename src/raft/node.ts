@@ -749,6 +749,16 @@ export class RaftNode {
     if (!upToDate && this.isRemoved() && this.repairUntil === 0) this.removedMayCampaign = true;
     if (pre) this.send({ type: 'voteResp', from: this.id, to: m.from, term: grant ? m.term : this.termValue, reject: !grant, pre: true });
     else this.send({ type: 'voteResp', from: this.id, to: m.from, term: this.termValue, reject: !grant });
+    // A rival candidate of our term holds a longer log than ours: yield (stay
+    // a follower of nobody, our vote kept, the election timer restarted), so
+    // that the rival, whose next term we would vote in, gets there first.
+    // Without pre-vote a candidate that cannot win (an old membership whose
+    // other voters are gone or refuse it) otherwise raises the term ahead of
+    // the rival each time, and the rival's requests always come a term late
+    // (raft sim seed 300843). Liveness only: votes are unchanged.
+    if (!pre && this.roleValue === 'candidate' && !this.preCandidate && m.term === this.termValue && this.log.isUpToDate(m.lastLogIndex - 1, m.lastLogTerm)) {
+      this.becomeFollower(this.termValue, NONE);
+    }
   }
 
   /** Votes from voters of our membership only: a learner's or stranger's answer does not count. */

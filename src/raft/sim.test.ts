@@ -131,12 +131,25 @@ test('raft simulation: unknown damage extent under the same leader, with pre-vot
   runSeed(316155, 3, true);
 });
 
-// Known liveness gap, still open: a repairing node that led its term lost
-// entries it had appended and no live node holds (47 of term 13 here; the
-// others stop at 46). It may have acknowledged them, so it votes only for a log
-// that has them: none exists, and it may not campaign. 28 of 20,000 3-voter seeds
-// stall in this way or alike (none with 5 voters). Kept as a todo test so the
-// reproducer runs and reports without failing CI.
-test('raft simulation: known liveness gap — a repairing ex-leader lost entries no live node holds: no vote it can give (seed 300843)', { todo: 'liveness gap: see the comment above' }, () => {
-  runSeed(300843, 3);
+// Reproducer of a stall without pre-vote (fixed): the repairing node 3 led term
+// 13 and lost entry 47 that nobody else holds, so it refuses every candidate;
+// node 4 (log 46) could win with node 1's vote, but node 1, a candidate with an
+// old membership whose other voters are gone or refuse it, raised the term
+// every timeout, always a term ahead of node 4's requests. A candidate now
+// yields to a rival of its term with a longer log (node.ts, handleVote). Over
+// 20,000 3-voter seeds without pre-vote, stalls fell 30 -> 22.
+test('raft simulation: a candidate that cannot win no longer outruns the one that can, without pre-vote (seed 300843)', () => {
+  runSeed(300843, 3, false);
+});
+
+// Known liveness gap, still open (26 of 20,000 3-voter seeds with pre-vote, as
+// the OSD runs; none with 5 voters): voter 3's removal was committed and
+// applied by leader 2, and node 3 retired; then 2 lost the removal's commit
+// and the entries after it to log damage. Nodes 1 and 4 hold the removal but
+// never learned it committed, so their membership still counts node 3 and
+// needs 3 votes of {1,2,3,4}: node 3 is gone, and node 2, which may have
+// acknowledged the lost entries, votes only for a log that has them. Kept as
+// a todo test so the reproducer runs and reports without failing CI.
+test('raft simulation: known liveness gap — a retired voter still counted by the survivors, whose leader lost the removal to log damage (seed 300391, pre-vote)', { todo: 'liveness gap: see the comment above' }, () => {
+  runSeed(300391, 3, true);
 });
