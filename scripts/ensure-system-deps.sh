@@ -4,7 +4,7 @@
 # etcd for the monitor's etcd store tests, libiscsi's iscsi-test-cu/iscsi-inq and
 # qemu's iscsi:// driver, tgtd as the iSCSI benchmark peer), and fio with its
 # libiscsi engine (scripts/build-fio-libiscsi.sh; Debian's fio lacks it), and a
-# C compiler for the native crc32c kernel, if any is missing. Runs `apt-get update` first, as the machine image may have no lists.
+# C compiler for the native modules (crc32c, page-cache advice), if any is missing. Runs `apt-get update` first, as the machine image may have no lists.
 # Needs root (or sudo); prints what it installs. Safe to run repeatedly.
 set -euo pipefail
 
@@ -21,8 +21,9 @@ PATH=/usr/bin:$PATH nbdsh -c 'pass' >/dev/null 2>&1 || need+=(libnbd-bin python3
 have iscsi-test-cu || need+=(libiscsi-bin)
 have iscsi-inq || need+=(libiscsi-bin)
 have tgtd || [ -x /usr/sbin/tgtd ] || need+=(tgt)
-# A C compiler for the native crc32c kernel (scripts/build-native.mjs; without it,
-# crc32c falls back to @node-rs/crc32 and the test that expects the kernel fails).
+# A C compiler for the native modules (scripts/build-native.mjs; without it,
+# crc32c falls back to @node-rs/crc32, no page-cache advice is given, and the
+# tests that expect the modules fail).
 have cc || need+=(gcc libc6-dev)
 # qemu-img's iscsi:// driver lives in qemu-block-extra.
 dpkg -s qemu-block-extra >/dev/null 2>&1 || need+=(qemu-block-extra)

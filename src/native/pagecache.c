@@ -13,34 +13,41 @@
  * synchronous read into one that overlaps the wait (io/node/page-cache.ts).
  * Node has no binding for posix_fadvise or readahead(2).
  *
- * Invariants: arguments are checked (an int fd, integer offset >= 0 and
- * length > 0 below 2^53) before the call; the call never blocks on the read;
- * returns 0 or the errno posix_fadvise gave; nothing is kept between calls.
+ * Invariants: arguments are checked (fd an integer in [0, INT_MAX], integer
+ * offset >= 0 and length > 0 below 2^53) before the call; off_t is 64 bits
+ * (checked at compile time), so no offset is truncated; the call does not wait
+ * for the data (the kernel may still wait to submit the read, e.g. on a full
+ * device queue); returns 0 or the errno posix_fadvise gave; nothing is kept
+ * between calls.
  */
 #define _GNU_SOURCE
+#define _FILE_OFFSET_BITS 64
 #include <node_api.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
+#include <sys/types.h>
+
+_Static_assert(sizeof(off_t) == 8, "off_t must be 64 bits");
 
 #define MAX_SAFE_INTEGER 9007199254740991.0
 
-static int integral(double v) {
-  return isfinite(v) && v == floor(v) && v >= 0 && v <= MAX_SAFE_INTEGER;
+static int integral(double v, double max) {
+  return isfinite(v) && v == floor(v) && v >= 0 && v <= max;
 }
 
 static napi_value will_need(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
-  int32_t fd;
-  double offset, length;
+  double fd, offset, length;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 3 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_double(env, argv[1], &offset) != napi_ok ||
-      napi_get_value_double(env, argv[2], &length) != napi_ok || fd < 0 || !integral(offset) || !integral(length) ||
-      length == 0) {
-    napi_throw_range_error(env, "ERR_INVALID", "willNeed(fd, offset, length): fd >= 0, integer offset >= 0, integer length > 0");
+      napi_get_value_double(env, argv[0], &fd) != napi_ok || napi_get_value_double(env, argv[1], &offset) != napi_ok ||
+      napi_get_value_double(env, argv[2], &length) != napi_ok || !integral(fd, INT_MAX) ||
+      !integral(offset, MAX_SAFE_INTEGER) || !integral(length, MAX_SAFE_INTEGER) || length == 0) {
+    napi_throw_range_error(env, "ERR_INVALID", "willNeed(fd, offset, length): integer fd in [0, INT_MAX], integer offset >= 0, integer length > 0");
     return NULL;
   }
-  int rc = posix_fadvise(fd, (off_t)offset, (off_t)length, POSIX_FADV_WILLNEED);
+  int rc = posix_fadvise((int)fd, (off_t)offset, (off_t)length, POSIX_FADV_WILLNEED);
   napi_value out;
   napi_create_int32(env, rc, &out);
   return out;

@@ -36,7 +36,7 @@ test('decodeOp refuses bytes that are not an op (ERR_FORMAT)', () => {
   assert.throws(() => decodeOp(bad), { code: 'ERR_FORMAT' });
 });
 
-test('peekOpTarget reads the range of every op kind without decoding it, and refuses what decodeOp refuses for its header', () => {
+test('peekOpTarget reads the range of every op kind without decoding it, and refuses unknown kinds, offsets beyond 2^53 and empty lengths', () => {
   const t: OpTarget = { volumeId: 0, offsetBytes: 0, lengthBytes: 0 };
   const w = encodeOp(OpKind.Write, 7, 3 * 2 ** 32 + 8192, 4096, Buffer.alloc(4096));
   assert.equal(peekOpTarget(w, t), true);

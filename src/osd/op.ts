@@ -66,9 +66,11 @@ export interface OpTarget {
 
 /**
  * The range an op's bytes target, read from its header without decoding the op
- * (no allocation: out is the caller's). False for an empty entry and for a header
- * decodeOp would refuse for its kind, offset or length. For hints only (the OSD's
- * page-cache advice before apply): decodeOp stays the check before any apply.
+ * (no allocation: out is the caller's). False for an empty entry, an unknown
+ * kind, an offset beyond 2^53 and a length of 0 or over IO_BYTES_MAX; unlike
+ * decodeOp it checks neither sector alignment nor the payload's length. For
+ * hints only (the OSD's page-cache advice before apply): decodeOp stays the
+ * check before any apply.
  */
 export function peekOpTarget(bytes: Uint8Array, out: OpTarget): boolean {
   if (bytes.length < OP_HEADER_BYTES) return false;

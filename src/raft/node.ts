@@ -755,7 +755,10 @@ export class RaftNode {
     // Without pre-vote a candidate that cannot win (an old membership whose
     // other voters are gone or refuse it) otherwise raises the term ahead of
     // the rival each time, and the rival's requests always come a term late
-    // (raft sim seed 300843). Liveness only: votes are unchanged.
+    // (raft sim seed 300843). The rival need not be in our membership (there
+    // it was not: ours was the old one). The cost: a candidate a vote short of
+    // winning may yield to a rival that does not win this term either, one
+    // more election timeout. Liveness only: votes are unchanged.
     if (!pre && this.roleValue === 'candidate' && !this.preCandidate && m.term === this.termValue && this.log.isUpToDate(m.lastLogIndex - 1, m.lastLogTerm)) {
       this.becomeFollower(this.termValue, NONE);
     }

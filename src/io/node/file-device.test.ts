@@ -361,3 +361,22 @@ test('prefetchWrite advises the partial pages of a stored block (page-cache.ts),
   d.prefetchWrite(4608, 4608);
   assert.deepEqual(d.pageAdvice, { calls: expected, errors: 0 }, 'the closed fd number may name another file by now');
 });
+
+test('prefetchWrite on an O_DIRECT device advises nothing (its writes never read pages)', async (t) => {
+  const path = join(root, `dev-${++seq}.img`);
+  await FileDevice.create(path, 16 << 20);
+  let d: FileDevice;
+  try {
+    d = await FileDevice.open(path, 'on');
+  } catch (err) {
+    t.diagnostic(`O_DIRECT not supported under ${root} (${(err as Error).message}): only the buffered case was checked`);
+    return;
+  }
+  try {
+    assert.equal(d.directIo, true);
+    d.prefetchWrite(4608, 4608);
+    assert.deepEqual(d.pageAdvice, { calls: 0, errors: 0 });
+  } finally {
+    await d.close();
+  }
+});

@@ -9,6 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 import { BLOCK_STRIDE_BYTES } from '../../engine/layout.js';
 import { adviseWritePages, PAGE_BYTES, pageAdviceAvailable, type PageAdviceCounters } from './page-cache.js';
 
@@ -19,7 +20,8 @@ function recorder(): { calls: [number, number][]; willNeed: (fd: number, o: numb
 
 test('adviseWritePages: only the pages a write covers in part, one call when they are adjacent', () => {
   const cases: { at: number; len: number; want: [number, number][] }[] = [
-    // Block 0 of a chunk (1 MiB aligned): page 0 whole, 512 bytes of page 1.
+    // Block 0 of a page-aligned chunk (the data area is 1 MiB aligned, and chunks
+    // of 4 MiB objects are 4,608 x 1,024 bytes apart): page 0 whole, 512 bytes of page 1.
     { at: 0, len: BLOCK_STRIDE_BYTES, want: [[PAGE_BYTES, PAGE_BYTES]] },
     // Block 1: the end of page 1 and the start of page 2, both in part: one call of two pages.
     { at: BLOCK_STRIDE_BYTES, len: BLOCK_STRIDE_BYTES, want: [[PAGE_BYTES, 2 * PAGE_BYTES]] },
@@ -41,6 +43,14 @@ test('adviseWritePages: only the pages a write covers in part, one call when the
     assert.equal(n, c.want.length);
     assert.equal(counters.calls, c.want.length);
   }
+  // A range no write could have, or a bad descriptor, is advised nothing and never throws (the OSD hints mid-pass).
+  const none = recorder();
+  const c0: PageAdviceCounters = { calls: 0, errors: 0 };
+  for (const [fd, at, len] of [[3, -512, 4608], [3, 0.5, 4608], [3, 0, -1], [3, 0, Number.NaN], [3, 2 ** 53, 4608], [-1, 512, 512], [1.5, 512, 512], [2 ** 32, 512, 512]]) {
+    assert.equal(adviseWritePages(fd, at, len, c0, none.willNeed), 0, `${fd} ${at}+${len}`);
+  }
+  assert.deepEqual(none.calls, []);
+  assert.deepEqual(c0, { calls: 0, errors: 0 });
   // A refusal is counted, never thrown; no advice function means no advice.
   const counters: PageAdviceCounters = { calls: 0, errors: 0 };
   adviseWritePages(3, 512, 512, counters, () => 9);
@@ -96,9 +106,15 @@ test('adviseWritePages on a real file: the partial pages of a block write are re
         if (pages < 2) await new Promise((r) => setTimeout(r, 10));
       }
       assert.equal(pages, 2, 'exactly the two partial pages are cached');
-      // A bad descriptor is refused by the kernel and counted, not thrown.
+      // A descriptor that names no file is refused by the kernel and counted, not thrown.
       adviseWritePages(-1 >>> 1, 512, 512, counters);
       assert.deepEqual(counters, { calls: 2, errors: 1 });
+      // The module checks its arguments itself (a wrong fd or a truncated offset would advise the wrong file or range).
+      const raw = createRequire(import.meta.url)('../../../native/pagecache.node') as { willNeed(fd: number, o: number, l: number): number };
+      assert.equal(raw.willNeed(fd, 0, PAGE_BYTES), 0);
+      for (const args of [[Number.NaN, 0, 1], [2 ** 32 + fd, 0, 1], [fd + 0.5, 0, 1], [-1, 0, 1], [fd, -1, 1], [fd, 0.5, 1], [fd, 0, 0], [fd, 2 ** 53, 1]]) {
+        assert.throws(() => raw.willNeed(args[0], args[1], args[2]), { code: 'ERR_INVALID' }, `willNeed(${args.join(', ')})`);
+      }
     } finally {
       closeSync(fd);
     }

@@ -50,7 +50,9 @@ export interface PageAdviceCounters {
  * or advice is unavailable). willNeed is the kernel's by default (tests pass their own).
  */
 export function adviseWritePages(fd: number, offsetBytes: number, lengthBytes: number, counters: PageAdviceCounters, willNeed: WillNeed | null = nativeWillNeed): number {
-  if (willNeed === null || lengthBytes <= 0) return 0;
+  // A hint must never throw (the OSD gives it mid-pass): a range no write could have is advised nothing.
+  if (willNeed === null || !(Number.isSafeInteger(offsetBytes) && offsetBytes >= 0 && Number.isSafeInteger(lengthBytes) && lengthBytes > 0 && Number.isSafeInteger(offsetBytes + lengthBytes))) return 0;
+  if (!(Number.isInteger(fd) && fd >= 0 && fd <= 0x7fffffff)) return 0;
   const end = offsetBytes + lengthBytes;
   const headPage = Math.floor(offsetBytes / PAGE_BYTES);
   const tailPage = Math.floor((end - 1) / PAGE_BYTES);
