@@ -29,10 +29,10 @@ const turns = async (): Promise<void> => {
   for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
 };
 
-async function makePool(protection: Protection, n: number, seed: number): Promise<{ devs: SimDevice[]; pool: PoolDevice }> {
+async function makePool(protection: Protection, n: number, seed: number, sleep: (ms: number) => Promise<void> = turns): Promise<{ devs: SimDevice[]; pool: PoolDevice }> {
   const devs = Array.from({ length: n }, (_, i) => sim(i, seed));
   await PoolDevice.format(devs, { protection, dataCount: 4, stripBytes: 4 * KiB, chunkDataBytes: 64 * KiB, journalBytes: JOURNAL, dataZeroed: true, newUuid });
-  return { devs, pool: await PoolDevice.open(devs, { rng: new Prng(seed), newUuid, sleep: turns }) };
+  return { devs, pool: await PoolDevice.open(devs, { rng: new Prng(seed), newUuid, sleep }) };
 }
 
 async function fill(pool: PoolDevice, bytes: number, seed: number): Promise<Buffer> {
@@ -126,14 +126,39 @@ test('data-aware: a failure that hits no container starts no work; unrecoverable
 });
 
 test('user writes during a rebuild reach the new chunks (model and scrub agree afterwards)', async () => {
-  const { pool } = await makePool('raid6', 8, SEED ^ 2);
+  // Each pause of the rebuild lasts until WRITES_PER_PAUSE user writes completed,
+  // so writes land between every two steps whatever the seed (with a few
+  // event-loop turns per pause, seed 1523551188 had one container to rebuild and
+  // overlapped only 13 writes, failing the old count of 20).
+  const WRITES_PER_PAUSE = 4;
+  let writerRunning = false;
+  let wake: (() => void) | null = null;
+  let writesToWake = 0;
+  const untilWrites = async (): Promise<void> => {
+    if (!writerRunning) return turns();
+    writesToWake = WRITES_PER_PAUSE;
+    await new Promise<void>((r) => (wake = r));
+  };
+  const { pool } = await makePool('raid6', 8, SEED ^ 2, untilWrites);
   const model = await fill(pool, 768 * KiB, SEED ^ 3);
   await pool.failMember(1);
   await pool.failMember(6);
-  const writer = backgroundWriter(pool, model, new Prng(SEED ^ 4));
-  await pool.rebuild({ parallel: 1, busyShare: 0.2 });
+  writerRunning = true;
+  let pauses = 0;
+  const writer = backgroundWriter(pool, model, new Prng(SEED ^ 4), () => {
+    if (wake === null || --writesToWake > 0) return;
+    const w = wake;
+    wake = null;
+    pauses++;
+    w();
+  });
+  const r = await pool.rebuild({ parallel: 1, busyShare: 0.2 });
+  writerRunning = false;
   const writes = await writer.stop();
-  assert.ok(writes > 20, `only ${writes} user writes ran during the rebuild`);
+  console.log(`rebuild under writes: ${r.containersDone} containers, ${pauses} pauses, ${writes} user writes`);
+  assert.ok(r.containersDone > 0 && r.containersDone === r.containersTotal, `rebuilt ${r.containersDone} of ${r.containersTotal} containers`);
+  assert.ok(pauses >= r.containersDone, `the rebuild paused for user writes ${pauses} times over ${r.containersDone} containers`);
+  assert.ok(writes >= WRITES_PER_PAUSE * pauses, `only ${writes} user writes ran during the rebuild's ${pauses} pauses`);
   const scrub = await pool.scrub();
   assert.deepEqual([scrub.unverifiable, scrub.mismatches.length], [0, 0]);
   assert.ok((await readBack(pool, model.length)).equals(model));
