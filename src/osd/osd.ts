@@ -437,6 +437,11 @@ export class OsdCore {
     this.schedulePass();
   }
 
+  /** For the snapshot sender/receiver (snapshot.ts): the OSD's log. */
+  logInfo(message: string): void {
+    this.deps.log('info', `osd.${this.id}: ${message}`);
+  }
+
   handleSnapshotChunk(chunk: SnapshotChunk): Promise<ClientResponse> {
     if (this.stopped) return Promise.resolve({ status: Status.NotReady, message: 'OSD stopping' });
     const pg = this.replicaForIncoming(chunk.poolId, chunk.pg);

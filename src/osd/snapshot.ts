@@ -62,22 +62,25 @@ export class SnapshotSender {
     this.transfers.set(k, t);
     pg.sendingSnapshotTo.add(m.to);
     this.run(pg, m, t).then(
-      (ok) => this.finish(pg, k, t, ok),
-      () => this.finish(pg, k, t, false),
+      (why) => this.finish(pg, k, t, m, why),
+      (err: Error) => this.finish(pg, k, t, m, `error: ${err.message}`),
     );
   }
 
-  private finish(pg: PgReplica, k: string, t: Transfer, ok: boolean): void {
+  /** why: null when the transfer completed, else why it stopped (logged: recovery is what an operator watches). */
+  private finish(pg: PgReplica, k: string, t: Transfer, m: MsgSnap, why: string | null): void {
+    const ok = why === null;
+    this.osd.logInfo(`PG ${pg.id.poolId}.${pg.id.pg}: snapshot at index ${m.snapshot.index} (term ${m.term}) to osd.${t.to}, transfer ${t.id}: ${ok ? 'sent' : `not completed (${why})`}`);
     this.transfers.delete(k);
     pg.sendingSnapshotTo.delete(t.to);
     this.osd.runLater(pg, () => pg.node.reportSnapshot(t.to, ok));
   }
 
-  private async run(pg: PgReplica, m: MsgSnap, t: Transfer): Promise<boolean> {
+  private async run(pg: PgReplica, m: MsgSnap, t: Transfer): Promise<string | null> {
     // The shipped state must include everything up to the snapshot index.
     await new Promise<void>((resolve) => pg.apply.whenDone(m.snapshot.index, resolve));
     const map = this.osd.clusterMap;
-    if (!map) return false;
+    if (!map) return 'no cluster map';
     const objBytes = this.store.objectSizeBytes;
     const work: { volumeId: number; obj: number }[] = [];
     for (const v of map.volumes) {
@@ -99,7 +102,7 @@ export class SnapshotSender {
         bytes += objBytes;
       }
       await this.throttle(bytes, t);
-      if (t.cancelled || !pg.isLeader) return false;
+      if (t.cancelled || !pg.isLeader) return t.cancelled ? 'cancelled' : 'no longer the leader';
       const done = k >= work.length;
       const chunk: SnapshotChunk = {
         poolId: pg.id.poolId,
@@ -112,22 +115,26 @@ export class SnapshotSender {
         items,
         snap: done ? m : undefined,
       };
-      if (!(await this.sendChunk(t.to, chunk))) return false;
+      const refused = await this.sendChunk(t.to, chunk);
+      if (refused !== null) return `chunk ${chunk.seq}: ${refused}`;
       t.bytesLeft = Math.max(0, t.bytesLeft - bytes);
     } while (k < work.length);
-    return true;
+    return null;
   }
 
-  private async sendChunk(to: number, chunk: SnapshotChunk): Promise<boolean> {
+  /** null once the receiver took the chunk, else why not. */
+  private async sendChunk(to: number, chunk: SnapshotChunk): Promise<string | null> {
+    let last = '';
     for (let attempt = 0; attempt < CHUNK_TIMEOUT_RETRIES; attempt++) {
       try {
         const resp = await this.net.sendSnapshotChunk(to, chunk);
-        return resp.status === Status.Ok;
-      } catch {
+        return resp.status === Status.Ok ? null : `refused: ${resp.message ?? `status ${resp.status}`}`;
+      } catch (err) {
+        last = (err as Error).message;
         await this.sleep(YIELD_WAIT_MS * (attempt + 1));
       }
     }
-    return false;
+    return `${CHUNK_TIMEOUT_RETRIES} attempts failed, last: ${last}`;
   }
 
   private async throttle(bytes: number, t: Transfer): Promise<void> {
@@ -172,6 +179,7 @@ export class SnapshotReceiver {
       if (pg.isLeader) return { status: Status.NotReady, message: 'a leader does not take snapshots' };
       pg.installingTransfer = chunk.transferId;
       this.osd.noteInstallStart();
+      this.osd.logInfo(`PG ${pg.id.poolId}.${pg.id.pg}: installing snapshot transfer ${chunk.transferId} from osd.${chunk.fromOsd} (commit ${pg.node.commit}, term ${pg.node.term}): dropping the PG's data`);
       // No entry may still be applying (or start) once the old data is dropped: its
       // write would land on top of the snapshot's newer data (apply.ts header).
       await pg.apply.pause();
@@ -185,7 +193,10 @@ export class SnapshotReceiver {
       this.completed.add(chunk.transferId);
       if (this.completed.size > COMPLETED_TRANSFERS_MAX) this.completed.delete(this.completed.values().next().value as number);
       await this.store.engine.flush();
-      if (chunk.snap) this.osd.stepLater(pg, chunk.snap);
+      if (chunk.snap) {
+        this.osd.logInfo(`PG ${pg.id.poolId}.${pg.id.pg}: snapshot transfer ${chunk.transferId} written; stepping its index ${chunk.snap.snapshot.index} (commit ${pg.node.commit}, term ${pg.node.term})`);
+        this.osd.stepLater(pg, chunk.snap);
+      }
     }
     return { status: Status.Ok };
   }
