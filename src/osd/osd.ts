@@ -71,8 +71,6 @@ export interface OsdCounters {
   clientRequests: number;
   /** Snapshot installs this OSD began as a receiver (whole-PG copies from a leader). */
   snapshotInstalls: number;
-  /** Snapshots raft asked this OSD to send while recoveryTransfersMax were running (raft asks again later). */
-  snapshotsDeferred: number;
 }
 
 export interface OsdNet {
@@ -107,14 +105,6 @@ export interface OsdConfig {
   recoveryBytesPerSec: number;
   /** Recovery pauses while more client requests than this are in flight on this OSD. */
   recoveryYieldInFlight: number;
-  /**
-   * Snapshot transfers this OSD sends at once (Ceph's osd_max_backfills). More
-   * ask raft again later. Transfers sharing recoveryBytesPerSec each took N times
-   * as long, and under writes a snapshot that slow was stale on arrival: the
-   * leader had compacted past it, so every PG was copied twice (part 7 of the
-   * cluster conformance test, session 21).
-   */
-  recoveryTransfersMax: number;
   /** A replica whose OSD left the PG's acting set is dropped after this long (ms). */
   orphanGraceMs: number;
   /**
@@ -240,7 +230,6 @@ export const OSD_CONFIG_DEFAULTS: OsdConfig = {
   keepMinEntries: 64,
   recoveryBytesPerSec: 128 * 1024 * 1024,
   recoveryYieldInFlight: 64,
-  recoveryTransfersMax: 2,
   orphanGraceMs: 30_000,
   leaseFraction: 0.8,
 };
@@ -282,7 +271,7 @@ export class OsdCore {
   /** Client requests in flight on this OSD (recovery yields to them). */
   clientInFlight = 0;
   /** Monotonic counters (metrics, benchmarks). */
-  readonly counters: OsdCounters = { passes: 0, walCommits: 0, walCommitsOverlapped: 0, raftBatchesIn: 0, raftMsgsIn: 0, raftBatchesOut: 0, raftMsgsOut: 0, clientRequests: 0, snapshotInstalls: 0, snapshotsDeferred: 0 };
+  readonly counters: OsdCounters = { passes: 0, walCommits: 0, walCommitsOverlapped: 0, raftBatchesIn: 0, raftMsgsIn: 0, raftBatchesOut: 0, raftMsgsOut: 0, clientRequests: 0, snapshotInstalls: 0 };
   /** Recovered WAL groups waiting for the map to tell their pool's pgCount. */
   private pendingRecovered: Map<number, RecoveredGroup>;
 

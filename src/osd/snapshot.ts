@@ -7,9 +7,8 @@
 //
 // Sender: throttled to recoveryBytesPerSec and paused while the OSD has more
 // than recoveryYieldInFlight client requests in flight (user IO first). One
-// transfer per (PG, peer) and at most recoveryTransfersMax at once (a snapshot
-// asked for beyond that is reported failed at once); a failure reports the
-// snapshot as failed so raft probes again later.
+// transfer per (PG, peer); a failure reports the snapshot as failed so raft
+// probes again later.
 // Receiver: the first chunk (seq 0) drops the PG's local objects, later chunks
 // write objects; the last one flushes the engine (the data must be durable
 // before the WAL records the snapshot) and then steps the snap message into the
@@ -56,21 +55,9 @@ export class SnapshotSender {
     for (const t of this.transfers.values()) t.cancelled = true;
   }
 
-  /** Transfers running now (at most recoveryTransfersMax). */
-  get running(): number {
-    return this.transfers.size;
-  }
-
   start(pg: PgReplica, m: MsgSnap): void {
     const k = `${pg.id.key}:${m.to}`;
     if (this.transfers.has(k)) return;
-    if (this.transfers.size >= this.config.recoveryTransfersMax) {
-      // Not now: raft probes the peer again and asks for a snapshot then, with the
-      // leader's applied point of that time (a queued one would be stale).
-      this.osd.counters.snapshotsDeferred++;
-      this.osd.runLater(pg, () => pg.node.reportSnapshot(m.to, false));
-      return;
-    }
     const t: Transfer = { id: this.osd.id * 1_000_000 + this.nextTransferId++, to: m.to, bytesLeft: 0, cancelled: false };
     this.transfers.set(k, t);
     pg.sendingSnapshotTo.add(m.to);
