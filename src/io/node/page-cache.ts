@@ -1,7 +1,7 @@
 // Page-cache advice for buffered device files (src/native/pagecache.c): start
 // reading the pages a coming write covers only in part, so that the write finds
 // them cached instead of reading them inside its pwrite, on the event loop
-// (FileDevice.prefetchWrite, docs/ARCHITECTURE.md "Warming pages before a write").
+// (FileDevice.prefetchWrite, docs/ARCHITECTURE.md "Warming an entry's pages before it is applied").
 //
 // Invariants: advice is a hint and never fails an IO: without the native module
 // (not built: no compiler, not Linux) or with TESSERA_PAGE_ADVICE=0 nothing is
