@@ -71,6 +71,10 @@ export interface OsdCounters {
   clientRequests: number;
   /** Snapshot installs this OSD began as a receiver (whole-PG copies from a leader). */
   snapshotInstalls: number;
+  /** Snapshots raft asked this OSD to send that waited for a slot (recoveryTransfersMax). */
+  snapshotsQueued: number;
+  /** Snapshot transfers cancelled, or peers that fell behind after one, because more than recoveryRetainBytes were written meanwhile. */
+  snapshotsStale: number;
 }
 
 export interface OsdNet {
@@ -105,6 +109,19 @@ export interface OsdConfig {
   recoveryBytesPerSec: number;
   /** Recovery pauses while more client requests than this are in flight on this OSD. */
   recoveryYieldInFlight: number;
+  /**
+   * Snapshot transfers this OSD sends at once (Ceph's osd_max_backfills); more
+   * wait their turn (snapshot.ts). Transfers sharing recoveryBytesPerSec each
+   * took N times as long and, under writes, arrived stale.
+   */
+  recoveryTransfersMax: number;
+  /**
+   * Entry bytes a leader keeps in a PG's log after the index of a snapshot it is
+   * sending, so the peer can catch up from the log once it installed it. Beyond
+   * this the transfer is cancelled as stale. Held only by running transfers: at
+   * most recoveryTransfersMax x this much memory per OSD.
+   */
+  recoveryRetainBytes: number;
   /** A replica whose OSD left the PG's acting set is dropped after this long (ms). */
   orphanGraceMs: number;
   /**
@@ -230,6 +247,8 @@ export const OSD_CONFIG_DEFAULTS: OsdConfig = {
   keepMinEntries: 64,
   recoveryBytesPerSec: 128 * 1024 * 1024,
   recoveryYieldInFlight: 64,
+  recoveryTransfersMax: 2,
+  recoveryRetainBytes: 64 * 1024 * 1024,
   orphanGraceMs: 30_000,
   leaseFraction: 0.8,
 };
@@ -271,7 +290,7 @@ export class OsdCore {
   /** Client requests in flight on this OSD (recovery yields to them). */
   clientInFlight = 0;
   /** Monotonic counters (metrics, benchmarks). */
-  readonly counters: OsdCounters = { passes: 0, walCommits: 0, walCommitsOverlapped: 0, raftBatchesIn: 0, raftMsgsIn: 0, raftBatchesOut: 0, raftMsgsOut: 0, clientRequests: 0, snapshotInstalls: 0 };
+  readonly counters: OsdCounters = { passes: 0, walCommits: 0, walCommitsOverlapped: 0, raftBatchesIn: 0, raftMsgsIn: 0, raftBatchesOut: 0, raftMsgsOut: 0, clientRequests: 0, snapshotInstalls: 0, snapshotsQueued: 0, snapshotsStale: 0 };
   /** Recovered WAL groups waiting for the map to tell their pool's pgCount. */
   private pendingRecovered: Map<number, RecoveredGroup>;
 
@@ -785,7 +804,12 @@ export class OsdCore {
     if (moved <= 0 || (moved < COMPACT_STEP_ENTRIES && (log.entryAt(top)?.data.length ?? 0) < c.keepBytes / 16)) return null;
     pg.compactCheckedAt = top;
     pg.compactWantedAt = wanted;
-    return compactIndex(top, n.snapshotMeta.index, (i) => log.entryAt(i)?.data.length, c.keepEntries, c.keepBytes, c.keepMinEntries, wanted);
+    const bytesAt = (i: number) => log.entryAt(i)?.data.length;
+    const to = compactIndex(top, n.snapshotMeta.index, bytesAt, c.keepEntries, c.keepBytes, c.keepMinEntries, wanted);
+    // A snapshot being sent needs the entries after its index (snapshot.ts), past the caps above.
+    const hold = n.role === 'leader' ? this.sender.retainIndex(pg, top, bytesAt, (p) => n.progress(p)?.match) : null;
+    if (to === null || hold === null || to <= hold) return to;
+    return hold > n.snapshotMeta.index ? hold : null;
   }
 
   /** The snapshot receiver begins replacing a PG's data (see checkpoint()). */
@@ -802,6 +826,7 @@ export class OsdCore {
 
   private removeReplica(pg: PgReplica): void {
     pg.removed = true;
+    this.sender.forgetPg(pg);
     pg.failWaiting('PG left this OSD');
     this.pgs.delete(pg.id.key);
     this.deps.wal.dropGroup(pg.id.key);

@@ -1,25 +1,32 @@
-// The snapshot sender's report of how each transfer ended (snapshot.ts): a
+// The snapshot sender (snapshot.ts): the report of how each transfer ended (a
 // transfer the receiver took is logged as sent and reported to raft as a
 // success; one the receiver refused is logged with the chunk and the receiver's
-// reason and reported as a failure (raft probes again). Fakes stand in for the
-// OSD, the PG, the store and the network (no IO).
+// reason and reported as a failure, so raft probes again); at most
+// recoveryTransfersMax at once, the rest waiting in order and renewed to a fresh
+// snapshot point when they start; and the log kept after a snapshot's index
+// (retainIndex). Fakes stand in for the OSD, the PG, the store and the network
+// (no IO).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { MsgSnap } from '../raft/types.js';
 import type { Clock } from '../io/clock.js';
-import { OSD_CONFIG_DEFAULTS, type OsdCore, type OsdNet } from './osd.js';
+import { OSD_CONFIG_DEFAULTS, type OsdConfig, type OsdCore, type OsdNet } from './osd.js';
 import type { ObjectStore } from './objects.js';
 import type { PgReplica } from './pg.js';
 import { SNAPSHOT_CHUNK_BYTES_MAX, Status, type ClientResponse, type SnapshotChunk } from './proto.js';
 import { SnapshotSender } from './snapshot.js';
 
-function fakes(answer: (c: SnapshotChunk) => ClientResponse) {
-  const reports: { to: number; ok: boolean }[] = [];
+type Answer = (c: SnapshotChunk) => ClientResponse | Promise<ClientResponse>;
+
+function fakes(answer: Answer, config: Partial<OsdConfig> = {}) {
+  const reports: { pg: number; to: number; ok: boolean }[] = [];
   const logs: string[] = [];
+  const counters = { snapshotsQueued: 0, snapshotsStale: 0 };
   const osd = {
     id: 1,
     clusterMap: { volumes: [{ id: 1, poolId: 1 }], pgs: {} },
     clientInFlight: 0,
+    counters,
     runLater: (_pg: PgReplica, action: () => void) => action(),
     logInfo: (m: string) => void logs.push(m),
   } as unknown as OsdCore;
@@ -33,16 +40,64 @@ function fakes(answer: (c: SnapshotChunk) => ClientResponse) {
       return { cancel: () => clearTimeout(t) };
     },
   };
-  const sender = new SnapshotSender(osd, store, net, clock, { ...OSD_CONFIG_DEFAULTS });
-  const pg = {
-    id: { key: 7, poolId: 1, pg: 7, pgCount: 8 },
-    isLeader: true,
-    sendingSnapshotTo: new Set<number>(),
-    apply: { whenDone: (_i: number, cb: () => void) => cb() },
-    node: { reportSnapshot: (to: number, ok: boolean) => void reports.push({ to, ok }) },
-  } as unknown as PgReplica;
-  const snap: MsgSnap = { type: 'snap', from: 1, to: 3, term: 2, snapshot: { index: 10, term: 2, conf: { voters: [1, 2, 3], learners: [] } } };
-  return { sender, reports, logs, pg, snap };
+  const sender = new SnapshotSender(osd, store, net, clock, { ...OSD_CONFIG_DEFAULTS, ...config });
+  /** renewSnapshot calls, and what the next ones answer (the leader's applied point now, or null). */
+  const renewals: { pg: number; to: number; term: number }[] = [];
+  let renewTo: number | null = 50;
+  const pgOf = (n: number) =>
+    ({
+      id: { key: n, poolId: 1, pg: n, pgCount: 8 },
+      isLeader: true,
+      removed: false,
+      sendingSnapshotTo: new Set<number>(),
+      apply: { whenDone: (_i: number, cb: () => void) => cb() },
+      node: {
+        term: 2,
+        commit: 30,
+        reportSnapshot: (to: number, ok: boolean) => void reports.push({ pg: n, to, ok }),
+        renewSnapshot: (to: number, term: number): MsgSnap | null => {
+          renewals.push({ pg: n, to, term });
+          return renewTo === null ? null : { ...snapAt(10), to, snapshot: { ...snapAt(10).snapshot, index: renewTo } };
+        },
+      },
+    }) as unknown as PgReplica;
+  const snapAt = (index: number, to = 3): MsgSnap => ({ type: 'snap', from: 1, to, term: 2, snapshot: { index, term: 2, conf: { voters: [1, 2, 3], learners: [] } } });
+  return {
+    sender,
+    reports,
+    logs,
+    counters,
+    renewals,
+    setRenew: (v: number | null) => (renewTo = v),
+    pg: pgOf(7),
+    pgOf,
+    snap: snapAt(10),
+    snapAt,
+  };
+}
+
+/** A receiver that holds each chunk's answer until release(), then answers Ok at once until hold(). */
+function gated() {
+  const waiting: (() => void)[] = [];
+  const seen: SnapshotChunk[] = [];
+  let open = false;
+  const answer: Answer = (c) =>
+    new Promise((resolve) => {
+      seen.push(c);
+      if (open) resolve({ status: Status.Ok });
+      else waiting.push(() => resolve({ status: Status.Ok }));
+    });
+  return {
+    answer,
+    seen,
+    /** Answers every chunk sent so far, and the next ones at once. */
+    release: async () => {
+      open = true;
+      for (const w of waiting.splice(0)) w();
+      await new Promise((r) => setTimeout(r, 20));
+    },
+    hold: () => void (open = false),
+  };
 }
 
 async function until(cond: () => boolean): Promise<void> {
@@ -56,7 +111,7 @@ test('snapshot sender: a transfer the receiver took is logged as sent and report
   f.sender.start(f.pg, f.snap);
   assert.deepEqual([...f.pg.sendingSnapshotTo], [3]);
   await until(() => f.reports.length > 0);
-  assert.deepEqual(f.reports, [{ to: 3, ok: true }]);
+  assert.deepEqual(f.reports, [{ pg: 7, to: 3, ok: true }]);
   assert.deepEqual(seqs, [0, 1]);
   assert.deepEqual([...f.pg.sendingSnapshotTo], []);
   assert.equal(f.logs.length, 1);
@@ -67,8 +122,115 @@ test('snapshot sender: a refused chunk ends the transfer, logged with the chunk 
   const f = fakes((c) => (c.seq === 0 ? { status: Status.Ok } : { status: Status.NotReady, message: 'snapshot is not newer than this replica' }));
   f.sender.start(f.pg, f.snap);
   await until(() => f.reports.length > 0);
-  assert.deepEqual(f.reports, [{ to: 3, ok: false }]);
+  assert.deepEqual(f.reports, [{ pg: 7, to: 3, ok: false }]);
   assert.equal(f.logs.length, 1);
   assert.match(f.logs[0], /transfer \d+: not completed \(chunk 1: refused: snapshot is not newer than this replica\)$/);
   assert.equal(f.sender.bytesLeft(f.pg), 0, 'a finished transfer leaves nothing to report as recovering');
+});
+
+test('snapshot sender: beyond recoveryTransfersMax a snapshot waits its turn, then ships the leader\'s applied point of then (renewSnapshot)', async () => {
+  const g = gated();
+  const f = fakes(g.answer, { recoveryTransfersMax: 1 });
+  const b = f.pgOf(8);
+  f.sender.start(f.pg, f.snap);
+  f.sender.start(b, f.snapAt(12));
+  assert.deepEqual(f.sender.counts, { running: 1, queued: 1 });
+  assert.equal(f.counters.snapshotsQueued, 1);
+  // A waiting copy counts as recovering, and as a whole copy left to send.
+  assert.deepEqual([...b.sendingSnapshotTo], [3]);
+  assert.equal(f.sender.bytesLeft(b), 2 * SNAPSHOT_CHUNK_BYTES_MAX);
+  // Raft asking again for the same peer does not queue it twice.
+  f.sender.start(b, f.snapAt(13));
+  assert.deepEqual(f.sender.counts, { running: 1, queued: 1 });
+  assert.equal(f.counters.snapshotsQueued, 1);
+  await new Promise((r) => setTimeout(r, 10));
+  assert.ok(g.seen.every((c) => c.pg === 7), 'only the first PG is sent while it runs');
+  await g.release();
+  await until(() => f.reports.length === 2);
+  assert.deepEqual(f.reports, [
+    { pg: 7, to: 3, ok: true },
+    { pg: 8, to: 3, ok: true },
+  ]);
+  assert.deepEqual(f.renewals, [{ pg: 8, to: 3, term: 2 }]);
+  const last = g.seen.filter((c) => c.pg === 8 && c.done)[0];
+  assert.equal(last?.snap?.snapshot.index, 50, 'the queued copy ships the renewed point');
+  assert.match(f.logs[1], /^PG 1\.8: snapshot at index 50 \(term 2\) to osd\.3, transfer \d+: sent$/);
+  assert.deepEqual(f.sender.counts, { running: 0, queued: 0 });
+  assert.deepEqual([...b.sendingSnapshotTo], []);
+});
+
+test('snapshot sender: a waiting snapshot raft no longer wants (renewSnapshot null) is dropped and the next one starts', async () => {
+  const g = gated();
+  const f = fakes(g.answer, { recoveryTransfersMax: 1 });
+  const b = f.pgOf(8);
+  const c = f.pgOf(9);
+  f.sender.start(f.pg, f.snap);
+  f.sender.start(b, f.snapAt(12));
+  f.sender.start(c, f.snapAt(14));
+  f.setRenew(null);
+  await g.release();
+  await until(() => f.reports.length === 1 && f.renewals.length === 2);
+  assert.deepEqual(f.renewals.map((r) => r.pg), [8, 9]);
+  assert.deepEqual([...b.sendingSnapshotTo], []);
+  assert.deepEqual([...c.sendingSnapshotTo], []);
+  assert.deepEqual(f.sender.counts, { running: 0, queued: 0 });
+  f.setRenew(60);
+  g.hold();
+  // forgetPg: a PG that left this OSD loses its waiting copy.
+  f.sender.start(f.pg, f.snapAt(20));
+  f.sender.start(b, f.snapAt(21));
+  f.sender.forgetPg(b);
+  assert.deepEqual(f.sender.counts, { running: 1, queued: 0 });
+  await g.release();
+  await until(() => f.reports.length === 2);
+  assert.deepEqual(f.renewals.map((r) => r.pg), [8, 9]);
+});
+
+test('snapshot sender: the log after a snapshot\'s index is kept while it is sent and until the peer caught up; past recoveryRetainBytes the transfer is cancelled as stale', async () => {
+  const g = gated();
+  const f = fakes(g.answer, { recoveryRetainBytes: 1000 });
+  const bytesAt = (i: number) => (i <= 40 ? 100 : undefined);
+  let match = 5;
+  const matchOf = () => match;
+  assert.equal(f.sender.retainIndex(f.pg, 40, bytesAt, matchOf), null, 'nothing held without a transfer');
+  f.sender.start(f.pg, f.snap); // index 10
+  assert.equal(f.sender.retainIndex(f.pg, 15, bytesAt, matchOf), 10, '500 bytes after index 10: held');
+  assert.equal(f.sender.retainIndex(f.pg, 20, bytesAt, matchOf), 10, '1000 bytes: still held');
+  assert.equal(f.sender.retainIndex(f.pg, 20, bytesAt, matchOf), 10, 'counted once');
+  assert.equal(f.sender.retainIndex(f.pg, 21, bytesAt, matchOf), null, '1100 bytes: dropped');
+  assert.equal(f.counters.snapshotsStale, 1);
+  await g.release();
+  await until(() => f.reports.length === 1);
+  assert.deepEqual(f.reports, [{ pg: 7, to: 3, ok: false }]);
+  assert.match(f.logs[0], /not completed \(stale: more than 1000 bytes of entries were written after index 10\)$/);
+
+  // A transfer that arrives: the hold stays until the peer's match reaches the
+  // commit index of then (30), and rises with the match meanwhile.
+  g.hold();
+  f.sender.start(f.pg, f.snapAt(22));
+  assert.equal(f.sender.retainIndex(f.pg, 25, bytesAt, matchOf), 22);
+  await g.release();
+  await until(() => f.reports.length === 2);
+  assert.equal(f.reports[1].ok, true);
+  match = 22;
+  assert.equal(f.sender.retainIndex(f.pg, 28, bytesAt, matchOf), 22, 'installed, not caught up');
+  match = 26;
+  assert.equal(f.sender.retainIndex(f.pg, 32, bytesAt, matchOf), 26, 'the hold rises with the match');
+  match = 30;
+  assert.equal(f.sender.retainIndex(f.pg, 34, bytesAt, matchOf), null, 'caught up: released');
+  assert.equal(f.sender.retainIndex(f.pg, 34, bytesAt, () => 1), null, 'and forgotten');
+});
+
+test('snapshot sender: a hold ends when leadership moves on (another term) or the peer left', async () => {
+  const g = gated();
+  const f = fakes(g.answer);
+  const bytesAt = () => 100;
+  f.sender.start(f.pg, f.snap);
+  assert.equal(f.sender.retainIndex(f.pg, 12, bytesAt, () => 5), 10);
+  assert.equal(f.sender.retainIndex(f.pg, 12, bytesAt, () => undefined), null, 'peer left');
+  const b = f.pgOf(8);
+  f.sender.start(b, f.snap);
+  (b.node as { term: number }).term = 3;
+  assert.equal(f.sender.retainIndex(b, 12, bytesAt, () => 5), null, 'a later term');
+  await g.release();
 });

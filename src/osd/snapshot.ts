@@ -7,13 +7,26 @@
 //
 // Sender: throttled to recoveryBytesPerSec and paused while the OSD has more
 // than recoveryYieldInFlight client requests in flight (user IO first). One
-// transfer per (PG, peer); a failure reports the snapshot as failed so raft
-// probes again later.
+// transfer per (PG, peer), at most recoveryTransfersMax at once (Ceph's
+// osd_max_backfills); more wait in a FIFO queue, and a queued one starts from a
+// fresh snapshot point (raft's renewSnapshot), since the leader may have
+// compacted past the point raft named when it asked. Transfers that shared the
+// rate each took N times as long and, under writes, arrived stale (session 21:
+// the cluster conformance test's part 7 copied every PG twice).
+// While a transfer runs, and after it until the peer caught up to where the
+// leader stood when it arrived, the leader keeps the log entries after the
+// snapshot's index (retainIndex, called before each compaction), so the peer
+// catches up from the log instead of needing another snapshot. Once more than
+// recoveryRetainBytes were written after that index, the hold is dropped and a
+// running transfer cancelled (its snapshot would arrive stale); raft asks
+// again, from a newer point. A failure reports the snapshot as failed so raft
+// probes again.
 // Receiver: the first chunk (seq 0) drops the PG's local objects, later chunks
 // write objects; the last one flushes the engine (the data must be durable
 // before the WAL records the snapshot) and then steps the snap message into the
 // node, which emits Ready.snapshot for the WAL.
 import type { Clock } from '../io/clock.js';
+import { assert } from '../stdx/assert.js';
 import type { MsgSnap } from '../raft/types.js';
 import type { ObjectStore } from './objects.js';
 import type { OsdConfig, OsdCore, OsdNet } from './osd.js';
@@ -25,14 +38,49 @@ const YIELD_WAIT_MS = 20;
 
 interface Transfer {
   id: number;
+  pg: PgReplica;
   to: number;
   bytesLeft: number;
-  cancelled: boolean;
+  /** Why it should stop, once it should (checked between chunks). */
+  cancelled: string | null;
+}
+
+/**
+ * The log a leader keeps for a peer it sends a snapshot to: entries (index,
+ * countedTo], `bytes` of entry data, while the transfer runs and then until the
+ * peer's match reaches catchUpTo (it catches up from the log). `index` rises
+ * with the peer's match meanwhile.
+ */
+interface Hold {
+  pg: PgReplica;
+  to: number;
+  term: number;
+  index: number;
+  countedTo: number;
+  bytes: number;
+  /** 0 while the snapshot is on its way; then the commit index when it arrived. */
+  catchUpTo: number;
+  transfer: Transfer;
+}
+
+interface Queued {
+  pg: PgReplica;
+  m: MsgSnap;
 }
 
 export class SnapshotSender {
   private nextTransferId = 1;
+  /** Running transfers by `${pg key}:${peer}`: at most recoveryTransfersMax (with `starting`). */
   private readonly transfers = new Map<string, Transfer>();
+  /**
+   * Waiting for a slot, in arrival order; at most one per (PG, peer), so bounded
+   * by the PGs this OSD leads times their peers.
+   */
+  private readonly queue = new Map<string, Queued>();
+  /** Given a slot, waiting for the PG's next pass to renew their snapshot point. */
+  private readonly starting = new Map<string, PgReplica>();
+  /** Logs kept for peers being sent a snapshot or catching up after one: at most one per (PG, peer). */
+  private readonly holds = new Map<string, Hold>();
   /** Token bucket for recovery bandwidth. */
   private tokensBytes = 0;
   private tokensAtMs = -1;
@@ -43,23 +91,109 @@ export class SnapshotSender {
     private readonly net: OsdNet,
     private readonly clock: Clock,
     private readonly config: OsdConfig,
-  ) {}
+  ) {
+    assert(config.recoveryTransfersMax >= 1, `recoveryTransfersMax ${config.recoveryTransfersMax} < 1`);
+  }
 
+  /** Bytes still to send to pg's peers: the running transfers' rest, and a whole copy for each queued one. */
   bytesLeft(pg: PgReplica): number {
     let n = 0;
-    for (const [k, t] of this.transfers) if (k.startsWith(`${pg.id.key}:`)) n += t.bytesLeft;
+    for (const t of this.transfers.values()) if (t.pg === pg) n += t.bytesLeft;
+    let waiting = 0;
+    for (const q of this.queue.values()) if (q.pg === pg) waiting++;
+    for (const p of this.starting.values()) if (p === pg) waiting++;
+    if (waiting > 0) n += waiting * this.pgBytes(pg);
     return n;
   }
 
-  stopAll(): void {
-    for (const t of this.transfers.values()) t.cancelled = true;
+  /** Transfers running or about to (at most recoveryTransfersMax), and waiting for a slot. */
+  get counts(): { running: number; queued: number } {
+    return { running: this.transfers.size + this.starting.size, queued: this.queue.size };
   }
 
+  stopAll(): void {
+    for (const t of this.transfers.values()) t.cancelled = 'cancelled';
+    this.queue.clear();
+    this.starting.clear();
+    this.holds.clear();
+  }
+
+  /** pg left this OSD: its queued transfers go (running ones stop at their next chunk). */
+  forgetPg(pg: PgReplica): void {
+    for (const [k, q] of this.queue) if (q.pg === pg) this.queue.delete(k);
+    for (const [k, p] of this.starting) if (p === pg) this.starting.delete(k);
+    for (const t of this.transfers.values()) if (t.pg === pg) t.cancelled = 'the PG left this OSD';
+    for (const [k, h] of this.holds) if (h.pg === pg) this.holds.delete(k);
+    this.pump();
+  }
+
+  /** Raft asked for a snapshot to be sent (Ready.messages): now, or once a slot frees. */
   start(pg: PgReplica, m: MsgSnap): void {
     const k = `${pg.id.key}:${m.to}`;
-    if (this.transfers.has(k)) return;
-    const t: Transfer = { id: this.osd.id * 1_000_000 + this.nextTransferId++, to: m.to, bytesLeft: 0, cancelled: false };
+    if (this.transfers.has(k) || this.starting.has(k)) return;
+    pg.sendingSnapshotTo.add(m.to);
+    if (this.transfers.size + this.starting.size < this.config.recoveryTransfersMax && this.queue.size === 0) {
+      this.begin(pg, m, k);
+      return;
+    }
+    // Replaces an older request for the same peer (raft asked again) in place.
+    if (!this.queue.has(k)) this.osd.counters.snapshotsQueued++;
+    this.queue.set(k, { pg, m });
+    this.pump();
+  }
+
+  /**
+   * The index below which pg's log may be compacted without making a snapshot
+   * being sent stale, or a peer that installed one fall behind the log again;
+   * null when none needs the log kept. Counts the entry bytes each hold of pg
+   * needs, up to `top`. A hold that needs more than recoveryRetainBytes is
+   * dropped, and its transfer (if still running) cancelled: its snapshot would
+   * arrive stale. Called before compacting a leader's log; `matchOf` gives a
+   * peer's raft match index.
+   */
+  retainIndex(pg: PgReplica, top: number, bytesAt: (index: number) => number | undefined, matchOf: (peer: number) => number | undefined): number | null {
+    const limit = this.config.recoveryRetainBytes;
+    let hold: number | null = null;
+    for (const [k, h] of this.holds) {
+      if (h.pg !== pg) continue;
+      const match = matchOf(h.to);
+      if (pg.node.term !== h.term || match === undefined || (h.catchUpTo > 0 && match >= h.catchUpTo)) {
+        this.holds.delete(k); // leadership moved, the peer left, or it caught up
+        continue;
+      }
+      // The peer's match moved up (it caught up a part): those entries may go.
+      for (const upTo = Math.min(match, h.countedTo); h.index < upTo; h.index++) h.bytes -= bytesAt(h.index + 1) ?? 0;
+      for (; h.countedTo < top && h.bytes <= limit; h.countedTo++) {
+        const b = bytesAt(h.countedTo + 1);
+        if (b === undefined) {
+          h.bytes = Infinity;
+          break;
+        }
+        h.bytes += b;
+      }
+      if (h.bytes > limit) {
+        this.holds.delete(k);
+        this.osd.counters.snapshotsStale++;
+        const why = `stale: more than ${limit} bytes of entries were written after index ${h.index}`;
+        if (h.catchUpTo === 0) h.transfer.cancelled ??= why;
+        else this.osd.logInfo(`PG ${pg.id.poolId}.${pg.id.pg}: osd.${h.to} fell behind the log kept for it after its snapshot (${why})`);
+        continue;
+      }
+      hold = hold === null ? h.index : Math.min(hold, h.index);
+    }
+    return hold;
+  }
+
+  private begin(pg: PgReplica, m: MsgSnap, k: string): void {
+    const t: Transfer = {
+      id: this.osd.id * 1_000_000 + this.nextTransferId++,
+      pg,
+      to: m.to,
+      bytesLeft: 0,
+      cancelled: null,
+    };
     this.transfers.set(k, t);
+    this.holds.set(k, { pg, to: m.to, term: m.term, index: m.snapshot.index, countedTo: m.snapshot.index, bytes: 0, catchUpTo: 0, transfer: t });
     pg.sendingSnapshotTo.add(m.to);
     this.run(pg, m, t).then(
       (why) => this.finish(pg, k, t, m, why),
@@ -67,13 +201,49 @@ export class SnapshotSender {
     );
   }
 
+  /** Gives free slots to queued requests, oldest first; each renews its snapshot point in the PG's next pass. */
+  private pump(): void {
+    while (this.transfers.size + this.starting.size < this.config.recoveryTransfersMax && this.queue.size > 0) {
+      const [k, q] = this.queue.entries().next().value as [string, Queued];
+      this.queue.delete(k);
+      if (q.pg.removed) continue;
+      this.starting.set(k, q.pg);
+      this.osd.runLater(q.pg, () => {
+        // Forgotten meanwhile (stopAll, forgetPg): the slot is already free.
+        if (this.starting.get(k) !== q.pg) return;
+        this.starting.delete(k);
+        const fresh = q.pg.node.renewSnapshot(q.m.to, q.m.term);
+        if (fresh !== null) this.begin(q.pg, fresh, k);
+        else {
+          // Not the leader of that term any more, or the peer no longer waits.
+          if (!this.queue.has(k)) q.pg.sendingSnapshotTo.delete(q.m.to);
+          this.pump();
+        }
+      });
+    }
+  }
+
   /** why: null when the transfer completed, else why it stopped (logged: recovery is what an operator watches). */
   private finish(pg: PgReplica, k: string, t: Transfer, m: MsgSnap, why: string | null): void {
     const ok = why === null;
     this.osd.logInfo(`PG ${pg.id.poolId}.${pg.id.pg}: snapshot at index ${m.snapshot.index} (term ${m.term}) to osd.${t.to}, transfer ${t.id}: ${ok ? 'sent' : `not completed (${why})`}`);
     this.transfers.delete(k);
-    pg.sendingSnapshotTo.delete(t.to);
+    const h = this.holds.get(k);
+    if (h?.transfer === t) {
+      if (ok) h.catchUpTo = Math.max(1, pg.node.commit);
+      else this.holds.delete(k);
+    }
+    if (!this.queue.has(k)) pg.sendingSnapshotTo.delete(t.to);
     this.osd.runLater(pg, () => pg.node.reportSnapshot(t.to, ok));
+    this.pump();
+  }
+
+  private pgBytes(pg: PgReplica): number {
+    const map = this.osd.clusterMap;
+    if (!map) return 0;
+    let n = 0;
+    for (const v of map.volumes) if (v.poolId === pg.id.poolId) n += this.store.pgObjects(pg.id.poolId, pg.id.pgCount, pg.id.pg, v.id).length;
+    return n * this.store.objectSizeBytes;
   }
 
   private async run(pg: PgReplica, m: MsgSnap, t: Transfer): Promise<string | null> {
@@ -102,7 +272,8 @@ export class SnapshotSender {
         bytes += objBytes;
       }
       await this.throttle(bytes, t);
-      if (t.cancelled || !pg.isLeader) return t.cancelled ? 'cancelled' : 'no longer the leader';
+      if (t.cancelled !== null) return t.cancelled;
+      if (!pg.isLeader) return 'no longer the leader';
       const done = k >= work.length;
       const chunk: SnapshotChunk = {
         poolId: pg.id.poolId,
@@ -138,7 +309,7 @@ export class SnapshotSender {
   }
 
   private async throttle(bytes: number, t: Transfer): Promise<void> {
-    while (!t.cancelled && this.osd.clientInFlight > this.config.recoveryYieldInFlight) await this.sleep(YIELD_WAIT_MS);
+    while (t.cancelled === null && this.osd.clientInFlight > this.config.recoveryYieldInFlight) await this.sleep(YIELD_WAIT_MS);
     const rate = this.config.recoveryBytesPerSec;
     for (;;) {
       const now = this.clock.nowMs();

@@ -413,6 +413,23 @@ export class RaftNode {
    * the peer is probed again after the next heartbeat answer (or at once on its
    * appResp); after a failure the probe leads to a fresh snapshot.
    */
+  /**
+   * Leader: the snapshot to ship to `peer` now, at this leader's applied point of
+   * now, which becomes the peer's pending snapshot; null when this node no longer
+   * leads in `term` or the peer no longer waits for a snapshot. For a driver that
+   * queued a MsgSnap (it limits transfers at once): the point raft named then
+   * may be compacted away by the time the transfer can start.
+   */
+  renewSnapshot(peer: number, term: number): MsgSnap | null {
+    this.assertNoReadyOutstanding();
+    if (this.roleValue !== 'leader' || this.termValue !== term) return null;
+    const pr = this.prs.get(peer);
+    if (pr === undefined || pr.state !== 'snapshot') return null;
+    const m = this.snapshotMessage(peer);
+    pr.becomeSnapshot(m.snapshot.index);
+    return m;
+  }
+
   reportSnapshot(peer: number, ok: boolean): void {
     this.assertNoReadyOutstanding();
     if (this.roleValue !== 'leader') return;
@@ -1027,10 +1044,15 @@ export class RaftNode {
    * idempotent, so a state a little newer than the index is fine.
    */
   private sendSnapshot(to: number, pr: Progress): void {
+    const m = this.snapshotMessage(to);
+    this.send(m);
+    pr.becomeSnapshot(m.snapshot.index);
+  }
+
+  private snapshotMessage(to: number): MsgSnap {
     const index = this.log.applied;
     const term = this.log.term(index) as number;
-    this.send({ type: 'snap', from: this.id, to, term: this.termValue, snapshot: { index, term, conf: this.confValue } });
-    pr.becomeSnapshot(index);
+    return { type: 'snap', from: this.id, to, term: this.termValue, snapshot: { index, term, conf: this.confValue } };
   }
 
   private bcastAppend(allowEmpty: boolean): void {

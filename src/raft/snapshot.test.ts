@@ -176,3 +176,40 @@ test('§7: a leader snapshots at its applied index even when it compacted less',
   assert.equal((snaps[0] as MsgSnap).snapshot.index, leader.applied);
   assert.equal(net.get(3).commit, leader.commit);
 });
+
+test('§7: renewSnapshot gives a queued snapshot the leader\'s applied point of now and makes it the pending one; null once nothing waits', () => {
+  const net = lagging(5);
+  const leader = net.get(1);
+  net.cut.clear();
+  for (let t = 0; t < 2; t++) leader.tick();
+  for (const m of drain(net.nodes.get(1)!).filter((m) => m.to === 3)) net.get(3).step(m);
+  for (const m of drain(net.nodes.get(3)!).filter((m) => m.to === 1)) leader.step(m);
+  const snap = drain(net.nodes.get(1)!).find((m): m is MsgSnap => m.type === 'snap' && m.to === 3);
+  assert.equal(snap?.snapshot.index, 6);
+  // The driver queued it; meanwhile entries commit and apply on 1 and 2.
+  net.cut.add(3);
+  for (let i = 0; i < 3; i++) net.propose(1, `late${i}`);
+  net.heartbeat(1);
+  assert.equal(leader.applied, 9);
+  assert.equal(leader.renewSnapshot(3, leader.term + 1), null, 'another term');
+  assert.equal(leader.renewSnapshot(2, leader.term), null, 'node 2 waits for no snapshot');
+  const fresh = leader.renewSnapshot(3, leader.term);
+  assert.ok(fresh);
+  assert.deepEqual(fresh, { type: 'snap', from: 1, to: 3, term: leader.term, snapshot: { index: 9, term: 1, conf: { voters: [1, 2, 3], learners: [] } } });
+  assert.equal(leader.progress(3)!.pendingSnapshot, 9);
+  assert.equal(net.get(2).renewSnapshot(3, leader.term), null, 'a follower');
+  // Installed: the follower answers at 9, and the leader replicates from 10.
+  net.cut.clear();
+  const f = net.nodes.get(3)!;
+  f.node.step(fresh);
+  const rd = f.node.ready()!;
+  f.storage.persist(rd);
+  f.node.advance(rd);
+  for (const m of rd.messages) leader.step(m as Message);
+  assert.equal(leader.progress(3)!.state, 'replicate');
+  assert.equal(leader.progress(3)!.match, 9);
+  net.propose(1, 'after');
+  net.heartbeat(1);
+  assert.deepEqual(net.get(3).log.all().map((e) => e.index), [10]);
+  assert.equal(net.get(3).commit, 10);
+});
