@@ -30,7 +30,7 @@ import { Prng } from '../stdx/prng.js';
 import type { ObjectStore } from './objects.js';
 import { encodeOp, OpKind } from './op.js';
 import { PgReplica, READS_MAX, pgKey, type PendingRead, type RaftTuning, type Reply } from './pg.js';
-import { IO_BYTES_MAX, Method, RAFT_BATCH_ENVELOPES_MAX, Status, type ClientRequest, type ClientResponse, type RaftBatch, type RaftEnvelope, type SnapshotChunk } from './proto.js';
+import { IO_BYTES_MAX, Method, RAFT_BATCH_ENVELOPES_MAX, SNAPSHOT_CHUNK_BYTES_MAX, Status, type ClientRequest, type ClientResponse, type RaftBatch, type RaftEnvelope, type SnapshotChunk } from './proto.js';
 import { SnapshotReceiver, SnapshotSender } from './snapshot.js';
 
 /** What the OSD needs of its write-ahead log (src/osd/wal.ts). */
@@ -122,6 +122,8 @@ export interface OsdConfig {
    * most recoveryTransfersMax x this much memory per OSD.
    */
   recoveryRetainBytes: number;
+  /** Object data per snapshot chunk (at most SNAPSHOT_CHUNK_BYTES_MAX; a chunk holds at least one object). */
+  snapshotChunkBytes: number;
   /** A replica whose OSD left the PG's acting set is dropped after this long (ms). */
   orphanGraceMs: number;
   /**
@@ -249,6 +251,7 @@ export const OSD_CONFIG_DEFAULTS: OsdConfig = {
   recoveryYieldInFlight: 64,
   recoveryTransfersMax: 2,
   recoveryRetainBytes: 64 * 1024 * 1024,
+  snapshotChunkBytes: SNAPSHOT_CHUNK_BYTES_MAX,
   orphanGraceMs: 30_000,
   leaseFraction: 0.8,
 };
@@ -450,7 +453,6 @@ export class OsdCore {
       if (env.msg.to !== this.id) continue;
       const pg = this.replicaForIncoming(env.poolId, env.pg);
       if (!pg || pg.removed) continue;
-      if (pg.installingTransfer !== 0 && env.msg.type === 'app') continue; // state is being replaced
       if (pg.enqueue(env.msg)) this.dirty.add(pg);
     }
     this.schedulePass();

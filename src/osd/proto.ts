@@ -149,7 +149,11 @@ export interface SnapshotChunk extends PgRef {
   done: boolean;
   /** Extents of object data; zero-length list allowed (e.g. an empty PG). */
   items: SnapshotItem[];
-  /** Present in the last chunk: the raft message to step once everything is installed. */
+  /**
+   * In the last chunk: the raft message to step once everything is installed.
+   * Also in the first (seq 0), so that the receiver refuses a snapshot it would
+   * not install before it drops anything. Never in another.
+   */
   snap?: Message & { type: 'snap' };
 }
 

@@ -5,8 +5,9 @@
 // which is correct because the follower then receives and re-applies every
 // entry after the snapshot index in order, and block writes are idempotent.
 //
-// Sender: throttled to recoveryBytesPerSec and paused while the OSD has more
-// than recoveryYieldInFlight client requests in flight (user IO first). One
+// Sender: throttled to recoveryBytesPerSec and paused (up to YIELD_MAX_MS per
+// chunk) while the OSD has more than recoveryYieldInFlight client requests in
+// flight (user IO first, but the IO may be waiting for this copy). One
 // transfer per (PG, peer), at most recoveryTransfersMax at once (Ceph's
 // osd_max_backfills); more wait in a FIFO queue, and a queued one starts from a
 // fresh snapshot point (raft's renewSnapshot), since the leader may have
@@ -21,10 +22,13 @@
 // running transfer cancelled (its snapshot would arrive stale); raft asks
 // again, from a newer point. A failure reports the snapshot as failed so raft
 // probes again.
-// Receiver: the first chunk (seq 0) drops the PG's local objects, later chunks
-// write objects; the last one flushes the engine (the data must be durable
-// before the WAL records the snapshot) and then steps the snap message into the
-// node, which emits Ready.snapshot for the WAL.
+// Receiver: the first chunk (seq 0) drops the PG's local objects (after it
+// checked the snapshot is newer than its commit; a leader or candidate refuses)
+// and makes the node await a snapshot: appends are answered with a reset, so
+// whichever leader there is sends one, and the node does not campaign. Later
+// chunks write objects; the last one flushes the engine (the data must be
+// durable before the WAL records the snapshot) and then steps the snap message
+// into the node, which emits Ready.snapshot for the WAL.
 import type { Clock } from '../io/clock.js';
 import { assert } from '../stdx/assert.js';
 import type { MsgSnap } from '../raft/types.js';
@@ -35,6 +39,8 @@ import { SNAPSHOT_CHUNK_BYTES_MAX, Status, type ClientResponse, type SnapshotChu
 
 const CHUNK_TIMEOUT_RETRIES = 3;
 const YIELD_WAIT_MS = 20;
+/** A chunk yields to client IO at most this long (then it is sent anyway). */
+const YIELD_MAX_MS = 1000;
 
 interface Transfer {
   id: number;
@@ -93,7 +99,10 @@ export class SnapshotSender {
     private readonly config: OsdConfig,
   ) {
     assert(config.recoveryTransfersMax >= 1, `recoveryTransfersMax ${config.recoveryTransfersMax} < 1`);
+    this.chunkBytes = Math.min(SNAPSHOT_CHUNK_BYTES_MAX, config.snapshotChunkBytes);
   }
+
+  private readonly chunkBytes: number;
 
   /** Bytes still to send to pg's peers: the running transfers' rest, and a whole copy for each queued one. */
   bytesLeft(pg: PgReplica): number {
@@ -264,7 +273,7 @@ export class SnapshotSender {
     do {
       const items: SnapshotItem[] = [];
       let bytes = 0;
-      while (k < work.length && bytes + objBytes <= SNAPSHOT_CHUNK_BYTES_MAX) {
+      while (k < work.length && (bytes === 0 || bytes + objBytes <= this.chunkBytes)) {
         const w = work[k++];
         const data = Buffer.allocUnsafe(objBytes);
         await this.store.read(w.volumeId, w.obj * objBytes, objBytes, data, 0);
@@ -275,16 +284,19 @@ export class SnapshotSender {
       if (t.cancelled !== null) return t.cancelled;
       if (!pg.isLeader) return 'no longer the leader';
       const done = k >= work.length;
+      const chunkSeq = seq++;
       const chunk: SnapshotChunk = {
         poolId: pg.id.poolId,
         pg: pg.id.pg,
         pgEpoch,
         fromOsd: this.osd.id,
         transferId: t.id,
-        seq: seq++,
+        seq: chunkSeq,
         done,
         items,
-        snap: done ? m : undefined,
+        // In the first chunk too: the receiver refuses a snapshot that is not
+        // newer than its commit before it drops anything.
+        snap: done || chunkSeq === 0 ? m : undefined,
       };
       const refused = await this.sendChunk(t.to, chunk);
       if (refused !== null) return `chunk ${chunk.seq}: ${refused}`;
@@ -309,7 +321,10 @@ export class SnapshotSender {
   }
 
   private async throttle(bytes: number, t: Transfer): Promise<void> {
-    while (t.cancelled === null && this.osd.clientInFlight > this.config.recoveryYieldInFlight) await this.sleep(YIELD_WAIT_MS);
+    // Bounded: the client IO may be waiting for this very copy (a PG whose other
+    // replicas are down or installing has no quorum until it arrives).
+    const yieldUntilMs = this.clock.nowMs() + YIELD_MAX_MS;
+    while (t.cancelled === null && this.osd.clientInFlight > this.config.recoveryYieldInFlight && this.clock.nowMs() < yieldUntilMs) await this.sleep(YIELD_WAIT_MS);
     const rate = this.config.recoveryBytesPerSec;
     for (;;) {
       const now = this.clock.nowMs();
@@ -347,8 +362,11 @@ export class SnapshotReceiver {
     // A snapshot the node would refuse (not newer than its commit) must not touch its data.
     if (chunk.snap && !pg.node.acceptsSnapshot(chunk.snap)) return { status: Status.NotReady, message: 'snapshot is not newer than this replica' };
     if (chunk.seq === 0) {
-      if (pg.isLeader) return { status: Status.NotReady, message: 'a leader does not take snapshots' };
+      if (pg.node.role !== 'follower') return { status: Status.NotReady, message: `a ${pg.node.role} does not take snapshots` };
       pg.installingTransfer = chunk.transferId;
+      // From now on the node answers appends with a reset and does not campaign:
+      // any leader (not only this sender, which may be gone) sends a snapshot.
+      pg.node.awaitSnapshot();
       this.osd.noteInstallStart();
       this.osd.logInfo(`PG ${pg.id.poolId}.${pg.id.pg}: installing snapshot transfer ${chunk.transferId} from osd.${chunk.fromOsd} (commit ${pg.node.commit}, term ${pg.node.term}): dropping the PG's data`);
       // No entry may still be applying (or start) once the old data is dropped: its

@@ -52,7 +52,9 @@
 // I hold, my log may match only up to rejectHint/hintTerm". A joining node with
 // no membership yet sends it with hint 0 (it needs a snapshot to learn the
 // membership its log starts from); a repairing node sends it when the leader's
-// view of its log is beyond what it still holds.
+// view of its log is beyond what it still holds; a node awaiting a snapshot
+// (awaitSnapshot: its driver dropped the data its log was applied to) answers
+// every append with hint 0, and does not campaign until one is installed.
 //
 // Limits: maxInflightMsgs AppendEntries per follower, maxMsgBytes per message,
 // maxUncommittedEntries proposals awaiting commit, READS_PENDING_MAX reads,
@@ -151,6 +153,8 @@ export class RaftNode {
   private msgs: Message[] = [];
   private readStatesOut: ReadState[] = [];
   private snapshotToPersist: SnapshotMeta | undefined;
+  /** awaitSnapshot() was called and no snapshot was installed since. */
+  private awaitingSnapshotValue = false;
   private persistedHardState: HardState;
   private readyOutstanding = false;
 
@@ -430,6 +434,24 @@ export class RaftNode {
     return m;
   }
 
+  /**
+   * Follower: the driver began replacing the state machine's data with a
+   * snapshot's (it dropped what the log was applied to). Until a snapshot is
+   * installed this node answers every AppendEntries with a reset (so whichever
+   * leader there is sends a snapshot; the one already sending ignores it) and
+   * never campaigns: its log is intact, so it still votes, but it has no data to
+   * lead with. Volatile: a restart forgets it. Only sets a flag that later input
+   * reads, so it may be called while a Ready is outstanding.
+   */
+  awaitSnapshot(): void {
+    if (!(this.roleValue === 'follower')) fail(`awaitSnapshot on a ${this.roleValue}`);
+    this.awaitingSnapshotValue = true;
+  }
+
+  get awaitingSnapshot(): boolean {
+    return this.awaitingSnapshotValue;
+  }
+
   reportSnapshot(peer: number, ok: boolean): void {
     this.assertNoReadyOutstanding();
     if (this.roleValue !== 'leader') return;
@@ -618,7 +640,7 @@ export class RaftNode {
 
   /** May stand for election: a voter whose log is intact and not told it was removed, or a removed node asked to (see header). */
   private promotable(): boolean {
-    if (this.repairUntil > 0) return false;
+    if (this.repairUntil > 0 || this.awaitingSnapshotValue) return false;
     return (this.confValue.voters.includes(this.id) && !this.removalNotifiedValue) || (this.removedMayCampaign && this.isRemoved());
   }
 
@@ -921,8 +943,10 @@ export class RaftNode {
   }
 
   private handleApp(m: MsgApp): void {
-    if (isEmptyConf(this.confValue)) {
+    if (isEmptyConf(this.confValue) || this.awaitingSnapshotValue) {
       // Joining: entries are meaningless without the membership they start from.
+      // Awaiting a snapshot: the driver dropped the state they would apply to.
+      // Either way the reset answer makes a leader send a snapshot.
       this.send(this.appResp(m, true, 0, 0, 0));
       return;
     }
@@ -1006,6 +1030,7 @@ export class RaftNode {
       return;
     }
     this.log.restore(s.index, s.term);
+    this.awaitingSnapshotValue = false;
     const conf = normalizeConf(s.conf);
     this.snapConf = conf;
     this.confValue = conf;

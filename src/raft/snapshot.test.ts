@@ -213,3 +213,44 @@ test('§7: renewSnapshot gives a queued snapshot the leader\'s applied point of 
   assert.deepEqual(net.get(3).log.all().map((e) => e.index), [10]);
   assert.equal(net.get(3).commit, 10);
 });
+
+test('§7: a follower awaiting a snapshot (its driver dropped the data) answers appends with a reset, so a new leader sends one; it does not campaign; the install ends the wait', () => {
+  // Node 3 lags (cut off while 5 entries commit): the driver began installing a
+  // snapshot from 1, which then goes away.
+  const net = lagging(5);
+  const f = net.get(3);
+  assert.throws(() => net.get(1).awaitSnapshot(), AssertionError, 'a leader never awaits a snapshot');
+  f.awaitSnapshot();
+  assert.equal(f.awaitingSnapshot, true);
+  const commitBefore = f.commit;
+  // No campaign, however long the silence: it has no data to lead with (it still votes).
+  for (let t = 0; t < 50; t++) f.tick();
+  assert.equal(f.role, 'follower');
+  assert.equal(drain(net.nodes.get(3)!).filter((m) => m.type === 'vote').length, 0);
+  f.campaign();
+  assert.equal(f.role, 'follower');
+  // Node 2 takes over. Its appends to 3 are answered with a reset (reject at
+  // index 0, no hint), and it sends a snapshot instead.
+  net.cut.clear();
+  net.cut.add(1);
+  net.get(2).campaign();
+  const seen: Message[] = [];
+  for (let round = 0; round < 10; round++) {
+    for (const id of [2, 3]) {
+      for (const m of drain(net.nodes.get(id)!)) {
+        seen.push(m);
+        if (m.to !== 1) net.get(m.to).step(m);
+      }
+    }
+  }
+  assert.equal(net.get(2).role, 'leader');
+  const reset = seen.find((m): m is MsgAppResp => m.type === 'appResp' && m.from === 3 && m.reject);
+  assert.ok(reset, 'node 3 answered an append with a reject');
+  assert.deepEqual([reset.index, reset.rejectHint, reset.hintTerm], [0, 0, 0]);
+  const snap = seen.find((m): m is MsgSnap => m.type === 'snap' && m.to === 3);
+  assert.ok(snap, 'the new leader sent a snapshot');
+  assert.ok(snap.snapshot.index > commitBefore);
+  // Stepped above (the driver would have installed the data first): the wait is over.
+  assert.equal(f.awaitingSnapshot, false);
+  assert.ok(f.commit >= snap.snapshot.index);
+});

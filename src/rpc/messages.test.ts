@@ -555,11 +555,16 @@ test('reject: counts checked against the bytes left and the limits before any wo
   expectProtocolError(() => decodeRaftBatch(x), /truncated at entry data/);
 });
 
-test('reject: snapshot chunks (snap without done, a non-snap message, data over the chunk limit, misaligned items)', () => {
+test('reject: snapshot chunks (snap in a middle chunk, a non-snap message, data over the chunk limit, misaligned items)', () => {
   const golden = cat([hex(GOLDEN_CHUNK_HEAD), DATA_5A]);
   const noDone = Buffer.from(golden);
   noDone.writeUInt32LE(2, 40);
-  expectProtocolError(() => decodeSnapshotChunk(noDone), /not the last/);
+  expectProtocolError(() => decodeSnapshotChunk(noDone), /neither the first nor the last/);
+  // The first chunk (seq 0) may carry it: the receiver checks it before dropping its data.
+  const first = Buffer.from(noDone);
+  first.writeBigUInt64LE(0n, 32);
+  const c = decodeSnapshotChunk(first);
+  assert.deepEqual([c.seq, c.done, c.snap?.snapshot.index], [0, false, 12]);
   const notSnap = Buffer.from(golden);
   notSnap[48] = 6; // heartbeatResp (its 8-byte body does not match 48 bodyBytes either way)
   expectProtocolError(() => decodeSnapshotChunk(notSnap));

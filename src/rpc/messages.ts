@@ -164,7 +164,7 @@ export function snapshotChunkProblem(c: SnapshotChunk): string | null {
   if (typeof c.done !== 'boolean') return 'snapshot chunk: done is not a boolean';
   if (c.snap !== undefined) {
     if (c.snap.type !== 'snap') return `snapshot chunk: carries a raft ${String(c.snap.type)}, not a snap`;
-    if (!c.done) return 'snapshot chunk: snap in a chunk that is not the last (done)';
+    if (!c.done && c.seq !== 0) return 'snapshot chunk: snap in a chunk that is neither the first nor the last (done)';
     const m = raftMessageProblem(c.snap);
     if (m !== null) return `snapshot chunk: ${m}`;
   }

@@ -77,6 +77,13 @@ const HOLD_MS = 3000;
 const STOP_MS_MAX = 8 * LEASE_MS;
 
 const seed = seedFromEnv();
+
+/** The OSD's last TESSERA_OSD_STATS_MS line (osd-daemon.ts), or null before the first. */
+function lastStats(slot: OsdSlot): Record<string, number> | null {
+  const lines = [...slot.proc.stderr.matchAll(/osd\.(\d+): stats (\{.*\})$/gm)];
+  const last = lines.at(-1);
+  return last ? (JSON.parse(last[2]) as Record<string, number>) : null;
+}
 const sinceMs = (t0: number) => Date.now() - t0;
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
@@ -579,6 +586,7 @@ describe('issue 3: a real cluster of separate processes (tessera mon + 3×osd + 
         { timeoutMs: FIO_TIMEOUT_MS, cwd: c.dir },
       );
       await sleep(2000);
+      const installsBefore = lastStats(victim)?.snapshotInstalls ?? 0;
       victim.proc.signal('SIGSTOP');
       console.log(`# ${secs(sinceMs(t0))}: SIGSTOP osd.${victim.id} (member of ${held(victim.id)} PGs) under 64 KiB randwrite load`);
       await sleep(FOLLOWER_STOP_MS);
@@ -609,6 +617,14 @@ describe('issue 3: a real cluster of separate processes (tessera mon + 3×osd + 
       assert.equal(r.code, 0, `fio load failed while osd.${victim.id} was stopped/caught up:\n${describeRun(r)}`);
       const s = await c.waitHealthy(`HEALTH_OK after osd.${victim.id} caught up`, 60_000, (st) => st.osds.filter((o) => o.in).every((o) => o.up));
       console.log(`# HEALTH_OK ${secs(sinceMs(t0))} after the start (${JSON.stringify(s.pgStates)})`);
+      // Each PG was copied to the victim at most once: a copy is not stale on
+      // arrival (the leader keeps the log after its index, osd/snapshot.ts). Before,
+      // copies that shared the recovery rate arrived stale and were sent again.
+      await sleep(OSD_STATS_MS + 500);
+      const installs = (lastStats(victim)?.snapshotInstalls ?? 0) - installsBefore;
+      const senders = c.osds.filter((o) => o !== victim).map((o) => lastStats(o));
+      console.log(`# osd.${victim.id} installed ${installs} PG copies; senders: ${senders.map((x) => `queued ${x?.snapshotsQueued}, stale ${x?.snapshotsStale}`).join('; ')}`);
+      assert.ok(installs <= held(victim.id), `osd.${victim.id} installed ${installs} PG copies for ${held(victim.id)} PGs`);
       await verifyRegion(`after SIGSTOP/SIGCONT of follower osd.${victim.id}`);
     });
   });

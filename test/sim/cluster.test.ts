@@ -30,11 +30,27 @@ interface RunResult {
   walGatherTurns: number;
   /** Page-cache hints the OSDs' engines gave their current devices (a power cut replaces a device). */
   prefetchWrites: number;
+  /** Snapshot installs the OSDs' current incarnations began. */
+  snapshotInstalls: number;
 }
 
 async function runSeed(seed: number, opts: { faults: boolean; durationMs: number }): Promise<RunResult> {
   const prng = new Prng(seed);
-  const c = new SimCluster(seed, { osds: 4, volumeBytes: VOLUME_BYTES, pgCount: 8, osdConfig: { orphanGraceMs: ORPHAN_GRACE_MS, checkpointBytes: 256 * 1024, keepEntries: 64, keepBytes: 32 * 1024 } });
+  const c = new SimCluster(seed, {
+    osds: 4,
+    volumeBytes: VOLUME_BYTES,
+    pgCount: 8,
+    osdConfig: {
+      orphanGraceMs: ORPHAN_GRACE_MS,
+      checkpointBytes: 256 * 1024,
+      keepEntries: 64,
+      keepBytes: 32 * 1024,
+      // A snapshot is sent one object per chunk at 4 chunks a second, so faults
+      // land between the chunks of an install (its data dropped, the rest to come).
+      snapshotChunkBytes: SIM_OBJECT_BYTES,
+      recoveryBytesPerSec: 4 * SIM_OBJECT_BYTES,
+    },
+  });
   await c.start();
   const vol = c.map.volumes[0];
   const ref = { id: vol.id, poolId: vol.poolId };
@@ -220,13 +236,15 @@ async function runSeed(seed: number, opts: { faults: boolean; durationMs: number
   let walCommitsOverlapped = 0;
   let walGatherTurns = 0;
   let prefetchWrites = 0;
+  let snapshotInstalls = 0;
   for (const o of c.osds.values()) {
+    snapshotInstalls += o.core?.counters.snapshotInstalls ?? 0;
     prefetchWrites += o.device.prefetchWrites;
     walCommitsOverlapped += o.core?.counters.walCommitsOverlapped ?? 0;
     walGatherTurns += o.walGatherTurns + (o.wal?.stats.gatherTurns ?? 0);
   }
   c.stop();
-  return { ops, violations, log: c.log, walCommitsOverlapped, walGatherTurns, prefetchWrites };
+  return { ops, violations, log: c.log, walCommitsOverlapped, walGatherTurns, prefetchWrites, snapshotInstalls };
 }
 
 test('sim: a healthy 4-OSD cluster serves the register workload (smoke)', async () => {
@@ -249,16 +267,19 @@ test('sim: seeded faults (drops, reordering, crashes with torn writes, partition
   const seeds = envSeed ? [Number(envSeed) >>> 0] : [...range, ...REGRESSION_SEEDS.filter((s) => !range.includes(s))];
   let totalOps = 0;
   let gatherTurns = 0;
+  let installs = 0;
   for (const seed of seeds) {
     const r = await runSeed(seed, { faults: true, durationMs: 2500 });
     totalOps += r.ops;
     gatherTurns += r.walGatherTurns;
+    installs += r.snapshotInstalls;
     if (r.violations.length > 0) {
       assert.fail(`seed ${seed} (replay: TESSERA_SEED=${seed}): ${r.violations.slice(0, 5).join('; ')}\n--- log ---\n${r.log.slice(-80).join('\n')}`);
     }
   }
-  console.log(`sim: ${seeds.length} seeds, ${totalOps} ops checked, ${gatherTurns} WAL gather turns`);
+  console.log(`sim: ${seeds.length} seeds, ${totalOps} ops checked, ${gatherTurns} WAL gather turns, ${installs} snapshot installs`);
   assert.ok(envSeed || gatherTurns > 0, 'the busy-log path of the WAL (gather turn) never ran under faults');
+  assert.ok(envSeed || installs > 0, 'no snapshot was installed under faults');
 });
 
 test('sim: entries a follower keeps do not pin the frames they arrived in (rpc/raft-codec.ts ownedEntryData)', async () => {

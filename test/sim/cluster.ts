@@ -22,7 +22,7 @@ import { afterTurns, Wal, WAL_GATHER_TURNS } from '../../src/osd/wal.js';
 import { TesseraError } from '../../src/stdx/errors.js';
 import { Prng } from '../../src/stdx/prng.js';
 import { Slab } from '../../src/stdx/slab.js';
-import { decodeRaftBatch, encodeRaftBatch } from '../../src/rpc/messages.js';
+import { decodeRaftBatch, decodeSnapshotChunk, encodeRaftBatch, encodeSnapshotChunk } from '../../src/rpc/messages.js';
 import { PAYLOAD_PIECE_BYTES_MAX, PAYLOAD_SLAB_BYTES } from '../../src/io/node/rpc.js';
 import { CLIENT_NODE, SimNetwork } from './network.js';
 import { Scheduler } from './scheduler.js';
@@ -140,7 +140,7 @@ export class SimCluster {
       clock: this.sched.clock,
       seed: (this.seed + osd.id * 7919 + inc * 104729) >>> 0,
       log: (level, msg) => {
-        if (level !== 'info') this.log.push(`${this.sched.nowMs.toFixed(1)} ${msg}`);
+        if (level !== 'info' || process.env.SIM_INFO) this.log.push(`${this.sched.nowMs.toFixed(1)} ${msg}`);
       },
       defer: this.sched.defer,
       onFatal: (err) => this.onFatal(osd, inc, err),
@@ -157,8 +157,10 @@ export class SimCluster {
             if (osd.incarnation === inc) target()?.core?.handleRaftBatch(decodeRaftBatch(frameOf(parts)));
           });
         },
-        sendSnapshotChunk: (to, chunk) =>
+        sendSnapshotChunk: (to, sent) =>
           new Promise<ClientResponse>((resolve, reject) => {
+            // Through the real codec (its checks included), as between daemons.
+            const chunk = decodeSnapshotChunk(Buffer.concat(encodeSnapshotChunk(sent)));
             const timer = this.sched.clock.setTimer(2000, () => reject(new TesseraError('ERR_TIMEOUT', 'snapshot chunk timed out')));
             this.net.send(osd.id, to, () => {
               const peer = this.osds.get(to);

@@ -17,7 +17,7 @@ const BLOCK_BYTES = 4096;
 const PG_COUNT = 4;
 const VOLUME_BYTES = 8 * SIM_OBJECT_BYTES;
 const BLOCKS = VOLUME_BYTES / BLOCK_BYTES;
-/** One PG copy (2 objects) takes ~2 s: long against the write rate below. */
+/** With one object per chunk, a PG copy (2 objects) takes ~2 s: long against the write rate below. */
 const RECOVERY_BYTES_PER_SEC = SIM_OBJECT_BYTES;
 /** One write each WRITE_GAP_MS of sim time: ~100 KiB/s in all, ~25 KiB/s per PG. */
 const WRITE_GAP_MS = 40;
@@ -29,7 +29,7 @@ async function scenario(seed: number, retainBytes: number) {
     pgCount: PG_COUNT,
     // keepBytes: the leader keeps ~2 entries for a lagging peer, so the cut-off
     // follower needs a snapshot of every PG.
-    osdConfig: { keepBytes: 2 * BLOCK_BYTES, recoveryBytesPerSec: RECOVERY_BYTES_PER_SEC, recoveryTransfersMax: 1, recoveryRetainBytes: retainBytes },
+    osdConfig: { keepBytes: 2 * BLOCK_BYTES, recoveryBytesPerSec: RECOVERY_BYTES_PER_SEC, snapshotChunkBytes: SIM_OBJECT_BYTES, recoveryTransfersMax: 1, recoveryRetainBytes: retainBytes },
   });
   await c.start();
   const vol = c.map.volumes[0];
@@ -112,4 +112,65 @@ test('sim (mutation check): with no log kept after a snapshot, copies go stale u
   const seed = Number(process.env.TESSERA_SEED ?? 11) >>> 0;
   const r = await scenario(seed, 0);
   assert.ok(r.stale > 0 && !r.caughtUp, `the retained log made no difference (caught up ${r.caughtUp}, ${r.installs} installs, ${r.stale} stale): ${r.context}`);
+});
+
+test('sim: a follower whose snapshot install began (its data dropped) when the sending leader was cut off is caught up by the next leader', async () => {
+  const seed = Number(process.env.TESSERA_SEED ?? 5) >>> 0;
+  const c = new SimCluster(seed, {
+    osds: 3,
+    volumeBytes: VOLUME_BYTES,
+    pgCount: 1,
+    // One PG of 8 objects: a copy takes ~8 s, a wide window for the leader change.
+    osdConfig: { keepBytes: 2 * BLOCK_BYTES, recoveryBytesPerSec: RECOVERY_BYTES_PER_SEC, snapshotChunkBytes: SIM_OBJECT_BYTES },
+  });
+  await c.start();
+  const vol = c.map.volumes[0];
+  const ref = { id: vol.id, poolId: vol.poolId };
+  const replica = (osd: number): PgReplica => c.osds.get(osd)!.core!.replica(vol.poolId, 0)!;
+  const leader = () => [1, 2, 3].find((id) => replica(id).isLeader);
+  const data = Buffer.alloc(BLOCK_BYTES, 0x5c);
+  let writing = true;
+  const failures: string[] = [];
+  const writer = (async () => {
+    for (let i = 0; writing; i++) {
+      c.client.write(ref, ((i * 7) % BLOCKS) * BLOCK_BYTES, data).catch((err: Error) => failures.push(err.message));
+      await c.sched.sleep(WRITE_GAP_MS);
+    }
+  })();
+  const context = () =>
+    `seed ${seed} (replay: TESSERA_SEED=${seed}); ${[1, 2, 3].map((id) => `osd.${id}: ${replica(id).node.role} commit ${replica(id).node.commit} done ${replica(id).apply.doneIndex} installing ${replica(id).installingTransfer}`).join('; ')}\n${c.log.slice(-20).join('\n')}`;
+  try {
+    await c.sched.runUntil(c.sched.nowMs + 3_000);
+    const first = leader();
+    assert.ok(first !== undefined, `no leader: ${context()}`);
+    const victim = [1, 2, 3].find((id) => id !== first)!;
+    c.net.isolate(victim);
+    await c.sched.runUntil(c.sched.nowMs + 8_000);
+    c.net.heal();
+    // The copy starts: the victim drops its data for the snapshot's.
+    await c.sched.runUntil(c.sched.nowMs + 20_000, () => replica(victim).installingTransfer !== 0);
+    assert.notEqual(replica(victim).installingTransfer, 0, `no install began: ${context()}`);
+    const sender = leader()!;
+    assert.notEqual(sender, victim);
+    c.net.isolate(sender);
+    // Another leader takes over (the victim cannot: its log is behind) and catches it up.
+    const caughtUp = () => {
+      const l = leader();
+      return l !== undefined && l !== sender && replica(victim).installingTransfer === 0 && replica(victim).apply.doneIndex >= replica(l).node.commit - 2 && replica(l).node.progress(victim)?.state === 'replicate';
+    };
+    await c.sched.runUntil(c.sched.nowMs + 60_000, caughtUp);
+    assert.ok(caughtUp(), `the victim osd.${victim} was not caught up by a new leader: ${context()}`);
+    if (process.env.SIM_INFO) console.log(c.log.filter((l) => /snapshot|install/.test(l)).join('\n'));
+    c.net.heal();
+    writing = false;
+    let writerDone = false;
+    void writer.then(() => (writerDone = true));
+    await c.sched.runUntil(c.sched.nowMs + 2_000, () => writerDone);
+    await c.sched.runUntil(c.sched.nowMs + 5_000);
+    assert.deepEqual(failures, [], `writes failed: ${context()}`);
+    assert.deepEqual(c.fatalErrors(), []);
+  } finally {
+    writing = false;
+    c.stop();
+  }
 });
