@@ -39,11 +39,22 @@ export interface OsdWal {
   hardState(group: number, hs: HardState): void;
   snapshot(group: number, meta: SnapshotMeta): void;
   dropGroup(group: number): void;
+  /** The group's data is being replaced by a snapshot (wal.ts). */
+  awaitSnapshot(group: number): void;
   commit(): Promise<void>;
-  checkpoint(state: Map<number, { hardState: HardState; snapshot: SnapshotMeta; entries: Entry[]; damaged?: { maxIndexSeen: number; maxTermSeen: number } }>): Promise<void>;
+  checkpoint(state: Map<number, CheckpointState>): Promise<void>;
   bytesSinceCheckpoint(): number;
   /** Enough is queued that the caller should commit before queuing more. */
   readonly needsCommit: boolean;
+}
+
+/** One PG's state in a checkpoint (wal.ts CheckpointGroup). */
+export interface CheckpointState {
+  hardState: HardState;
+  snapshot: SnapshotMeta;
+  entries: Entry[];
+  damaged?: { maxIndexSeen: number; maxTermSeen: number };
+  awaitingSnapshot?: boolean;
 }
 
 export interface RecoveredGroup {
@@ -55,6 +66,8 @@ export interface RecoveredGroup {
   maxTermSeen?: number;
   /** wal-replay RecoveredGroup.damageExtentUnknown. */
   damageExtentUnknown?: boolean;
+  /** wal-replay RecoveredGroup.awaitingSnapshot: its data may be a partial copy. */
+  awaitingSnapshot?: boolean;
 }
 
 export interface OsdCounters {
@@ -426,6 +439,13 @@ export class OsdCore {
     if (recovered?.damaged) {
       const mark = { maxIndexSeen: recovered.maxIndexSeen ?? 0, maxTermSeen: recovered.maxTermSeen ?? 0 };
       pg.damage = recovered.damageExtentUnknown ? { ...mark, extentUnknown: true } : mark;
+    }
+    if (recovered?.awaitingSnapshot) {
+      // Its data was being replaced by a snapshot when this OSD stopped: what the
+      // store holds may be a partial copy, whatever the log says. Nothing is
+      // applied and no leadership taken until a leader sends a new snapshot.
+      pg.awaitSnapshot();
+      this.deps.log('warn', `osd.${this.id}: PG ${pool.id}.${rec.pg}: a snapshot install was under way when this OSD stopped; waiting for a new snapshot`);
     }
     if (!rec.osds.includes(this.id)) pg.orphanSinceMs = this.deps.clock.nowMs();
     this.pgs.set(key, pg);
@@ -814,6 +834,18 @@ export class OsdCore {
     return hold > n.snapshotMeta.index ? hold : null;
   }
 
+  /**
+   * The snapshot receiver is about to drop pg's data for a snapshot's: the PG
+   * awaits a snapshot (no apply, no leadership), durably before anything is
+   * dropped, so that a restart in the middle of the copy does not take a partial
+   * copy for the state its log was applied to.
+   */
+  async awaitSnapshot(pg: PgReplica): Promise<void> {
+    pg.awaitSnapshot();
+    this.deps.wal.awaitSnapshot(pg.id.key);
+    await this.deps.wal.commit();
+  }
+
   /** The snapshot receiver begins replacing a PG's data (see checkpoint()). */
   noteInstallStart(): void {
     this.installsStarted++;
@@ -867,7 +899,7 @@ export class OsdCore {
       }
       await this.deps.store.engine.flush();
       if (this.installsStarted !== installs || this.anyInstalling()) return;
-      const state = new Map<number, { hardState: HardState; snapshot: SnapshotMeta; entries: Entry[]; damaged?: { maxIndexSeen: number; maxTermSeen: number } }>();
+      const state = new Map<number, CheckpointState>();
       for (const pg of this.pgs.values()) {
         const point = points.get(pg.id.key);
         if (!point) continue;
@@ -877,7 +909,7 @@ export class OsdCore {
           if (!(e !== undefined)) fail(`checkpoint: entry ${i} of PG ${pg.id.poolId}.${pg.id.pg} is not in memory`);
           entries.push(e);
         }
-        state.set(pg.id.key, { hardState: pg.node.hardState(), snapshot: point, entries, damaged: pg.damageMark });
+        state.set(pg.id.key, { hardState: pg.node.hardState(), snapshot: point, entries, damaged: pg.damageMark, ...(pg.awaitingSnapshot ? { awaitingSnapshot: true } : {}) });
       }
       await this.deps.wal.checkpoint(state);
     } finally {

@@ -109,6 +109,8 @@ export class PgReplica {
   }
   /** Snapshot transfer being received (transferId), or 0. */
   installingTransfer = 0;
+  /** awaitSnapshot() was called (here or, per the WAL, before a restart) and no snapshot installed since. */
+  awaitingSnapshot = false;
   /** Peers with a snapshot transfer in progress from this (leader) replica. */
   readonly sendingSnapshotTo = new Set<number>();
   /** When this replica noticed it is no longer in the map's acting set, or last after that a voter asked for its vote (ms); -1 while in the map. */
@@ -293,11 +295,23 @@ export class PgReplica {
     }
   }
 
+  /**
+   * Its data is being (or was, before a restart) replaced by a snapshot's: until
+   * one is installed nothing is applied (queued entries are dropped) and the
+   * node answers appends with a reset and does not campaign (raft awaitSnapshot).
+   */
+  awaitSnapshot(): void {
+    this.awaitingSnapshot = true;
+    this.node.awaitSnapshot();
+    void this.apply.pause();
+  }
+
   /** The node took a snapshot from the leader: the state now stands at meta.index. */
   onSnapshotInstalled(meta: SnapshotMeta): void {
     this.apply.reset(meta.index);
     this.confHistory = [{ index: meta.index, conf: meta.conf }];
     this.installingTransfer = 0;
+    this.awaitingSnapshot = false;
   }
 
   /** Fails every waiting request (not leader any more, PG removed, OSD stopping). */

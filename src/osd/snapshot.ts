@@ -366,7 +366,10 @@ export class SnapshotReceiver {
       pg.installingTransfer = chunk.transferId;
       // From now on the node answers appends with a reset and does not campaign:
       // any leader (not only this sender, which may be gone) sends a snapshot.
-      pg.node.awaitSnapshot();
+      // Durably so (the WAL), before the data is dropped: a restart in the middle
+      // of the copy must not take a partial copy for the state.
+      await this.osd.awaitSnapshot(pg);
+      if (pg.installingTransfer !== chunk.transferId) return { status: Status.NotReady, message: `transfer ${chunk.transferId} was superseded` };
       this.osd.noteInstallStart();
       this.osd.logInfo(`PG ${pg.id.poolId}.${pg.id.pg}: installing snapshot transfer ${chunk.transferId} from osd.${chunk.fromOsd} (commit ${pg.node.commit}, term ${pg.node.term}): dropping the PG's data`);
       // No entry may still be applying (or start) once the old data is dropped: its

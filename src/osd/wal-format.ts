@@ -36,12 +36,15 @@
 //   SNAPSHOT     conf snapshot meta: u64 index, u64 term, u32 voters,
 //                u32 learners, u64 node ids (voters then learners)
 //   DROP_GROUP   empty
+//   AWAIT_SNAP   empty: the group's state-machine data is being replaced by a
+//                snapshot (written durably before the old data is dropped); the
+//                group awaits a snapshot until a later SNAPSHOT record
 //   SYNC_MARK    empty; written (unsynced) when the log goes idle after a sync, so
 //                that the last synced batch is followed by a record proving it
 //                was synced (see wal-replay.ts)
 //   CKPT_BEGIN   u32 groupCount, u32 recordCount (records between BEGIN and END)
 //   GROUP_STATE  u8 flags (bit 0 snapshot present, bit 1 damaged, bit 2 damage
-//                extent unknown: only with bit 1), u8[7] 0,
+//                extent unknown: only with bit 1, bit 3 awaiting a snapshot), u8[7] 0,
 //                HARD_STATE body, then the SNAPSHOT body if present, then
 //                u64 maxIndexSeen, u64 maxTermSeen if damaged
 //   CKPT_END     u32 groupCount, u32 recordCount (must equal BEGIN's)
@@ -83,6 +86,7 @@ export const RecordType = {
   Snapshot: 3,
   DropGroup: 4,
   SyncMark: 5,
+  AwaitSnapshot: 6,
   CkptBegin: 16,
   GroupState: 17,
   CkptEnd: 18,
@@ -108,6 +112,7 @@ export type WalBody =
   | { readonly type: 'hardState'; readonly hardState: HardState }
   | { readonly type: 'snapshot'; readonly snapshot: SnapshotMeta }
   | { readonly type: 'dropGroup' }
+  | { readonly type: 'awaitSnapshot' }
   | { readonly type: 'syncMark' }
   | { readonly type: 'checkpointBegin'; readonly groupCount: number; readonly recordCount: number }
   | { readonly type: 'groupState'; readonly state: CheckpointGroupState }
@@ -124,6 +129,8 @@ export interface CheckpointGroupState {
   readonly hardState: HardState;
   readonly snapshot?: SnapshotMeta;
   readonly damaged?: GroupDamageMark;
+  /** Its data was being replaced by a snapshot (AWAIT_SNAP): it awaits one. */
+  readonly awaitingSnapshot?: boolean;
 }
 
 /**
@@ -297,7 +304,7 @@ export function countsBody(groupCount: number, recordCount: number): Buffer {
 
 export function groupStateBody(s: CheckpointGroupState): Buffer[] {
   const head = Buffer.alloc(8);
-  head.writeUInt8((s.snapshot ? 1 : 0) | (s.damaged ? 2 : 0) | (s.damaged?.extentUnknown ? 4 : 0), 0);
+  head.writeUInt8((s.snapshot ? 1 : 0) | (s.damaged ? 2 : 0) | (s.damaged?.extentUnknown ? 4 : 0) | (s.awaitingSnapshot ? 8 : 0), 0);
   const parts = [head, hardStateBody(s.hardState)];
   if (s.snapshot) parts.push(snapshotBody(s.snapshot));
   if (s.damaged) {
@@ -359,6 +366,8 @@ export function decodeBody(h: RecordHeader, body: Buffer): WalBody | null {
       }
       case RecordType.DropGroup:
         return body.length === 0 ? { type: 'dropGroup' } : null;
+      case RecordType.AwaitSnapshot:
+        return body.length === 0 ? { type: 'awaitSnapshot' } : null;
       case RecordType.SyncMark:
         return body.length === 0 ? { type: 'syncMark' } : null;
       case RecordType.CkptBegin:
@@ -426,7 +435,7 @@ function decodeSnapshot(b: Buffer, at: number): { meta: SnapshotMeta; end: numbe
 function decodeGroupState(body: Buffer): WalBody | null {
   if (body.length < 32) return null;
   const flags = body[0];
-  if (flags > 7 || (flags & 6) === 4) return null; // bit 2 (extent unknown) only with bit 1 (damaged)
+  if (flags > 15 || (flags & 6) === 4) return null; // bit 2 (extent unknown) only with bit 1 (damaged)
   const hardState = decodeHardState(body, 8);
   if (!hardState) return null;
   let at = 32;
@@ -447,7 +456,7 @@ function decodeGroupState(body: Buffer): WalBody | null {
     at += 16;
   }
   if (at !== body.length) return null;
-  const state: CheckpointGroupState = { hardState, ...(snapshot ? { snapshot } : {}), ...(damaged ? { damaged } : {}) };
+  const state: CheckpointGroupState = { hardState, ...(snapshot ? { snapshot } : {}), ...(damaged ? { damaged } : {}), ...(flags & 8 ? { awaitingSnapshot: true } : {}) };
   return { type: 'groupState', state };
 }
 

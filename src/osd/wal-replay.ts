@@ -94,6 +94,11 @@ export interface RecoveredGroup {
    * (raft RaftConfig.repairExtentUnknown). Also carried by checkpoints.
    */
   readonly damageExtentUnknown: boolean;
+  /**
+   * An AWAIT_SNAP record (or a checkpoint's flag) with no snapshot record after
+   * it: the group's data was being replaced by a snapshot and may be partial.
+   */
+  readonly awaitingSnapshot: boolean;
 }
 
 export interface ReplayResult {
@@ -127,6 +132,8 @@ interface GroupReplay {
   boundAfterDamage: boolean;
   lastHs: HardState | null;
   lastHsAfterDamage: boolean;
+  /** See RecoveredGroup.awaitingSnapshot. */
+  awaitingSnapshot: boolean;
 }
 
 type PartialOp =
@@ -374,9 +381,16 @@ export class Replayer {
       case 'snapshot': {
         const g = this.groupFor(h.group);
         raiseSnapshotMaxima(g, b.snapshot);
-        if (g.damagedAtSeq === null) applySnapshot(g, b.snapshot);
+        if (g.damagedAtSeq === null) {
+          applySnapshot(g, b.snapshot);
+          g.awaitingSnapshot = false;
+        }
         break;
       }
+      case 'awaitSnapshot':
+        // Even after damage: its data may be partial whatever the log says.
+        this.groupFor(h.group).awaitingSnapshot = true;
+        break;
       case 'dropGroup':
         this.groups.delete(h.group);
         if (this.allDamagedFromSeq !== null) this.healed.add(h.group);
@@ -391,6 +405,7 @@ export class Replayer {
         const g = this.groupFor(h.group);
         if (b.state.snapshot) raiseSnapshotMaxima(g, b.state.snapshot);
         g.maxHsTermSeen = Math.max(g.maxHsTermSeen, b.state.hardState.term);
+        if (b.state.awaitingSnapshot) g.awaitingSnapshot = true;
         break;
       }
       case 'checkpointEnd':
@@ -432,7 +447,7 @@ export class Replayer {
   private recovered(g: GroupReplay): RecoveredGroup {
     const lastIndex = lastIndexOf(g);
     const maxIndexSeen = Math.max(g.maxIndexSeen, lastIndex);
-    const base = { ...(g.snapshot ? { snapshot: g.snapshot } : {}), entries: g.entries, maxIndexSeen, maxTermSeen: g.maxTermSeen };
+    const base = { ...(g.snapshot ? { snapshot: g.snapshot } : {}), entries: g.entries, maxIndexSeen, maxTermSeen: g.maxTermSeen, awaitingSnapshot: g.awaitingSnapshot };
     if (g.damagedAtSeq === null) {
       return { hardState: g.hardState ?? { term: 0, vote: NONE, commit: 0 }, ...base, damaged: g.carriedMark, damageExtentUnknown: g.carriedMark && g.carriedExtentUnknown };
     }
@@ -460,6 +475,7 @@ function newGroup(): GroupReplay {
     boundAfterDamage: false,
     lastHs: null,
     lastHsAfterDamage: false,
+    awaitingSnapshot: false,
   };
 }
 
@@ -478,6 +494,7 @@ function fromCheckpoint(s: CheckpointGroupState): GroupReplay {
     g.maxIndexSeen = Math.max(g.maxIndexSeen, s.damaged.maxIndexSeen);
     g.maxTermSeen = Math.max(g.maxTermSeen, s.damaged.maxTermSeen);
   }
+  g.awaitingSnapshot = s.awaitingSnapshot === true;
   return g;
 }
 

@@ -127,6 +127,11 @@ test('record codec: every record type round-trips, padded to 8 bytes; chained CR
     [makeRecord(RecordType.Entries, FLAG_MORE, 3, 10, entriesBody(entries, 0, 3)), { type: 'entries', entries }],
     [makeRecord(RecordType.Snapshot, 0, 3, 11, [snapshotBody(snap)]), { type: 'snapshot', snapshot: snap }],
     [makeRecord(RecordType.DropGroup, 0, 3, 12, []), { type: 'dropGroup' }],
+    [makeRecord(RecordType.AwaitSnapshot, 0, 3, 12, []), { type: 'awaitSnapshot' }],
+    [
+      makeRecord(RecordType.GroupState, 0, 3, 19, groupStateBody({ hardState: { term: 2, vote: 1, commit: 7 }, snapshot: snap, awaitingSnapshot: true })),
+      { type: 'groupState', state: { hardState: { term: 2, vote: 1, commit: 7 }, snapshot: snap, awaitingSnapshot: true } },
+    ],
     [makeRecord(RecordType.SyncMark, 0, 0, 13, []), { type: 'syncMark' }],
     [makeRecord(RecordType.CkptBegin, 0, 0, 14, [countsBody(2, 5)]), { type: 'checkpointBegin', groupCount: 2, recordCount: 5 }],
     [makeRecord(RecordType.CkptEnd, 0, 0, 15, [countsBody(2, 5)]), { type: 'checkpointEnd', groupCount: 2, recordCount: 5 }],
@@ -157,7 +162,7 @@ test('record codec: a GROUP_STATE flag "damage extent unknown" without "damaged"
   const body = Buffer.concat(groupStateBody({ hardState: { term: 1, vote: 0, commit: 0 } }));
   const h = { type: RecordType.GroupState, flags: 0, bodyBytes: body.length, group: 3, seq: 2, syncedSeq: 1, bodyCrc: 0 } as const;
   assert.ok(decodeBody(h, body));
-  for (const flags of [4, 8]) {
+  for (const flags of [4, 16]) {
     const bad = Buffer.from(body);
     bad[0] = flags;
     assert.equal(decodeBody(h, bad), null, `flags ${flags}`);
@@ -480,6 +485,40 @@ test('rollover: segments roll at segmentBytesMax and every record is recovered a
   assert.ok(w2.bytesSinceCheckpoint() > 60 * 100, 'after a restart, the log still to replay counts towards the next checkpoint');
   for (let g = 0; g < 3; g++) assert.deepEqual(groups.get(g)!.entries.map((e) => e.index), Array.from({ length: 20 }, (_, k) => k + 1));
   await w2.close();
+});
+
+test('awaiting a snapshot: an AWAIT_SNAP record marks its group until a later snapshot record; a checkpoint carries the mark; other groups are untouched', async () => {
+  const store = newStore(11, 2);
+  const { wal } = await open(store);
+  for (const g of [1, 2]) {
+    wal.entries(g, [ent(1, 1), ent(2, 1)]);
+    wal.hardState(g, { term: 1, vote: 1, commit: 2 });
+  }
+  wal.awaitSnapshot(1);
+  await wal.commit();
+  await wal.close();
+  let r = await open(store);
+  assert.equal(r.groups.get(1)!.awaitingSnapshot, true);
+  assert.deepEqual(r.groups.get(1)!.entries.map((e) => e.index), [1, 2], 'the log is kept: it still votes');
+  assert.equal(r.groups.get(2)!.awaitingSnapshot, false);
+  // Carried by a checkpoint (the OSD passes the flag), then cleared by the snapshot record of an install.
+  await r.wal.checkpoint(
+    new Map([
+      [1, { hardState: { term: 1, vote: 1, commit: 2 }, snapshot: { index: 0, term: 0, conf: CONF }, entries: [ent(1, 1), ent(2, 1)], awaitingSnapshot: true }],
+      [2, { hardState: { term: 1, vote: 1, commit: 2 }, snapshot: { index: 2, term: 1, conf: CONF }, entries: [] }],
+    ]),
+  );
+  await r.wal.close();
+  r = await open(store);
+  assert.equal(r.groups.get(1)!.awaitingSnapshot, true, 'carried by the checkpoint');
+  assert.equal(r.groups.get(2)!.awaitingSnapshot, false);
+  r.wal.snapshot(1, { index: 9, term: 2, conf: CONF });
+  await r.wal.commit();
+  await r.wal.close();
+  r = await open(store);
+  assert.equal(r.groups.get(1)!.awaitingSnapshot, false, 'installed');
+  assert.deepEqual(r.groups.get(1)!.snapshot?.index, 9);
+  await r.wal.close();
 });
 
 test('checkpoint: older segments are removed, bytesSinceCheckpoint resets, and recovery starts from it', async () => {

@@ -189,6 +189,8 @@ export interface CheckpointGroup {
   readonly entries: readonly Entry[];
   /** Keep a damaged group's mark across the checkpoint until it has been repaired. */
   readonly damaged?: GroupDamageMark;
+  /** Its data was dropped for a snapshot not installed yet (awaitSnapshot). */
+  readonly awaitingSnapshot?: boolean;
 }
 
 export interface WalOpenResult {
@@ -382,6 +384,17 @@ export class Wal {
     t.lastIndex = Math.max(t.lastIndex, meta.index);
     t.snapIndex = meta.index;
     this.index.set(group, t);
+    return this.queuedSeq;
+  }
+
+  /**
+   * Queues "the group's data is being replaced by a snapshot": until a later
+   * snapshot() record, replay reports the group as awaiting one (its store may
+   * hold a partial copy). Commit it before dropping the data.
+   */
+  awaitSnapshot(group: number): number {
+    this.checkUsable();
+    this.enqueue([makeRecord(RecordType.AwaitSnapshot, 0, group, this.nextSeq, [])]);
     return this.queuedSeq;
   }
 

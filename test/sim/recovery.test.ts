@@ -174,3 +174,84 @@ test('sim: a follower whose snapshot install began (its data dropped) when the s
     c.stop();
   }
 });
+
+test('sim: an OSD restarted in the middle of a snapshot install (a partial copy made durable) awaits a new snapshot instead of taking the copy for its state', async () => {
+  const seed = Number(process.env.TESSERA_SEED ?? 5) >>> 0;
+  const c = new SimCluster(seed, {
+    osds: 3,
+    volumeBytes: VOLUME_BYTES,
+    pgCount: 1,
+    osdConfig: { keepBytes: 2 * BLOCK_BYTES, recoveryBytesPerSec: RECOVERY_BYTES_PER_SEC, snapshotChunkBytes: SIM_OBJECT_BYTES },
+  });
+  await c.start();
+  const vol = c.map.volumes[0];
+  const ref = { id: vol.id, poolId: vol.poolId };
+  const replica = (osd: number): PgReplica => c.osds.get(osd)!.core!.replica(vol.poolId, 0)!;
+  const leader = () => [1, 2, 3].find((id) => c.isUp(id) && replica(id).isLeader);
+  let writing = true;
+  const failures: string[] = [];
+  const writer = (async () => {
+    for (let i = 0; writing; i++) {
+      const data = Buffer.alloc(BLOCK_BYTES, (i % 250) + 1);
+      c.client.write(ref, ((i * 7) % BLOCKS) * BLOCK_BYTES, data).catch((err: Error) => failures.push(err.message));
+      await c.sched.sleep(WRITE_GAP_MS);
+    }
+  })();
+  const context = () =>
+    `seed ${seed} (replay: TESSERA_SEED=${seed}); ${[1, 2, 3]
+      .filter((id) => c.isUp(id))
+      .map((id) => `osd.${id}: ${replica(id).node.role} commit ${replica(id).node.commit} done ${replica(id).apply.doneIndex} installing ${replica(id).installingTransfer} awaiting ${replica(id).awaitingSnapshot}`)
+      .join('; ')}\n${c.log.slice(-20).join('\n')}`;
+  try {
+    await c.sched.runUntil(c.sched.nowMs + 3_000);
+    const first = leader();
+    assert.ok(first !== undefined, `no leader: ${context()}`);
+    const victim = [1, 2, 3].find((id) => id !== first)!;
+    c.net.isolate(victim);
+    await c.sched.runUntil(c.sched.nowMs + 8_000);
+    c.net.heal();
+    await c.sched.runUntil(c.sched.nowMs + 20_000, () => replica(victim).installingTransfer !== 0);
+    assert.notEqual(replica(victim).installingTransfer, 0, `no install began: ${context()}`);
+    // A few chunks in, the partial copy is made durable (as another PG's install
+    // or a checkpoint would), then the OSD loses power.
+    await c.sched.runUntil(c.sched.nowMs + 2_500);
+    assert.notEqual(replica(victim).installingTransfer, 0, `the install ended too soon: ${context()}`);
+    let flushed = false;
+    void c.osds.get(victim)!.engine!.flush().then(() => (flushed = true));
+    await c.sched.runUntil(c.sched.nowMs + 1_000, () => flushed);
+    assert.ok(flushed);
+    c.crash(victim);
+    await c.sched.runUntil(c.sched.nowMs + 500);
+    await c.restart(victim);
+    assert.equal(replica(victim).awaitingSnapshot, true, `the restarted replica does not know its data is a partial copy: ${context()}`);
+    assert.equal(replica(victim).node.awaitingSnapshot, true);
+    const caughtUp = () => {
+      const l = leader();
+      return l !== undefined && l !== victim && !replica(victim).awaitingSnapshot && replica(victim).apply.doneIndex >= replica(l).node.commit - 2 && replica(l).node.progress(victim)?.state === 'replicate';
+    };
+    await c.sched.runUntil(c.sched.nowMs + 60_000, caughtUp);
+    assert.ok(caughtUp(), `the restarted osd.${victim} was not caught up: ${context()}`);
+    writing = false;
+    let writerDone = false;
+    void writer.then(() => (writerDone = true));
+    await c.sched.runUntil(c.sched.nowMs + 2_000, () => writerDone);
+    await c.sched.runUntil(c.sched.nowMs + 5_000);
+    // Every block of the victim's copy equals the leader's.
+    const l = leader()!;
+    const want = Buffer.alloc(BLOCK_BYTES);
+    const got = Buffer.alloc(BLOCK_BYTES);
+    assert.ok(replica(victim).apply.doneIndex >= replica(l).node.commit, `not caught up at the end: ${context()}`);
+    for (let b = 0; b < BLOCKS; b++) {
+      let pending = 2;
+      void c.osds.get(l)!.store!.read(vol.id, b * BLOCK_BYTES, BLOCK_BYTES, want, 0).then(() => pending--);
+      void c.osds.get(victim)!.store!.read(vol.id, b * BLOCK_BYTES, BLOCK_BYTES, got, 0).then(() => pending--);
+      await c.sched.runUntil(c.sched.nowMs + 1_000, () => pending === 0);
+      assert.ok(got.equals(want), `block ${b}: osd.${victim} holds ${got[0]}, the leader osd.${l} ${want[0]}: ${context()}`);
+    }
+    assert.deepEqual(failures, [], `writes failed: ${context()}`);
+    assert.deepEqual(c.fatalErrors(), []);
+  } finally {
+    writing = false;
+    c.stop();
+  }
+});
