@@ -6,7 +6,10 @@
 // from that log: each PG is copied once. Only recoveryTransfersMax copies run at
 // once per sending OSD; a waiting one starts from the leader's applied point of
 // then. Without the retained log every copy arrived stale and was sent again
-// (session 21: the cluster conformance test's part 7). Deterministic;
+// (session 21: the cluster conformance test's part 7). A replica whose install
+// began (its data dropped) awaits a snapshot in raft, durably: a new leader
+// catches it up when the sender goes away mid-copy, and an OSD restarted
+// mid-copy does not take its partial copy for its state. Deterministic;
 // TESSERA_SEED replays another seed.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -114,69 +117,12 @@ test('sim (mutation check): with no log kept after a snapshot, copies go stale u
   assert.ok(r.stale > 0 && !r.caughtUp, `the retained log made no difference (caught up ${r.caughtUp}, ${r.installs} installs, ${r.stale} stale): ${r.context}`);
 });
 
-test('sim: a follower whose snapshot install began (its data dropped) when the sending leader was cut off is caught up by the next leader', async () => {
-  const seed = Number(process.env.TESSERA_SEED ?? 5) >>> 0;
-  const c = new SimCluster(seed, {
-    osds: 3,
-    volumeBytes: VOLUME_BYTES,
-    pgCount: 1,
-    // One PG of 8 objects: a copy takes ~8 s, a wide window for the leader change.
-    osdConfig: { keepBytes: 2 * BLOCK_BYTES, recoveryBytesPerSec: RECOVERY_BYTES_PER_SEC, snapshotChunkBytes: SIM_OBJECT_BYTES },
-  });
-  await c.start();
-  const vol = c.map.volumes[0];
-  const ref = { id: vol.id, poolId: vol.poolId };
-  const replica = (osd: number): PgReplica => c.osds.get(osd)!.core!.replica(vol.poolId, 0)!;
-  const leader = () => [1, 2, 3].find((id) => replica(id).isLeader);
-  const data = Buffer.alloc(BLOCK_BYTES, 0x5c);
-  let writing = true;
-  const failures: string[] = [];
-  const writer = (async () => {
-    for (let i = 0; writing; i++) {
-      c.client.write(ref, ((i * 7) % BLOCKS) * BLOCK_BYTES, data).catch((err: Error) => failures.push(err.message));
-      await c.sched.sleep(WRITE_GAP_MS);
-    }
-  })();
-  const context = () =>
-    `seed ${seed} (replay: TESSERA_SEED=${seed}); ${[1, 2, 3].map((id) => `osd.${id}: ${replica(id).node.role} commit ${replica(id).node.commit} done ${replica(id).apply.doneIndex} installing ${replica(id).installingTransfer}`).join('; ')}\n${c.log.slice(-20).join('\n')}`;
-  try {
-    await c.sched.runUntil(c.sched.nowMs + 3_000);
-    const first = leader();
-    assert.ok(first !== undefined, `no leader: ${context()}`);
-    const victim = [1, 2, 3].find((id) => id !== first)!;
-    c.net.isolate(victim);
-    await c.sched.runUntil(c.sched.nowMs + 8_000);
-    c.net.heal();
-    // The copy starts: the victim drops its data for the snapshot's.
-    await c.sched.runUntil(c.sched.nowMs + 20_000, () => replica(victim).installingTransfer !== 0);
-    assert.notEqual(replica(victim).installingTransfer, 0, `no install began: ${context()}`);
-    const sender = leader()!;
-    assert.notEqual(sender, victim);
-    c.net.isolate(sender);
-    // Another leader takes over (the victim cannot: its log is behind) and catches it up.
-    const caughtUp = () => {
-      const l = leader();
-      return l !== undefined && l !== sender && replica(victim).installingTransfer === 0 && replica(victim).apply.doneIndex >= replica(l).node.commit - 2 && replica(l).node.progress(victim)?.state === 'replicate';
-    };
-    await c.sched.runUntil(c.sched.nowMs + 60_000, caughtUp);
-    assert.ok(caughtUp(), `the victim osd.${victim} was not caught up by a new leader: ${context()}`);
-    if (process.env.SIM_INFO) console.log(c.log.filter((l) => /snapshot|install/.test(l)).join('\n'));
-    c.net.heal();
-    writing = false;
-    let writerDone = false;
-    void writer.then(() => (writerDone = true));
-    await c.sched.runUntil(c.sched.nowMs + 2_000, () => writerDone);
-    await c.sched.runUntil(c.sched.nowMs + 5_000);
-    assert.deepEqual(failures, [], `writes failed: ${context()}`);
-    assert.deepEqual(c.fatalErrors(), []);
-  } finally {
-    writing = false;
-    c.stop();
-  }
-});
-
-test('sim: an OSD restarted in the middle of a snapshot install (a partial copy made durable) awaits a new snapshot instead of taking the copy for its state', async () => {
-  const seed = Number(process.env.TESSERA_SEED ?? 5) >>> 0;
+/**
+ * One PG of 8 objects on 3 OSDs, sent one object per chunk (a copy takes ~8 s),
+ * under a steady writer: a follower is cut off until its leader compacted past
+ * it, then healed; resolves once its snapshot install began (its data dropped).
+ */
+async function installUnderWay(seed: number) {
   const c = new SimCluster(seed, {
     osds: 3,
     volumeBytes: VOLUME_BYTES,
@@ -202,6 +148,20 @@ test('sim: an OSD restarted in the middle of a snapshot install (a partial copy 
       .filter((id) => c.isUp(id))
       .map((id) => `osd.${id}: ${replica(id).node.role} commit ${replica(id).node.commit} done ${replica(id).apply.doneIndex} installing ${replica(id).installingTransfer} awaiting ${replica(id).awaitingSnapshot}`)
       .join('; ')}\n${c.log.slice(-20).join('\n')}`;
+  /** Stops the writer, lets the cluster settle, and checks no write failed and no OSD died. */
+  const finish = async () => {
+    writing = false;
+    let writerDone = false;
+    void writer.then(() => (writerDone = true));
+    await c.sched.runUntil(c.sched.nowMs + 2_000, () => writerDone);
+    await c.sched.runUntil(c.sched.nowMs + 5_000);
+    assert.deepEqual(failures, [], `writes failed: ${context()}`);
+    assert.deepEqual(c.fatalErrors(), []);
+  };
+  const stop = () => {
+    writing = false;
+    c.stop();
+  };
   try {
     await c.sched.runUntil(c.sched.nowMs + 3_000);
     const first = leader();
@@ -212,10 +172,42 @@ test('sim: an OSD restarted in the middle of a snapshot install (a partial copy 
     c.net.heal();
     await c.sched.runUntil(c.sched.nowMs + 20_000, () => replica(victim).installingTransfer !== 0);
     assert.notEqual(replica(victim).installingTransfer, 0, `no install began: ${context()}`);
+    /** The victim applied what its (other) leader committed, and the leader replicates to it. */
+    const caughtUp = (not: number) => {
+      const l = leader();
+      return l !== undefined && l !== not && l !== victim && !replica(victim).awaitingSnapshot && replica(victim).apply.doneIndex >= replica(l).node.commit - 2 && replica(l).node.progress(victim)?.state === 'replicate';
+    };
+    return { c, vol, replica, leader, victim, context, caughtUp, finish, stop };
+  } catch (err) {
+    stop();
+    throw err;
+  }
+}
+
+test('sim: a follower whose snapshot install began (its data dropped) when the sending leader was cut off is caught up by the next leader', async () => {
+  const f = await installUnderWay(Number(process.env.TESSERA_SEED ?? 5) >>> 0);
+  try {
+    const sender = f.leader()!;
+    assert.notEqual(sender, f.victim);
+    f.c.net.isolate(sender);
+    // Another leader takes over (the victim cannot: its log is behind) and catches it up.
+    await f.c.sched.runUntil(f.c.sched.nowMs + 60_000, () => f.caughtUp(sender));
+    assert.ok(f.caughtUp(sender), `the victim osd.${f.victim} was not caught up by a new leader: ${f.context()}`);
+    f.c.net.heal();
+    await f.finish();
+  } finally {
+    f.stop();
+  }
+});
+
+test('sim: an OSD restarted in the middle of a snapshot install (a partial copy made durable) awaits a new snapshot instead of taking the copy for its state', async () => {
+  const f = await installUnderWay(Number(process.env.TESSERA_SEED ?? 5) >>> 0);
+  const { c, victim, replica } = f;
+  try {
     // A few chunks in, the partial copy is made durable (as another PG's install
     // or a checkpoint would), then the OSD loses power.
     await c.sched.runUntil(c.sched.nowMs + 2_500);
-    assert.notEqual(replica(victim).installingTransfer, 0, `the install ended too soon: ${context()}`);
+    assert.notEqual(replica(victim).installingTransfer, 0, `the install ended too soon: ${f.context()}`);
     let flushed = false;
     void c.osds.get(victim)!.engine!.flush().then(() => (flushed = true));
     await c.sched.runUntil(c.sched.nowMs + 1_000, () => flushed);
@@ -223,35 +215,24 @@ test('sim: an OSD restarted in the middle of a snapshot install (a partial copy 
     c.crash(victim);
     await c.sched.runUntil(c.sched.nowMs + 500);
     await c.restart(victim);
-    assert.equal(replica(victim).awaitingSnapshot, true, `the restarted replica does not know its data is a partial copy: ${context()}`);
+    assert.equal(replica(victim).awaitingSnapshot, true, `the restarted replica does not know its data is a partial copy: ${f.context()}`);
     assert.equal(replica(victim).node.awaitingSnapshot, true);
-    const caughtUp = () => {
-      const l = leader();
-      return l !== undefined && l !== victim && !replica(victim).awaitingSnapshot && replica(victim).apply.doneIndex >= replica(l).node.commit - 2 && replica(l).node.progress(victim)?.state === 'replicate';
-    };
-    await c.sched.runUntil(c.sched.nowMs + 60_000, caughtUp);
-    assert.ok(caughtUp(), `the restarted osd.${victim} was not caught up: ${context()}`);
-    writing = false;
-    let writerDone = false;
-    void writer.then(() => (writerDone = true));
-    await c.sched.runUntil(c.sched.nowMs + 2_000, () => writerDone);
-    await c.sched.runUntil(c.sched.nowMs + 5_000);
+    await c.sched.runUntil(c.sched.nowMs + 60_000, () => f.caughtUp(0));
+    assert.ok(f.caughtUp(0), `the restarted osd.${victim} was not caught up: ${f.context()}`);
+    await f.finish();
     // Every block of the victim's copy equals the leader's.
-    const l = leader()!;
+    const l = f.leader()!;
+    assert.ok(replica(victim).apply.doneIndex >= replica(l).node.commit, `not caught up at the end: ${f.context()}`);
     const want = Buffer.alloc(BLOCK_BYTES);
     const got = Buffer.alloc(BLOCK_BYTES);
-    assert.ok(replica(victim).apply.doneIndex >= replica(l).node.commit, `not caught up at the end: ${context()}`);
     for (let b = 0; b < BLOCKS; b++) {
       let pending = 2;
-      void c.osds.get(l)!.store!.read(vol.id, b * BLOCK_BYTES, BLOCK_BYTES, want, 0).then(() => pending--);
-      void c.osds.get(victim)!.store!.read(vol.id, b * BLOCK_BYTES, BLOCK_BYTES, got, 0).then(() => pending--);
+      void c.osds.get(l)!.store!.read(f.vol.id, b * BLOCK_BYTES, BLOCK_BYTES, want, 0).then(() => pending--);
+      void c.osds.get(victim)!.store!.read(f.vol.id, b * BLOCK_BYTES, BLOCK_BYTES, got, 0).then(() => pending--);
       await c.sched.runUntil(c.sched.nowMs + 1_000, () => pending === 0);
-      assert.ok(got.equals(want), `block ${b}: osd.${victim} holds ${got[0]}, the leader osd.${l} ${want[0]}: ${context()}`);
+      assert.ok(got.equals(want), `block ${b}: osd.${victim} holds ${got[0]}, the leader osd.${l} ${want[0]}: ${f.context()}`);
     }
-    assert.deepEqual(failures, [], `writes failed: ${context()}`);
-    assert.deepEqual(c.fatalErrors(), []);
   } finally {
-    writing = false;
-    c.stop();
+    f.stop();
   }
 });
