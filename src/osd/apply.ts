@@ -34,6 +34,12 @@ export class ApplyQueue {
   private failed = false;
   private paused = false;
   private idleWaiters: (() => void)[] = [];
+  /**
+   * Told of every range written (or zeroed) once the store write resolved,
+   * before the entry counts as applied; null when nobody listens (the snapshot
+   * sender tracks what changed behind a copy: snapshot.ts).
+   */
+  onWritten: ((volumeId: number, startBytes: number, endBytes: number) => void) | null = null;
 
   constructor(
     private readonly store: ObjectStore,
@@ -110,6 +116,7 @@ export class ApplyQueue {
       p.then(
         () => {
           this.running.delete(e.index);
+          this.onWritten?.(r.volumeId, r.start, r.end);
           this.finish(e);
           if (this.running.size === 0 && this.idleWaiters.length > 0) for (const w of this.idleWaiters.splice(0)) w();
           this.pump();

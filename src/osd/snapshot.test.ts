@@ -44,16 +44,24 @@ function fakes(answer: Answer, config: Partial<OsdConfig> = {}) {
   /** renewSnapshot calls, and what the next ones answer (the leader's applied point now, or null). */
   const renewals: { pg: number; to: number; term: number }[] = [];
   let renewTo: number | null = 50;
+  /** The applied point snapshotPoint() gives (the final pass's index); whenDone of it waits while `blockFinal`. */
+  let appliedNow = 10;
+  let blockFinal = false;
+  const blocked: (() => void)[] = [];
   const pgOf = (n: number) =>
     ({
       id: { key: n, poolId: 1, pg: n, pgCount: 8 },
       isLeader: true,
       removed: false,
       sendingSnapshotTo: new Set<number>(),
-      apply: { whenDone: (_i: number, cb: () => void) => cb() },
+      apply: {
+        onWritten: null,
+        whenDone: (i: number, cb: () => void) => (blockFinal && i === appliedNow ? blocked.push(cb) : cb()),
+      },
       node: {
         term: 2,
         commit: 30,
+        snapshotPoint: () => ({ ...snapAt(appliedNow).snapshot }),
         reportSnapshot: (to: number, ok: boolean) => void reports.push({ pg: n, to, ok }),
         renewSnapshot: (to: number, term: number): MsgSnap | null => {
           renewals.push({ pg: n, to, term });
@@ -69,6 +77,15 @@ function fakes(answer: Answer, config: Partial<OsdConfig> = {}) {
     counters,
     renewals,
     setRenew: (v: number | null) => (renewTo = v),
+    /** The final pass ships index `index` and, with block, waits for unblock() before sending. */
+    setFinal: (index: number, block: boolean) => {
+      appliedNow = index;
+      blockFinal = block;
+    },
+    unblock: () => {
+      blockFinal = false;
+      for (const cb of blocked.splice(0)) cb();
+    },
     pg: pgOf(7),
     pgOf,
     snap: snapAt(10),
@@ -112,7 +129,8 @@ test('snapshot sender: a transfer the receiver took is logged as sent and report
   assert.deepEqual([...f.pg.sendingSnapshotTo], [3]);
   await until(() => f.reports.length > 0);
   assert.deepEqual(f.reports, [{ pg: 7, to: 3, ok: true }]);
-  assert.deepEqual(seqs, [0, 1]);
+  // Two objects, one a chunk; nothing written behind the copy: an empty final chunk.
+  assert.deepEqual(seqs, [0, 1, 2]);
   assert.deepEqual([...f.pg.sendingSnapshotTo], []);
   assert.equal(f.logs.length, 1);
   assert.match(f.logs[0], /^PG 1\.7: snapshot at index 10 \(term 2\) to osd\.3, transfer \d+: sent$/);
@@ -152,8 +170,10 @@ test('snapshot sender: beyond recoveryTransfersMax a snapshot waits its turn, th
     { pg: 8, to: 3, ok: true },
   ]);
   assert.deepEqual(f.renewals, [{ pg: 8, to: 3, term: 2 }]);
+  const first = g.seen.filter((c) => c.pg === 8 && c.seq === 0)[0];
+  assert.equal(first?.snap?.snapshot.index, 50, 'the queued copy starts from the renewed point');
   const last = g.seen.filter((c) => c.pg === 8 && c.done)[0];
-  assert.equal(last?.snap?.snapshot.index, 50, 'the queued copy ships the renewed point');
+  assert.equal(last?.snap?.snapshot.index, 50, 'and ends there (the log kept after it covers what was written)');
   assert.match(f.logs[1], /^PG 1\.8: snapshot at index 50 \(term 2\) to osd\.3, transfer \d+: sent$/);
   assert.deepEqual(f.sender.counts, { running: 0, queued: 0 });
   assert.deepEqual([...b.sendingSnapshotTo], []);
@@ -186,30 +206,36 @@ test('snapshot sender: a waiting snapshot raft no longer wants (renewSnapshot nu
   assert.deepEqual(f.renewals.map((r) => r.pg), [8, 9]);
 });
 
-test('snapshot sender: the log after a snapshot\'s index is kept while it is sent and until the peer caught up; past recoveryRetainBytes the transfer is cancelled as stale', async () => {
+test('snapshot sender: the log after a copy\'s index is kept: past the budget during the first pass it is dropped quietly and the copy goes on in passes; in the final pass the transfer is cancelled as stale; after the copy it stays until the peer caught up', async () => {
   const g = gated();
   const f = fakes(g.answer, { recoveryRetainBytes: 1000 });
-  const bytesAt = (i: number) => (i <= 40 ? 100 : undefined);
+  const bytesAt = (i: number) => (i <= 60 ? 100 : undefined);
   let match = 5;
   const matchOf = () => match;
   assert.equal(f.sender.retainIndex(f.pg, 40, bytesAt, matchOf), null, 'nothing held without a transfer');
+  f.setFinal(20, true);
   f.sender.start(f.pg, f.snap); // index 10
-  assert.equal(f.sender.retainIndex(f.pg, 15, bytesAt, matchOf), 10, '500 bytes after index 10: held');
+  await until(() => g.seen.length === 1);
+  assert.equal(f.sender.retainIndex(f.pg, 15, bytesAt, matchOf), 10, 'first pass: held from its index (500 bytes)');
   assert.equal(f.sender.retainIndex(f.pg, 20, bytesAt, matchOf), 10, '1000 bytes: still held');
   assert.equal(f.sender.retainIndex(f.pg, 20, bytesAt, matchOf), 10, 'counted once');
   assert.equal(f.sender.retainIndex(f.pg, 21, bytesAt, matchOf), null, '1100 bytes: dropped');
-  assert.equal(f.counters.snapshotsStale, 1);
+  assert.equal(f.counters.snapshotsStale, 0, 'quietly: the copy goes on');
+  // The first pass ends; nothing was written behind it, so the final pass comes
+  // at once: index 20 (the applied point), held from there.
   await g.release();
+  await until(() => f.sender.retainIndex(f.pg, 20, bytesAt, matchOf) === 20);
+  assert.equal(f.sender.retainIndex(f.pg, 30, bytesAt, matchOf), 20, '1000 bytes after 20: held');
+  assert.equal(f.sender.retainIndex(f.pg, 31, bytesAt, matchOf), null, '1100 bytes: dropped');
+  assert.equal(f.counters.snapshotsStale, 1);
+  f.unblock();
   await until(() => f.reports.length === 1);
   assert.deepEqual(f.reports, [{ pg: 7, to: 3, ok: false }]);
-  assert.match(f.logs[0], /not completed \(stale: more than 1000 bytes of entries were written after index 10\)$/);
+  assert.match(f.logs[0], /not completed \(stale: more than 1000 bytes of entries were written after index 20\)$/);
 
-  // A transfer that arrives: the hold stays until the peer's match reaches the
-  // commit index of then (30), and rises with the match meanwhile.
-  g.hold();
+  // A copy that arrives: the log stays until the peer's match reaches the
+  // commit index of then (30), and the kept part shrinks as the match rises.
   f.sender.start(f.pg, f.snapAt(22));
-  assert.equal(f.sender.retainIndex(f.pg, 25, bytesAt, matchOf), 22);
-  await g.release();
   await until(() => f.reports.length === 2);
   assert.equal(f.reports[1].ok, true);
   match = 22;
@@ -226,11 +252,66 @@ test('snapshot sender: a hold ends when leadership moves on (another term) or th
   const f = fakes(g.answer);
   const bytesAt = () => 100;
   f.sender.start(f.pg, f.snap);
+  await until(() => g.seen.length === 1);
   assert.equal(f.sender.retainIndex(f.pg, 12, bytesAt, () => 5), 10);
   assert.equal(f.sender.retainIndex(f.pg, 12, bytesAt, () => undefined), null, 'peer left');
   const b = f.pgOf(8);
   f.sender.start(b, f.snap);
+  await until(() => g.seen.length === 2);
+  assert.equal(f.sender.retainIndex(b, 12, bytesAt, () => 5), 10);
   (b.node as { term: number }).term = 3;
   assert.equal(f.sender.retainIndex(b, 12, bytesAt, () => 5), null, 'a later term');
   await g.release();
+  await until(() => f.reports.length === 2);
+});
+
+test('snapshot sender: when the log kept covers what was written behind the first pass, nothing is sent again', async () => {
+  const g = gated();
+  const f = fakes(g.answer);
+  f.sender.start(f.pg, f.snap);
+  await until(() => g.seen.length === 1);
+  f.pg.apply.onWritten?.(1, 0, 4096);
+  assert.equal(f.sender.retainIndex(f.pg, 12, () => 4096, () => 5), 10);
+  await g.release();
+  await until(() => f.reports.length === 1);
+  assert.deepEqual(
+    g.seen.map((c) => [c.seq, c.items.length, c.done, c.snap?.snapshot.index]),
+    [
+      [0, 1, false, 10],
+      [1, 1, false, undefined],
+      [2, 0, true, 10],
+    ],
+  );
+});
+
+test('snapshot sender: past the log kept, objects written behind the copy are sent again in the final pass, with the index of then', async () => {
+  const g = gated();
+  const f = fakes(g.answer, { recoveryRetainBytes: 1000 });
+  f.setFinal(40, false);
+  f.sender.start(f.pg, f.snap);
+  await until(() => g.seen.length === 1);
+  // While chunk 0 (object 0) is in flight, a write lands in object 1 of volume 1
+  // (not sent yet: sent anyway) and one in object 0 (sent: to send again); more
+  // was written than the log kept holds.
+  f.pg.apply.onWritten?.(1, 0, 4096);
+  f.pg.apply.onWritten?.(1, SNAPSHOT_CHUNK_BYTES_MAX + 10, SNAPSHOT_CHUNK_BYTES_MAX + 20);
+  assert.equal(f.sender.retainIndex(f.pg, 12, () => 4096, () => 5), null);
+  await g.release();
+  await until(() => f.reports.length === 1);
+  assert.deepEqual(f.reports, [{ pg: 7, to: 3, ok: true }]);
+  const done = g.seen.filter((c) => c.done);
+  assert.equal(done.length, 1);
+  assert.equal(done[0].snap?.snapshot.index, 40);
+  assert.deepEqual(
+    g.seen.map((c) => [c.seq, c.items.map((it) => it.offsetBytes / SNAPSHOT_CHUNK_BYTES_MAX)]),
+    [
+      [0, [0]],
+      [1, [1]],
+      [2, [0]],
+      [3, [1]],
+    ],
+    'objects 0 and 1 again, the last chunk done',
+  );
+  assert.match(f.logs[0], /snapshot at index 40 \(term 2\)/);
+  assert.equal(f.pg.apply.onWritten, null, 'tracking ends with the transfer');
 });

@@ -4,6 +4,16 @@
 // snapshot index: a "fuzzy" copy that may already contain some later writes,
 // which is correct because the follower then receives and re-applies every
 // entry after the snapshot index in order, and block writes are idempotent.
+// A copy takes time while writes go on. The first pass ships every object
+// while the leader keeps the log after the snapshot's index; if what was
+// written meanwhile fits recoveryRetainBytes, the copy ends there and the peer
+// catches up from that log. Otherwise it goes on in passes (like a live
+// migration's pre-copy): the apply queue tells the sender which objects were
+// written behind the copy, and later passes ship those again; the final pass
+// first moves the snapshot's index up to the applied point of then
+// (RaftNode.snapshotPoint), then ships what was written since the previous
+// pass read it. Every object it leaves out was last written before its copy
+// was read, so the copy holds the state as of the final index.
 //
 // Sender: throttled to recoveryBytesPerSec and paused (up to YIELD_MAX_MS per
 // chunk) while the OSD has more than recoveryYieldInFlight client requests in
@@ -14,14 +24,13 @@
 // compacted past the point raft named when it asked. Transfers that shared the
 // rate each took N times as long and, under writes, arrived stale (session 21:
 // the cluster conformance test's part 7 copied every PG twice).
-// While a transfer runs, and after it until the peer caught up to where the
-// leader stood when it arrived, the leader keeps the log entries after the
-// snapshot's index (retainIndex, called before each compaction), so the peer
-// catches up from the log instead of needing another snapshot. Once more than
-// recoveryRetainBytes were written after that index, the hold is dropped and a
-// running transfer cancelled (its snapshot would arrive stale); raft asks
-// again, from a newer point. A failure reports the snapshot as failed so raft
-// probes again.
+// The log kept after the snapshot's index (retainIndex, called before each
+// compaction) stays until the peer caught up to where the leader stood when
+// the copy arrived. Once more than recoveryRetainBytes were written after that
+// index, it is dropped: during the first pass the copy then goes on in passes;
+// from the final pass on the transfer is cancelled (its snapshot would arrive
+// stale) and raft asks again, from a newer point. A failure reports the
+// snapshot as failed so raft probes again.
 // Receiver: the first chunk (seq 0) drops the PG's local objects (after it
 // checked the snapshot is newer than its commit; a leader or candidate refuses)
 // and makes the node await a snapshot: appends are answered with a reset, so
@@ -44,12 +53,33 @@ const YIELD_MAX_MS = 1000;
 
 interface Transfer {
   id: number;
+  /** `${pg key}:${peer}` */
+  key: string;
   pg: PgReplica;
   to: number;
   bytesLeft: number;
   /** Why it should stop, once it should (checked between chunks). */
   cancelled: string | null;
+  /** Next chunk's seq. */
+  seq: number;
+  pgEpoch: number;
+  /** Objects (objectKey) written since the pass that sent them read them. */
+  dirty: Set<number>;
+  /** The snapshot's index: raft's, then the applied point at the final pass. */
+  index: number;
 }
+
+/** objectKey(volumeId, obj) = volumeId x OBJECT_KEY_SPAN + obj: exact while volume ids stay below 2^21. */
+const OBJECT_KEY_SPAN = 2 ** 32;
+function objectKey(volumeId: number, obj: number): number {
+  assert(volumeId < 2 ** 21 && obj < OBJECT_KEY_SPAN, `object key of volume ${volumeId} object ${obj}`);
+  return volumeId * OBJECT_KEY_SPAN + obj;
+}
+
+/** Passes that send again the objects written behind the copy, before the final one. */
+const CATCH_UP_PASSES_MAX = 3;
+/** The final pass begins once at most this many objects were written behind the copy. */
+const FINAL_PASS_OBJECTS_MAX = 4;
 
 /**
  * The log a leader keeps for a peer it sends a snapshot to: entries (index,
@@ -67,6 +97,13 @@ interface Hold {
   /** 0 while the snapshot is on its way; then the commit index when it arrived. */
   catchUpTo: number;
   transfer: Transfer;
+  /**
+   * Held from the index the copy began at while its first pass runs: if the
+   * log after it fits the budget when that pass ends, the peer catches up from
+   * it and nothing is sent again; past the budget it is dropped quietly and the
+   * copy goes on in passes.
+   */
+  tentative: boolean;
 }
 
 interface Queued {
@@ -182,6 +219,7 @@ export class SnapshotSender {
       }
       if (h.bytes > limit) {
         this.holds.delete(k);
+        if (h.tentative) continue;
         this.osd.counters.snapshotsStale++;
         const why = `stale: more than ${limit} bytes of entries were written after index ${h.index}`;
         if (h.catchUpTo === 0) h.transfer.cancelled ??= why;
@@ -196,13 +234,17 @@ export class SnapshotSender {
   private begin(pg: PgReplica, m: MsgSnap, k: string): void {
     const t: Transfer = {
       id: this.osd.id * 1_000_000 + this.nextTransferId++,
+      key: k,
       pg,
       to: m.to,
       bytesLeft: 0,
       cancelled: null,
+      seq: 0,
+      pgEpoch: 0,
+      dirty: new Set(),
+      index: m.snapshot.index,
     };
     this.transfers.set(k, t);
-    this.holds.set(k, { pg, to: m.to, term: m.term, index: m.snapshot.index, countedTo: m.snapshot.index, bytes: 0, catchUpTo: 0, transfer: t });
     pg.sendingSnapshotTo.add(m.to);
     this.run(pg, m, t).then(
       (why) => this.finish(pg, k, t, m, why),
@@ -235,7 +277,7 @@ export class SnapshotSender {
   /** why: null when the transfer completed, else why it stopped (logged: recovery is what an operator watches). */
   private finish(pg: PgReplica, k: string, t: Transfer, m: MsgSnap, why: string | null): void {
     const ok = why === null;
-    this.osd.logInfo(`PG ${pg.id.poolId}.${pg.id.pg}: snapshot at index ${m.snapshot.index} (term ${m.term}) to osd.${t.to}, transfer ${t.id}: ${ok ? 'sent' : `not completed (${why})`}`);
+    this.osd.logInfo(`PG ${pg.id.poolId}.${pg.id.pg}: snapshot at index ${t.index} (term ${m.term}) to osd.${t.to}, transfer ${t.id}: ${ok ? 'sent' : `not completed (${why})`}`);
     this.transfers.delete(k);
     const h = this.holds.get(k);
     if (h?.transfer === t) {
@@ -255,54 +297,133 @@ export class SnapshotSender {
     return n * this.store.objectSizeBytes;
   }
 
+  /**
+   * Ships pg's objects as of at least m's index. Unless the log kept after that
+   * index covers what was written meanwhile, ships again those written behind
+   * the copy (up to CATCH_UP_PASSES_MAX passes, until few are), then — after
+   * moving the snapshot's index up to the applied point of then — the last ones
+   * written, with the snap message. Every object the final pass leaves out was
+   * last written before its copy was read, so the receiver holds the state as of
+   * that index (or newer, which the entries after it rewrite in order).
+   */
   private async run(pg: PgReplica, m: MsgSnap, t: Transfer): Promise<string | null> {
     // The shipped state must include everything up to the snapshot index.
-    await new Promise<void>((resolve) => pg.apply.whenDone(m.snapshot.index, resolve));
+    await this.applied(pg, m.snapshot.index);
     const map = this.osd.clusterMap;
     if (!map) return 'no cluster map';
-    const objBytes = this.store.objectSizeBytes;
-    const work: { volumeId: number; obj: number }[] = [];
+    const work: number[] = [];
     for (const v of map.volumes) {
       if (v.poolId !== pg.id.poolId) continue;
-      for (const obj of this.store.pgObjects(pg.id.poolId, pg.id.pgCount, pg.id.pg, v.id)) work.push({ volumeId: v.id, obj });
+      for (const obj of this.store.pgObjects(pg.id.poolId, pg.id.pgCount, pg.id.pg, v.id)) work.push(objectKey(v.id, obj));
     }
-    t.bytesLeft = work.length * objBytes;
-    let seq = 0;
+    t.pgEpoch = map.pgs[String(pg.id.poolId)]?.[pg.id.pg]?.epoch ?? 0;
+    this.track(pg);
+    const first = this.hold(t, m.term, m.snapshot.index, true);
+    try {
+      t.bytesLeft = work.length * this.store.objectSizeBytes;
+      let why = await this.sendObjects(pg, t, m, work, null);
+      if (why !== null) return why;
+      if (this.holds.get(t.key) === first) {
+        // What was written behind the first pass fits the log kept after its
+        // index: the peer catches up from there, nothing is sent again.
+        first.tentative = false;
+        return await this.sendObjects(pg, t, m, [], m);
+      }
+      for (let pass = 0; why === null && pass < CATCH_UP_PASSES_MAX && t.dirty.size > FINAL_PASS_OBJECTS_MAX; pass++) {
+        why = await this.sendObjects(pg, t, m, this.takeDirty(t), null);
+      }
+      if (why !== null) return why;
+      if (!pg.isLeader || pg.node.term !== m.term) return 'no longer the leader';
+      // Final pass: the snapshot moves up to the applied point now, and the log
+      // after it is kept from here on (retainIndex).
+      const point = pg.node.snapshotPoint();
+      t.index = point.index;
+      this.hold(t, m.term, point.index, false);
+      await this.applied(pg, point.index);
+      return await this.sendObjects(pg, t, m, this.takeDirty(t), { ...m, snapshot: point });
+    } finally {
+      this.untrack(pg, t);
+    }
+  }
+
+  /**
+   * Sends the objects `keys` in chunks; with `last`, the final chunk is marked
+   * done and carries it (an empty one if there is nothing to send). The first
+   * chunk of a transfer carries m, so the receiver can refuse before dropping
+   * its data. null once all were taken, else why not.
+   */
+  private async sendObjects(pg: PgReplica, t: Transfer, m: MsgSnap, keys: number[], last: MsgSnap | null): Promise<string | null> {
+    const objBytes = this.store.objectSizeBytes;
     let k = 0;
-    const pgEpoch = map.pgs[String(pg.id.poolId)]?.[pg.id.pg]?.epoch ?? 0;
     do {
       const items: SnapshotItem[] = [];
       let bytes = 0;
-      while (k < work.length && (bytes === 0 || bytes + objBytes <= this.chunkBytes)) {
-        const w = work[k++];
+      while (k < keys.length && (bytes === 0 || bytes + objBytes <= this.chunkBytes)) {
+        const volumeId = Math.floor(keys[k] / OBJECT_KEY_SPAN);
+        const offsetBytes = (keys[k++] % OBJECT_KEY_SPAN) * objBytes;
         const data = Buffer.allocUnsafe(objBytes);
-        await this.store.read(w.volumeId, w.obj * objBytes, objBytes, data, 0);
-        items.push({ volumeId: w.volumeId, offsetBytes: w.obj * objBytes, data });
+        await this.store.read(volumeId, offsetBytes, objBytes, data, 0);
+        items.push({ volumeId, offsetBytes, data });
         bytes += objBytes;
       }
       await this.throttle(bytes, t);
       if (t.cancelled !== null) return t.cancelled;
       if (!pg.isLeader) return 'no longer the leader';
-      const done = k >= work.length;
-      const chunkSeq = seq++;
+      const done = last !== null && k >= keys.length;
+      const seq = t.seq++;
       const chunk: SnapshotChunk = {
         poolId: pg.id.poolId,
         pg: pg.id.pg,
-        pgEpoch,
+        pgEpoch: t.pgEpoch,
         fromOsd: this.osd.id,
         transferId: t.id,
-        seq: chunkSeq,
+        seq,
         done,
         items,
         // In the first chunk too: the receiver refuses a snapshot that is not
         // newer than its commit before it drops anything.
-        snap: done || chunkSeq === 0 ? m : undefined,
+        snap: done ? (last ?? undefined) : seq === 0 ? m : undefined,
       };
       const refused = await this.sendChunk(t.to, chunk);
       if (refused !== null) return `chunk ${chunk.seq}: ${refused}`;
       t.bytesLeft = Math.max(0, t.bytesLeft - bytes);
-    } while (k < work.length);
+    } while (k < keys.length);
     return null;
+  }
+
+  /** Keeps pg's log after `index` for t's peer (retainIndex), replacing what was kept for it. */
+  private hold(t: Transfer, term: number, index: number, tentative: boolean): Hold {
+    const h: Hold = { pg: t.pg, to: t.to, term, index, countedTo: index, bytes: 0, catchUpTo: 0, transfer: t, tentative };
+    this.holds.set(t.key, h);
+    return h;
+  }
+
+  private applied(pg: PgReplica, index: number): Promise<void> {
+    return new Promise<void>((resolve) => pg.apply.whenDone(index, resolve));
+  }
+
+  /** The objects written behind the copy so far (to send again); tracking goes on. */
+  private takeDirty(t: Transfer): number[] {
+    const keys = [...t.dirty];
+    t.dirty.clear();
+    t.bytesLeft += keys.length * this.store.objectSizeBytes;
+    return keys;
+  }
+
+  /** pg's applied writes mark the objects they touch dirty in each of its running transfers. */
+  private track(pg: PgReplica): void {
+    const objBytes = this.store.objectSizeBytes;
+    pg.apply.onWritten = (volumeId, startBytes, endBytes) => {
+      for (const t of this.transfers.values()) {
+        if (t.pg !== pg) continue;
+        for (let obj = Math.floor(startBytes / objBytes); obj * objBytes < endBytes; obj++) t.dirty.add(objectKey(volumeId, obj));
+      }
+    };
+  }
+
+  private untrack(pg: PgReplica, t: Transfer): void {
+    for (const o of this.transfers.values()) if (o !== t && o.pg === pg) return;
+    pg.apply.onWritten = null;
   }
 
   /** null once the receiver took the chunk, else why not. */

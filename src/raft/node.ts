@@ -1075,9 +1075,17 @@ export class RaftNode {
   }
 
   private snapshotMessage(to: number): MsgSnap {
+    return { type: 'snap', from: this.id, to, term: this.termValue, snapshot: this.snapshotPoint() };
+  }
+
+  /**
+   * The point a snapshot of this node's state would have now: its applied index
+   * with that entry's term and the membership (what sendSnapshot ships). Read
+   * only: a driver finishing a transfer may move its snapshot up to it.
+   */
+  snapshotPoint(): SnapshotMeta {
     const index = this.log.applied;
-    const term = this.log.term(index) as number;
-    return { type: 'snap', from: this.id, to, term: this.termValue, snapshot: { index, term, conf: this.confValue } };
+    return { index, term: this.log.term(index) as number, conf: this.confValue };
   }
 
   private bcastAppend(allowEmpty: boolean): void {

@@ -149,6 +149,18 @@ async function runSeed(seed: number, opts: { faults: boolean; durationMs: number
   for (const id of ids) if (!c.isUp(id)) await c.restart(id);
   await c.sched.runUntil(c.sched.nowMs + 30_000, () => inFlight === 0);
   assert.equal(inFlight, 0, `seed ${seed}: workload did not drain`);
+  // Recovery finishes (copies are throttled: a few seconds after the faults),
+  // then the grace for replicas that left their PG passes.
+  const pool0 = c.map.pools[0];
+  const settled = () => {
+    for (let pg = 0; pg < pool0.pgCount; pg++) {
+      const acting = c.map.pgs[String(pool0.id)][pg].osds;
+      const l = acting.map((id) => c.osds.get(id)?.core?.replica(pool0.id, pg)).find((r) => r?.isLeader);
+      if (!l || l.node.conf.learners.length > 0 || l.sendingSnapshotTo.size > 0 || l.node.conf.voters.length !== acting.length || !acting.every((id) => l.node.conf.voters.includes(id))) return false;
+    }
+    return true;
+  };
+  await c.sched.runUntil(c.sched.nowMs + 20_000, settled);
   await c.sched.runUntil(c.sched.nowMs + 3_000);
 
   // Final reads: every block, through the client.

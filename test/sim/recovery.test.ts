@@ -236,3 +236,76 @@ test('sim: an OSD restarted in the middle of a snapshot install (a partial copy 
     f.stop();
   }
 });
+
+test('sim: a copy that takes longer than the log kept for it completes: objects written behind it are sent again, and its index moves up to the applied point of the final pass', async () => {
+  const seed = Number(process.env.TESSERA_SEED ?? 3) >>> 0;
+  // One PG of 8 objects sent at one object a second (~8 s), while a hot object
+  // takes ~100 KiB/s of writes: ~800 KiB behind the copy, far more than the
+  // 256 KiB of log kept. A copy whose index stayed the one it began at could
+  // only arrive stale, again and again.
+  const c = new SimCluster(seed, {
+    osds: 3,
+    volumeBytes: VOLUME_BYTES,
+    pgCount: 1,
+    osdConfig: { keepBytes: 2 * BLOCK_BYTES, recoveryBytesPerSec: RECOVERY_BYTES_PER_SEC, snapshotChunkBytes: SIM_OBJECT_BYTES, recoveryRetainBytes: 256 * 1024 },
+  });
+  await c.start();
+  const vol = c.map.volumes[0];
+  const ref = { id: vol.id, poolId: vol.poolId };
+  const replica = (osd: number): PgReplica => c.osds.get(osd)!.core!.replica(vol.poolId, 0)!;
+  const leader = () => [1, 2, 3].find((id) => replica(id).isLeader);
+  const context = () => `seed ${seed} (replay: TESSERA_SEED=${seed}); ${[1, 2, 3].map((id) => `osd.${id}: ${replica(id).node.role} commit ${replica(id).node.commit} done ${replica(id).apply.doneIndex}`).join('; ')}\n${c.log.slice(-20).join('\n')}`;
+  const failures: string[] = [];
+  try {
+    // Every object exists (the copy ships all 8).
+    let pending = 0;
+    for (let b = 0; b < BLOCKS; b += SIM_OBJECT_BYTES / BLOCK_BYTES) {
+      pending++;
+      c.client.write(ref, b * BLOCK_BYTES, Buffer.alloc(BLOCK_BYTES, 1)).then(() => pending--, (err: Error) => failures.push(err.message));
+    }
+    await c.sched.runUntil(c.sched.nowMs + 10_000, () => pending === 0);
+    assert.equal(pending, 0, `fill: ${context()}`);
+    let writing = true;
+    const hotBlocks = SIM_OBJECT_BYTES / BLOCK_BYTES;
+    const writer = (async () => {
+      for (let i = 0; writing; i++) {
+        c.client.write(ref, (i % hotBlocks) * BLOCK_BYTES, Buffer.alloc(BLOCK_BYTES, (i % 250) + 2)).catch((err: Error) => failures.push(err.message));
+        await c.sched.sleep(WRITE_GAP_MS);
+      }
+    })();
+    const victim = [1, 2, 3].find((id) => id !== leader())!;
+    c.net.isolate(victim);
+    await c.sched.runUntil(c.sched.nowMs + 8_000);
+    c.net.heal();
+    const caughtUp = () => {
+      const l = leader();
+      return l !== undefined && l !== victim && !replica(victim).awaitingSnapshot && replica(victim).apply.doneIndex >= replica(l).node.commit - 2 && replica(l).node.progress(victim)?.state === 'replicate';
+    };
+    await c.sched.runUntil(c.sched.nowMs + 60_000, caughtUp);
+    const installs = c.osds.get(victim)!.core!.counters.snapshotInstalls;
+    const stale = [1, 2, 3].reduce((n, id) => n + c.osds.get(id)!.core!.counters.snapshotsStale, 0);
+    assert.ok(caughtUp(), `not caught up within 60 s (${installs} installs, ${stale} stale): ${context()}`);
+    assert.equal(stale, 0, context());
+    assert.equal(installs, 1, `one copy expected: ${context()}`);
+    writing = false;
+    let writerDone = false;
+    void writer.then(() => (writerDone = true));
+    await c.sched.runUntil(c.sched.nowMs + 2_000, () => writerDone);
+    await c.sched.runUntil(c.sched.nowMs + 5_000);
+    // The victim's copy equals the leader's, block for block.
+    const l = leader()!;
+    const want = Buffer.alloc(BLOCK_BYTES);
+    const got = Buffer.alloc(BLOCK_BYTES);
+    for (let b = 0; b < BLOCKS; b++) {
+      let reads = 2;
+      void c.osds.get(l)!.store!.read(vol.id, b * BLOCK_BYTES, BLOCK_BYTES, want, 0).then(() => reads--);
+      void c.osds.get(victim)!.store!.read(vol.id, b * BLOCK_BYTES, BLOCK_BYTES, got, 0).then(() => reads--);
+      await c.sched.runUntil(c.sched.nowMs + 1_000, () => reads === 0);
+      assert.ok(got.equals(want), `block ${b}: osd.${victim} holds ${got[0]}, the leader osd.${l} ${want[0]}: ${context()}`);
+    }
+    assert.deepEqual(failures, [], `writes failed: ${context()}`);
+    assert.deepEqual(c.fatalErrors(), []);
+  } finally {
+    c.stop();
+  }
+});
