@@ -232,7 +232,8 @@ export class RaftLog {
    * snapshot and must then re-persist them.
    */
   restore(index: number, term: number): void {
-    if (!(index > this.committed)) fail(`restoring snapshot ${index} at or below commit ${this.committed}`);
+    // At the commit point too: a node whose state machine data is gone takes one there (node.ts awaitSnapshot).
+    if (!(index >= this.committed)) fail(`restoring snapshot ${index} below commit ${this.committed}`);
     this.entries = this.matchTerm(index, term) ? this.entries.slice(index - this.snapIndex) : [];
     this.snapIndex = index;
     this.snapTerm = term;

@@ -294,7 +294,17 @@ export class RaftNode {
    * acknowledged, and in both cases the node keeps its applied state.
    */
   acceptsSnapshot(m: MsgSnap): boolean {
-    return m.to === this.id && m.term >= this.termValue && isUsableSnapshotMeta(m.snapshot) && m.snapshot.index > this.log.committed;
+    return m.to === this.id && m.term >= this.termValue && isUsableSnapshotMeta(m.snapshot) && this.installs(m.snapshot.index);
+  }
+
+  /**
+   * A snapshot at index replaces our state: one beyond our commit, or, while we
+   * await a snapshot (our data is gone), one at it too. A leader that needs our
+   * acknowledgement to commit anything has applied no further than our commit
+   * point, so the snapshot it can send is exactly there.
+   */
+  private installs(index: number): boolean {
+    return index > this.log.committed || (this.awaitingSnapshotValue && index === this.log.committed && index > 0);
   }
 
   status(): RaftStatus {
@@ -1025,7 +1035,7 @@ export class RaftNode {
   private handleSnapshot(m: MsgSnap): void {
     const s = m.snapshot;
     if (!isUsableSnapshotMeta(s)) return; // malformed: ignoring it makes the leader retry
-    if (s.index <= this.log.committed) {
+    if (!this.installs(s.index)) {
       this.send(this.appResp(m, false, this.log.committed, 0, 0));
       return;
     }

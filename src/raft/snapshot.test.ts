@@ -254,3 +254,44 @@ test('§7: a follower awaiting a snapshot (its driver dropped the data) answers 
   assert.equal(f.awaitingSnapshot, false);
   assert.ok(f.commit >= snap.snapshot.index);
 });
+
+test('§7: a follower awaiting a snapshot takes one at its commit index too: the leader that needs its acknowledgement to commit can send no newer one', () => {
+  // All three hold 1..4, committed. Node 3's driver then drops its data for a
+  // snapshot, node 1 goes away: node 2 leads but cannot commit without node 3,
+  // so its applied point (the snapshot it can send) stays at node 3's commit.
+  const net = new Net([1, 2, 3]);
+  net.elect(1);
+  for (let i = 0; i < 3; i++) net.propose(1, `v${i}`);
+  net.heartbeat(1);
+  const f = net.get(3);
+  const commit = f.commit;
+  assert.equal(commit, 4);
+  const stale = { type: 'snap', from: 2, to: 3, term: f.term + 1, snapshot: { index: commit, term: 1, conf: { voters: [1, 2, 3], learners: [] } } } as MsgSnap;
+  assert.equal(f.acceptsSnapshot(stale), false, 'at its commit: not newer, while it has its data');
+  f.awaitSnapshot();
+  assert.equal(f.acceptsSnapshot(stale), true, 'awaiting: taken at its commit');
+  assert.equal(f.acceptsSnapshot({ ...stale, snapshot: { ...stale.snapshot, index: commit - 1 } }), false, 'never below it');
+  net.cut.add(1);
+  // Past node 3's leader lease (it grants no vote within it); it does not campaign.
+  for (let t = 0; t < 50; t++) f.tick();
+  drain(net.nodes.get(3)!);
+  net.get(2).campaign();
+  const seen: Message[] = [];
+  for (let round = 0; round < 10; round++) {
+    for (const id of [2, 3]) {
+      for (const m of drain(net.nodes.get(id)!)) {
+        seen.push(m);
+        if (m.to !== 1) net.get(m.to).step(m);
+      }
+    }
+  }
+  assert.equal(net.get(2).role, 'leader');
+  const snap = seen.find((m): m is MsgSnap => m.type === 'snap' && m.to === 3);
+  assert.ok(snap, 'node 2 sent a snapshot');
+  assert.equal(snap.snapshot.index, commit);
+  assert.equal(f.awaitingSnapshot, false, 'installed');
+  // Node 3 acknowledges again, so node 2 commits its first entry.
+  net.stabilize();
+  assert.equal(net.get(2).role, 'leader');
+  assert.ok(net.get(2).commit > commit, `node 2 commits with node 3 again (commit ${net.get(2).commit})`);
+});
