@@ -157,15 +157,33 @@ export interface SnapshotChunk extends PgRef {
   snap?: Message & { type: 'snap' };
 }
 
-export interface SnapshotItem {
+/**
+ * One extent of a snapshot chunk: `data` to write at offsetBytes, or, with
+ * `zeroBytes`, a range that holds no data on the sender (an object it does not
+ * have): the receiver makes it read as zeros and frees what it can, so a copy
+ * never allocates space for data the sender does not store.
+ */
+export type SnapshotItem = SnapshotDataItem | SnapshotZeroItem;
+
+export interface SnapshotDataItem {
   volumeId: number;
   offsetBytes: number;
   data: Buffer;
+  zeroBytes?: undefined;
+}
+
+export interface SnapshotZeroItem {
+  volumeId: number;
+  offsetBytes: number;
+  zeroBytes: number;
+  data?: undefined;
 }
 
 /** Largest data of one Read/Write request: one object of the largest object size. */
 export const IO_BYTES_MAX = 4 * 1024 * 1024;
-/** Largest total data of one SnapshotChunk. */
+/** Largest total data of one SnapshotChunk (zero items carry none); also the largest zero item. */
 export const SNAPSHOT_CHUNK_BYTES_MAX = 4 * 1024 * 1024;
+/** Most items in one SnapshotChunk (zero items cost no data bytes, so the count needs its own bound). */
+export const SNAPSHOT_CHUNK_ITEMS_MAX = 4096;
 /** Largest number of envelopes in one RaftBatch. */
 export const RAFT_BATCH_ENVELOPES_MAX = 65536;

@@ -31,7 +31,15 @@ function fakes(answer: Answer, config: Partial<OsdConfig> = {}) {
     logInfo: (m: string) => void logs.push(m),
   } as unknown as OsdCore;
   // Two objects of SNAPSHOT_CHUNK_BYTES_MAX each: one chunk each (seq 0, then seq 1 with the snap).
-  const store = { objectSizeBytes: SNAPSHOT_CHUNK_BYTES_MAX, pgObjects: () => [0, 1], read: async () => {} } as unknown as ObjectStore;
+  // Objects in `holes` are not held (trimmed); `reads` lists the offsets read.
+  const holes = new Set<number>();
+  const reads: number[] = [];
+  const store = {
+    objectSizeBytes: SNAPSHOT_CHUNK_BYTES_MAX,
+    pgObjects: () => [0, 1],
+    blockStatus: async (_v: number, off: number, len: number) => [{ lengthBytes: len, hole: holes.has(off / SNAPSHOT_CHUNK_BYTES_MAX), zero: holes.has(off / SNAPSHOT_CHUNK_BYTES_MAX) }],
+    read: async (_v: number, off: number) => void reads.push(off),
+  } as unknown as ObjectStore;
   const net = { sendSnapshotChunk: async (_to: number, c: SnapshotChunk) => answer(c) } as unknown as OsdNet;
   const clock: Clock = {
     nowMs: () => performance.now(),
@@ -72,6 +80,8 @@ function fakes(answer: Answer, config: Partial<OsdConfig> = {}) {
   const snapAt = (index: number, to = 3): MsgSnap => ({ type: 'snap', from: 1, to, term: 2, snapshot: { index, term: 2, conf: { voters: [1, 2, 3], learners: [] } } });
   return {
     sender,
+    holes,
+    reads,
     reports,
     logs,
     counters,
@@ -314,4 +324,23 @@ test('snapshot sender: past the log kept, objects written behind the copy are se
   );
   assert.match(f.logs[0], /snapshot at index 40 \(term 2\)/);
   assert.equal(f.pg.apply.onWritten, null, 'tracking ends with the transfer');
+});
+
+test('snapshot sender: an object trimmed behind the copy is sent again as a zero range, not as a whole object of zeros', async () => {
+  const g = gated();
+  const f = fakes(g.answer, { recoveryRetainBytes: 1000 });
+  f.setFinal(40, false);
+  f.sender.start(f.pg, f.snap);
+  await until(() => g.seen.length === 1);
+  // Object 0 was sent; then it is written and trimmed (freed) on the leader.
+  f.pg.apply.onWritten?.(1, 0, SNAPSHOT_CHUNK_BYTES_MAX);
+  f.holes.add(0);
+  assert.equal(f.sender.retainIndex(f.pg, 12, () => 4096, () => 5), null);
+  await g.release();
+  await until(() => f.reports.length === 1);
+  assert.deepEqual(f.reports, [{ pg: 7, to: 3, ok: true }]);
+  const resent = g.seen.filter((c) => c.seq >= 2).flatMap((c) => c.items);
+  assert.deepEqual(resent, [{ volumeId: 1, offsetBytes: 0, zeroBytes: SNAPSHOT_CHUNK_BYTES_MAX }]);
+  assert.deepEqual(f.reads, [0, SNAPSHOT_CHUNK_BYTES_MAX], 'the trimmed object is not read again');
+  assert.equal(g.seen.at(-1)?.done, true);
 });

@@ -44,7 +44,7 @@ import type { MsgSnap } from '../raft/types.js';
 import type { ObjectStore } from './objects.js';
 import type { OsdConfig, OsdCore, OsdNet } from './osd.js';
 import type { PgReplica } from './pg.js';
-import { SNAPSHOT_CHUNK_BYTES_MAX, Status, type ClientResponse, type SnapshotChunk, type SnapshotItem } from './proto.js';
+import { SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_CHUNK_ITEMS_MAX, Status, type ClientResponse, type SnapshotChunk, type SnapshotItem } from './proto.js';
 
 const CHUNK_TIMEOUT_RETRIES = 3;
 const YIELD_WAIT_MS = 20;
@@ -358,9 +358,19 @@ export class SnapshotSender {
     do {
       const items: SnapshotItem[] = [];
       let bytes = 0;
-      while (k < keys.length && (bytes === 0 || bytes + objBytes <= this.chunkBytes)) {
+      let counted = 0;
+      while (k < keys.length && items.length < SNAPSHOT_CHUNK_ITEMS_MAX && (bytes === 0 || bytes + objBytes <= this.chunkBytes)) {
         const volumeId = Math.floor(keys[k] / OBJECT_KEY_SPAN);
         const offsetBytes = (keys[k++] % OBJECT_KEY_SPAN) * objBytes;
+        counted += objBytes;
+        // An object this OSD no longer holds (trimmed while the copy ran) is sent
+        // as a zero range: as data (zeros) it would allocate a whole object on
+        // the receiver.
+        const [extent] = await this.store.blockStatus(volumeId, offsetBytes, objBytes);
+        if (extent.hole) {
+          items.push({ volumeId, offsetBytes, zeroBytes: objBytes });
+          continue;
+        }
         const data = Buffer.allocUnsafe(objBytes);
         await this.store.read(volumeId, offsetBytes, objBytes, data, 0);
         items.push({ volumeId, offsetBytes, data });
@@ -386,7 +396,7 @@ export class SnapshotSender {
       };
       const refused = await this.sendChunk(t.to, chunk);
       if (refused !== null) return `chunk ${chunk.seq}: ${refused}`;
-      t.bytesLeft = Math.max(0, t.bytesLeft - bytes);
+      t.bytesLeft = Math.max(0, t.bytesLeft - counted);
     } while (k < keys.length);
     return null;
   }
@@ -501,7 +511,10 @@ export class SnapshotReceiver {
     } else if (pg.installingTransfer !== chunk.transferId) {
       return { status: Status.NotReady, message: `transfer ${chunk.transferId} is not the one being installed` };
     }
-    for (const it of chunk.items) await this.store.write(it.volumeId, it.offsetBytes, it.data);
+    for (const it of chunk.items) {
+      if (it.data !== undefined) await this.store.write(it.volumeId, it.offsetBytes, it.data);
+      else await this.store.zero(it.volumeId, it.offsetBytes, it.zeroBytes, true);
+    }
     if (chunk.done) {
       this.completed.add(chunk.transferId);
       if (this.completed.size > COMPLETED_TRANSFERS_MAX) this.completed.delete(this.completed.values().next().value as number);

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { TesseraError } from '../stdx/errors.js';
 import { Prng, seedFromEnv } from '../stdx/prng.js';
 import { Method, Status } from '../osd/proto.js';
-import type { ClientRequest, ClientResponse, ExtentWire, RaftBatch, RaftEnvelope, SnapshotChunk } from '../osd/proto.js';
+import type { ClientRequest, ClientResponse, ExtentWire, RaftBatch, RaftEnvelope, SnapshotChunk, SnapshotItem } from '../osd/proto.js';
 import type { Entry, Message } from '../raft/types.js';
 import {
   decodeClientRequest,
@@ -175,7 +175,11 @@ function randomBatch(prng: Prng): RaftBatch {
 function randomChunk(prng: Prng): SnapshotChunk {
   const fromOsd = id(prng);
   const done = prng.chance(0.4);
-  const items = Array.from({ length: prng.int(5) }, () => ({ volumeId: u64(prng), offsetBytes: prng.int(1 << 24) * SECTOR, data: bytes(prng, sectors(prng, 3)) }));
+  const items: SnapshotItem[] = Array.from({ length: prng.int(5) }, () =>
+    prng.chance(0.3)
+      ? { volumeId: u64(prng), offsetBytes: prng.int(1 << 24) * SECTOR, zeroBytes: (1 + prng.int(64)) * SECTOR }
+      : { volumeId: u64(prng), offsetBytes: prng.int(1 << 24) * SECTOR, data: bytes(prng, sectors(prng, 3)) },
+  );
   const chunk: SnapshotChunk = { poolId: prng.u32(), pg: prng.int(64), pgEpoch: u64(prng), fromOsd, transferId: u64(prng), seq: prng.int(100), done, items };
   if (done && prng.chance(0.6)) chunk.snap = randomSnap(prng, fromOsd, id(prng), prng.int(50));
   return chunk;

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AssertionError } from '../stdx/assert.js';
 import { TesseraError } from '../stdx/errors.js';
-import { IO_BYTES_MAX, Method, RAFT_BATCH_ENVELOPES_MAX, SNAPSHOT_CHUNK_BYTES_MAX, Status } from '../osd/proto.js';
+import { IO_BYTES_MAX, Method, RAFT_BATCH_ENVELOPES_MAX, SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_CHUNK_ITEMS_MAX, Status } from '../osd/proto.js';
 import type { ClientRequest, ClientResponse, RaftBatch, SnapshotChunk } from '../osd/proto.js';
 import type { Message } from '../raft/types.js';
 import { FRAME_HEADER_BYTES, FrameDecoder, FrameKind } from './frame.js';
@@ -303,6 +303,8 @@ test('round trip: client requests and responses of every method and status', () 
       { volumeId: 1, offsetBytes: 0, data: Buffer.alloc(SNAPSHOT_CHUNK_BYTES_MAX - 512, 1) },
       { volumeId: 2, offsetBytes: 1 << 30, data: Buffer.alloc(512, 2) },
       { volumeId: 3, offsetBytes: 0, data: Buffer.alloc(0) },
+      // A zero range carries no data: it does not count against the data limit.
+      { volumeId: 3, offsetBytes: 1 << 22, zeroBytes: SNAPSHOT_CHUNK_BYTES_MAX },
     ],
   };
   assert.deepEqual(decodeSnapshotChunk(cat(encodeSnapshotChunk(chunk))), chunk);
@@ -576,7 +578,7 @@ test('reject: snapshot chunks (snap in a middle chunk, a non-snap message, data 
   misaligned.writeUInt32LE(100, itemAt + 8);
   expectProtocolError(() => decodeSnapshotChunk(misaligned), /sector-aligned/);
   const count = Buffer.from(golden);
-  count.writeUInt32LE(0xffffffff, 44);
+  count.writeUInt32LE(SNAPSHOT_CHUNK_ITEMS_MAX, 44);
   expectProtocolError(() => decodeSnapshotChunk(count), /cannot fit/);
   // Two items of 3 MiB: over SNAPSHOT_CHUNK_BYTES_MAX, refused at the second item's length.
   const item = (data: Buffer): Buffer => cat([hex('0100000000000000 0000000000000000'), Buffer.from(new Uint32Array([data.length, 0]).buffer), data]);
@@ -585,6 +587,19 @@ test('reject: snapshot chunks (snap in a middle chunk, a non-snap message, data 
   decodeSnapshotChunk(cat([head.fill(0, 44, 48).fill(1, 44, 45), item(big)]));
   const two = cat([hex('01000000 02000000 0300000000000000 0500000000000000 0100000000000000 0000000000000000 00000000 02000000'), item(big), item(big)]);
   expectProtocolError(() => decodeSnapshotChunk(two), /data exceeds/);
+  // Item flags (bit 0: a zero range, no data follows); others are refused.
+  const zeroItem = (lengthBytes: number, flags: number): Buffer => cat([hex('0100000000000000 0000000000000000'), Buffer.from(new Uint32Array([lengthBytes, flags]).buffer)]);
+  const oneItemHead = head.fill(0, 44, 48).fill(1, 44, 45);
+  assert.deepEqual(decodeSnapshotChunk(cat([oneItemHead, zeroItem(8192, 1)])).items, [{ volumeId: 1, offsetBytes: 0, zeroBytes: 8192 }]);
+  expectProtocolError(() => decodeSnapshotChunk(cat([oneItemHead, zeroItem(8192, 2)])), /item 0: unknown flags 0x2/);
+  expectProtocolError(() => decodeSnapshotChunk(cat([oneItemHead, zeroItem(0, 1)])), /empty zero range/);
+  expectProtocolError(() => decodeSnapshotChunk(cat([oneItemHead, zeroItem(SNAPSHOT_CHUNK_BYTES_MAX + 512, 1)])), /exceeds/);
+  // A zero item's length is not followed by data: bytes after it are trailing garbage.
+  expectProtocolError(() => decodeSnapshotChunk(cat([oneItemHead, zeroItem(512, 1), Buffer.alloc(512)])));
+  const manyHead = Buffer.from(oneItemHead);
+  manyHead.writeUInt32LE(SNAPSHOT_CHUNK_ITEMS_MAX + 1, 44);
+  expectProtocolError(() => decodeSnapshotChunk(cat([manyHead, ...Array.from({ length: SNAPSHOT_CHUNK_ITEMS_MAX + 1 }, () => zeroItem(512, 1))])), /items exceed/);
+  assert.throws(() => encodeSnapshotChunk({ ...GOLDEN_CHUNK, items: [{ volumeId: 1, offsetBytes: 0, zeroBytes: 0 }] }), AssertionError);
   assert.throws(() => encodeSnapshotChunk({ ...GOLDEN_CHUNK, done: false }), AssertionError);
   assert.throws(() => encodeSnapshotChunk({ ...GOLDEN_CHUNK, items: [{ volumeId: 1, offsetBytes: 0, data: big }, { volumeId: 1, offsetBytes: 0, data: big }] }), AssertionError);
 });

@@ -55,7 +55,10 @@
 //    0 u32 poolId   4 u32 pg   8 u64 pgEpoch   16 u64 fromOsd (> 0)   24 u64 transferId   32 u64 seq
 //   40 u32 flags (bit 0 done, bit 1 snap present; snap requires done)   44 u32 itemCount
 //   48 the snap raft message (as above) when present, then items:
-//      u64 volumeId, u64 offsetBytes, u32 dataBytes (sum ≤ SNAPSHOT_CHUNK_BYTES_MAX), u32 rsvd, data
+//      u64 volumeId, u64 offsetBytes, u32 lengthBytes, u32 flags (bit 0 zero), then data
+//      (lengthBytes of it) unless zero; a zero item is a range the sender holds no
+//      data for (no bytes follow). Data items' lengths sum to ≤ SNAPSHOT_CHUNK_BYTES_MAX,
+//      a zero item is at most that long, itemCount ≤ SNAPSHOT_CHUNK_ITEMS_MAX.
 //
 // Invariants:
 // - decode(bytes) returns a message or throws TesseraError ERR_PROTOCOL; it never reads
@@ -69,7 +72,7 @@
 //   programmer error; as ERR_PROTOCOL when decoding): what the raft core asserts on
 //   (contiguous entries, terms never decreasing) can never reach it from the wire.
 import { assert, fail } from '../stdx/assert.js';
-import { IO_BYTES_MAX, Method, RAFT_BATCH_ENVELOPES_MAX, SNAPSHOT_CHUNK_BYTES_MAX, Status } from '../osd/proto.js';
+import { IO_BYTES_MAX, Method, RAFT_BATCH_ENVELOPES_MAX, SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_CHUNK_ITEMS_MAX, Status } from '../osd/proto.js';
 import type {
   ClientRequest,
   ClientResponse,
@@ -109,6 +112,8 @@ const ERROR_HAS_LEADER_HINT = 1;
 const ERROR_HAS_PG_EPOCH = 2;
 const CHUNK_DONE = 1;
 const CHUNK_HAS_SNAP = 2;
+/** Snapshot item flag: a zero range, no data follows. */
+const ITEM_ZERO = 1;
 
 const KNOWN_STATUS = new Set<number>(Object.values(Status));
 
@@ -168,13 +173,17 @@ export function snapshotChunkProblem(c: SnapshotChunk): string | null {
     const m = raftMessageProblem(c.snap);
     if (m !== null) return `snapshot chunk: ${m}`;
   }
+  if (c.items.length > SNAPSHOT_CHUNK_ITEMS_MAX) return `snapshot chunk: ${c.items.length} items exceed ${SNAPSHOT_CHUNK_ITEMS_MAX}`;
   let totalBytes = 0;
   for (let i = 0; i < c.items.length; i++) {
     const it = c.items[i];
     if (!isSafeU64(it.volumeId)) return `snapshot chunk item ${i}: volumeId ${it.volumeId} is not a non-negative safe integer`;
-    const r = rangeProblem(`snapshot chunk item ${i}`, it.offsetBytes, it.data.length, SNAPSHOT_CHUNK_BYTES_MAX);
+    if ((it.data === undefined) === (it.zeroBytes === undefined)) return `snapshot chunk item ${i}: needs exactly one of data and zeroBytes`;
+    const lengthBytes = it.data !== undefined ? it.data.length : it.zeroBytes;
+    const r = rangeProblem(`snapshot chunk item ${i}`, it.offsetBytes, lengthBytes, SNAPSHOT_CHUNK_BYTES_MAX);
     if (r !== null) return r;
-    totalBytes += it.data.length;
+    if (it.zeroBytes === 0) return `snapshot chunk item ${i}: empty zero range`;
+    if (it.data !== undefined) totalBytes += it.data.length;
     if (totalBytes > SNAPSHOT_CHUNK_BYTES_MAX) return `snapshot chunk: data exceeds ${SNAPSHOT_CHUNK_BYTES_MAX} bytes`;
   }
   return null;
@@ -422,7 +431,7 @@ export function decodeRaftBatch(payload: Buffer): RaftBatch {
 export function encodeSnapshotChunk(c: SnapshotChunk, headroomBytes = 0): Buffer[] {
   assertNoProblem(snapshotChunkProblem(c));
   let headBytes = SNAPSHOT_CHUNK_HEAD_BYTES + (c.snap !== undefined ? messageHeadBytes(c.snap) : 0);
-  for (const it of c.items) headBytes += SNAPSHOT_ITEM_HEAD_BYTES + inlinedBytes(it.data.length);
+  for (const it of c.items) headBytes += SNAPSHOT_ITEM_HEAD_BYTES + (it.data !== undefined ? inlinedBytes(it.data.length) : 0);
   const w = new PartsWriter(headBytes, headroomBytes);
   w.u32(c.poolId);
   w.u32(c.pg);
@@ -436,9 +445,14 @@ export function encodeSnapshotChunk(c: SnapshotChunk, headroomBytes = 0): Buffer
   for (const it of c.items) {
     w.u64(it.volumeId);
     w.u64(it.offsetBytes);
-    w.u32(it.data.length);
-    w.zeros(4);
-    w.data(it.data);
+    if (it.data !== undefined) {
+      w.u32(it.data.length);
+      w.u32(0);
+      w.data(it.data);
+    } else {
+      w.u32(it.zeroBytes);
+      w.u32(ITEM_ZERO);
+    }
   }
   return w.finish();
 }
@@ -460,17 +474,23 @@ export function decodeSnapshotChunk(payload: Buffer): SnapshotChunk {
     if (m.type !== 'snap') r.fail(`carries a raft ${m.type}, not a snap`);
     snap = m;
   }
+  if (count > SNAPSHOT_CHUNK_ITEMS_MAX) r.fail(`${count} items exceed ${SNAPSHOT_CHUNK_ITEMS_MAX}`);
   if (count > Math.floor(r.remaining() / SNAPSHOT_ITEM_HEAD_BYTES)) r.fail(`${count} items cannot fit in ${r.remaining()} bytes`);
   const items: SnapshotItem[] = [];
   let totalBytes = 0;
   for (let i = 0; i < count; i++) {
     const volumeId = r.u64('item volumeId');
     const offsetBytes = r.u64('item offsetBytes');
-    const dataBytes = r.u32('item dataBytes');
-    r.zeros(4, 'item reserved');
-    totalBytes += dataBytes;
+    const lengthBytes = r.u32('item lengthBytes');
+    const itemFlags = r.u32('item flags');
+    if ((itemFlags & ~ITEM_ZERO) !== 0) r.fail(`item ${i}: unknown flags 0x${itemFlags.toString(16)}`);
+    if ((itemFlags & ITEM_ZERO) !== 0) {
+      items.push({ volumeId, offsetBytes, zeroBytes: lengthBytes });
+      continue;
+    }
+    totalBytes += lengthBytes;
     if (totalBytes > SNAPSHOT_CHUNK_BYTES_MAX) r.fail(`data exceeds ${SNAPSHOT_CHUNK_BYTES_MAX} bytes`);
-    items.push({ volumeId, offsetBytes, data: r.bytes(dataBytes, 'item data') });
+    items.push({ volumeId, offsetBytes, data: r.bytes(lengthBytes, 'item data') });
   }
   r.done();
   const chunk: SnapshotChunk = { poolId, pg, pgEpoch, fromOsd, transferId, seq, done: (flags & CHUNK_DONE) !== 0, items };

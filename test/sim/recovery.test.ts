@@ -237,7 +237,7 @@ test('sim: an OSD restarted in the middle of a snapshot install (a partial copy 
   }
 });
 
-test('sim: a copy that takes longer than the log kept for it completes: objects written behind it are sent again, and its index moves up to the applied point of the final pass', async () => {
+test('sim: a copy that takes longer than the log kept for it completes: objects written behind it are sent again, and its index moves up to the applied point of the final pass; objects trimmed meanwhile are not allocated on the copy', async () => {
   const seed = Number(process.env.TESSERA_SEED ?? 3) >>> 0;
   // One PG of 8 objects sent at one object a second (~8 s), while a hot object
   // takes ~100 KiB/s of writes: ~800 KiB behind the copy, far more than the
@@ -277,9 +277,20 @@ test('sim: a copy that takes longer than the log kept for it completes: objects 
     c.net.isolate(victim);
     await c.sched.runUntil(c.sched.nowMs + 8_000);
     c.net.heal();
+    // While the copy runs, the last objects are trimmed one by one (freed on the
+    // leader): some before the copy reads them, some after (written behind it).
+    const TRIMMED = [4, 5, 6, 7];
+    let trimsLeft = TRIMMED.length;
+    void (async () => {
+      for (const obj of TRIMMED) {
+        await c.sched.sleep(1_500);
+        await c.client.zero(ref, obj * SIM_OBJECT_BYTES, SIM_OBJECT_BYTES, true).catch((err: Error) => failures.push(err.message));
+        trimsLeft--;
+      }
+    })();
     const caughtUp = () => {
       const l = leader();
-      return l !== undefined && l !== victim && !replica(victim).awaitingSnapshot && replica(victim).apply.doneIndex >= replica(l).node.commit - 2 && replica(l).node.progress(victim)?.state === 'replicate';
+      return trimsLeft === 0 && l !== undefined && l !== victim && !replica(victim).awaitingSnapshot && replica(victim).apply.doneIndex >= replica(l).node.commit - 2 && replica(l).node.progress(victim)?.state === 'replicate';
     };
     await c.sched.runUntil(c.sched.nowMs + 60_000, caughtUp);
     const installs = c.osds.get(victim)!.core!.counters.snapshotInstalls;
@@ -303,6 +314,22 @@ test('sim: a copy that takes longer than the log kept for it completes: objects 
       await c.sched.runUntil(c.sched.nowMs + 1_000, () => reads === 0);
       assert.ok(got.equals(want), `block ${b}: osd.${victim} holds ${got[0]}, the leader osd.${l} ${want[0]}: ${context()}`);
     }
+    // The same objects are allocated: a trimmed object did not come back as a
+    // whole object of zeros (before zero ranges, the copy allocated all four).
+    const allocated = async (osd: number) => {
+      let ext: { lengthBytes: number; hole: boolean }[] | null = null;
+      void c.osds.get(osd)!.store!.blockStatus(vol.id, 0, VOLUME_BYTES).then((e) => (ext = e));
+      await c.sched.runUntil(c.sched.nowMs + 1_000, () => ext !== null);
+      const objs: number[] = [];
+      let pos = 0;
+      for (const e of ext!) {
+        if (!e.hole) for (let o = pos / SIM_OBJECT_BYTES; o < (pos + e.lengthBytes) / SIM_OBJECT_BYTES; o++) objs.push(o);
+        pos += e.lengthBytes;
+      }
+      return objs;
+    };
+    assert.deepEqual(await allocated(l), [0, 1, 2, 3], `the leader's objects: ${context()}`);
+    assert.deepEqual(await allocated(victim), [0, 1, 2, 3], `osd.${victim}'s objects: ${context()}`);
     assert.deepEqual(failures, [], `writes failed: ${context()}`);
     assert.deepEqual(c.fatalErrors(), []);
   } finally {
