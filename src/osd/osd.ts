@@ -317,7 +317,7 @@ export class OsdCore {
     const c = this.config;
     if (!(c.leaseFraction >= 0 && c.leaseFraction < 1)) fail(`leaseFraction ${c.leaseFraction} must be in [0, 1)`);
     this.leaseMs = Math.max(0, c.raft.electionTicks - 1) * c.tickMs * c.leaseFraction;
-    this.sender = new SnapshotSender(this, deps.store, deps.net, deps.clock, this.config);
+    this.sender = new SnapshotSender(this, deps.store, deps.net, deps.clock, this.config, deps.seed >>> 0);
     this.receiver = new SnapshotReceiver(this, deps.store);
   }
 
@@ -488,13 +488,6 @@ export class OsdCore {
     const pg = this.replicaForIncoming(chunk.poolId, chunk.pg);
     if (!pg) return Promise.resolve({ status: Status.NotReady, message: `no PG ${chunk.poolId}.${chunk.pg} here` });
     return this.receiver.receive(pg, chunk);
-  }
-
-  /** Queues the final snapshot message of a completed transfer into the PG's node. */
-  stepLater(pg: PgReplica, m: Message): void {
-    pg.enqueue(m);
-    this.dirty.add(pg);
-    this.schedulePass();
   }
 
   runLater(pg: PgReplica, action: () => void): void {
@@ -853,11 +846,6 @@ export class OsdCore {
   }
   private installsStarted = 0;
 
-  private anyInstalling(): boolean {
-    for (const pg of this.pgs.values()) if (pg.installingTransfer !== 0) return true;
-    return false;
-  }
-
   private removeReplica(pg: PgReplica): void {
     pg.removed = true;
     this.sender.forgetPg(pg);
@@ -880,11 +868,16 @@ export class OsdCore {
    */
   async checkpoint(): Promise<void> {
     // A PG installing a snapshot has dropped its old data but still stands at its
-    // old applied point, which a checkpoint would record as held by the store; and
-    // an install that began during the engine flush replaced the log the points
-    // were taken from. Either way this checkpoint is skipped (the next one comes
-    // at the next housekeeping tick).
-    if (this.checkpointing || this.anyInstalling()) return;
+    // old applied point: it awaits a snapshot (set before the drop), and the
+    // checkpoint records that, so a restart does not take the store's partial
+    // copy for that point. Such PGs do not hold the checkpoint back: a copy that
+    // never completes (its sender gone, no leader to send another) kept every
+    // checkpoint of the OSD from running, and its WAL grew without bound (session
+    // 23 review). An install that began during the engine flush (its drop may
+    // be in the flush, its await after the points were taken), or a snapshot
+    // installed meanwhile (the log the points were taken from was replaced),
+    // skips this checkpoint; the next housekeeping tick runs another.
+    if (this.checkpointing) return;
     this.checkpointing = true;
     try {
       const installs = this.installsStarted;
@@ -898,7 +891,11 @@ export class OsdCore {
         pg.compactCap = point.index;
       }
       await this.deps.store.engine.flush();
-      if (this.installsStarted !== installs || this.anyInstalling()) return;
+      if (this.installsStarted !== installs) return;
+      for (const pg of this.pgs.values()) {
+        const point = points.get(pg.id.key);
+        if (point !== undefined && pg.node.snapshotMeta.index > point.index) return;
+      }
       const state = new Map<number, CheckpointState>();
       for (const pg of this.pgs.values()) {
         const point = points.get(pg.id.key);

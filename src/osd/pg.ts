@@ -109,6 +109,12 @@ export class PgReplica {
   }
   /** Snapshot transfer being received (transferId), or 0. */
   installingTransfer = 0;
+  /** The next chunk seq of installingTransfer to write (snapshot.ts SnapshotReceiver). */
+  installNextSeq = 0;
+  /** The receiver's per-PG chain: chunks are processed one at a time, in arrival order. */
+  installChain: Promise<void> = Promise.resolve();
+  /** The chunk last queued on installChain, until processed (a retry of it gets its answer). */
+  installChunk: { transferId: number; seq: number; answer: Promise<ClientResponse> } | null = null;
   /** awaitSnapshot() was called (here or, per the WAL, before a restart) and no snapshot installed since. */
   awaitingSnapshot = false;
   /** Peers with a snapshot transfer in progress from this (leader) replica. */
@@ -311,6 +317,7 @@ export class PgReplica {
     this.apply.reset(meta.index);
     this.confHistory = [{ index: meta.index, conf: meta.conf }];
     this.installingTransfer = 0;
+    this.installNextSeq = 0;
     this.awaitingSnapshot = false;
   }
 

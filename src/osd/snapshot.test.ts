@@ -18,7 +18,7 @@ import { SnapshotSender } from './snapshot.js';
 
 type Answer = (c: SnapshotChunk) => ClientResponse | Promise<ClientResponse>;
 
-function fakes(answer: Answer, config: Partial<OsdConfig> = {}) {
+function fakes(answer: Answer, config: Partial<OsdConfig> = {}, transferIdBase = 0) {
   const reports: { pg: number; to: number; ok: boolean }[] = [];
   const logs: string[] = [];
   const counters = { snapshotsQueued: 0, snapshotsStale: 0 };
@@ -48,7 +48,7 @@ function fakes(answer: Answer, config: Partial<OsdConfig> = {}) {
       return { cancel: () => clearTimeout(t) };
     },
   };
-  const sender = new SnapshotSender(osd, store, net, clock, { ...OSD_CONFIG_DEFAULTS, ...config });
+  const sender = new SnapshotSender(osd, store, net, clock, { ...OSD_CONFIG_DEFAULTS, ...config }, transferIdBase);
   /** renewSnapshot calls, and what the next ones answer (the leader's applied point now, or null). */
   const renewals: { pg: number; to: number; term: number }[] = [];
   let renewTo: number | null = 50;
@@ -272,7 +272,10 @@ test('snapshot sender: a hold ends when leadership moves on (another term) or th
   (b.node as { term: number }).term = 3;
   assert.equal(f.sender.retainIndex(b, 12, bytesAt, () => 5), null, 'a later term');
   await g.release();
-  await until(() => f.reports.length === 2);
+  await until(() => f.logs.length === 2);
+  // b's transfer stops at its next chunk, and its end is not reported to the later term (which has its own request).
+  assert.deepEqual(f.reports, [{ pg: 7, to: 3, ok: true }]);
+  assert.match(f.logs.find((l) => l.startsWith('PG 1.8'))!, /not completed \(no longer the leader\)/);
 });
 
 test('snapshot sender: when the log kept covers what was written behind the first pass, nothing is sent again', async () => {
@@ -343,4 +346,41 @@ test('snapshot sender: an object trimmed behind the copy is sent again as a zero
   assert.deepEqual(resent, [{ volumeId: 1, offsetBytes: 0, zeroBytes: SNAPSHOT_CHUNK_BYTES_MAX }]);
   assert.deepEqual(f.reads, [0, SNAPSHOT_CHUNK_BYTES_MAX], 'the trimmed object is not read again');
   assert.equal(g.seen.at(-1)?.done, true);
+});
+
+test('snapshot sender: objects written behind the copy are tracked for any volume id (no packed key)', async () => {
+  const g = gated();
+  const f = fakes(g.answer, { recoveryRetainBytes: 1000 });
+  f.setFinal(40, false);
+  f.sender.start(f.pg, f.snap);
+  await until(() => g.seen.length === 1);
+  // A volume id beyond 2^21: the old packed key (volumeId x 2^32 + obj) asserted
+  // here, inside the apply queue's callback (the PG's apply stalled).
+  const bigVolume = 2 ** 40 + 3;
+  const bigObj = 2 ** 28 + 1;
+  f.pg.apply.onWritten?.(bigVolume, bigObj * SNAPSHOT_CHUNK_BYTES_MAX, bigObj * SNAPSHOT_CHUNK_BYTES_MAX + 4096);
+  assert.equal(f.sender.retainIndex(f.pg, 12, () => 4096, () => 5), null);
+  await g.release();
+  await until(() => f.reports.length === 1);
+  const resent = g.seen.filter((c) => c.seq >= 2).flatMap((c) => c.items.map((it) => [it.volumeId, it.offsetBytes / SNAPSHOT_CHUNK_BYTES_MAX]));
+  assert.deepEqual(resent, [[bigVolume, bigObj]]);
+});
+
+test('snapshot sender: transfer ids carry the sender and a count from a base drawn per start, so a restarted OSD does not reuse ids its receivers completed', async () => {
+  const ids = async (base: number) => {
+    const g = gated();
+    const f = fakes(g.answer, {}, base);
+    await g.release();
+    f.sender.start(f.pg, f.snap);
+    f.sender.start(f.pgOf(8), f.snap);
+    await until(() => f.reports.length === 2);
+    return [...new Set(g.seen.map((c) => c.transferId))];
+  };
+  const first = await ids(0x7000_0000);
+  assert.deepEqual(first, [2 ** 32 + 0x7000_0001, 2 ** 32 + 0x7000_0002], 'osd.1: its id above 2^32, then base + count');
+  const restarted = await ids(0x1234_5678);
+  assert.ok(!restarted.some((id) => first.includes(id)), `${restarted} vs ${first}`);
+  const wrapped = await ids(2 ** 32 - 1);
+  assert.deepEqual(wrapped, [2 ** 32, 2 ** 32 + 1], 'the count wraps within 32 bits');
+  assert.ok(wrapped.every((id) => Number.isSafeInteger(id)));
 });

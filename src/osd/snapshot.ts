@@ -63,17 +63,39 @@ interface Transfer {
   /** Next chunk's seq. */
   seq: number;
   pgEpoch: number;
-  /** Objects (objectKey) written since the pass that sent them read them. */
-  dirty: Set<number>;
+  /** Objects written since the pass that sent them read them. */
+  dirty: ObjectSet;
   /** The snapshot's index: raft's, then the applied point at the final pass. */
   index: number;
 }
 
-/** objectKey(volumeId, obj) = volumeId x OBJECT_KEY_SPAN + obj: exact while volume ids stay below 2^21. */
-const OBJECT_KEY_SPAN = 2 ** 32;
-function objectKey(volumeId: number, obj: number): number {
-  assert(volumeId < 2 ** 21 && obj < OBJECT_KEY_SPAN, `object key of volume ${volumeId} object ${obj}`);
-  return volumeId * OBJECT_KEY_SPAN + obj;
+/** An object of a cluster volume. */
+interface ObjectRef {
+  volumeId: number;
+  obj: number;
+}
+
+/** A set of objects, per volume (any volume id and object index: no packed key that could overflow). */
+class ObjectSet {
+  private readonly byVolume = new Map<number, Set<number>>();
+  size = 0;
+
+  add(volumeId: number, obj: number): void {
+    let objs = this.byVolume.get(volumeId);
+    if (objs === undefined) this.byVolume.set(volumeId, (objs = new Set()));
+    if (objs.has(obj)) return;
+    objs.add(obj);
+    this.size++;
+  }
+
+  /** Every object, the set left empty. */
+  take(): ObjectRef[] {
+    const out: ObjectRef[] = [];
+    for (const [volumeId, objs] of this.byVolume) for (const obj of objs) out.push({ volumeId, obj });
+    this.byVolume.clear();
+    this.size = 0;
+    return out;
+  }
 }
 
 /** Passes that send again the objects written behind the copy, before the final one. */
@@ -134,12 +156,25 @@ export class SnapshotSender {
     private readonly net: OsdNet,
     private readonly clock: Clock,
     private readonly config: OsdConfig,
+    /** Where this process's transfer ids start (random per start: see transferId). */
+    private readonly transferIdBase = 0,
   ) {
     assert(config.recoveryTransfersMax >= 1, `recoveryTransfersMax ${config.recoveryTransfersMax} < 1`);
     this.chunkBytes = Math.min(SNAPSHOT_CHUNK_BYTES_MAX, config.snapshotChunkBytes);
   }
 
   private readonly chunkBytes: number;
+
+  /**
+   * A transfer id no receiver has seen from this OSD: the sender's id in the high
+   * bits, then a count from a base drawn at start. Receivers remember completed
+   * ids (and answer their chunks Ok without writing them); a count that began
+   * at 1 again after a restart met those and its copies were acknowledged unwritten.
+   */
+  private transferId(): number {
+    const n = (this.transferIdBase + this.nextTransferId++) % 2 ** 32;
+    return (this.osd.id % 2 ** 20) * 2 ** 32 + n;
+  }
 
   /** Bytes still to send to pg's peers: the running transfers' rest, and a whole copy for each queued one. */
   bytesLeft(pg: PgReplica): number {
@@ -233,7 +268,7 @@ export class SnapshotSender {
 
   private begin(pg: PgReplica, m: MsgSnap, k: string): void {
     const t: Transfer = {
-      id: this.osd.id * 1_000_000 + this.nextTransferId++,
+      id: this.transferId(),
       key: k,
       pg,
       to: m.to,
@@ -241,7 +276,7 @@ export class SnapshotSender {
       cancelled: null,
       seq: 0,
       pgEpoch: 0,
-      dirty: new Set(),
+      dirty: new ObjectSet(),
       index: m.snapshot.index,
     };
     this.transfers.set(k, t);
@@ -285,7 +320,13 @@ export class SnapshotSender {
       else this.holds.delete(k);
     }
     if (!this.queue.has(k)) pg.sendingSnapshotTo.delete(t.to);
-    this.osd.runLater(pg, () => pg.node.reportSnapshot(t.to, ok));
+    // Only to the term that asked (a later term has its own request), and with
+    // the index shipped: a final pass moved it up from the one raft asked for, and
+    // the peer is probed from there (from raft's, the log before it may be gone
+    // and the probe would ask for another copy).
+    this.osd.runLater(pg, () => {
+      if (pg.node.term === m.term) pg.node.reportSnapshot(t.to, ok, t.index);
+    });
     this.pump();
   }
 
@@ -311,10 +352,10 @@ export class SnapshotSender {
     await this.applied(pg, m.snapshot.index);
     const map = this.osd.clusterMap;
     if (!map) return 'no cluster map';
-    const work: number[] = [];
+    const work: ObjectRef[] = [];
     for (const v of map.volumes) {
       if (v.poolId !== pg.id.poolId) continue;
-      for (const obj of this.store.pgObjects(pg.id.poolId, pg.id.pgCount, pg.id.pg, v.id)) work.push(objectKey(v.id, obj));
+      for (const obj of this.store.pgObjects(pg.id.poolId, pg.id.pgCount, pg.id.pg, v.id)) work.push({ volumeId: v.id, obj });
     }
     t.pgEpoch = map.pgs[String(pg.id.poolId)]?.[pg.id.pg]?.epoch ?? 0;
     this.track(pg);
@@ -352,7 +393,7 @@ export class SnapshotSender {
    * chunk of a transfer carries m, so the receiver can refuse before dropping
    * its data. null once all were taken, else why not.
    */
-  private async sendObjects(pg: PgReplica, t: Transfer, m: MsgSnap, keys: number[], last: MsgSnap | null): Promise<string | null> {
+  private async sendObjects(pg: PgReplica, t: Transfer, m: MsgSnap, keys: ObjectRef[], last: MsgSnap | null): Promise<string | null> {
     const objBytes = this.store.objectSizeBytes;
     let k = 0;
     do {
@@ -360,8 +401,8 @@ export class SnapshotSender {
       let bytes = 0;
       let counted = 0;
       while (k < keys.length && items.length < SNAPSHOT_CHUNK_ITEMS_MAX && (bytes === 0 || bytes + objBytes <= this.chunkBytes)) {
-        const volumeId = Math.floor(keys[k] / OBJECT_KEY_SPAN);
-        const offsetBytes = (keys[k++] % OBJECT_KEY_SPAN) * objBytes;
+        const { volumeId, obj } = keys[k++];
+        const offsetBytes = obj * objBytes;
         counted += objBytes;
         // An object this OSD no longer holds (trimmed while the copy ran) is sent
         // as a zero range: as data (zeros) it would allocate a whole object on
@@ -378,7 +419,9 @@ export class SnapshotSender {
       }
       await this.throttle(bytes, t);
       if (t.cancelled !== null) return t.cancelled;
-      if (!pg.isLeader) return 'no longer the leader';
+      // Leadership lost (and maybe regained in a later term, whose own request
+      // for a snapshot must not wait behind this one).
+      if (!pg.isLeader || pg.node.term !== m.term) return 'no longer the leader';
       const done = last !== null && k >= keys.length;
       const seq = t.seq++;
       const chunk: SnapshotChunk = {
@@ -413,9 +456,8 @@ export class SnapshotSender {
   }
 
   /** The objects written behind the copy so far (to send again); tracking goes on. */
-  private takeDirty(t: Transfer): number[] {
-    const keys = [...t.dirty];
-    t.dirty.clear();
+  private takeDirty(t: Transfer): ObjectRef[] {
+    const keys = t.dirty.take();
     t.bytesLeft += keys.length * this.store.objectSizeBytes;
     return keys;
   }
@@ -426,7 +468,7 @@ export class SnapshotSender {
     pg.apply.onWritten = (volumeId, startBytes, endBytes) => {
       for (const t of this.transfers.values()) {
         if (t.pg !== pg) continue;
-        for (let obj = Math.floor(startBytes / objBytes); obj * objBytes < endBytes; obj++) t.dirty.add(objectKey(volumeId, obj));
+        for (let obj = Math.floor(startBytes / objBytes); obj * objBytes < endBytes; obj++) t.dirty.add(volumeId, obj);
       }
     };
   }
@@ -486,43 +528,89 @@ export class SnapshotReceiver {
     private readonly store: ObjectStore,
   ) {}
 
-  async receive(pg: PgReplica, chunk: SnapshotChunk): Promise<ClientResponse> {
+  /**
+   * Chunks of one PG are processed one at a time, in order (a per-PG chain):
+   * a copy sends an object again in a later pass, so an earlier chunk that
+   * finished after a later one would leave older data. A sender's retry of the
+   * chunk being processed (its answer timed out) gets the original's answer; a
+   * retry of a chunk already written is answered Ok without writing it again.
+   */
+  receive(pg: PgReplica, chunk: SnapshotChunk): Promise<ClientResponse> {
     // A sender retries a chunk whose answer timed out: a copy of a chunk of a
     // finished transfer must not overwrite data applied since (reproducer: sim seed 1078).
-    if (this.completed.has(chunk.transferId)) return { status: Status.Ok };
+    if (this.completed.has(chunk.transferId)) return Promise.resolve({ status: Status.Ok });
+    const cur = pg.installChunk;
+    if (cur !== null && cur.transferId === chunk.transferId && cur.seq === chunk.seq) return cur.answer;
     // A snapshot the node would refuse (not newer than its commit) must not touch its data.
-    if (chunk.snap && !pg.node.acceptsSnapshot(chunk.snap)) return { status: Status.NotReady, message: 'snapshot is not newer than this replica' };
+    if (chunk.snap && !pg.node.acceptsSnapshot(chunk.snap)) return Promise.resolve({ status: Status.NotReady, message: 'snapshot is not newer than this replica' });
     if (chunk.seq === 0) {
-      if (pg.node.role !== 'follower') return { status: Status.NotReady, message: `a ${pg.node.role} does not take snapshots` };
-      pg.installingTransfer = chunk.transferId;
+      if (pg.node.role !== 'follower') return Promise.resolve({ status: Status.NotReady, message: `a ${pg.node.role} does not take snapshots` });
+      if (pg.installingTransfer !== chunk.transferId) {
+        // Supersedes the transfer being installed at once: its chunk in progress
+        // stops before its next write, and the chain runs this one after it.
+        pg.installingTransfer = chunk.transferId;
+        pg.installNextSeq = 0;
+      }
+    } else if (pg.installingTransfer !== chunk.transferId) {
+      return Promise.resolve({ status: Status.NotReady, message: `transfer ${chunk.transferId} is not the one being installed` });
+    }
+    const answer = pg.installChain.then(() => this.process(pg, chunk));
+    const entry = { transferId: chunk.transferId, seq: chunk.seq, answer };
+    pg.installChunk = entry;
+    pg.installChain = answer.then(
+      () => {
+        if (pg.installChunk === entry) pg.installChunk = null;
+      },
+      () => {
+        if (pg.installChunk === entry) pg.installChunk = null;
+      },
+    );
+    return answer;
+  }
+
+  private async process(pg: PgReplica, chunk: SnapshotChunk): Promise<ClientResponse> {
+    const id = chunk.transferId;
+    const superseded: ClientResponse = { status: Status.NotReady, message: `transfer ${id} was superseded` };
+    if (pg.installingTransfer !== id) return superseded;
+    if (chunk.seq < pg.installNextSeq) return { status: Status.Ok }; // a retry of a chunk written already
+    if (chunk.seq > pg.installNextSeq) return { status: Status.NotReady, message: `transfer ${id}: chunk ${chunk.seq} out of order (expected ${pg.installNextSeq})` };
+    if (chunk.seq === 0) {
       // From now on the node answers appends with a reset and does not campaign:
       // any leader (not only this sender, which may be gone) sends a snapshot.
       // Durably so (the WAL), before the data is dropped: a restart in the middle
       // of the copy must not take a partial copy for the state.
       await this.osd.awaitSnapshot(pg);
-      if (pg.installingTransfer !== chunk.transferId) return { status: Status.NotReady, message: `transfer ${chunk.transferId} was superseded` };
+      if (pg.installingTransfer !== id) return superseded;
       this.osd.noteInstallStart();
-      this.osd.logInfo(`PG ${pg.id.poolId}.${pg.id.pg}: installing snapshot transfer ${chunk.transferId} from osd.${chunk.fromOsd} (commit ${pg.node.commit}, term ${pg.node.term}): dropping the PG's data`);
+      this.osd.logInfo(`PG ${pg.id.poolId}.${pg.id.pg}: installing snapshot transfer ${id} from osd.${chunk.fromOsd} (commit ${pg.node.commit}, term ${pg.node.term}): dropping the PG's data`);
       // No entry may still be applying (or start) once the old data is dropped: its
       // write would land on top of the snapshot's newer data (apply.ts header).
       await pg.apply.pause();
-      if (pg.installingTransfer !== chunk.transferId) return { status: Status.NotReady, message: `transfer ${chunk.transferId} was superseded` };
+      if (pg.installingTransfer !== id) return superseded;
       await this.store.dropPg(pg.id.poolId, pg.id.pgCount, pg.id.pg);
-    } else if (pg.installingTransfer !== chunk.transferId) {
-      return { status: Status.NotReady, message: `transfer ${chunk.transferId} is not the one being installed` };
     }
     for (const it of chunk.items) {
+      // A newer transfer took over: none of this one's data may land in its copy.
+      if (pg.installingTransfer !== id) return superseded;
       if (it.data !== undefined) await this.store.write(it.volumeId, it.offsetBytes, it.data);
       else await this.store.zero(it.volumeId, it.offsetBytes, it.zeroBytes, true);
     }
-    if (chunk.done) {
-      this.completed.add(chunk.transferId);
-      if (this.completed.size > COMPLETED_TRANSFERS_MAX) this.completed.delete(this.completed.values().next().value as number);
-      await this.store.engine.flush();
-      if (chunk.snap) {
-        this.osd.logInfo(`PG ${pg.id.poolId}.${pg.id.pg}: snapshot transfer ${chunk.transferId} written; stepping its index ${chunk.snap.snapshot.index} (commit ${pg.node.commit}, term ${pg.node.term})`);
-        this.osd.stepLater(pg, chunk.snap);
-      }
+    if (pg.installingTransfer !== id) return superseded;
+    pg.installNextSeq = chunk.seq + 1;
+    if (!chunk.done) return { status: Status.Ok };
+    // The data must be durable before the WAL records the snapshot.
+    await this.store.engine.flush();
+    if (pg.installingTransfer !== id) return superseded;
+    this.completed.add(id);
+    if (this.completed.size > COMPLETED_TRANSFERS_MAX) this.completed.delete(this.completed.values().next().value as number);
+    if (chunk.snap) {
+      const snap = chunk.snap;
+      this.osd.logInfo(`PG ${pg.id.poolId}.${pg.id.pg}: snapshot transfer ${id} written; stepping its index ${snap.snapshot.index} (commit ${pg.node.commit}, term ${pg.node.term})`);
+      // Stepped in the PG's next pass, and only if no other transfer began to
+      // replace the data meanwhile (its first chunk dropped what this one wrote).
+      this.osd.runLater(pg, () => {
+        if (pg.installingTransfer === id) pg.node.step(snap);
+      });
     }
     return { status: Status.Ok };
   }

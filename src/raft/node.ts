@@ -462,12 +462,15 @@ export class RaftNode {
     return this.awaitingSnapshotValue;
   }
 
-  reportSnapshot(peer: number, ok: boolean): void {
+  reportSnapshot(peer: number, ok: boolean, index?: number): void {
     this.assertNoReadyOutstanding();
     if (this.roleValue !== 'leader') return;
     const pr = this.prs.get(peer);
     if (pr === undefined || pr.state !== 'snapshot') return;
     if (!ok) pr.pendingSnapshot = 0;
+    // The driver may have shipped a newer point than the one asked for (a copy
+    // whose index moved up, snapshotPoint()): probe from after it.
+    else if (index !== undefined && index > pr.pendingSnapshot && index <= this.lastIndex) pr.pendingSnapshot = index;
     pr.becomeProbe();
     pr.probeSent = true;
   }

@@ -138,6 +138,31 @@ test('§7: a failed snapshot transfer puts the follower back to probing, and the
   assert.equal(net.collected(3).snapshots.length, 1);
 });
 
+test('§7: a transfer reported done at a newer index than raft asked for (the driver moved it up) probes from after that index', () => {
+  const net = lagging(3);
+  net.cut.clear();
+  const leader = net.get(1);
+  net.filter = (m) => m.type !== 'snap'; // the driver ships it
+  net.heartbeat(1);
+  assert.equal(leader.progress(3)!.state, 'snapshot');
+  assert.equal(leader.progress(3)!.pendingSnapshot, 4);
+  net.cut.add(3);
+  for (let i = 0; i < 3; i++) net.propose(1, `late${i}`);
+  net.heartbeat(1);
+  assert.equal(leader.applied, 7);
+  // The copy moved up to the applied point (snapshotPoint) and arrived there.
+  leader.reportSnapshot(3, true, 7);
+  assert.equal(leader.progress(3)!.state, 'probe');
+  assert.equal(leader.progress(3)!.next, 8, 'from after the index shipped, not after 4 (the log before 7 may be compacted)');
+  // An index beyond the log (another term's, say) is not taken.
+  const other = lagging(3);
+  other.cut.clear();
+  other.filter = (m) => m.type !== 'snap';
+  other.heartbeat(1);
+  other.get(1).reportSnapshot(3, true, 99);
+  assert.equal(other.get(1).progress(3)!.next, 5);
+});
+
 test('§7: a node restarts from a stored snapshot: its log starts after it and application resumes after it', () => {
   const net = lagging(4);
   net.cut.clear();

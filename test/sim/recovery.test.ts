@@ -237,6 +237,34 @@ test('sim: an OSD restarted in the middle of a snapshot install (a partial copy 
   }
 });
 
+test('sim: an OSD with a snapshot install under way still checkpoints (the PG recorded as awaiting a snapshot), and after a restart it awaits one', async () => {
+  const f = await installUnderWay(Number(process.env.TESSERA_SEED ?? 5) >>> 0);
+  const { c, victim, replica } = f;
+  try {
+    await c.sched.runUntil(c.sched.nowMs + 2_500);
+    assert.notEqual(replica(victim).installingTransfer, 0, `the install ended too soon: ${f.context()}`);
+    // Before, any install under way skipped every checkpoint of the OSD: one that
+    // never completed let its WAL grow without bound (session 23 review).
+    const wal = c.osds.get(victim)!.wal!;
+    const before = wal.bytesSinceCheckpoint();
+    assert.ok(before > 0);
+    let done = false;
+    void c.osds.get(victim)!.core!.checkpoint().then(() => (done = true));
+    await c.sched.runUntil(c.sched.nowMs + 2_000, () => done);
+    assert.ok(done);
+    assert.ok(wal.bytesSinceCheckpoint() < before, `no checkpoint: ${wal.bytesSinceCheckpoint()} bytes since, ${before} before: ${f.context()}`);
+    c.crash(victim);
+    await c.sched.runUntil(c.sched.nowMs + 500);
+    await c.restart(victim);
+    assert.equal(replica(victim).awaitingSnapshot, true, `the checkpoint did not record the wait: ${f.context()}`);
+    await c.sched.runUntil(c.sched.nowMs + 60_000, () => f.caughtUp(0));
+    assert.ok(f.caughtUp(0), `the restarted osd.${victim} was not caught up: ${f.context()}`);
+    await f.finish();
+  } finally {
+    f.stop();
+  }
+});
+
 test('sim: a copy that takes longer than the log kept for it completes: objects written behind it are sent again, and its index moves up to the applied point of the final pass; objects trimmed meanwhile are not allocated on the copy', async () => {
   const seed = Number(process.env.TESSERA_SEED ?? 3) >>> 0;
   // One PG of 8 objects sent at one object a second (~8 s), while a hot object
