@@ -541,6 +541,14 @@ export class OsdCore {
     const pool = this.poolsById.get(req.poolId);
     const rec = pool ? map.pgs[String(req.poolId)]?.[req.pg] : undefined;
     if (!pool || !rec) return { status: Status.Invalid, message: `unknown PG ${req.poolId}.${req.pg}` };
+    // A PG's data is a set of whole engine objects (objects.ts): with other object
+    // sizes, engine objects would hold data of several PGs (or a PG's object span
+    // several engine objects it does not own), and recovery and PG removal, which
+    // copy and drop whole engine objects, would lose other PGs' data.
+    const engineObjectBytes = this.deps.store.objectSizeBytes;
+    if (pool.objectSizeBytes !== engineObjectBytes) {
+      return { status: Status.Invalid, message: `pool ${pool.name} has ${pool.objectSizeBytes}-byte objects; this OSD stores ${engineObjectBytes}-byte objects and serves only pools of that object size` };
+    }
     if (req.pgEpoch < rec.epoch) return { status: Status.StaleEpoch, pgEpoch: rec.epoch, message: `PG epoch ${req.pgEpoch} is older than ${rec.epoch}` };
     if (req.pgEpoch > rec.epoch) return { status: Status.NotReady, pgEpoch: rec.epoch, message: `OSD map is behind (PG epoch ${rec.epoch} < ${req.pgEpoch})` };
     const pg = this.pgs.get(pgKey(req.poolId, req.pg));

@@ -73,7 +73,7 @@ export class SimCluster {
 
   constructor(
     readonly seed: number,
-    opts: { osds: number; volumeBytes: number; pgCount: number; osdConfig?: Partial<OsdConfig> },
+    opts: { osds: number; volumeBytes: number; pgCount: number; osdConfig?: Partial<OsdConfig>; poolObjectBytes?: number },
   ) {
     this.prng = new Prng(seed);
     this.net = new SimNetwork(this.sched, new Prng(seed ^ 0x5eed));
@@ -82,7 +82,7 @@ export class SimCluster {
     for (let i = 1; i <= opts.osds; i++) {
       map = osdBoot(map, { uuid: `u${i}`, host: `h${i}`, addr: `osd${i}`, port: 1000 + i, weight: 1, capacityBytes: SIM_DEVICE_BYTES }).map;
     }
-    map = createPool(map, { name: 'rbd', size: 3, minSize: 2, pgCount: opts.pgCount, objectSizeBytes: SIM_OBJECT_BYTES }).map;
+    map = createPool(map, { name: 'rbd', size: 3, minSize: 2, pgCount: opts.pgCount, objectSizeBytes: opts.poolObjectBytes ?? SIM_OBJECT_BYTES }).map;
     map = createVolume(map, { name: 'v', sizeBytes: opts.volumeBytes }, '2026-01-01T00:00:00Z').map;
     this.map = map;
   }
