@@ -131,8 +131,9 @@ export interface OsdConfig {
   /**
    * Entry bytes a leader keeps in a PG's log after the index of a snapshot it is
    * sending, so the peer can catch up from the log once it installed it. Beyond
-   * this the transfer is cancelled as stale. Held only by running transfers: at
-   * most recoveryTransfersMax x this much memory per OSD.
+   * this the transfer is cancelled as stale. Held by running transfers and, after
+   * one completed, until its peer caught up: at most this much per (PG, peer)
+   * being recovered from this OSD as leader.
    */
   recoveryRetainBytes: number;
   /** Object data per snapshot chunk (at most SNAPSHOT_CHUNK_BYTES_MAX; a chunk holds at least one object). */
@@ -721,6 +722,8 @@ export class OsdCore {
 
   private afterRole(pg: PgReplica): void {
     if (pg.isLeader) this.reconcileMembership(pg);
+    // Holds are checked only when a leader compacts: one that lost leadership drops them now.
+    else if (this.sender.holdCount > 0) this.sender.dropHolds(pg);
   }
 
   private pgEpoch(pg: PgReplica): number {

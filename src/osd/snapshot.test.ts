@@ -384,3 +384,19 @@ test('snapshot sender: transfer ids carry the sender and a count from a base dra
   assert.deepEqual(wrapped, [2 ** 32, 2 ** 32 + 1], 'the count wraps within 32 bits');
   assert.ok(wrapped.every((id) => Number.isSafeInteger(id)));
 });
+
+test('snapshot sender: the log kept after a copy for its peer is let go when the replica stops leading (dropHolds)', async () => {
+  const g = gated();
+  const f = fakes(g.answer);
+  await g.release();
+  f.sender.start(f.pg, f.snap);
+  await until(() => f.reports.length === 1);
+  // Sent: the log after index 10 stays until the peer reaches the commit index of then.
+  assert.equal(f.sender.retainIndex(f.pg, 12, () => 100, () => 5), 10);
+  assert.equal(f.sender.holdCount, 1);
+  f.sender.dropHolds(f.pgOf(8));
+  assert.equal(f.sender.holdCount, 1, 'another PG');
+  f.sender.dropHolds(f.pg);
+  assert.equal(f.sender.holdCount, 0);
+  assert.equal(f.sender.retainIndex(f.pg, 12, () => 100, () => 5), null);
+});

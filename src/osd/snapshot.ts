@@ -199,6 +199,16 @@ export class SnapshotSender {
     this.holds.clear();
   }
 
+  /** Holds of log kept for peers (retainIndex), all PGs. */
+  get holdCount(): number {
+    return this.holds.size;
+  }
+
+  /** pg's replica here is no longer leader: the log it kept for peers may go (a later term's leader keeps its own). */
+  dropHolds(pg: PgReplica): void {
+    for (const [k, h] of this.holds) if (h.pg === pg) this.holds.delete(k);
+  }
+
   /** pg left this OSD: its queued transfers go (running ones stop at their next chunk). */
   forgetPg(pg: PgReplica): void {
     for (const [k, q] of this.queue) if (q.pg === pg) this.queue.delete(k);
