@@ -216,7 +216,7 @@ test('snapshot sender: a waiting snapshot raft no longer wants (renewSnapshot nu
   assert.deepEqual(f.renewals.map((r) => r.pg), [8, 9]);
 });
 
-test('snapshot sender: the log after a copy\'s index is kept: past the budget during the first pass it is dropped quietly and the copy goes on in passes; in the final pass the transfer is cancelled as stale; after the copy it stays until the peer caught up', async () => {
+test('snapshot sender: the log after a copy\'s index is kept: past the budget during the first pass it is dropped quietly and the copy goes on in passes; in the final pass the pass starts again from a newer index; after the copy it stays until the peer caught up', async () => {
   const g = gated();
   const f = fakes(g.answer, { recoveryRetainBytes: 1000 });
   const bytesAt = (i: number) => (i <= 60 ? 100 : undefined);
@@ -238,10 +238,13 @@ test('snapshot sender: the log after a copy\'s index is kept: past the budget du
   assert.equal(f.sender.retainIndex(f.pg, 30, bytesAt, matchOf), 20, '1000 bytes after 20: held');
   assert.equal(f.sender.retainIndex(f.pg, 31, bytesAt, matchOf), null, '1100 bytes: dropped');
   assert.equal(f.counters.snapshotsStale, 1);
+  // The pass stops and another begins from the applied point of then (25).
+  f.setFinal(25, false);
   f.unblock();
   await until(() => f.reports.length === 1);
-  assert.deepEqual(f.reports, [{ pg: 7, to: 3, ok: false }]);
-  assert.match(f.logs[0], /not completed \(stale: more than 1000 bytes of entries were written after index 20\)$/);
+  assert.deepEqual(f.reports, [{ pg: 7, to: 3, ok: true }]);
+  assert.match(f.logs[0], /final pass from index 20 went stale: more than 1000 bytes of entries were written after index 20; another from a newer index/);
+  assert.match(f.logs[1], /snapshot at index 25 \(term 2\) to osd.3, transfer \d+: sent$/);
 
   // A copy that arrives: the log stays until the peer's match reaches the
   // commit index of then (30), and the kept part shrinks as the match rises.
@@ -399,4 +402,68 @@ test('snapshot sender: the log kept after a copy for its peer is let go when the
   f.sender.dropHolds(f.pg);
   assert.equal(f.sender.holdCount, 0);
   assert.equal(f.sender.retainIndex(f.pg, 12, () => 100, () => 5), null);
+});
+
+test('snapshot sender: a final pass whose kept log overflows starts again from a newer index with what it had not sent (the receiver keeps its copy)', async () => {
+  const seen: SnapshotChunk[] = [];
+  let releaseSeq2: (() => void) | null = null;
+  const answer: Answer = (c) => {
+    seen.push(c);
+    if (c.seq !== 2) return { status: Status.Ok };
+    return new Promise((resolve) => (releaseSeq2 = () => resolve({ status: Status.Ok })));
+  };
+  const f = fakes(answer, { recoveryRetainBytes: 1000 });
+  f.setFinal(40, false);
+  f.sender.start(f.pg, f.snap);
+  await until(() => seen.length === 1);
+  // Both objects are written behind the first pass, more than the log kept holds.
+  f.pg.apply.onWritten?.(1, 0, 4096);
+  f.pg.apply.onWritten?.(1, SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX + 4096);
+  assert.equal(f.sender.retainIndex(f.pg, 12, () => 4096, () => 5), null);
+  // The final pass (index 40) sends object 0 as chunk 2; meanwhile its kept log overflows.
+  await until(() => releaseSeq2 !== null);
+  assert.equal(f.sender.retainIndex(f.pg, 45, () => 4096, () => 5), null);
+  assert.equal(f.counters.snapshotsStale, 1);
+  f.setFinal(50, false);
+  releaseSeq2!();
+  await until(() => f.reports.length === 1);
+  assert.deepEqual(f.reports, [{ pg: 7, to: 3, ok: true }]);
+  assert.deepEqual(
+    seen.map((c) => [c.seq, c.items.map((it) => it.offsetBytes / SNAPSHOT_CHUNK_BYTES_MAX), c.done, c.snap?.snapshot.index]),
+    [
+      [0, [0], false, 10],
+      [1, [1], false, undefined],
+      [2, [0], false, undefined],
+      [3, [1], true, 50],
+    ],
+    'no new transfer (seq 0): object 1, not sent by the stopped pass, goes in the next one, which ships index 50',
+  );
+  assert.ok(f.logs.some((l) => /final pass from index 40 went stale: .*another from a newer index \(1 object\(s\) not sent yet\)/.test(l)), f.logs.join('\n'));
+  assert.equal(f.sender.retainIndex(f.pg, 52, () => 1, () => 5), 50, 'the log after the new index is kept for the peer');
+});
+
+test('snapshot sender: after FINAL_PASS_ATTEMPTS_MAX final passes went stale the transfer is cancelled (raft asks again)', async () => {
+  const seen: SnapshotChunk[] = [];
+  const f = fakes((c) => {
+    seen.push(c);
+    // While each final pass's first chunk is in flight, both objects are written
+    // again and its kept log overflows.
+    if (c.seq >= 2) {
+      f.pg.apply.onWritten?.(1, 0, 4096);
+      f.pg.apply.onWritten?.(1, SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX + 4096);
+      f.sender.retainIndex(f.pg, 1000, () => 4096, () => 5);
+    }
+    return { status: Status.Ok };
+  }, { recoveryRetainBytes: 1000 });
+  f.setFinal(40, false);
+  f.sender.start(f.pg, f.snap);
+  await until(() => seen.length === 1);
+  f.pg.apply.onWritten?.(1, 0, 4096);
+  f.pg.apply.onWritten?.(1, SNAPSHOT_CHUNK_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX + 4096);
+  f.sender.retainIndex(f.pg, 12, () => 4096, () => 5);
+  await until(() => f.reports.length === 1);
+  assert.deepEqual(f.reports, [{ pg: 7, to: 3, ok: false }]);
+  assert.equal(f.counters.snapshotsStale, 3);
+  assert.match(f.logs.at(-1)!, /not completed \(stale: .* \(3 final passes\)\)/);
+  assert.ok(!seen.some((c) => c.done), 'no done chunk');
 });

@@ -13,7 +13,12 @@
 // first moves the snapshot's index up to the applied point of then
 // (RaftNode.snapshotPoint), then ships what was written since the previous
 // pass read it. Every object it leaves out was last written before its copy
-// was read, so the copy holds the state as of the final index.
+// was read, so the copy holds the state as of the final index. A final pass of
+// at most FINAL_PASS_OBJECTS_MAX objects goes unthrottled (its bytes are charged
+// to the rate afterwards): the shorter it takes, the less is written meanwhile.
+// A final pass whose kept log overflows stops and starts again from a newer
+// index with what it had not sent plus what was written since (up to
+// FINAL_PASS_ATTEMPTS_MAX passes): the receiver keeps what it has.
 //
 // Sender: throttled to recoveryBytesPerSec and paused (up to YIELD_MAX_MS per
 // chunk) while the OSD has more than recoveryYieldInFlight client requests in
@@ -28,9 +33,10 @@
 // compaction) stays until the peer caught up to where the leader stood when
 // the copy arrived. Once more than recoveryRetainBytes were written after that
 // index, it is dropped: during the first pass the copy then goes on in passes;
-// from the final pass on the transfer is cancelled (its snapshot would arrive
-// stale) and raft asks again, from a newer point. A failure reports the
-// snapshot as failed so raft probes again.
+// during a final pass that pass starts again (above), and after
+// FINAL_PASS_ATTEMPTS_MAX of them the transfer is cancelled (its snapshot
+// would arrive stale) and raft asks again, from a newer point. A failure
+// reports the snapshot as failed so raft probes again.
 // Receiver: the first chunk (seq 0) drops the PG's local objects (after it
 // checked the snapshot is newer than its commit; a leader or candidate refuses)
 // and makes the node await a snapshot: appends are answered with a reset, so
@@ -67,6 +73,14 @@ interface Transfer {
   dirty: ObjectSet;
   /** The snapshot's index: raft's, then the applied point at the final pass. */
   index: number;
+  /**
+   * Set (why) when more was written after the final pass's index than the log
+   * kept for it holds, before the pass ended: the pass stops at its next chunk
+   * and starts again from a newer index (see run()).
+   */
+  finalStale: string | null;
+  /** The objects a final pass stopped by finalStale had not sent yet. */
+  unsent: ObjectRef[];
 }
 
 /** An object of a cluster volume. */
@@ -102,6 +116,12 @@ class ObjectSet {
 const CATCH_UP_PASSES_MAX = 3;
 /** The final pass begins once at most this many objects were written behind the copy. */
 const FINAL_PASS_OBJECTS_MAX = 4;
+/**
+ * Final passes a copy makes, each from a newer index, when the log after the
+ * previous one's outgrew recoveryRetainBytes before it ended; then the transfer
+ * is cancelled as stale and raft asks again (a new copy from scratch).
+ */
+const FINAL_PASS_ATTEMPTS_MAX = 3;
 
 /**
  * The log a leader keeps for a peer it sends a snapshot to: entries (index,
@@ -267,7 +287,7 @@ export class SnapshotSender {
         if (h.tentative) continue;
         this.osd.counters.snapshotsStale++;
         const why = `stale: more than ${limit} bytes of entries were written after index ${h.index}`;
-        if (h.catchUpTo === 0) h.transfer.cancelled ??= why;
+        if (h.catchUpTo === 0) h.transfer.finalStale ??= why;
         else this.osd.logInfo(`PG ${pg.id.poolId}.${pg.id.pg}: osd.${h.to} fell behind the log kept for it after its snapshot (${why})`);
         continue;
       }
@@ -288,6 +308,8 @@ export class SnapshotSender {
       pgEpoch: 0,
       dirty: new ObjectSet(),
       index: m.snapshot.index,
+      finalStale: null,
+      unsent: [],
     };
     this.transfers.set(k, t);
     pg.sendingSnapshotTo.add(m.to);
@@ -384,14 +406,31 @@ export class SnapshotSender {
         why = await this.sendObjects(pg, t, m, this.takeDirty(t), null);
       }
       if (why !== null) return why;
-      if (!pg.isLeader || pg.node.term !== m.term) return 'no longer the leader';
       // Final pass: the snapshot moves up to the applied point now, and the log
-      // after it is kept from here on (retainIndex).
-      const point = pg.node.snapshotPoint();
-      t.index = point.index;
-      this.hold(t, m.term, point.index, false);
-      await this.applied(pg, point.index);
-      return await this.sendObjects(pg, t, m, this.takeDirty(t), { ...m, snapshot: point });
+      // after it is kept from here on (retainIndex). If more is written meanwhile
+      // than that log may hold, the pass stops and starts again from a newer
+      // index, with what it had not sent and what was written since: the
+      // receiver keeps what it has (a new transfer would drop it and copy the
+      // whole PG again).
+      for (let attempt = 1; ; attempt++) {
+        if (!pg.isLeader || pg.node.term !== m.term) return 'no longer the leader';
+        const point = pg.node.snapshotPoint();
+        t.index = point.index;
+        t.finalStale = null;
+        this.hold(t, m.term, point.index, false);
+        await this.applied(pg, point.index);
+        const keys = new ObjectSet();
+        for (const o of t.unsent.splice(0)) keys.add(o.volumeId, o.obj);
+        for (const o of this.takeDirty(t)) keys.add(o.volumeId, o.obj);
+        // A small final pass goes at once, unthrottled: the shorter it takes, the
+        // less is written meanwhile (a hot object written faster than the rate
+        // sends it would make every final pass stale).
+        const burst = keys.size <= FINAL_PASS_OBJECTS_MAX;
+        why = await this.sendObjects(pg, t, m, keys.take(), { ...m, snapshot: point }, burst);
+        if (t.finalStale === null || why !== t.finalStale) return why;
+        if (attempt >= FINAL_PASS_ATTEMPTS_MAX) return `${why} (${attempt} final passes)`;
+        this.osd.logInfo(`PG ${pg.id.poolId}.${pg.id.pg}: snapshot transfer ${t.id} to osd.${t.to}: final pass from index ${point.index} went ${why}; another from a newer index (${t.unsent.length} object(s) not sent yet)`);
+      }
     } finally {
       this.untrack(pg, t);
     }
@@ -403,11 +442,12 @@ export class SnapshotSender {
    * chunk of a transfer carries m, so the receiver can refuse before dropping
    * its data. null once all were taken, else why not.
    */
-  private async sendObjects(pg: PgReplica, t: Transfer, m: MsgSnap, keys: ObjectRef[], last: MsgSnap | null): Promise<string | null> {
+  private async sendObjects(pg: PgReplica, t: Transfer, m: MsgSnap, keys: ObjectRef[], last: MsgSnap | null, burst = false): Promise<string | null> {
     const objBytes = this.store.objectSizeBytes;
     let k = 0;
     do {
       const items: SnapshotItem[] = [];
+      const chunkStart = k;
       let bytes = 0;
       let counted = 0;
       while (k < keys.length && items.length < SNAPSHOT_CHUNK_ITEMS_MAX && (bytes === 0 || bytes + objBytes <= this.chunkBytes)) {
@@ -427,8 +467,13 @@ export class SnapshotSender {
         items.push({ volumeId, offsetBytes, data });
         bytes += objBytes;
       }
-      await this.throttle(bytes, t);
+      await this.throttle(bytes, t, burst);
       if (t.cancelled !== null) return t.cancelled;
+      if (t.finalStale !== null && last !== null) {
+        // This chunk's objects and the rest go in the next final pass.
+        t.unsent = keys.slice(chunkStart);
+        return t.finalStale;
+      }
       // Leadership lost (and maybe regained in a later term, whose own request
       // for a snapshot must not wait behind this one).
       if (!pg.isLeader || pg.node.term !== m.term) return 'no longer the leader';
@@ -503,18 +548,23 @@ export class SnapshotSender {
     return `${CHUNK_TIMEOUT_RETRIES} attempts failed, last: ${last}`;
   }
 
-  private async throttle(bytes: number, t: Transfer): Promise<void> {
+  /**
+   * Waits for the recovery rate (and, bounded, for client IO to drop). A burst
+   * does not wait: its bytes are charged, so the transfers after it wait for
+   * them instead (the rate holds on average).
+   */
+  private async throttle(bytes: number, t: Transfer, burst: boolean): Promise<void> {
     // Bounded: the client IO may be waiting for this very copy (a PG whose other
     // replicas are down or installing has no quorum until it arrives).
     const yieldUntilMs = this.clock.nowMs() + YIELD_MAX_MS;
-    while (t.cancelled === null && this.osd.clientInFlight > this.config.recoveryYieldInFlight && this.clock.nowMs() < yieldUntilMs) await this.sleep(YIELD_WAIT_MS);
+    while (!burst && t.cancelled === null && this.osd.clientInFlight > this.config.recoveryYieldInFlight && this.clock.nowMs() < yieldUntilMs) await this.sleep(YIELD_WAIT_MS);
     const rate = this.config.recoveryBytesPerSec;
     for (;;) {
       const now = this.clock.nowMs();
       if (this.tokensAtMs < 0) this.tokensAtMs = now;
       this.tokensBytes = Math.min(rate, this.tokensBytes + ((now - this.tokensAtMs) * rate) / 1000);
       this.tokensAtMs = now;
-      if (this.tokensBytes >= bytes || bytes > rate) {
+      if (burst || this.tokensBytes >= bytes || bytes > rate) {
         this.tokensBytes -= bytes;
         return;
       }

@@ -111,10 +111,13 @@ test('sim: a follower cut off past its leaders\' logs is copied once per PG whil
   console.log(`# seed ${seed}: ${r.installs} copies, ${r.queued} waited for a slot`);
 });
 
-test('sim (mutation check): with no log kept after a snapshot, copies go stale under the same writes and the follower does not catch up', async () => {
+// Before final passes went unthrottled (session 23), no copy arrived in time and
+// the follower never caught up; now a small final pass outruns most writes, but
+// a PG is still copied more than once.
+test('sim (mutation check): with no log kept after a snapshot, copies go stale under the same writes and PGs are copied more than once', async () => {
   const seed = Number(process.env.TESSERA_SEED ?? 11) >>> 0;
   const r = await scenario(seed, 0);
-  assert.ok(r.stale > 0 && !r.caughtUp, `the retained log made no difference (caught up ${r.caughtUp}, ${r.installs} installs, ${r.stale} stale): ${r.context}`);
+  assert.ok(r.stale > 0 && r.installs > PG_COUNT, `the retained log made no difference (caught up ${r.caughtUp}, ${r.installs} installs, ${r.stale} stale): ${r.context}`);
 });
 
 /**
@@ -265,8 +268,13 @@ test('sim: an OSD with a snapshot install under way still checkpoints (the PG re
   }
 });
 
-test('sim: a copy that takes longer than the log kept for it completes: objects written behind it are sent again, and its index moves up to the applied point of the final pass; objects trimmed meanwhile are not allocated on the copy', async () => {
-  const seed = Number(process.env.TESSERA_SEED ?? 3) >>> 0;
+/**
+ * One PG copied at one object a second while a hot object takes a write every
+ * writeGapMs, far more than the log kept holds; with `trim`, the last four
+ * objects are trimmed during the copy. The copy must arrive once, and the
+ * follower's data and allocated objects must equal the leader's.
+ */
+async function longCopy(seed: number, writeGapMs: number, trim: boolean): Promise<void> {
   // One PG of 8 objects sent at one object a second (~8 s), while a hot object
   // takes ~100 KiB/s of writes: ~800 KiB behind the copy, far more than the
   // 256 KiB of log kept. A copy whose index stayed the one it began at could
@@ -298,7 +306,7 @@ test('sim: a copy that takes longer than the log kept for it completes: objects 
     const writer = (async () => {
       for (let i = 0; writing; i++) {
         c.client.write(ref, (i % hotBlocks) * BLOCK_BYTES, Buffer.alloc(BLOCK_BYTES, (i % 250) + 2)).catch((err: Error) => failures.push(err.message));
-        await c.sched.sleep(WRITE_GAP_MS);
+        await c.sched.sleep(writeGapMs);
       }
     })();
     const victim = [1, 2, 3].find((id) => id !== leader())!;
@@ -307,7 +315,7 @@ test('sim: a copy that takes longer than the log kept for it completes: objects 
     c.net.heal();
     // While the copy runs, the last objects are trimmed one by one (freed on the
     // leader): some before the copy reads them, some after (written behind it).
-    const TRIMMED = [4, 5, 6, 7];
+    const TRIMMED = trim ? [4, 5, 6, 7] : [];
     let trimsLeft = TRIMMED.length;
     void (async () => {
       for (const obj of TRIMMED) {
@@ -356,11 +364,25 @@ test('sim: a copy that takes longer than the log kept for it completes: objects 
       }
       return objs;
     };
-    assert.deepEqual(await allocated(l), [0, 1, 2, 3], `the leader's objects: ${context()}`);
-    assert.deepEqual(await allocated(victim), [0, 1, 2, 3], `osd.${victim}'s objects: ${context()}`);
+    const want0 = trim ? [0, 1, 2, 3] : [0, 1, 2, 3, 4, 5, 6, 7];
+    assert.deepEqual(await allocated(l), want0, `the leader's objects: ${context()}`);
+    assert.deepEqual(await allocated(victim), want0, `osd.${victim}'s objects: ${context()}`);
     assert.deepEqual(failures, [], `writes failed: ${context()}`);
     assert.deepEqual(c.fatalErrors(), []);
   } finally {
     c.stop();
   }
+}
+
+test('sim: a copy that takes longer than the log kept for it completes: objects written behind it are sent again, and its index moves up to the applied point of the final pass; objects trimmed meanwhile are not allocated on the copy', async () => {
+  await longCopy(Number(process.env.TESSERA_SEED ?? 3) >>> 0, WRITE_GAP_MS, true);
+});
+
+// Review reproducer (session 23): with a write every 15 ms (~270 KiB/s into one
+// object, more than the 256 KiB kept per second the throttled final pass took),
+// every final pass went stale and the transfer began again from scratch: 9
+// copies and no catch-up within 60 s. A small final pass now goes unthrottled,
+// and a stale one starts again from a newer index instead of a new transfer.
+test('sim: a copy completes once even when a hot object is written faster than the recovery rate sends an object', async () => {
+  await longCopy(Number(process.env.TESSERA_SEED ?? 4) >>> 0, 5, false);
 });
