@@ -8,21 +8,27 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { SIM_OBJECT_BYTES, SimCluster } from './cluster.js';
 
+/** Starts c, writes 4 KiB to its volume and gives how that ended ('ok' or the error's code and message). */
+async function firstWrite(c: SimCluster): Promise<string> {
+  await c.start();
+  const vol = c.map.volumes[0];
+  let outcome: string | null = null;
+  c.client.write({ id: vol.id, poolId: vol.poolId }, 0, Buffer.alloc(4096, 7)).then(
+    () => (outcome = 'ok'),
+    (err: Error & { code?: string }) => (outcome = `${err.code}: ${err.message}`),
+  );
+  await c.sched.runUntil(c.sched.nowMs + 20_000, () => outcome !== null);
+  return outcome ?? 'no answer';
+}
+
 test('sim: IO to a pool whose object size is not the OSDs\' engine object size is refused, nothing written', async () => {
   const seed = Number(process.env.TESSERA_SEED ?? 1) >>> 0;
   // (Smaller pool objects are refused the same way; the sim engine already has the smallest the monitor allows.)
   for (const poolObjectBytes of [SIM_OBJECT_BYTES * 2, SIM_OBJECT_BYTES * 16]) {
     const c = new SimCluster(seed, { osds: 3, volumeBytes: 8 * SIM_OBJECT_BYTES, pgCount: 4, poolObjectBytes });
     try {
-      await c.start();
-      const vol = c.map.volumes[0];
-      let outcome: string | null = null;
-      c.client.write({ id: vol.id, poolId: vol.poolId }, 0, Buffer.alloc(4096, 7)).then(
-        () => (outcome = 'ok'),
-        (err: Error & { code?: string }) => (outcome = `${err.code}: ${err.message}`),
-      );
-      await c.sched.runUntil(c.sched.nowMs + 20_000, () => outcome !== null);
-      assert.match(outcome ?? 'no answer', new RegExp(`has ${poolObjectBytes}-byte objects; this OSD stores ${SIM_OBJECT_BYTES}-byte objects`), `seed ${seed}, pool objects of ${poolObjectBytes} bytes`);
+      const outcome = await firstWrite(c);
+      assert.match(outcome, new RegExp(`has ${poolObjectBytes}-byte objects; this OSD stores ${SIM_OBJECT_BYTES}-byte objects`), `seed ${seed}, pool objects of ${poolObjectBytes} bytes`);
       for (const [id, osd] of c.osds) assert.deepEqual(osd.store!.volumeIds(), [], `osd.${id} stored data`);
       assert.deepEqual(c.fatalErrors(), []);
     } finally {
@@ -34,15 +40,7 @@ test('sim: IO to a pool whose object size is not the OSDs\' engine object size i
 test('sim: IO to a pool of the engine object size is served (the check above passes it)', async () => {
   const c = new SimCluster(1, { osds: 3, volumeBytes: 8 * SIM_OBJECT_BYTES, pgCount: 4 });
   try {
-    await c.start();
-    const vol = c.map.volumes[0];
-    let outcome: string | null = null;
-    c.client.write({ id: vol.id, poolId: vol.poolId }, 0, Buffer.alloc(4096, 7)).then(
-      () => (outcome = 'ok'),
-      (err: Error) => (outcome = err.message),
-    );
-    await c.sched.runUntil(c.sched.nowMs + 20_000, () => outcome !== null);
-    assert.equal(outcome, 'ok');
+    assert.equal(await firstWrite(c), 'ok');
   } finally {
     c.stop();
   }
