@@ -859,6 +859,8 @@ export class OsdCore {
 
   private removeReplica(pg: PgReplica): void {
     pg.removed = true;
+    // A snapshot chunk being written for it stops before its next write (snapshot.ts).
+    pg.installingTransfer = 0;
     this.sender.forgetPg(pg);
     pg.failWaiting('PG left this OSD');
     this.pgs.delete(pg.id.key);
@@ -905,12 +907,15 @@ export class OsdCore {
       if (this.installsStarted !== installs) return;
       for (const pg of this.pgs.values()) {
         const point = points.get(pg.id.key);
-        if (point !== undefined && pg.node.snapshotMeta.index > point.index) return;
+        // A replica created during the flush has no point: left out of the
+        // checkpoint, its records (bootstrap membership, vote) would go with the
+        // older segments the checkpoint removes (session 23 review). Skipped too.
+        if (point === undefined || pg.node.snapshotMeta.index > point.index) return;
       }
       const state = new Map<number, CheckpointState>();
       for (const pg of this.pgs.values()) {
         const point = points.get(pg.id.key);
-        if (!point) continue;
+        if (!point) fail(`checkpoint: PG ${pg.id.poolId}.${pg.id.pg} has no point`);
         const entries: Entry[] = [];
         for (let i = point.index + 1; i <= pg.node.lastIndex; i++) {
           const e = pg.node.log.entryAt(i);

@@ -32,6 +32,8 @@ function fakes() {
   const flushGate = gate();
   const writeGate = gate();
   const actions: (() => void)[] = [];
+  /** Engine flushes still to fail (EIO). */
+  const flushFailures = { left: 0 };
   const osd = {
     awaitSnapshot: async () => void events.push('await'),
     noteInstallStart: () => {},
@@ -45,7 +47,15 @@ function fakes() {
       events.push(`write ${off}`);
     },
     zero: async (_v: number, off: number) => void events.push(`zero ${off}`),
-    engine: { flush: () => flushGate.wait() },
+    engine: {
+      flush: async () => {
+        await flushGate.wait();
+        if (flushFailures.left > 0) {
+          flushFailures.left--;
+          throw new Error('EIO');
+        }
+      },
+    },
   } as unknown as ObjectStore;
   const pg = {
     id: { key: 1, poolId: 1, pg: 0, pgCount: 1 },
@@ -67,7 +77,7 @@ function fakes() {
   const pass = () => {
     for (const a of actions.splice(0)) a();
   };
-  return { r, pg, events, flushGate, writeGate, pass };
+  return { r, pg, events, flushGate, writeGate, flushFailures, pass };
 }
 
 const snap = (index: number): MsgSnap => ({ type: 'snap', from: 1, to: 2, term: 2, snapshot: { index, term: 2, conf: { voters: [1, 2, 3], learners: [] } } });
@@ -153,4 +163,43 @@ test('snapshot receiver: chunks are written in order; a retry of one written alr
   assert.deepEqual(f.events, ['await', 'drop', 'write 0', 'write 4096']);
   // A chunk of a transfer that is not the one being installed is refused.
   assert.match(statusOf(await f.r.receive(f.pg, chunk(99, 3, false, [0]))), /transfer 99 is not the one being installed/);
+});
+
+test('snapshot receiver: a chunk being written for a PG that left this OSD writes nothing more (removeReplica clears installingTransfer)', async () => {
+  const f = fakes();
+  await f.r.receive(f.pg, chunk(101, 0, false, [], snap(10)));
+  f.writeGate.close();
+  const a1 = f.r.receive(f.pg, chunk(101, 1, false, [0, 4096, 8192]));
+  await tick();
+  // osd.ts removeReplica: the PG is gone, its data dropped.
+  (f.pg as { removed: boolean }).removed = true;
+  f.pg.installingTransfer = 0;
+  f.writeGate.open();
+  assert.match(statusOf(await a1), /superseded/);
+  assert.deepEqual(f.events, ['await', 'drop', 'write 0']);
+  assert.match(statusOf(await f.r.receive(f.pg, chunk(101, 2, false, [12288]))), /not the one being installed/);
+});
+
+test('snapshot receiver: a done chunk whose flush failed is flushed again on its retry before its snapshot is stepped', async () => {
+  const f = fakes();
+  await f.r.receive(f.pg, chunk(101, 0, false, [0], snap(10)));
+  f.flushFailures.left = 1;
+  await assert.rejects(f.r.receive(f.pg, chunk(101, 1, true, [4096], snap(10))), /EIO/);
+  f.pass();
+  assert.ok(!f.events.includes('step 10'));
+  // The retry writes and flushes again (before, it was answered Ok as written: no flush, no step).
+  assert.equal(statusOf(await f.r.receive(f.pg, chunk(101, 1, true, [4096], snap(10)))), 'ok');
+  f.pass();
+  assert.deepEqual(f.events, ['await', 'drop', 'write 0', 'write 4096', 'write 4096', 'step 10']);
+});
+
+test('snapshot receiver: a late copy of a superseded transfer\'s first chunk does not take over again', async () => {
+  const f = fakes();
+  await f.r.receive(f.pg, chunk(101, 0, false, [0], snap(10)));
+  await f.r.receive(f.pg, chunk(102, 0, false, [4096], snap(12)));
+  assert.match(statusOf(await f.r.receive(f.pg, chunk(101, 0, false, [0], snap(10)))), /transfer 101 was superseded/);
+  assert.equal(f.pg.installingTransfer, 102);
+  assert.equal(statusOf(await f.r.receive(f.pg, chunk(102, 1, true, [8192], snap(12)))), 'ok');
+  f.pass();
+  assert.deepEqual(f.events, ['await', 'drop', 'write 0', 'await', 'drop', 'write 4096', 'write 8192', 'step 12']);
 });

@@ -421,7 +421,9 @@ export class SnapshotSender {
         await this.applied(pg, point.index);
         const keys = new ObjectSet();
         for (const o of t.unsent.splice(0)) keys.add(o.volumeId, o.obj);
-        for (const o of this.takeDirty(t)) keys.add(o.volumeId, o.obj);
+        for (const o of t.dirty.take()) keys.add(o.volumeId, o.obj);
+        // All that is left to send (an object both unsent and written again counts once).
+        t.bytesLeft = keys.size * this.store.objectSizeBytes;
         // A small final pass goes at once, unthrottled: the shorter it takes, the
         // less is written meanwhile (a hot object written faster than the rate
         // sends it would make every final pass stale).
@@ -577,11 +579,19 @@ export class SnapshotSender {
   }
 }
 
-/** Completed transfer ids remembered per OSD, so a retried (duplicate) chunk of one is never applied again. */
+/** Completed (and superseded) transfer ids remembered per OSD, so a retried (duplicate) chunk of one is never applied again. */
 const COMPLETED_TRANSFERS_MAX = 1024;
+
+/** Adds id to a bounded set of remembered transfer ids (the oldest goes first). */
+function remember(ids: Set<number>, id: number): void {
+  ids.add(id);
+  if (ids.size > COMPLETED_TRANSFERS_MAX) ids.delete(ids.values().next().value as number);
+}
 
 export class SnapshotReceiver {
   private readonly completed = new Set<number>();
+  /** Transfers a newer one superseded (bounded like completed): a late copy of one of their chunks must not take over again. */
+  private readonly superseded = new Set<number>();
 
   constructor(
     private readonly osd: OsdCore,
@@ -605,9 +615,11 @@ export class SnapshotReceiver {
     if (chunk.snap && !pg.node.acceptsSnapshot(chunk.snap)) return Promise.resolve({ status: Status.NotReady, message: 'snapshot is not newer than this replica' });
     if (chunk.seq === 0) {
       if (pg.node.role !== 'follower') return Promise.resolve({ status: Status.NotReady, message: `a ${pg.node.role} does not take snapshots` });
+      if (this.superseded.has(chunk.transferId)) return Promise.resolve({ status: Status.NotReady, message: `transfer ${chunk.transferId} was superseded` });
       if (pg.installingTransfer !== chunk.transferId) {
         // Supersedes the transfer being installed at once: its chunk in progress
         // stops before its next write, and the chain runs this one after it.
+        if (pg.installingTransfer !== 0) remember(this.superseded, pg.installingTransfer);
         pg.installingTransfer = chunk.transferId;
         pg.installNextSeq = 0;
       }
@@ -631,7 +643,8 @@ export class SnapshotReceiver {
   private async process(pg: PgReplica, chunk: SnapshotChunk): Promise<ClientResponse> {
     const id = chunk.transferId;
     const superseded: ClientResponse = { status: Status.NotReady, message: `transfer ${id} was superseded` };
-    if (pg.installingTransfer !== id) return superseded;
+    // (A removed PG's installingTransfer is 0: osd.ts removeReplica.)
+    if (pg.installingTransfer !== id || pg.removed) return superseded;
     if (chunk.seq < pg.installNextSeq) return { status: Status.Ok }; // a retry of a chunk written already
     if (chunk.seq > pg.installNextSeq) return { status: Status.NotReady, message: `transfer ${id}: chunk ${chunk.seq} out of order (expected ${pg.installNextSeq})` };
     if (chunk.seq === 0) {
@@ -650,19 +663,22 @@ export class SnapshotReceiver {
       await this.store.dropPg(pg.id.poolId, pg.id.pgCount, pg.id.pg);
     }
     for (const it of chunk.items) {
-      // A newer transfer took over: none of this one's data may land in its copy.
+      // A newer transfer took over, or the PG left this OSD: none of this one's
+      // data may land in the other copy (or in objects nobody owns any more).
       if (pg.installingTransfer !== id) return superseded;
       if (it.data !== undefined) await this.store.write(it.volumeId, it.offsetBytes, it.data);
       else await this.store.zero(it.volumeId, it.offsetBytes, it.zeroBytes, true);
     }
     if (pg.installingTransfer !== id) return superseded;
+    if (chunk.done) {
+      // The data must be durable before the WAL records the snapshot. (The seq
+      // moves on after: a retry of a done chunk whose flush failed flushes again.)
+      await this.store.engine.flush();
+      if (pg.installingTransfer !== id) return superseded;
+    }
     pg.installNextSeq = chunk.seq + 1;
     if (!chunk.done) return { status: Status.Ok };
-    // The data must be durable before the WAL records the snapshot.
-    await this.store.engine.flush();
-    if (pg.installingTransfer !== id) return superseded;
-    this.completed.add(id);
-    if (this.completed.size > COMPLETED_TRANSFERS_MAX) this.completed.delete(this.completed.values().next().value as number);
+    remember(this.completed, id);
     if (chunk.snap) {
       const snap = chunk.snap;
       this.osd.logInfo(`PG ${pg.id.poolId}.${pg.id.pg}: snapshot transfer ${id} written; stepping its index ${snap.snapshot.index} (commit ${pg.node.commit}, term ${pg.node.term})`);
