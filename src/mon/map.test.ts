@@ -10,6 +10,7 @@ import { Prng, seedFromEnv } from '../stdx/prng.js';
 import { isTesseraError } from '../stdx/errors.js';
 import { placePgs } from '../placement/placement.js';
 import * as M from './map.js';
+import { DEFAULT_OBJECT_BYTES } from '../engine/layout.js';
 import type { ClusterMap, PgRecord } from './map-types.js';
 import type { OsdBootRequest } from './api-types.js';
 
@@ -52,6 +53,8 @@ test('initial map and pool creation: epochs, ids, PG tables from placePgs', () =
   assert.equal(pool.createdEpoch, 2);
   assert.equal(pool.failureDomain, 'host');
   assert.equal(pool.objectSizeBytes, M.OBJECT_SIZE_BYTES_DEFAULT);
+  // The OSD daemons format their engines with the default object size, and serve only pools of their size.
+  assert.equal(M.OBJECT_SIZE_BYTES_DEFAULT, DEFAULT_OBJECT_BYTES);
   assert.equal(pgsOf(m1).length, 16);
   for (const [k, r] of pgsOf(m1).entries()) assert.deepEqual(r, { pg: k, osds: [], epoch: 2 }, 'no OSDs yet: empty acting sets');
   assertValid(m1);

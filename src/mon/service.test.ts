@@ -126,6 +126,9 @@ test('HTTP API: volume and pool CRUD keep their error codes; bad bodies are ERR_
     await assert.rejects(client.createPool({ name: 'fast', size: 2, minSize: 1, pgCount: 16 }), code('ERR_EXISTS'));
     await assert.rejects(client.createPool({ name: 'p', size: 2, minSize: 1, pgCount: 12 }), code('ERR_INVALID'));
     await assert.rejects(client.createPool({ name: 'p', size: 2, minSize: 3, pgCount: 16 }), code('ERR_INVALID'));
+    // Only the OSDs' object size (their engines store 4 MiB objects).
+    await assert.rejects(client.createPool({ name: 'p', size: 2, minSize: 1, pgCount: 16, objectSizeBytes: 1024 * 1024 }), /objectSizeBytes 1048576: the OSDs store 4194304-byte objects/);
+    assert.equal((await client.createPool({ name: 'p4', size: 2, minSize: 1, pgCount: 16, objectSizeBytes: 4 * 1024 * 1024 })).objectSizeBytes, 4 * 1024 * 1024);
     assert.equal((await client.createVolume({ name: 'f1', sizeBytes: 512, pool: 'fast' })).poolId, 2);
 
     // Raw requests the typed client cannot make.

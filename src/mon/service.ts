@@ -536,6 +536,11 @@ export class MonService implements MonApi {
   }
 
   async createPool(req: PoolCreateRequest): Promise<PoolRecord> {
+    // OSD daemons store 4 MiB objects, and serve only pools of their object size
+    // (osd.ts checkRequest): refuse the pool now rather than its every IO later.
+    if (req.objectSizeBytes !== undefined && req.objectSizeBytes !== M.OBJECT_SIZE_BYTES_DEFAULT) {
+      throw new TesseraError('ERR_INVALID', `objectSizeBytes ${req.objectSizeBytes}: the OSDs store ${M.OBJECT_SIZE_BYTES_DEFAULT}-byte objects, and a pool must use the same size`);
+    }
     const pool = await this.submit((m) => {
       const r = M.createPool(m, req);
       return { map: r.map, result: r.pool };
