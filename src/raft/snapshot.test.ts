@@ -8,6 +8,20 @@ import { AssertionError } from '../stdx/assert.js';
 import { MemStorage, Net, drain, ent, newNode, text } from './testkit.js';
 import type { Message, MsgAppResp, MsgSnap } from './types.js';
 
+/** Ten rounds of delivering the messages of `ids` to each other (not to `cut`); every message sent, in order. */
+function exchange(net: Net, ids: number[], cut: number): Message[] {
+  const seen: Message[] = [];
+  for (let round = 0; round < 10; round++) {
+    for (const id of ids) {
+      for (const m of drain(net.nodes.get(id)!)) {
+        seen.push(m);
+        if (m.to !== cut) net.get(m.to).step(m);
+      }
+    }
+  }
+  return seen;
+}
+
 /** 3 nodes, 1 leads; node 3 is cut off while `n` entries commit on 1 and 2, then 1 compacts to its applied index. */
 function lagging(n: number): Net {
   const net = new Net([1, 2, 3]);
@@ -259,15 +273,7 @@ test('§7: a follower awaiting a snapshot (its driver dropped the data) answers 
   net.cut.clear();
   net.cut.add(1);
   net.get(2).campaign();
-  const seen: Message[] = [];
-  for (let round = 0; round < 10; round++) {
-    for (const id of [2, 3]) {
-      for (const m of drain(net.nodes.get(id)!)) {
-        seen.push(m);
-        if (m.to !== 1) net.get(m.to).step(m);
-      }
-    }
-  }
+  const seen = exchange(net, [2, 3], 1);
   assert.equal(net.get(2).role, 'leader');
   const reset = seen.find((m): m is MsgAppResp => m.type === 'appResp' && m.from === 3 && m.reject);
   assert.ok(reset, 'node 3 answered an append with a reject');
@@ -301,15 +307,7 @@ test('§7: a follower awaiting a snapshot takes one at its commit index too: the
   for (let t = 0; t < 50; t++) f.tick();
   drain(net.nodes.get(3)!);
   net.get(2).campaign();
-  const seen: Message[] = [];
-  for (let round = 0; round < 10; round++) {
-    for (const id of [2, 3]) {
-      for (const m of drain(net.nodes.get(id)!)) {
-        seen.push(m);
-        if (m.to !== 1) net.get(m.to).step(m);
-      }
-    }
-  }
+  const seen = exchange(net, [2, 3], 1);
   assert.equal(net.get(2).role, 'leader');
   const snap = seen.find((m): m is MsgSnap => m.type === 'snap' && m.to === 3);
   assert.ok(snap, 'node 2 sent a snapshot');
