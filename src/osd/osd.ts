@@ -31,7 +31,8 @@ import type { ObjectStore } from './objects.js';
 import { encodeOp, OpKind } from './op.js';
 import { PgReplica, READS_MAX, pgKey, type PendingRead, type RaftTuning, type Reply } from './pg.js';
 import { IO_BYTES_MAX, Method, RAFT_BATCH_ENVELOPES_MAX, SNAPSHOT_CHUNK_BYTES_MAX, Status, type ClientRequest, type ClientResponse, type RaftBatch, type RaftEnvelope, type SnapshotChunk } from './proto.js';
-import { SnapshotReceiver, SnapshotSender } from './snapshot.js';
+import { SnapshotReceiver } from './snapshot-receiver.js';
+import { SnapshotSender } from './snapshot.js';
 
 /** What the OSD needs of its write-ahead log (src/osd/wal.ts). */
 export interface OsdWal {
@@ -479,7 +480,7 @@ export class OsdCore {
     this.schedulePass();
   }
 
-  /** For the snapshot sender/receiver (snapshot.ts): the OSD's log. */
+  /** For the snapshot sender/receiver (snapshot.ts, snapshot-receiver.ts): the OSD's log. */
   logInfo(message: string): void {
     this.deps.log('info', `osd.${this.id}: ${message}`);
   }
@@ -859,7 +860,7 @@ export class OsdCore {
 
   private removeReplica(pg: PgReplica): void {
     pg.removed = true;
-    // A snapshot chunk being written for it stops before its next write (snapshot.ts).
+    // A snapshot chunk being written for it stops before its next write (snapshot-receiver.ts).
     pg.installingTransfer = 0;
     this.sender.forgetPg(pg);
     pg.failWaiting('PG left this OSD');

@@ -109,7 +109,7 @@ export class PgReplica {
   }
   /** Snapshot transfer being received (transferId), or 0. */
   installingTransfer = 0;
-  /** The next chunk seq of installingTransfer to write (snapshot.ts SnapshotReceiver). */
+  /** The next chunk seq of installingTransfer to write (snapshot-receiver.ts). */
   installNextSeq = 0;
   /** The receiver's per-PG chain: chunks are processed one at a time, in arrival order. */
   installChain: Promise<void> = Promise.resolve();

@@ -1,4 +1,4 @@
-// The snapshot receiver (snapshot.ts SnapshotReceiver): chunks of one PG are
+// The snapshot receiver (snapshot-receiver.ts): chunks of one PG are
 // processed one at a time and in order; a newer transfer supersedes the one
 // being installed (none of the old one's data or snapshot lands after the new
 // one dropped the PG); retries of a chunk in progress or already written are
@@ -11,7 +11,7 @@ import type { OsdCore } from './osd.js';
 import type { ObjectStore } from './objects.js';
 import type { PgReplica } from './pg.js';
 import { Status, type ClientResponse, type SnapshotChunk } from './proto.js';
-import { SnapshotReceiver } from './snapshot.js';
+import { SnapshotReceiver } from './snapshot-receiver.js';
 
 /** A gate: calls of `wait` block until `open` (when `closed`). */
 function gate() {
