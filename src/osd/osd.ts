@@ -895,10 +895,11 @@ export class OsdCore {
     this.checkpointing = true;
     try {
       const installs = this.installsStarted;
-      const points = new Map<number, SnapshotMeta>();
+      // Keyed by replica, not PG: one removed and created again during the flush is a new replica.
+      const points = new Map<PgReplica, SnapshotMeta>();
       for (const pg of this.pgs.values()) {
         const point = pg.checkpointPoint();
-        points.set(pg.id.key, point);
+        points.set(pg, point);
         // Entries after the point must still be in memory when the flush is done
         // (reproducer: with 1 MiB writes, keepBytes compaction ran during the flush
         // and the checkpoint found "entry N is not in memory").
@@ -907,7 +908,7 @@ export class OsdCore {
       await this.deps.store.engine.flush();
       if (this.installsStarted !== installs) return;
       for (const pg of this.pgs.values()) {
-        const point = points.get(pg.id.key);
+        const point = points.get(pg);
         // A replica created during the flush has no point: left out of the
         // checkpoint, its records (bootstrap membership, vote) would go with the
         // older segments the checkpoint removes (session 23 review). Skipped too.
@@ -915,7 +916,7 @@ export class OsdCore {
       }
       const state = new Map<number, CheckpointState>();
       for (const pg of this.pgs.values()) {
-        const point = points.get(pg.id.key);
+        const point = points.get(pg);
         if (!point) fail(`checkpoint: PG ${pg.id.poolId}.${pg.id.pg} has no point`);
         const entries: Entry[] = [];
         for (let i = point.index + 1; i <= pg.node.lastIndex; i++) {
