@@ -423,11 +423,6 @@ export class RaftNode {
   }
 
   /**
-   * Leader: the outcome of shipping the snapshot of a MsgSnap to peer. Either way
-   * the peer is probed again after the next heartbeat answer (or at once on its
-   * appResp); after a failure the probe leads to a fresh snapshot.
-   */
-  /**
    * Leader: the snapshot to ship to `peer` now, at this leader's applied point of
    * now, which becomes the peer's pending snapshot; null when this node no longer
    * leads in `term` or the peer no longer waits for a snapshot. For a driver that
@@ -462,6 +457,13 @@ export class RaftNode {
     return this.awaitingSnapshotValue;
   }
 
+  /**
+   * Leader: the outcome of shipping the snapshot of a MsgSnap to peer. Either way
+   * the peer is probed again after the next heartbeat answer (or at once on its
+   * appResp); after a failure the probe leads to a fresh snapshot. `index`: the
+   * index the driver actually shipped, when it moved the snapshot up (its log
+   * before that may be compacted, so the probe starts after it).
+   */
   reportSnapshot(peer: number, ok: boolean, index?: number): void {
     this.assertNoReadyOutstanding();
     if (this.roleValue !== 'leader') return;
