@@ -228,7 +228,7 @@ export class SnapshotSender {
     for (const [k, q] of this.queue) if (q.pg === pg) this.queue.delete(k);
     for (const [k, p] of this.starting) if (p === pg) this.starting.delete(k);
     for (const t of this.transfers.values()) if (t.pg === pg) t.cancelled = 'the PG left this OSD';
-    for (const [k, h] of this.holds) if (h.pg === pg) this.holds.delete(k);
+    this.dropHolds(pg);
     this.pump();
   }
 
@@ -252,9 +252,10 @@ export class SnapshotSender {
    * being sent stale, or a peer that installed one fall behind the log again;
    * null when none needs the log kept. Counts the entry bytes each hold of pg
    * needs, up to `top`. A hold that needs more than recoveryRetainBytes is
-   * dropped, and its transfer (if still running) cancelled: its snapshot would
-   * arrive stale. Called before compacting a leader's log; `matchOf` gives a
-   * peer's raft match index.
+   * dropped: during a first pass quietly (the copy goes on in passes), during a
+   * final pass that pass stops and starts again from a newer index (finalStale),
+   * after the copy the peer is logged as fallen behind. Called before compacting
+   * a leader's log; `matchOf` gives a peer's raft match index.
    */
   retainIndex(pg: PgReplica, top: number, bytesAt: (index: number) => number | undefined, matchOf: (peer: number) => number | undefined): number | null {
     const limit = this.config.recoveryRetainBytes;
