@@ -80,6 +80,7 @@ function fakes(answer: Answer, config: Partial<OsdConfig> = {}, transferIdBase =
   const snapAt = (index: number, to = 3): MsgSnap => ({ type: 'snap', from: 1, to, term: 2, snapshot: { index, term: 2, conf: { voters: [1, 2, 3], learners: [] } } });
   return {
     sender,
+    osd,
     holes,
     reads,
     reports,
@@ -466,4 +467,35 @@ test('snapshot sender: after FINAL_PASS_ATTEMPTS_MAX final passes went stale the
   assert.equal(f.counters.snapshotsStale, 3);
   assert.match(f.logs.at(-1)!, /not completed \(stale: .* \(3 final passes\)\)/);
   assert.ok(!seen.some((c) => c.done), 'no done chunk');
+});
+
+test('snapshot sender: when the log kept after the first pass outgrows the budget before its last (empty) chunk goes, final passes follow instead of a stale end', async () => {
+  const seen: SnapshotChunk[] = [];
+  let f: ReturnType<typeof fakes> | null = null;
+  f = fakes(
+    (c) => {
+      seen.push(c);
+      // Client IO picks up: the next chunk (the empty last one) yields to it.
+      if (c.seq === 1) f!.osd.clientInFlight = 1000;
+      return { status: Status.Ok };
+    },
+    { recoveryRetainBytes: 1000 },
+  );
+  f.setFinal(40, false);
+  f.sender.start(f.pg, f.snap);
+  await until(() => seen.length === 2);
+  // The first pass is over and its log fits; while the last chunk waits, it outgrows the budget.
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(f.sender.retainIndex(f.pg, 40, () => 100, () => 5), null);
+  f.osd.clientInFlight = 0;
+  await until(() => f!.reports.length === 1);
+  assert.deepEqual(f.reports, [{ pg: 7, to: 3, ok: true }]);
+  assert.deepEqual(
+    seen.map((c) => [c.seq, c.items.length, c.done, c.snap?.snapshot.index]),
+    [
+      [0, 1, false, 10],
+      [1, 1, false, undefined],
+      [2, 0, true, 40],
+    ],
+  );
 });

@@ -395,7 +395,11 @@ export class SnapshotSender {
         // What was written behind the first pass fits the log kept after its
         // index: the peer catches up from there, nothing is sent again.
         first.tentative = false;
-        return await this.sendObjects(pg, t, m, [], m);
+        why = await this.sendObjects(pg, t, m, [], m);
+        if (t.finalStale === null || why !== t.finalStale) return why;
+        // The log outgrew the budget before the (empty) last chunk went: final
+        // passes from a newer index, as below.
+        why = null;
       }
       for (let pass = 0; why === null && pass < CATCH_UP_PASSES_MAX && t.dirty.size > FINAL_PASS_OBJECTS_MAX; pass++) {
         why = await this.sendObjects(pg, t, m, this.takeDirty(t), null);
