@@ -53,7 +53,7 @@
 //
 // SnapshotChunk (method 11, request), 48-byte head:
 //    0 u32 poolId   4 u32 pg   8 u64 pgEpoch   16 u64 fromOsd (> 0)   24 u64 transferId   32 u64 seq
-//   40 u32 flags (bit 0 done, bit 1 snap present; snap requires done)   44 u32 itemCount
+//   40 u32 flags (bit 0 done, bit 1 snap present: in the done chunk or the first, seq 0)   44 u32 itemCount
 //   48 the snap raft message (as above) when present, then items:
 //      u64 volumeId, u64 offsetBytes, u32 lengthBytes, u32 flags (bit 0 zero), then data
 //      (lengthBytes of it) unless zero; a zero item is a range the sender holds no
